@@ -1,0 +1,5 @@
+"""`python -m grucli` runs the command-line interface."""
+
+from grucli.cli import main
+
+main()

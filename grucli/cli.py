@@ -1,0 +1,155 @@
+"""The `grucli` command line: parses options, calls the library, turns its errors into exit codes.
+
+Exit codes: 0 success; 2 usage errors and files that cannot be used, with one `Error: ...` line
+on stderr. Data goes to stdout, diagnostics to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import click
+
+from grucli import __version__
+from grucli.errors import GrucliError
+
+F = Callable[..., Any]
+
+
+class CliError(click.ClickException):
+    """A user-caused failure: `Error: <message>` on stderr and exit code 2."""
+
+    exit_code = 2
+
+
+class GrucliGroup(click.Group):
+    """Turns library errors, and any unforeseen exception, into one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GrucliError as exc:
+            raise CliError(str(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a bug or an input no check foresaw: still no traceback for users
+            if os.environ.get("GRUCLI_DEBUG"):
+                raise
+            raise CliError(
+                f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                "(set GRUCLI_DEBUG=1 for the traceback and please report it)"
+            ) from None
+
+
+@click.group(cls=GrucliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="grucli")
+def cli() -> None:
+    """Read and check the weights of Keras recurrent layers (GRU, LSTM, SimpleRNN).
+
+    Reads .keras and .h5/.hdf5 files (Keras 1, 2, tf.keras and Keras 3, full models and
+    weights-only files, CuDNN layers) directly, without TensorFlow.
+    """
+
+
+def model_argument(function: F) -> F:
+    return click.argument("model", metavar="MODEL", type=click.Path(path_type=Path))(function)
+
+
+def layer_option(function: F) -> F:
+    return click.option(
+        "--layer", "layer_paths", multiple=True, metavar="PATH",
+        help="Only this layer (repeatable). Paths: NAME, NAME/forward and NAME/backward for Bidirectional, "
+        "OUTER/INNER for nested models, NAME/cell_K for stacked cells; a prefix selects what is below it.",
+    )(function)
+
+
+@cli.command()
+@model_argument
+@layer_option
+@click.option("--gate", "gate_names", multiple=True, metavar="G",
+              help="Only this gate (repeatable): z, r, h for GRU; i, f, c, o for LSTM; h for SimpleRNN.")
+@click.option("--unit", type=int, metavar="N",
+              help="Only unit N: its column in every gate, i.e. the weights that feed unit N.")
+@click.option("--values", "with_values", is_flag=True,
+              help="Also print the numbers, rows and columns labelled (large matrices elided; --json has all).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document (schema in the README) instead of tables.")
+def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], unit: int | None, with_values: bool, as_json: bool) -> None:
+    """Show every recurrent layer of MODEL, sliced by gate and unit, with shapes and statistics.
+
+    \b
+    Examples:
+      grucli inspect model.h5
+      grucli inspect model.keras --layer bi/forward --gate z --values
+      grucli inspect model.h5 --unit 3 --values      # the weights feeding unit 3
+      grucli inspect model.keras --json | jq '.layers[].path'
+    """
+    from grucli.layers import find_layers
+    from grucli.reader import read_model
+    from grucli.report import build_inspect_report
+
+    report = build_inspect_report(find_layers(read_model(model)), layer_paths, gate_names, unit, with_values)
+    if as_json:
+        from grucli.formats import inspect_json
+
+        click.echo(inspect_json(report))
+    else:
+        from grucli.render import render_inspect
+
+        click.echo(render_inspect(report, color=_use_color(), width=_width()), nl=False)
+
+
+@cli.command()
+@model_argument
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.npz",
+              help="The .npz file to write.")
+@layer_option
+@click.option("--force", is_flag=True, help="Overwrite OUT.npz if it exists.")
+def export(model: Path, output: Path, layer_paths: Sequence[str], force: bool) -> None:
+    """Write every gate slice of MODEL's recurrent layers to an .npz file.
+
+    Keys are {layer path}/{gate}/{array}, e.g. bi/forward/z/recurrent_kernel; arrays are
+    kernel (input_dim, units), recurrent_kernel (units, units), bias (units,) and, for a GRU
+    with reset_after=True, recurrent_bias (units,). Values equal the slices of Keras's own
+    get_weights() exactly. The file is written atomically and never overwritten without --force.
+
+    \b
+    Example:
+      grucli export model.h5 -o gates.npz
+      python -c "import numpy as np; print(np.load('gates.npz')['gru/z/kernel'])"
+    """
+    from grucli.formats import write_npz
+    from grucli.gates import flat_gate_arrays
+    from grucli.layers import find_layers
+    from grucli.reader import read_model
+    from grucli.report import select_layers
+
+    found = find_layers(read_model(model))
+    layers = select_layers(found.recurrent, layer_paths)
+    if not layers:
+        raise CliError(f"{model} has no recurrent layers to export; expected a GRU, LSTM, SimpleRNN or ConvLSTM layer")
+    arrays = flat_gate_arrays(layers)
+    write_npz(output, arrays, force=force)
+    click.echo(f"wrote {len(arrays)} arrays from {len(layers)} layer(s) to {output}", err=True)
+
+
+def _use_color() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def _width() -> int:
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size((120, 24)).columns
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 40 else 120
+
+
+def main() -> None:
+    cli(prog_name="grucli")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Machine-readable outputs: the `inspect --json` document and atomically written `.npz` files.
+
+The JSON schema is documented in the README and versioned by `schema_version`; add keys, never
+rename or remove them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from grucli import __version__
+from grucli.errors import OutputError
+from grucli.model import OtherLayer
+from grucli.report import ArrayReport, InspectReport, LayerReport
+
+SCHEMA_VERSION = 1
+
+
+def inspect_json(report: InspectReport) -> str:
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "grucli_version": __version__,
+        "file": report.path,
+        "format": report.format,
+        "keras_version": report.keras_version,
+        "backend": report.backend,
+        "has_config": report.has_config,
+        "layers": [_layer_json(layer) for layer in report.layers],
+        "other_layers": [_other_json(other) for other in report.others],
+    }
+    return json.dumps(document, indent=2, allow_nan=False)
+
+
+def _layer_json(report: LayerReport) -> dict[str, Any]:
+    layer = report.layer
+    return {
+        "path": layer.path,
+        "class": layer.class_name,
+        "kind": layer.kind,
+        "units": layer.units,
+        "input_dim": layer.input_dim,
+        "config": dict(layer.config),
+        "source_layout": layer.source_layout,
+        "inferred": layer.inferred,
+        "notes": list(layer.notes),
+        "layout": list(report.layout),
+        "stored_weights": [{"name": name, "shape": list(shape)} for name, shape in layer.stored_weights],
+        "canonical_shapes": {
+            "kernel": list(layer.kernel.shape),
+            "recurrent_kernel": list(layer.recurrent_kernel.shape),
+            "bias": list(layer.bias.shape) if layer.bias is not None else None,
+        },
+        "unit": report.unit,
+        "gates": {gate.gate: {array.name: _array_json(array) for array in gate.arrays} for gate in report.gates},
+    }
+
+
+def _array_json(array: ArrayReport) -> dict[str, Any]:
+    entry: dict[str, Any] = {"shape": list(array.shape), "stats": asdict(array.stats)}
+    if array.values is not None:
+        entry["values"] = _json_values(array.values)
+    return entry
+
+
+def _json_values(values: np.ndarray) -> Any:
+    # JSON has no NaN or Infinity: write them as the strings Python and JavaScript parse back.
+    as_list = np.asarray(values, dtype=np.float64).tolist()
+    return _replace_non_finite(as_list)
+
+
+def _replace_non_finite(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_replace_non_finite(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def _other_json(other: OtherLayer) -> dict[str, Any]:
+    return {
+        "path": other.path,
+        "class": other.class_name,
+        "weights": [{"name": name, "shape": list(shape)} for name, shape in other.weight_shapes],
+        "skipped": other.skipped_reason,
+    }
+
+
+def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray], force: bool = False) -> None:
+    """Write `arrays` to `path` atomically: a temporary file beside it, then a rename."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"{target} is a directory; expected a file path for the .npz output")
+    if target.exists() and not force:
+        raise OutputError(f"{target} already exists; pass --force to overwrite it")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"folder {folder} does not exist; expected an existing folder for {target.name}")
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"cannot write in {folder}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

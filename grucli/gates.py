@@ -1,0 +1,153 @@
+"""Gate layouts of Keras recurrent layers: which columns belong to which gate, and conversions
+from the layouts older files use (CuDNN layers, Keras 1 per-gate arrays) to the canonical one.
+
+Canonical (current Keras `get_weights()`): gate blocks of width `units` side by side in the last
+axis, GRU `[z | r | h]`, LSTM and ConvLSTM `[i | f | c | o]`, SimpleRNN a single block `h`.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from grucli.model import NamedArray, RecurrentLayer
+
+GATES: Mapping[str, tuple[str, ...]] = {
+    "GRU": ("z", "r", "h"),
+    "LSTM": ("i", "f", "c", "o"),
+    "SimpleRNN": ("h",),
+}
+
+GATE_MEANINGS: Mapping[str, Mapping[str, str]] = {
+    "GRU": {"z": "update gate", "r": "reset gate", "h": "candidate state"},
+    "LSTM": {"i": "input gate", "f": "forget gate", "c": "cell candidate", "o": "output gate"},
+    "SimpleRNN": {"h": "state"},
+}
+
+# Keras 1 stored one array per gate and role; its LSTM gate order was i, c, f, o.
+KERAS1_STORED_GATES: Mapping[str, tuple[str, ...]] = {"GRU": ("z", "r", "h"), "LSTM": ("i", "c", "f", "o")}
+
+ARRAY_NAMES = ("kernel", "recurrent_kernel", "bias", "recurrent_bias")
+
+
+def equation_family(kind: str) -> str:
+    """GRU, LSTM or SimpleRNN: the equations a kind follows (ConvLSTM follows LSTM's)."""
+    return "LSTM" if kind.startswith("ConvLSTM") else kind
+
+
+def gate_names(kind: str) -> tuple[str, ...]:
+    return GATES[equation_family(kind)]
+
+
+def gate_meaning(kind: str, gate: str) -> str:
+    return GATE_MEANINGS[equation_family(kind)][gate]
+
+
+def gate_columns(kind: str, units: int, gate: str) -> slice:
+    """The columns of the canonical kernel, recurrent kernel and bias that hold `gate`."""
+    index = gate_names(kind).index(gate)
+    return slice(index * units, (index + 1) * units)
+
+
+def slice_gates(layer: RecurrentLayer) -> dict[str, dict[str, np.ndarray]]:
+    """Per gate, the views `kernel`, `recurrent_kernel`, `bias` and (GRU reset_after) `recurrent_bias`."""
+    gates: dict[str, dict[str, np.ndarray]] = {}
+    for gate in gate_names(layer.kind):
+        columns = gate_columns(layer.kind, layer.units, gate)
+        arrays = {
+            "kernel": layer.kernel[..., columns],
+            "recurrent_kernel": layer.recurrent_kernel[..., columns],
+        }
+        if layer.bias is not None:
+            if layer.bias.ndim == 2:
+                arrays["bias"] = layer.bias[0, columns]
+                arrays["recurrent_bias"] = layer.bias[1, columns]
+            else:
+                arrays["bias"] = layer.bias[columns]
+        gates[gate] = arrays
+    return gates
+
+
+def from_cudnn(kind: str, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CuDNNGRU / CuDNNLSTM weights to the canonical layout (tf-keras's `_convert_rnn_weights`).
+
+    Per gate block, cuDNN stores the input kernel transposed in Fortran order and the recurrent
+    kernel transposed. CuDNNLSTM keeps separate input and recurrent biases (8u,) whose sum is
+    the LSTM bias; CuDNNGRU's (6u,) bias is the (2, 3u) bias of a reset_after=True GRU.
+    """
+    n_gates = len(gate_names(kind))
+    canonical_kernel = np.hstack([block.T.reshape(block.shape, order="F") for block in np.hsplit(kernel, n_gates)])
+    canonical_recurrent = np.hstack([block.T for block in np.hsplit(recurrent, n_gates)])
+    if equation_family(kind) == "LSTM":
+        canonical_bias = np.sum(np.split(bias, 2, axis=0), axis=0)
+    else:
+        canonical_bias = np.asarray(bias).reshape((2, -1))
+    return canonical_kernel, canonical_recurrent, canonical_bias
+
+
+def from_keras1(kind: str, arrays: Sequence[NamedArray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keras 1 per-gate arrays (`W_z, U_z, b_z, ...`) to the canonical kernel, recurrent kernel, bias.
+
+    Arrays are matched by their `W_<gate>` / `U_<gate>` / `b_<gate>` name suffixes when every
+    one has them, else taken in Keras 1's stored order (W, U, b per gate).
+    """
+    stored_gates = KERAS1_STORED_GATES[equation_family(kind)]
+    by_role = _keras1_by_suffix(arrays, stored_gates) or _keras1_by_order(arrays, stored_gates)
+    canonical = gate_names(kind)
+    return tuple(  # type: ignore[return-value]
+        np.concatenate([by_role[(role, gate)] for gate in canonical], axis=-1) for role in ("W", "U", "b")
+    )
+
+
+def _keras1_by_suffix(arrays: Sequence[NamedArray], gates: Sequence[str]) -> dict[tuple[str, str], np.ndarray] | None:
+    found: dict[tuple[str, str], np.ndarray] = {}
+    for weight in arrays:
+        stem = weight.name.split(":")[0]
+        for role in ("W", "U", "b"):
+            for gate in gates:
+                if stem.endswith(f"_{role}_{gate}") or stem == f"{role}_{gate}":
+                    found[(role, gate)] = weight.array
+    return found if len(found) == 3 * len(gates) else None
+
+
+def _keras1_by_order(arrays: Sequence[NamedArray], gates: Sequence[str]) -> dict[tuple[str, str], np.ndarray]:
+    found = {}
+    for index, gate in enumerate(gates):
+        for offset, role in enumerate(("W", "U", "b")):
+            found[(role, gate)] = arrays[3 * index + offset].array
+    return found
+
+
+def describe_layout(layer: RecurrentLayer) -> list[str]:
+    """The layout and equations of a layer in words, for the places people get them wrong."""
+    units = layer.units
+    names = gate_names(layer.kind)
+    blocks = ", ".join(f"[{i * units}:{(i + 1) * units}] {g} ({gate_meaning(layer.kind, g)})" for i, g in enumerate(names))
+    family = equation_family(layer.kind)
+    lines = [f"columns of kernel, recurrent_kernel and bias: {blocks}"]
+    if family == "GRU":
+        if layer.bias is not None and layer.bias.ndim == 2:
+            lines.append(
+                f"bias {tuple(layer.bias.shape)} (reset_after=True): row 0 is the input bias (added to x·W), "
+                "row 1 the recurrent bias (added to h_prev·U); listed per gate as bias and recurrent_bias"
+            )
+            lines.append("candidate: hh = act(x·W_h + b_h + r * (h_prev·U_h + rb_h)): the reset gate scales the recurrent term after the product")
+        else:
+            lines.append("candidate: hh = act(x·W_h + b_h + (r * h_prev)·U_h): reset_after=False applies the reset gate before the product")
+        lines.append("z = σ(x·W_z + h_prev·U_z + b_z); Keras computes h = z * h_prev + (1 - z) * hh, so z near 1 keeps the old state")
+    elif family == "LSTM":
+        lines.append("i, f, o = σ(x·W + h_prev·U + b); c = f * c_prev + i * act(x·W_c + h_prev·U_c + b_c); h = o * act(c)")
+    else:
+        lines.append("h = act(x·W + h_prev·U + b)")
+    return lines
+
+
+def flat_gate_arrays(layers: Sequence[RecurrentLayer]) -> dict[str, np.ndarray]:
+    """Every gate slice as its own array, keyed `{layer path}/{gate}/{array}`."""
+    arrays: dict[str, np.ndarray] = {}
+    for layer in layers:
+        for gate, by_name in slice_gates(layer).items():
+            for name, array in by_name.items():
+                arrays[f"{layer.path}/{gate}/{name}"] = np.ascontiguousarray(array)
+    return arrays

@@ -1,0 +1,295 @@
+"""Find the recurrent layers in a file's layer tree and give each canonical weights and config.
+
+Paths: a layer's name; `NAME/forward` and `NAME/backward` for a Bidirectional layer;
+`OUTER/INNER` inside nested models; `NAME/cell_K` for the cells of a stacked RNN. The root
+model's own name is not part of any path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from grucli import gates
+from grucli.errors import ModelFileError
+from grucli.model import ModelFile, ModelLayers, NamedArray, OtherLayer, RawLayer, RecurrentLayer
+
+LAYER_KINDS: Mapping[str, str] = {
+    "GRU": "GRU", "GRUV1": "GRU", "GRUV2": "GRU", "CuDNNGRU": "GRU", "GRUCell": "GRU",
+    "LSTM": "LSTM", "LSTMV1": "LSTM", "LSTMV2": "LSTM", "CuDNNLSTM": "LSTM", "LSTMCell": "LSTM",
+    "SimpleRNN": "SimpleRNN", "SimpleRNNCell": "SimpleRNN",
+    "ConvLSTM1D": "ConvLSTM1D", "ConvLSTM2D": "ConvLSTM2D", "ConvLSTM3D": "ConvLSTM3D",
+}
+CELL_CLASSES = {"GRUCell", "LSTMCell", "SimpleRNNCell"}
+CONTAINER_ROLES = {"layers"}
+# Settings of the RNN wrapper that apply to the cell it runs.
+SEQUENCE_KEYS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll", "time_major", "zero_output_for_mask")
+ALWAYS_SHOWN_SEQUENCE_KEYS = SEQUENCE_KEYS[:5]
+RECURRENT_HINTS = ("RNN", "GRU", "LSTM", "Cell")
+
+
+def find_layers(model: ModelFile) -> ModelLayers:
+    """Every recurrent layer of the file, canonicalised, and every other layer, listed."""
+    recurrent: list[RecurrentLayer] = []
+    others: list[OtherLayer] = []
+    root = model.root
+    top = [child for role, child in root.children if role in CONTAINER_ROLES] if _is_container(root) else [root]
+    for layer in top:
+        for item in _walk(layer, layer.name, model):
+            (recurrent if isinstance(item, RecurrentLayer) else others).append(item)
+    return ModelLayers(file=model, recurrent=tuple(recurrent), others=tuple(others))
+
+
+def _is_container(layer: RawLayer) -> bool:
+    return bool(layer.children) and all(role in CONTAINER_ROLES for role, _ in layer.children)
+
+
+def _walk(layer: RawLayer, path: str, model: ModelFile) -> Iterator[RecurrentLayer | OtherLayer]:
+    if _is_container(layer):
+        for _, child in layer.children:
+            yield from _walk(child, f"{path}/{child.name}", model)
+    elif layer.class_name == "Bidirectional" and layer.children:
+        for role, child in layer.children:
+            yield from _recurrent_or_skipped(child, f"{path}/{role}", model, layer.config)
+    elif layer.class_name == "RNN" and layer.children:
+        roles = [role for role, _ in layer.children]
+        for role, child in layer.children:
+            child_path = path if roles == ["cell"] else f"{path}/{role}"
+            yield from _recurrent_or_skipped(child, child_path, model, layer.config)
+    elif layer.class_name == "TimeDistributed" and layer.children:
+        inner = layer.children[0][1]
+        if inner.class_name in LAYER_KINDS:
+            yield from _recurrent_or_skipped(inner, path, model, layer.config)
+        else:
+            yield _other(layer, path, class_name=f"TimeDistributed({inner.class_name})", weights=inner.weights)
+    elif layer.class_name in LAYER_KINDS:
+        yield from _recurrent_or_skipped(layer, path, model, {})
+    else:
+        yield _other(layer, path)
+
+
+def _recurrent_or_skipped(
+    layer: RawLayer, path: str, model: ModelFile, wrapper_config: Mapping[str, Any]
+) -> Iterator[RecurrentLayer | OtherLayer]:
+    if layer.class_name not in LAYER_KINDS:
+        yield _other(layer, path, reason=f"{layer.class_name} is not a recurrent layer or cell grucli can slice")
+        return
+    yield canonical_layer(layer, path, model, wrapper_config)
+
+
+def _other(
+    layer: RawLayer, path: str, class_name: str | None = None, weights: tuple[NamedArray, ...] | None = None, reason: str | None = None
+) -> OtherLayer:
+    weights = layer.weights if weights is None else weights
+    if reason is None and any(hint in layer.class_name for hint in RECURRENT_HINTS):
+        reason = f"{layer.class_name} is not a recurrent layer grucli understands; its weights are not sliced"
+    if reason is None and layer.class_name == "Unknown" and weights:
+        reason = "no config, and the weight shapes match no recurrent layer"
+    return OtherLayer(
+        path=path,
+        class_name=class_name or layer.class_name,
+        weight_shapes=tuple((w.name, tuple(w.array.shape)) for w in _all_weights(layer, weights)),
+        skipped_reason=reason,
+    )
+
+
+def _all_weights(layer: RawLayer, own: tuple[NamedArray, ...]) -> Iterator[NamedArray]:
+    yield from own
+    for _, child in layer.children:
+        yield from _all_weights(child, child.weights)
+
+
+# --- canonical weights and config ---------------------------------------------------------------
+
+
+def canonical_layer(layer: RawLayer, path: str, model: ModelFile, wrapper_config: Mapping[str, Any]) -> RecurrentLayer:
+    """A `RecurrentLayer` in canonical layout, with its config normalised across Keras versions."""
+    class_name = layer.class_name
+    kind = _kind(class_name, layer)
+    weights = layer.weights
+    notes: list[str] = []
+    if not weights:
+        raise ModelFileError(f"layer {path} ({class_name}) has no weights in the file; expected a kernel, a recurrent kernel and a bias")
+    if len(weights) in (9, 12) and kind in ("GRU", "LSTM"):
+        kernel, recurrent, bias = gates.from_keras1(kind, weights)
+        source_layout = "keras1"
+        notes.append("assembled from Keras 1 per-gate arrays (W_*, U_*, b_*)" + (", stored in gate order i, c, f, o" if kind == "LSTM" else ""))
+    else:
+        kernel, recurrent, bias = _kernel_recurrent_bias(weights, path)
+        source_layout = "keras"
+        if _is_cudnn(class_name, kind, recurrent, bias):
+            assert bias is not None
+            kernel, recurrent, bias = gates.from_cudnn(kind, kernel, recurrent, bias)
+            source_layout = "cudnn"
+            notes.append(
+                f"converted from the CuDNN{kind} layout (per-gate transposed kernels"
+                + ("; input and recurrent biases summed" if kind == "LSTM" else "; bias (6u,) read as (2, 3u)")
+                + ")"
+            )
+    units = _check_shapes(path, kind, kernel, recurrent, bias, layer.config)
+    config = normalize_config(kind, class_name, layer.config, wrapper_config, bias, model, source_layout, notes)
+    if layer.inferred:
+        notes.append(f"kind inferred from weight shapes: the file has no config for {path}")
+    return RecurrentLayer(
+        path=path,
+        class_name=class_name,
+        kind=kind,
+        units=units,
+        input_dim=int(kernel.shape[-2]),
+        config=config,
+        stored_weights=tuple((w.name, tuple(w.array.shape)) for w in weights),
+        kernel=kernel,
+        recurrent_kernel=recurrent,
+        bias=bias,
+        source_layout=source_layout,
+        inferred=layer.inferred,
+        notes=tuple(notes),
+    )
+
+
+def _kind(class_name: str, layer: RawLayer) -> str:
+    if class_name == "ConvLSTMCell":
+        rank = layer.config.get("rank", 2)
+        return f"ConvLSTM{rank}D"
+    return LAYER_KINDS[class_name]
+
+
+def _kernel_recurrent_bias(weights: tuple[NamedArray, ...], path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    by_role = {_role(w.name): w.array for w in weights}
+    if {"kernel", "recurrent_kernel"} <= by_role.keys() and len(by_role) == len(weights):
+        return by_role["kernel"], by_role["recurrent_kernel"], by_role.get("bias")
+    # Names drift between Keras versions (and Keras 3 files number them); order does not.
+    if len(weights) not in (2, 3):
+        raise ModelFileError(
+            f"layer {path} stores {len(weights)} weights ({', '.join(w.name for w in weights)}); "
+            "expected kernel, recurrent kernel and optionally bias"
+        )
+    return weights[0].array, weights[1].array, weights[2].array if len(weights) == 3 else None
+
+
+def _role(weight_name: str) -> str:
+    return weight_name.split("/")[-1].split(":")[0]
+
+
+def _is_cudnn(class_name: str, kind: str, recurrent: np.ndarray, bias: np.ndarray | None) -> bool:
+    if bias is None or recurrent.ndim != 2:
+        return False
+    units = recurrent.shape[0]
+    n_gates = len(gates.gate_names(kind))
+    return class_name.startswith("CuDNN") or bias.shape == (2 * n_gates * units,)
+
+
+def _check_shapes(path: str, kind: str, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray | None, config: Mapping[str, Any]) -> int:
+    n_gates = len(gates.gate_names(kind))
+    if recurrent.ndim < 2 or kernel.ndim != recurrent.ndim:
+        raise ModelFileError(f"layer {path}: kernel {kernel.shape} and recurrent kernel {recurrent.shape} do not fit a {kind} layer")
+    units = int(recurrent.shape[-2])
+    declared = config.get("units", config.get("output_dim", config.get("filters")))
+    if isinstance(declared, int) and declared != units:
+        raise ModelFileError(f"layer {path}: the config says {declared} units but the recurrent kernel {recurrent.shape} holds {units}")
+    expected_columns = n_gates * units
+    problems = []
+    if recurrent.shape[-1] != expected_columns:
+        problems.append(f"recurrent kernel {recurrent.shape}, expected (..., {units}, {expected_columns})")
+    if kernel.shape[-1] != expected_columns:
+        problems.append(f"kernel {kernel.shape}, expected (..., input_dim, {expected_columns})")
+    allowed_bias = [(expected_columns,)] + ([(2, expected_columns)] if kind == "GRU" else [])
+    if bias is not None and bias.shape not in allowed_bias:
+        problems.append(f"bias {bias.shape}, expected {' or '.join(str(s) for s in allowed_bias)}")
+    if problems:
+        raise ModelFileError(f"layer {path} ({kind}, {units} units): " + "; ".join(problems))
+    return units
+
+
+def activation_name(value: Any) -> str | None:
+    """An activation as its name: configs hold strings, or dicts in Keras 3 serialisation."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        inner = value.get("config")
+        if isinstance(inner, str):
+            return inner
+        if isinstance(inner, Mapping) and isinstance(inner.get("name"), str):
+            return inner["name"]
+        return str(value.get("class_name"))
+    return str(value)
+
+
+def default_recurrent_activation(keras_version: str | None, class_name: str) -> str:
+    """What recurrent_activation meant when a config left it out, by the Keras that saved it."""
+    if class_name.startswith("CuDNN"):
+        return "sigmoid"
+    major_minor_patch = _version_tuple(keras_version)
+    if major_minor_patch is None or major_minor_patch < (2, 3, 0):
+        return "hard_sigmoid"
+    return "sigmoid"
+
+
+def _version_tuple(version: str | None) -> tuple[int, ...] | None:
+    if not version:
+        return None
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def normalize_config(
+    kind: str,
+    class_name: str,
+    config: Mapping[str, Any],
+    wrapper_config: Mapping[str, Any],
+    bias: np.ndarray | None,
+    model: ModelFile,
+    source_layout: str,
+    notes: list[str],
+) -> dict[str, Any]:
+    """The settings that decide what the layer computes, under their current Keras names."""
+    has_config = model.has_config and not _only_name(config)
+    sequence_source = {**config, **{k: wrapper_config[k] for k in SEQUENCE_KEYS if k in wrapper_config}}
+    cudnn = class_name.startswith("CuDNN") or source_layout == "cudnn"
+    if cudnn:
+        activation, recurrent_activation = "tanh", "sigmoid"
+    elif has_config:
+        activation = activation_name(config.get("activation", "tanh"))
+        recurrent_activation = activation_name(config.get("recurrent_activation", config.get("inner_activation")))
+        if recurrent_activation is None and kind != "SimpleRNN":
+            recurrent_activation = default_recurrent_activation(model.keras_version, class_name)
+            notes.append(f"recurrent_activation not in the config: {recurrent_activation}, the default of Keras {model.keras_version or '1'}")
+    else:
+        activation = recurrent_activation = None
+        notes.append("activations unknown: the file has no config (Keras defaults are tanh and sigmoid)")
+    normalized: dict[str, Any] = {"activation": activation}
+    if kind != "SimpleRNN":
+        normalized["recurrent_activation"] = recurrent_activation
+    normalized["use_bias"] = bias is not None
+    if kind == "GRU":
+        reset_after = bool(bias is not None and bias.ndim == 2)
+        if bias is None:
+            reset_after = bool(config.get("reset_after", model.keras_version is None or not model.keras_version.startswith("2.")))
+        declared = config.get("reset_after")
+        if has_config and declared is None and bias is not None:
+            notes.append(f"no reset_after key in the config; the bias shape {tuple(bias.shape)} says reset_after={reset_after}")
+        elif declared is not None and bool(declared) != reset_after and bias is not None:
+            notes.append(f"the config says reset_after={declared} but the bias shape {tuple(bias.shape)} says {reset_after}")
+        normalized["reset_after"] = reset_after
+    for key in SEQUENCE_KEYS:
+        if key in sequence_source:
+            normalized[key] = bool(sequence_source[key])
+        elif key in ALWAYS_SHOWN_SEQUENCE_KEYS:
+            normalized[key] = False if has_config else None
+    normalized["dropout"] = config.get("dropout", config.get("dropout_W"))
+    normalized["recurrent_dropout"] = config.get("recurrent_dropout", config.get("dropout_U"))
+    if kind == "LSTM" and "unit_forget_bias" in config:
+        normalized["unit_forget_bias"] = config["unit_forget_bias"]
+    if kind.startswith("ConvLSTM"):
+        for key in ("kernel_size", "strides", "padding", "data_format", "dilation_rate"):
+            if key in config:
+                normalized[key] = config[key]
+    return normalized
+
+
+def _only_name(config: Mapping[str, Any]) -> bool:
+    return set(config) <= {"name"}

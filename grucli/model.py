@@ -1,0 +1,93 @@
+"""The data that flows through grucli: a file's layer tree, and the recurrent layers found in it.
+
+`reader` produces a `ModelFile` (a tree of `RawLayer`), `layers` turns it into `RecurrentLayer`s
+with canonical weights, and everything downstream (gates, stats, reports) reads those. All
+records are frozen: nothing downstream changes what was read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class NamedArray:
+    """One stored weight: the name the file gives it and its values."""
+
+    name: str
+    array: np.ndarray
+
+
+@dataclass(frozen=True)
+class RawLayer:
+    """A layer as stored: its config (possibly empty) and the weights it owns, in stored order.
+
+    Containers (models, Bidirectional, RNN with cells) own no weights themselves; their weights
+    live on `children`, each tagged with its role: `layers`, `forward`, `backward`, `cell`.
+    """
+
+    name: str
+    class_name: str
+    config: Mapping[str, Any]
+    weights: tuple[NamedArray, ...] = ()
+    children: tuple[tuple[str, "RawLayer"], ...] = ()
+    inferred: bool = False
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """What the reader found in a file."""
+
+    path: str
+    format: str
+    keras_version: str | None
+    backend: str | None
+    has_config: bool
+    root: RawLayer
+
+
+@dataclass(frozen=True)
+class RecurrentLayer:
+    """A recurrent layer with canonical Keras weights.
+
+    Canonical means the layout of current Keras's `get_weights()`: `kernel` (input_dim, k*units),
+    `recurrent_kernel` (units, k*units), gate blocks side by side in the last axis, and `bias`
+    (k*units,) or, for a GRU with reset_after=True, (2, k*units) with row 0 the input bias and
+    row 1 the recurrent bias. ConvLSTM kernels carry the kernel window in front of those axes.
+    """
+
+    path: str
+    class_name: str
+    kind: str
+    units: int
+    input_dim: int
+    config: Mapping[str, Any]
+    stored_weights: tuple[tuple[str, tuple[int, ...]], ...]
+    kernel: np.ndarray
+    recurrent_kernel: np.ndarray
+    bias: np.ndarray | None
+    source_layout: str = "keras"
+    inferred: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class OtherLayer:
+    """A non-recurrent layer, listed so that nothing in the file is silently dropped."""
+
+    path: str
+    class_name: str
+    weight_shapes: tuple[tuple[str, tuple[int, ...]], ...]
+    skipped_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelLayers:
+    """Every layer of a file, sorted into the recurrent ones and the rest."""
+
+    file: ModelFile
+    recurrent: tuple[RecurrentLayer, ...]
+    others: tuple[OtherLayer, ...]

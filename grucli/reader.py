@@ -1,0 +1,557 @@
+"""Model files to layer trees: the only module that opens files (h5py, zipfile, json).
+
+Four layouts are read, none through Keras:
+
+- `keras-v3`: a Keras 3 `.keras` zip: `config.json` plus `model.weights.h5`, whose groups are
+  named after each layer's class (`layers/gru_1/cell/vars/0`), not its name;
+- `keras-v3-weights`: a Keras 3 `.weights.h5` (the same groups, no config);
+- `legacy-h5`: a full model saved by Keras 1/2, tf.keras 2 or Keras 3 in HDF5 (`model_config`
+  attribute, `model_weights/<layer>/<weight name>` datasets listed by `weight_names`);
+- `legacy-h5-weights`: `save_weights` HDF5 (`layer_names` on the root, no config).
+
+The result is a `ModelFile` whose tree mirrors the model: containers (models, Bidirectional,
+RNN with cells, TimeDistributed) have children, and every weight ends up on the layer or cell
+that owns it. Files without config get a tree inferred from group names and weight shapes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import struct
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Protocol, Sequence
+
+import h5py
+import numpy as np
+
+from grucli.errors import ModelFileError
+from grucli.model import ModelFile, NamedArray, RawLayer
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"
+MODEL_CLASSES = {"Sequential", "Functional", "Model"}
+# A layer of these classes lists sub-layers under config["layers"] even when not a model.
+CELL_CLASSES = {"GRUCell", "LSTMCell", "SimpleRNNCell", "ConvLSTMCell", "PeepholeLSTMCell"}
+
+
+def read_model(path: str | Path) -> ModelFile:
+    """Read a Keras model or weights file into a `ModelFile`, without importing TensorFlow."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such file; expected a Keras model file (.keras, .h5, .hdf5)")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a directory; expected a Keras model file (.keras, .h5, .hdf5)")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise ModelFileError(f"cannot open {path}: {exc.strerror or exc}") from None
+    try:
+        if head.startswith(ZIP_SIGNATURE):
+            return _read_keras_zip(path)
+        if head == HDF5_SIGNATURE:
+            return _read_hdf5_path(path)
+    except ModelFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, IndexError, zipfile.BadZipFile, RuntimeError) as exc:
+        raise ModelFileError(f"cannot read {path}: the file is corrupt or truncated ({_describe(exc)})") from None
+    if not head:
+        raise ModelFileError(f"{path} is empty; expected a Keras model file (.keras zip or HDF5)")
+    raise ModelFileError(f"{path} is neither a Keras .keras zip nor an HDF5 file (.h5, .hdf5)")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+# --- Keras 3 .keras zips -------------------------------------------------------------------
+
+
+def _read_keras_zip(path: Path) -> ModelFile:
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        if "config.json" not in names:
+            raise ModelFileError(f"{path} is a zip without config.json; expected a Keras 3 .keras file")
+        if "model.weights.h5" not in names:
+            if "model.weights.npz" in names:
+                raise ModelFileError(
+                    f"{path} stores its weights as model.weights.npz, which needs pickle to read; "
+                    "expected model.weights.h5 (re-save the model with the default weights format)"
+                )
+            raise ModelFileError(f"{path} is a zip without model.weights.h5; expected a Keras 3 .keras file")
+        config = _parse_json(archive.read("config.json"), f"{path}: config.json")
+        metadata = _parse_json(archive.read("metadata.json"), f"{path}: metadata.json") if "metadata.json" in names else {}
+        member = _open_member(path, archive, archive.getinfo("model.weights.h5"))
+        with h5py.File(member, "r") as weights:
+            root = _build_layer(config, _Keras3Weights(weights))
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise ModelFileError(f"{path}: config.json has no class_name; expected a Keras model config")
+    return ModelFile(
+        path=str(path),
+        format="keras-v3",
+        keras_version=_text(metadata.get("keras_version")) if isinstance(metadata, dict) else None,
+        backend=None,
+        has_config=True,
+        root=root,
+    )
+
+
+class _MemberView(io.RawIOBase):
+    """A read-only window onto a stored (uncompressed) zip member: no copy, no extraction."""
+
+    def __init__(self, path: Path, offset: int, size: int) -> None:
+        super().__init__()
+        self._file = path.open("rb")
+        self._offset = offset
+        self._size = size
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + position)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = max(0, min(len(view), self._size - self._position))
+        self._file.seek(self._offset + self._position)
+        got = self._file.readinto(view[:wanted]) or 0
+        self._position += got
+        return got
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _open_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.IOBase:
+    if info.compress_type == zipfile.ZIP_STORED:
+        with path.open("rb") as handle:
+            handle.seek(info.header_offset)
+            header = handle.read(30)
+        if len(header) < 30 or not header.startswith(ZIP_SIGNATURE):
+            raise ModelFileError(f"{path}: the zip entry for {info.filename} is damaged")
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        return _MemberView(path, info.header_offset + 30 + name_length + extra_length, info.file_size)
+    return io.BytesIO(archive.read(info))
+
+
+def _parse_json(raw: bytes | str, where: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{where} is not valid JSON ({_describe(exc)})") from None
+
+
+class _Keras3Weights:
+    """Finds each layer's weights in a Keras 3 weights file by the saver's naming rules.
+
+    Keras 3 names the members of a layer list by the snake_case of their class, numbering
+    repeats (`gru`, `gru_1`); Sequential models leave their InputLayer out of that list.
+    Every `vars` group holds the owner's variables as datasets `0`, `1`, ... in creation order.
+    """
+
+    def __init__(self, group: h5py.Group | None) -> None:
+        self.group = group
+
+    def own(self) -> tuple[NamedArray, ...]:
+        return tuple(_collect_vars(self.group)) if self.group is not None else ()
+
+    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["_Keras3Weights"]:
+        group = self.group
+        if group is None:
+            return [_Keras3Weights(None) for _ in children]
+        if children and children[0][0] == "layers":
+            return self._split_layer_list(parent_class, children)
+        if _is_stacked(children):
+            cells = _child(_child(group, "cell"), "cells")
+            keys = _list_member_keys([spec for _, spec in children], skip_input_layers=False)
+            return [_Keras3Weights(_child(cells, key)) for key in keys]
+        attribute = {"forward": "forward_layer", "backward": "backward_layer", "cell": "cell", "layer": "layer"}
+        return [_Keras3Weights(_child(group, attribute.get(role, role))) for role, _ in children]
+
+    def _split_layer_list(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["_Keras3Weights"]:
+        members = _child(self.group, "layers")
+        specs = [spec for _, spec in children]
+        keys = _list_member_keys(specs, skip_input_layers=parent_class == "Sequential")
+        found = []
+        for spec, key in zip(specs, keys):
+            group = _child(members, key) if key is not None else None
+            if group is None and members is not None:
+                group = _find_by_vars_name(members, _spec_name(spec))
+            found.append(_Keras3Weights(group))
+        return found
+
+
+def _is_stacked(children: Sequence[tuple[str, Mapping[str, Any]]]) -> bool:
+    return bool(children) and all(role.startswith("cell_") for role, _ in children)
+
+
+def _list_member_keys(specs: Sequence[Mapping[str, Any]], skip_input_layers: bool) -> list[str | None]:
+    used: dict[str, int] = {}
+    keys: list[str | None] = []
+    for spec in specs:
+        class_name = str(spec.get("class_name", ""))
+        if skip_input_layers and class_name == "InputLayer":
+            keys.append(None)
+            continue
+        base = snake_case(class_name)
+        if base in used:
+            used[base] += 1
+            keys.append(f"{base}_{used[base]}")
+        else:
+            used[base] = 0
+            keys.append(base)
+    return keys
+
+
+def snake_case(name: str) -> str:
+    """Keras's `to_snake_case`, which names the groups of a Keras 3 weights file."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _child(group: h5py.Group | None, key: str) -> h5py.Group | None:
+    if group is None or key not in group:
+        return None
+    item = group.get(key, getlink=False)
+    return item if isinstance(item, h5py.Group) else None
+
+
+def _find_by_vars_name(members: h5py.Group, name: str) -> h5py.Group | None:
+    # Since Keras 3.6 each vars group carries the layer's user-visible name.
+    for key in members:
+        candidate = _child(members, key)
+        vars_group = _child(candidate, "vars")
+        if vars_group is not None and _text(vars_group.attrs.get("name")) == name:
+            return candidate
+    return None
+
+
+def _collect_vars(group: h5py.Group) -> Iterable[NamedArray]:
+    """The group's own `vars/0..n` in numeric order, then its sub-objects' (alphabetical)."""
+    vars_group = _child(group, "vars")
+    if vars_group is not None:
+        for key in sorted((k for k in vars_group if k.isdigit()), key=int):
+            item = vars_group.get(key)
+            if isinstance(item, h5py.Dataset):
+                yield NamedArray(item.name.lstrip("/"), _read_dataset(item))
+    for key in sorted(group):
+        sub = _child(group, key)
+        if key != "vars" and sub is not None:
+            yield from _collect_vars(sub)
+
+
+def _read_dataset(dataset: h5py.Dataset) -> np.ndarray:
+    return np.asarray(dataset[()])
+
+
+# --- config trees ----------------------------------------------------------------------------
+
+
+class _WeightSource(Protocol):
+    """What `_build_layer` asks of a weights layout (Keras 3 groups or legacy flat lists)."""
+
+    def own(self) -> tuple[NamedArray, ...]: ...
+
+    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> Sequence["_WeightSource"]: ...
+
+
+def _build_layer(spec: Any, source: _WeightSource) -> RawLayer:
+    if not isinstance(spec, Mapping):
+        raise ModelFileError(f"a layer config is a {type(spec).__name__}, expected a JSON object")
+    class_name = str(spec.get("class_name", "?"))
+    config = spec.get("config", {})
+    config_map: Mapping[str, Any] = config if isinstance(config, Mapping) else {"layers": config}
+    name = _spec_name(spec)
+    children = child_specs(class_name, config)
+    if not children:
+        return RawLayer(name=name, class_name=class_name, config=config_map, weights=source.own())
+    sources = source.split(class_name, children)
+    built = tuple((role, _build_layer(child, child_source)) for (role, child), child_source in zip(children, sources))
+    return RawLayer(name=name, class_name=class_name, config=config_map, children=built)
+
+
+def _spec_name(spec: Mapping[str, Any]) -> str:
+    config = spec.get("config")
+    if isinstance(config, Mapping) and isinstance(config.get("name"), str):
+        return config["name"]
+    return snake_case(str(spec.get("class_name", "layer")))
+
+
+def child_specs(class_name: str, config: Any) -> list[tuple[str, Mapping[str, Any]]]:
+    """The sub-layer configs of a container layer, each with its role."""
+    if isinstance(config, list):  # Keras 2.1 Sequential: the config is the bare layer list
+        return [("layers", layer) for layer in config if isinstance(layer, Mapping)]
+    if not isinstance(config, Mapping):
+        return []
+    if class_name in MODEL_CLASSES or (isinstance(config.get("layers"), list) and class_name not in CELL_CLASSES):
+        return [("layers", layer) for layer in config.get("layers", []) if isinstance(layer, Mapping)]
+    if class_name == "Bidirectional" and isinstance(config.get("layer"), Mapping):
+        forward = config["layer"]
+        backward = config.get("backward_layer")
+        if not isinstance(backward, Mapping):
+            backward = _mirrored(forward)
+        return [("forward", forward), ("backward", backward)]
+    if class_name == "RNN":
+        cell = config.get("cell")
+        if isinstance(cell, list):
+            cells = cell
+        elif isinstance(cell, Mapping) and cell.get("class_name") == "StackedRNNCells":
+            cells = cell.get("config", {}).get("cells", [])
+        else:
+            return [("cell", cell)] if isinstance(cell, Mapping) else []
+        return [(f"cell_{index}", c) for index, c in enumerate(cells) if isinstance(c, Mapping)]
+    if class_name == "TimeDistributed" and isinstance(config.get("layer"), Mapping):
+        return [("layer", config["layer"])]
+    return []
+
+
+def _mirrored(forward: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The backward layer Bidirectional makes when none is given: same config, other direction."""
+    config = dict(forward.get("config", {}))
+    config["go_backwards"] = not config.get("go_backwards", False)
+    config["name"] = "backward_" + str(config.get("name", "layer"))
+    return {**forward, "config": config}
+
+
+# --- legacy HDF5 -------------------------------------------------------------------------------
+
+
+def _read_hdf5_path(path: Path) -> ModelFile:
+    with h5py.File(path, "r") as handle:
+        return _read_hdf5(path, handle)
+
+
+def _read_hdf5(path: Path, handle: h5py.File) -> ModelFile:
+    attrs = handle.attrs
+    if "model_config" in attrs:
+        config = _parse_json(_text(attrs["model_config"]) or "null", f"{path}: model_config")
+        if not isinstance(config, Mapping) or "class_name" not in config:
+            raise ModelFileError(f"{path}: model_config has no class_name; expected a Keras model config")
+        weights_group = _child(handle, "model_weights") or handle
+        version = _text(attrs.get("keras_version")) or _text(weights_group.attrs.get("keras_version"))
+        backend = _text(attrs.get("backend")) or _text(weights_group.attrs.get("backend"))
+        root = _build_layer(config, _LegacyRoot(weights_group))
+        return ModelFile(str(path), "legacy-h5", version, backend, True, root)
+    if "layer_names" in attrs or any(key.startswith("layer_names") for key in attrs):
+        root = _infer_legacy_weights(handle)
+        return ModelFile(str(path), "legacy-h5-weights", _text(attrs.get("keras_version")), _text(attrs.get("backend")), False, root)
+    if _child(handle, "layers") is not None or _child(handle, "vars") is not None:
+        root = _infer_keras3_group(handle, "model")
+        return ModelFile(str(path), "keras-v3-weights", None, None, False, root)
+    raise ModelFileError(
+        f"{path} is an HDF5 file with no Keras model in it; expected a model_config or layer_names "
+        "attribute (legacy .h5) or a layers/ group (Keras 3 .weights.h5)"
+    )
+
+
+def read_list_attribute(group: h5py.Group, name: str) -> list[str]:
+    """A list attribute as strings, joining the `name0`, `name1`, ... chunks of long lists."""
+    if name in group.attrs:
+        values = group.attrs[name]
+    else:
+        values = []
+        index = 0
+        while f"{name}{index}" in group.attrs:
+            values.extend(list(group.attrs[f"{name}{index}"]))
+            index += 1
+    return [str(_text(value)) for value in np.atleast_1d(np.asarray(values, dtype=object)) if _text(value) is not None]
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, np.bytes_)):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return _text(value.item())
+    if isinstance(value, (str, np.str_)):
+        return str(value)
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return str(value)
+
+
+def _legacy_layer_weights(group: h5py.Group | None) -> tuple[NamedArray, ...]:
+    if group is None:
+        return ()
+    arrays = []
+    for name in read_list_attribute(group, "weight_names"):
+        item = group.get(name)
+        if not isinstance(item, h5py.Dataset):
+            raise ModelFileError(f"weight {name!r} is listed in {group.name} but not stored there")
+        arrays.append(NamedArray(name, _read_dataset(item)))
+    return tuple(arrays)
+
+
+class _LegacyRoot:
+    """The top-level model of a legacy file: each layer's weights are in its own group."""
+
+    def __init__(self, group: h5py.Group) -> None:
+        self.group = group
+
+    def own(self) -> tuple[NamedArray, ...]:
+        return ()
+
+    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["_LegacyWeights"]:
+        return [_LegacyWeights(_legacy_layer_weights(_child(self.group, _spec_name(spec)))) for _, spec in children]
+
+
+class _LegacyWeights:
+    """A flat list of weights handed down a layer's subtree by weight names, shapes and order."""
+
+    def __init__(self, weights: tuple[NamedArray, ...]) -> None:
+        self.weights = weights
+
+    def own(self) -> tuple[NamedArray, ...]:
+        return self.weights
+
+    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["_LegacyWeights"]:
+        if parent_class == "Bidirectional":
+            half = len(self.weights) // 2
+            return [_LegacyWeights(self.weights[:half]), _LegacyWeights(self.weights[half:])]
+        if len(children) == 1:
+            return [_LegacyWeights(self.weights)]
+        return [_LegacyWeights(part) for part in _split_by_owner(self.weights, [_spec_name(s) for _, s in children], [s for _, s in children])]
+
+
+def _segments(weight_name: str) -> list[str]:
+    return [segment.split(":")[0] for segment in weight_name.split("/")]
+
+
+def _split_by_owner(
+    weights: tuple[NamedArray, ...], names: list[str], specs: list[Mapping[str, Any]]
+) -> list[tuple[NamedArray, ...]]:
+    """Give each sub-layer the weights whose names mention it, else consume them in order."""
+    parts: list[list[NamedArray]] = [[] for _ in names]
+    unclaimed = []
+    for weight in weights:
+        segments = _segments(weight.name)
+        owners = [index for index, name in enumerate(names) if name in segments[:-1]]
+        if owners:
+            parts[owners[0]].append(weight)
+        else:
+            unclaimed.append(weight)
+    if unclaimed and not any(parts):
+        # Names without owners (old cell stacks): consume in order, a known count per cell.
+        queue = list(unclaimed)
+        for index, spec in enumerate(specs):
+            count = _expected_weight_count(spec)
+            parts[index], queue = queue[:count], queue[count:]
+    return [tuple(part) for part in parts]
+
+
+def _expected_weight_count(spec: Mapping[str, Any]) -> int:
+    config = spec.get("config", {})
+    if str(spec.get("class_name")) == "InputLayer":
+        return 0
+    return 3 if not isinstance(config, Mapping) or config.get("use_bias", True) else 2
+
+
+# --- files without config: infer the tree --------------------------------------------------------
+
+
+def _infer_keras3_group(group: h5py.Group, key: str) -> RawLayer:
+    """Infer a layer subtree from a Keras 3 weights group (no config to go by)."""
+    vars_group = _child(group, "vars")
+    name = _text(vars_group.attrs.get("name")) if vars_group is not None else None
+    name = name or key
+    layers = _child(group, "layers")
+    if layers is not None:
+        children = tuple(("layers", _infer_keras3_group(layers[k], k)) for k in sorted(layers) if _child(layers, k) is not None)
+        return RawLayer(name, "Model", {"name": name}, children=children, inferred=True)
+    forward, backward = _child(group, "forward_layer"), _child(group, "backward_layer")
+    if forward is not None and backward is not None:
+        children = (("forward", _infer_keras3_group(forward, "forward_layer")), ("backward", _infer_keras3_group(backward, "backward_layer")))
+        return RawLayer(name, "Bidirectional", {"name": name}, children=children, inferred=True)
+    cells = _child(_child(group, "cell"), "cells")
+    if cells is not None:
+        children = tuple(
+            (f"cell_{index}", _infer_keras3_group(cells[k], k)) for index, k in enumerate(sorted(cells, key=_natural_key))
+        )
+        return RawLayer(name, "RNN", {"name": name}, children=children, inferred=True)
+    weights = tuple(_collect_vars(group))
+    return RawLayer(name, infer_class(weights) or "Unknown", {"name": name}, weights=weights, inferred=True)
+
+
+def _natural_key(key: str) -> tuple[str, int]:
+    # `gru_cell`, `gru_cell_1`, `gru_cell_2`: creation order, which is the stacking order.
+    match = re.fullmatch(r"(.*?)(?:_(\d+))?", key)
+    assert match is not None
+    return (match.group(1), int(match.group(2) or -1))
+
+
+def _infer_legacy_weights(handle: h5py.File) -> RawLayer:
+    children = []
+    for name in read_list_attribute(handle, "layer_names"):
+        weights = _legacy_layer_weights(_child(handle, name))
+        children.append(("layers", _infer_legacy_layer(name, weights)))
+    return RawLayer("model", "Model", {"name": "model"}, children=tuple(children), inferred=True)
+
+
+def _infer_legacy_layer(name: str, weights: tuple[NamedArray, ...]) -> RawLayer:
+    directions = [_direction(w.name) for w in weights]
+    if weights and "forward" in directions and "backward" in directions and len(weights) % 2 == 0:
+        half = len(weights) // 2
+        children = (
+            ("forward", _infer_legacy_layer(f"forward_{name}", weights[:half])),
+            ("backward", _infer_legacy_layer(f"backward_{name}", weights[half:])),
+        )
+        return RawLayer(name, "Bidirectional", {"name": name}, children=children, inferred=True)
+    return RawLayer(name, infer_class(weights) or "Unknown", {"name": name}, weights=weights, inferred=True)
+
+
+def _direction(weight_name: str) -> str | None:
+    for segment in _segments(weight_name):
+        if segment.startswith("forward_"):
+            return "forward"
+        if segment.startswith("backward_"):
+            return "backward"
+    return None
+
+
+def infer_class(weights: Sequence[NamedArray]) -> str | None:
+    """The recurrent layer class that stores weights of these shapes, or None.
+
+    kernel (..., in, k*u), recurrent kernel (..., u, k*u): k gives the kind (1 SimpleRNN,
+    3 GRU, 4 LSTM); a kernel window in front makes it ConvLSTM; 9 or 12 per-gate arrays are
+    Keras 1; a bias twice the usual length is a CuDNN layer.
+    """
+    shapes = [tuple(w.array.shape) for w in weights]
+    if len(shapes) in (9, 12) and all(len(s) in (1, 2) for s in shapes):
+        return "GRU" if len(shapes) == 9 else "LSTM"
+    if len(shapes) not in (2, 3):
+        return None
+    kernel, recurrent = shapes[0], shapes[1]
+    if len(kernel) < 2 or len(recurrent) != len(kernel) or recurrent[-1] != kernel[-1]:
+        return None
+    units = recurrent[-2]
+    if units == 0 or recurrent[-1] % units:
+        return None
+    gates = recurrent[-1] // units
+    bias = shapes[2] if len(shapes) == 3 else None
+    if len(kernel) > 2:
+        return f"ConvLSTM{len(kernel) - 2}D" if gates == 4 else None
+    if gates == 4:
+        return "CuDNNLSTM" if bias == (8 * units,) else "LSTM"
+    if gates == 3:
+        return "CuDNNGRU" if bias == (6 * units,) else "GRU"
+    if gates == 1:
+        return "SimpleRNN"
+    return None
+

@@ -1,0 +1,219 @@
+"""Rich text for people: `inspect` reports as labelled tables. The only module that imports Rich.
+
+Formatters return strings; the CLI decides where they go and whether colour is on.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from grucli.model import OtherLayer
+from grucli.report import ArrayReport, InspectReport, LayerReport
+
+FORMAT_NAMES = {
+    "keras-v3": "Keras 3 .keras zip",
+    "keras-v3-weights": "Keras 3 weights-only .weights.h5 (no config)",
+    "legacy-h5": "legacy HDF5 full model",
+    "legacy-h5-weights": "legacy HDF5 save_weights file (no config)",
+}
+# Matrices larger than this are elided to their corners; --json --values has every number.
+MAX_ROWS = 12
+MAX_COLUMNS = 10
+CORNER = 4
+
+
+def to_text(renderables: Iterable[RenderableType], color: bool, width: int) -> str:
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer, force_terminal=color, no_color=not color, color_system="standard" if color else None,
+        width=width, highlight=False, soft_wrap=False, emoji=False,
+    )
+    for renderable in renderables:
+        console.print(renderable)
+    return buffer.getvalue()
+
+
+def render_inspect(report: InspectReport, color: bool = False, width: int = 120) -> str:
+    parts: list[RenderableType] = [_file_header(report)]
+    if not report.layers:
+        parts.append(Text("No recurrent layers (GRU, LSTM, SimpleRNN, ConvLSTM) found in this file.", style="yellow"))
+    for layer in report.layers:
+        parts.append(_layer_panel(layer, report.with_values))
+    if report.others:
+        parts.append(_others_table(report.others))
+    return to_text(parts, color, width)
+
+
+def _file_header(report: InspectReport) -> Text:
+    text = Text()
+    text.append(report.path, style="bold")
+    text.append("\n  format: ")
+    text.append(FORMAT_NAMES.get(report.format, report.format))
+    text.append(f"  ·  saved by Keras {report.keras_version}" if report.keras_version else "  ·  Keras version: not recorded")
+    if report.backend:
+        text.append(f"  ·  backend: {report.backend}")
+    text.append(f"\n  recurrent layers: {len(report.layers)}")
+    return text
+
+
+def _layer_panel(report: LayerReport, with_values: bool) -> Panel:
+    layer = report.layer
+    body: list[RenderableType] = [_config_text(report), _weights_text(report)]
+    body.append(Text("\n".join(f"• {line}" for line in report.layout), style="dim"))
+    if report.gates:
+        body.append(_stats_table(report))
+    elif report.unit is None:
+        body.append(Text("no gate selected in this layer", style="yellow"))
+    else:
+        body.append(Text(f"this layer has {layer.units} units; the selected unit is not among them", style="yellow"))
+    if with_values and report.gates:
+        body.extend(_unit_values(report) if report.unit is not None else _matrix_values(report))
+    title = f"[bold]{layer.path}[/]  {layer.class_name}  ·  {layer.units} units  ·  input_dim {layer.input_dim}"
+    if report.unit is not None:
+        title += f"  ·  unit {report.unit}"
+    return Panel(Group(*body), title=title, title_align="left", expand=True)
+
+
+def _config_text(report: LayerReport) -> Text:
+    layer = report.layer
+    text = Text("config: ", style="bold")
+    text.append(", ".join(f"{key}={_plain(value)}" for key, value in layer.config.items()))
+    for note in layer.notes:
+        text.append("\nnote: ", style="bold yellow")
+        text.append(note)
+    return text
+
+
+def _plain(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
+def _weights_text(report: LayerReport) -> Text:
+    layer = report.layer
+    n_gates = len({gate.gate for gate in report.gates}) or None
+    text = Text("stored weights: ", style="bold")
+    text.append(", ".join(f"{name} {tuple(shape)}" for name, shape in layer.stored_weights))
+    canonical = [("kernel", layer.kernel.shape), ("recurrent_kernel", layer.recurrent_kernel.shape)]
+    if layer.bias is not None:
+        canonical.append(("bias", layer.bias.shape))
+    text.append("\ncanonical: ", style="bold")
+    text.append(", ".join(f"{name} {tuple(shape)}" for name, shape in canonical))
+    text.append(f" → gates of {layer.units} columns each" if n_gates is not None else "")
+    return text
+
+
+def _stats_table(report: LayerReport) -> Table:
+    table = Table(show_edge=False, pad_edge=False, header_style="bold")
+    for column in ("gate", "array", "shape", "mean", "std", "min", "max", "norm", "max |w|", "NaN", "Inf"):
+        table.add_column(column, justify="left" if column in ("gate", "array", "shape") else "right", no_wrap=column != "gate")
+    for gate in report.gates:
+        for index, array in enumerate(gate.arrays):
+            label = f"{gate.gate} {gate.meaning}" if index == 0 else ""
+            s = array.stats
+            warn = "bold red" if s.nan or s.inf else None
+            table.add_row(
+                label, array.name, str(array.shape), _num(s.mean), _num(s.std), _num(s.min), _num(s.max),
+                _num(s.norm), _num(s.max_abs), Text(str(s.nan), style=warn or ""), Text(str(s.inf), style=warn or ""),
+            )
+        table.add_section()
+    return table
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4g}"
+
+
+def _matrix_values(report: LayerReport) -> list[RenderableType]:
+    tables: list[RenderableType] = []
+    for gate in report.gates:
+        for array in gate.arrays:
+            tables.append(_values_table(f"{gate.gate} ({gate.meaning}) · {array.name}", array))
+    return tables
+
+
+def _values_table(title: str, array: ArrayReport) -> RenderableType:
+    assert array.values is not None
+    values = array.values
+    if values.ndim == 1:
+        values = values.reshape(1, -1)
+        row_labels = ["b"]
+    elif values.ndim == 2:
+        prefix = "h" if array.name == "recurrent_kernel" else "x"
+        row_labels = [f"{prefix}{i}" for i in range(values.shape[0])]
+    else:
+        # ConvLSTM: fold the kernel window into the rows, labelled by window position and input.
+        window = values.shape[:-2]
+        prefix = "h" if array.name == "recurrent_kernel" else "x"
+        row_labels = [f"{list(np.unravel_index(i // values.shape[-2], window))}{prefix}{i % values.shape[-2]}" for i in range(int(np.prod(values.shape[:-1])))]
+        values = values.reshape(-1, values.shape[-1])
+    rows = _elide(list(range(values.shape[0])), MAX_ROWS)
+    columns = _elide(list(range(values.shape[1])), MAX_COLUMNS)
+    table = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
+    table.add_column("")
+    for column in columns:
+        table.add_column("…" if column is None else f"u{column}", justify="right")
+    for row in rows:
+        cells = ["…" if column is None or row is None else _value(values[row, column]) for column in columns]
+        table.add_row("…" if row is None else row_labels[row], *cells)
+    note = _elision_note(values.shape, rows, columns)
+    return Group(table, Text(note, style="dim")) if note else table
+
+
+def _elide(indices: list[int], limit: int) -> list[int | None]:
+    if len(indices) <= limit:
+        return list(indices)
+    return [*indices[:CORNER], None, *indices[-CORNER:]]
+
+
+def _elision_note(shape: Sequence[int], rows: Sequence[int | None], columns: Sequence[int | None]) -> str:
+    if None not in rows and None not in columns:
+        return ""
+    return f"showing the corners of a {shape[0]}×{shape[1]} matrix; `grucli inspect --json --values` prints every number"
+
+
+def _value(value: float) -> str:
+    return f"{value: .4f}" if np.isfinite(value) else str(value)
+
+
+def _unit_values(report: LayerReport) -> list[RenderableType]:
+    """One table for one unit: rows are the inputs and previous states feeding it, columns its gates."""
+    table = Table(
+        title=f"weights feeding unit {report.unit} (rows: x = input feature, h = previous state of unit)",
+        title_justify="left", show_edge=False, header_style="bold",
+    )
+    table.add_column("")
+    for gate in report.gates:
+        table.add_column(f"{gate.gate} ({gate.meaning})", justify="right")
+    by_gate = [{array.name: array.values for array in gate.arrays} for gate in report.gates]
+    for name, prefix in (("kernel", "x"), ("recurrent_kernel", "h")):
+        vectors = [arrays.get(name) for arrays in by_gate]
+        length = max((v.size for v in vectors if v is not None), default=0)
+        for row in _elide(list(range(length)), MAX_ROWS * 2):
+            label = "…" if row is None else f"{prefix}{row}"
+            table.add_row(label, *["…" if row is None or v is None else _value(v.ravel()[row]) for v in vectors])
+    for name in ("bias", "recurrent_bias"):
+        vectors = [arrays.get(name) for arrays in by_gate]
+        if any(v is not None for v in vectors):
+            table.add_row(name, *["" if v is None else _value(float(v)) for v in vectors])
+    return [table]
+
+
+def _others_table(others: Sequence[OtherLayer]) -> Table:
+    table = Table(title="other layers (not recurrent; weights not sliced)", title_justify="left", show_edge=False, header_style="bold")
+    table.add_column("path")
+    table.add_column("class")
+    table.add_column("weights")
+    table.add_column("note")
+    for other in others:
+        weights = ", ".join(f"{tuple(shape)}" for _, shape in other.weight_shapes) or "—"
+        table.add_row(other.path, other.class_name, weights, Text(other.skipped_reason or "", style="yellow"))
+    return table

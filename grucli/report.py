@@ -1,0 +1,123 @@
+"""The facts `inspect` reports, as frozen records that the JSON and Rich formatters both read.
+
+Selection happens here (`--layer`, `--gate`, `--unit`), so every output format shows the same
+thing and the formatters only format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from grucli import gates
+from grucli.errors import SelectionError
+from grucli.model import ModelLayers, OtherLayer, RecurrentLayer
+from grucli.stats import ArrayStats, array_stats
+
+
+@dataclass(frozen=True)
+class ArrayReport:
+    name: str
+    shape: tuple[int, ...]
+    stats: ArrayStats
+    values: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class GateReport:
+    gate: str
+    meaning: str
+    arrays: tuple[ArrayReport, ...]
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    layer: RecurrentLayer
+    gates: tuple[GateReport, ...]
+    unit: int | None
+    layout: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class InspectReport:
+    path: str
+    format: str
+    keras_version: str | None
+    backend: str | None
+    has_config: bool
+    layers: tuple[LayerReport, ...]
+    others: tuple[OtherLayer, ...]
+    with_values: bool
+
+
+def select_layers(layers: Sequence[RecurrentLayer], paths: Sequence[str]) -> list[RecurrentLayer]:
+    """The layers named by `paths`; a path also selects what is below it (`bi` → `bi/forward`)."""
+    if not paths:
+        return list(layers)
+    chosen = [layer for layer in layers if any(layer.path == p or layer.path.startswith(p.rstrip("/") + "/") for p in paths)]
+    missing = [p for p in paths if not any(layer.path == p or layer.path.startswith(p.rstrip("/") + "/") for layer in layers)]
+    if missing:
+        available = ", ".join(layer.path for layer in layers) or "none"
+        raise SelectionError(f"no recurrent layer {missing[0]!r} in this model; expected one of: {available}")
+    return chosen
+
+
+def build_inspect_report(
+    model: ModelLayers,
+    layer_paths: Sequence[str] = (),
+    gate_filter: Sequence[str] = (),
+    unit: int | None = None,
+    with_values: bool = False,
+) -> InspectReport:
+    layers = select_layers(model.recurrent, layer_paths)
+    _check_gates(layers, gate_filter)
+    _check_unit(layers, unit)
+    reports = tuple(_layer_report(layer, gate_filter, unit, with_values) for layer in layers)
+    file = model.file
+    return InspectReport(
+        path=file.path,
+        format=file.format,
+        keras_version=file.keras_version,
+        backend=file.backend,
+        has_config=file.has_config,
+        layers=reports,
+        others=model.others if not layer_paths else (),
+        with_values=with_values,
+    )
+
+
+def _check_gates(layers: Sequence[RecurrentLayer], gate_filter: Sequence[str]) -> None:
+    known = {gate for layer in layers for gate in gates.gate_names(layer.kind)}
+    for gate in gate_filter:
+        if gate not in known:
+            raise SelectionError(f"no gate {gate!r} in the selected layers; expected one of: {', '.join(sorted(known)) or 'none'}")
+
+
+def _check_unit(layers: Sequence[RecurrentLayer], unit: int | None) -> None:
+    if unit is None:
+        return
+    if unit < 0:
+        raise SelectionError(f"--unit {unit} is negative; expected a unit index from 0")
+    if layers and not any(unit < layer.units for layer in layers):
+        widest = max(layer.units for layer in layers)
+        raise SelectionError(f"--unit {unit} is out of range; the selected layers have at most {widest} units (0-{widest - 1})")
+
+
+def _layer_report(layer: RecurrentLayer, gate_filter: Sequence[str], unit: int | None, with_values: bool) -> LayerReport:
+    shown_unit = unit if unit is not None and unit < layer.units else None
+    gate_reports = []
+    if unit is None or shown_unit is not None:
+        for gate, by_name in gates.slice_gates(layer).items():
+            if gate_filter and gate not in gate_filter:
+                continue
+            arrays = tuple(_array_report(name, array, shown_unit, with_values) for name, array in by_name.items())
+            gate_reports.append(GateReport(gate, gates.gate_meaning(layer.kind, gate), arrays))
+    return LayerReport(layer=layer, gates=tuple(gate_reports), unit=shown_unit, layout=tuple(gates.describe_layout(layer)))
+
+
+def _array_report(name: str, array: np.ndarray, unit: int | None, with_values: bool) -> ArrayReport:
+    # A unit's weights are its column: the last axis of every gate slice.
+    selected = array[..., unit] if unit is not None else array
+    return ArrayReport(name, tuple(selected.shape), array_stats(selected), np.asarray(selected) if with_values else None)
