@@ -36,7 +36,7 @@ def inspect_json(report: InspectReport) -> str:
         "layers": [_layer_json(layer) for layer in report.layers],
         "other_layers": [_other_json(other) for other in report.others],
     }
-    return json.dumps(document, indent=2, allow_nan=False)
+    return json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False)
 
 
 def _layer_json(report: LayerReport) -> dict[str, Any]:

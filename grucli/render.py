@@ -9,8 +9,9 @@ import io
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from rich import box
 from rich.console import Console, Group, RenderableType
-from rich.panel import Panel
+from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
@@ -63,22 +64,26 @@ def _file_header(report: InspectReport) -> Text:
     return text
 
 
-def _layer_panel(report: LayerReport, with_values: bool) -> Panel:
+def _layer_panel(report: LayerReport, with_values: bool) -> Group:
     layer = report.layer
-    body: list[RenderableType] = [_config_text(report), _weights_text(report)]
+    title = f"[bold]{layer.path}[/]  {layer.class_name}  ·  {layer.units} units  ·  input_dim {layer.input_dim}"
+    if report.unit is not None:
+        title += f"  ·  unit {report.unit}"
+    body: list[RenderableType] = [Rule(title, align="left"), _config_text(report), _weights_text(report)]
     body.append(Text("\n".join(f"• {line}" for line in report.layout), style="dim"))
-    if report.gates:
+    if report.unit is not None and report.gates:
+        # One unit's weights are short vectors: the numbers say more than statistics of them.
+        body.extend(_unit_values(report))
+    elif report.gates:
         body.append(_stats_table(report))
+        if with_values:
+            body.extend(_matrix_values(report))
     elif report.unit is None:
         body.append(Text("no gate selected in this layer", style="yellow"))
     else:
         body.append(Text(f"this layer has {layer.units} units; the selected unit is not among them", style="yellow"))
-    if with_values and report.gates:
-        body.extend(_unit_values(report) if report.unit is not None else _matrix_values(report))
-    title = f"[bold]{layer.path}[/]  {layer.class_name}  ·  {layer.units} units  ·  input_dim {layer.input_dim}"
-    if report.unit is not None:
-        title += f"  ·  unit {report.unit}"
-    return Panel(Group(*body), title=title, title_align="left", expand=True)
+    body.append(Text(""))
+    return Group(*body)
 
 
 def _config_text(report: LayerReport) -> Text:
@@ -110,12 +115,12 @@ def _weights_text(report: LayerReport) -> Text:
 
 
 def _stats_table(report: LayerReport) -> Table:
-    table = Table(show_edge=False, pad_edge=False, header_style="bold")
-    for column in ("gate", "array", "shape", "mean", "std", "min", "max", "norm", "max |w|", "NaN", "Inf"):
-        table.add_column(column, justify="left" if column in ("gate", "array", "shape") else "right", no_wrap=column != "gate")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
+    for column in ("gate", "array", "shape", "mean", "std", "min", "max", "norm", "max|w|", "NaN", "Inf"):
+        table.add_column(column, justify="left" if column in ("gate", "array", "shape") else "right", no_wrap=True)
     for gate in report.gates:
         for index, array in enumerate(gate.arrays):
-            label = f"{gate.gate} {gate.meaning}" if index == 0 else ""
+            label = f"{gate.gate} {gate.meaning.split()[0]}" if index == 0 else ""
             s = array.stats
             warn = "bold red" if s.nan or s.inf else None
             table.add_row(
@@ -129,7 +134,7 @@ def _stats_table(report: LayerReport) -> Table:
 def _num(value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value:.4g}"
+    return f"{value:.3g}"
 
 
 def _matrix_values(report: LayerReport) -> list[RenderableType]:
@@ -157,7 +162,7 @@ def _values_table(title: str, array: ArrayReport) -> RenderableType:
         values = values.reshape(-1, values.shape[-1])
     rows = _elide(list(range(values.shape[0])), MAX_ROWS)
     columns = _elide(list(range(values.shape[1])), MAX_COLUMNS)
-    table = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
     table.add_column("")
     for column in columns:
         table.add_column("…" if column is None else f"u{column}", justify="right")
@@ -187,8 +192,8 @@ def _value(value: float) -> str:
 def _unit_values(report: LayerReport) -> list[RenderableType]:
     """One table for one unit: rows are the inputs and previous states feeding it, columns its gates."""
     table = Table(
-        title=f"weights feeding unit {report.unit} (rows: x = input feature, h = previous state of unit)",
-        title_justify="left", show_edge=False, header_style="bold",
+        title=f"weights feeding unit {report.unit} (x = input feature, h = previous state)",
+        title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, header_style="bold",
     )
     table.add_column("")
     for gate in report.gates:
@@ -208,7 +213,7 @@ def _unit_values(report: LayerReport) -> list[RenderableType]:
 
 
 def _others_table(others: Sequence[OtherLayer]) -> Table:
-    table = Table(title="other layers (not recurrent; weights not sliced)", title_justify="left", show_edge=False, header_style="bold")
+    table = Table(title="other layers (not recurrent; weights not sliced)", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
     table.add_column("path")
     table.add_column("class")
     table.add_column("weights")
