@@ -1,0 +1,300 @@
+"""Recurrent layers replayed step by step in NumPy, from the equations Keras documents.
+
+The cells read like Keras's own (`keras/src/layers/rnn/gru.py`, `lstm.py`): `h_tm1` is the
+previous output, `c_tm1` the previous cell state, `x_z` the input projection of gate z,
+`recurrent_z` its recurrent projection, `hh` the GRU candidate. Input projections of all
+timesteps are one matrix product; only the recurrent part loops over time.
+
+Activations follow the Keras version that saved the file: `hard_sigmoid` is
+`clip(0.2x + 0.5, 0, 1)` in Keras 1/2 and tf.keras 2, `clip(x/6 + 0.5, 0, 1)` in Keras 3.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+
+from grucli import gates
+from grucli.errors import GrucliError
+from grucli.model import RecurrentLayer
+
+KERAS2 = "keras2"
+KERAS3 = "keras3"
+Activation = Callable[[np.ndarray], np.ndarray]
+
+
+class ReplayError(GrucliError):
+    """The model holds something the replay engine cannot run (the message names it)."""
+
+
+def semantics_for(keras_version: str | None, file_format: str) -> str:
+    """KERAS3 for files saved by Keras 3, KERAS2 for Keras 1/2 and tf.keras 2 files."""
+    if file_format.startswith("keras-v3"):
+        return KERAS3
+    if keras_version is None:
+        return KERAS2  # legacy HDF5 without a version: Keras 1
+    major = keras_version.split(".")[0]
+    return KERAS3 if major.isdigit() and int(major) >= 3 else KERAS2
+
+
+# --- activations ------------------------------------------------------------------------------------
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # The tanh form never overflows, unlike 1 / (1 + exp(-x)) for large negative x.
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+_erf = np.vectorize(math.erf, otypes=[float])
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return (0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))).astype(x.dtype)
+
+
+def _selu(x: np.ndarray) -> np.ndarray:
+    alpha, scale = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+    return scale * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    shifted = np.exp(x - x.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def _hard_sigmoid_keras2(x: np.ndarray) -> np.ndarray:
+    return np.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+
+def _hard_sigmoid_keras3(x: np.ndarray) -> np.ndarray:
+    return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+
+
+COMMON_ACTIVATIONS: Mapping[str, Activation] = {
+    "tanh": np.tanh,
+    "sigmoid": _sigmoid,
+    "linear": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0),
+    "relu6": lambda x: np.clip(x, 0, 6),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+    "selu": _selu,
+    "softsign": lambda x: x / (1 + np.abs(x)),
+    "softplus": lambda x: np.logaddexp(0, x),
+    "exponential": np.exp,
+    "gelu": _gelu,
+    "silu": lambda x: x * _sigmoid(x),
+    "swish": lambda x: x * _sigmoid(x),
+    "mish": lambda x: x * np.tanh(np.logaddexp(0, x)),
+    "log_sigmoid": lambda x: -np.logaddexp(0, -x),
+    "leaky_relu": lambda x: np.where(x > 0, x, 0.2 * x),
+    "softmax": _softmax,
+}
+HARD_SIGMOID = {KERAS2: _hard_sigmoid_keras2, KERAS3: _hard_sigmoid_keras3}
+# Definitions that differ between Keras 2 and Keras 3 (verify warns where they matter).
+VERSION_DEPENDENT = {"hard_sigmoid", "hard_silu", "hard_swish"}
+
+
+def activation(name: str | None, semantics: str) -> Activation:
+    if name is None or name == "linear":
+        return COMMON_ACTIVATIONS["linear"]
+    if name == "hard_sigmoid":
+        return HARD_SIGMOID[semantics]
+    if name in ("hard_silu", "hard_swish"):
+        hard = HARD_SIGMOID[semantics]
+        return lambda x: x * hard(x)
+    if name not in COMMON_ACTIVATIONS:
+        raise ReplayError(f"activation {name!r} is not one the replay knows; expected one of: {', '.join(sorted([*COMMON_ACTIVATIONS, 'hard_sigmoid', 'hard_silu']))}")
+    return COMMON_ACTIVATIONS[name]
+
+
+# --- running a recurrent layer ----------------------------------------------------------------------
+
+
+@dataclass
+class RecurrentRun:
+    """What one recurrent layer computed: per-timestep outputs (processing order) and final states.
+
+    `trace` holds, when asked for, each gate's activation per timestep, shape (batch, time, units).
+    """
+
+    sequence: np.ndarray
+    last_output: np.ndarray
+    states: list[np.ndarray]
+    trace: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def run_layer(
+    layer: RecurrentLayer,
+    inputs: np.ndarray,
+    mask: np.ndarray | None = None,
+    semantics: str = KERAS3,
+    dtype: type = np.float64,
+    trace: bool = False,
+    zero_output_for_mask: bool | None = None,
+    go_backwards: bool | None = None,
+) -> RecurrentRun:
+    """Run `layer` over `inputs` (batch, time, features) the way Keras's RNN layer does.
+
+    go_backwards processes time in reverse and leaves the sequence in processing order; at a
+    masked step every state is carried over and the output repeats the previous one (or is
+    zero with zero_output_for_mask).
+    """
+    if layer.kind.startswith("ConvLSTM"):
+        raise ReplayError(f"layer {layer.path}: {layer.kind} cannot be replayed (only its weights can be inspected)")
+    if inputs.ndim != 3:
+        raise ReplayError(f"layer {layer.path} expects input (batch, timesteps, features), got shape {inputs.shape}")
+    if inputs.shape[-1] != layer.input_dim:
+        raise ReplayError(f"layer {layer.path} expects {layer.input_dim} features per step, got {inputs.shape[-1]}")
+    x = np.asarray(inputs, dtype=dtype)
+    if layer.config.get("go_backwards") if go_backwards is None else go_backwards:
+        x = x[:, ::-1]
+        mask = mask[:, ::-1] if mask is not None else None
+    if zero_output_for_mask is None:
+        zero_output_for_mask = bool(layer.config.get("zero_output_for_mask"))
+    cell = CELLS[gates.equation_family(layer.kind)]
+    return cell(layer, x, mask, semantics, dtype, trace, zero_output_for_mask)
+
+
+def _weights(layer: RecurrentLayer, dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """kernel, recurrent kernel, input bias, recurrent bias (zeros where the layer has none)."""
+    columns = layer.kernel.shape[-1]
+    kernel = layer.kernel.astype(dtype)
+    recurrent_kernel = layer.recurrent_kernel.astype(dtype)
+    if layer.bias is None:
+        return kernel, recurrent_kernel, np.zeros(columns, dtype), np.zeros(columns, dtype)
+    if layer.bias.ndim == 2:
+        return kernel, recurrent_kernel, layer.bias[0].astype(dtype), layer.bias[1].astype(dtype)
+    return kernel, recurrent_kernel, layer.bias.astype(dtype), np.zeros(columns, dtype)
+
+
+class _Stepper:
+    """Masking and output bookkeeping shared by the cells."""
+
+    def __init__(self, batch: int, timesteps: int, units: int, mask: np.ndarray | None, zero_output: bool, dtype: type) -> None:
+        self.sequence = np.zeros((batch, timesteps, units), dtype)
+        self.mask = None if mask is None else np.asarray(mask, bool)
+        self.zero_output = zero_output
+        self.previous_output = np.zeros((batch, units), dtype)
+
+    def keep(self, t: int, new: np.ndarray, old: np.ndarray) -> np.ndarray:
+        """New state where step t is real, the old one where it is masked."""
+        if self.mask is None:
+            return new
+        return np.where(self.mask[:, t, None], new, old)
+
+    def emit(self, t: int, output: np.ndarray) -> None:
+        if self.mask is None:
+            self.sequence[:, t] = output
+        else:
+            step = self.mask[:, t, None]
+            self.sequence[:, t] = np.where(step, output, 0.0 if self.zero_output else self.previous_output)
+        self.previous_output = self.sequence[:, t]
+
+
+def gru_cell(layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool) -> RecurrentRun:
+    units = layer.units
+    act = activation(layer.config.get("activation", "tanh"), semantics)
+    rec_act = activation(layer.config.get("recurrent_activation", "sigmoid"), semantics)
+    kernel, recurrent_kernel, input_bias, recurrent_bias = _weights(layer, dtype)
+    reset_after = bool(layer.config.get("reset_after", layer.bias is not None and layer.bias.ndim == 2))
+    z_, r_, h_ = (gates.gate_columns("GRU", units, g) for g in "zrh")
+    batch, timesteps, _ = x.shape
+    x_all = x @ kernel + input_bias  # every timestep's x_z | x_r | x_h at once
+    h_tm1 = np.zeros((batch, units), dtype)
+    stepper = _Stepper(batch, timesteps, units, mask, zero_output, dtype)
+    traced = {g: np.zeros((batch, timesteps, units), dtype) for g in ("z", "r", "hh", "h")} if trace else {}
+    for t in range(timesteps):
+        x_z, x_r, x_h = x_all[:, t, z_], x_all[:, t, r_], x_all[:, t, h_]
+        if reset_after:
+            matrix_inner = h_tm1 @ recurrent_kernel + recurrent_bias
+            recurrent_z, recurrent_r, recurrent_h = matrix_inner[:, z_], matrix_inner[:, r_], matrix_inner[:, h_]
+            z = rec_act(x_z + recurrent_z)
+            r = rec_act(x_r + recurrent_r)
+            recurrent_h = r * recurrent_h
+        else:
+            recurrent_z = h_tm1 @ recurrent_kernel[:, z_]
+            recurrent_r = h_tm1 @ recurrent_kernel[:, r_]
+            z = rec_act(x_z + recurrent_z)
+            r = rec_act(x_r + recurrent_r)
+            recurrent_h = (r * h_tm1) @ recurrent_kernel[:, h_]
+        hh = act(x_h + recurrent_h)
+        h = z * h_tm1 + (1 - z) * hh  # Keras's order: z keeps the previous state
+        h_tm1 = stepper.keep(t, h, h_tm1)
+        stepper.emit(t, h)
+        if trace:
+            for name, value in (("z", z), ("r", r), ("hh", hh), ("h", h_tm1)):
+                traced[name][:, t] = value
+    return RecurrentRun(stepper.sequence, stepper.sequence[:, -1], [h_tm1], traced)
+
+
+def lstm_cell(layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool) -> RecurrentRun:
+    units = layer.units
+    act = activation(layer.config.get("activation", "tanh"), semantics)
+    rec_act = activation(layer.config.get("recurrent_activation", "sigmoid"), semantics)
+    kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
+    i_, f_, c_, o_ = (gates.gate_columns("LSTM", units, g) for g in "ifco")
+    batch, timesteps, _ = x.shape
+    x_all = x @ kernel + bias
+    h_tm1 = np.zeros((batch, units), dtype)
+    c_tm1 = np.zeros((batch, units), dtype)
+    stepper = _Stepper(batch, timesteps, units, mask, zero_output, dtype)
+    traced = {g: np.zeros((batch, timesteps, units), dtype) for g in ("i", "f", "cc", "c", "o", "h")} if trace else {}
+    for t in range(timesteps):
+        z = x_all[:, t] + h_tm1 @ recurrent_kernel
+        i = rec_act(z[:, i_])
+        f = rec_act(z[:, f_])
+        cc = act(z[:, c_])
+        c = f * c_tm1 + i * cc
+        o = rec_act(z[:, o_])
+        h = o * act(c)
+        h_tm1 = stepper.keep(t, h, h_tm1)
+        c_tm1 = stepper.keep(t, c, c_tm1)
+        stepper.emit(t, h)
+        if trace:
+            for name, value in (("i", i), ("f", f), ("cc", cc), ("c", c_tm1), ("o", o), ("h", h_tm1)):
+                traced[name][:, t] = value
+    return RecurrentRun(stepper.sequence, stepper.sequence[:, -1], [h_tm1, c_tm1], traced)
+
+
+def simple_rnn_cell(layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool) -> RecurrentRun:
+    act = activation(layer.config.get("activation", "tanh"), semantics)
+    kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
+    batch, timesteps, _ = x.shape
+    x_all = x @ kernel + bias
+    h_tm1 = np.zeros((batch, layer.units), dtype)
+    stepper = _Stepper(batch, timesteps, layer.units, mask, zero_output, dtype)
+    traced = {"h": np.zeros((batch, timesteps, layer.units), dtype)} if trace else {}
+    for t in range(timesteps):
+        h = act(x_all[:, t] + h_tm1 @ recurrent_kernel)
+        h_tm1 = stepper.keep(t, h, h_tm1)
+        stepper.emit(t, h)
+        if trace:
+            traced["h"][:, t] = h_tm1
+    return RecurrentRun(stepper.sequence, stepper.sequence[:, -1], [h_tm1], traced)
+
+
+CELLS: Mapping[str, Callable[..., RecurrentRun]] = {"GRU": gru_cell, "LSTM": lstm_cell, "SimpleRNN": simple_rnn_cell}
+
+
+def layer_outputs(run: RecurrentRun, config: Mapping[str, object]) -> list[np.ndarray]:
+    """The layer's outputs as Keras returns them: output, then states with return_state."""
+    output = run.sequence if config.get("return_sequences") else run.last_output
+    return [output, *run.states] if config.get("return_state") else [output]
+
+
+def merge_directions(forward: np.ndarray, backward: np.ndarray, merge_mode: str | None) -> list[np.ndarray]:
+    """Bidirectional's merge of the two directions' outputs (backward already in time order)."""
+    if merge_mode == "concat":
+        return [np.concatenate([forward, backward], axis=-1)]
+    if merge_mode == "sum":
+        return [forward + backward]
+    if merge_mode == "ave":
+        return [(forward + backward) / 2]
+    if merge_mode == "mul":
+        return [forward * backward]
+    if merge_mode is None:
+        return [forward, backward]
+    raise ReplayError(f"Bidirectional merge_mode {merge_mode!r} is not one of concat, sum, ave, mul, None")
