@@ -136,6 +136,70 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], force: bool) -
     click.echo(f"wrote {len(arrays)} arrays from {len(layers)} layer(s) to {output}", err=True)
 
 
+@cli.command()
+@model_argument
+@click.option("--input", "input_path", type=click.Path(path_type=Path), metavar="X",
+              help="Input: .npy, .npz (one named array per model input) or .csv (timesteps × features). "
+              "A single sequence gets a batch axis. Default: seeded random input of the model's shape.")
+@click.option("--expected", "expected_path", type=click.Path(path_type=Path), metavar="REF.npy",
+              help="Also compare the replay and predict with this stored output (.npy, or .npz for several outputs).")
+@click.option("--atol", type=float, help="Absolute tolerance. Default 1e-5 on a CPU, 2e-3 on a GPU (TF32 products).")
+@click.option("--rtol", type=float, help="Relative tolerance (times |predict|). Default 1e-5 on a CPU, 1e-3 on a GPU.")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="Precision of the NumPy replay.")
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Samples in the random input.")
+@click.option("--timesteps", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timesteps of the random input when the model accepts any length.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input.")
+@layer_option
+@click.option("--trace", is_flag=True, help="Print each timestep's input, gate values and state for one sample and unit.")
+@click.option("--sample", type=int, default=0, show_default=True, help="Sample shown by --trace.")
+@click.option("--unit", type=int, default=0, show_default=True, help="Unit shown by --trace.")
+@click.option("--keras", "framework", type=click.Choice(["keras", "tf-keras"]), default="keras", show_default=True,
+              help="Framework that runs predict: Keras 3 (backend from KERAS_BACKEND, default tensorflow) or "
+              "tf-keras (Keras 2 definitions, e.g. of hard_sigmoid).")
+@click.option("--unsafe", is_flag=True, help="Allow loading models with Lambda layers: runs Python code from the file.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report (schema in the README) instead of tables.")
+def verify(model: Path, input_path: Path | None, expected_path: Path | None, atol: float | None, rtol: float | None,
+           dtype: str, batch: int, timesteps: int, seed: int, layer_paths: Sequence[str], trace: bool, sample: int,
+           unit: int, framework: str, unsafe: bool, as_json: bool) -> None:
+    """Replay MODEL's recurrent layers in NumPy and diff against Keras's predict.
+
+    Each recurrent layer is replayed on its real input (taken from the framework) and compared
+    with its real output, per sample, timestep and unit; the whole model is replayed end to end
+    when every layer is one the replay can run; --expected adds a stored reference output.
+
+    \b
+    Exit codes: 0 every comparison passed; 1 a comparison failed (or the installed Keras defines
+    an activation differently from the Keras that saved the file); 2 unusable file or input.
+
+    \b
+    Examples:
+      grucli verify model.keras --input seq.npy
+      grucli verify old_model.h5 --keras tf-keras --expected ref.npy --json
+      grucli verify model.keras --trace --sample 0 --unit 3
+    """
+    from grucli.verify import VerifyOptions, verify as run_verify
+
+    if unsafe:
+        click.echo("warning: --unsafe lets the model file run Python code on this machine; use it only for files you trust", err=True)
+    options = VerifyOptions(
+        input_path=input_path, expected_path=expected_path, atol=atol, rtol=rtol, dtype=dtype, batch=batch,
+        timesteps=timesteps, seed=seed, trace=trace, sample=sample, unit=unit, layer_paths=tuple(layer_paths),
+        framework=framework, unsafe=unsafe,
+    )
+    report = run_verify(model, options)
+    if as_json:
+        from grucli.formats import verify_json
+
+        click.echo(verify_json(report))
+    else:
+        from grucli.render import render_verify
+
+        click.echo(render_verify(report, color=_use_color(), width=_width()), nl=False)
+    sys.exit(0 if report.passed else 1)
+
+
 def _use_color() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ
 

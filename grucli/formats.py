@@ -12,7 +12,7 @@ import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -21,10 +21,14 @@ from grucli.errors import OutputError
 from grucli.model import OtherLayer
 from grucli.report import ArrayReport, InspectReport, LayerReport
 
+if TYPE_CHECKING:
+    from grucli.verify import Comparison, VerifyReport
+
 SCHEMA_VERSION = 1
 
 
 def inspect_json(report: InspectReport) -> str:
+    """The `inspect --json` document."""
     document = {
         "schema_version": SCHEMA_VERSION,
         "grucli_version": __version__,
@@ -114,3 +118,42 @@ def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray], force: bool = 
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def verify_json(report: "VerifyReport") -> str:
+    def comparison(c: "Comparison | None") -> dict[str, Any] | None:
+        if c is None:
+            return None
+        worst = None if c.worst is None else {"sample": c.worst.sample, "timestep": c.worst.timestep, "unit": c.worst.unit}
+        return {"max_abs_err": c.max_abs_err, "max_rel_err": c.max_rel_err, "passed": c.passed, "worst": worst}
+
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "grucli_version": __version__,
+        "file": report.path,
+        "passed": report.passed,
+        "atol": report.atol,
+        "rtol": report.rtol,
+        "device": report.device,
+        "precision": report.precision,
+        "framework": report.framework,
+        "keras_version": report.keras_version,
+        "semantics": report.semantics,
+        "replay_dtype": report.dtype,
+        "input": report.input_description,
+        "layers": [
+            {"path": check.path, "class": check.class_name, **(comparison(check.comparison) or {
+                "max_abs_err": None, "max_rel_err": None, "passed": None, "worst": None}), "note": check.note}
+            for check in report.layers
+        ],
+        "comparisons": {name: comparison(value) for name, value in report.comparisons.items()},
+        "end_to_end": report.end_to_end_note,
+        "repairs": list(report.repairs),
+        "warnings": list(report.warnings),
+        "traces": [
+            {"path": t.path, "sample": t.sample, "unit": t.unit, "inputs": _json_values(t.inputs),
+             "values": {name: _json_values(v) for name, v in t.values.items()}}
+            for t in report.traces
+        ],
+    }
+    return json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False)

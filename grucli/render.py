@@ -6,7 +6,7 @@ Formatters return strings; the CLI decides where they go and whether colour is o
 from __future__ import annotations
 
 import io
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 from rich import box
@@ -17,6 +17,9 @@ from rich.text import Text
 
 from grucli.model import OtherLayer
 from grucli.report import ArrayReport, InspectReport, LayerReport
+
+if TYPE_CHECKING:
+    from grucli.verify import Comparison, TraceTable, VerifyReport
 
 FORMAT_NAMES = {
     "keras-v3": "Keras 3 .keras zip",
@@ -221,4 +224,89 @@ def _others_table(others: Sequence[OtherLayer]) -> Table:
     for other in others:
         weights = ", ".join(f"{tuple(shape)}" for _, shape in other.weight_shapes) or "—"
         table.add_row(other.path, other.class_name, weights, Text(other.skipped_reason or "", style="yellow"))
+    return table
+
+
+def render_verify(report: "VerifyReport", color: bool = False, width: int = 120) -> str:
+    parts: list[RenderableType] = []
+    header = Text()
+    header.append(report.path, style="bold")
+    header.append(f"\n  saved by {'Keras ' + report.keras_version if report.keras_version else 'Keras 1'}"
+                  f" ({'Keras 2' if report.semantics == 'keras2' else 'Keras 3'} definitions)")
+    header.append(f"  ·  predict: {report.framework} on {report.device}")
+    header.append(f"\n  input: {report.input_description}  ·  replay in {report.dtype}  ·  atol {report.atol:g}, rtol {report.rtol:g}")
+    parts.append(header)
+    for repair in report.repairs:
+        parts.append(Text(f"repair: {repair}", style="cyan"))
+    table = Table(title="recurrent layers: replay on the layer's real input vs its real output", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
+    for column in ("layer", "class", "max abs err", "max rel err", "worst (sample, t, unit)", "result"):
+        table.add_column(column, justify="right" if "err" in column else "left", no_wrap=True)
+    for check in report.layers:
+        c = check.comparison
+        if c is None:
+            table.add_row(check.path, check.class_name, "—", "—", "—", Text(check.note or "not checked", style="yellow"))
+        else:
+            table.add_row(check.path, check.class_name, f"{c.max_abs_err:.2e}", f"{c.max_rel_err:.2e}", _where(c), _verdict(c.passed))
+    parts.append(table)
+    whole = Table(title="whole model", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
+    for column in ("comparison", "max abs err", "max rel err", "worst (sample, t, unit)", "result"):
+        whole.add_column(column, justify="right" if "err" in column else "left", no_wrap=True)
+    for name, c in report.comparisons.items():
+        label = name.replace("_vs_", " vs ").replace("_", " ")
+        if c is None:
+            continue
+        whole.add_row(label, f"{c.max_abs_err:.2e}", f"{c.max_rel_err:.2e}", _where(c), _verdict(c.passed))
+    if whole.row_count:
+        parts.append(whole)
+    if report.end_to_end_note:
+        parts.append(Text(f"note: {report.end_to_end_note}", style="yellow"))
+    for warning in report.warnings:
+        parts.append(Text(f"warning: {warning.removeprefix('semantics: ')}", style="bold yellow"))
+    for trace in report.traces:
+        parts.append(_trace_table(trace))
+    verdict = Text()
+    if report.passed:
+        verdict.append("PASS", style="bold green")
+        verdict.append(f": every comparison within atol {report.atol:g} + rtol {report.rtol:g}·|predict| ({report.precision})")
+    else:
+        verdict.append("FAIL", style="bold red")
+        verdict.append(f": see above ({report.precision}; atol {report.atol:g}, rtol {report.rtol:g})")
+    parts.append(verdict)
+    return to_text(parts, color, width)
+
+
+def _where(c: "Comparison") -> str:
+    if c.worst is None:
+        return "—"
+    timestep = "—" if c.worst.timestep is None else str(c.worst.timestep)
+    return f"({c.worst.sample}, {timestep}, {c.worst.unit})"
+
+
+def _verdict(passed: bool) -> Text:
+    return Text("pass", style="green") if passed else Text("FAIL", style="bold red")
+
+
+def _trace_table(trace: "TraceTable") -> Table:
+    names = {"z": "z update", "r": "r reset", "hh": "hh candidate", "h": "h state", "i": "i input", "f": "f forget",
+             "cc": "c̃ candidate", "c": "c cell", "o": "o output"}
+    table = Table(title=f"trace: {trace.path}, sample {trace.sample}, unit {trace.unit} (steps in processing order)",
+                  title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
+    table.add_column("step")
+    features = trace.inputs.shape[-1] if trace.inputs.ndim > 1 else 1
+    shown = min(features, 4)
+    for feature in range(shown):
+        table.add_column(f"x{feature}", justify="right")
+    if features > shown:
+        table.add_column("…")
+    for name in trace.values:
+        table.add_column(names.get(name, name), justify="right")
+    for step in trace.steps:
+        row = [str(step)]
+        inputs = np.atleast_1d(trace.inputs[step]) if step < len(trace.inputs) else np.array([])
+        row += [_value(float(inputs[f])) if f < inputs.size else "" for f in range(shown)]
+        if features > shown:
+            row.append("…")
+        row += [_value(float(values[step])) for values in trace.values.values()]
+        table.add_row(*row)
     return table

@@ -1,0 +1,148 @@
+"""Model inputs: what shapes a model expects (from its config) and reading or making them.
+
+`--input` takes `.npy` (never with pickles), `.npz` (named arrays, one per model input) and
+`.csv` (one sequence, timesteps × features). Without it, a seeded random input is made;
+inputs that feed an Embedding get integer ids below its vocabulary size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from grucli.errors import GrucliError
+from grucli.model import ModelFile, RawLayer
+
+
+class InputError(GrucliError):
+    """An input file that cannot be used for this model (the message says why)."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: its name, shape without the batch axis (None = any), and vocabulary."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    vocabulary: int | None = None
+
+    def describe(self) -> str:
+        return "(batch, " + ", ".join("any" if d is None else str(d) for d in self.shape) + ")"
+
+
+def input_specs(model: ModelFile) -> list[InputSpec]:
+    """The model's inputs as its config declares them (Keras 1, 2 and 3 configs)."""
+    root = model.root
+    members = [child for _, child in root.children]
+    config = root.config
+    input_refs = config.get("input_layers")
+    if input_refs:
+        names = [ref[0] for ref in ([input_refs] if isinstance(input_refs[0], str) else input_refs)]
+        by_name = {m.name: m for m in members}
+        return [_spec(by_name[name], _consumer(root, name)) for name in names if name in by_name]
+    layers = [m for m in members if m.class_name != "InputLayer"]
+    first_input = next((m for m in members if m.class_name == "InputLayer"), None)
+    if not layers:
+        raise InputError("the model has no layers to feed")
+    return [_spec(first_input or layers[0], layers[0])]
+
+
+def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
+    config = declaring.config
+    shape = config.get("batch_shape") or config.get("batch_input_shape")
+    if shape is not None:
+        dims = tuple(None if d is None else int(d) for d in list(shape)[1:])
+    elif "input_shape" in config:
+        dims = tuple(None if d is None else int(d) for d in config["input_shape"])
+    elif "input_dim" in config and declaring.class_name != "Embedding":  # Keras 1
+        dims = (config.get("input_length"), int(config["input_dim"]))
+    else:
+        raise InputError(f"the config of {declaring.name} does not declare an input shape; pass --input")
+    vocabulary = None
+    if consumer is not None and consumer.class_name == "Embedding":
+        vocabulary = int(consumer.config["input_dim"])
+    return InputSpec(declaring.name, dims, vocabulary)
+
+
+def _consumer(root: RawLayer, input_name: str) -> RawLayer | None:
+    for _, member in root.children:
+        for node in member.config.get("inbound_nodes", []) or []:
+            if input_name in str(node):
+                return member
+    for entry in root.config.get("layers", []):
+        if isinstance(entry, Mapping) and input_name in str(entry.get("inbound_nodes", "")):
+            name = entry.get("name") or entry.get("config", {}).get("name")
+            return next((m for _, m in root.children if m.name == name), None)
+    return None
+
+
+def load_inputs(path: str | Path, specs: Sequence[InputSpec]) -> list[np.ndarray]:
+    """Read `path` and fit it to `specs`: add a batch axis to a single sequence, and so on."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input {path} does not exist or is not a file; expected .npy, .npz or .csv")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arrays = [np.load(path, allow_pickle=False)]
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = _npz_arrays(archive, specs, path)
+        elif suffix == ".csv":
+            arrays = [np.loadtxt(path, delimiter=",", ndmin=2)]
+        else:
+            raise InputError(f"input {path} has suffix {suffix or '(none)'}; expected .npy, .npz or .csv")
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise InputError(f"input {path} holds Python objects (pickle); grucli never unpickles input, expected a numeric array") from None
+        raise InputError(f"input {path} cannot be read: {str(exc).splitlines()[0]}") from None
+    except (OSError, EOFError) as exc:
+        raise InputError(f"input {path} cannot be read: {exc}") from None
+    if len(arrays) != len(specs):
+        raise InputError(f"the model has {len(specs)} inputs ({', '.join(s.name for s in specs)}); {path} holds {len(arrays)}")
+    return [fit_input(array, spec, path) for array, spec in zip(arrays, specs)]
+
+
+def _npz_arrays(archive: Any, specs: Sequence[InputSpec], path: Path) -> list[np.ndarray]:
+    names = list(archive.files)
+    if len(specs) == 1 and len(names) == 1:
+        return [archive[names[0]]]
+    if all(spec.name in names for spec in specs):
+        return [archive[spec.name] for spec in specs]
+    expected = ", ".join(spec.name for spec in specs)
+    raise InputError(f"{path} holds arrays {', '.join(names) or 'none'}; expected one named after each model input: {expected}")
+
+
+def fit_input(array: np.ndarray, spec: InputSpec, source: Path | str) -> np.ndarray:
+    """Add the batch axis a single sequence lacks; check every fixed dimension."""
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"input {source} has dtype {array.dtype}; expected numbers")
+    expected_rank = len(spec.shape) + 1
+    if array.ndim == expected_rank - 1:
+        array = array[None]
+    elif array.ndim == 1 and expected_rank == 3 and spec.shape[-1] == 1:
+        array = array.reshape(1, -1, 1)  # a bare series for a one-feature model
+    if array.ndim != expected_rank or any(d is not None and d != g for d, g in zip(spec.shape, array.shape[1:])):
+        raise InputError(f"input {source} has shape {array.shape}; the model's input {spec.name} expects {spec.describe()}")
+    if spec.vocabulary is not None:
+        if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
+            raise InputError(f"input {source} feeds an Embedding and must hold integer ids; it holds fractions")
+        if array.size and (array.min() < 0 or array.max() >= spec.vocabulary):
+            raise InputError(f"input {source} holds ids {int(array.min())}..{int(array.max())}; the Embedding accepts 0..{spec.vocabulary - 1}")
+        return array.astype(np.int64)
+    return array.astype(np.float32) if array.dtype.kind in "biu" else array
+
+
+def random_inputs(specs: Sequence[InputSpec], batch: int, timesteps: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for spec in specs:
+        shape = (batch, *(timesteps if d is None else d for d in spec.shape))
+        if spec.vocabulary is not None:
+            arrays.append(rng.integers(0, spec.vocabulary, size=shape))
+        else:
+            arrays.append(rng.normal(size=shape).astype(np.float32))
+    return arrays

@@ -1,0 +1,612 @@
+"""`verify`: the replay against what the framework computes. The only module that imports Keras.
+
+The model is loaded with Keras 3 (any backend, from `KERAS_BACKEND`) or tf-keras; files that
+refuse to load are repaired in memory (never on disk) and given grucli's own weights. Then:
+each recurrent layer is replayed on its real input (a probe model returns the layer's input and
+output) and compared with its real output; the whole model is replayed end to end and compared
+with `predict`; and both with an expected output when one is given.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from grucli.errors import GrucliError, ModelFileError
+from grucli.graph import RECURRENT, ModelReplay, unsupported_layer
+from grucli.inputs import InputError, input_specs, load_inputs, random_inputs
+from grucli.layers import find_layers
+from grucli.model import ModelFile, ModelLayers, RawLayer
+from grucli.reader import read_model
+from grucli.replay import KERAS2, KERAS3, VERSION_DEPENDENT, ReplayError, semantics_for
+
+# Default tolerances by where predict ran. Measured: CPU float32 vs a float64 replay 1e-7..4e-7;
+# GPUs run float32 products in TF32 (2e-4..5e-4). Both defaults leave room for those and none
+# for a real error (a swapped gate, or Keras 3's hard_sigmoid on a Keras 2 model: ~1e-2).
+TOLERANCES = {"cpu": (1e-5, 1e-5), "accelerator": (2e-3, 1e-3)}
+FRAMEWORKS = ("keras", "tf-keras")
+# Keras 1 config keys and their Keras 2 names (None: no longer a setting).
+KERAS1_NAMES = {
+    "output_dim": "units", "inner_activation": "recurrent_activation", "dropout_W": "dropout",
+    "dropout_U": "recurrent_dropout", "consume_less": None, "input_dim": None, "input_length": None,
+}
+
+
+class VerifyError(GrucliError):
+    """The model cannot be loaded or run by the framework (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Location:
+    sample: int
+    timestep: int | None
+    unit: int
+
+
+@dataclass(frozen=True)
+class Comparison:
+    max_abs_err: float
+    max_rel_err: float
+    passed: bool
+    worst: Location | None
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    path: str
+    class_name: str
+    comparison: Comparison | None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class TraceTable:
+    """One direction or cell of one layer, one sample and unit, step by step."""
+
+    path: str
+    sample: int
+    unit: int
+    steps: tuple[int, ...]
+    inputs: np.ndarray
+    values: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    input_path: Path | None = None
+    expected_path: Path | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    dtype: str = "float64"
+    batch: int = 4
+    timesteps: int = 10
+    seed: int = 0
+    trace: bool = False
+    sample: int = 0
+    unit: int = 0
+    layer_paths: tuple[str, ...] = ()
+    framework: str = "keras"
+    unsafe: bool = False
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    path: str
+    keras_version: str | None
+    semantics: str
+    framework: str
+    device: str
+    precision: str
+    atol: float
+    rtol: float
+    dtype: str
+    input_description: str
+    layers: tuple[LayerCheck, ...]
+    comparisons: Mapping[str, Comparison | None]
+    end_to_end_note: str | None
+    repairs: tuple[str, ...]
+    warnings: tuple[str, ...]
+    traces: tuple[TraceTable, ...] = field(default=())
+
+    @property
+    def passed(self) -> bool:
+        checks = [c.comparison for c in self.layers] + list(self.comparisons.values())
+        return not self.semantic_failures and all(c is None or c.passed for c in checks)
+
+    @property
+    def semantic_failures(self) -> tuple[str, ...]:
+        return tuple(w for w in self.warnings if w.startswith("semantics:"))
+
+
+def verify(path: str | Path, options: VerifyOptions) -> VerifyReport:
+    model_file = read_model(path)
+    if not model_file.has_config:
+        raise ModelFileError(f"{path} holds weights only; verify needs a full model file (config and weights) to load it with Keras")
+    layers = find_layers(model_file)
+    specs = input_specs(model_file)
+    if options.input_path is not None:
+        inputs = load_inputs(options.input_path, specs)
+        input_description = f"{options.input_path} {', '.join(str(x.shape) for x in inputs)}"
+    else:
+        inputs = random_inputs(specs, options.batch, options.timesteps, options.seed)
+        input_description = f"random, seed {options.seed}, {', '.join(str(x.shape) for x in inputs)}"
+    expected = _load_expected(options.expected_path) if options.expected_path else None
+    _refuse_code(model_file, options.unsafe)
+
+    framework = _Framework(options.framework)
+    keras_model, repairs = framework.load(model_file, layers, options.unsafe)
+    device, accelerated = framework.device()
+    atol, rtol = _tolerances(options, accelerated)
+    semantics = semantics_for(model_file.keras_version, model_file.format)
+    dtype = np.float32 if options.dtype == "float32" else np.float64
+    warnings_: list[str] = [*_semantic_warnings(layers, model_file, semantics, framework)]
+
+    predicted = framework.predict(keras_model, inputs)
+    replay = ModelReplay(model_file, layers, semantics, dtype, trace=options.trace)
+    blocker = unsupported_layer(model_file.root)
+    replayed = None
+    end_to_end_note = None
+    if blocker is None:
+        replayed = replay.run(inputs)
+    else:
+        end_to_end_note = f"end-to-end replay stopped at layer {blocker[0]} ({blocker[1]}); each recurrent layer is still verified"
+    masks = {call.path: call.mask for call in replay.calls}
+
+    checks, traces = _check_layers(framework, keras_model, model_file, replay, inputs, masks, atol, rtol, options)
+    comparisons = {
+        "replay_vs_predict": compare(replayed, predicted, atol, rtol) if replayed is not None else None,
+        "replay_vs_expected": compare(replayed, expected, atol, rtol) if replayed is not None and expected is not None else None,
+        "predict_vs_expected": compare(predicted, expected, atol, rtol) if expected is not None else None,
+    }
+    return VerifyReport(
+        path=str(path), keras_version=model_file.keras_version, semantics=semantics, framework=framework.describe(),
+        device=device, precision=f"float32 predict on {device}" + (" (matrix products may use TF32)" if accelerated else ""),
+        atol=atol, rtol=rtol, dtype=options.dtype, input_description=input_description, layers=tuple(checks),
+        comparisons=comparisons, end_to_end_note=end_to_end_note, repairs=tuple(repairs), warnings=tuple(warnings_),
+        traces=tuple(traces),
+    )
+
+
+def _tolerances(options: VerifyOptions, accelerated: bool) -> tuple[float, float]:
+    default_atol, default_rtol = TOLERANCES["accelerator" if accelerated else "cpu"]
+    return (options.atol if options.atol is not None else default_atol, options.rtol if options.rtol is not None else default_rtol)
+
+
+def _load_expected(path: Path) -> list[np.ndarray]:
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return [archive[name] for name in archive.files]
+        return [np.load(path, allow_pickle=False)]
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"expected output {path} cannot be read ({str(exc).splitlines()[0]}); expected a numeric .npy or .npz") from None
+
+
+# --- comparisons ------------------------------------------------------------------------------------------
+
+
+def compare(actual: Sequence[np.ndarray] | None, reference: Sequence[np.ndarray] | None, atol: float, rtol: float) -> Comparison | None:
+    """Max absolute and relative error over all outputs; passes where |a-b| <= atol + rtol*|b| everywhere."""
+    if actual is None or reference is None:
+        return None
+    if len(actual) != len(reference):
+        raise InputError(f"{len(reference)} reference outputs given for a model with {len(actual)} outputs")
+    worst_abs, worst_rel, passed, worst = 0.0, 0.0, True, None
+    worst_excess = -np.inf
+    for a, b in zip(actual, reference):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a.shape != b.shape:
+            raise InputError(f"reference output has shape {b.shape}; the model's output has shape {a.shape}")
+        if a.size == 0:
+            continue
+        error = np.abs(a - b)
+        error = np.where(np.isnan(a) & np.isnan(b), 0.0, np.where(np.isnan(error), np.inf, error))
+        allowed = atol + rtol * np.abs(b)
+        excess = error - allowed
+        index = int(np.argmax(excess))
+        worst_abs = max(worst_abs, float(error.max()))
+        worst_rel = max(worst_rel, float((error / (np.abs(b) + atol)).max()))
+        passed = passed and bool(np.all(excess <= 0))
+        if excess.flat[index] > worst_excess:
+            worst_excess = float(excess.flat[index])
+            worst = _location(np.unravel_index(index, a.shape))
+    return Comparison(worst_abs, worst_rel, passed, worst)
+
+
+def _location(index: tuple[int, ...]) -> Location:
+    if len(index) >= 3:
+        return Location(int(index[0]), int(index[1]), int(index[-1]))
+    return Location(int(index[0]), None, int(index[-1]) if len(index) > 1 else 0)
+
+
+# --- safety and semantics -----------------------------------------------------------------------------------
+
+
+def _refuse_code(model: ModelFile, unsafe: bool) -> None:
+    if unsafe:
+        return
+    for name, class_name in _code_layers(model.root):
+        raise VerifyError(
+            f"layer {name} is a {class_name}: loading it would run Python code stored in the file; "
+            "pass --unsafe only for a file you trust"
+        )
+
+
+def _code_layers(layer: RawLayer, prefix: str = "") -> Iterator[tuple[str, str]]:
+    for _, child in layer.children:
+        if child.class_name == "Lambda" or "__lambda__" in json.dumps(child.config, default=str):
+            yield f"{prefix}{child.name}", child.class_name
+        yield from _code_layers(child, f"{prefix}{child.name}/")
+
+
+def _semantic_warnings(layers: ModelLayers, model: ModelFile, semantics: str, framework: "_Framework") -> Iterator[str]:
+    """Activations whose definition changed between the Keras that saved the file and the one installed."""
+    if semantics == framework.semantics:
+        return
+    saved = f"Keras {model.keras_version}" if model.keras_version else "Keras 1"
+    for layer in layers.recurrent:
+        for key in ("activation", "recurrent_activation"):
+            name = layer.config.get(key)
+            if name in VERSION_DEPENDENT:
+                yield (
+                    f"semantics: layer {layer.path}: {key} {name} is clip(0.2x + 0.5, 0, 1) in {saved}, which saved this file, "
+                    f"but clip(x/6 + 0.5, 0, 1) in the installed {framework.describe()}: predict no longer computes what the "
+                    "model was trained with (verify with --keras tf-keras to check the file under its own definitions)"
+                )
+
+
+# --- per-layer checks ---------------------------------------------------------------------------------------
+
+
+def _recurrent_members(layer: RawLayer, prefix: str = "") -> Iterator[tuple[str, RawLayer, tuple[str, ...]]]:
+    """(path, raw layer, nesting chain) of every recurrent layer a probe can reach."""
+    for _, child in layer.children:
+        path = f"{prefix}{child.name}"
+        if child.class_name in RECURRENT:
+            yield path, child, tuple(path.split("/")[:-1])
+        elif child.class_name in ("Sequential", "Functional", "Model"):
+            yield from _recurrent_members(child, f"{path}/")
+
+
+def _check_layers(
+    framework: "_Framework", keras_model: Any, model: ModelFile, replay: ModelReplay, inputs: list[np.ndarray],
+    masks: Mapping[str, np.ndarray | None], atol: float, rtol: float, options: VerifyOptions,
+) -> tuple[list[LayerCheck], list[TraceTable]]:
+    checks: list[LayerCheck] = []
+    traces: list[TraceTable] = []
+    selected = options.layer_paths
+    members = list(_recurrent_members(model.root))
+    if selected:
+        members = [m for m in members if any(m[0] == p or m[0].startswith(p + "/") or p.startswith(m[0] + "/") for p in selected)]
+        if not members:
+            available = ", ".join(m[0] for m in _recurrent_members(model.root)) or "none"
+            raise InputError(f"no recurrent layer {selected[0]!r} in this model; expected one of: {available}")
+    for path, raw, chain in members:
+        if raw.class_name.startswith("ConvLSTM") or unsupported_layer(RawLayer("probe", "Model", {}, children=(("layers", raw),))):
+            checks.append(LayerCheck(path, raw.class_name, None, "the replay engine cannot run this layer"))
+            continue
+        real_input, keras_mask, real_outputs = framework.probe(keras_model, chain, raw.name, inputs)
+        mask = keras_mask if keras_mask is not None else masks.get(path)
+        replay.trace = options.trace
+        outputs, run_traces = replay.recurrent_outputs(raw, path, real_input, mask)
+        checks.append(LayerCheck(path, raw.class_name, compare(outputs, real_outputs, atol, rtol)))
+        if options.trace:
+            traces.extend(_trace_tables(run_traces, real_input, options, replay))
+    return checks, traces
+
+
+def _trace_tables(
+    run_traces: Mapping[str, Mapping[str, np.ndarray]], real_input: np.ndarray, options: VerifyOptions, replay: ModelReplay
+) -> Iterator[TraceTable]:
+    for path, gates in run_traces.items():
+        layer = replay.recurrent.get(path)
+        # Steps are in processing order: a go_backwards layer reads its input from the end.
+        layer_input = np.asarray(real_input)[:, ::-1] if layer is not None and layer.config.get("go_backwards") else np.asarray(real_input)
+        if not gates:
+            continue
+        batch, timesteps, units = next(iter(gates.values())).shape
+        if not 0 <= options.sample < batch:
+            raise InputError(f"--sample {options.sample} is out of range; the input has {batch} samples (0-{batch - 1})")
+        if not 0 <= options.unit < units:
+            raise InputError(f"--unit {options.unit} is out of range; layer {path} has {units} units (0-{units - 1})")
+        yield TraceTable(
+            path=path, sample=options.sample, unit=options.unit, steps=tuple(range(timesteps)),
+            inputs=layer_input[options.sample],
+            values={name: values[options.sample, :, options.unit] for name, values in gates.items()},
+        )
+
+
+# --- the framework ------------------------------------------------------------------------------------------
+
+
+class _Framework:
+    """Keras 3 (any backend) or tf-keras: loading, predict, probes and the device, behind one face."""
+
+    def __init__(self, name: str) -> None:
+        if name not in FRAMEWORKS:
+            raise InputError(f"--keras {name!r} is not one of: {', '.join(FRAMEWORKS)}")
+        self.name = name
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        try:
+            module = _quiet_import("tf_keras" if name == "tf-keras" else "keras")
+        except ImportError as exc:
+            package = "tf-keras" if name == "tf-keras" else "keras (and a backend: tensorflow, jax or torch)"
+            raise VerifyError(f"verify needs {package}: {_first_line(exc)}; install it with pip install 'grucli[verify]'") from None
+        self.module = module
+        self.backend = "tensorflow" if name == "tf-keras" else module.backend.backend()
+        self.semantics = KERAS2 if name == "tf-keras" else KERAS3
+
+    def describe(self) -> str:
+        if self.name == "tf-keras":
+            return f"tf-keras {self.module.__version__}"
+        return f"Keras {self.module.__version__} ({self.backend} backend)"
+
+    def device(self) -> tuple[str, bool]:
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_logical_devices("GPU")
+            return (f"GPU ({gpus[0].name})", True) if gpus else ("CPU", False)
+        if self.backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            return (f"{device.platform.upper()} ({device.device_kind})", device.platform != "cpu")
+        if self.backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return (f"GPU ({torch.cuda.get_device_name(0)})", True)
+            return ("CPU", False)
+        return (self.backend, False)
+
+    # loading
+
+    def load(self, model: ModelFile, layers: ModelLayers, unsafe: bool) -> tuple[Any, list[str]]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return self._load_native(model.path, unsafe), []
+        except Exception as exc:  # noqa: BLE001 - any refusal sends us to the repair path
+            first_error = _first_line(exc)
+            if "lambda" in first_error.lower() or "unsafe" in first_error.lower():
+                raise VerifyError(f"{model.path}: {first_error}") from None
+        if model.format not in ("legacy-h5", "keras-v3"):
+            raise VerifyError(f"{self.describe()} cannot load {model.path}: {first_error}")
+        repairs = [f"{self.describe()} refused the file as saved ({first_error}); repaired its config in memory"]
+        keras_model = self._load_repaired(model, layers, repairs, unsafe)
+        repairs.append("weights set from grucli's reader (the same arrays `grucli export` writes)")
+        return keras_model, repairs
+
+    def _load_native(self, path: str, unsafe: bool) -> Any:
+        if self.name == "tf-keras":
+            return self.module.models.load_model(path, compile=False)
+        return self.module.saving.load_model(path, compile=False, safe_mode=not unsafe)
+
+    def _load_repaired(self, model: ModelFile, layers: ModelLayers, repairs: list[str], unsafe: bool) -> Any:
+        config = _raw_config(model)
+        config = _repair_config(config, layers, repairs)
+        for _ in range(20):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    keras_model = self._from_config(config, unsafe)
+                break
+            except Exception as exc:  # noqa: BLE001
+                message = _first_line(exc)
+                unknown = re.search(r"Unrecognized keyword arguments passed to (\w+): \{(.*)\}", message)
+                if not unknown:
+                    raise VerifyError(f"{self.describe()} cannot build {model.path} even after repairs: {message}") from None
+                class_name, keys = unknown.group(1), re.findall(r"'(\w+)'", unknown.group(2))
+                _drop_keys(config, class_name, keys)
+                repairs.append(f"dropped {', '.join(keys)} from the {class_name} configs ({self.describe()} does not know them)")
+        else:
+            raise VerifyError(f"{self.describe()} cannot build {model.path}: too many unknown settings")
+        _set_weights(keras_model, model.root, layers, "")
+        return keras_model
+
+    def _from_config(self, config: dict[str, Any], unsafe: bool) -> Any:
+        if self.name == "tf-keras":
+            return self.module.models.model_from_config(config)
+        from keras.src.legacy.saving import saving_options, saving_utils
+        from keras.src.saving import serialization_lib
+
+        with saving_options.keras_option_scope(use_legacy_config=True), serialization_lib.SafeModeScope(not unsafe):
+            return saving_utils.model_from_config(config)
+
+    # running
+
+    def predict(self, keras_model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                output = keras_model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
+        except Exception as exc:  # noqa: BLE001
+            raise VerifyError(f"{self.describe()} predict failed: {_first_line(exc)}") from None
+        return [np.asarray(o) for o in (output if isinstance(output, (list, tuple)) else [output])]
+
+    def probe(
+        self, keras_model: Any, chain: tuple[str, ...], name: str, inputs: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
+        """The real input, mask (None if unmasked) and outputs of layer `name` inside nested models `chain`."""
+        owner, owner_inputs = keras_model, inputs
+        for nested in chain:
+            inner = owner.get_layer(nested)
+            feeding = _feeding_tensor(owner, nested)
+            owner_inputs = [self._run_probe(owner, [feeding], owner_inputs)[0]]
+            owner = inner
+        layer = owner.get_layer(name)
+        symbolic_input, symbolic_mask = _input_and_mask(layer.input)
+        outputs = list(layer.output) if isinstance(layer.output, (list, tuple)) else [layer.output]
+        tensors = [symbolic_input, *outputs] + ([symbolic_mask] if symbolic_mask is not None else [])
+        values = self._run_probe(owner, tensors, owner_inputs)
+        mask = values.pop().astype(bool) if symbolic_mask is not None else None
+        return values[0], mask, values[1:]
+
+    def _run_probe(self, owner: Any, tensors: list[Any], inputs: list[np.ndarray]) -> list[np.ndarray]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = self.module.Model(owner.inputs, tensors)
+            values = probe.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
+        return [np.asarray(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+
+
+def _input_and_mask(symbolic: Any) -> tuple[Any, Any]:
+    """A layer's input tensor and its mask tensor: Keras 3 lists the mask beside the input,
+    tf-keras hangs it on the tensor as `_keras_mask`."""
+    if isinstance(symbolic, (list, tuple)):
+        tensor = symbolic[0]
+        masks = [t for t in symbolic[1:] if "bool" in str(getattr(t, "dtype", ""))]
+        return tensor, (masks[0] if masks else None)
+    return symbolic, getattr(symbolic, "_keras_mask", None)
+
+
+def _quiet_import(name: str) -> Any:
+    """Import a framework with its C++ start-up chatter (oneDNN, CUDA probes) kept off stderr.
+
+    TensorFlow prints those lines before its logging is set up, so no setting silences them;
+    the file descriptor is redirected for the import only, and the text is kept for errors.
+    """
+    import importlib
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            chatter = sink.read().decode(errors="replace").strip().splitlines()
+            raise ImportError(f"{exc}" + (f" ({chatter[-1]})" if chatter else "")) from None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _feeding_tensor(owner: Any, nested_name: str) -> Any:
+    """The tensor of `owner`'s graph that is fed into its nested model `nested_name`."""
+    layers = owner.layers
+    for index, layer in enumerate(layers):
+        if layer.name != nested_name:
+            continue
+        if type(owner).__name__ == "Sequential":
+            return layers[index - 1].output if index > 0 else owner.inputs[0]
+        node = layer._inbound_nodes[-1]  # noqa: SLF001 - no public API gives a nested model's fed tensor
+        tensors = node.input_tensors if hasattr(node, "input_tensors") else node.arguments.keras_tensors
+        return tensors[0] if isinstance(tensors, (list, tuple)) else tensors
+    raise VerifyError(f"nested model {nested_name} not found in {owner.name}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def _raw_config(model: ModelFile) -> dict[str, Any]:
+    root = model.root
+    config: dict[str, Any] = {"class_name": root.class_name, "config": copy.deepcopy(dict(root.config))}
+    return config
+
+
+def _repair_config(config: dict[str, Any], layers: ModelLayers, repairs: list[str]) -> dict[str, Any]:
+    reset_after = {layer.path.split("/")[-1]: layer.config.get("reset_after") for layer in layers.recurrent if layer.kind == "GRU"}
+    inner = config["config"]
+    if config["class_name"] == "Sequential" and set(inner) == {"layers"}:
+        inner["name"] = "sequential"
+        repairs.append("wrapped the Keras 2.1 list-style Sequential config in a dict")
+        first = inner["layers"][0] if inner["layers"] else {}
+        shape = first.get("config", {}).pop("batch_input_shape", None)
+        if shape is not None:
+            # Keras 3 reads a layer's batch_input_shape as an input shape: give it an InputLayer.
+            inner["layers"].insert(0, {"class_name": "InputLayer", "config": {"batch_input_shape": shape, "name": "input"}})
+            repairs.append(f"moved batch_input_shape {shape} of the first layer into an InputLayer")
+    for layer in _walk_configs(config):
+        layer_config = layer.get("config", {})
+        keras1_names = KERAS1_NAMES if layer.get("class_name") in ("GRU", "LSTM", "SimpleRNN") else (
+            {"output_dim": "units"} if layer.get("class_name") == "Dense" else {})
+        renamed = [(old, new) for old, new in keras1_names.items() if old in layer_config and "units" not in layer_config]
+        for old, new in renamed:
+            value = layer_config.pop(old)
+            if new:
+                layer_config[new] = value
+        if renamed:
+            repairs.append(f"{layer_config.get('name')}: Keras 1 settings " + ", ".join(f"{o}→{n or '(dropped)'}" for o, n in renamed))
+        if layer.get("class_name") == "GRU" and "reset_after" not in layer_config:
+            name = layer_config.get("name")
+            value = reset_after.get(name, reset_after.get(f"forward_{name}", False))
+            layer_config["reset_after"] = bool(value)
+            repairs.append(f"GRU {name}: added reset_after={bool(value)} (no key in the config; the bias shape decides)")
+        if layer.get("class_name") in ("CuDNNGRU", "CuDNNLSTM"):
+            kind = layer["class_name"][5:]
+            layer["class_name"] = kind
+            layer_config.update({"activation": "tanh", "recurrent_activation": "sigmoid"})
+            if kind == "GRU":
+                layer_config["reset_after"] = True
+            repairs.append(f"{layer_config.get('name')}: Cu{'DNN'}{kind} became {kind} with the equivalent settings")
+    return config
+
+
+def _walk_configs(value: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(value, dict):
+        if "class_name" in value and isinstance(value.get("config"), dict):
+            yield value
+        for item in value.values():
+            yield from _walk_configs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _walk_configs(item)
+
+
+def _drop_keys(config: dict[str, Any], class_name: str, keys: Sequence[str]) -> None:
+    for layer in _walk_configs(config):
+        if layer.get("class_name") == class_name:
+            for key in keys:
+                layer["config"].pop(key, None)
+
+
+def _set_weights(keras_model: Any, root: RawLayer, layers: ModelLayers, prefix: str) -> None:
+    """Give each Keras layer grucli's weights: canonical for recurrent layers, as stored otherwise."""
+    canonical = {layer.path: layer for layer in layers.recurrent}
+    by_name = {child.name: child for _, child in root.children}
+    for keras_layer in keras_model.layers:
+        raw = by_name.get(keras_layer.name)
+        if raw is None or not keras_layer.weights:
+            continue
+        path = f"{prefix}{raw.name}"
+        if raw.class_name in ("Sequential", "Functional", "Model"):
+            _set_weights(keras_layer, raw, layers, f"{path}/")
+            continue
+        arrays = list(_weights_for(raw, path, canonical))
+        try:
+            keras_layer.set_weights(arrays)
+        except ValueError as exc:
+            raise VerifyError(f"layer {path}: the file's weights do not fit the rebuilt layer ({_first_line(exc)})") from None
+
+
+def _weights_for(raw: RawLayer, path: str, canonical: Mapping[str, Any]) -> Iterator[np.ndarray]:
+    if path in canonical:
+        layer = canonical[path]
+        yield layer.kernel
+        yield layer.recurrent_kernel
+        if layer.bias is not None:
+            yield layer.bias
+        return
+    if raw.children:
+        for role, child in raw.children:
+            child_path = f"{path}/{role}" if raw.class_name in ("Bidirectional", "RNN") else f"{path}/{child.name}"
+            yield from _weights_for(child, path if raw.class_name == "RNN" and role == "cell" else child_path, canonical)
+        return
+    for weight in raw.weights:
+        yield weight.array
