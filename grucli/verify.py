@@ -149,7 +149,9 @@ def verify(path: str | Path, options: VerifyOptions) -> VerifyReport:
     dtype = np.float32 if options.dtype == "float32" else np.float64
     warnings_: list[str] = [*_semantic_warnings(layers, model_file, semantics, framework)]
 
-    predicted = framework.predict(keras_model, inputs)
+    members = _selected_members(model_file, options.layer_paths)
+    top_level = [raw.name for _, raw, chain in members if not chain]
+    predicted, probed = framework.predict_with_probes(keras_model, inputs, top_level)
     replay = ModelReplay(model_file, layers, semantics, dtype, trace=options.trace)
     blocker = unsupported_layer(model_file.root)
     replayed = None
@@ -160,7 +162,7 @@ def verify(path: str | Path, options: VerifyOptions) -> VerifyReport:
         end_to_end_note = f"end-to-end replay stopped at layer {blocker[0]} ({blocker[1]}); each recurrent layer is still verified"
     masks = {call.path: call.mask for call in replay.calls}
 
-    checks, traces = _check_layers(framework, keras_model, model_file, replay, inputs, masks, atol, rtol, options)
+    checks, traces = _check_layers(framework, keras_model, members, probed, replay, inputs, masks, atol, rtol, options)
     comparisons = {
         "replay_vs_predict": compare(replayed, predicted, atol, rtol) if replayed is not None else None,
         "replay_vs_expected": compare(replayed, expected, atol, rtol) if replayed is not None and expected is not None else None,
@@ -276,26 +278,33 @@ def _recurrent_members(layer: RawLayer, prefix: str = "") -> Iterator[tuple[str,
             yield from _recurrent_members(child, f"{path}/")
 
 
+def _selected_members(model: ModelFile, selected: Sequence[str]) -> list[tuple[str, RawLayer, tuple[str, ...]]]:
+    members = list(_recurrent_members(model.root))
+    if not selected:
+        return members
+    chosen = [m for m in members if any(m[0] == p or m[0].startswith(p + "/") or p.startswith(m[0] + "/") for p in selected)]
+    if not chosen:
+        available = ", ".join(m[0] for m in members) or "none"
+        raise InputError(f"no recurrent layer {selected[0]!r} in this model; expected one of: {available}")
+    return chosen
+
+
 def _check_layers(
-    framework: "_Framework", keras_model: Any, model: ModelFile, replay: ModelReplay, inputs: list[np.ndarray],
-    masks: Mapping[str, np.ndarray | None], atol: float, rtol: float, options: VerifyOptions,
+    framework: "_Framework", keras_model: Any, members: Sequence[tuple[str, RawLayer, tuple[str, ...]]],
+    probed: Mapping[str, tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]], replay: ModelReplay,
+    inputs: list[np.ndarray], masks: Mapping[str, np.ndarray | None], atol: float, rtol: float, options: VerifyOptions,
 ) -> tuple[list[LayerCheck], list[TraceTable]]:
     checks: list[LayerCheck] = []
     traces: list[TraceTable] = []
-    selected = options.layer_paths
-    members = list(_recurrent_members(model.root))
-    if selected:
-        members = [m for m in members if any(m[0] == p or m[0].startswith(p + "/") or p.startswith(m[0] + "/") for p in selected)]
-        if not members:
-            available = ", ".join(m[0] for m in _recurrent_members(model.root)) or "none"
-            raise InputError(f"no recurrent layer {selected[0]!r} in this model; expected one of: {available}")
     for path, raw, chain in members:
         if raw.class_name.startswith("ConvLSTM") or unsupported_layer(RawLayer("probe", "Model", {}, children=(("layers", raw),))):
             checks.append(LayerCheck(path, raw.class_name, None, "the replay engine cannot run this layer"))
             continue
-        real_input, keras_mask, real_outputs = framework.probe(keras_model, chain, raw.name, inputs)
+        if chain:
+            real_input, keras_mask, real_outputs = framework.probe(keras_model, chain, raw.name, inputs)
+        else:
+            real_input, keras_mask, real_outputs = probed[raw.name]
         mask = keras_mask if keras_mask is not None else masks.get(path)
-        replay.trace = options.trace
         outputs, run_traces = replay.recurrent_outputs(raw, path, real_input, mask)
         checks.append(LayerCheck(path, raw.class_name, compare(outputs, real_outputs, atol, rtol)))
         if options.trace:
@@ -432,6 +441,40 @@ class _Framework:
         except Exception as exc:  # noqa: BLE001
             raise VerifyError(f"{self.describe()} predict failed: {_first_line(exc)}") from None
         return [np.asarray(o) for o in (output if isinstance(output, (list, tuple)) else [output])]
+
+    def predict_with_probes(
+        self, keras_model: Any, inputs: list[np.ndarray], names: Sequence[str]
+    ) -> tuple[list[np.ndarray], dict[str, tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]]]:
+        """predict, plus the real input, mask and outputs of each named top-level layer, in one run.
+
+        One model with the original outputs and the probed tensors is traced once, so verify
+        pays for a single predict; its outputs are the model's own graph, computed as predict does.
+        """
+        outputs = list(keras_model.outputs)
+        layout: list[tuple[str, int, bool]] = []
+        for name in names:
+            layer = keras_model.get_layer(name)
+            symbolic_input, symbolic_mask = _input_and_mask(layer.input)
+            layer_outputs = list(layer.output) if isinstance(layer.output, (list, tuple)) else [layer.output]
+            outputs += [symbolic_input, *layer_outputs] + ([symbolic_mask] if symbolic_mask is not None else [])
+            layout.append((name, len(layer_outputs), symbolic_mask is not None))
+        if not names:
+            return self.predict(keras_model, inputs), {}
+        try:
+            values = self._run_probe(keras_model, outputs, inputs)
+        except VerifyError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise VerifyError(f"{self.describe()} predict failed: {_first_line(exc)}") from None
+        predicted, rest = values[: len(keras_model.outputs)], values[len(keras_model.outputs):]
+        probed = {}
+        for name, n_outputs, has_mask in layout:
+            real_input, layer_values, rest = rest[0], rest[1 : 1 + n_outputs], rest[1 + n_outputs :]
+            mask = None
+            if has_mask:
+                mask, rest = rest[0].astype(bool), rest[1:]
+            probed[name] = (real_input, mask, layer_values)
+        return predicted, probed
 
     def probe(
         self, keras_model: Any, chain: tuple[str, ...], name: str, inputs: list[np.ndarray]
