@@ -23,7 +23,7 @@ import numpy as np
 from grucli.errors import GrucliError, ModelFileError
 from grucli.graph import RECURRENT, ModelReplay, unsupported_layer
 from grucli.inputs import InputError, input_specs, load_inputs, random_inputs
-from grucli.layers import find_layers
+from grucli.layers import activation_name, find_layers
 from grucli.model import ModelFile, ModelLayers, RawLayer
 from grucli.reader import read_model
 from grucli.replay import KERAS2, KERAS3, VERSION_DEPENDENT, ReplayError, semantics_for
@@ -33,6 +33,11 @@ from grucli.replay import KERAS2, KERAS3, VERSION_DEPENDENT, ReplayError, semant
 # for a real error (a swapped gate, or Keras 3's hard_sigmoid on a Keras 2 model: ~1e-2).
 TOLERANCES = {"cpu": (1e-5, 1e-5), "accelerator": (2e-3, 1e-3)}
 FRAMEWORKS = ("keras", "tf-keras")
+DEFINITIONS = {
+    "hard_sigmoid": {KERAS2: "clip(0.2x + 0.5, 0, 1)", KERAS3: "clip(x/6 + 0.5, 0, 1)"},
+    "hard_silu": {KERAS2: "x·clip(0.2x + 0.5, 0, 1)", KERAS3: "x·clip(x/6 + 0.5, 0, 1)"},
+    "hard_swish": {KERAS2: "x·clip(0.2x + 0.5, 0, 1)", KERAS3: "x·clip(x/6 + 0.5, 0, 1)"},
+}
 # Keras 1 config keys and their Keras 2 names (None: no longer a setting).
 KERAS1_NAMES = {
     "output_dim": "units", "inner_activation": "recurrent_activation", "dropout_W": "dropout",
@@ -254,15 +259,25 @@ def _semantic_warnings(layers: ModelLayers, model: ModelFile, semantics: str, fr
     if semantics == framework.semantics:
         return
     saved = f"Keras {model.keras_version}" if model.keras_version else "Keras 1"
-    for layer in layers.recurrent:
-        for key in ("activation", "recurrent_activation"):
-            name = layer.config.get(key)
-            if name in VERSION_DEPENDENT:
-                yield (
-                    f"semantics: layer {layer.path}: {key} {name} is clip(0.2x + 0.5, 0, 1) in {saved}, which saved this file, "
-                    f"but clip(x/6 + 0.5, 0, 1) in the installed {framework.describe()}: predict no longer computes what the "
-                    "model was trained with (verify with --keras tf-keras to check the file under its own definitions)"
-                )
+    uses = [(layer.path, key, layer.config.get(key)) for layer in layers.recurrent for key in ("activation", "recurrent_activation")]
+    uses += [(path, "activation", activation_name(raw.config.get("activation"))) for path, raw in _plain_layers(model.root)]
+    for path, key, name in uses:
+        if name in VERSION_DEPENDENT:
+            yield (
+                f"semantics: layer {path}: {key} {name} is {DEFINITIONS[name][KERAS2]} in {saved}, which saved this file, "
+                f"but {DEFINITIONS[name][KERAS3]} in the installed {framework.describe()}: predict no longer computes what "
+                "the model was trained with (verify with --keras tf-keras to check the file under its own definitions)"
+            )
+
+
+def _plain_layers(layer: RawLayer, prefix: str = "") -> Iterator[tuple[str, RawLayer]]:
+    """Non-recurrent layers with an activation setting (Dense, Activation, ...), with their paths."""
+    for _, child in layer.children:
+        path = f"{prefix}{child.name}"
+        if child.class_name in ("Sequential", "Functional", "Model", "TimeDistributed"):
+            yield from _plain_layers(child, f"{path}/")
+        elif child.class_name not in RECURRENT and "activation" in child.config:
+            yield path, child
 
 
 # --- per-layer checks ---------------------------------------------------------------------------------------

@@ -190,3 +190,18 @@ def test_text_report() -> None:
     assert "predict: Keras 3.15.1 (tensorflow backend) on CPU" in result.stdout
     assert " back " in result.stdout and " bl " in result.stdout
     assert "PASS: every comparison within atol 1e-05 + rtol 1e-05·|predict| (float32 predict on CPU)" in result.stdout
+
+
+def test_hard_sigmoid_outside_recurrent_layers_is_named_too(tmp_path: Path, tf_keras: Any) -> None:
+    model = tf_keras.Sequential([
+        tf_keras.layers.GRU(3, input_shape=(4, 2), name="gru"),
+        tf_keras.layers.Dense(2, activation="hard_sigmoid", name="gate_head"),
+    ])
+    model.set_weights([np.random.default_rng(0).normal(0, 1.5, size=w.shape) for w in model.get_weights()])
+    model.save(tmp_path / "m.h5", save_format="h5")
+    code, doc, _ = verify(str(tmp_path / "m.h5"), "--keras", "tf-keras")
+    assert code == 0 and doc is not None and doc["warnings"] == []
+    code, doc, _ = verify(str(tmp_path / "m.h5"))
+    assert code == 1 and doc is not None
+    assert [w.split(":")[1].strip() for w in doc["warnings"]] == ["layer gate_head"]
+    assert doc["layers"][0]["passed"] is True  # the GRU itself computes the same in both
