@@ -67,6 +67,22 @@ def layer_option(function: F) -> F:
     )(function)
 
 
+def input_options(function: F) -> F:
+    """--input, --batch, --timesteps, --seed: shared by the commands that run a model."""
+    options = [
+        click.option("--input", "input_path", type=click.Path(path_type=Path), metavar="X",
+                     help="Input: .npy, .npz (one named array per model input) or .csv (timesteps × features). "
+                     "A single sequence gets a batch axis. Default: seeded random input of the model's shape."),
+        click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Samples in the random input."),
+        click.option("--timesteps", type=click.IntRange(min=1), default=10, show_default=True,
+                     help="Timesteps of the random input when the model accepts any length."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 @cli.command()
 @model_argument
 @layer_option
@@ -138,19 +154,13 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], force: bool) -
 
 @cli.command()
 @model_argument
-@click.option("--input", "input_path", type=click.Path(path_type=Path), metavar="X",
-              help="Input: .npy, .npz (one named array per model input) or .csv (timesteps × features). "
-              "A single sequence gets a batch axis. Default: seeded random input of the model's shape.")
+@input_options
 @click.option("--expected", "expected_path", type=click.Path(path_type=Path), metavar="REF.npy",
               help="Also compare the replay and predict with this stored output (.npy, or .npz for several outputs).")
 @click.option("--atol", type=float, help="Absolute tolerance. Default 1e-5 on a CPU, 2e-3 on a GPU (TF32 products).")
 @click.option("--rtol", type=float, help="Relative tolerance (times |predict|). Default 1e-5 on a CPU, 1e-3 on a GPU.")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
               help="Precision of the NumPy replay.")
-@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Samples in the random input.")
-@click.option("--timesteps", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Timesteps of the random input when the model accepts any length.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input.")
 @layer_option
 @click.option("--trace", is_flag=True, help="Print each timestep's input, gate values and state for one sample and unit.")
 @click.option("--sample", type=int, default=0, show_default=True, help="Sample shown by --trace.")
@@ -160,8 +170,8 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], force: bool) -
               "tf-keras (Keras 2 definitions, e.g. of hard_sigmoid).")
 @click.option("--unsafe", is_flag=True, help="Allow loading models with Lambda layers: runs Python code from the file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report (schema in the README) instead of tables.")
-def verify(model: Path, input_path: Path | None, expected_path: Path | None, atol: float | None, rtol: float | None,
-           dtype: str, batch: int, timesteps: int, seed: int, layer_paths: Sequence[str], trace: bool, sample: int,
+def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, expected_path: Path | None,
+           atol: float | None, rtol: float | None, dtype: str, layer_paths: Sequence[str], trace: bool, sample: int,
            unit: int, framework: str, unsafe: bool, as_json: bool) -> None:
     """Replay MODEL's recurrent layers in NumPy and diff against Keras's predict.
 
@@ -198,6 +208,67 @@ def verify(model: Path, input_path: Path | None, expected_path: Path | None, ato
 
         click.echo(render_verify(report, color=_use_color(), width=_width()), nl=False)
     sys.exit(0 if report.passed else 1)
+
+
+@cli.command()
+@model_argument
+@input_options
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.npy",
+              help="Where to write the output (.npy; .npz for a model with several outputs).")
+@click.option("--trace", "trace_path", type=click.Path(path_type=Path), metavar="OUT.npz",
+              help="Also save every recurrent layer's per-timestep gates and states: keys {layer path}/{gate}, "
+              "{layer path}/h, {layer path}/c.")
+@click.option("--layer", "layer_path", metavar="PATH", help="Write this recurrent layer's output instead of the model's.")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="Precision of the replay.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, output: Path,
+           trace_path: Path | None, layer_path: str | None, dtype: str, force: bool) -> None:
+    """Run MODEL's forward pass in NumPy, without TensorFlow, and save the output.
+
+    Uses the definitions of the Keras version that saved the file (Keras 2's hard_sigmoid for
+    Keras 2 files), so it also runs legacy models that Keras 3 refuses to load. Models with a
+    layer the replay cannot run are refused, naming the layer.
+
+    \b
+    Examples:
+      grucli replay old_model.h5 --input seq.npy -o out.npy
+      grucli replay model.keras --input seq.npy -o out.npy --trace gates.npz
+      grucli replay model.keras --input seq.npy -o enc.npy --layer encoder/enc_gru
+    """
+    import numpy as np
+
+    from grucli.formats import write_npy, write_npz
+    from grucli.graph import ModelReplay, layer_output, trace_arrays
+    from grucli.inputs import input_specs, load_inputs, random_inputs
+    from grucli.layers import find_layers
+    from grucli.reader import read_model
+    from grucli.replay import semantics_for
+
+    model_file = read_model(model)
+    if not model_file.has_config:
+        raise CliError(f"{model} holds weights only; replay needs a full model file (config and weights)")
+    specs = input_specs(model_file)
+    inputs = load_inputs(input_path, specs) if input_path is not None else random_inputs(specs, batch, timesteps, seed)
+    for path in (output, trace_path):
+        if path is not None and path.exists() and not force:
+            raise CliError(f"{path} already exists; pass --force to overwrite it")
+    engine = ModelReplay(model_file, find_layers(model_file), semantics_for(model_file.keras_version, model_file.format),
+                         np.float32 if dtype == "float32" else np.float64, trace=trace_path is not None)
+    outputs = engine.run(inputs)
+    if layer_path is not None:
+        outputs = [layer_output(engine.calls, layer_path)]
+    if len(outputs) == 1:
+        write_npy(output, outputs[0], force=force)
+    elif output.suffix == ".npz":
+        write_npz(output, {f"output_{index}": value for index, value in enumerate(outputs)}, force=force)
+    else:
+        raise CliError(f"the model has {len(outputs)} outputs; give -o a .npz path to write them all")
+    if trace_path is not None:
+        write_npz(trace_path, trace_arrays(engine.calls), force=force)
+    shapes = ", ".join(str(o.shape) for o in outputs)
+    source = "random input" if input_path is None else str(input_path)
+    click.echo(f"replayed {model} on {source} {', '.join(str(x.shape) for x in inputs)}; wrote {shapes} to {output}", err=True)
 
 
 def _use_color() -> bool:

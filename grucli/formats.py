@@ -12,7 +12,7 @@ import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
@@ -98,10 +98,22 @@ def _other_json(other: OtherLayer) -> dict[str, Any]:
 
 
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray], force: bool = False) -> None:
-    """Write `arrays` to `path` atomically: a temporary file beside it, then a rename."""
+    """Write `arrays` to an .npz at `path` atomically, refusing to overwrite without `force`."""
+    write_atomic(path, lambda handle: np.savez(handle, **arrays), force)
+
+
+def write_npy(path: str | Path, array: np.ndarray, force: bool = False) -> None:
+    write_atomic(path, lambda handle: np.save(handle, array, allow_pickle=False), force)
+
+
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], force: bool = False) -> None:
+    """Write through `write` to a temporary file beside `path`, then rename it into place.
+
+    A reader never sees a half-written file, and an interrupted run leaves nothing behind.
+    """
     target = Path(path)
     if target.is_dir():
-        raise OutputError(f"{target} is a directory; expected a file path for the .npz output")
+        raise OutputError(f"{target} is a directory; expected a file path for the output")
     if target.exists() and not force:
         raise OutputError(f"{target} already exists; pass --force to overwrite it")
     folder = target.parent if str(target.parent) else Path(".")
@@ -113,8 +125,11 @@ def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray], force: bool = 
         raise OutputError(f"cannot write in {folder}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            np.savez(handle, **arrays)
+            write(handle)
         os.replace(temporary, target)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

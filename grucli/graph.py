@@ -371,3 +371,26 @@ def _merge(name: str, config: Mapping[str, Any], inputs: list[Tensor]) -> Tensor
     masks = [t.mask for t in inputs if t.mask is not None]
     mask = np.logical_and.reduce(masks) if masks else None
     return Tensor(value, mask)
+
+
+def trace_arrays(calls: Sequence[RecurrentCall]) -> dict[str, np.ndarray]:
+    """Every traced gate and state, keyed `{layer path}/{name}`: (batch, timesteps, units) each.
+
+    GRU: z, r, hh (candidate), h; LSTM: i, f, cc (cell candidate), c (cell state), o, h;
+    SimpleRNN: h. Timesteps are in processing order (reversed for go_backwards layers).
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for call in calls:
+        for path, gates in call.traces.items():
+            for name, values in gates.items():
+                arrays[f"{path}/{name}"] = values
+    return arrays
+
+
+def layer_output(calls: Sequence[RecurrentCall], path: str) -> np.ndarray:
+    """The main output of the recurrent layer at `path` during the last run."""
+    for call in calls:
+        if call.path == path:
+            return call.outputs[0]
+    available = ", ".join(call.path for call in calls) or "none"
+    raise ReplayError(f"no recurrent layer {path!r} ran in this model; expected one of: {available}")
