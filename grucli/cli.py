@@ -123,8 +123,13 @@ def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], 
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.npz",
               help="The .npz file to write.")
 @layer_option
+@click.option("--layout", type=click.Choice(["keras", "torch"]), default="keras", show_default=True,
+              help="keras: every gate slice as {path}/{gate}/{array}. torch: PyTorch nn.GRU/nn.LSTM/nn.RNN "
+              "state_dict arrays as {path}/weight_ih_l0 ..., plus {path}/constructor.")
+@click.option("--approximate", is_flag=True,
+              help="With --layout torch: export reset_after=False GRUs too, which no nn.GRU reproduces exactly.")
 @click.option("--force", is_flag=True, help="Overwrite OUT.npz if it exists.")
-def export(model: Path, output: Path, layer_paths: Sequence[str], force: bool) -> None:
+def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, approximate: bool, force: bool) -> None:
     """Write every gate slice of MODEL's recurrent layers to an .npz file.
 
     Keys are {layer path}/{gate}/{array}, e.g. bi/forward/z/recurrent_kernel; arrays are
@@ -132,10 +137,15 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], force: bool) -
     with reset_after=True, recurrent_bias (units,). Values equal the slices of Keras's own
     get_weights() exactly. The file is written atomically and never overwritten without --force.
 
+    With --layout torch the arrays are a PyTorch state_dict per layer (gate order r, z, n for a
+    GRU, matrices transposed), keyed {layer path}/weight_ih_l0 and so on, with the nn.* constructor
+    that reproduces the layer in {layer path}/constructor.
+
     \b
-    Example:
+    Examples:
       grucli export model.h5 -o gates.npz
       python -c "import numpy as np; print(np.load('gates.npz')['gru/z/kernel'])"
+      grucli export model.keras --layout torch -o torch_weights.npz
     """
     from grucli.formats import write_npz
     from grucli.gates import flat_gate_arrays
@@ -147,7 +157,21 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], force: bool) -
     layers = select_layers(found.recurrent, layer_paths)
     if not layers:
         raise CliError(f"{model} has no recurrent layers to export; expected a GRU, LSTM, SimpleRNN or ConvLSTM layer")
-    arrays = flat_gate_arrays(layers)
+    if layout == "torch":
+        import numpy as np
+
+        from grucli.torch_layout import torch_modules
+
+        modules = torch_modules(layers, approximate=approximate)
+        arrays = {}
+        for module in modules:
+            arrays.update(module.arrays)
+            arrays[f"{module.path}/constructor"] = np.array(module.constructor)
+            click.echo(f"{module.path}: {module.constructor}", err=True)
+            for note in module.notes:
+                click.echo(f"  note: {note}", err=True)
+    else:
+        arrays = flat_gate_arrays(layers)
     write_npz(output, arrays, force=force)
     click.echo(f"wrote {len(arrays)} arrays from {len(layers)} layer(s) to {output}", err=True)
 
