@@ -295,6 +295,76 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     click.echo(f"replayed {model} on {source} {', '.join(str(x.shape) for x in inputs)}; wrote {shapes} to {output}", err=True)
 
 
+@cli.command()
+@click.argument("model_a", metavar="A", type=click.Path(path_type=Path))
+@click.argument("model_b", metavar="B", type=click.Path(path_type=Path))
+@layer_option
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="How many most-changed units to name per array.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document with a list `changes` instead of a table.")
+def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, as_json: bool) -> None:
+    """Compare two files of the same architecture gate by gate (e.g. two checkpoints).
+
+    Per layer, gate and array: the largest absolute change, the relative change ‖B−A‖/‖A‖ and
+    the units whose columns moved most. Files with different recurrent layers are an error.
+
+    \b
+    Example:
+      grucli diff epoch_10.h5 epoch_20.h5 --layer encoder
+    """
+    from grucli.diff import diff_layers
+    from grucli.layers import find_layers
+    from grucli.reader import read_model
+
+    report = diff_layers(find_layers(read_model(model_a)), find_layers(read_model(model_b)), layer_paths, top)
+    if as_json:
+        from grucli.formats import diff_json
+
+        click.echo(diff_json(report))
+    else:
+        from grucli.render import render_diff
+
+        click.echo(render_diff(report, color=_use_color(), width=_width()), nl=False)
+
+
+@cli.command()
+@model_argument
+@layer_option
+@click.option("--saturation-logit", type=float, default=5.0, show_default=True,
+              help="A sigmoid gate is saturated when |bias| − spread-factor·spread exceeds this (σ(5) = 0.993).")
+@click.option("--saturation-spread", type=float, default=2.0, show_default=True,
+              help="How many standard deviations of the gate's input the bias must clear to count as saturated.")
+@click.option("--max-spectral-norm", type=float, default=100.0, show_default=True,
+              help="Largest allowed spectral norm of a gate's recurrent block (trained models measured 4.6-50).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of a table.")
+def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, saturation_spread: float,
+          max_spectral_norm: float, as_json: bool) -> None:
+    """Health checks for CI: NaN/Inf weights, dead units, saturated gates, exploding recurrent blocks.
+
+    Each finding names the layer, gate and unit. Exit code 1 when anything is found, 0 when
+    the model is clean, 2 when the file cannot be read.
+
+    \b
+    Example:
+      grucli check checkpoint.h5 --max-spectral-norm 50 || echo "bad checkpoint"
+    """
+    from grucli.check import Thresholds, check_layers
+    from grucli.layers import find_layers
+    from grucli.reader import read_model
+    from grucli.report import select_layers
+
+    layers = select_layers(find_layers(read_model(model)).recurrent, layer_paths)
+    report = check_layers(str(model), layers, Thresholds(saturation_logit, saturation_spread, max_spectral_norm))
+    if as_json:
+        from grucli.formats import check_json
+
+        click.echo(check_json(report))
+    else:
+        from grucli.render import render_check
+
+        click.echo(render_check(report, color=_use_color(), width=_width()), nl=False)
+    sys.exit(0 if report.passed else 1)
+
+
 def _use_color() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ
 

@@ -22,6 +22,8 @@ from grucli.model import OtherLayer
 from grucli.report import ArrayReport, InspectReport, LayerReport
 
 if TYPE_CHECKING:
+    from grucli.check import CheckReport
+    from grucli.diff import DiffReport
     from grucli.verify import Comparison, VerifyReport
 
 SCHEMA_VERSION = 1
@@ -169,6 +171,37 @@ def verify_json(report: "VerifyReport") -> str:
             {"path": t.path, "sample": t.sample, "unit": t.unit, "inputs": _json_values(t.inputs),
              "values": {name: _json_values(v) for name, v in t.values.items()}}
             for t in report.traces
+        ],
+    }
+    return json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False)
+
+
+def diff_json(report: "DiffReport") -> str:
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "a": report.a,
+        "b": report.b,
+        "identical": report.identical,
+        "changes": [
+            {"path": c.path, "gate": c.gate, "array": c.array, "max_abs_change": c.max_abs_change, "rel_change": c.rel_change,
+             "top_units": [{"unit": unit, "change": change} for unit, change in c.top_units]}
+            for c in report.changes
+        ],
+    }
+    return json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False)
+
+
+def check_json(report: "CheckReport") -> str:
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "file": report.path,
+        "passed": report.passed,
+        "thresholds": asdict(report.thresholds),
+        "layers": list(report.layers_checked),
+        "findings": [
+            {"check": f.check, "path": f.path, "gate": f.gate, "unit": f.unit, "array": f.array,
+             "value": f.value if math.isfinite(f.value) else str(f.value), "message": f.message}
+            for f in report.findings
         ],
     }
     return json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False)

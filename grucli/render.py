@@ -19,6 +19,8 @@ from grucli.model import OtherLayer
 from grucli.report import ArrayReport, InspectReport, LayerReport
 
 if TYPE_CHECKING:
+    from grucli.check import CheckReport
+    from grucli.diff import DiffReport
     from grucli.verify import Comparison, TraceTable, VerifyReport
 
 FORMAT_NAMES = {
@@ -310,3 +312,44 @@ def _trace_table(trace: "TraceTable") -> Table:
         row += [_value(float(values[step])) for values in trace.values.values()]
         table.add_row(*row)
     return table
+
+
+def render_diff(report: "DiffReport", color: bool = False, width: int = 120) -> str:
+    header = Text()
+    header.append(f"A: {report.a}\nB: {report.b}", style="bold")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", padding=(0, 1, 0, 0))
+    for column in ("layer", "gate", "array", "max |B−A|", "‖B−A‖/‖A‖", "units that moved most (‖Δ column‖)"):
+        table.add_column(column, justify="right" if column.startswith(("max", "‖")) else "left", no_wrap=column != "units that moved most (‖Δ column‖)")
+    previous = None
+    for change in report.changes:
+        layer = change.path if change.path != previous else ""
+        previous = change.path
+        relative = "—" if change.rel_change is None else f"{change.rel_change:.3g}"
+        moved = ", ".join(f"u{unit} ({value:.3g})" for unit, value in change.top_units) or "—"
+        style = "" if change.max_abs_change == 0 else "bold"
+        table.add_row(layer, change.gate, change.array, Text(f"{change.max_abs_change:.3g}", style=style), relative, moved)
+    verdict = Text("identical: no weight changed" if report.identical else "changed", style="green" if report.identical else "yellow")
+    return to_text([header, table, verdict], color, width)
+
+
+def render_check(report: "CheckReport", color: bool = False, width: int = 120, limit: int = 50) -> str:
+    t = report.thresholds
+    header = Text()
+    header.append(report.path, style="bold")
+    header.append(f"\n  layers: {', '.join(report.layers_checked) or 'none'}")
+    header.append(f"\n  thresholds: saturation |bias| − {t.saturation_spread:g}·spread > {t.saturation_logit:g}; spectral norm > {t.max_spectral_norm:g}")
+    parts: list[RenderableType] = [header]
+    if report.findings:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
+        for column in ("check", "layer", "gate", "unit", "finding"):
+            table.add_column(column, no_wrap=column != "finding")
+        for finding in report.findings[:limit]:
+            table.add_row(Text(finding.check, style="bold red"), finding.path, finding.gate,
+                          "—" if finding.unit is None else str(finding.unit), finding.message)
+        parts.append(table)
+        if len(report.findings) > limit:
+            parts.append(Text(f"… and {len(report.findings) - limit} more findings (--json lists them all)", style="dim"))
+        parts.append(Text(f"FAIL: {len(report.findings)} finding(s)", style="bold red"))
+    else:
+        parts.append(Text("PASS: no NaN/Inf, dead units, saturated gates or oversized recurrent blocks", style="bold green"))
+    return to_text(parts, color, width)

@@ -1,0 +1,84 @@
+"""Gate-by-gate comparison of two files of one architecture (say, two checkpoints of a run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from grucli import gates
+from grucli.errors import GrucliError
+from grucli.model import ModelLayers, RecurrentLayer
+
+
+class ArchitectureError(GrucliError):
+    """The two files do not hold the same recurrent layers (the message lists the differences)."""
+
+
+@dataclass(frozen=True)
+class GateChange:
+    path: str
+    gate: str
+    array: str
+    max_abs_change: float
+    rel_change: float | None  # ‖B − A‖ / ‖A‖; None where ‖A‖ = 0
+    top_units: tuple[tuple[int, float], ...]  # (unit, ‖change of its column‖), largest first
+
+
+@dataclass(frozen=True)
+class DiffReport:
+    a: str
+    b: str
+    changes: tuple[GateChange, ...]
+
+    @property
+    def identical(self) -> bool:
+        return all(change.max_abs_change == 0 for change in self.changes)
+
+
+def diff_layers(a: ModelLayers, b: ModelLayers, layer_paths: Sequence[str] = (), top: int = 3) -> DiffReport:
+    _check_same_architecture(a, b)
+    from grucli.report import select_layers
+
+    pairs = zip(select_layers(a.recurrent, layer_paths), select_layers(b.recurrent, layer_paths))
+    changes = tuple(change for left, right in pairs for change in _layer_changes(left, right, top))
+    return DiffReport(a.file.path, b.file.path, changes)
+
+
+def _signature(layer: RecurrentLayer) -> tuple[object, ...]:
+    bias = None if layer.bias is None else tuple(layer.bias.shape)
+    return (layer.kind, layer.units, layer.input_dim, tuple(layer.kernel.shape), bias)
+
+
+def _check_same_architecture(a: ModelLayers, b: ModelLayers) -> None:
+    left = {layer.path: _signature(layer) for layer in a.recurrent}
+    right = {layer.path: _signature(layer) for layer in b.recurrent}
+    problems = [f"{path} only in {a.file.path}" for path in left if path not in right]
+    problems += [f"{path} only in {b.file.path}" for path in right if path not in left]
+    problems += [
+        f"{path}: {left[path][0]}({left[path][1]} units, input {left[path][2]}, bias {left[path][4]}) vs "
+        f"{right[path][0]}({right[path][1]} units, input {right[path][2]}, bias {right[path][4]})"
+        for path in left if path in right and left[path] != right[path]
+    ]
+    if problems:
+        raise ArchitectureError("the two files have different recurrent layers, expected the same architecture: " + "; ".join(problems))
+
+
+def _layer_changes(a: RecurrentLayer, b: RecurrentLayer, top: int) -> list[GateChange]:
+    changes = []
+    a_gates, b_gates = gates.slice_gates(a), gates.slice_gates(b)
+    for gate, arrays in a_gates.items():
+        for name, before in arrays.items():
+            after = b_gates[gate][name]
+            delta = after.astype(np.float64) - before.astype(np.float64)
+            base = float(np.linalg.norm(before.astype(np.float64)))
+            per_unit = np.sqrt((delta.reshape(-1, delta.shape[-1]) ** 2).sum(axis=0))
+            order = np.argsort(-per_unit, kind="stable")[:top]
+            changes.append(GateChange(
+                path=a.path, gate=gate, array=name,
+                max_abs_change=float(np.abs(delta).max()) if delta.size else 0.0,
+                rel_change=float(np.linalg.norm(delta)) / base if base > 0 else None,
+                top_units=tuple((int(unit), float(per_unit[unit])) for unit in order if per_unit[unit] > 0),
+            ))
+    return changes
