@@ -92,8 +92,11 @@ def input_options(function: F) -> F:
               help="Only unit N: its column in every gate, i.e. the weights that feed unit N.")
 @click.option("--values", "with_values", is_flag=True,
               help="Also print the numbers, rows and columns labelled (large matrices elided; --json has all).")
+@click.option("--heatmap", is_flag=True,
+              help="Draw each gate's matrices as colour heatmaps (blue negative, red positive; one scale per layer).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document (schema in the README) instead of tables.")
-def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], unit: int | None, with_values: bool, as_json: bool) -> None:
+def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], unit: int | None, with_values: bool,
+            heatmap: bool, as_json: bool) -> None:
     """Show every recurrent layer of MODEL, sliced by gate and unit, with shapes and statistics.
 
     \b
@@ -102,13 +105,18 @@ def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], 
       grucli inspect model.keras --layer bi/forward --gate z --values
       grucli inspect model.h5 --unit 3 --values      # the weights feeding unit 3
       grucli inspect model.keras --json | jq '.layers[].path'
+      grucli inspect model.keras --layer gru --heatmap
     """
     from grucli.layers import find_layers
     from grucli.reader import read_model
     from grucli.report import build_inspect_report
 
-    report = build_inspect_report(find_layers(read_model(model)), layer_paths, gate_names, unit, with_values)
-    if as_json:
+    report = build_inspect_report(find_layers(read_model(model)), layer_paths, gate_names, unit, with_values or heatmap)
+    if heatmap and not as_json:
+        from grucli.render import render_heatmaps
+
+        click.echo(render_heatmaps(report, color=_use_color(), width=_width()), nl=False)
+    elif as_json:
         from grucli.formats import inspect_json
 
         click.echo(inspect_json(report))
@@ -363,6 +371,32 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
 
         click.echo(render_check(report, color=_use_color(), width=_width()), nl=False)
     sys.exit(0 if report.passed else 1)
+
+
+@cli.command()
+@model_argument
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.png", help="The PNG to write.")
+@layer_option
+@click.option("--gate", "gate_names", multiple=True, metavar="G", help="Only this gate (repeatable).")
+@click.option("--dpi", type=click.IntRange(min=30, max=600), default=110, show_default=True, help="Resolution of the PNG.")
+@click.option("--force", is_flag=True, help="Overwrite OUT.png if it exists.")
+def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequence[str], dpi: int, force: bool) -> None:
+    """Write per-gate heatmaps and weight histograms of MODEL's recurrent layers to a PNG.
+
+    Needs matplotlib, an optional extra: pip install 'grucli[plot]'.
+
+    \b
+    Example:
+      grucli plot model.h5 --layer gru_1 -o gru_1.png
+    """
+    from grucli.layers import find_layers
+    from grucli.plot import write_plot
+    from grucli.reader import read_model
+    from grucli.report import build_inspect_report
+
+    report = build_inspect_report(find_layers(read_model(model)), layer_paths, gate_names, None, with_values=True)
+    rows = write_plot(report, output, force=force, dpi=dpi)
+    click.echo(f"wrote {rows} gate row(s) from {len(report.layers)} layer(s) to {output}", err=True)
 
 
 def _use_color() -> bool:

@@ -1,4 +1,4 @@
-"""`inspect` and `export` never import TensorFlow or Keras: run them where those imports fail."""
+"""inspect, export, check, diff and replay never import TensorFlow or Keras: run them where those imports fail."""
 
 from __future__ import annotations
 
@@ -46,17 +46,20 @@ def test_blocker_works() -> None:
     assert result.returncode != 0 and "blocked import of tensorflow" in result.stderr
 
 
-def test_inspect_and_export_without_tensorflow(tmp_path: Path) -> None:
+def test_inspect_export_check_diff_without_tensorflow(tmp_path: Path) -> None:
     runs = []
     for index, path in enumerate(model_files()):
         runs.append(["inspect", str(path), "--values"])
         runs.append(["inspect", str(path), "--json"])
         runs.append(["export", str(path), "-o", str(tmp_path / f"{index}.npz")])
-    assert len(runs) > 100
+        runs.append(["check", str(path)])
+        runs.append(["diff", str(path), str(path)])
+    runs.append(["export", str(SAMPLES / "k3_bidir_concat.keras"), "--layout", "torch", "-o", str(tmp_path / "torch.npz")])
+    assert len(runs) > 200
     result = subprocess.run([sys.executable, "-c", f"RUNS = {runs!r}\n" + BLOCKER + RUNNER], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "LEAKED []" in result.stderr
-    assert len(list(tmp_path.glob("*.npz"))) == len(model_files())
+    assert len(list(tmp_path.glob("*.npz"))) == len(model_files()) + 1
 
 
 def test_replay_matches_keras_without_tensorflow(tmp_path: Path, keras3: object, tf_keras: object) -> None:
