@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,16 +27,40 @@ class CliError(click.ClickException):
     exit_code = 2
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a CI runner cancelling the job)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 class GrucliGroup(click.Group):
-    """Turns library errors, and any unforeseen exception, into one line and exit code 2."""
+    """Turns library errors, and any unforeseen exception, into one line and exit code 2.
+
+    Ctrl-C and SIGTERM end the command with 130 and 143 and one line, no traceback; outputs
+    are written atomically, so an interrupted command leaves none behind.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
+        try:
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        except ValueError:  # not the main thread: leave signals alone
+            previous = None
         try:
             return super().invoke(ctx)
         except GrucliError as exc:
             raise CliError(str(exc)) from None
-        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted (Ctrl-C); nothing was written", err=True)
+            raise click.exceptions.Exit(130) from None
+        except Terminated:
+            click.echo("Error: terminated (SIGTERM); nothing was written", err=True)
+            raise click.exceptions.Exit(143) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
+        except MemoryError:
+            raise CliError("out of memory; expected inputs that fit in memory (see --max-mb)") from None
         except Exception as exc:  # a bug or an input no check foresaw: still no traceback for users
             if os.environ.get("GRUCLI_DEBUG"):
                 raise
@@ -43,6 +68,9 @@ class GrucliGroup(click.Group):
                 f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
                 "(set GRUCLI_DEBUG=1 for the traceback and please report it)"
             ) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=GrucliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -56,7 +84,22 @@ def cli() -> None:
 
 
 def model_argument(function: F) -> F:
+    function = limits_option(function)
     return click.argument("model", metavar="MODEL", type=click.Path(path_type=Path))(function)
+
+
+def limits_option(function: F) -> F:
+    return click.option(
+        "--max-mb", "max_mb", type=click.IntRange(min=1), default=4096, show_default=True,
+        help="Largest weight array or compressed zip member to load, in MiB, checked before reading "
+        "(model files are untrusted input).",
+    )(function)
+
+
+def _limits(max_mb: int) -> Any:
+    from grucli.reader import Limits
+
+    return Limits(max_bytes=max_mb * 2**20)
 
 
 def layer_option(function: F) -> F:
@@ -96,7 +139,7 @@ def input_options(function: F) -> F:
               help="Draw each gate's matrices as colour heatmaps (blue negative, red positive; one scale per layer).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document (schema in the README) instead of tables.")
 def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], unit: int | None, with_values: bool,
-            heatmap: bool, as_json: bool) -> None:
+            heatmap: bool, as_json: bool, max_mb: int) -> None:
     """Show every recurrent layer of MODEL, sliced by gate and unit, with shapes and statistics.
 
     \b
@@ -111,7 +154,7 @@ def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], 
     from grucli.reader import read_model
     from grucli.report import build_inspect_report
 
-    report = build_inspect_report(find_layers(read_model(model)), layer_paths, gate_names, unit, with_values or heatmap)
+    report = build_inspect_report(find_layers(read_model(model, _limits(max_mb))), layer_paths, gate_names, unit, with_values or heatmap)
     if heatmap and not as_json:
         from grucli.render import render_heatmaps
 
@@ -137,7 +180,7 @@ def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], 
 @click.option("--approximate", is_flag=True,
               help="With --layout torch: export reset_after=False GRUs too, which no nn.GRU reproduces exactly.")
 @click.option("--force", is_flag=True, help="Overwrite OUT.npz if it exists.")
-def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, approximate: bool, force: bool) -> None:
+def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, approximate: bool, force: bool, max_mb: int) -> None:
     """Write every gate slice of MODEL's recurrent layers to an .npz file.
 
     Keys are {layer path}/{gate}/{array}, e.g. bi/forward/z/recurrent_kernel; arrays are
@@ -161,7 +204,7 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
     from grucli.reader import read_model
     from grucli.report import select_layers
 
-    found = find_layers(read_model(model))
+    found = find_layers(read_model(model, _limits(max_mb)))
     layers = select_layers(found.recurrent, layer_paths)
     if not layers:
         raise CliError(f"{model} has no recurrent layers to export; expected a GRU, LSTM, SimpleRNN or ConvLSTM layer")
@@ -204,7 +247,7 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report (schema in the README) instead of tables.")
 def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, expected_path: Path | None,
            atol: float | None, rtol: float | None, dtype: str, layer_paths: Sequence[str], trace: bool, sample: int,
-           unit: int, framework: str, unsafe: bool, as_json: bool) -> None:
+           unit: int, framework: str, unsafe: bool, as_json: bool, max_mb: int) -> None:
     """Replay MODEL's recurrent layers in NumPy and diff against Keras's predict.
 
     Each recurrent layer is replayed on its real input (taken from the framework) and compared
@@ -228,7 +271,7 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     options = VerifyOptions(
         input_path=input_path, expected_path=expected_path, atol=atol, rtol=rtol, dtype=dtype, batch=batch,
         timesteps=timesteps, seed=seed, trace=trace, sample=sample, unit=unit, layer_paths=tuple(layer_paths),
-        framework=framework, unsafe=unsafe,
+        framework=framework, unsafe=unsafe, max_bytes=max_mb * 2**20,
     )
     report = run_verify(model, options)
     if as_json:
@@ -255,7 +298,7 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
               help="Precision of the replay.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, output: Path,
-           trace_path: Path | None, layer_path: str | None, dtype: str, force: bool) -> None:
+           trace_path: Path | None, layer_path: str | None, dtype: str, force: bool, max_mb: int) -> None:
     """Run MODEL's forward pass in NumPy, without TensorFlow, and save the output.
 
     Uses the definitions of the Keras version that saved the file (Keras 2's hard_sigmoid for
@@ -277,7 +320,7 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     from grucli.reader import read_model
     from grucli.replay import semantics_for
 
-    model_file = read_model(model)
+    model_file = read_model(model, _limits(max_mb))
     if not model_file.has_config:
         raise CliError(f"{model} holds weights only; replay needs a full model file (config and weights)")
     specs = input_specs(model_file)
@@ -306,10 +349,11 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
 @cli.command()
 @click.argument("model_a", metavar="A", type=click.Path(path_type=Path))
 @click.argument("model_b", metavar="B", type=click.Path(path_type=Path))
+@limits_option
 @layer_option
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="How many most-changed units to name per array.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document with a list `changes` instead of a table.")
-def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, as_json: bool) -> None:
+def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, as_json: bool, max_mb: int) -> None:
     """Compare two files of the same architecture gate by gate (e.g. two checkpoints).
 
     Per layer, gate and array: the largest absolute change, the relative change ‖B−A‖/‖A‖ and
@@ -323,7 +367,7 @@ def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, as_
     from grucli.layers import find_layers
     from grucli.reader import read_model
 
-    report = diff_layers(find_layers(read_model(model_a)), find_layers(read_model(model_b)), layer_paths, top)
+    report = diff_layers(find_layers(read_model(model_a, _limits(max_mb))), find_layers(read_model(model_b, _limits(max_mb))), layer_paths, top)
     if as_json:
         from grucli.formats import diff_json
 
@@ -345,7 +389,7 @@ def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, as_
               help="Largest allowed spectral norm of a gate's recurrent block (trained models measured 4.6-50).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of a table.")
 def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, saturation_spread: float,
-          max_spectral_norm: float, as_json: bool) -> None:
+          max_spectral_norm: float, as_json: bool, max_mb: int) -> None:
     """Health checks for CI: NaN/Inf weights, dead units, saturated gates, exploding recurrent blocks.
 
     Each finding names the layer, gate and unit. Exit code 1 when anything is found, 0 when
@@ -360,7 +404,7 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
     from grucli.reader import read_model
     from grucli.report import select_layers
 
-    layers = select_layers(find_layers(read_model(model)).recurrent, layer_paths)
+    layers = select_layers(find_layers(read_model(model, _limits(max_mb))).recurrent, layer_paths)
     report = check_layers(str(model), layers, Thresholds(saturation_logit, saturation_spread, max_spectral_norm))
     if as_json:
         from grucli.formats import check_json
@@ -380,7 +424,7 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
 @click.option("--gate", "gate_names", multiple=True, metavar="G", help="Only this gate (repeatable).")
 @click.option("--dpi", type=click.IntRange(min=30, max=600), default=110, show_default=True, help="Resolution of the PNG.")
 @click.option("--force", is_flag=True, help="Overwrite OUT.png if it exists.")
-def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequence[str], dpi: int, force: bool) -> None:
+def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequence[str], dpi: int, force: bool, max_mb: int) -> None:
     """Write per-gate heatmaps and weight histograms of MODEL's recurrent layers to a PNG.
 
     Needs matplotlib, an optional extra: pip install 'grucli[plot]'.
@@ -394,7 +438,7 @@ def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequ
     from grucli.reader import read_model
     from grucli.report import build_inspect_report
 
-    report = build_inspect_report(find_layers(read_model(model)), layer_paths, gate_names, None, with_values=True)
+    report = build_inspect_report(find_layers(read_model(model, _limits(max_mb))), layer_paths, gate_names, None, with_values=True)
     rows = write_plot(report, output, force=force, dpi=dpi)
     click.echo(f"wrote {rows} gate row(s) from {len(report.layers)} layer(s) to {output}", err=True)
 

@@ -16,11 +16,13 @@ that owns it. Files without config get a tree inferred from group names and weig
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import re
 import struct
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
@@ -37,9 +39,32 @@ MODEL_CLASSES = {"Sequential", "Functional", "Model"}
 CELL_CLASSES = {"GRUCell", "LSTMCell", "SimpleRNNCell", "ConvLSTMCell", "PeepholeLSTMCell"}
 
 
-def read_model(path: str | Path) -> ModelFile:
+@dataclass(frozen=True)
+class Limits:
+    """The most the reader loads, checked against declared sizes before anything is read.
+
+    A model file is untrusted input: a dataset may declare terabytes while storing nothing, a
+    zip member may inflate to gigabytes. `max_bytes` bounds each weight array and each zip
+    member inflated in memory (`--max-mb`); configs are JSON and bounded separately.
+    """
+
+    max_bytes: int = 4096 * 2**20
+    max_config_bytes: int = 64 * 2**20
+
+
+_LIMITS: contextvars.ContextVar[Limits] = contextvars.ContextVar("grucli_reader_limits", default=Limits())
+
+
+def read_model(path: str | Path, limits: Limits | None = None) -> ModelFile:
     """Read a Keras model or weights file into a `ModelFile`, without importing TensorFlow."""
-    path = Path(path)
+    token = _LIMITS.set(limits or Limits())
+    try:
+        return _read_model(Path(path))
+    finally:
+        _LIMITS.reset(token)
+
+
+def _read_model(path: Path) -> ModelFile:
     if not path.exists():
         raise ModelFileError(f"{path}: no such file; expected a Keras model file (.keras, .h5, .hdf5)")
     if path.is_dir():
@@ -56,7 +81,10 @@ def read_model(path: str | Path) -> ModelFile:
             return _read_hdf5_path(path)
     except ModelFileError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, IndexError, zipfile.BadZipFile, RuntimeError) as exc:
+    except MemoryError:
+        raise ModelFileError(f"cannot read {path}: not enough memory for its weights (lower sizes are expected, see --max-mb)") from None
+    except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, zipfile.BadZipFile, RuntimeError,
+            struct.error, EOFError, OverflowError) as exc:
         raise ModelFileError(f"cannot read {path}: the file is corrupt or truncated ({_describe(exc)})") from None
     if not head:
         raise ModelFileError(f"{path} is empty; expected a Keras model file (.keras zip or HDF5)")
@@ -74,6 +102,10 @@ def _describe(exc: BaseException) -> str:
 def _read_keras_zip(path: Path) -> ModelFile:
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
+        for name in sorted(names):
+            # Never extracted, but a member named to escape its folder marks a crafted file.
+            if name.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", name) or re.match(r"^[A-Za-z]:", name):
+                raise ModelFileError(f"{path}: zip member {name!r} climbs out of the archive's folder; refusing a crafted file")
         if "config.json" not in names:
             raise ModelFileError(f"{path} is a zip without config.json; expected a Keras 3 .keras file")
         if "model.weights.h5" not in names:
@@ -83,8 +115,11 @@ def _read_keras_zip(path: Path) -> ModelFile:
                     "expected model.weights.h5 (re-save the model with the default weights format)"
                 )
             raise ModelFileError(f"{path} is a zip without model.weights.h5; expected a Keras 3 .keras file")
-        config = _parse_json(archive.read("config.json"), f"{path}: config.json")
-        metadata = _parse_json(archive.read("metadata.json"), f"{path}: metadata.json") if "metadata.json" in names else {}
+        config = _parse_json(_read_member(path, archive, "config.json", _LIMITS.get().max_config_bytes), f"{path}: config.json")
+        metadata = (
+            _parse_json(_read_member(path, archive, "metadata.json", _LIMITS.get().max_config_bytes), f"{path}: metadata.json")
+            if "metadata.json" in names else {}
+        )
         member = _open_member(path, archive, archive.getinfo("model.weights.h5"))
         with h5py.File(member, "r") as weights:
             root = _build_layer(config, _Keras3Weights(weights))
@@ -137,6 +172,27 @@ class _MemberView(io.RawIOBase):
         super().close()
 
 
+def _read_member(path: Path, archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    info = archive.getinfo(name)
+    _check_size(info.file_size, limit, f"{path}: zip member {name} declares {_size(info.file_size)}")
+    with archive.open(info) as member:
+        data = member.read(limit + 1)  # never more than the limit, whatever the header says
+    _check_size(len(data), limit, f"{path}: zip member {name} inflates past {_size(limit)}")
+    return data
+
+
+def _check_size(size: int, limit: int, what: str) -> None:
+    if size > limit:
+        raise ModelFileError(f"{what}, over the limit of {_size(limit)}; expected a smaller file (raise the limit with --max-mb)")
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
 def _open_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.IOBase:
     if info.compress_type == zipfile.ZIP_STORED:
         with path.open("rb") as handle:
@@ -146,7 +202,8 @@ def _open_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) ->
             raise ModelFileError(f"{path}: the zip entry for {info.filename} is damaged")
         name_length, extra_length = struct.unpack("<HH", header[26:30])
         return _MemberView(path, info.header_offset + 30 + name_length + extra_length, info.file_size)
-    return io.BytesIO(archive.read(info))
+    # A compressed member must be inflated in memory (HDF5 needs random access): bounded.
+    return io.BytesIO(_read_member(path, archive, info.filename, _LIMITS.get().max_bytes))
 
 
 def _parse_json(raw: bytes | str, where: str) -> Any:
@@ -225,10 +282,25 @@ def snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
+def _get(group: h5py.Group, key: str) -> h5py.Group | h5py.Dataset | None:
+    """`group[key]`, refusing links that leave the file (HDF5 external links)."""
+    try:
+        link = group.get(key, getlink=True)
+    except (KeyError, ValueError):
+        return None
+    if link is None:
+        return None
+    if isinstance(link, h5py.ExternalLink):
+        raise ModelFileError(
+            f"{group.name}/{key} links to another file ({link.filename}); grucli never follows links out of the model file"
+        )
+    return group.get(key)
+
+
 def _child(group: h5py.Group | None, key: str) -> h5py.Group | None:
     if group is None or key not in group:
         return None
-    item = group.get(key, getlink=False)
+    item = _get(group, key)
     return item if isinstance(item, h5py.Group) else None
 
 
@@ -247,7 +319,7 @@ def _collect_vars(group: h5py.Group) -> Iterable[NamedArray]:
     vars_group = _child(group, "vars")
     if vars_group is not None:
         for key in sorted((k for k in vars_group if k.isdigit()), key=int):
-            item = vars_group.get(key)
+            item = _get(vars_group, key)
             if isinstance(item, h5py.Dataset):
                 yield NamedArray(item.name.lstrip("/"), _read_dataset(item))
     for key in sorted(group):
@@ -257,6 +329,18 @@ def _collect_vars(group: h5py.Group) -> Iterable[NamedArray]:
 
 
 def _read_dataset(dataset: h5py.Dataset) -> np.ndarray:
+    """A weight array, after checking what it declares: size, storage inside the file, numbers."""
+    if dataset.is_virtual or dataset.external:
+        raise ModelFileError(f"dataset {dataset.name} keeps its data in other files; grucli reads only the model file itself")
+    dtype = dataset.dtype
+    declared = int(np.prod(dataset.shape, dtype=np.float64)) * dtype.itemsize if dataset.shape is not None else 0
+    _check_size(declared, _LIMITS.get().max_bytes, f"dataset {dataset.name} declares shape {dataset.shape} ({_size(declared)})")
+    if _text(dataset.attrs.get("dtype")) == "bfloat16" or (dtype.kind == "V" and dtype.itemsize == 2):
+        # Keras 3 stores bfloat16 as opaque 2-byte values: the top half of a float32.
+        raw = np.asarray(dataset[()]).view("<u2").astype(np.uint32) << 16
+        return raw.view(np.float32)
+    if dtype.kind not in "fiub":
+        raise ModelFileError(f"dataset {dataset.name} holds {dtype} values; expected numbers")
     return np.asarray(dataset[()])
 
 
@@ -340,7 +424,9 @@ def _read_hdf5_path(path: Path) -> ModelFile:
 def _read_hdf5(path: Path, handle: h5py.File) -> ModelFile:
     attrs = handle.attrs
     if "model_config" in attrs:
-        config = _parse_json(_text(attrs["model_config"]) or "null", f"{path}: model_config")
+        raw_config = _text(attrs["model_config"]) or "null"
+        _check_size(len(raw_config), _LIMITS.get().max_config_bytes, f"{path}: model_config holds {_size(len(raw_config))}")
+        config = _parse_json(raw_config, f"{path}: model_config")
         if not isinstance(config, Mapping) or "class_name" not in config:
             raise ModelFileError(f"{path}: model_config has no class_name; expected a Keras model config")
         weights_group = _child(handle, "model_weights") or handle
@@ -392,7 +478,7 @@ def _legacy_layer_weights(group: h5py.Group | None) -> tuple[NamedArray, ...]:
         return ()
     arrays = []
     for name in read_list_attribute(group, "weight_names"):
-        item = group.get(name)
+        item = _get(group, name) if name else None
         if not isinstance(item, h5py.Dataset):
             raise ModelFileError(f"weight {name!r} is listed in {group.name} but not stored there")
         arrays.append(NamedArray(name, _read_dataset(item)))
@@ -473,7 +559,8 @@ def _infer_keras3_group(group: h5py.Group, key: str) -> RawLayer:
     name = name or key
     layers = _child(group, "layers")
     if layers is not None:
-        children = tuple(("layers", _infer_keras3_group(layers[k], k)) for k in sorted(layers) if _child(layers, k) is not None)
+        members = [(k, _child(layers, k)) for k in sorted(layers)]
+        children = tuple(("layers", _infer_keras3_group(member, k)) for k, member in members if member is not None)
         return RawLayer(name, "Model", {"name": name}, children=children, inferred=True)
     forward, backward = _child(group, "forward_layer"), _child(group, "backward_layer")
     if forward is not None and backward is not None:
@@ -481,9 +568,8 @@ def _infer_keras3_group(group: h5py.Group, key: str) -> RawLayer:
         return RawLayer(name, "Bidirectional", {"name": name}, children=children, inferred=True)
     cells = _child(_child(group, "cell"), "cells")
     if cells is not None:
-        children = tuple(
-            (f"cell_{index}", _infer_keras3_group(cells[k], k)) for index, k in enumerate(sorted(cells, key=_natural_key))
-        )
+        members = [(k, _child(cells, k)) for k in sorted(cells, key=_natural_key)]
+        children = tuple((f"cell_{index}", _infer_keras3_group(member, k)) for index, (k, member) in enumerate(members) if member is not None)
         return RawLayer(name, "RNN", {"name": name}, children=children, inferred=True)
     weights = tuple(_collect_vars(group))
     return RawLayer(name, infer_class(weights) or "Unknown", {"name": name}, weights=weights, inferred=True)

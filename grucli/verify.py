@@ -25,7 +25,7 @@ from grucli.graph import RECURRENT, ModelReplay, unsupported_layer
 from grucli.inputs import InputError, input_specs, load_inputs, random_inputs
 from grucli.layers import activation_name, find_layers
 from grucli.model import ModelFile, ModelLayers, RawLayer
-from grucli.reader import read_model
+from grucli.reader import Limits, read_model
 from grucli.replay import KERAS2, KERAS3, VERSION_DEPENDENT, ReplayError, semantics_for
 
 # Default tolerances by where predict ran. Measured: CPU float32 vs a float64 replay 1e-7..4e-7;
@@ -100,6 +100,7 @@ class VerifyOptions:
     layer_paths: tuple[str, ...] = ()
     framework: str = "keras"
     unsafe: bool = False
+    max_bytes: int = 4096 * 2**20
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class VerifyReport:
 
 
 def verify(path: str | Path, options: VerifyOptions) -> VerifyReport:
-    model_file = read_model(path)
+    model_file = read_model(path, Limits(max_bytes=options.max_bytes))
     if not model_file.has_config:
         raise ModelFileError(f"{path} holds weights only; verify needs a full model file (config and weights) to load it with Keras")
     layers = find_layers(model_file)
