@@ -17,3 +17,14 @@ class SelectionError(GrucliError):
 
 class OutputError(GrucliError):
     """An output file cannot be written (exists without --force, folder missing, ...)."""
+
+
+# What interpreting a config or weights of the wrong structure raises (a dict where a list was
+# expected, a missing key, shapes that do not multiply): for a model file, that means malformed.
+MALFORMED = (TypeError, KeyError, ValueError, IndexError, AttributeError, ZeroDivisionError, OverflowError, RecursionError)
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as a short phrase for an error line."""
+    text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from grucli.errors import MALFORMED, describe
 from grucli.layers import LAYER_KINDS
 from grucli.model import ModelFile, ModelLayers, RawLayer, RecurrentLayer
 from grucli.replay import ReplayError, activation, layer_outputs, merge_directions, run_layer
@@ -88,7 +89,13 @@ class ModelReplay:
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         self.check_supported()
         self.calls = []
-        outputs = self._run_model(self.model.root, "", [Tensor(np.asarray(x)) for x in inputs])
+        try:
+            with np.errstate(all="ignore"):  # NaN/Inf weights give NaN/Inf outputs, reported, not warned
+                outputs = self._run_model(self.model.root, "", [Tensor(np.asarray(x)) for x in inputs])
+        except ReplayError:
+            raise
+        except MALFORMED as exc:
+            raise ReplayError(f"cannot replay {self.model.path}: its layer graph or weights are malformed ({describe(exc)})") from None
         return [t.value for t in outputs]
 
     # --- graphs -----------------------------------------------------------------------------------

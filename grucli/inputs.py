@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from grucli.errors import GrucliError
+from grucli.errors import MALFORMED, GrucliError, describe
 from grucli.model import ModelFile, RawLayer
 
 
@@ -35,6 +35,13 @@ class InputSpec:
 
 def input_specs(model: ModelFile) -> list[InputSpec]:
     """The model's inputs as its config declares them (Keras 1, 2 and 3 configs)."""
+    try:
+        return _input_specs(model)
+    except MALFORMED as exc:
+        raise InputError(f"{model.path}: cannot tell the model's input shape from its config ({describe(exc)})") from None
+
+
+def _input_specs(model: ModelFile) -> list[InputSpec]:
     root = model.root
     members = [child for _, child in root.children]
     config = root.config

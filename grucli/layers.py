@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from grucli import gates
-from grucli.errors import ModelFileError
+from grucli.errors import MALFORMED, ModelFileError, describe
 from grucli.model import ModelFile, ModelLayers, NamedArray, OtherLayer, RawLayer, RecurrentLayer
 
 LAYER_KINDS: Mapping[str, str] = {
@@ -31,6 +31,13 @@ RECURRENT_HINTS = ("RNN", "GRU", "LSTM", "Cell")
 
 def find_layers(model: ModelFile) -> ModelLayers:
     """Every recurrent layer of the file, canonicalised, and every other layer, listed."""
+    try:
+        return _find_layers(model)
+    except MALFORMED as exc:
+        raise ModelFileError(f"{model.path}: malformed layer config or weights ({describe(exc)}); expected a Keras model") from None
+
+
+def _find_layers(model: ModelFile) -> ModelLayers:
     recurrent: list[RecurrentLayer] = []
     others: list[OtherLayer] = []
     root = model.root

@@ -467,7 +467,8 @@ def _text(value: Any) -> str | None:
     if isinstance(value, np.ndarray) and value.shape == ():
         return _text(value.item())
     if isinstance(value, (str, np.str_)):
-        return str(value)
+        # h5py hands invalid UTF-8 back as surrogate escapes, which cannot be printed.
+        return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if isinstance(value, float) and np.isnan(value):
         return None
     return str(value)
