@@ -68,14 +68,9 @@ def _layer_findings(layer: RecurrentLayer, thresholds: Thresholds) -> Iterator[F
         yield from _spectral_norm(layer.path, gate, arrays["recurrent_kernel"], thresholds)
 
 
-def _columns(array: np.ndarray) -> np.ndarray:
-    """The array as (rows, units): a unit's weights are its last-axis column."""
-    return array.reshape(-1, array.shape[-1]) if array.ndim else array.reshape(1, 1)
-
-
 def _non_finite(path: str, gate: str, arrays: dict[str, np.ndarray]) -> Iterator[Finding]:
     for name, array in arrays.items():
-        columns = _columns(np.asarray(array, np.float64))
+        columns = gates.unit_columns(np.asarray(array, np.float64))
         for check, test in (("nan", np.isnan), ("inf", np.isinf)):
             counts = test(columns).sum(axis=0)
             for unit in np.flatnonzero(counts):
@@ -84,7 +79,7 @@ def _non_finite(path: str, gate: str, arrays: dict[str, np.ndarray]) -> Iterator
 
 
 def _dead_units(path: str, gate: str, arrays: dict[str, np.ndarray]) -> Iterator[Finding]:
-    magnitude = sum(np.abs(_columns(np.asarray(a, np.float64))).sum(axis=0) for a in arrays.values())
+    magnitude = sum(np.abs(gates.unit_columns(np.asarray(a, np.float64))).sum(axis=0) for a in arrays.values())
     for unit in np.flatnonzero(magnitude == 0):
         yield Finding("dead", path, gate, int(unit), None, 0.0,
                       f"{path} gate {gate} unit {unit}: every weight and bias feeding it is zero")
@@ -93,8 +88,8 @@ def _dead_units(path: str, gate: str, arrays: dict[str, np.ndarray]) -> Iterator
 def _saturated(path: str, gate: str, arrays: dict[str, np.ndarray], thresholds: Thresholds) -> Iterator[Finding]:
     bias = np.asarray(arrays["bias"], np.float64) + np.asarray(arrays.get("recurrent_bias", 0.0), np.float64)
     spread = np.sqrt(
-        (_columns(np.asarray(arrays["kernel"], np.float64)) ** 2).sum(axis=0)
-        + (_columns(np.asarray(arrays["recurrent_kernel"], np.float64)) ** 2).sum(axis=0)
+        (gates.unit_columns(np.asarray(arrays["kernel"], np.float64)) ** 2).sum(axis=0)
+        + (gates.unit_columns(np.asarray(arrays["recurrent_kernel"], np.float64)) ** 2).sum(axis=0)
     )
     margin = np.abs(bias) - thresholds.saturation_spread * spread
     for unit in np.flatnonzero(margin > thresholds.saturation_logit):

@@ -73,7 +73,7 @@ def _layer_changes(a: RecurrentLayer, b: RecurrentLayer, top: int) -> list[GateC
             after = b_gates[gate][name]
             delta = after.astype(np.float64) - before.astype(np.float64)
             base = float(np.linalg.norm(before.astype(np.float64)))
-            per_unit = np.sqrt((delta.reshape(-1, delta.shape[-1]) ** 2).sum(axis=0))
+            per_unit = np.sqrt((gates.unit_columns(delta) ** 2).sum(axis=0))
             order = np.argsort(-per_unit, kind="stable")[:top]
             changes.append(GateChange(
                 path=a.path, gate=gate, array=name,

@@ -151,3 +151,13 @@ def flat_gate_arrays(layers: Sequence[RecurrentLayer]) -> dict[str, np.ndarray]:
             for name, array in by_name.items():
                 arrays[f"{layer.path}/{gate}/{name}"] = np.ascontiguousarray(array)
     return arrays
+
+
+def unit_columns(array: np.ndarray) -> np.ndarray:
+    """A gate array as (rows, units): each unit's weights are one column (also for 0 units)."""
+    array = np.asarray(array)
+    if array.ndim == 0:
+        return array.reshape(1, 1)
+    if array.ndim == 1:
+        return array.reshape(1, -1) if array.size else array.reshape(1, 0)
+    return array.reshape(int(np.prod(array.shape[:-1])), array.shape[-1])

@@ -135,6 +135,8 @@ def canonical_layer(layer: RawLayer, path: str, model: ModelFile, wrapper_config
                 + ")"
             )
     units = _check_shapes(path, kind, kernel, recurrent, bias, layer.config)
+    if units == 0:
+        notes.append("this layer has 0 units: it computes nothing and its output is empty")
     config = normalize_config(kind, class_name, layer.config, wrapper_config, bias, model, source_layout, notes)
     if layer.inferred:
         notes.append(f"kind inferred from weight shapes: the file has no config for {path}")

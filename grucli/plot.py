@@ -14,6 +14,7 @@ import numpy as np
 
 from grucli.errors import GrucliError
 from grucli.formats import write_atomic
+from grucli.gates import unit_columns
 from grucli.report import InspectReport, LayerReport
 
 
@@ -59,7 +60,7 @@ def _scale(layer: LayerReport) -> float:
 
 
 def _heatmap(axis: Any, values: np.ndarray, scale: float, title: str, ylabel: str) -> Any:
-    matrix = values.reshape(-1, values.shape[-1]) if values.ndim > 1 else values.reshape(1, -1)
+    matrix = unit_columns(values)
     image = axis.imshow(matrix, cmap="RdBu_r", vmin=-scale, vmax=scale, aspect="auto", interpolation="nearest")
     axis.set_title(title, fontsize=8)
     axis.set_xlabel("unit", fontsize=8)

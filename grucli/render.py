@@ -16,6 +16,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from grucli.gates import unit_columns
 from grucli.model import OtherLayer
 from grucli.report import ArrayReport, InspectReport, LayerReport
 
@@ -404,8 +405,7 @@ def _legend(scale: float, color: bool) -> Text:
 
 def _heatmap(title: str, array: ArrayReport, scale: float, color: bool, width: int) -> RenderableType:
     assert array.values is not None
-    values = np.asarray(array.values, dtype=np.float64)
-    values = values.reshape(1, -1) if values.ndim == 1 else values.reshape(-1, values.shape[-1])
+    values = unit_columns(np.asarray(array.values, dtype=np.float64))
     prefix = {"kernel": "x", "recurrent_kernel": "h"}.get(array.name, "b")
     label_width = max(len(f"{prefix}{values.shape[0] - 1}"), 3) + 1
     max_columns = min(HEATMAP_MAX, width - label_width - 1)

@@ -176,6 +176,13 @@ def test_lambda_model_is_refused_and_never_runs(tmp_path: Path, keras3: Any) -> 
     assert code == 2
     assert err == "Error: layer sneaky is a Lambda: loading it would run Python code stored in the file; pass --unsafe only for a file you trust\n"
     assert not marker.exists()
+    # The commands that never import Keras read the file and never run its code either.
+    model = str(tmp_path / "lambda.keras")
+    for args, expected in ((["inspect", model], 0), (["export", model, "-o", str(tmp_path / "g.npz")], 0), (["check", model], 0),
+                           (["replay", model, "-o", str(tmp_path / "y.npy")], 2), (["diff", model, model], 0)):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == expected, (args, result.stderr)
+    assert not marker.exists()
 
 
 def test_weights_only_file_is_an_error() -> None:
