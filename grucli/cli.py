@@ -198,8 +198,8 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
       python -c "import numpy as np; print(np.load('gates.npz')['gru/z/kernel'])"
       grucli export model.keras --layout torch -o torch_weights.npz
     """
-    from grucli.formats import write_npz
-    from grucli.gates import flat_gate_arrays
+    from grucli.formats import write_npz, write_npz_blocks
+    from grucli.gates import gate_blocks
     from grucli.layers import find_layers
     from grucli.reader import read_model
     from grucli.report import select_layers
@@ -221,10 +221,11 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
             click.echo(f"{module.path}: {module.constructor}", err=True)
             for note in module.notes:
                 click.echo(f"  note: {note}", err=True)
+        write_npz(output, arrays, force=force)
+        count = len(arrays)
     else:
-        arrays = flat_gate_arrays(layers)
-    write_npz(output, arrays, force=force)
-    click.echo(f"wrote {len(arrays)} arrays from {len(layers)} layer(s) to {output}", err=True)
+        count = write_npz_blocks(output, gate_blocks(layers), force=force)
+    click.echo(f"wrote {count} arrays from {len(layers)} layer(s) to {output}", err=True)
 
 
 @cli.command()

@@ -10,9 +10,10 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -102,6 +103,30 @@ def _other_json(other: OtherLayer) -> dict[str, Any]:
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray], force: bool = False) -> None:
     """Write `arrays` to an .npz at `path` atomically, refusing to overwrite without `force`."""
     write_atomic(path, lambda handle: np.savez(handle, **arrays), force)
+
+
+def write_npz_blocks(
+    path: str | Path, blocks: Iterable[tuple[str, tuple[int, ...], np.dtype, Iterable[np.ndarray]]], force: bool = False
+) -> int:
+    """An .npz written array by array and, within each, block by block: memory stays at one block.
+
+    Readable by `np.load` like any `np.savez` file (uncompressed members `{key}.npy`).
+    """
+    count = 0
+
+    def write(handle: BinaryIO) -> None:
+        nonlocal count
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for key, shape, dtype, chunks in blocks:
+                with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+                    np.lib.format.write_array_header_2_0(member, header)
+                    for chunk in chunks:
+                        member.write(memoryview(np.ascontiguousarray(chunk, dtype=dtype)).cast("B"))
+                count += 1
+
+    write_atomic(path, write, force)
+    return count
 
 
 def write_npy(path: str | Path, array: np.ndarray, force: bool = False) -> None:

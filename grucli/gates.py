@@ -7,11 +7,12 @@ axis, GRU `[z | r | h]`, LSTM and ConvLSTM `[i | f | c | o]`, SimpleRNN a single
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from grucli.model import NamedArray, RecurrentLayer
+from grucli.stats import ArrayStats, StatsAccumulator, row_chunks
 
 GATES: Mapping[str, tuple[str, ...]] = {
     "GRU": ("z", "r", "h"),
@@ -51,22 +52,44 @@ def gate_columns(kind: str, units: int, gate: str) -> slice:
 
 
 def slice_gates(layer: RecurrentLayer) -> dict[str, dict[str, np.ndarray]]:
-    """Per gate, the views `kernel`, `recurrent_kernel`, `bias` and (GRU reset_after) `recurrent_bias`."""
-    gates: dict[str, dict[str, np.ndarray]] = {}
-    for gate in gate_names(layer.kind):
-        columns = gate_columns(layer.kind, layer.units, gate)
-        arrays = {
-            "kernel": layer.kernel[..., columns],
-            "recurrent_kernel": layer.recurrent_kernel[..., columns],
-        }
-        if layer.bias is not None:
-            if layer.bias.ndim == 2:
-                arrays["bias"] = layer.bias[0, columns]
-                arrays["recurrent_bias"] = layer.bias[1, columns]
-            else:
-                arrays["bias"] = layer.bias[columns]
-        gates[gate] = arrays
-    return gates
+    """Per gate, the arrays `kernel`, `recurrent_kernel`, `bias` and (GRU reset_after) `recurrent_bias`."""
+    return {gate: {name: gate_array(layer, gate, name) for name in gate_array_names(layer)} for gate in gate_names(layer.kind)}
+
+
+def gate_array_names(layer: RecurrentLayer) -> tuple[str, ...]:
+    if layer.bias is None:
+        return ("kernel", "recurrent_kernel")
+    return ARRAY_NAMES if layer.bias.ndim == 2 else ARRAY_NAMES[:3]
+
+
+def gate_array(layer: RecurrentLayer, gate: str, name: str, unit: int | None = None) -> np.ndarray:
+    """One gate's array (or one unit's column of it), reading from the file only that part."""
+    columns = gate_columns(layer.kind, layer.units, gate)
+    index: slice | int = columns if unit is None else columns.start + unit
+    if name == "kernel":
+        return np.asarray(layer.kernel[..., index])
+    if name == "recurrent_kernel":
+        return np.asarray(layer.recurrent_kernel[..., index])
+    if layer.bias is None:
+        raise KeyError(name)
+    if name == "recurrent_bias":
+        return np.asarray(layer.bias[1, index])
+    return np.asarray(layer.bias[0, index] if layer.bias.ndim == 2 else layer.bias[index])
+
+
+def gate_stats(layer: RecurrentLayer) -> dict[tuple[str, str], ArrayStats]:
+    """Statistics of every gate's arrays in one pass over each matrix, a block of rows at a time."""
+    names = gate_names(layer.kind)
+    columns = {gate: gate_columns(layer.kind, layer.units, gate) for gate in names}
+    accumulators = {(gate, name): StatsAccumulator() for gate in names for name in gate_array_names(layer)}
+    for name, matrix in (("kernel", layer.kernel), ("recurrent_kernel", layer.recurrent_kernel)):
+        for chunk in row_chunks(matrix):
+            for gate in names:
+                accumulators[(gate, name)].update(chunk[..., columns[gate]])
+    for gate in names:
+        for name in gate_array_names(layer)[2:]:
+            accumulators[(gate, name)].update(gate_array(layer, gate, name))
+    return {key: accumulator.result() for key, accumulator in accumulators.items()}
 
 
 def from_cudnn(kind: str, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,14 +166,25 @@ def describe_layout(layer: RecurrentLayer) -> list[str]:
     return lines
 
 
-def flat_gate_arrays(layers: Sequence[RecurrentLayer]) -> dict[str, np.ndarray]:
-    """Every gate slice as its own array, keyed `{layer path}/{gate}/{array}`."""
-    arrays: dict[str, np.ndarray] = {}
+
+def gate_blocks(layers: Sequence[RecurrentLayer]) -> Iterator[tuple[str, tuple[int, ...], np.dtype, Iterator[np.ndarray]]]:
+    """Every gate slice as (key, shape, dtype, its rows in blocks), read from the file block by block.
+
+    Keys are `{layer path}/{gate}/{array}`; an exporter writes one block at a time, so memory
+    stays at one block however large the layer.
+    """
     for layer in layers:
-        for gate, by_name in slice_gates(layer).items():
-            for name, array in by_name.items():
-                arrays[f"{layer.path}/{gate}/{name}"] = np.ascontiguousarray(array)
-    return arrays
+        for gate in gate_names(layer.kind):
+            columns = gate_columns(layer.kind, layer.units, gate)
+            for name in gate_array_names(layer):
+                source = {"kernel": layer.kernel, "recurrent_kernel": layer.recurrent_kernel}.get(name)
+                key = f"{layer.path}/{gate}/{name}"
+                if source is None:
+                    block = gate_array(layer, gate, name)
+                    yield key, tuple(block.shape), block.dtype, iter([block])
+                else:
+                    shape = tuple(source.shape[:-1]) + (layer.units,)
+                    yield key, shape, np.dtype(source.dtype), (chunk[..., columns] for chunk in row_chunks(source))
 
 
 def unit_columns(array: np.ndarray) -> np.ndarray:

@@ -296,7 +296,7 @@ def _keras_tensors(value: Any) -> Iterator[tuple[str, int, int]]:
 
 
 def _weights(layer: RawLayer) -> list[np.ndarray]:
-    return [w.array for w in layer.weights]
+    return [np.asarray(w.array) for w in layer.weights]
 
 
 def _dense(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:

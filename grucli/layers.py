@@ -119,7 +119,7 @@ def canonical_layer(layer: RawLayer, path: str, model: ModelFile, wrapper_config
     if not weights:
         raise ModelFileError(f"layer {path} ({class_name}) has no weights in the file; expected a kernel, a recurrent kernel and a bias")
     if len(weights) in (9, 12) and kind in ("GRU", "LSTM"):
-        kernel, recurrent, bias = gates.from_keras1(kind, weights)
+        kernel, recurrent, bias = gates.from_keras1(kind, [NamedArray(w.name, np.asarray(w.array)) for w in weights])
         source_layout = "keras1"
         notes.append("assembled from Keras 1 per-gate arrays (W_*, U_*, b_*)" + (", stored in gate order i, c, f, o" if kind == "LSTM" else ""))
     else:
@@ -127,7 +127,7 @@ def canonical_layer(layer: RawLayer, path: str, model: ModelFile, wrapper_config
         source_layout = "keras"
         if _is_cudnn(class_name, kind, recurrent, bias):
             assert bias is not None
-            kernel, recurrent, bias = gates.from_cudnn(kind, kernel, recurrent, bias)
+            kernel, recurrent, bias = gates.from_cudnn(kind, np.asarray(kernel), np.asarray(recurrent), bias)
             source_layout = "cudnn"
             notes.append(
                 f"converted from the CuDNN{kind} layout (per-gate transposed kernels"
@@ -167,14 +167,15 @@ def _kind(class_name: str, layer: RawLayer) -> str:
 def _kernel_recurrent_bias(weights: tuple[NamedArray, ...], path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     by_role = {_role(w.name): w.array for w in weights}
     if {"kernel", "recurrent_kernel"} <= by_role.keys() and len(by_role) == len(weights):
-        return by_role["kernel"], by_role["recurrent_kernel"], by_role.get("bias")
+        bias = by_role.get("bias")
+        return by_role["kernel"], by_role["recurrent_kernel"], None if bias is None else np.asarray(bias)
     # Names drift between Keras versions (and Keras 3 files number them); order does not.
     if len(weights) not in (2, 3):
         raise ModelFileError(
             f"layer {path} stores {len(weights)} weights ({', '.join(w.name for w in weights)}); "
             "expected kernel, recurrent kernel and optionally bias"
         )
-    return weights[0].array, weights[1].array, weights[2].array if len(weights) == 3 else None
+    return weights[0].array, weights[1].array, np.asarray(weights[2].array) if len(weights) == 3 else None
 
 
 def _role(weight_name: str) -> str:

@@ -8,17 +8,21 @@ records are frozen: nothing downstream changes what was read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class NamedArray:
-    """One stored weight: the name the file gives it and its values."""
+    """One stored weight: the name the file gives it and its values.
+
+    `array` is an ndarray or, straight from a file, a lazy array with `shape`, `dtype`, slicing
+    and `np.asarray` that reads only what is asked for.
+    """
 
     name: str
-    array: np.ndarray
+    array: Any
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,18 @@ class ModelFile:
     backend: str | None
     has_config: bool
     root: RawLayer
+    closer: Callable[[], object] | None = field(default=None, repr=False, compare=False)
+
+    def close(self) -> None:
+        """Close the file; arrays not read by then cannot be read any more."""
+        if self.closer is not None:
+            self.closer()
+
+    def __enter__(self) -> "ModelFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -66,8 +82,8 @@ class RecurrentLayer:
     input_dim: int
     config: Mapping[str, Any]
     stored_weights: tuple[tuple[str, tuple[int, ...]], ...]
-    kernel: np.ndarray
-    recurrent_kernel: np.ndarray
+    kernel: Any  # ndarray, or a lazy array read gate by gate (see NamedArray)
+    recurrent_kernel: Any
     bias: np.ndarray | None
     source_layout: str = "keras"
     inferred: bool = False

@@ -17,6 +17,7 @@ that owns it. Files without config get a tree inferred from group names and weig
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import io
 import json
 import re
@@ -121,8 +122,13 @@ def _read_keras_zip(path: Path) -> ModelFile:
             if "metadata.json" in names else {}
         )
         member = _open_member(path, archive, archive.getinfo("model.weights.h5"))
-        with h5py.File(member, "r") as weights:
+        weights = h5py.File(member, "r")
+        try:
             root = _build_layer(config, _Keras3Weights(weights))
+        except BaseException:
+            weights.close()
+            member.close()
+            raise
     if not isinstance(config, dict) or "class_name" not in config:
         raise ModelFileError(f"{path}: config.json has no class_name; expected a Keras model config")
     return ModelFile(
@@ -132,6 +138,7 @@ def _read_keras_zip(path: Path) -> ModelFile:
         backend=None,
         has_config=True,
         root=root,
+        closer=lambda: (weights.close(), member.close()),
     )
 
 
@@ -328,20 +335,55 @@ def _collect_vars(group: h5py.Group) -> Iterable[NamedArray]:
             yield from _collect_vars(sub)
 
 
-def _read_dataset(dataset: h5py.Dataset) -> np.ndarray:
+class LazyDataset:
+    """A weight array still in the file: shape and dtype now, values when sliced or converted.
+
+    Reading waits until a consumer asks, and then only for what it asks (a gate's columns, a
+    block of rows), so a big model never needs all its arrays in memory at once. The file
+    stays open as long as the `ModelFile` that holds it.
+    """
+
+    def __init__(self, dataset: h5py.Dataset, bfloat16: bool) -> None:
+        self._dataset = dataset
+        self._bfloat16 = bfloat16
+        self.shape: tuple[int, ...] = tuple(dataset.shape)
+        self.dtype = np.dtype(np.float32) if bfloat16 else dataset.dtype
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape, dtype=np.int64))
+        self.name = dataset.name
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            values = np.asarray(self._dataset[key])
+        except (OSError, ValueError, TypeError, RuntimeError) as exc:
+            raise ModelFileError(f"cannot read dataset {self.name}: the file is corrupt or truncated ({_describe(exc)})") from None
+        if self._bfloat16:
+            # Keras 3 stores bfloat16 as opaque 2-byte values: the top half of a float32.
+            return (values.view("<u2").astype(np.uint32) << 16).view(np.float32)
+        return values
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        values = self[()]
+        return values if dtype is None else values.astype(dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+    def astype(self, dtype: Any) -> np.ndarray:
+        return self[()].astype(dtype)
+
+
+def _read_dataset(dataset: h5py.Dataset) -> LazyDataset:
     """A weight array, after checking what it declares: size, storage inside the file, numbers."""
     if dataset.is_virtual or dataset.external:
         raise ModelFileError(f"dataset {dataset.name} keeps its data in other files; grucli reads only the model file itself")
     dtype = dataset.dtype
     declared = int(np.prod(dataset.shape, dtype=np.float64)) * dtype.itemsize if dataset.shape is not None else 0
     _check_size(declared, _LIMITS.get().max_bytes, f"dataset {dataset.name} declares shape {dataset.shape} ({_size(declared)})")
-    if _text(dataset.attrs.get("dtype")) == "bfloat16" or (dtype.kind == "V" and dtype.itemsize == 2):
-        # Keras 3 stores bfloat16 as opaque 2-byte values: the top half of a float32.
-        raw = np.asarray(dataset[()]).view("<u2").astype(np.uint32) << 16
-        return raw.view(np.float32)
-    if dtype.kind not in "fiub":
+    bfloat16 = _text(dataset.attrs.get("dtype")) == "bfloat16" or (dtype.kind == "V" and dtype.itemsize == 2)
+    if not bfloat16 and dtype.kind not in "fiub":
         raise ModelFileError(f"dataset {dataset.name} holds {dtype} values; expected numbers")
-    return np.asarray(dataset[()])
+    return LazyDataset(dataset, bfloat16)
 
 
 # --- config trees ----------------------------------------------------------------------------
@@ -417,8 +459,13 @@ def _mirrored(forward: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _read_hdf5_path(path: Path) -> ModelFile:
-    with h5py.File(path, "r") as handle:
-        return _read_hdf5(path, handle)
+    handle = h5py.File(path, "r")
+    try:
+        model = _read_hdf5(path, handle)
+    except BaseException:
+        handle.close()
+        raise
+    return dataclasses.replace(model, closer=handle.close)
 
 
 def _read_hdf5(path: Path, handle: h5py.File) -> ModelFile:

@@ -161,8 +161,8 @@ def run_layer(
 def _weights(layer: RecurrentLayer, dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """kernel, recurrent kernel, input bias, recurrent bias (zeros where the layer has none)."""
     columns = layer.kernel.shape[-1]
-    kernel = layer.kernel.astype(dtype)
-    recurrent_kernel = layer.recurrent_kernel.astype(dtype)
+    kernel = np.asarray(layer.kernel).astype(dtype)
+    recurrent_kernel = np.asarray(layer.recurrent_kernel).astype(dtype)
     if layer.bias is None:
         return kernel, recurrent_kernel, np.zeros(columns, dtype), np.zeros(columns, dtype)
     if layer.bias.ndim == 2:

@@ -109,15 +109,29 @@ def _layer_report(layer: RecurrentLayer, gate_filter: Sequence[str], unit: int |
     shown_unit = unit if unit is not None and unit < layer.units else None
     gate_reports = []
     if unit is None or shown_unit is not None:
-        for gate, by_name in gates.slice_gates(layer).items():
+        # Without values, statistics stream over the file: no gate block is held in memory.
+        streamed = gates.gate_stats(layer) if shown_unit is None and not with_values else {}
+        for gate in gates.gate_names(layer.kind):
             if gate_filter and gate not in gate_filter:
                 continue
-            arrays = tuple(_array_report(name, array, shown_unit, with_values) for name, array in by_name.items())
+            arrays = tuple(_array_report(layer, gate, name, shown_unit, with_values, streamed.get((gate, name)))
+                           for name in gates.gate_array_names(layer))
             gate_reports.append(GateReport(gate, gates.gate_meaning(layer.kind, gate), arrays))
     return LayerReport(layer=layer, gates=tuple(gate_reports), unit=shown_unit, layout=tuple(gates.describe_layout(layer)))
 
 
-def _array_report(name: str, array: np.ndarray, unit: int | None, with_values: bool) -> ArrayReport:
+def _array_report(layer: RecurrentLayer, gate: str, name: str, unit: int | None, with_values: bool, stats: ArrayStats | None) -> ArrayReport:
+    if stats is not None:
+        shape = _gate_shape(layer, name)
+        return ArrayReport(name, shape, stats, None)
     # A unit's weights are its column: the last axis of every gate slice.
-    selected = array[..., unit] if unit is not None else array
-    return ArrayReport(name, tuple(selected.shape), array_stats(selected), np.asarray(selected) if with_values else None)
+    values = gates.gate_array(layer, gate, name, unit)
+    return ArrayReport(name, tuple(values.shape), array_stats(values), values if with_values else None)
+
+
+def _gate_shape(layer: RecurrentLayer, name: str) -> tuple[int, ...]:
+    if name == "kernel":
+        return tuple(layer.kernel.shape[:-1]) + (layer.units,)
+    if name == "recurrent_kernel":
+        return tuple(layer.recurrent_kernel.shape[:-1]) + (layer.units,)
+    return (layer.units,)

@@ -657,8 +657,8 @@ def _set_weights(keras_model: Any, root: RawLayer, layers: ModelLayers, prefix: 
 def _weights_for(raw: RawLayer, path: str, canonical: Mapping[str, Any]) -> Iterator[np.ndarray]:
     if path in canonical:
         layer = canonical[path]
-        yield layer.kernel
-        yield layer.recurrent_kernel
+        yield np.asarray(layer.kernel)
+        yield np.asarray(layer.recurrent_kernel)
         if layer.bias is not None:
             yield layer.bias
         return
@@ -668,4 +668,4 @@ def _weights_for(raw: RawLayer, path: str, canonical: Mapping[str, Any]) -> Iter
             yield from _weights_for(child, path if raw.class_name == "RNN" and role == "cell" else child_path, canonical)
         return
     for weight in raw.weights:
-        yield weight.array
+        yield np.asarray(weight.array)
