@@ -329,9 +329,15 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     for path in (output, trace_path):
         if path is not None and path.exists() and not force:
             raise CliError(f"{path} already exists; pass --force to overwrite it")
+    from grucli.render import ReplayProgress
+
+    progress = ReplayProgress()
     engine = ModelReplay(model_file, find_layers(model_file), semantics_for(model_file.keras_version, model_file.format),
-                         np.float32 if dtype == "float32" else np.float64, trace=trace_path is not None)
-    outputs = engine.run(inputs)
+                         np.float32 if dtype == "float32" else np.float64, trace=trace_path is not None, progress=progress)
+    try:
+        outputs = engine.run(inputs)
+    finally:
+        progress.close()
     if layer_path is not None:
         outputs = [layer_output(engine.calls, layer_path)]
     if len(outputs) == 1:

@@ -73,7 +73,11 @@ def unsupported_layer(root: RawLayer, prefix: str = "") -> tuple[str, str] | Non
 class ModelReplay:
     """Replays a model file; build once, `run` on any input."""
 
-    def __init__(self, model: ModelFile, layers: ModelLayers, semantics: str, dtype: type = np.float64, trace: bool = False) -> None:
+    def __init__(
+        self, model: ModelFile, layers: ModelLayers, semantics: str, dtype: type = np.float64, trace: bool = False,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        self.progress = progress  # (layer path, steps done, steps in all)
         self.model = model
         self.recurrent: dict[str, RecurrentLayer] = {layer.path: layer for layer in layers.recurrent}
         self.semantics = semantics
@@ -176,7 +180,7 @@ class ModelReplay:
         if layer.class_name == "RNN" and len(layer.children) > 1:
             return self._stacked(layer, path, x, mask)
         recurrent = self._layer(path)
-        run = run_layer(recurrent, x, mask, self.semantics, self.dtype, self.trace)
+        run = run_layer(recurrent, x, mask, self.semantics, self.dtype, self.trace, progress=self._progress_for(path))
         return layer_outputs(run, recurrent.config), {path: run.trace}
 
     def _bidirectional(self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
@@ -184,7 +188,10 @@ class ModelReplay:
         forward, backward = self._layer(f"{path}/forward"), self._layer(f"{path}/backward")
         return_sequences = bool(forward.config.get("return_sequences"))
         # Bidirectional forces zero_output_for_mask = return_sequences on both directions.
-        runs = [run_layer(l, x, mask, self.semantics, self.dtype, self.trace, zero_output_for_mask=return_sequences) for l in (forward, backward)]
+        runs = [
+            run_layer(l, x, mask, self.semantics, self.dtype, self.trace, zero_output_for_mask=return_sequences, progress=self._progress_for(l.path))
+            for l in (forward, backward)
+        ]
         if return_sequences:
             y_forward, y_backward = runs[0].sequence, runs[1].sequence[:, ::-1]
         else:
@@ -206,13 +213,20 @@ class ModelReplay:
         run = None
         for role, _ in layer.children:
             cell = self._layer(f"{path}/{role}")
-            run = run_layer(cell, sequence, step_mask, self.semantics, self.dtype, self.trace, go_backwards=False)
+            run = run_layer(cell, sequence, step_mask, self.semantics, self.dtype, self.trace, go_backwards=False,
+                            progress=self._progress_for(cell.path))
             sequence = run.sequence
             states += run.states
             traces[f"{path}/{role}"] = run.trace
         assert run is not None
         output = run.sequence if config.get("return_sequences") else run.last_output
         return ([output, *states] if config.get("return_state") else [output]), traces
+
+    def _progress_for(self, path: str) -> Callable[[int, int], None] | None:
+        report = self.progress
+        if report is None:
+            return None
+        return lambda done, total: report(path, done, total)
 
     def _layer(self, path: str) -> RecurrentLayer:
         if path not in self.recurrent:

@@ -22,15 +22,17 @@ import io
 import json
 import re
 import struct
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
 import h5py
 import numpy as np
 
 from grucli.errors import ModelFileError
+
+if TYPE_CHECKING:
+    import zipfile
 from grucli.model import ModelFile, NamedArray, RawLayer
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -84,7 +86,7 @@ def _read_model(path: Path) -> ModelFile:
         raise
     except MemoryError:
         raise ModelFileError(f"cannot read {path}: not enough memory for its weights (lower sizes are expected, see --max-mb)") from None
-    except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, zipfile.BadZipFile, RuntimeError,
+    except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError,
             struct.error, EOFError, OverflowError) as exc:
         raise ModelFileError(f"cannot read {path}: the file is corrupt or truncated ({_describe(exc)})") from None
     if not head:
@@ -101,6 +103,15 @@ def _describe(exc: BaseException) -> str:
 
 
 def _read_keras_zip(path: Path) -> ModelFile:
+    import zipfile  # only .keras files need it (and its bz2/lzma imports)
+
+    try:
+        return _read_zip_archive(path, zipfile)
+    except zipfile.BadZipFile as exc:
+        raise ModelFileError(f"cannot read {path}: the file is corrupt or truncated ({_describe(exc)})") from None
+
+
+def _read_zip_archive(path: Path, zipfile: Any) -> ModelFile:
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
         for name in sorted(names):
@@ -179,7 +190,7 @@ class _MemberView(io.RawIOBase):
         super().close()
 
 
-def _read_member(path: Path, archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
+def _read_member(path: Path, archive: "zipfile.ZipFile", name: str, limit: int) -> bytes:
     info = archive.getinfo(name)
     _check_size(info.file_size, limit, f"{path}: zip member {name} declares {_size(info.file_size)}")
     with archive.open(info) as member:
@@ -200,8 +211,8 @@ def _size(count: int) -> str:
     return f"{count} bytes"
 
 
-def _open_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.IOBase:
-    if info.compress_type == zipfile.ZIP_STORED:
+def _open_member(path: Path, archive: "zipfile.ZipFile", info: "zipfile.ZipInfo") -> io.IOBase:
+    if info.compress_type == 0:  # zipfile.ZIP_STORED
         with path.open("rb") as handle:
             handle.seek(info.header_offset)
             header = handle.read(30)

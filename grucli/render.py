@@ -465,3 +465,39 @@ def _cell(value: float, scale: float, color: bool, width: int) -> Text:
     fade = int(round(255 * (1 - abs(level))))
     red, green, blue = (255, fade, fade) if level > 0 else (fade, fade, 255)
     return Text(" " * width, style=f"on rgb({red},{green},{blue})")
+
+
+class ReplayProgress:
+    """A progress bar on stderr for replays that take more than a couple of seconds.
+
+    Shown only on a terminal; it appears once a replay has run for `delay` seconds, so quick
+    runs print nothing.
+    """
+
+    def __init__(self, delay: float = 2.0) -> None:
+        import sys
+        import time
+
+        self._clock = time.monotonic
+        self._start = self._clock()
+        self._delay = delay
+        self._enabled = sys.stderr.isatty() and "NO_COLOR" not in os.environ or os.environ.get("GRUCLI_PROGRESS") == "1"
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __call__(self, path: str, done: int, total: int) -> None:
+        if not self._enabled or self._clock() - self._start < self._delay:
+            return
+        if self._bar is None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("replaying {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+                                 TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self._bar.start()
+        if path not in self._tasks:
+            self._tasks[path] = self._bar.add_task(path, total=total)
+        self._bar.update(self._tasks[path], completed=done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

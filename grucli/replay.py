@@ -21,6 +21,7 @@ from grucli import gates
 from grucli.errors import GrucliError
 from grucli.model import RecurrentLayer
 
+Progress = Callable[[int, int], None]  # (steps done, steps in all) of the layer being replayed
 KERAS2 = "keras2"
 KERAS3 = "keras3"
 Activation = Callable[[np.ndarray], np.ndarray]
@@ -135,6 +136,7 @@ def run_layer(
     trace: bool = False,
     zero_output_for_mask: bool | None = None,
     go_backwards: bool | None = None,
+    progress: Progress | None = None,
 ) -> RecurrentRun:
     """Run `layer` over `inputs` (batch, time, features) the way Keras's RNN layer does.
 
@@ -155,7 +157,7 @@ def run_layer(
     if zero_output_for_mask is None:
         zero_output_for_mask = bool(layer.config.get("zero_output_for_mask"))
     cell = CELLS[gates.equation_family(layer.kind)]
-    return cell(layer, x, mask, semantics, dtype, trace, zero_output_for_mask)
+    return cell(layer, x, mask, semantics, dtype, trace, zero_output_for_mask, progress)
 
 
 def _weights(layer: RecurrentLayer, dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -194,7 +196,10 @@ class _Stepper:
         self.previous_output = self.sequence[:, t]
 
 
-def gru_cell(layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool) -> RecurrentRun:
+def gru_cell(
+    layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
+    progress: Progress | None = None,
+) -> RecurrentRun:
     units = layer.units
     act = activation(layer.config.get("activation", "tanh"), semantics)
     rec_act = activation(layer.config.get("recurrent_activation", "sigmoid"), semantics)
@@ -207,6 +212,8 @@ def gru_cell(layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, sema
     stepper = _Stepper(batch, timesteps, units, mask, zero_output, dtype)
     traced = {g: np.zeros((batch, timesteps, units), dtype) for g in ("z", "r", "hh", "h")} if trace else {}
     for t in range(timesteps):
+        if progress is not None and t % PROGRESS_EVERY == 0:
+            progress(t, timesteps)
         x_z, x_r, x_h = x_all[:, t, z_], x_all[:, t, r_], x_all[:, t, h_]
         if reset_after:
             matrix_inner = h_tm1 @ recurrent_kernel + recurrent_bias
@@ -230,7 +237,10 @@ def gru_cell(layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, sema
     return RecurrentRun(stepper.sequence, stepper.sequence[:, -1], [h_tm1], traced)
 
 
-def lstm_cell(layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool) -> RecurrentRun:
+def lstm_cell(
+    layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
+    progress: Progress | None = None,
+) -> RecurrentRun:
     units = layer.units
     act = activation(layer.config.get("activation", "tanh"), semantics)
     rec_act = activation(layer.config.get("recurrent_activation", "sigmoid"), semantics)
@@ -243,6 +253,8 @@ def lstm_cell(layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, sem
     stepper = _Stepper(batch, timesteps, units, mask, zero_output, dtype)
     traced = {g: np.zeros((batch, timesteps, units), dtype) for g in ("i", "f", "cc", "c", "o", "h")} if trace else {}
     for t in range(timesteps):
+        if progress is not None and t % PROGRESS_EVERY == 0:
+            progress(t, timesteps)
         z = x_all[:, t] + h_tm1 @ recurrent_kernel
         i = rec_act(z[:, i_])
         f = rec_act(z[:, f_])
@@ -259,7 +271,10 @@ def lstm_cell(layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, sem
     return RecurrentRun(stepper.sequence, stepper.sequence[:, -1], [h_tm1, c_tm1], traced)
 
 
-def simple_rnn_cell(layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool) -> RecurrentRun:
+def simple_rnn_cell(
+    layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
+    progress: Progress | None = None,
+) -> RecurrentRun:
     act = activation(layer.config.get("activation", "tanh"), semantics)
     kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
     batch, timesteps, _ = x.shape
@@ -268,6 +283,8 @@ def simple_rnn_cell(layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | Non
     stepper = _Stepper(batch, timesteps, layer.units, mask, zero_output, dtype)
     traced = {"h": np.zeros((batch, timesteps, layer.units), dtype)} if trace else {}
     for t in range(timesteps):
+        if progress is not None and t % PROGRESS_EVERY == 0:
+            progress(t, timesteps)
         h = act(x_all[:, t] + h_tm1 @ recurrent_kernel)
         h_tm1 = stepper.keep(t, h, h_tm1)
         stepper.emit(t, h)
@@ -275,6 +292,8 @@ def simple_rnn_cell(layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | Non
             traced["h"][:, t] = h_tm1
     return RecurrentRun(stepper.sequence, stepper.sequence[:, -1], [h_tm1], traced)
 
+
+PROGRESS_EVERY = 256  # steps between progress reports: cheap next to a step's matrix product
 
 CELLS: Mapping[str, Callable[..., RecurrentRun]] = {"GRU": gru_cell, "LSTM": lstm_cell, "SimpleRNN": simple_rnn_cell}
 

@@ -126,3 +126,18 @@ def test_diff_refuses_different_architectures() -> None:
         "Error: the two files have different recurrent layers, expected the same architecture: "
         "gru: GRU(4 units, input 3, bias (2, 12)) vs GRU(4 units, input 3, bias (12,))\n"
     )
+
+
+def test_spectral_norm_of_large_blocks_by_power_iteration() -> None:
+    from grucli.check import EXACT_UP_TO, spectral_norm
+
+    rng = np.random.default_rng(0)
+    n = EXACT_UP_TO + 88
+    left, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    right, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    singular = np.linspace(0.1, 6.5, n)
+    singular[-1] = 7.0  # known by construction
+    matrix = left @ np.diag(singular) @ right.T
+    assert spectral_norm(matrix) == pytest.approx(7.0, rel=1e-4)
+    random_block = rng.normal(size=(n, n)) / np.sqrt(n)  # close top singular values: the hard case
+    assert spectral_norm(random_block) == pytest.approx(np.linalg.norm(random_block, 2), rel=1e-3)

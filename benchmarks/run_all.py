@@ -1,0 +1,30 @@
+"""Every performance goal, measured side by side with its baseline in one run; prints the ratios.
+
+    python benchmarks/run_all.py
+
+Runs, in order: bench_inspect.py (cold start against Keras and against a bare h5py read),
+bench_big.py (GRU(4096) .h5 and .keras: inspect and export against a bare h5py read, peak
+memory from the OS), bench_verify.py (verify against load-and-predict; replay per timestep
+against predict). Models are generated in temporary folders; nothing is committed. About five
+minutes on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    failures = 0
+    for script in ("bench_inspect.py", "bench_big.py", "bench_verify.py"):
+        print(f"\n=== {script}", flush=True)
+        failures += subprocess.run([sys.executable, str(HERE / script)]).returncode != 0
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
