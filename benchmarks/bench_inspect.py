@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import compile_package
+
 ROOT = Path(__file__).resolve().parent.parent
 CASES = [
     ("sample_models/k3_gru.keras", "keras"),
@@ -81,35 +83,6 @@ def cold_start(repeat: int) -> list[float]:
         print(f"{relative:48} {ours:9.3f} {theirs:11.3f} {ours / theirs:6.2f}x")
     print(f"largest ratio: {max(ratios):.2f}x (goal: at most 1.5x)")
     return ratios
-
-
-def compile_package() -> None:
-    """Byte-compile grucli, as `pip install` does: with PYTHONDONTWRITEBYTECODE set (as on CI
-    machines), an editable checkout would otherwise be recompiled from source on every run."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "grucli")], check=True)
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--cold-repeat", type=int, default=20)
-    args = parser.parse_args()
-    compile_package()
-    print(f"{'model':48} {'grucli s':>9} {'keras s':>9} {'ratio':>7}")
-    ratios = []
-    for relative, loader in CASES:
-        path = ROOT / relative
-        if not path.exists():
-            print(f"{relative:48} missing, skipped")
-            continue
-        ours = median_time([sys.executable, "-m", "grucli", "inspect", str(path)], args.repeat)
-        theirs = median_time([sys.executable, "-c", BASELINE[loader].format(path=str(path))], args.repeat)
-        ratios.append(theirs / ours)
-        print(f"{relative:48} {ours:9.3f} {theirs:9.3f} {theirs / ours:6.1f}x")
-    if ratios:
-        print(f"smallest ratio: {min(ratios):.1f}x (goal: at least 10x)")
-    cold_start(args.cold_repeat)
-    return 0
 
 
 if __name__ == "__main__":

@@ -155,18 +155,7 @@ def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], 
     from grucli.report import build_inspect_report
 
     report = build_inspect_report(find_layers(read_model(model, _limits(max_mb))), layer_paths, gate_names, unit, with_values or heatmap)
-    if heatmap and not as_json:
-        from grucli.render import render_heatmaps
-
-        click.echo(render_heatmaps(report, color=_use_color(), width=_width()), nl=False)
-    elif as_json:
-        from grucli.formats import inspect_json
-
-        click.echo(inspect_json(report))
-    else:
-        from grucli.render import render_inspect
-
-        click.echo(render_inspect(report, color=_use_color(), width=_width()), nl=False)
+    _emit(report, as_json, "inspect_json", "render_heatmaps" if heatmap else "render_inspect")
 
 
 @cli.command()
@@ -275,14 +264,7 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
         framework=framework, unsafe=unsafe, max_bytes=max_mb * 2**20,
     )
     report = run_verify(model, options)
-    if as_json:
-        from grucli.formats import verify_json
-
-        click.echo(verify_json(report))
-    else:
-        from grucli.render import render_verify
-
-        click.echo(render_verify(report, color=_use_color(), width=_width()), nl=False)
+    _emit(report, as_json, "verify_json", "render_verify")
     sys.exit(0 if report.passed else 1)
 
 
@@ -375,14 +357,7 @@ def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, as_
     from grucli.reader import read_model
 
     report = diff_layers(find_layers(read_model(model_a, _limits(max_mb))), find_layers(read_model(model_b, _limits(max_mb))), layer_paths, top)
-    if as_json:
-        from grucli.formats import diff_json
-
-        click.echo(diff_json(report))
-    else:
-        from grucli.render import render_diff
-
-        click.echo(render_diff(report, color=_use_color(), width=_width()), nl=False)
+    _emit(report, as_json, "diff_json", "render_diff")
 
 
 @cli.command()
@@ -413,14 +388,7 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
 
     layers = select_layers(find_layers(read_model(model, _limits(max_mb))).recurrent, layer_paths)
     report = check_layers(str(model), layers, Thresholds(saturation_logit, saturation_spread, max_spectral_norm))
-    if as_json:
-        from grucli.formats import check_json
-
-        click.echo(check_json(report))
-    else:
-        from grucli.render import render_check
-
-        click.echo(render_check(report, color=_use_color(), width=_width()), nl=False)
+    _emit(report, as_json, "check_json", "render_check")
     sys.exit(0 if report.passed else 1)
 
 
@@ -448,6 +416,18 @@ def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequ
     report = build_inspect_report(find_layers(read_model(model, _limits(max_mb))), layer_paths, gate_names, None, with_values=True)
     rows = write_plot(report, output, force=force, dpi=dpi)
     click.echo(f"wrote {rows} gate row(s) from {len(report.layers)} layer(s) to {output}", err=True)
+
+
+def _emit(report: Any, as_json: bool, json_formatter: str, text_formatter: str) -> None:
+    """Print a report: JSON for scripts, or Rich text for a person (Rich is imported only then)."""
+    if as_json:
+        from grucli import formats
+
+        click.echo(getattr(formats, json_formatter)(report))
+    else:
+        from grucli import render
+
+        click.echo(getattr(render, text_formatter)(report, color=_use_color(), width=_width()), nl=False)
 
 
 def _use_color() -> bool:
