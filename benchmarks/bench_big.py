@@ -71,5 +71,36 @@ def measure(command: list[str], repeat: int) -> tuple[float, float]:
     return statistics.median(s for s, _ in runs), max(r for _, r in runs)
 
 
+def main() -> int:
+    compile_package()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--units", type=int, default=4096)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        h5, keras_file, largest = make_model(Path(folder), args.units)
+        largest_mib = largest / 2**20
+        grucli = [sys.executable, "-m", "grucli"]
+        base_seconds, base_rss = measure([sys.executable, "-c", BARE_H5, str(h5)], args.repeat)
+        _, import_rss = measure([sys.executable, "-c", BARE_IMPORT], args.repeat)
+        constant = import_rss + 64  # the interpreter and libraries, plus a margin for small buffers
+        print(f"GRU({args.units}): .h5 {h5.stat().st_size / 2**20:.0f} MiB, .keras {keras_file.stat().st_size / 2**20:.0f} MiB; "
+              f"largest array {largest_mib:.0f} MiB; libraries alone {import_rss:.0f} MiB")
+        print(f"{'command':34} {'seconds':>8} {'time ratio':>10} {'peak MiB':>9} {'memory goal MiB':>16}")
+        print(f"{'bare h5py read of the .h5':34} {base_seconds:8.2f} {'1.00x':>10} {base_rss:9.0f} {'':>16}")
+        goal = 1.5 * largest_mib + constant
+        for name, command in [
+            ("grucli inspect big.h5", [*grucli, "inspect", str(h5)]),
+            ("grucli inspect big.keras", [*grucli, "inspect", str(keras_file)]),
+            ("grucli export big.h5", [*grucli, "export", str(h5), "-o", str(Path(folder) / "a.npz"), "--force"]),
+            ("grucli export big.keras", [*grucli, "export", str(keras_file), "-o", str(Path(folder) / "b.npz"), "--force"]),
+        ]:
+            seconds, rss = measure(command, args.repeat)
+            verdict = "ok" if rss <= goal else "OVER"
+            print(f"{name:34} {seconds:8.2f} {seconds / base_seconds:9.2f}x {rss:9.0f} {goal:10.0f} {verdict:>5}")
+    print("goals: time ratio <= 2.0x; peak memory <= 1.5 x largest array + libraries + 64 MiB")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -85,5 +85,28 @@ def cold_start(repeat: int) -> list[float]:
     return ratios
 
 
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--cold-repeat", type=int, default=20)
+    args = parser.parse_args()
+    compile_package()
+    print(f"{'model':48} {'grucli s':>9} {'keras s':>9} {'ratio':>7}")
+    ratios = []
+    for relative, loader in CASES:
+        path = ROOT / relative
+        if not path.exists():
+            print(f"{relative:48} missing, skipped")
+            continue
+        ours = median_time([sys.executable, "-m", "grucli", "inspect", str(path)], args.repeat)
+        theirs = median_time([sys.executable, "-c", BASELINE[loader].format(path=str(path))], args.repeat)
+        ratios.append(theirs / ours)
+        print(f"{relative:48} {ours:9.3f} {theirs:9.3f} {theirs / ours:6.1f}x")
+    if ratios:
+        print(f"smallest ratio: {min(ratios):.1f}x (goal: at least 10x)")
+    cold_start(args.cold_repeat)
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

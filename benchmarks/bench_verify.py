@@ -86,5 +86,27 @@ def _timed(function: object) -> float:
     return time.perf_counter() - start
 
 
+def main() -> int:
+    compile_package()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timesteps", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        models = make_models(Path(folder), args.timesteps)
+        print(f"GRU/LSTM({UNITS}), {FEATURES} features, batch {BATCH}, {args.timesteps} timesteps; median of {args.repeat}")
+        print(f"{'':6} {'verify s':>9} {'bare s':>8} {'ratio':>6} | {'predict µs/step':>15} {'f64 µs/step':>12} {'ratio':>6} {'f32 µs/step':>12} {'ratio':>6}")
+        for kind, (model, x) in models.items():
+            ours = median([wall([sys.executable, "-m", "grucli", "verify", str(model), "--input", str(x)]) for _ in range(args.repeat)])
+            bare = median([wall([sys.executable, "-c", BARE.format(model=str(model), x=str(x))]) for _ in range(args.repeat)])
+            predict, f64, f32 = per_step_costs(model, x, args.timesteps, args.repeat)
+            print(
+                f"{kind:6} {ours:9.2f} {bare:8.2f} {ours / bare:5.2f}x | {predict * 1e6:15.0f} {f64 * 1e6:12.0f} "
+                f"{f64 / predict:5.2f}x {f32 * 1e6:12.0f} {f32 / predict:5.2f}x"
+            )
+    print("goals: verify/bare <= 1.3x; float64 replay/predict <= 1.5x; float32 replay/predict <= 1.0x")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -78,18 +78,43 @@ def gate_array(layer: RecurrentLayer, gate: str, name: str, unit: int | None = N
 
 
 def gate_stats(layer: RecurrentLayer) -> dict[tuple[str, str], ArrayStats]:
-    """Statistics of every gate's arrays in one pass over each matrix, a block of rows at a time."""
+    """Statistics of every gate's arrays in one pass over each matrix, a block of rows at a time.
+
+    Two workers reduce the two halves of each block while the next block is read (NumPy's
+    copies and reductions release the GIL); each keeps its own accumulators, merged at the end.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     names = gate_names(layer.kind)
     columns = {gate: gate_columns(layer.kind, layer.units, gate) for gate in names}
-    accumulators = {(gate, name): StatsAccumulator() for gate in names for name in gate_array_names(layer)}
-    for name, matrix in (("kernel", layer.kernel), ("recurrent_kernel", layer.recurrent_kernel)):
-        for chunk in row_chunks(matrix):
-            for gate in names:
-                accumulators[(gate, name)].update(chunk[..., columns[gate]])
+    keys = [(gate, name) for gate in names for name in gate_array_names(layer)]
+    workers = [{key: StatsAccumulator() for key in keys} for _ in range(STATS_WORKERS)]
+
+    def reduce_rows(accumulators: dict[tuple[str, str], StatsAccumulator], rows: np.ndarray, name: str) -> None:
+        for gate in names:
+            accumulators[(gate, name)].update(rows[..., columns[gate]])
+
+    with ThreadPoolExecutor(max_workers=STATS_WORKERS) as pool:
+        for name, matrix in (("kernel", layer.kernel), ("recurrent_kernel", layer.recurrent_kernel)):
+            pending: list = []
+            for chunk in row_chunks(matrix):
+                for future in pending:
+                    future.result()
+                halves = np.array_split(chunk, STATS_WORKERS) if len(chunk) >= STATS_WORKERS else [chunk]
+                pending = [pool.submit(reduce_rows, workers[i], half, name) for i, half in enumerate(halves)]
+            for future in pending:
+                future.result()
+    merged = workers[0]
+    for other in workers[1:]:
+        for key in keys:
+            merged[key].merge(other[key])
     for gate in names:
         for name in gate_array_names(layer)[2:]:
-            accumulators[(gate, name)].update(gate_array(layer, gate, name))
-    return {key: accumulator.result() for key, accumulator in accumulators.items()}
+            merged[(gate, name)].update(gate_array(layer, gate, name))
+    return {key: accumulator.result() for key, accumulator in merged.items()}
+
+
+STATS_WORKERS = 2
 
 
 def from_cudnn(kind: str, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

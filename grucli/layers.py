@@ -7,6 +7,7 @@ model's own name is not part of any path.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -241,8 +242,8 @@ def _version_tuple(version: str | None) -> tuple[int, ...] | None:
         return None
     parts = []
     for piece in version.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
+        digits = re.match(r"[0-9]+", piece)  # ASCII digits only: "²".isdigit() is True
+        parts.append(int(digits.group()) if digits else 0)
     return tuple(parts)
 
 

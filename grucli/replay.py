@@ -12,6 +12,7 @@ Activations follow the Keras version that saved the file: `hard_sigmoid` is
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -37,8 +38,8 @@ def semantics_for(keras_version: str | None, file_format: str) -> str:
         return KERAS3
     if keras_version is None:
         return KERAS2  # legacy HDF5 without a version: Keras 1
-    major = keras_version.split(".")[0]
-    return KERAS3 if major.isdigit() and int(major) >= 3 else KERAS2
+    major = re.match(r"[0-9]+", keras_version)  # ASCII digits only: "²".isdigit() is True
+    return KERAS3 if major and int(major.group()) >= 3 else KERAS2
 
 
 # --- activations ------------------------------------------------------------------------------------

@@ -84,6 +84,17 @@ class StatsAccumulator:
         self.low = min(self.low, float(values.min()))
         self.high = max(self.high, float(values.max()))
 
+    def merge(self, other: "StatsAccumulator") -> None:
+        """Add what another accumulator saw (another block of rows of the same array)."""
+        self.size += other.size
+        self.count += other.count
+        self.total += other.total
+        self.squares += other.squares
+        self.low = min(self.low, other.low)
+        self.high = max(self.high, other.high)
+        self.nan += other.nan
+        self.inf += other.inf
+
     def result(self) -> ArrayStats:
         if self.count == 0:
             return ArrayStats(self.size, None, None, None, None, None, None, self.nan, self.inf)
