@@ -26,7 +26,7 @@ from grucli.inputs import InputError, input_specs, load_inputs, random_inputs
 from grucli.layers import activation_name, find_layers
 from grucli.model import ModelFile, ModelLayers, RawLayer
 from grucli.reader import Limits, read_model
-from grucli.replay import KERAS2, KERAS3, VERSION_DEPENDENT, ReplayError, semantics_for
+from grucli.replay import KERAS2, KERAS3, VERSION_DEPENDENT, semantics_for
 
 # Default tolerances by where predict ran. Measured: CPU float32 vs a float64 replay 1e-7..4e-7;
 # GPUs run float32 products in TF32 (2e-4..5e-4). Both defaults leave room for those and none

@@ -10,7 +10,6 @@ long run:
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
