@@ -58,24 +58,22 @@ def test_keras3_samples(name: str, tmp_path: Path, keras3: Any) -> None:
     assert_same_arrays(export(sample(name), tmp_path), expected_from_model(model))
 
 
-@pytest.mark.parametrize("name", KERAS3_WEIGHTS_FILES)
-def test_keras3_weights_only(name: str, tmp_path: Path, keras3: Any) -> None:
-    model = keras3.saving.load_model(sample(name.replace(".weights.h5", ".keras")), compile=False)
-    # Zero the model first so only the weights file can supply the truth.
-    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
-    model.load_weights(sample(name))
-    assert_same_arrays(export(sample(name), tmp_path), expected_from_model(model))
-
-
 @pytest.mark.parametrize("name", TF_KERAS_FILES)
 def test_tf_keras_samples(name: str, tmp_path: Path, tf_keras: Any) -> None:
     model = tf_keras.models.load_model(sample(name), compile=False)
     assert_same_arrays(export(sample(name), tmp_path), expected_from_model(model))
 
 
-@pytest.mark.parametrize("name", TF_KERAS_WEIGHTS_FILES)
-def test_tf_keras_weights_only(name: str, tmp_path: Path, tf_keras: Any) -> None:
-    model = tf_keras.models.load_model(sample(name.replace("_weights.h5", ".h5")), compile=False)
+WEIGHTS_ONLY = [(name, name.replace(".weights.h5", ".keras"), "keras") for name in KERAS3_WEIGHTS_FILES] + [
+    (name, name.replace("_weights.h5", ".h5"), "tf_keras") for name in TF_KERAS_WEIGHTS_FILES
+]
+
+
+@pytest.mark.parametrize("name, full_model, framework", WEIGHTS_ONLY)
+def test_weights_only_files(name: str, full_model: str, framework: str, tmp_path: Path, keras3: Any, tf_keras: Any) -> None:
+    load = keras3.saving.load_model if framework == "keras" else tf_keras.models.load_model
+    model = load(sample(full_model), compile=False)
+    # Zero the model first so only the weights file can supply the truth.
     model.set_weights([np.zeros_like(w) for w in model.get_weights()])
     model.load_weights(sample(name))
     assert_same_arrays(export(sample(name), tmp_path), expected_from_model(model))
