@@ -96,6 +96,7 @@ def test_replay_matches_keras_without_tensorflow(tmp_path: Path, keras3: object,
                 replayed = [data[f"output_{k}"] for k in range(len(outputs))]
         else:
             replayed = [np.load(tmp_path / f"y{index}.npy")]
-        error = max(float(np.abs(a - b).max()) for a, b in zip(replayed, outputs))
-        assert error < 2e-6, (cases[index][0].name, error)
+        # "To 1e-6": predict computes in float32, so its rounding grows with the output's size.
+        for a, b in zip(replayed, outputs):
+            assert np.allclose(a, b, rtol=1e-6, atol=1e-6), (cases[index][0].name, float(np.abs(a - b).max()))
     assert len(expected) == len(cases) >= 36  # every sample model Keras can load, and the 3 real files
