@@ -68,6 +68,8 @@ def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
         dims = (config.get("input_length"), int(config["input_dim"]))
     else:
         raise InputError(f"the config of {declaring.name} does not declare an input shape; pass --input")
+    if any(d is not None and d < 1 for d in dims):
+        raise InputError(f"the config of {declaring.name} declares input shape {list(dims)}; expected positive dimensions")
     vocabulary = None
     if consumer is not None and consumer.class_name == "Embedding":
         vocabulary = int(consumer.config["input_dim"])
@@ -143,11 +145,16 @@ def fit_input(array: np.ndarray, spec: InputSpec, source: Path | str) -> np.ndar
     return array.astype(np.float32) if array.dtype.kind in "biu" else array
 
 
+MAX_RANDOM_VALUES = 2**27  # 1 GiB of float64: a config declaring more gets no random input
+
+
 def random_inputs(specs: Sequence[InputSpec], batch: int, timesteps: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     arrays = []
     for spec in specs:
         shape = (batch, *(timesteps if d is None else d for d in spec.shape))
+        if np.prod(shape, dtype=np.float64) > MAX_RANDOM_VALUES:
+            raise InputError(f"a random input of shape {shape} for {spec.name} is too large; pass --input, or a smaller --batch")
         if spec.vocabulary is not None:
             arrays.append(rng.integers(0, spec.vocabulary, size=shape))
         else:

@@ -114,3 +114,16 @@ def test_nan_inf_and_huge_values_are_reported(tmp_path: Path) -> None:
     code, out, _ = run("check", str(path), "--json")
     findings = {(x["check"], x["gate"], x["unit"]) for x in json.loads(out)["findings"]}
     assert code == 1 and {("nan", "z", 0), ("inf", "z", 1)} <= findings
+
+
+def test_enormous_or_negative_declared_input_shapes(tmp_path: Path) -> None:
+    for shape, message in (([None, 10**6, 10**6], "too large; pass --input"), ([None, -1, 3], "expected positive dimensions")):
+        def declare(f: h5py.File, shape: list = shape) -> None:
+            config = json.loads(f.attrs["model_config"])
+            config["config"]["layers"][0]["config"]["batch_input_shape"] = shape
+            f.attrs["model_config"] = json.dumps(config)
+
+        path = edited(tmp_path, declare)
+        code, _, err = run("replay", str(path), "-o", str(tmp_path / "y.npy"))
+        assert code == 2 and err.startswith("Error: ") and message in err, err
+        assert not (tmp_path / "y.npy").exists()
