@@ -96,10 +96,13 @@ def limits_option(function: F) -> F:
     )(function)
 
 
-def _limits(max_mb: int) -> Any:
-    from grucli.reader import Limits
+def _read(path: Path, max_mb: int) -> Any:
+    """Read a model file, closed again when the command ends (arrays are read from it lazily)."""
+    from grucli.reader import Limits, read_model
 
-    return Limits(max_bytes=max_mb * 2**20)
+    model_file = read_model(path, Limits(max_bytes=max_mb * 2**20))
+    click.get_current_context().call_on_close(model_file.close)
+    return model_file
 
 
 def layer_option(function: F) -> F:
@@ -151,10 +154,9 @@ def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], 
       grucli inspect model.keras --layer gru --heatmap
     """
     from grucli.layers import find_layers
-    from grucli.reader import read_model
     from grucli.report import build_inspect_report
 
-    report = build_inspect_report(find_layers(read_model(model, _limits(max_mb))), layer_paths, gate_names, unit, with_values or heatmap)
+    report = build_inspect_report(find_layers(_read(model, max_mb)), layer_paths, gate_names, unit, with_values or heatmap)
     _emit(report, as_json, "inspect_json", "render_heatmaps" if heatmap else "render_inspect")
 
 
@@ -190,10 +192,9 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
     from grucli.formats import write_npz, write_npz_blocks
     from grucli.gates import gate_blocks
     from grucli.layers import find_layers
-    from grucli.reader import read_model
     from grucli.report import select_layers
 
-    found = find_layers(read_model(model, _limits(max_mb)))
+    found = find_layers(_read(model, max_mb))
     layers = select_layers(found.recurrent, layer_paths)
     if not layers:
         raise CliError(f"{model} has no recurrent layers to export; expected a GRU, LSTM, SimpleRNN or ConvLSTM layer")
@@ -300,10 +301,9 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     from grucli.graph import ModelReplay, layer_output, trace_arrays
     from grucli.inputs import input_specs, load_inputs, random_inputs
     from grucli.layers import find_layers
-    from grucli.reader import read_model
     from grucli.replay import semantics_for
 
-    model_file = read_model(model, _limits(max_mb))
+    model_file = _read(model, max_mb)
     if not model_file.has_config:
         raise CliError(f"{model} holds weights only; replay needs a full model file (config and weights)")
     specs = input_specs(model_file)
@@ -354,9 +354,8 @@ def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, as_
     """
     from grucli.diff import diff_layers
     from grucli.layers import find_layers
-    from grucli.reader import read_model
 
-    report = diff_layers(find_layers(read_model(model_a, _limits(max_mb))), find_layers(read_model(model_b, _limits(max_mb))), layer_paths, top)
+    report = diff_layers(find_layers(_read(model_a, max_mb)), find_layers(_read(model_b, max_mb)), layer_paths, top)
     _emit(report, as_json, "diff_json", "render_diff")
 
 
@@ -383,10 +382,9 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
     """
     from grucli.check import Thresholds, check_layers
     from grucli.layers import find_layers
-    from grucli.reader import read_model
     from grucli.report import select_layers
 
-    layers = select_layers(find_layers(read_model(model, _limits(max_mb))).recurrent, layer_paths)
+    layers = select_layers(find_layers(_read(model, max_mb)).recurrent, layer_paths)
     report = check_layers(str(model), layers, Thresholds(saturation_logit, saturation_spread, max_spectral_norm))
     _emit(report, as_json, "check_json", "render_check")
     sys.exit(0 if report.passed else 1)
@@ -410,10 +408,9 @@ def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequ
     """
     from grucli.layers import find_layers
     from grucli.plot import write_plot
-    from grucli.reader import read_model
     from grucli.report import build_inspect_report
 
-    report = build_inspect_report(find_layers(read_model(model, _limits(max_mb))), layer_paths, gate_names, None, with_values=True)
+    report = build_inspect_report(find_layers(_read(model, max_mb)), layer_paths, gate_names, None, with_values=True)
     rows = write_plot(report, output, force=force, dpi=dpi)
     click.echo(f"wrote {rows} gate row(s) from {len(report.layers)} layer(s) to {output}", err=True)
 

@@ -133,7 +133,11 @@ class VerifyReport:
 
 
 def verify(path: str | Path, options: VerifyOptions) -> VerifyReport:
-    model_file = read_model(path, Limits(max_bytes=options.max_bytes))
+    with read_model(path, Limits(max_bytes=options.max_bytes)) as model_file:
+        return _verify(model_file, path, options)
+
+
+def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> VerifyReport:
     if not model_file.has_config:
         raise ModelFileError(f"{path} holds weights only; verify needs a full model file (config and weights) to load it with Keras")
     layers = find_layers(model_file)
