@@ -24,7 +24,12 @@ class OutputError(GrucliError):
 MALFORMED = (TypeError, KeyError, ValueError, IndexError, AttributeError, ZeroDivisionError, OverflowError, RecursionError)
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message, first line only, for an `Error:` line (its type if it says nothing)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:limit]
+
+
 def describe(exc: BaseException) -> str:
-    """An exception as a short phrase for an error line."""
-    text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """An exception as a short phrase for an error line: its type and first line."""
+    return f"{type(exc).__name__}: {first_line(exc, 160)}" if str(exc).strip() else type(exc).__name__

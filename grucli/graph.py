@@ -15,7 +15,7 @@ import numpy as np
 
 from grucli.errors import MALFORMED, describe
 from grucli.layers import LAYER_KINDS
-from grucli.model import ModelFile, ModelLayers, RawLayer, RecurrentLayer
+from grucli.model import CELL_CLASSES, MODEL_CLASSES, ModelFile, ModelLayers, RawLayer, RecurrentLayer
 from grucli.replay import ReplayError, activation, layer_outputs, merge_directions, run_layer
 
 IDENTITY = {
@@ -23,9 +23,8 @@ IDENTITY = {
     "GaussianDropout", "AlphaDropout", "ActivityRegularization", "InputLayer",
 }
 MERGES = {"Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
-MODELS = {"Sequential", "Functional", "Model"}
-RECURRENT = set(LAYER_KINDS) - {"GRUCell", "LSTMCell", "SimpleRNNCell"} | {"RNN", "Bidirectional"}
-SUPPORTED = IDENTITY | MERGES | MODELS | RECURRENT | {
+RECURRENT = set(LAYER_KINDS) - CELL_CLASSES | {"RNN", "Bidirectional"}
+SUPPORTED = IDENTITY | MERGES | MODEL_CLASSES | RECURRENT | {
     "Dense", "Embedding", "Masking", "Activation", "Flatten", "Reshape", "RepeatVector",
     "TimeDistributed", "BatchNormalization",
 }
@@ -55,17 +54,17 @@ def unsupported_layer(root: RawLayer, prefix: str = "") -> tuple[str, str] | Non
         path = f"{prefix}{child.name}"
         if child.class_name not in SUPPORTED:
             return path, child.class_name
-        if child.class_name in MODELS:
+        if child.class_name in MODEL_CLASSES:
             found = unsupported_layer(child, f"{path}/")
             if found:
                 return found
         if child.class_name == "TimeDistributed" and child.children:
             inner = child.children[0][1]
-            if inner.class_name not in SUPPORTED or inner.class_name in RECURRENT | MODELS:
+            if inner.class_name not in SUPPORTED or inner.class_name in RECURRENT | MODEL_CLASSES:
                 return f"{path}", f"TimeDistributed({inner.class_name})"
         if child.class_name.startswith("ConvLSTM"):
             return path, child.class_name
-        if child.class_name == "RNN" and any(c.class_name not in ("GRUCell", "LSTMCell", "SimpleRNNCell") for _, c in child.children):
+        if child.class_name == "RNN" and any(c.class_name not in CELL_CLASSES for _, c in child.children):
             return path, "RNN with a custom cell"
     return None
 
@@ -150,7 +149,7 @@ class ModelReplay:
 
     def _call(self, layer: RawLayer, path: str, inputs: list[Tensor], kwargs: Mapping[str, Any]) -> list[Tensor]:
         name = layer.class_name
-        if name in MODELS:
+        if name in MODEL_CLASSES:
             return self._run_model(layer, f"{path}/", inputs)
         if name in MERGES:
             return [_merge(name, layer.config, inputs)]
@@ -261,7 +260,7 @@ def _inbound_nodes(entry: Mapping[str, Any]) -> list[Any]:
 def _skipped_first_node(layer: RawLayer, node: Any) -> int:
     """1 where a Keras 2 config numbers a nested model's calls from 1, as tf-keras's
     `_should_skip_first_node` does: such a model's own input node is node 0 and is not saved."""
-    if isinstance(node, Mapping) or layer.class_name not in MODELS:
+    if isinstance(node, Mapping) or layer.class_name not in MODEL_CLASSES:
         return 0
     members = [child for _, child in layer.children]
     if layer.class_name == "Sequential":

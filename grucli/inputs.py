@@ -77,10 +77,7 @@ def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
 
 
 def _consumer(root: RawLayer, input_name: str) -> RawLayer | None:
-    for _, member in root.children:
-        for node in member.config.get("inbound_nodes", []) or []:
-            if input_name in str(node):
-                return member
+    """The layer an input feeds: inbound nodes sit on each layer entry, beside its config."""
     for entry in root.config.get("layers", []):
         if isinstance(entry, Mapping) and input_name in str(entry.get("inbound_nodes", "")):
             name = entry.get("name") or entry.get("config", {}).get("name")

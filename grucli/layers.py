@@ -22,7 +22,6 @@ LAYER_KINDS: Mapping[str, str] = {
     "SimpleRNN": "SimpleRNN", "SimpleRNNCell": "SimpleRNN",
     "ConvLSTM1D": "ConvLSTM1D", "ConvLSTM2D": "ConvLSTM2D", "ConvLSTM3D": "ConvLSTM3D",
 }
-CELL_CLASSES = {"GRUCell", "LSTMCell", "SimpleRNNCell"}
 CONTAINER_ROLES = {"layers"}
 # Settings of the RNN wrapper that apply to the cell it runs.
 SEQUENCE_KEYS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll", "time_major", "zero_output_for_mask")

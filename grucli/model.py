@@ -12,6 +12,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+# Layers that hold other layers, and the standard cells RNN(cell=...) runs.
+MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
+CELL_CLASSES = frozenset({"GRUCell", "LSTMCell", "SimpleRNNCell"})
+
 
 @dataclass(frozen=True)
 class NamedArray:

@@ -29,17 +29,16 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 import h5py
 import numpy as np
 
-from grucli.errors import ModelFileError
+from grucli.errors import ModelFileError, first_line
 
 if TYPE_CHECKING:
     import zipfile
-from grucli.model import ModelFile, NamedArray, RawLayer
+from grucli.model import CELL_CLASSES, MODEL_CLASSES, ModelFile, NamedArray, RawLayer
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
-MODEL_CLASSES = {"Sequential", "Functional", "Model"}
-# A layer of these classes lists sub-layers under config["layers"] even when not a model.
-CELL_CLASSES = {"GRUCell", "LSTMCell", "SimpleRNNCell", "ConvLSTMCell", "PeepholeLSTMCell"}
+# Cells never hold sub-layers, whatever keys their config has.
+NOT_CONTAINERS = CELL_CLASSES | {"ConvLSTMCell", "PeepholeLSTMCell"}
 
 
 @dataclass(frozen=True)
@@ -88,15 +87,10 @@ def _read_model(path: Path) -> ModelFile:
         raise ModelFileError(f"cannot read {path}: not enough memory for its weights (lower sizes are expected, see --max-mb)") from None
     except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError,
             struct.error, EOFError, OverflowError) as exc:
-        raise ModelFileError(f"cannot read {path}: the file is corrupt or truncated ({_describe(exc)})") from None
+        raise ModelFileError(f"cannot read {path}: the file is corrupt or truncated ({first_line(exc)})") from None
     if not head:
         raise ModelFileError(f"{path} is empty; expected a Keras model file (.keras zip or HDF5)")
     raise ModelFileError(f"{path} is neither a Keras .keras zip nor an HDF5 file (.h5, .hdf5)")
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
 
 
 # --- Keras 3 .keras zips -------------------------------------------------------------------
@@ -108,7 +102,7 @@ def _read_keras_zip(path: Path) -> ModelFile:
     try:
         return _read_zip_archive(path, zipfile)
     except zipfile.BadZipFile as exc:
-        raise ModelFileError(f"cannot read {path}: the file is corrupt or truncated ({_describe(exc)})") from None
+        raise ModelFileError(f"cannot read {path}: the file is corrupt or truncated ({first_line(exc)})") from None
 
 
 def _read_zip_archive(path: Path, zipfile: Any) -> ModelFile:
@@ -228,7 +222,7 @@ def _parse_json(raw: bytes | str, where: str) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{where} is not valid JSON ({_describe(exc)})") from None
+        raise ModelFileError(f"{where} is not valid JSON ({first_line(exc)})") from None
 
 
 class _Keras3Weights:
@@ -367,7 +361,7 @@ class LazyDataset:
         try:
             values = np.asarray(self._dataset[key])
         except (OSError, ValueError, TypeError, RuntimeError) as exc:
-            raise ModelFileError(f"cannot read dataset {self.name}: the file is corrupt or truncated ({_describe(exc)})") from None
+            raise ModelFileError(f"cannot read dataset {self.name}: the file is corrupt or truncated ({first_line(exc)})") from None
         if self._bfloat16:
             # Keras 3 stores bfloat16 as opaque 2-byte values: the top half of a float32.
             return (values.view("<u2").astype(np.uint32) << 16).view(np.float32)
@@ -436,7 +430,7 @@ def child_specs(class_name: str, config: Any) -> list[tuple[str, Mapping[str, An
         return [("layers", layer) for layer in config if isinstance(layer, Mapping)]
     if not isinstance(config, Mapping):
         return []
-    if class_name in MODEL_CLASSES or (isinstance(config.get("layers"), list) and class_name not in CELL_CLASSES):
+    if class_name in MODEL_CLASSES or (isinstance(config.get("layers"), list) and class_name not in NOT_CONTAINERS):
         return [("layers", layer) for layer in config.get("layers", []) if isinstance(layer, Mapping)]
     if class_name == "Bidirectional" and isinstance(config.get("layer"), Mapping):
         forward = config["layer"]

@@ -20,11 +20,11 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli.errors import GrucliError, ModelFileError
+from grucli.errors import GrucliError, ModelFileError, first_line
 from grucli.graph import RECURRENT, ModelReplay, unsupported_layer
 from grucli.inputs import InputError, input_specs, load_inputs, random_inputs
 from grucli.layers import activation_name, find_layers
-from grucli.model import ModelFile, ModelLayers, RawLayer
+from grucli.model import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
 from grucli.reader import Limits, read_model
 from grucli.replay import KERAS2, KERAS3, VERSION_DEPENDENT, semantics_for
 
@@ -279,7 +279,7 @@ def _plain_layers(layer: RawLayer, prefix: str = "") -> Iterator[tuple[str, RawL
     """Non-recurrent layers with an activation setting (Dense, Activation, ...), with their paths."""
     for _, child in layer.children:
         path = f"{prefix}{child.name}"
-        if child.class_name in ("Sequential", "Functional", "Model", "TimeDistributed"):
+        if child.class_name in MODEL_CLASSES | {"TimeDistributed"}:
             yield from _plain_layers(child, f"{path}/")
         elif child.class_name not in RECURRENT and "activation" in child.config:
             yield path, child
@@ -294,7 +294,7 @@ def _recurrent_members(layer: RawLayer, prefix: str = "") -> Iterator[tuple[str,
         path = f"{prefix}{child.name}"
         if child.class_name in RECURRENT:
             yield path, child, tuple(path.split("/")[:-1])
-        elif child.class_name in ("Sequential", "Functional", "Model"):
+        elif child.class_name in MODEL_CLASSES:
             yield from _recurrent_members(child, f"{path}/")
 
 
@@ -368,7 +368,7 @@ class _Framework:
             module = _quiet_import("tf_keras" if name == "tf-keras" else "keras")
         except ImportError as exc:
             package = "tf-keras" if name == "tf-keras" else "keras (and a backend: tensorflow, jax or torch)"
-            raise VerifyError(f"verify needs {package}: {_first_line(exc)}; install it with pip install 'grucli[verify]'") from None
+            raise VerifyError(f"verify needs {package}: {first_line(exc, 300)}; install it with pip install 'grucli[verify]'") from None
         self.module = module
         self.backend = "tensorflow" if name == "tf-keras" else module.backend.backend()
         self.semantics = KERAS2 if name == "tf-keras" else KERAS3
@@ -405,7 +405,7 @@ class _Framework:
                 warnings.simplefilter("ignore")
                 return self._load_native(model.path, unsafe), []
         except Exception as exc:  # noqa: BLE001 - any refusal sends us to the repair path
-            first_error = _first_line(exc)
+            first_error = first_line(exc, 300)
             if "lambda" in first_error.lower() or "unsafe" in first_error.lower():
                 raise VerifyError(f"{model.path}: {first_error}") from None
         if model.format not in ("legacy-h5", "keras-v3"):
@@ -430,7 +430,7 @@ class _Framework:
                     keras_model = self._from_config(config, unsafe)
                 break
             except Exception as exc:  # noqa: BLE001
-                message = _first_line(exc)
+                message = first_line(exc, 300)
                 unknown = re.search(r"Unrecognized keyword arguments passed to (\w+): \{(.*)\}", message)
                 if not unknown:
                     raise VerifyError(f"{self.describe()} cannot build {model.path} even after repairs: {message}") from None
@@ -459,7 +459,7 @@ class _Framework:
                 warnings.simplefilter("ignore")
                 output = keras_model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
         except Exception as exc:  # noqa: BLE001
-            raise VerifyError(f"{self.describe()} predict failed: {_first_line(exc)}") from None
+            raise VerifyError(f"{self.describe()} predict failed: {first_line(exc, 300)}") from None
         return [np.asarray(o) for o in (output if isinstance(output, (list, tuple)) else [output])]
 
     def predict_with_probes(
@@ -485,7 +485,7 @@ class _Framework:
         except VerifyError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise VerifyError(f"{self.describe()} predict failed: {_first_line(exc)}") from None
+            raise VerifyError(f"{self.describe()} predict failed: {first_line(exc, 300)}") from None
         predicted, rest = values[: len(keras_model.outputs)], values[len(keras_model.outputs):]
         probed = {}
         for name, n_outputs, has_mask in layout:
@@ -572,11 +572,6 @@ def _feeding_tensor(owner: Any, nested_name: str) -> Any:
     raise VerifyError(f"nested model {nested_name} not found in {owner.name}")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
 def _raw_config(model: ModelFile) -> dict[str, Any]:
     root = model.root
     config: dict[str, Any] = {"class_name": root.class_name, "config": copy.deepcopy(dict(root.config))}
@@ -648,14 +643,14 @@ def _set_weights(keras_model: Any, root: RawLayer, layers: ModelLayers, prefix: 
         if raw is None or not keras_layer.weights:
             continue
         path = f"{prefix}{raw.name}"
-        if raw.class_name in ("Sequential", "Functional", "Model"):
+        if raw.class_name in MODEL_CLASSES:
             _set_weights(keras_layer, raw, layers, f"{path}/")
             continue
         arrays = list(_weights_for(raw, path, canonical))
         try:
             keras_layer.set_weights(arrays)
         except ValueError as exc:
-            raise VerifyError(f"layer {path}: the file's weights do not fit the rebuilt layer ({_first_line(exc)})") from None
+            raise VerifyError(f"layer {path}: the file's weights do not fit the rebuilt layer ({first_line(exc, 300)})") from None
 
 
 def _weights_for(raw: RawLayer, path: str, canonical: Mapping[str, Any]) -> Iterator[np.ndarray]:
