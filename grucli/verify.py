@@ -162,7 +162,8 @@ def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> 
     members = _selected_members(model_file, options.layer_paths)
     top_level = [raw.name for _, raw, chain in members if not chain]
     predicted, probed = framework.predict_with_probes(keras_model, inputs, top_level)
-    replay = ModelReplay(model_file, layers, semantics, dtype, trace=options.trace)
+    # The end-to-end run is not traced: --trace shows the per-layer runs on real inputs.
+    replay = ModelReplay(model_file, layers, semantics, dtype, trace=False)
     blocker = unsupported_layer(model_file.root)
     replayed = None
     end_to_end_note = None
@@ -171,6 +172,7 @@ def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> 
     else:
         end_to_end_note = f"end-to-end replay stopped at layer {blocker[0]} ({blocker[1]}); each recurrent layer is still verified"
     masks = {call.path: call.mask for call in replay.calls}
+    replay.trace = options.trace
 
     checks, traces = _check_layers(framework, keras_model, members, probed, replay, inputs, masks, atol, rtol, options)
     comparisons = {
