@@ -10,16 +10,15 @@ import json
 import math
 import os
 import tempfile
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from grucli import __version__
 from grucli.errors import OutputError
-from grucli.model import OtherLayer
+from grucli.model import ArraySpec, OtherLayer
 from grucli.report import ArrayReport, InspectReport, LayerReport
 
 if TYPE_CHECKING:
@@ -102,31 +101,19 @@ def _other_json(other: OtherLayer) -> dict[str, Any]:
 
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray], force: bool = False) -> None:
     """Write `arrays` to an .npz at `path` atomically, refusing to overwrite without `force`."""
-    write_atomic(path, lambda handle: np.savez(handle, **arrays), force)
+    values = [np.asarray(value) for value in arrays.values()]
+    specs = [ArraySpec(key, value.shape, value.dtype) for key, value in zip(arrays, values)]
+    write_npz_pieces(path, specs, enumerate(values), force)
 
 
-def write_npz_blocks(
-    path: str | Path, blocks: Iterable[tuple[str, tuple[int, ...], np.dtype, Iterable[np.ndarray]]], force: bool = False
-) -> int:
-    """An .npz written array by array and, within each, block by block: memory stays at one block.
+def write_npz_pieces(path: str | Path, specs: Sequence[ArraySpec], pieces: Iterable[tuple[int, np.ndarray]], force: bool = False) -> None:
+    """An .npz of the arrays `specs` describes, filled from `pieces` (index, next block of rows).
 
-    Readable by `np.load` like any `np.savez` file (uncompressed members `{key}.npy`).
+    Readable by `np.load` like any `np.savez` file; memory stays at a few blocks.
     """
-    count = 0
+    from grucli.npz import write_npz_to
 
-    def write(handle: BinaryIO) -> None:
-        nonlocal count
-        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-            for key, shape, dtype, chunks in blocks:
-                with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
-                    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
-                    np.lib.format.write_array_header_2_0(member, header)
-                    for chunk in chunks:
-                        member.write(memoryview(np.ascontiguousarray(chunk, dtype=dtype)).cast("B"))
-                count += 1
-
-    write_atomic(path, write, force)
-    return count
+    write_atomic(path, lambda handle: write_npz_to(handle.fileno(), specs, pieces), force)
 
 
 def write_npy(path: str | Path, array: np.ndarray, force: bool = False) -> None:

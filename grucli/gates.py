@@ -7,12 +7,12 @@ axis, GRU `[z | r | h]`, LSTM and ConvLSTM `[i | f | c | o]`, SimpleRNN a single
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli.model import NamedArray, RecurrentLayer
-from grucli.stats import ArrayStats, StatsAccumulator, row_chunks
+from grucli.model import ArraySpec, NamedArray, RecurrentLayer
+from grucli.stats import CHUNK_BYTES, ArrayStats, StatsAccumulator, row_chunks
 
 GATES: Mapping[str, tuple[str, ...]] = {
     "GRU": ("z", "r", "h"),
@@ -83,8 +83,6 @@ def gate_stats(layer: RecurrentLayer) -> dict[tuple[str, str], ArrayStats]:
     Two workers reduce the two halves of each block while the next block is read (NumPy's
     copies and reductions release the GIL); each keeps its own accumulators, merged at the end.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     names = gate_names(layer.kind)
     columns = {gate: gate_columns(layer.kind, layer.units, gate) for gate in names}
     keys = [(gate, name) for gate in names for name in gate_array_names(layer)]
@@ -94,8 +92,16 @@ def gate_stats(layer: RecurrentLayer) -> dict[tuple[str, str], ArrayStats]:
         for gate in names:
             accumulators[(gate, name)].update(rows[..., columns[gate]])
 
+    matrices = (("kernel", layer.kernel), ("recurrent_kernel", layer.recurrent_kernel))
+    if all(_nbytes(matrix) <= CHUNK_BYTES for _, matrix in matrices):
+        # One block each: starting threads would cost more than the reduction.
+        for name, matrix in matrices:
+            reduce_rows(workers[0], np.asarray(matrix), name)
+        return _merged_stats(layer, workers)
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=STATS_WORKERS) as pool:
-        for name, matrix in (("kernel", layer.kernel), ("recurrent_kernel", layer.recurrent_kernel)):
+        for name, matrix in matrices:
             pending: list = []
             for chunk in row_chunks(matrix):
                 for future in pending:
@@ -104,10 +110,15 @@ def gate_stats(layer: RecurrentLayer) -> dict[tuple[str, str], ArrayStats]:
                 pending = [pool.submit(reduce_rows, workers[i], half, name) for i, half in enumerate(halves)]
             for future in pending:
                 future.result()
+    return _merged_stats(layer, workers)
+
+
+def _merged_stats(layer: RecurrentLayer, workers: Sequence[dict[tuple[str, str], StatsAccumulator]]) -> dict[tuple[str, str], ArrayStats]:
+    names = gate_names(layer.kind)
     merged = workers[0]
     for other in workers[1:]:
-        for key in keys:
-            merged[key].merge(other[key])
+        for key, accumulator in other.items():
+            merged[key].merge(accumulator)
     for gate in names:
         for name in gate_array_names(layer)[2:]:
             merged[(gate, name)].update(gate_array(layer, gate, name))
@@ -115,6 +126,10 @@ def gate_stats(layer: RecurrentLayer) -> dict[tuple[str, str], ArrayStats]:
 
 
 STATS_WORKERS = 2
+
+
+def _nbytes(array: Any) -> int:
+    return int(np.prod(array.shape, dtype=np.int64)) * np.dtype(array.dtype).itemsize
 
 
 def from_cudnn(kind: str, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -192,24 +207,37 @@ def describe_layout(layer: RecurrentLayer) -> list[str]:
 
 
 
-def gate_blocks(layers: Sequence[RecurrentLayer]) -> Iterator[tuple[str, tuple[int, ...], np.dtype, Iterator[np.ndarray]]]:
-    """Every gate slice as (key, shape, dtype, its rows in blocks), read from the file block by block.
+def gate_export(layers: Sequence[RecurrentLayer]) -> tuple[list[ArraySpec], Iterator[tuple[int, np.ndarray]]]:
+    """Every gate slice as an array to write, and the pieces that fill them.
 
-    Keys are `{layer path}/{gate}/{array}`; an exporter writes one block at a time, so memory
-    stays at one block however large the layer.
+    Keys are `{layer path}/{gate}/{array}`. Pieces are (index into the specs, next rows of that
+    slice): each weight matrix is read once, a block of rows at a time, and every block is cut
+    into its gates' columns, so memory stays at one block however large the layer.
     """
+    specs: list[ArraySpec] = []
+    indices: list[dict[tuple[str, str], int]] = []
     for layer in layers:
+        indices.append({})
         for gate in gate_names(layer.kind):
-            columns = gate_columns(layer.kind, layer.units, gate)
             for name in gate_array_names(layer):
-                source = {"kernel": layer.kernel, "recurrent_kernel": layer.recurrent_kernel}.get(name)
-                key = f"{layer.path}/{gate}/{name}"
-                if source is None:
-                    block = gate_array(layer, gate, name)
-                    yield key, tuple(block.shape), block.dtype, iter([block])
-                else:
-                    shape = tuple(source.shape[:-1]) + (layer.units,)
-                    yield key, shape, np.dtype(source.dtype), (chunk[..., columns] for chunk in row_chunks(source))
+                source = {"kernel": layer.kernel, "recurrent_kernel": layer.recurrent_kernel}.get(name, layer.bias)
+                shape = tuple(source.shape[:-1]) + (layer.units,) if name in ("kernel", "recurrent_kernel") else (layer.units,)
+                indices[-1][(gate, name)] = len(specs)
+                specs.append(ArraySpec(f"{layer.path}/{gate}/{name}", shape, np.dtype(source.dtype)))
+    return specs, _gate_pieces(layers, indices)
+
+
+def _gate_pieces(layers: Sequence[RecurrentLayer], indices: Sequence[Mapping[tuple[str, str], int]]) -> Iterator[tuple[int, np.ndarray]]:
+    for layer, index in zip(layers, indices):
+        names = gate_names(layer.kind)
+        columns = {gate: gate_columns(layer.kind, layer.units, gate) for gate in names}
+        for name, matrix in (("kernel", layer.kernel), ("recurrent_kernel", layer.recurrent_kernel)):
+            for rows in row_chunks(matrix):
+                for gate in names:
+                    yield index[(gate, name)], rows[..., columns[gate]]
+        for gate in names:
+            for name in gate_array_names(layer)[2:]:
+                yield index[(gate, name)], gate_array(layer, gate, name)
 
 
 def unit_columns(array: np.ndarray) -> np.ndarray:

@@ -30,6 +30,15 @@ class NamedArray:
 
 
 @dataclass(frozen=True)
+class ArraySpec:
+    """An array to be written, described before any of its values are read."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
 class RawLayer:
     """A layer as stored: its config (possibly empty) and the weights it owns, in stored order.
 
