@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -162,12 +164,42 @@ def test_inspect_weights_only_file_says_inferred() -> None:
     assert "attention" in out  # non-recurrent layers are listed, not dropped
 
 
-def test_python_dash_m(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+def grucli_process(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "grucli", *args], capture_output=True, text=True)
 
-    result = subprocess.run([sys.executable, "-m", "grucli", "--version"], capture_output=True, text=True)
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    result = grucli_process("--version")
     assert result.returncode == 0 and result.stdout.startswith("grucli, version ")
+
+
+def test_process_exit_leaves_every_output_complete(tmp_path: Path) -> None:
+    # The command ends the process without the interpreter's teardown: buffered stdout must still
+    # arrive whole, and the exit codes be the command's own.
+    result = grucli_process("inspect", str(sample("k3_lstm.h5")), "--json", "--values")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["layers"][1]["path"] == "lstm_2"
+    exported = grucli_process("export", str(sample("k3_lstm.h5")), "-o", str(tmp_path / "w.npz"))
+    assert exported.returncode == 0 and exported.stderr == f"wrote 24 arrays from 2 layer(s) to {tmp_path / 'w.npz'}\n"
+    with np.load(tmp_path / "w.npz") as loaded:
+        assert loaded["lstm_2/o/bias"].shape == (2,)
+    missing = grucli_process("inspect", str(tmp_path / "none.h5"))
+    assert (missing.returncode, missing.stdout) == (2, "")
+    assert missing.stderr.startswith("Error: ") and missing.stderr.count("\n") == 1
+    assert grucli_process("no-such-command").returncode == 2
+
+
+def test_a_reader_that_goes_away_is_no_error() -> None:
+    # `grucli inspect ... | head`: the pipe closes before the output is written. Not an error of
+    # grucli's: exit 0, nothing on stderr (it was "Error: unexpected BrokenPipeError", exit 2).
+    big_output = real("textgenrnn_cudnnlstm_weights_keras2.1.5.hdf5")  # 9 MB of JSON: past any pipe buffer
+    command = [sys.executable, "-m", "grucli", "inspect", str(big_output), "--json", "--values"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before the command has written anything
+    stderr = process.stderr.read()
+    assert process.wait() == 0
+    assert stderr == b""
 
 
 # --- export ---------------------------------------------------------------------------------------------------
