@@ -21,6 +21,12 @@ def slow_model(tmp_path_factory: pytest.TempPathFactory, keras3: Any) -> Path:
     return path
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A shell starts background jobs (a test run under `&`) with SIGINT ignored, and children
+    # inherit that; a command in a terminal has the default disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")])
 def test_interrupted_replay_leaves_nothing(slow_model: Path, tmp_path: Path, signum: int, code: int, word: str) -> None:
     out = tmp_path / "out"
@@ -28,7 +34,7 @@ def test_interrupted_replay_leaves_nothing(slow_model: Path, tmp_path: Path, sig
     process = subprocess.Popen(
         [sys.executable, "-m", "grucli", "replay", str(slow_model), "--timesteps", "3000000", "--batch", "1",
          "-o", str(out / "y.npy"), "--trace", str(out / "t.npz")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     time.sleep(3.0)  # past start-up, inside the replay loop
     assert process.poll() is None, process.communicate()
