@@ -313,9 +313,9 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     for path in (output, trace_path):
         if path is not None and path.exists() and not force:
             raise CliError(f"{path} already exists; pass --force to overwrite it")
-    from grucli.render import ReplayProgress
+    from grucli.render import DelayedProgress
 
-    progress = ReplayProgress()
+    progress = DelayedProgress("replaying", "steps")
     engine = ModelReplay(model_file, find_layers(model_file), semantics_for(model_file.keras_version, model_file.format),
                          np.float32 if dtype == "float32" else np.float64, trace=trace_path is not None, progress=progress)
     try:
@@ -386,8 +386,14 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
     from grucli.layers import find_layers
     from grucli.report import select_layers
 
+    from grucli.render import DelayedProgress
+
     layers = select_layers(find_layers(_read(model, max_mb)).recurrent, layer_paths)
-    report = check_layers(str(model), layers, Thresholds(saturation_logit, saturation_spread, max_spectral_norm))
+    progress = DelayedProgress("checking", "gates")
+    try:
+        report = check_layers(str(model), layers, Thresholds(saturation_logit, saturation_spread, max_spectral_norm), progress)
+    finally:
+        progress.close()
     _emit(report, as_json, "check_json", "render_check")
     sys.exit(0 if report.passed else 1)
 

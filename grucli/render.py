@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import os
+import sys
+import time
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
@@ -475,17 +477,17 @@ def _cell(value: float, scale: float, color: bool, width: int) -> Text:
     return Text(" " * width, style=f"on rgb({red},{green},{blue})")
 
 
-class ReplayProgress:
-    """A progress bar on stderr for replays that take more than a couple of seconds.
+class DelayedProgress:
+    """A progress bar on stderr for work that takes more than a couple of seconds (a replay's
+    timesteps, a check's gates), one line per layer.
 
-    Shown only on a terminal; it appears once a replay has run for `delay` seconds, so quick
+    Shown only on a terminal; it appears once the work has run for `delay` seconds, so quick
     runs print nothing.
     """
 
-    def __init__(self, delay: float = 2.0) -> None:
-        import sys
-        import time
-
+    def __init__(self, action: str = "replaying", unit: str = "steps", delay: float = 2.0) -> None:
+        self._action = action
+        self._unit = unit
         self._clock = time.monotonic
         self._start = self._clock()
         self._delay = delay
@@ -499,7 +501,8 @@ class ReplayProgress:
         if self._bar is None:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._bar = Progress(TextColumn("replaying {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+            self._bar = Progress(TextColumn(f"{self._action} {{task.description}}"), BarColumn(),
+                                 TextColumn(f"{{task.completed}}/{{task.total}} {self._unit}"),
                                  TimeRemainingColumn(), console=Console(stderr=True), transient=True)
             self._bar.start()
         if path not in self._tasks:

@@ -128,7 +128,7 @@ def test_diff_refuses_different_architectures() -> None:
     )
 
 
-def test_spectral_norm_of_large_blocks_by_power_iteration() -> None:
+def test_spectral_norm_of_large_blocks_by_lanczos() -> None:
     from grucli.check import EXACT_UP_TO, spectral_norm
 
     rng = np.random.default_rng(0)
@@ -138,6 +138,37 @@ def test_spectral_norm_of_large_blocks_by_power_iteration() -> None:
     singular = np.linspace(0.1, 6.5, n)
     singular[-1] = 7.0  # known by construction
     matrix = left @ np.diag(singular) @ right.T
-    assert spectral_norm(matrix) == pytest.approx(7.0, rel=1e-4)
+    assert spectral_norm(matrix) == pytest.approx(7.0, rel=1e-8)
     random_block = rng.normal(size=(n, n)) / np.sqrt(n)  # close top singular values: the hard case
-    assert spectral_norm(random_block) == pytest.approx(np.linalg.norm(random_block, 2), rel=1e-3)
+    assert spectral_norm(random_block) == pytest.approx(np.linalg.norm(random_block, 2), rel=1e-8)
+    wide = rng.normal(size=(n, n + 300))
+    assert spectral_norm(wide) == pytest.approx(np.linalg.norm(wide, 2), rel=1e-8)
+    assert spectral_norm(wide.T) == pytest.approx(np.linalg.norm(wide, 2), rel=1e-8)
+    # Rank one (the Krylov space ends after one step) and all zeros: exact answers by hand.
+    assert spectral_norm(np.outer(np.full(n, 2.0), np.full(n, 3.0))) == pytest.approx(6.0 * n, rel=1e-12)
+    assert spectral_norm(np.zeros((n, n))) == 0.0
+
+
+def test_check_reports_progress_gate_by_gate() -> None:
+    from grucli.check import Thresholds, check_layers
+    from grucli.model import RecurrentLayer
+
+    rng = np.random.default_rng(0)
+    layer = RecurrentLayer("gru", "GRU", "GRU", 4, 3, {}, (), rng.normal(size=(3, 12)), rng.normal(size=(4, 12)), rng.normal(size=(2, 12)))
+    calls: list[tuple[str, int, int]] = []
+    check_layers("m.h5", [layer], Thresholds(), lambda *call: calls.append(call))
+    assert calls == [("gru", 0, 3), ("gru", 1, 3), ("gru", 2, 3)]
+
+
+@pytest.mark.parametrize("delay, shown", [(0.0, True), (60.0, False)])
+def test_progress_bar_appears_only_after_its_delay(delay: float, shown: bool) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = (f"from grucli.render import DelayedProgress\np = DelayedProgress('checking', 'gates', delay={delay})\n"
+              "p('gru', 1, 3)\np.close()\n")
+    env = {**os.environ, "FORCE_COLOR": "1", "GRUCLI_PROGRESS": "1"}  # as on a terminal
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (("checking gru" in result.stderr) and ("1/3 gates" in result.stderr)) is shown
