@@ -384,9 +384,8 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
     """
     from grucli.check import Thresholds, check_layers
     from grucli.layers import find_layers
-    from grucli.report import select_layers
-
     from grucli.render import DelayedProgress
+    from grucli.report import select_layers
 
     layers = select_layers(find_layers(_read(model, max_mb)).recurrent, layer_paths)
     progress = DelayedProgress("checking", "gates")

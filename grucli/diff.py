@@ -41,7 +41,7 @@ def diff_layers(a: ModelLayers, b: ModelLayers, layer_paths: Sequence[str] = (),
     _check_same_architecture(a, b)
     from grucli.report import select_layers
 
-    pairs = zip(select_layers(a.recurrent, layer_paths), select_layers(b.recurrent, layer_paths))
+    pairs = zip(select_layers(a.recurrent, layer_paths), select_layers(b.recurrent, layer_paths), strict=True)
     changes = tuple(change for left, right in pairs for change in _layer_changes(left, right, top))
     return DiffReport(a.file.path, b.file.path, changes)
 
@@ -67,12 +67,12 @@ def _check_same_architecture(a: ModelLayers, b: ModelLayers) -> None:
 
 def _layer_changes(a: RecurrentLayer, b: RecurrentLayer, top: int) -> list[GateChange]:
     changes = []
-    a_gates, b_gates = gates.slice_gates(a), gates.slice_gates(b)
-    for gate, arrays in a_gates.items():
-        for name, before in arrays.items():
-            after = b_gates[gate][name]
-            delta = after.astype(np.float64) - before.astype(np.float64)
-            base = float(np.linalg.norm(before.astype(np.float64)))
+    for gate in gates.gate_names(a.kind):
+        for name in gates.gate_array_names(a):
+            # One gate array of each file at a time: a large layer is never all in memory.
+            before = gates.gate_array(a, gate, name).astype(np.float64)
+            delta = gates.gate_array(b, gate, name).astype(np.float64) - before
+            base = float(np.linalg.norm(before))
             per_unit = np.sqrt((gates.unit_columns(delta) ** 2).sum(axis=0))
             order = np.argsort(-per_unit, kind="stable")[:top]
             changes.append(GateChange(

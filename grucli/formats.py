@@ -102,7 +102,7 @@ def _other_json(other: OtherLayer) -> dict[str, Any]:
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray], force: bool = False) -> None:
     """Write `arrays` to an .npz at `path` atomically, refusing to overwrite without `force`."""
     values = [np.asarray(value) for value in arrays.values()]
-    specs = [ArraySpec(key, value.shape, value.dtype) for key, value in zip(arrays, values)]
+    specs = [ArraySpec(key, value.shape, value.dtype) for key, value in zip(arrays, values, strict=True)]
     write_npz_pieces(path, specs, enumerate(values), force)
 
 

@@ -228,7 +228,7 @@ def gate_export(layers: Sequence[RecurrentLayer]) -> tuple[list[ArraySpec], Iter
 
 
 def _gate_pieces(layers: Sequence[RecurrentLayer], indices: Sequence[Mapping[tuple[str, str], int]]) -> Iterator[tuple[int, np.ndarray]]:
-    for layer, index in zip(layers, indices):
+    for layer, index in zip(layers, indices, strict=True):
         names = gate_names(layer.kind)
         columns = {gate: gate_columns(layer.kind, layer.units, gate) for gate in names}
         for name, matrix in (("kernel", layer.kernel), ("recurrent_kernel", layer.recurrent_kernel)):
