@@ -7,7 +7,7 @@ axis, GRU `[z | r | h]`, LSTM and ConvLSTM `[i | f | c | o]`, SimpleRNN a single
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def gate_stats(layer: RecurrentLayer) -> dict[tuple[str, str], ArrayStats]:
             accumulators[(gate, name)].update(rows[..., columns[gate]])
 
     matrices = (("kernel", layer.kernel), ("recurrent_kernel", layer.recurrent_kernel))
-    if all(_nbytes(matrix) <= CHUNK_BYTES for _, matrix in matrices):
+    if all(matrix.nbytes <= CHUNK_BYTES for _, matrix in matrices):
         # One block each: starting threads would cost more than the reduction.
         for name, matrix in matrices:
             reduce_rows(workers[0], np.asarray(matrix), name)
@@ -126,10 +126,6 @@ def _merged_stats(layer: RecurrentLayer, workers: Sequence[dict[tuple[str, str],
 
 
 STATS_WORKERS = 2
-
-
-def _nbytes(array: Any) -> int:
-    return int(np.prod(array.shape, dtype=np.int64)) * np.dtype(array.dtype).itemsize
 
 
 def from_cudnn(kind: str, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -218,12 +214,15 @@ def gate_export(layers: Sequence[RecurrentLayer]) -> tuple[list[ArraySpec], Iter
     indices: list[dict[tuple[str, str], int]] = []
     for layer in layers:
         indices.append({})
+        matrices = {"kernel": layer.kernel, "recurrent_kernel": layer.recurrent_kernel}
         for gate in gate_names(layer.kind):
             for name in gate_array_names(layer):
-                source = {"kernel": layer.kernel, "recurrent_kernel": layer.recurrent_kernel}.get(name, layer.bias)
-                shape = tuple(source.shape[:-1]) + (layer.units,) if name in ("kernel", "recurrent_kernel") else (layer.units,)
+                if name in matrices:  # a gate's columns of every row
+                    shape, dtype = (*matrices[name].shape[:-1], layer.units), matrices[name].dtype
+                else:  # one row of the bias
+                    shape, dtype = (layer.units,), layer.bias.dtype
                 indices[-1][(gate, name)] = len(specs)
-                specs.append(ArraySpec(f"{layer.path}/{gate}/{name}", shape, np.dtype(source.dtype)))
+                specs.append(ArraySpec(f"{layer.path}/{gate}/{name}", tuple(shape), np.dtype(dtype)))
     return specs, _gate_pieces(layers, indices)
 
 

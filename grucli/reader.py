@@ -355,6 +355,7 @@ class LazyDataset:
         self.dtype = np.dtype(np.float32) if bfloat16 else dataset.dtype
         self.ndim = len(self.shape)
         self.size = int(np.prod(self.shape, dtype=np.int64))
+        self.nbytes = self.size * self.dtype.itemsize  # as read into memory (bfloat16 as float32)
         self.name = dataset.name
 
     def __getitem__(self, key: Any) -> np.ndarray:
