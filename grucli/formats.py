@@ -42,6 +42,11 @@ def inspect_json(report: InspectReport) -> str:
         "layers": [_layer_json(layer) for layer in report.layers],
         "other_layers": [_other_json(other) for other in report.others],
     }
+    return _dumps(document)
+
+
+def _dumps(document: dict[str, Any]) -> str:
+    # allow_nan=False: a NaN that slipped past the formatters raises here instead of printing invalid JSON.
     return json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False)
 
 
@@ -185,7 +190,7 @@ def verify_json(report: "VerifyReport") -> str:
             for t in report.traces
         ],
     }
-    return json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False)
+    return _dumps(document)
 
 
 def diff_json(report: "DiffReport") -> str:
@@ -200,7 +205,7 @@ def diff_json(report: "DiffReport") -> str:
             for c in report.changes
         ],
     }
-    return json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False)
+    return _dumps(document)
 
 
 def check_json(report: "CheckReport") -> str:
@@ -216,4 +221,4 @@ def check_json(report: "CheckReport") -> str:
             for f in report.findings
         ],
     }
-    return json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False)
+    return _dumps(document)
