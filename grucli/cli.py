@@ -315,13 +315,10 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
             raise CliError(f"{path} already exists; pass --force to overwrite it")
     from grucli.render import DelayedProgress
 
-    progress = DelayedProgress("replaying", "steps")
-    engine = ModelReplay(model_file, find_layers(model_file), semantics_for(model_file.keras_version, model_file.format),
-                         np.float32 if dtype == "float32" else np.float64, trace=trace_path is not None, progress=progress)
-    try:
+    with DelayedProgress("replaying", "steps") as progress:
+        engine = ModelReplay(model_file, find_layers(model_file), semantics_for(model_file.keras_version, model_file.format),
+                             np.float32 if dtype == "float32" else np.float64, trace=trace_path is not None, progress=progress)
         outputs = engine.run(inputs)
-    finally:
-        progress.close()
     if layer_path is not None:
         outputs = [layer_output(engine.calls, layer_path)]
     if len(outputs) == 1:
@@ -388,11 +385,8 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
     from grucli.report import select_layers
 
     layers = select_layers(find_layers(_read(model, max_mb)).recurrent, layer_paths)
-    progress = DelayedProgress("checking", "gates")
-    try:
+    with DelayedProgress("checking", "gates") as progress:
         report = check_layers(str(model), layers, Thresholds(saturation_logit, saturation_spread, max_spectral_norm), progress)
-    finally:
-        progress.close()
     _emit(report, as_json, "check_json", "render_check")
     sys.exit(0 if report.passed else 1)
 

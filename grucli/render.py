@@ -485,7 +485,7 @@ class DelayedProgress:
     runs print nothing.
     """
 
-    def __init__(self, action: str = "replaying", unit: str = "steps", delay: float = 2.0) -> None:
+    def __init__(self, action: str, unit: str, delay: float = 2.0) -> None:
         self._action = action
         self._unit = unit
         self._clock = time.monotonic
@@ -512,3 +512,9 @@ class DelayedProgress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+    def __enter__(self) -> "DelayedProgress":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
