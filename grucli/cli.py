@@ -1,7 +1,8 @@
 """The `grucli` command line: parses options, calls the library, turns its errors into exit codes.
 
-Exit codes: 0 success; 2 usage errors and files that cannot be used, with one `Error: ...` line
-on stderr. Data goes to stdout, diagnostics to stderr.
+Exit codes: 0 success; 1 a check found something (verify, check, diff --exit-code); 2 usage
+errors and files or inputs that cannot be used, with one `Error: ...` line on stderr; 3 an
+internal error (a bug in grucli); 130/143 interrupted. Data goes to stdout, diagnostics to stderr.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ import gc
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import click
 
 from grucli import __version__
-from grucli.errors import GrucliError
+from grucli.errors import GrucliError, describe
+
+INTERNAL_ERROR = 3  # a bug in grucli, as opposed to 2: something the user can fix
 
 F = Callable[..., Any]
 
@@ -36,7 +40,8 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 
 class GrucliGroup(click.Group):
-    """Turns library errors, and any unforeseen exception, into one line and exit code 2.
+    """Turns library errors into one `Error:` line and exit code 2; any other exception is a bug
+    in grucli, reported as an internal error with exit code 3 (traceback with GRUCLI_DEBUG=1).
 
     Ctrl-C and SIGTERM end the command with 130 and 143 and one line, no traceback; outputs
     are written atomically, so an interrupted command leaves none behind.
@@ -61,13 +66,13 @@ class GrucliGroup(click.Group):
             raise
         except MemoryError:
             raise CliError("out of memory; expected inputs that fit in memory (see --max-mb)") from None
-        except Exception as exc:  # a bug or an input no check foresaw: still no traceback for users
-            if os.environ.get("GRUCLI_DEBUG"):
-                raise
-            raise CliError(
-                f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                "(set GRUCLI_DEBUG=1 for the traceback and please report it)"
-            ) from None
+        except Exception as exc:  # noqa: BLE001 - a bug in grucli: said so, never passed off as a bad file
+            debug = bool(os.environ.get("GRUCLI_DEBUG"))
+            hint = "" if debug else " (GRUCLI_DEBUG=1 shows the traceback)"
+            click.echo(f"Error: internal error in grucli (please report it): {describe(exc)}{hint}", err=True)
+            if debug:
+                traceback.print_exc()
+            raise click.exceptions.Exit(INTERNAL_ERROR) from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli.errors import MALFORMED, describe
+from grucli.errors import ModelFileError
 from grucli.layers import LAYER_KINDS
 from grucli.model import CELL_CLASSES, MODEL_CLASSES, ModelFile, ModelLayers, RawLayer, RecurrentLayer
 from grucli.replay import ReplayError, activation, layer_outputs, merge_directions, run_layer
@@ -52,6 +52,10 @@ def unsupported_layer(root: RawLayer, prefix: str = "") -> tuple[str, str] | Non
     """(path, class) of the first layer the replay cannot run, or None when it can run them all."""
     for role, child in root.children:
         path = f"{prefix}{child.name}"
+        if child.is_operation:
+            if child.class_name not in OPERATIONS:
+                return path, f"operation {child.module}.{child.class_name}"
+            continue
         if child.class_name not in SUPPORTED:
             return path, child.class_name
         if child.class_name in MODEL_CLASSES:
@@ -66,6 +70,12 @@ def unsupported_layer(root: RawLayer, prefix: str = "") -> tuple[str, str] | Non
             return path, child.class_name
         if child.class_name == "RNN" and any(c.class_name not in CELL_CLASSES for _, c in child.children):
             return path, "RNN with a custom cell"
+        if child.class_name == "Bidirectional":
+            inner = [c for _, c in child.children]
+            if any(c.class_name == "RNN" and [r for r, _ in c.children] != ["cell"] for c in inner):
+                return path, "Bidirectional around an RNN of stacked cells"
+            if any(c.class_name == "RNN" and any(cell.class_name not in CELL_CLASSES for _, cell in c.children) for c in inner):
+                return path, "Bidirectional around an RNN with a custom cell"
     return None
 
 
@@ -92,13 +102,8 @@ class ModelReplay:
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         self.check_supported()
         self.calls = []
-        try:
-            with np.errstate(all="ignore"):  # NaN/Inf weights give NaN/Inf outputs, reported, not warned
-                outputs = self._run_model(self.model.root, "", [Tensor(np.asarray(x)) for x in inputs])
-        except ReplayError:
-            raise
-        except MALFORMED as exc:
-            raise ReplayError(f"cannot replay {self.model.path}: its layer graph or weights are malformed ({describe(exc)})") from None
+        with np.errstate(all="ignore"):  # NaN/Inf weights give NaN/Inf outputs, reported, not warned
+            outputs = self._run_model(self.model.root, "", [Tensor(np.asarray(x)) for x in inputs])
         return [t.value for t in outputs]
 
     # --- graphs -----------------------------------------------------------------------------------
@@ -113,7 +118,8 @@ class ModelReplay:
             for member in members:
                 if member.class_name == "InputLayer":
                     continue
-                tensors = self._call(member, f"{prefix}{member.name}", tensors, {})
+                args = (tensors[0] if len(tensors) == 1 else tensors,)
+                tensors = self._call(member, f"{prefix}{member.name}", args, {})
             return tensors
         return self._run_functional(model, prefix, inputs)
 
@@ -121,43 +127,60 @@ class ModelReplay:
         config = model.config
         entries = _layer_entries(config)
         by_name = {child.name: child for _, child in model.children}
-        computed: dict[tuple[str, int, int], Tensor] = {}
-        for (name, node, index), tensor in zip(_refs(config.get("input_layers")), inputs):
-            computed[(name, node, index)] = tensor
-        pending = [(entry, node_index, node) for entry in entries for node_index, node in enumerate(_inbound_nodes(entry))]
+        computed: dict[Ref, Tensor] = {}
+        input_refs = _refs(config.get("input_layers"))
+        if len(input_refs) != len(inputs):
+            raise ReplayError(f"model {model.name} takes {len(input_refs)} inputs; {len(inputs)} given")
+        for ref, tensor in zip(input_refs, inputs):
+            computed[ref] = tensor
+        pending = [(entry, node_index, parse_call(node)) for entry in entries for node_index, node in enumerate(_inbound_nodes(entry))]
         while pending:
             progressed = False
             for item in list(pending):
-                entry, node_index, node = item
-                refs, kwargs = _node_inputs(node)
-                if not all(ref in computed for ref in refs):
+                entry, node_index, call = item
+                if not all(ref in computed for ref in call.refs()):
                     continue
                 name = _entry_name(entry)
+                if name not in by_name:
+                    raise ModelFileError(f"{self.model.path}: the graph of {model.name} calls layer {name!r}, which it does not define")
                 layer = by_name[name]
-                outputs = self._call(layer, f"{prefix}{name}", [computed[ref] for ref in refs], kwargs)
-                saved_index = node_index + _skipped_first_node(layer, node)
+                args, kwargs = call.resolve(computed)
+                outputs = self._call(layer, f"{prefix}{name}", args, kwargs)
+                saved_index = node_index + _skipped_first_node(layer, call.keras2)
                 for index, tensor in enumerate(outputs):
-                    computed[(name, saved_index, index)] = tensor
+                    computed[Ref(name, saved_index, index)] = tensor
                 pending.remove(item)
                 progressed = True
             if not progressed:
                 missing = _entry_name(pending[0][0])
                 raise ReplayError(f"cannot order the layer graph of {model.name}: the inputs of {missing} are never computed")
-        return [computed[ref] for ref in _refs(config.get("output_layers"))]
+        outputs = []
+        for ref in _refs(config.get("output_layers")):
+            if ref not in computed:
+                raise ModelFileError(f"{self.model.path}: the output {[ref.layer, ref.node, ref.index]} of {model.name} is not computed by its graph")
+            outputs.append(computed[ref])
+        return outputs
 
     # --- layers --------------------------------------------------------------------------------------
 
-    def _call(self, layer: RawLayer, path: str, inputs: list[Tensor], kwargs: Mapping[str, Any]) -> list[Tensor]:
+    def _call(self, layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Tensor]:
+        """Run one call of a layer or operation on its whole saved call: every positional argument
+        and keyword is either used or refused by name, never dropped."""
         name = layer.class_name
+        if layer.is_operation:
+            return [run_operation(layer, path, args, kwargs)]
+        _check_keywords(layer, path, kwargs)
+        if len(args) != 1:
+            raise ReplayError(f"layer {path} ({name}) is called with {len(args)} positional arguments; the replay runs layers called on one input")
         if name in MODEL_CLASSES:
-            return self._run_model(layer, f"{path}/", inputs)
+            return self._run_model(layer, f"{path}/", _tensor_list(args[0], path, name))
         if name in MERGES:
-            return [_merge(name, layer.config, inputs)]
-        if len(inputs) != 1:
-            raise ReplayError(f"layer {path} ({name}) is called on {len(inputs)} inputs; the replay expects one")
-        if kwargs.get("initial_state") is not None:
-            raise ReplayError(f"layer {path} is called with initial_state, which the replay does not support")
-        x = inputs[0]
+            return [_merge(name, layer.config, _tensor_list(args[0], path, name))]
+        x = args[0]
+        if not isinstance(x, Tensor):
+            what = f"{len(x)} tensors" if isinstance(x, list) else f"the constant {x!r}"
+            extra = " (a recurrent layer given its initial state this way is not supported yet)" if name in RECURRENT else ""
+            raise ReplayError(f"layer {path} ({name}) is called on {what}; the replay expects one tensor{extra}")
         if name in RECURRENT:
             return self._call_recurrent(layer, path, x)
         if name == "TimeDistributed":
@@ -257,10 +280,10 @@ def _inbound_nodes(entry: Mapping[str, Any]) -> list[Any]:
     return list(nodes) if isinstance(nodes, list) else []
 
 
-def _skipped_first_node(layer: RawLayer, node: Any) -> int:
+def _skipped_first_node(layer: RawLayer, keras2: bool) -> int:
     """1 where a Keras 2 config numbers a nested model's calls from 1, as tf-keras's
     `_should_skip_first_node` does: such a model's own input node is node 0 and is not saved."""
-    if isinstance(node, Mapping) or layer.class_name not in MODEL_CLASSES:
+    if not keras2 or layer.class_name not in MODEL_CLASSES:
         return 0
     members = [child for _, child in layer.children]
     if layer.class_name == "Sequential":
@@ -268,41 +291,135 @@ def _skipped_first_node(layer: RawLayer, node: Any) -> int:
     return 1
 
 
-def _refs(value: Any) -> list[tuple[str, int, int]]:
-    """`input_layers` / `output_layers`: one [name, node, index] or a list of them."""
+@dataclass(frozen=True)
+class Ref:
+    """A tensor of the graph: output `index` of call `node` of layer `layer`."""
+
+    layer: str
+    node: int
+    index: int
+
+
+@dataclass(frozen=True)
+class Call:
+    """One saved call of a layer or operation: positional args and keyword args as saved, each
+    tensor a `Ref`, everything else the constant the file holds (numbers, lists, None, arrays)."""
+
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    keras2: bool = False  # saved in the Keras 2 node format (numbers a nested model's calls from 1)
+
+    def refs(self) -> list[Ref]:
+        return list(_refs_in([self.args, dict(self.kwargs)]))
+
+    def resolve(self, computed: Mapping[Ref, Tensor]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call with every `Ref` replaced by the tensor computed for it."""
+        return tuple(_resolved(a, computed) for a in self.args), {k: _resolved(v, computed) for k, v in self.kwargs.items()}
+
+
+def parse_call(node: Any) -> Call:
+    """A node of `inbound_nodes` (structure validated by the reader) as a `Call`."""
+    if isinstance(node, Mapping):  # Keras 3: {"args": [...], "kwargs": {...}}
+        return Call(tuple(_decoded(a) for a in node.get("args", [])), {str(k): _decoded(v) for k, v in node.get("kwargs", {}).items()})
+    # Keras 2: [[name, node, index, kwargs], ...]; a layer called on a list (a merge, or an RNN
+    # given its initial state) lists every tensor of that list.
+    refs = [Ref(str(item[0]), int(item[1]), int(item[2])) for item in node]
+    kwargs: dict[str, Any] = {}
+    for item in node:
+        if len(item) > 3:
+            kwargs.update({str(k): _decoded(v) for k, v in item[3].items()})
+    return Call((refs[0] if len(refs) == 1 else refs,), kwargs, keras2=True)
+
+
+def _decoded(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        if value.get("class_name") == "__keras_tensor__":
+            history = value["config"]["keras_history"]
+            return Ref(str(history[0]), int(history[1]), int(history[2]))
+        return {str(k): _decoded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decoded(v) for v in value]
+    return value
+
+
+def _refs_in(value: Any) -> Iterator[Ref]:
+    if isinstance(value, Ref):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _refs_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _refs_in(item)
+
+
+def _resolved(value: Any, computed: Mapping[Ref, Tensor]) -> Any:
+    if isinstance(value, Ref):
+        return computed[value]
+    if isinstance(value, list):
+        return [_resolved(v, computed) for v in value]
+    if isinstance(value, dict):
+        return {k: _resolved(v, computed) for k, v in value.items()}
+    return value
+
+
+def _refs(value: Any) -> list[Ref]:
+    """`input_layers` / `output_layers`: one [name, node, index] or a list of them (validated by the reader)."""
     if not value:
         return []
     if isinstance(value[0], str):
         value = [value]
-    return [(str(v[0]), int(v[1]), int(v[2])) for v in value]
+    return [Ref(str(v[0]), int(v[1]), int(v[2])) for v in value]
 
 
-def _node_inputs(node: Any) -> tuple[list[tuple[str, int, int]], dict[str, Any]]:
-    if isinstance(node, Mapping):  # Keras 3: {"args": [...], "kwargs": {...}}
-        refs = list(_keras_tensors(node.get("args", [])))
-        kwargs = dict(node.get("kwargs", {}))
-        if any(True for _ in _keras_tensors(kwargs.get("initial_state"))):
-            kwargs["initial_state"] = True
-        return refs, kwargs
-    refs = [(str(item[0]), int(item[1]), int(item[2])) for item in node]  # Keras 2: [[name, node, index, kwargs], ...]
-    kwargs: dict[str, Any] = {}
-    for item in node:
-        if len(item) > 3 and isinstance(item[3], Mapping):
-            kwargs.update(item[3])
-    return refs, kwargs
+def _tensor_list(value: Any, path: str, name: str) -> list[Tensor]:
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, Tensor) for v in values):
+        raise ReplayError(f"layer {path} ({name}) is called on {value!r}; the replay expects tensors only")
+    return values
 
 
-def _keras_tensors(value: Any) -> Iterator[tuple[str, int, int]]:
-    if isinstance(value, Mapping):
-        if value.get("class_name") == "__keras_tensor__":
-            history = value["config"]["keras_history"]
-            yield (str(history[0]), int(history[1]), int(history[2]))
-        else:
-            for item in value.values():
-                yield from _keras_tensors(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _keras_tensors(item)
+# Keywords a saved layer call may carry that change nothing at inference, with the values that do so.
+_HARMLESS_KEYWORDS: Mapping[str, tuple[Any, ...]] = {"training": (None, False), "mask": (None,)}
+
+
+def _check_keywords(layer: RawLayer, path: str, kwargs: Mapping[str, Any]) -> None:
+    for key, value in kwargs.items():
+        if key in _HARMLESS_KEYWORDS and any(value is allowed for allowed in _HARMLESS_KEYWORDS[key]):
+            continue
+        shown = "a tensor" if isinstance(value, Tensor) else repr(value)
+        raise ReplayError(f"layer {path} ({layer.class_name}) is called with {key}={shown}, which the replay does not support")
+
+
+def run_operation(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Tensor:
+    """A Keras 3 operation saved in a functional model (`g * 2 + 1`, `keras.ops.maximum(g, 0)`)."""
+    name = layer.class_name
+    if name not in OPERATIONS:
+        known = ", ".join(sorted(OPERATIONS))
+        raise ReplayError(f"layer {path} is the operation {layer.module}.{name}, which the replay cannot run; it runs: {known}")
+    if kwargs:
+        raise ReplayError(f"operation {path} ({name}) is called with {', '.join(sorted(kwargs))}, which the replay does not support")
+    if len(args) != 2:
+        raise ReplayError(f"operation {path} ({name}) is called with {len(args)} arguments; expected 2")
+    operands = [_operand(arg, path, name) for arg in args]
+    masks = [arg.mask for arg in args if isinstance(arg, Tensor) and arg.mask is not None]
+    value = OPERATIONS[name](operands[0], operands[1])
+    return Tensor(np.asarray(value), np.logical_and.reduce(masks) if masks else None)
+
+
+def _operand(value: Any, path: str, name: str) -> np.ndarray | int | float:
+    if isinstance(value, Tensor):
+        return value.value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ReplayError(f"operation {path} ({name}) has the argument {value!r}; expected a tensor or a number")
+    return value
+
+
+# Binary `keras.ops` (and the Python operators that call them) by their saved class names.
+OPERATIONS: Mapping[str, Callable[[Any, Any], np.ndarray]] = {
+    "Add": np.add, "Subtract": np.subtract, "Multiply": np.multiply, "Divide": np.true_divide,
+    "TrueDivide": np.true_divide, "Maximum": np.maximum, "Minimum": np.minimum, "Power": np.power,
+}
 
 
 # --- the layers themselves ------------------------------------------------------------------------------

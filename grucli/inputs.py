@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from grucli.errors import MALFORMED, GrucliError, describe
+from grucli.errors import GrucliError, ModelFileError
 from grucli.model import ModelFile, RawLayer
 
 
@@ -34,14 +34,7 @@ class InputSpec:
 
 
 def input_specs(model: ModelFile) -> list[InputSpec]:
-    """The model's inputs as its config declares them (Keras 1, 2 and 3 configs)."""
-    try:
-        return _input_specs(model)
-    except MALFORMED as exc:
-        raise InputError(f"{model.path}: cannot tell the model's input shape from its config ({describe(exc)})") from None
-
-
-def _input_specs(model: ModelFile) -> list[InputSpec]:
+    """The model's inputs as its config declares them (Keras 1, 2 and 3 configs; validated by the reader)."""
     root = model.root
     members = [child for _, child in root.children]
     config = root.config
@@ -49,7 +42,10 @@ def _input_specs(model: ModelFile) -> list[InputSpec]:
     if input_refs:
         names = [ref[0] for ref in ([input_refs] if isinstance(input_refs[0], str) else input_refs)]
         by_name = {m.name: m for m in members}
-        return [_spec(by_name[name], _consumer(root, name)) for name in names if name in by_name]
+        missing = [name for name in names if name not in by_name]
+        if missing:
+            raise ModelFileError(f"{model.path}: the config's input_layers name {missing[0]!r}, which is not among its layers")
+        return [_spec(by_name[name], _consumer(root, name)) for name in names]
     layers = [m for m in members if m.class_name != "InputLayer"]
     first_input = next((m for m in members if m.class_name == "InputLayer"), None)
     if not layers:
@@ -72,15 +68,19 @@ def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
         raise InputError(f"the config of {declaring.name} declares input shape {list(dims)}; expected positive dimensions")
     vocabulary = None
     if consumer is not None and consumer.class_name == "Embedding":
-        vocabulary = int(consumer.config["input_dim"])
+        vocabulary = consumer.config.get("input_dim")
+        if vocabulary is None:
+            raise InputError(f"the config of Embedding {consumer.name} has no input_dim (its vocabulary size); pass --input")
     return InputSpec(declaring.name, dims, vocabulary)
 
 
 def _consumer(root: RawLayer, input_name: str) -> RawLayer | None:
     """The layer an input feeds: inbound nodes sit on each layer entry, beside its config."""
-    for entry in root.config.get("layers", []):
+    entries = root.config.get("layers")
+    for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, Mapping) and input_name in str(entry.get("inbound_nodes", "")):
-            name = entry.get("name") or entry.get("config", {}).get("name")
+            inner = entry.get("config")
+            name = entry.get("name") or (inner.get("name") if isinstance(inner, Mapping) else None)
             return next((m for _, m in root.children if m.name == name), None)
     return None
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from grucli import gates
-from grucli.errors import MALFORMED, ModelFileError, describe
+from grucli.errors import ModelFileError
 from grucli.model import ModelFile, ModelLayers, NamedArray, OtherLayer, RawLayer, RecurrentLayer
 
 LAYER_KINDS: Mapping[str, str] = {
@@ -31,13 +31,6 @@ RECURRENT_HINTS = ("RNN", "GRU", "LSTM", "Cell")
 
 def find_layers(model: ModelFile) -> ModelLayers:
     """Every recurrent layer of the file, canonicalised, and every other layer, listed."""
-    try:
-        return _find_layers(model)
-    except MALFORMED as exc:
-        raise ModelFileError(f"{model.path}: malformed layer config or weights ({describe(exc)}); expected a Keras model") from None
-
-
-def _find_layers(model: ModelFile) -> ModelLayers:
     recurrent: list[RecurrentLayer] = []
     others: list[OtherLayer] = []
     root = model.root
@@ -58,12 +51,12 @@ def _walk(layer: RawLayer, path: str, model: ModelFile) -> Iterator[RecurrentLay
             yield from _walk(child, f"{path}/{child.name}", model)
     elif layer.class_name == "Bidirectional" and layer.children:
         for role, child in layer.children:
-            yield from _recurrent_or_skipped(child, f"{path}/{role}", model, layer.config)
+            if child.class_name == "RNN" and child.children:  # Bidirectional(RNN(cell)): read like Bidirectional(LSTM)
+                yield from _rnn_cells(child, f"{path}/{role}", model, {**layer.config, **child.config})
+            else:
+                yield from _recurrent_or_skipped(child, f"{path}/{role}", model, layer.config)
     elif layer.class_name == "RNN" and layer.children:
-        roles = [role for role, _ in layer.children]
-        for role, child in layer.children:
-            child_path = path if roles == ["cell"] else f"{path}/{role}"
-            yield from _recurrent_or_skipped(child, child_path, model, layer.config)
+        yield from _rnn_cells(layer, path, model, layer.config)
     elif layer.class_name == "TimeDistributed" and layer.children:
         inner = layer.children[0][1]
         if inner.class_name in LAYER_KINDS:
@@ -74,6 +67,14 @@ def _walk(layer: RawLayer, path: str, model: ModelFile) -> Iterator[RecurrentLay
         yield from _recurrent_or_skipped(layer, path, model, {})
     else:
         yield _other(layer, path)
+
+
+def _rnn_cells(layer: RawLayer, path: str, model: ModelFile, wrapper_config: Mapping[str, Any]) -> Iterator[RecurrentLayer | OtherLayer]:
+    """The cells an RNN layer runs: one cell at the RNN's own path, stacked cells at PATH/cell_K."""
+    roles = [role for role, _ in layer.children]
+    for role, child in layer.children:
+        child_path = path if roles == ["cell"] else f"{path}/{role}"
+        yield from _recurrent_or_skipped(child, child_path, model, wrapper_config)
 
 
 def _recurrent_or_skipped(
@@ -119,6 +120,7 @@ def canonical_layer(layer: RawLayer, path: str, model: ModelFile, wrapper_config
     if not weights:
         raise ModelFileError(f"layer {path} ({class_name}) has no weights in the file; expected a kernel, a recurrent kernel and a bias")
     if len(weights) in (9, 12) and kind in ("GRU", "LSTM"):
+        _check_keras1_shapes(path, kind, weights)
         kernel, recurrent, bias = gates.from_keras1(kind, [NamedArray(w.name, np.asarray(w.array)) for w in weights])
         source_layout = "keras1"
         notes.append("assembled from Keras 1 per-gate arrays (W_*, U_*, b_*)" + (", stored in gate order i, c, f, o" if kind == "LSTM" else ""))
@@ -127,6 +129,7 @@ def canonical_layer(layer: RawLayer, path: str, model: ModelFile, wrapper_config
         source_layout = "keras"
         if _is_cudnn(class_name, kind, recurrent, bias):
             assert bias is not None
+            _check_cudnn_shapes(path, kind, kernel, recurrent, bias)
             kernel, recurrent, bias = gates.from_cudnn(kind, np.asarray(kernel), np.asarray(recurrent), bias)
             source_layout = "cudnn"
             notes.append(
@@ -176,6 +179,32 @@ def _kernel_recurrent_bias(weights: tuple[NamedArray, ...], path: str) -> tuple[
             "expected kernel, recurrent kernel and optionally bias"
         )
     return weights[0].array, weights[1].array, np.asarray(weights[2].array) if len(weights) == 3 else None
+
+
+def _check_keras1_shapes(path: str, kind: str, weights: tuple[NamedArray, ...]) -> None:
+    """Keras 1 per-gate arrays: every W (input_dim, units), U (units, units), b (units,) alike."""
+    shapes = [tuple(w.array.shape) for w in weights]
+    kernels, recurrents, biases = shapes[0::3], shapes[1::3], shapes[2::3]
+    units = recurrents[0][0] if recurrents[0] else None
+    fits = (
+        len(set(kernels)) == len(set(recurrents)) == len(set(biases)) == 1
+        and len(kernels[0]) == 2 and kernels[0][1] == units and recurrents[0] == (units, units) and biases[0] == (units,)
+    )
+    if not fits:
+        raise ModelFileError(
+            f"layer {path} stores {len(weights)} Keras 1 per-gate {kind} arrays of shapes {', '.join(str(s) for s in shapes)}; "
+            "expected W (input_dim, units), U (units, units), b (units,) for every gate"
+        )
+
+
+def _check_cudnn_shapes(path: str, kind: str, kernel: Any, recurrent: Any, bias: np.ndarray) -> None:
+    units = int(recurrent.shape[0])
+    columns = len(gates.gate_names(kind)) * units
+    if kernel.ndim != 2 or kernel.shape[1] != columns or recurrent.shape != (units, columns) or bias.ndim != 1:
+        raise ModelFileError(
+            f"layer {path} (CuDNN{kind}): kernel {tuple(kernel.shape)}, recurrent kernel {tuple(recurrent.shape)} and "
+            f"bias {tuple(bias.shape)} do not fit; expected (input_dim, {columns}), ({units}, {columns}) and ({2 * columns},)"
+        )
 
 
 def _role(weight_name: str) -> str:

@@ -52,6 +52,14 @@ class RawLayer:
     weights: tuple[NamedArray, ...] = ()
     children: tuple[tuple[str, "RawLayer"], ...] = ()
     inferred: bool = False
+    # Keras 3 saves `keras.ops` calls in a functional model as entries whose module is
+    # `keras.src.ops.*`, with class names that merge layers also use (`Add`, `Multiply`).
+    module: str | None = None
+
+    @property
+    def is_operation(self) -> bool:
+        """A Keras 3 operation (`g * 2`, `keras.ops.maximum(g, 0)`), not a layer."""
+        return self.module is not None and self.module.startswith(("keras.src.ops", "keras.ops"))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 
 from grucli.errors import ModelFileError, first_line
+from grucli.schema import validate_inbound_nodes, validate_layer_config
 
 if TYPE_CHECKING:
     import zipfile
@@ -85,8 +86,7 @@ def _read_model(path: Path) -> ModelFile:
         raise
     except MemoryError:
         raise ModelFileError(f"cannot read {path}: not enough memory for its weights (lower sizes are expected, see --max-mb)") from None
-    except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError,
-            struct.error, EOFError, OverflowError) as exc:
+    except (OSError, RuntimeError, struct.error, EOFError) as exc:  # what h5py and zipfile raise on damaged bytes
         raise ModelFileError(f"cannot read {path}: the file is corrupt or truncated ({first_line(exc)})") from None
     if not head:
         raise ModelFileError(f"{path} is empty; expected a Keras model file (.keras zip or HDF5)")
@@ -129,7 +129,7 @@ def _read_zip_archive(path: Path, zipfile: Any) -> ModelFile:
         member = _open_member(path, archive, archive.getinfo("model.weights.h5"))
         weights = h5py.File(member, "r")
         try:
-            root = _build_layer(config, _Keras3Weights(weights))
+            root = _build_layer(config, _Keras3Weights(weights), "config.json")
         except BaseException:
             weights.close()
             member.close()
@@ -403,19 +403,36 @@ class _WeightSource(Protocol):
     def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> Sequence["_WeightSource"]: ...
 
 
-def _build_layer(spec: Any, source: _WeightSource) -> RawLayer:
+def _build_layer(spec: Any, source: _WeightSource, where: str) -> RawLayer:
+    """A layer (and its sub-layers) from its config; `where` is its JSON path, named in errors."""
     if not isinstance(spec, Mapping):
-        raise ModelFileError(f"a layer config is a {type(spec).__name__}, expected a JSON object")
+        raise ModelFileError(f"{where}: a layer config is a {type(spec).__name__}, expected a JSON object")
     class_name = str(spec.get("class_name", "?"))
+    module = spec.get("module")
     config = spec.get("config", {})
     config_map: Mapping[str, Any] = config if isinstance(config, Mapping) else {"layers": config}
+    validate_layer_config(config_map, f"{where}.config")
+    _validate_graph(config_map, f"{where}.config")
     name = _spec_name(spec)
     children = child_specs(class_name, config)
+    common = {"name": name, "class_name": class_name, "config": config_map, "module": module if isinstance(module, str) else None}
     if not children:
-        return RawLayer(name=name, class_name=class_name, config=config_map, weights=source.own())
-    sources = source.split(class_name, children)
-    built = tuple((role, _build_layer(child, child_source)) for (role, child), child_source in zip(children, sources))
-    return RawLayer(name=name, class_name=class_name, config=config_map, children=built)
+        return RawLayer(**common, weights=source.own())
+    sources = source.split(class_name, [(role, child) for role, child, _ in children])
+    built = tuple(
+        (role, _build_layer(child, child_source, f"{where}.{suffix}")) for (role, child, suffix), child_source in zip(children, sources)
+    )
+    return RawLayer(**common, children=built)
+
+
+def _validate_graph(config: Mapping[str, Any], where: str) -> None:
+    """The wiring of a functional model: each entry's inbound nodes."""
+    layers = config.get("layers")
+    if not isinstance(layers, list):
+        return
+    for index, entry in enumerate(layers):
+        if isinstance(entry, Mapping) and "inbound_nodes" in entry:
+            validate_inbound_nodes(entry["inbound_nodes"], f"{where}.layers[{index}].inbound_nodes")
 
 
 def _spec_name(spec: Mapping[str, Any]) -> str:
@@ -425,37 +442,42 @@ def _spec_name(spec: Mapping[str, Any]) -> str:
     return snake_case(str(spec.get("class_name", "layer")))
 
 
-def child_specs(class_name: str, config: Any) -> list[tuple[str, Mapping[str, Any]]]:
-    """The sub-layer configs of a container layer, each with its role."""
+def child_specs(class_name: str, config: Any) -> list[tuple[str, Mapping[str, Any], str]]:
+    """The sub-layer configs of a container layer: (role, config, JSON path below the layer)."""
     if isinstance(config, list):  # Keras 2.1 Sequential: the config is the bare layer list
-        return [("layers", layer) for layer in config if isinstance(layer, Mapping)]
+        return [("layers", layer, f"config[{i}]") for i, layer in enumerate(config) if isinstance(layer, Mapping)]
     if not isinstance(config, Mapping):
         return []
     if class_name in MODEL_CLASSES or (isinstance(config.get("layers"), list) and class_name not in NOT_CONTAINERS):
-        return [("layers", layer) for layer in config.get("layers", []) if isinstance(layer, Mapping)]
+        layers = config.get("layers", [])
+        return [("layers", layer, f"config.layers[{i}]") for i, layer in enumerate(layers) if isinstance(layer, Mapping)]
     if class_name == "Bidirectional" and isinstance(config.get("layer"), Mapping):
         forward = config["layer"]
         backward = config.get("backward_layer")
         if not isinstance(backward, Mapping):
-            backward = _mirrored(forward)
-        return [("forward", forward), ("backward", backward)]
+            return [("forward", forward, "config.layer"), ("backward", _mirrored(forward), "config.layer")]
+        return [("forward", forward, "config.layer"), ("backward", backward, "config.backward_layer")]
     if class_name == "RNN":
         cell = config.get("cell")
         if isinstance(cell, list):
-            cells = cell
+            cells, where = cell, "config.cell"
         elif isinstance(cell, Mapping) and cell.get("class_name") == "StackedRNNCells":
-            cells = cell.get("config", {}).get("cells", [])
+            inner = cell.get("config")
+            cells, where = (inner.get("cells", []) if isinstance(inner, Mapping) else []), "config.cell.config.cells"
         else:
-            return [("cell", cell)] if isinstance(cell, Mapping) else []
-        return [(f"cell_{index}", c) for index, c in enumerate(cells) if isinstance(c, Mapping)]
+            return [("cell", cell, "config.cell")] if isinstance(cell, Mapping) else []
+        if not isinstance(cells, list):
+            return []
+        return [(f"cell_{index}", c, f"{where}[{index}]") for index, c in enumerate(cells) if isinstance(c, Mapping)]
     if class_name == "TimeDistributed" and isinstance(config.get("layer"), Mapping):
-        return [("layer", config["layer"])]
+        return [("layer", config["layer"], "config.layer")]
     return []
 
 
 def _mirrored(forward: Mapping[str, Any]) -> Mapping[str, Any]:
     """The backward layer Bidirectional makes when none is given: same config, other direction."""
-    config = dict(forward.get("config", {}))
+    inner = forward.get("config")
+    config = dict(inner) if isinstance(inner, Mapping) else {}
     config["go_backwards"] = not config.get("go_backwards", False)
     config["name"] = "backward_" + str(config.get("name", "layer"))
     return {**forward, "config": config}
@@ -485,7 +507,7 @@ def _read_hdf5(path: Path, handle: h5py.File) -> ModelFile:
         weights_group = _child(handle, "model_weights") or handle
         version = _text(attrs.get("keras_version")) or _text(weights_group.attrs.get("keras_version"))
         backend = _text(attrs.get("backend")) or _text(weights_group.attrs.get("backend"))
-        root = _build_layer(config, _LegacyRoot(weights_group))
+        root = _build_layer(config, _LegacyRoot(weights_group), "model_config")
         return ModelFile(str(path), "legacy-h5", version, backend, True, root)
     if "layer_names" in attrs or any(key.startswith("layer_names") for key in attrs):
         root = _infer_legacy_weights(handle)
