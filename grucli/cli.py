@@ -175,8 +175,11 @@ def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], 
               "state_dict arrays as {path}/weight_ih_l0 ..., plus {path}/constructor.")
 @click.option("--approximate", is_flag=True,
               help="With --layout torch: export reset_after=False GRUs too, which no nn.GRU reproduces exactly.")
+@click.option("--skip-unsliced", is_flag=True,
+              help="Leave out layers that hold recurrent weights grucli cannot slice (a custom cell, say) instead of refusing the file.")
 @click.option("--force", is_flag=True, help="Overwrite OUT.npz if it exists.")
-def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, approximate: bool, force: bool, max_mb: int) -> None:
+def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, approximate: bool, skip_unsliced: bool, force: bool,
+           max_mb: int) -> None:
     """Write every gate slice of MODEL's recurrent layers to an .npz file.
 
     Keys are {layer path}/{gate}/{array}, e.g. bi/forward/z/recurrent_kernel; arrays are
@@ -196,13 +199,15 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
     """
     from grucli.formats import write_npz, write_npz_pieces
     from grucli.gates import gate_export
-    from grucli.layers import find_layers
+    from grucli.layers import find_layers, refuse_unsliced, require_recurrent
     from grucli.report import select_layers
 
     found = find_layers(_read(model, max_mb))
+    if not layer_paths:  # all of them: none may be dropped unsaid
+        for other in refuse_unsliced(found, skip=skip_unsliced):
+            click.echo(f"skipped {other.path} ({other.class_name}): {other.skipped_reason}", err=True)
+    require_recurrent(found)
     layers = select_layers(found.recurrent, layer_paths)
-    if not layers:
-        raise CliError(f"{model} has no recurrent layers to export; expected a GRU, LSTM, SimpleRNN or ConvLSTM layer")
     if layout == "torch":
         import numpy as np
 
@@ -345,22 +350,36 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
 @limits_option
 @layer_option
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="How many most-changed units to name per array.")
+@click.option("--atol", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Changes up to this size count as no change (for --exit-code and the verdict).")
+@click.option("--exit-code", "exit_code", is_flag=True,
+              help="Exit 1 when any array changed by more than --atol, 0 otherwise (as git diff --exit-code).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document with a list `changes` instead of a table.")
-def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, as_json: bool, max_mb: int) -> None:
+def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, atol: float, exit_code: bool, as_json: bool,
+         max_mb: int) -> None:
     """Compare two files of the same architecture gate by gate (e.g. two checkpoints).
 
     Per layer, gate and array: the largest absolute change, the relative change ‖B−A‖/‖A‖ and
     the units whose columns moved most. Files with different recurrent layers are an error.
 
     \b
-    Example:
+    Exit codes: 0 compared (with --exit-code: no array moved by more than --atol); 1 with
+    --exit-code, some array moved by more than --atol; 2 unusable files or different architectures.
+
+    \b
+    Examples:
       grucli diff epoch_10.h5 epoch_20.h5 --layer encoder
+      grucli diff released.h5 rebuilt.h5 --exit-code --atol 1e-6 || echo "weights changed"
     """
     from grucli.diff import diff_layers
-    from grucli.layers import find_layers
+    from grucli.layers import find_layers, require_recurrent
 
-    report = diff_layers(find_layers(_read(model_a, max_mb)), find_layers(_read(model_b, max_mb)), layer_paths, top)
+    found_a, found_b = find_layers(_read(model_a, max_mb)), find_layers(_read(model_b, max_mb))
+    require_recurrent(found_a)
+    report = diff_layers(found_a, found_b, layer_paths, top, atol)
     _emit(report, as_json, "diff_json", "render_diff")
+    if exit_code and report.changed_beyond_tolerance:
+        sys.exit(1)
 
 
 @cli.command()
@@ -385,11 +404,13 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
       grucli check checkpoint.h5 --max-spectral-norm 50 || echo "bad checkpoint"
     """
     from grucli.check import Thresholds, check_layers
-    from grucli.layers import find_layers
+    from grucli.layers import find_layers, require_recurrent
     from grucli.render import DelayedProgress
     from grucli.report import select_layers
 
-    layers = select_layers(find_layers(_read(model, max_mb)).recurrent, layer_paths)
+    found = find_layers(_read(model, max_mb))
+    require_recurrent(found)
+    layers = select_layers(found.recurrent, layer_paths)
     with DelayedProgress("checking", "gates") as progress:
         report = check_layers(str(model), layers, Thresholds(saturation_logit, saturation_spread, max_spectral_norm), progress)
     _emit(report, as_json, "check_json", "render_check")

@@ -32,18 +32,25 @@ class DiffReport:
     b: str
     changes: tuple[GateChange, ...]
 
+    atol: float = 0.0  # changes up to this size count as no change (--atol)
+
     @property
     def identical(self) -> bool:
         return all(change.max_abs_change == 0 for change in self.changes)
 
+    @property
+    def changed_beyond_tolerance(self) -> tuple[GateChange, ...]:
+        """The arrays that moved by more than `atol` somewhere (NaN changes count as moves)."""
+        return tuple(c for c in self.changes if not c.max_abs_change <= self.atol)
 
-def diff_layers(a: ModelLayers, b: ModelLayers, layer_paths: Sequence[str] = (), top: int = 3) -> DiffReport:
+
+def diff_layers(a: ModelLayers, b: ModelLayers, layer_paths: Sequence[str] = (), top: int = 3, atol: float = 0.0) -> DiffReport:
     _check_same_architecture(a, b)
     from grucli.report import select_layers
 
     pairs = zip(select_layers(a.recurrent, layer_paths), select_layers(b.recurrent, layer_paths), strict=True)
     changes = tuple(change for left, right in pairs for change in _layer_changes(left, right, top))
-    return DiffReport(a.file.path, b.file.path, changes)
+    return DiffReport(a.file.path, b.file.path, changes, atol)
 
 
 def _signature(layer: RecurrentLayer) -> tuple[object, ...]:
@@ -71,7 +78,10 @@ def _layer_changes(a: RecurrentLayer, b: RecurrentLayer, top: int) -> list[GateC
         for name in gates.gate_array_names(a):
             # One gate array of each file at a time: a large layer is never all in memory.
             before = gates.gate_array(a, gate, name).astype(np.float64)
-            delta = gates.gate_array(b, gate, name).astype(np.float64) - before
+            after = gates.gate_array(b, gate, name).astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                # The same NaN or infinity in both files is no change; a new one is (NaN).
+                delta = np.where((before == after) | (np.isnan(before) & np.isnan(after)), 0.0, after - before)
             base = float(np.linalg.norm(before))
             per_unit = np.sqrt((gates.unit_columns(delta) ** 2).sum(axis=0))
             order = np.argsort(-per_unit, kind="stable")[:top]

@@ -159,7 +159,9 @@ def verify_json(report: "VerifyReport") -> str:
         if c is None:
             return None
         worst = None if c.worst is None else {"sample": c.worst.sample, "timestep": c.worst.timestep, "unit": c.worst.unit}
-        return {"max_abs_err": c.max_abs_err, "max_rel_err": c.max_rel_err, "passed": c.passed, "worst": worst}
+        # JSON has no Inf: a comparison with NaN/Inf gives null errors and says why in `nonfinite`.
+        return {"max_abs_err": _finite_or_none(c.max_abs_err), "max_rel_err": _finite_or_none(c.max_rel_err), "passed": c.passed,
+                "worst": worst, "nonfinite": list(c.nonfinite)}
 
     document = {
         "schema_version": SCHEMA_VERSION,
@@ -174,10 +176,11 @@ def verify_json(report: "VerifyReport") -> str:
         "keras_version": report.keras_version,
         "semantics": report.semantics,
         "replay_dtype": report.dtype,
+        "compute_dtype": report.compute_dtype,
         "input": report.input_description,
         "layers": [
             {"path": check.path, "class": check.class_name, **(comparison(check.comparison) or {
-                "max_abs_err": None, "max_rel_err": None, "passed": None, "worst": None}), "note": check.note}
+                "max_abs_err": None, "max_rel_err": None, "passed": False, "worst": None, "nonfinite": []}), "note": check.note}
             for check in report.layers
         ],
         "comparisons": {name: comparison(value) for name, value in report.comparisons.items()},
@@ -193,12 +196,18 @@ def verify_json(report: "VerifyReport") -> str:
     return _dumps(document)
 
 
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
 def diff_json(report: "DiffReport") -> str:
     document = {
         "schema_version": SCHEMA_VERSION,
         "a": report.a,
         "b": report.b,
         "identical": report.identical,
+        "atol": report.atol,
+        "changed_beyond_atol": [f"{c.path}/{c.gate}/{c.array}" for c in report.changed_beyond_tolerance],
         "changes": [
             {"path": c.path, "gate": c.gate, "array": c.array, "max_abs_change": c.max_abs_change, "rel_change": c.rel_change,
              "top_units": [{"unit": unit, "change": change} for unit, change in c.top_units]}

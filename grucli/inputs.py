@@ -28,9 +28,11 @@ class InputSpec:
     name: str
     shape: tuple[int | None, ...]
     vocabulary: int | None = None
+    batch: int | None = None  # a fixed batch size (stateful models must be fed exactly that many samples)
 
     def describe(self) -> str:
-        return "(batch, " + ", ".join("any" if d is None else str(d) for d in self.shape) + ")"
+        batch = "batch" if self.batch is None else f"batch of exactly {self.batch}"
+        return f"({batch}, " + ", ".join("any" if d is None else str(d) for d in self.shape) + ")"
 
 
 def input_specs(model: ModelFile) -> list[InputSpec]:
@@ -56,7 +58,11 @@ def input_specs(model: ModelFile) -> list[InputSpec]:
 def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
     config = declaring.config
     shape = config.get("batch_shape") or config.get("batch_input_shape")
+    batch = None
     if shape is not None:
+        if not shape:
+            raise InputError(f"the config of {declaring.name} declares an empty batch shape; expected (batch, ...)")
+        batch = shape[0]
         dims = tuple(None if d is None else int(d) for d in list(shape)[1:])
     elif "input_shape" in config:
         dims = tuple(None if d is None else int(d) for d in config["input_shape"])
@@ -64,14 +70,14 @@ def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
         dims = (config.get("input_length"), int(config["input_dim"]))
     else:
         raise InputError(f"the config of {declaring.name} does not declare an input shape; pass --input")
-    if any(d is not None and d < 1 for d in dims):
+    if any(d is not None and d < 1 for d in (batch, *dims)):
         raise InputError(f"the config of {declaring.name} declares input shape {list(dims)}; expected positive dimensions")
     vocabulary = None
     if consumer is not None and consumer.class_name == "Embedding":
         vocabulary = consumer.config.get("input_dim")
         if vocabulary is None:
             raise InputError(f"the config of Embedding {consumer.name} has no input_dim (its vocabulary size); pass --input")
-    return InputSpec(declaring.name, dims, vocabulary)
+    return InputSpec(declaring.name, dims, vocabulary, batch)
 
 
 def _consumer(root: RawLayer, input_name: str) -> RawLayer | None:
@@ -131,7 +137,7 @@ def fit_input(array: np.ndarray, spec: InputSpec, source: Path | str) -> np.ndar
         array = array[None]
     elif array.ndim == 1 and expected_rank == 3 and spec.shape[-1] == 1:
         array = array.reshape(1, -1, 1)  # a bare series for a one-feature model
-    if array.ndim != expected_rank or any(d is not None and d != g for d, g in zip(spec.shape, array.shape[1:])):
+    if array.ndim != expected_rank or any(d is not None and d != g for d, g in zip((spec.batch, *spec.shape), array.shape)):
         raise InputError(f"input {source} has shape {array.shape}; the model's input {spec.name} expects {spec.describe()}")
     if spec.vocabulary is not None:
         if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
@@ -149,7 +155,7 @@ def random_inputs(specs: Sequence[InputSpec], batch: int, timesteps: int, seed: 
     rng = np.random.default_rng(seed)
     arrays = []
     for spec in specs:
-        shape = (batch, *(timesteps if d is None else d for d in spec.shape))
+        shape = (spec.batch or batch, *(timesteps if d is None else d for d in spec.shape))
         if np.prod(shape, dtype=np.float64) > MAX_RANDOM_VALUES:
             raise InputError(f"a random input of shape {shape} for {spec.name} is too large; pass --input, or a smaller --batch")
         if spec.vocabulary is not None:

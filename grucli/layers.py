@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from grucli import gates
-from grucli.errors import ModelFileError
+from grucli.errors import ModelFileError, SelectionError
 from grucli.model import ModelFile, ModelLayers, NamedArray, OtherLayer, RawLayer, RecurrentLayer
 
 LAYER_KINDS: Mapping[str, str] = {
@@ -39,6 +39,25 @@ def find_layers(model: ModelFile) -> ModelLayers:
         for item in _walk(layer, layer.name, model):
             (recurrent if isinstance(item, RecurrentLayer) else others).append(item)
     return ModelLayers(file=model, recurrent=tuple(recurrent), others=tuple(others))
+
+
+def require_recurrent(found: ModelLayers) -> None:
+    """Refuse a model with no recurrent layer: a check over nothing must not pass."""
+    if found.recurrent:
+        return
+    others = ", ".join(f"{other.path} ({other.class_name})" for other in found.others) or "no layers"
+    raise SelectionError(
+        f"{found.file.path} has no recurrent layer (expected a GRU, LSTM, SimpleRNN or ConvLSTM layer); found: {others}"
+    )
+
+
+def refuse_unsliced(found: ModelLayers, skip: bool = False) -> list[OtherLayer]:
+    """The layers holding recurrent weights grucli cannot slice: an error, unless `skip` (then returned)."""
+    unsliced = [other for other in found.others if other.unsliced_recurrent]
+    if unsliced and not skip:
+        named = "; ".join(f"{other.path} ({other.class_name}): {other.skipped_reason}" for other in unsliced)
+        raise SelectionError(f"{found.file.path} holds recurrent weights grucli cannot slice: {named}; pass --skip-unsliced to leave them out")
+    return unsliced
 
 
 def _is_container(layer: RawLayer) -> bool:
@@ -90,15 +109,18 @@ def _other(
     layer: RawLayer, path: str, class_name: str | None = None, weights: tuple[NamedArray, ...] | None = None, reason: str | None = None
 ) -> OtherLayer:
     weights = layer.weights if weights is None else weights
-    if reason is None and any(hint in layer.class_name for hint in RECURRENT_HINTS):
+    recurrent_like = reason is not None or any(hint in layer.class_name for hint in RECURRENT_HINTS)
+    if reason is None and recurrent_like:
         reason = f"{layer.class_name} is not a recurrent layer grucli understands; its weights are not sliced"
     if reason is None and layer.class_name == "Unknown" and weights:
         reason = "no config, and the weight shapes match no recurrent layer"
+    weight_shapes = tuple((w.name, tuple(w.array.shape)) for w in _all_weights(layer, weights))
     return OtherLayer(
         path=path,
         class_name=class_name or layer.class_name,
-        weight_shapes=tuple((w.name, tuple(w.array.shape)) for w in _all_weights(layer, weights)),
+        weight_shapes=weight_shapes,
         skipped_reason=reason,
+        unsliced_recurrent=recurrent_like and bool(weight_shapes),
     )
 
 

@@ -119,6 +119,9 @@ class OtherLayer:
     class_name: str
     weight_shapes: tuple[tuple[str, tuple[int, ...]], ...]
     skipped_reason: str | None = None
+    # Holds the weights of a recurrent layer or cell that grucli cannot slice: commands that
+    # promise every recurrent layer (export, replay, verify) refuse the file rather than drop it.
+    unsliced_recurrent: bool = False
 
 
 @dataclass(frozen=True)

@@ -261,10 +261,15 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
     for check in report.layers:
         c = check.comparison
         if c is None:
-            table.add_row(check.path, check.class_name, "—", "—", "—", Text(check.note or "not checked", style="yellow"))
+            table.add_row(check.path, check.class_name, "—", "—", "—", Text("FAIL: not compared", style="bold red"))
         else:
-            table.add_row(check.path, check.class_name, f"{c.max_abs_err:.2e}", f"{c.max_rel_err:.2e}", _where(c), _verdict(c.passed))
+            table.add_row(check.path, check.class_name, _error(c.max_abs_err), _error(c.max_rel_err), _where(c), _verdict(c.passed))
     parts.append(table)
+    for check in report.layers:
+        if check.comparison is None:
+            parts.append(Text(f"not compared: {check.path}: {check.note or 'no comparison was made'}", style="bold red"))
+        else:
+            parts.extend(Text(f"non-finite: layer {check.path}: {line}", style="bold red") for line in check.comparison.nonfinite)
     whole = Table(title="whole model", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
     for column in ("comparison", "max abs err", "max rel err", "worst (sample, t, unit)", "result"):
         whole.add_column(column, justify="right" if "err" in column else "left", no_wrap=True)
@@ -272,13 +277,18 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
         label = name.replace("_vs_", " vs ").replace("_", " ")
         if c is None:
             continue
-        whole.add_row(label, f"{c.max_abs_err:.2e}", f"{c.max_rel_err:.2e}", _where(c), _verdict(c.passed))
+        whole.add_row(label, _error(c.max_abs_err), _error(c.max_rel_err), _where(c), _verdict(c.passed))
     if whole.row_count:
         parts.append(whole)
+    for name, c in report.comparisons.items():
+        if c is not None:
+            parts.extend(Text(f"non-finite: {name.replace('_vs_', ' vs ').replace('_', ' ')}: {line}", style="bold red") for line in c.nonfinite)
     if report.end_to_end_note:
         parts.append(Text(f"note: {report.end_to_end_note}", style="yellow"))
     for warning in report.warnings:
         parts.append(Text(f"warning: {warning.removeprefix('semantics: ')}", style="bold yellow"))
+    if not report.layers:
+        parts.append(Text("no recurrent layer was compared", style="bold red"))
     for trace in report.traces:
         parts.append(_trace_table(trace))
     verdict = Text()
@@ -290,6 +300,10 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
         verdict.append(f": see above ({report.precision}; atol {report.atol:g}, rtol {report.rtol:g})")
     parts.append(verdict)
     return to_text(parts, color, width)
+
+
+def _error(value: float) -> str:
+    return f"{value:.2e}" if np.isfinite(value) else "NaN/Inf"
 
 
 def _where(c: "Comparison") -> str:
@@ -342,7 +356,14 @@ def render_diff(report: "DiffReport", color: bool = False, width: int = 120) -> 
         moved = ", ".join(f"u{unit} ({value:.3g})" for unit, value in change.top_units) or "—"
         style = "" if change.max_abs_change == 0 else "bold"
         table.add_row(layer, change.gate, change.array, Text(f"{change.max_abs_change:.3g}", style=style), relative, moved)
-    verdict = Text("identical: no weight changed" if report.identical else "changed", style="green" if report.identical else "yellow")
+    moved = report.changed_beyond_tolerance
+    if report.identical:
+        verdict = Text("identical: no weight changed", style="green")
+    elif not moved:
+        verdict = Text(f"changed, but no array by more than {report.atol:g} (--atol)", style="green")
+    else:
+        beyond = f" by more than {report.atol:g}" if report.atol else ""
+        verdict = Text(f"changed: {len(moved)} of {len(report.changes)} arrays moved{beyond}", style="yellow")
     return to_text([header, table, verdict], color, width)
 
 

@@ -10,6 +10,7 @@ with `predict`; and both with an expected output when one is given.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import numpy as np
 from grucli.errors import GrucliError, ModelFileError, first_line
 from grucli.graph import RECURRENT, ModelReplay, unsupported_layer
 from grucli.inputs import InputError, input_specs, load_inputs, random_inputs
-from grucli.layers import activation_name, find_layers
+from grucli.layers import activation_name, find_layers, require_recurrent
 from grucli.model import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
 from grucli.reader import Limits, read_model
 from grucli.replay import KERAS2, KERAS3, VERSION_DEPENDENT, semantics_for
@@ -32,6 +33,10 @@ from grucli.replay import KERAS2, KERAS3, VERSION_DEPENDENT, semantics_for
 # GPUs run float32 products in TF32 (2e-4..5e-4). Both defaults leave room for those and none
 # for a real error (a swapped gate, or Keras 3's hard_sigmoid on a Keras 2 model: ~1e-2).
 TOLERANCES = {"cpu": (1e-5, 1e-5), "accelerator": (2e-3, 1e-3)}
+# Machine epsilon of the half-precision compute dtypes of mixed-precision policies, and how many
+# of those a layer's result may be off by (measured: a mixed_float16 GRU(8) over 10 steps, 2e-3).
+LOW_PRECISION = {"float16": 2.0**-10, "bfloat16": 2.0**-7}
+LOW_PRECISION_ULPS = 8
 FRAMEWORKS = ("keras", "tf-keras")
 DEFINITIONS = {
     "hard_sigmoid": {KERAS2: "clip(0.2x + 0.5, 0, 1)", KERAS3: "clip(x/6 + 0.5, 0, 1)"},
@@ -58,14 +63,21 @@ class Location:
 
 @dataclass(frozen=True)
 class Comparison:
+    """Errors of one comparison. NaN or Inf on either side fails it, never counts as zero error:
+    `nonfinite` then says which side holds them and where they first appear."""
+
     max_abs_err: float
     max_rel_err: float
     passed: bool
     worst: Location | None
+    nonfinite: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class LayerCheck:
+    """One recurrent layer in scope: its comparison, or None and the reason it was not compared
+    (which fails the run: a layer that was not checked must not pass)."""
+
     path: str
     class_name: str
     comparison: Comparison | None
@@ -115,6 +127,7 @@ class VerifyReport:
     rtol: float
     dtype: str
     input_description: str
+    compute_dtype: str
     layers: tuple[LayerCheck, ...]
     comparisons: Mapping[str, Comparison | None]
     end_to_end_note: str | None
@@ -124,8 +137,11 @@ class VerifyReport:
 
     @property
     def passed(self) -> bool:
-        checks = [c.comparison for c in self.layers] + list(self.comparisons.values())
-        return not self.semantic_failures and all(c is None or c.passed for c in checks)
+        if self.semantic_failures or not self.layers:
+            return False
+        if any(check.comparison is None or not check.comparison.passed for check in self.layers):
+            return False
+        return all(c is None or c.passed for c in self.comparisons.values())
 
     @property
     def semantic_failures(self) -> tuple[str, ...]:
@@ -141,6 +157,8 @@ def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> 
     if not model_file.has_config:
         raise ModelFileError(f"{path} holds weights only; verify needs a full model file (config and weights) to load it with Keras")
     layers = find_layers(model_file)
+    require_recurrent(layers)
+    members = _selected_members(model_file, options.layer_paths)
     specs = input_specs(model_file)
     if options.input_path is not None:
         inputs = load_inputs(options.input_path, specs)
@@ -148,18 +166,20 @@ def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> 
     else:
         inputs = random_inputs(specs, options.batch, options.timesteps, options.seed)
         input_description = f"random, seed {options.seed}, {', '.join(str(x.shape) for x in inputs)}"
+        if any(spec.batch is not None for spec in specs):
+            input_description += " (the model's fixed batch size)"
     expected = _load_expected(options.expected_path) if options.expected_path else None
     _refuse_code(model_file, options.unsafe)
 
     framework = _Framework(options.framework)
     keras_model, repairs = framework.load(model_file, layers, options.unsafe)
     device, accelerated = framework.device()
-    atol, rtol = _tolerances(options, accelerated)
+    compute_dtype = _compute_dtype(model_file.root)
+    atol, rtol = _tolerances(options, accelerated, compute_dtype)
     semantics = semantics_for(model_file.keras_version, model_file.format)
     dtype = np.float32 if options.dtype == "float32" else np.float64
-    warnings_: list[str] = [*_semantic_warnings(layers, model_file, semantics, framework)]
+    warnings_: list[str] = [*_semantic_warnings(layers, model_file, semantics, framework), *_nonfinite_weights(model_file.root)]
 
-    members = _selected_members(model_file, options.layer_paths)
     top_level = [raw.name for _, raw, chain in members if not chain]
     predicted, probed = framework.predict_with_probes(keras_model, inputs, top_level)
     # The end-to-end run is not traced: --trace shows the per-layer runs on real inputs.
@@ -170,28 +190,83 @@ def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> 
     if blocker is None:
         replayed = replay.run(inputs)
     else:
-        end_to_end_note = f"end-to-end replay stopped at layer {blocker[0]} ({blocker[1]}); each recurrent layer is still verified"
+        end_to_end_note = f"end-to-end replay stopped at layer {blocker[0]} ({blocker[1]})"
     masks = {call.path: call.mask for call in replay.calls}
     replay.trace = options.trace
 
     checks, traces = _check_layers(framework, keras_model, members, probed, replay, inputs, masks, atol, rtol, options)
     comparisons = {
         "replay_vs_predict": compare(replayed, predicted, atol, rtol) if replayed is not None else None,
-        "replay_vs_expected": compare(replayed, expected, atol, rtol) if replayed is not None and expected is not None else None,
-        "predict_vs_expected": compare(predicted, expected, atol, rtol) if expected is not None else None,
+        "replay_vs_expected": compare(replayed, expected, atol, rtol, ("the replay", "the expected output"))
+        if replayed is not None and expected is not None else None,
+        "predict_vs_expected": compare(predicted, expected, atol, rtol, ("predict", "the expected output")) if expected is not None else None,
     }
     return VerifyReport(
         path=str(path), keras_version=model_file.keras_version, semantics=semantics, framework=framework.describe(),
-        device=device, precision=f"float32 predict on {device}" + (" (matrix products may use TF32)" if accelerated else ""),
-        atol=atol, rtol=rtol, dtype=options.dtype, input_description=input_description, layers=tuple(checks),
+        device=device, precision=_precision(compute_dtype, device, accelerated),
+        atol=atol, rtol=rtol, dtype=options.dtype, input_description=input_description, compute_dtype=compute_dtype,
+        layers=tuple(checks) + tuple(_unsliced_checks(layers, options.layer_paths)),
         comparisons=comparisons, end_to_end_note=end_to_end_note, repairs=tuple(repairs), warnings=tuple(warnings_),
         traces=tuple(traces),
     )
 
 
-def _tolerances(options: VerifyOptions, accelerated: bool) -> tuple[float, float]:
+def _tolerances(options: VerifyOptions, accelerated: bool, compute_dtype: str) -> tuple[float, float]:
     default_atol, default_rtol = TOLERANCES["accelerator" if accelerated else "cpu"]
+    if compute_dtype in LOW_PRECISION:
+        # A float16/bfloat16 layer rounds every product to its precision: a float64 replay
+        # differs from it by a few of its ulps, which no float32 tolerance allows.
+        default_atol = default_rtol = max(default_atol, LOW_PRECISION_ULPS * LOW_PRECISION[compute_dtype])
     return (options.atol if options.atol is not None else default_atol, options.rtol if options.rtol is not None else default_rtol)
+
+
+def _precision(compute_dtype: str, device: str, accelerated: bool) -> str:
+    if compute_dtype in LOW_PRECISION:
+        return (f"{compute_dtype} compute (mixed-precision policy) on {device}; the tolerance allows "
+                f"{LOW_PRECISION_ULPS} {compute_dtype} ulps ({LOW_PRECISION[compute_dtype]:.2g} each)")
+    return f"{compute_dtype} predict on {device}" + (" (matrix products may use TF32)" if accelerated else "")
+
+
+def _compute_dtype(root: RawLayer) -> str:
+    """The lowest precision any layer computes in, from the dtype policies in the config."""
+    found = {_policy_compute_dtype(layer.config.get("dtype")) for layer in _all_layers(root)}
+    for dtype in (*LOW_PRECISION, "float32", "float64"):
+        if dtype in found:
+            return dtype
+    return "float32"
+
+
+def _policy_compute_dtype(value: Any) -> str | None:
+    name = value if isinstance(value, str) else (value.get("config", {}).get("name") if isinstance(value, Mapping) else None)
+    if not isinstance(name, str):
+        return None
+    return name.removeprefix("mixed_")  # mixed_float16: variables float32, computations float16
+
+
+def _all_layers(layer: RawLayer) -> Iterator[RawLayer]:
+    yield layer
+    for _, child in layer.children:
+        yield from _all_layers(child)
+
+
+def _nonfinite_weights(root: RawLayer, prefix: str = "") -> Iterator[str]:
+    """A line for each stored weight holding NaN or Inf: predict and replay then both go non-finite."""
+    for _, child in root.children:
+        path = f"{prefix}{child.name}"
+        for weight in child.weights:
+            values = np.asarray(weight.array)
+            if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+                index = np.unravel_index(int(np.argmax(~np.isfinite(values))), values.shape)
+                kinds = "NaN" if np.isnan(values).any() else "Inf"
+                yield f"weights: layer {path}: {weight.name} {values.shape} holds {kinds}, first at index {tuple(int(i) for i in index)}"
+        yield from _nonfinite_weights(child, f"{path}/")
+
+
+def _unsliced_checks(found: ModelLayers, selected: Sequence[str]) -> Iterator[LayerCheck]:
+    """Layers holding recurrent weights grucli cannot slice: in scope, so not compared means failed."""
+    for other in found.others:
+        if other.unsliced_recurrent and (not selected or any(other.path == p or other.path.startswith(p + "/") for p in selected)):
+            yield LayerCheck(other.path, other.class_name, None, other.skipped_reason)
 
 
 def _load_expected(path: Path) -> list[np.ndarray]:
@@ -207,10 +282,15 @@ def _load_expected(path: Path) -> list[np.ndarray]:
 # --- comparisons ------------------------------------------------------------------------------------------
 
 
-def compare(actual: Sequence[np.ndarray] | None, reference: Sequence[np.ndarray] | None, atol: float, rtol: float) -> Comparison | None:
-    """Max absolute and relative error over all outputs; passes where |a-b| <= atol + rtol*|b| everywhere."""
+def compare(
+    actual: Sequence[np.ndarray] | None, reference: Sequence[np.ndarray] | None, atol: float, rtol: float,
+    names: tuple[str, str] = ("the replay", "predict"),
+) -> Comparison | None:
+    """Max absolute and relative error over all outputs; passes where |a-b| <= atol + rtol*|b| everywhere.
+    A NaN or Inf on either side is an infinite error, even where both sides hold the same one."""
     if actual is None or reference is None:
         return None
+    nonfinite: list[str] = []
     if len(actual) != len(reference):
         raise InputError(f"{len(reference)} reference outputs given for a model with {len(actual)} outputs")
     worst_abs, worst_rel, passed, worst = 0.0, 0.0, True, None
@@ -221,8 +301,10 @@ def compare(actual: Sequence[np.ndarray] | None, reference: Sequence[np.ndarray]
             raise InputError(f"reference output has shape {b.shape}; the model's output has shape {a.shape}")
         if a.size == 0:
             continue
-        error = np.abs(a - b)
-        error = np.where(np.isnan(a) & np.isnan(b), 0.0, np.where(np.isnan(error), np.inf, error))
+        nonfinite += _nonfinite_sides(a, b, names)
+        with np.errstate(invalid="ignore"):
+            error = np.abs(a - b)
+        error = np.where(np.isfinite(a) & np.isfinite(b), error, np.inf)
         allowed = atol + rtol * np.abs(b)
         excess = error - allowed
         index = int(np.argmax(excess))
@@ -232,7 +314,28 @@ def compare(actual: Sequence[np.ndarray] | None, reference: Sequence[np.ndarray]
         if excess.flat[index] > worst_excess:
             worst_excess = float(excess.flat[index])
             worst = _location(np.unravel_index(index, a.shape))
-    return Comparison(worst_abs, worst_rel, passed, worst)
+    return Comparison(worst_abs, worst_rel, passed and not nonfinite, worst, tuple(nonfinite))
+
+
+def _nonfinite_sides(actual: np.ndarray, reference: np.ndarray, names: tuple[str, str]) -> list[str]:
+    found = []
+    for values, name in zip((actual, reference), names):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            kinds = "/".join(k for k, present in (("NaN", np.isnan(values).any()), ("Inf", np.isinf(values).any())) if present)
+            found.append(f"{name} holds {kinds}, first at {_first_in_time(bad)}")
+    return found
+
+
+def _first_in_time(bad: np.ndarray) -> str:
+    """Where a non-finite value first appears: earliest timestep, then sample, then unit."""
+    where = np.argwhere(bad)
+    if bad.ndim >= 3:
+        where = where[np.lexsort((where[:, -1], where[:, 0], where[:, 1]))]
+        first = where[0]
+        return f"sample {first[0]}, timestep {first[1]}, unit {first[-1]}"
+    first = where[0]
+    return f"sample {first[0]}" + (f", unit {first[-1]}" if bad.ndim > 1 else "")
 
 
 def _location(index: tuple[int, ...]) -> Location:
@@ -319,8 +422,9 @@ def _check_layers(
     checks: list[LayerCheck] = []
     traces: list[TraceTable] = []
     for path, raw, chain in members:
-        if raw.class_name.startswith("ConvLSTM") or unsupported_layer(RawLayer("probe", "Model", {}, children=(("layers", raw),))):
-            checks.append(LayerCheck(path, raw.class_name, None, "the replay engine cannot run this layer"))
+        blocker = unsupported_layer(RawLayer("probe", "Model", {}, children=(("layers", raw),)))
+        if blocker is not None:
+            checks.append(LayerCheck(path, raw.class_name, None, f"not compared: the replay engine cannot run {blocker[1]}"))
             continue
         if chain:
             real_input, keras_mask, real_outputs = framework.probe(keras_model, chain, raw.name, inputs)
@@ -459,6 +563,7 @@ class _Framework:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                _reset_states(keras_model)
                 output = keras_model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
         except Exception as exc:  # noqa: BLE001
             raise VerifyError(f"{self.describe()} predict failed: {first_line(exc, 300)}") from None
@@ -476,7 +581,7 @@ class _Framework:
         layout: list[tuple[str, int, bool]] = []
         for name in names:
             layer = keras_model.get_layer(name)
-            symbolic_input, symbolic_mask = _input_and_mask(layer.input)
+            symbolic_input, symbolic_mask = self._input_and_mask(layer.input)
             layer_outputs = list(layer.output) if isinstance(layer.output, (list, tuple)) else [layer.output]
             outputs += [symbolic_input, *layer_outputs] + ([symbolic_mask] if symbolic_mask is not None else [])
             layout.append((name, len(layer_outputs), symbolic_mask is not None))
@@ -509,7 +614,7 @@ class _Framework:
             owner_inputs = [self._run_probe(owner, [feeding], owner_inputs)[0]]
             owner = inner
         layer = owner.get_layer(name)
-        symbolic_input, symbolic_mask = _input_and_mask(layer.input)
+        symbolic_input, symbolic_mask = self._input_and_mask(layer.input)
         outputs = list(layer.output) if isinstance(layer.output, (list, tuple)) else [layer.output]
         tensors = [symbolic_input, *outputs] + ([symbolic_mask] if symbolic_mask is not None else [])
         values = self._run_probe(owner, tensors, owner_inputs)
@@ -520,18 +625,61 @@ class _Framework:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             probe = self.module.Model(owner.inputs, tensors)
+            # Every run starts from zero state: a stateful layer would otherwise carry on from
+            # the state the previous run (predict, another probe) left behind.
+            _reset_states(owner)
             values = probe.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
         return [np.asarray(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
 
+    def _input_and_mask(self, symbolic: Any) -> tuple[Any, Any]:
+        """A layer's input tensor and a tensor a probe model can output for its mask.
 
-def _input_and_mask(symbolic: Any) -> tuple[Any, Any]:
-    """A layer's input tensor and its mask tensor: Keras 3 lists the mask beside the input,
-    tf-keras hangs it on the tensor as `_keras_mask`."""
-    if isinstance(symbolic, (list, tuple)):
-        tensor = symbolic[0]
-        masks = [t for t in symbolic[1:] if "bool" in str(getattr(t, "dtype", ""))]
-        return tensor, (masks[0] if masks else None)
-    return symbolic, getattr(symbolic, "_keras_mask", None)
+        Keras 3 lists the mask beside the input. tf-keras hangs it on the tensor as
+        `_keras_mask`, which a Functional model cannot output (it is no layer's output): a
+        small layer of grucli's own, called on the tensor, receives that mask and returns it.
+        """
+        if isinstance(symbolic, (list, tuple)):
+            tensor = symbolic[0]
+            masks = [t for t in symbolic[1:] if "bool" in str(getattr(t, "dtype", ""))]
+            return tensor, (masks[0] if masks else None)
+        if getattr(symbolic, "_keras_mask", None) is None:
+            return symbolic, None
+        return symbolic, _mask_output_layer(self.module)(symbolic)
+
+
+def _mask_output_layer(module: Any) -> Any:
+    """A tf-keras layer that outputs the mask its input carries (as float32: 1 kept, 0 masked)."""
+    import tensorflow as tf
+
+    class MaskOutput(module.layers.Layer):  # type: ignore[name-defined, misc]
+        def call(self, inputs: Any, mask: Any = None) -> Any:
+            return tf.cast(mask, tf.float32)
+
+        def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+            return None
+
+    return MaskOutput(name=f"grucli_mask_probe_{next(_PROBE_IDS)}")
+
+
+_PROBE_IDS = itertools.count()
+
+
+def _reset_states(model: Any) -> None:
+    """Zero the state of every stateful recurrent layer, inside nested models and wrappers too."""
+    for layer in _keras_layers(model):
+        if getattr(layer, "stateful", False) and hasattr(layer, "reset_states"):
+            layer.reset_states()
+
+
+def _keras_layers(model: Any) -> Iterator[Any]:
+    for layer in getattr(model, "layers", []):
+        yield layer
+        for attribute in ("forward_layer", "backward_layer", "layer"):
+            inner = getattr(layer, attribute, None)
+            if inner is not None and inner is not layer:
+                yield inner
+        if hasattr(layer, "layers") and layer is not model:
+            yield from _keras_layers(layer)
 
 
 def _quiet_import(name: str) -> Any:

@@ -32,6 +32,11 @@ def verify(*args: str) -> tuple[int, dict[str, Any] | None, str]:
 @pytest.mark.parametrize("name", FULL_MODELS)
 def test_every_sample_model_passes_at_the_1e6_level(name: str) -> None:
     code, doc, err = verify(str(sample(name)), "--keras", framework_for(name))
+    if "conv_lstm" in name:  # not replayable yet: not compared, so the run fails and says why
+        assert code == 1 and doc is not None and doc["passed"] is False
+        assert doc["layers"][0]["note"] == "not compared: the replay engine cannot run ConvLSTM1D"
+        assert doc["end_to_end"] == "end-to-end replay stopped at layer conv_lstm (ConvLSTM1D)"
+        return
     assert code == 0, err or json.dumps(doc, indent=1)[:3000]
     assert doc is not None and doc["passed"] is True and doc["device"] == "CPU"
     checked = [layer for layer in doc["layers"] if layer["max_abs_err"] is not None]
@@ -39,9 +44,6 @@ def test_every_sample_model_passes_at_the_1e6_level(name: str) -> None:
     end_to_end = doc["comparisons"]["replay_vs_predict"]
     if end_to_end is not None:
         errors.append(end_to_end["max_abs_err"])
-    if "conv_lstm" in name:
-        assert doc["end_to_end"].startswith("end-to-end replay stopped at layer conv_lstm (ConvLSTM1D)")
-        return
     assert checked and end_to_end is not None
     assert max(errors) < 2e-6
 
