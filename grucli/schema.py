@@ -98,6 +98,7 @@ _NAMES = {
     "a dtype name or policy": _dtype,
     "an integer ≥ 0 or null": _optional(_count),
     "[layer name, node index, tensor index] or a list of them": _tensor_refs,
+    "a list of layer configs (objects)": _list_of(lambda value: isinstance(value, Mapping)),
 }
 _KEY_EXPECTATIONS: Mapping[str, str] = {
     **dict.fromkeys(("units", "output_dim", "filters", "n", "rank"), "an integer ≥ 0"),
@@ -117,6 +118,7 @@ _KEY_EXPECTATIONS: Mapping[str, str] = {
     "merge_mode": "a string or null",
     "name": "a string",
     "dtype": "a dtype name or policy",
+    "layers": "a list of layer configs (objects)",
     **dict.fromkeys(("input_layers", "output_layers"), "[layer name, node index, tensor index] or a list of them"),
 }
 _CHECKS: Mapping[str, tuple[str, Check]] = {key: (expected, _NAMES[expected]) for key, expected in _KEY_EXPECTATIONS.items()}

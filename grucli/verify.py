@@ -27,7 +27,7 @@ from grucli.inputs import InputError, input_specs, load_inputs, random_inputs
 from grucli.layers import activation_name, find_layers, require_recurrent
 from grucli.model import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
 from grucli.reader import Limits, read_model
-from grucli.replay import KERAS2, KERAS3, VERSION_DEPENDENT, semantics_for
+from grucli.replay import KERAS2, KERAS3, VERSION_DEPENDENT, ReplayError, semantics_for
 
 # Default tolerances by where predict ran. Measured: CPU float32 vs a float64 replay 1e-7..4e-7;
 # GPUs run float32 products in TF32 (2e-4..5e-4). Both defaults leave room for those and none
@@ -82,6 +82,16 @@ class LayerCheck:
     class_name: str
     comparison: Comparison | None
     note: str | None = None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the framework computed around one layer: its real input, mask and outputs."""
+
+    layer_input: np.ndarray
+    mask: np.ndarray | None
+    outputs: list[np.ndarray]
+    extra_inputs: int  # tensors the layer is called on besides its input (an initial state)
 
 
 @dataclass(frozen=True)
@@ -188,7 +198,10 @@ def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> 
     replayed = None
     end_to_end_note = None
     if blocker is None:
-        replayed = replay.run(inputs)
+        try:
+            replayed = replay.run(inputs)
+        except ReplayError as exc:  # the per-layer checks still run; the report says why this one did not
+            end_to_end_note = f"end-to-end replay stopped: {exc}"
     else:
         end_to_end_note = f"end-to-end replay stopped at layer {blocker[0]} ({blocker[1]})"
     masks = {call.path: call.mask for call in replay.calls}
@@ -416,7 +429,7 @@ def _selected_members(model: ModelFile, selected: Sequence[str]) -> list[tuple[s
 
 def _check_layers(
     framework: "_Framework", keras_model: Any, members: Sequence[tuple[str, RawLayer, tuple[str, ...]]],
-    probed: Mapping[str, tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]], replay: ModelReplay,
+    probed: Mapping[str, "Probe"], replay: ModelReplay,
     inputs: list[np.ndarray], masks: Mapping[str, np.ndarray | None], atol: float, rtol: float, options: VerifyOptions,
 ) -> tuple[list[LayerCheck], list[TraceTable]]:
     checks: list[LayerCheck] = []
@@ -424,12 +437,14 @@ def _check_layers(
     for path, raw, chain in members:
         blocker = unsupported_layer(RawLayer("probe", "Model", {}, children=(("layers", raw),)))
         if blocker is not None:
-            checks.append(LayerCheck(path, raw.class_name, None, f"not compared: the replay engine cannot run {blocker[1]}"))
+            checks.append(LayerCheck(path, raw.class_name, None, f"the replay engine cannot run {blocker[1]}"))
             continue
-        if chain:
-            real_input, keras_mask, real_outputs = framework.probe(keras_model, chain, raw.name, inputs)
-        else:
-            real_input, keras_mask, real_outputs = probed[raw.name]
+        probe = framework.probe(keras_model, chain, raw.name, inputs) if chain else probed[raw.name]
+        if probe.extra_inputs:
+            note = f"called on {probe.extra_inputs} more tensors than its input (an initial state), which the replay does not run yet"
+            checks.append(LayerCheck(path, raw.class_name, None, note))
+            continue
+        real_input, keras_mask, real_outputs = probe.layer_input, probe.mask, probe.outputs
         mask = keras_mask if keras_mask is not None else masks.get(path)
         outputs, run_traces = replay.recurrent_outputs(raw, path, real_input, mask)
         checks.append(LayerCheck(path, raw.class_name, compare(outputs, real_outputs, atol, rtol)))
@@ -571,20 +586,20 @@ class _Framework:
 
     def predict_with_probes(
         self, keras_model: Any, inputs: list[np.ndarray], names: Sequence[str]
-    ) -> tuple[list[np.ndarray], dict[str, tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]]]:
+    ) -> tuple[list[np.ndarray], dict[str, "Probe"]]:
         """predict, plus the real input, mask and outputs of each named top-level layer, in one run.
 
         One model with the original outputs and the probed tensors is traced once, so verify
         pays for a single predict; its outputs are the model's own graph, computed as predict does.
         """
         outputs = list(keras_model.outputs)
-        layout: list[tuple[str, int, bool]] = []
+        layout: list[tuple[str, int, bool, int]] = []
         for name in names:
             layer = keras_model.get_layer(name)
-            symbolic_input, symbolic_mask = self._input_and_mask(layer.input)
+            symbolic_input, symbolic_mask, extra = self._input_and_mask(layer.input)
             layer_outputs = list(layer.output) if isinstance(layer.output, (list, tuple)) else [layer.output]
             outputs += [symbolic_input, *layer_outputs] + ([symbolic_mask] if symbolic_mask is not None else [])
-            layout.append((name, len(layer_outputs), symbolic_mask is not None))
+            layout.append((name, len(layer_outputs), symbolic_mask is not None, extra))
         if not names:
             return self.predict(keras_model, inputs), {}
         try:
@@ -595,17 +610,15 @@ class _Framework:
             raise VerifyError(f"{self.describe()} predict failed: {first_line(exc, 300)}") from None
         predicted, rest = values[: len(keras_model.outputs)], values[len(keras_model.outputs):]
         probed = {}
-        for name, n_outputs, has_mask in layout:
+        for name, n_outputs, has_mask, extra in layout:
             real_input, layer_values, rest = rest[0], rest[1 : 1 + n_outputs], rest[1 + n_outputs :]
             mask = None
             if has_mask:
                 mask, rest = rest[0].astype(bool), rest[1:]
-            probed[name] = (real_input, mask, layer_values)
+            probed[name] = Probe(real_input, mask, layer_values, extra)
         return predicted, probed
 
-    def probe(
-        self, keras_model: Any, chain: tuple[str, ...], name: str, inputs: list[np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
+    def probe(self, keras_model: Any, chain: tuple[str, ...], name: str, inputs: list[np.ndarray]) -> "Probe":
         """The real input, mask (None if unmasked) and outputs of layer `name` inside nested models `chain`."""
         owner, owner_inputs = keras_model, inputs
         for nested in chain:
@@ -614,12 +627,12 @@ class _Framework:
             owner_inputs = [self._run_probe(owner, [feeding], owner_inputs)[0]]
             owner = inner
         layer = owner.get_layer(name)
-        symbolic_input, symbolic_mask = self._input_and_mask(layer.input)
+        symbolic_input, symbolic_mask, extra = self._input_and_mask(layer.input)
         outputs = list(layer.output) if isinstance(layer.output, (list, tuple)) else [layer.output]
         tensors = [symbolic_input, *outputs] + ([symbolic_mask] if symbolic_mask is not None else [])
         values = self._run_probe(owner, tensors, owner_inputs)
         mask = values.pop().astype(bool) if symbolic_mask is not None else None
-        return values[0], mask, values[1:]
+        return Probe(values[0], mask, values[1:], extra)
 
     def _run_probe(self, owner: Any, tensors: list[Any], inputs: list[np.ndarray]) -> list[np.ndarray]:
         with warnings.catch_warnings():
@@ -631,20 +644,23 @@ class _Framework:
             values = probe.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
         return [np.asarray(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
 
-    def _input_and_mask(self, symbolic: Any) -> tuple[Any, Any]:
-        """A layer's input tensor and a tensor a probe model can output for its mask.
+    def _input_and_mask(self, symbolic: Any) -> tuple[Any, Any, int]:
+        """A layer's input tensor, a tensor a probe model can output for its mask, and how many
+        more tensors the layer is called on (an initial state).
 
         Keras 3 lists the mask beside the input. tf-keras hangs it on the tensor as
         `_keras_mask`, which a Functional model cannot output (it is no layer's output): a
         small layer of grucli's own, called on the tensor, receives that mask and returns it.
         """
-        if isinstance(symbolic, (list, tuple)):
-            tensor = symbolic[0]
-            masks = [t for t in symbolic[1:] if "bool" in str(getattr(t, "dtype", ""))]
-            return tensor, (masks[0] if masks else None)
-        if getattr(symbolic, "_keras_mask", None) is None:
-            return symbolic, None
-        return symbolic, _mask_output_layer(self.module)(symbolic)
+        tensors = list(symbolic) if isinstance(symbolic, (list, tuple)) else [symbolic]
+        tensor, rest = tensors[0], tensors[1:]
+        masks = [t for t in rest if "bool" in str(getattr(t, "dtype", ""))]
+        extra = len(rest) - len(masks)  # more inputs than x: an initial state, or constants
+        if masks:
+            return tensor, masks[0], extra
+        if getattr(tensor, "_keras_mask", None) is None:
+            return tensor, None, extra
+        return tensor, _mask_output_layer(self.module)(tensor), extra
 
 
 def _mask_output_layer(module: Any) -> Any:
