@@ -63,6 +63,8 @@ def _layer_json(report: LayerReport) -> dict[str, Any]:
         "inferred": layer.inferred,
         "notes": list(layer.notes),
         "layout": list(report.layout),
+        "equations": {"lines": list(report.equations.lines), "definitions": list(report.equations.definitions),
+                      "notes": list(report.equations.notes)},
         "stored_weights": [{"name": name, "shape": list(shape)} for name, shape in layer.stored_weights],
         "canonical_shapes": {
             "kernel": list(layer.kernel.shape),

@@ -191,14 +191,7 @@ def describe_layout(layer: RecurrentLayer) -> list[str]:
                 f"bias {tuple(layer.bias.shape)} (reset_after=True): row 0 is the input bias (added to x·W), "
                 "row 1 the recurrent bias (added to h_prev·U); listed per gate as bias and recurrent_bias"
             )
-            lines.append("candidate: hh = act(x·W_h + b_h + r * (h_prev·U_h + rb_h)): the reset gate scales the recurrent term after the product")
-        else:
-            lines.append("candidate: hh = act(x·W_h + b_h + (r * h_prev)·U_h): reset_after=False applies the reset gate before the product")
-        lines.append("z = σ(x·W_z + h_prev·U_z + b_z); Keras computes h = z * h_prev + (1 - z) * hh, so z near 1 keeps the old state")
-    elif family == "LSTM":
-        lines.append("i, f, o = σ(x·W + h_prev·U + b); c = f * c_prev + i * act(x·W_c + h_prev·U_c + b_c); h = o * act(c)")
-    else:
-        lines.append("h = act(x·W + h_prev·U + b)")
+        lines.append("Keras computes h = z * h_prev + (1 - z) * hh: z near 1 keeps the old state (the textbook form swaps z and 1 - z)")
     return lines
 
 

@@ -25,6 +25,7 @@ from grucli.report import ArrayReport, InspectReport, LayerReport
 if TYPE_CHECKING:
     from grucli.check import CheckReport
     from grucli.diff import DiffReport
+    from grucli.equations import Equations
     from grucli.verify import Comparison, TraceTable, VerifyReport
 
 FORMAT_NAMES = {
@@ -82,6 +83,7 @@ def _layer_panel(report: LayerReport, with_values: bool) -> Group:
         title += f"  ·  unit {report.unit}"
     body: list[RenderableType] = [Rule(title, align="left"), _config_text(report), _weights_text(report)]
     body.append(Text("\n".join(f"• {line}" for line in report.layout), style="dim"))
+    body.append(_equations_text(report.equations))
     if report.unit is not None and report.gates:
         # One unit's weights are short vectors: the numbers say more than statistics of them.
         body.extend(_unit_values(report))
@@ -95,6 +97,16 @@ def _layer_panel(report: LayerReport, with_values: bool) -> Group:
         body.append(Text(f"this layer has {layer.units} units; the selected unit is not among them", style="yellow"))
     body.append(Text(""))
     return Group(*body)
+
+
+def _equations_text(equations: "Equations") -> Text:
+    """Each timestep's equations, exact for this layer, with the activations' definitions."""
+    text = Text("equations, each timestep:", style="bold")
+    for line in equations.lines:
+        text.append(f"\n  {line}")
+    for line in (*equations.definitions, *equations.notes):
+        text.append(f"\n  {line}", style="dim")
+    return text
 
 
 def _config_text(report: LayerReport) -> Text:

@@ -12,8 +12,10 @@ from typing import Sequence
 import numpy as np
 
 from grucli import gates
+from grucli.equations import Equations, layer_equations
 from grucli.errors import SelectionError
 from grucli.model import ModelLayers, OtherLayer, RecurrentLayer
+from grucli.replay import semantics_for
 from grucli.stats import ArrayStats, array_stats
 
 
@@ -38,6 +40,7 @@ class LayerReport:
     gates: tuple[GateReport, ...]
     unit: int | None
     layout: tuple[str, ...]
+    equations: Equations
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,9 @@ def build_inspect_report(
     layers = select_layers(model.recurrent, layer_paths)
     _check_gates(layers, gate_filter)
     _check_unit(layers, unit)
-    reports = tuple(_layer_report(layer, gate_filter, unit, with_values) for layer in layers)
     file = model.file
+    semantics = semantics_for(file.keras_version, file.format)
+    reports = tuple(_layer_report(layer, gate_filter, unit, with_values, semantics) for layer in layers)
     return InspectReport(
         path=file.path,
         format=file.format,
@@ -105,7 +109,7 @@ def _check_unit(layers: Sequence[RecurrentLayer], unit: int | None) -> None:
         raise SelectionError(f"--unit {unit} is out of range; the selected layers have at most {widest} units (0-{widest - 1})")
 
 
-def _layer_report(layer: RecurrentLayer, gate_filter: Sequence[str], unit: int | None, with_values: bool) -> LayerReport:
+def _layer_report(layer: RecurrentLayer, gate_filter: Sequence[str], unit: int | None, with_values: bool, semantics: str) -> LayerReport:
     shown_unit = unit if unit is not None and unit < layer.units else None
     gate_reports = []
     if unit is None or shown_unit is not None:
@@ -117,7 +121,8 @@ def _layer_report(layer: RecurrentLayer, gate_filter: Sequence[str], unit: int |
             arrays = tuple(_array_report(layer, gate, name, shown_unit, with_values, streamed.get((gate, name)))
                            for name in gates.gate_array_names(layer))
             gate_reports.append(GateReport(gate, gates.gate_meaning(layer.kind, gate), arrays))
-    return LayerReport(layer=layer, gates=tuple(gate_reports), unit=shown_unit, layout=tuple(gates.describe_layout(layer)))
+    return LayerReport(layer=layer, gates=tuple(gate_reports), unit=shown_unit, layout=tuple(gates.describe_layout(layer)),
+                       equations=layer_equations(layer, semantics))
 
 
 def _array_report(layer: RecurrentLayer, gate: str, name: str, unit: int | None, with_values: bool, stats: ArrayStats | None) -> ArrayReport:
