@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import os
 import re
 import warnings
@@ -327,6 +328,8 @@ def compare(
         if excess.flat[index] > worst_excess:
             worst_excess = float(excess.flat[index])
             worst = _location(np.unravel_index(index, a.shape))
+    if nonfinite:  # never a number that reads like agreement
+        worst_abs = worst_rel = math.inf
     return Comparison(worst_abs, worst_rel, passed and not nonfinite, worst, tuple(nonfinite))
 
 
