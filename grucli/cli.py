@@ -258,8 +258,10 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     when every layer is one the replay can run; --expected adds a stored reference output.
 
     \b
-    Exit codes: 0 every comparison passed; 1 a comparison failed (or the installed Keras defines
-    an activation differently from the Keras that saved the file); 2 unusable file or input.
+    Exit codes: 0 every recurrent layer in scope compared and every comparison passed; 1 a
+    comparison failed, a layer in scope could not be compared (named, with the reason), NaN/Inf
+    appeared, or the installed Keras defines an activation differently from the Keras that
+    saved the file; 2 unusable file or input, or no recurrent layer; 3 internal error.
 
     \b
     Examples:
@@ -397,7 +399,7 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
     """Health checks for CI: NaN/Inf weights, dead units, saturated gates, exploding recurrent blocks.
 
     Each finding names the layer, gate and unit. Exit code 1 when anything is found, 0 when
-    the model is clean, 2 when the file cannot be read.
+    the model is clean, 2 when the file cannot be read or has no recurrent layer.
 
     \b
     Example:

@@ -124,7 +124,13 @@ def _definitions(used: tuple[str, ...], semantics: str) -> list[str]:
 
 
 def _notes(layer: RecurrentLayer) -> list[str]:
-    notes = ["x: the input at this timestep; h_prev (c_prev): the state after the previous step, zeros at the first"]
+    names = "W_g, U_g, b_g" + (", rb_g" if layer.bias is not None and layer.bias.ndim == 2 else "")
+    arrays = "kernel, recurrent_kernel, bias" + (", recurrent_bias" if layer.bias is not None and layer.bias.ndim == 2 else "")
+    notes = [
+        f"{names}: gate g's {arrays} (the slices below; export keys {layer.path}/g/...)",
+        "x: this timestep's input; h_prev" + (", c_prev" if gates.equation_family(layer.kind) == "LSTM" else "")
+        + ": the state after the previous step (zeros at the first)",
+    ]
     if layer.config.get("go_backwards"):
         notes.append("go_backwards: the steps run from the last timestep to the first")
     if layer.source_layout == "cudnn":

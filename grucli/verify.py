@@ -219,7 +219,7 @@ def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> 
         path=str(path), keras_version=model_file.keras_version, semantics=semantics, framework=framework.describe(),
         device=device, precision=_precision(compute_dtype, device, accelerated),
         atol=atol, rtol=rtol, dtype=options.dtype, input_description=input_description, compute_dtype=compute_dtype,
-        layers=tuple(checks) + tuple(_unsliced_checks(layers, options.layer_paths)),
+        layers=tuple(checks) + tuple(c for c in _unsliced_checks(layers, options.layer_paths) if c.path not in {x.path for x in checks}),
         comparisons=comparisons, end_to_end_note=end_to_end_note, repairs=tuple(repairs), warnings=tuple(warnings_),
         traces=tuple(traces),
     )

@@ -299,16 +299,59 @@ def test_bidirectional_rnn_of_lstm_cells_is_read_like_bidirectional_lstm(tmp_pat
     assert np.allclose(replay_output(path, x, tmp_path), model.predict(x, verbose=0), atol=1e-6, rtol=1e-6)
 
 
-def test_recurrent_weights_grucli_cannot_slice_stop_export(tmp_path: Path) -> None:
-    from grucli.layers import refuse_unsliced
-    from grucli.model import ModelFile, ModelLayers, OtherLayer, RawLayer
-    from grucli.errors import SelectionError
+def custom_cell_model(tf_keras: Any, path: Path) -> None:
+    """A GRU, then RNN(a user's own cell): weights of a recurrent shape grucli cannot slice."""
+    import tensorflow as tf
 
-    other = OtherLayer("rnn/cell", "PeepholeLSTMCell", (("kernel", (3, 16)),), "PeepholeLSTMCell is not a recurrent layer", True)
-    found = ModelLayers(ModelFile("m.h5", "legacy-h5", "2.2.4", None, True, RawLayer("m", "Sequential", {})), (), (other,))
-    with pytest.raises(SelectionError, match=r"holds recurrent weights grucli cannot slice: rnn/cell \(PeepholeLSTMCell\)"):
-        refuse_unsliced(found)
-    assert refuse_unsliced(found, skip=True) == [other]
+    class MinimalRNNCell(tf_keras.layers.Layer):
+        def __init__(self, units: int, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.units, self.state_size = units, units
+
+        def build(self, input_shape: Any) -> None:
+            self.kernel = self.add_weight(shape=(input_shape[-1], self.units), name="kernel")
+            self.recurrent_kernel = self.add_weight(shape=(self.units, self.units), name="recurrent_kernel")
+
+        def call(self, inputs: Any, states: Any) -> Any:
+            h = tf.matmul(inputs, self.kernel) + tf.matmul(states[0], self.recurrent_kernel)
+            return h, [h]
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "units": self.units}
+
+    model = tf_keras.Sequential([tf_keras.layers.GRU(3, return_sequences=True, input_shape=(5, 2), name="gru"),
+                                 tf_keras.layers.RNN(MinimalRNNCell(2), name="minimal")])
+    model.save(path)
+
+
+def test_recurrent_weights_grucli_cannot_slice_are_never_dropped(tf_keras: Any, tmp_path: Path) -> None:
+    path = tmp_path / "custom.h5"
+    custom_cell_model(tf_keras, path)
+    refused = run("export", str(path), "-o", str(tmp_path / "g.npz"))
+    assert refused.exit_code == 2 and not (tmp_path / "g.npz").exists()
+    assert refused.stderr == (
+        f"Error: {path} holds recurrent weights grucli cannot slice: minimal (MinimalRNNCell): MinimalRNNCell is not a "
+        "recurrent layer or cell grucli can slice; pass --skip-unsliced to leave them out\n"
+    )
+    skipped = run("export", str(path), "-o", str(tmp_path / "g.npz"), "--skip-unsliced")
+    assert skipped.exit_code == 0
+    assert skipped.stderr.startswith("skipped minimal (MinimalRNNCell): ")
+    with np.load(tmp_path / "g.npz") as archive:
+        assert sorted({key.split("/")[0] for key in archive.files}) == ["gru"]
+    replay = run("replay", str(path), "-o", str(tmp_path / "y.npy"))
+    assert replay.exit_code == 2 and "layer minimal (RNN with a custom cell)" in replay.stderr
+
+
+def test_layer_narrows_what_verify_must_compare(keras3: Any, tmp_path: Path) -> None:
+    inputs = keras3.Input((4, 6, 2))
+    convolved = keras3.layers.ConvLSTM1D(3, 3, name="conv")(inputs)  # (batch, 4, 3): a sequence for the GRU
+    keras3.Model(inputs, keras3.layers.GRU(2, name="gru")(convolved)).save(tmp_path / "c.keras")
+    whole = run("verify", str(tmp_path / "c.keras"), "--json")
+    assert whole.exit_code == 1
+    assert [(layer["path"], layer["passed"]) for layer in json.loads(whole.stdout)["layers"]] == [("conv", False), ("gru", True)]
+    narrowed = run("verify", str(tmp_path / "c.keras"), "--layer", "gru", "--json")
+    assert narrowed.exit_code == 0, narrowed.stdout
+    assert [layer["path"] for layer in json.loads(narrowed.stdout)["layers"]] == ["gru"]
 
 
 # --- 9. a masked seq2seq under tf-keras ----------------------------------------------------------------
