@@ -19,11 +19,6 @@ class OutputError(GrucliError):
     """An output file cannot be written (exists without --force, folder missing, ...)."""
 
 
-# What interpreting a config or weights of the wrong structure raises (a dict where a list was
-# expected, a missing key, shapes that do not multiply): for a model file, that means malformed.
-MALFORMED = (TypeError, KeyError, ValueError, IndexError, AttributeError, ZeroDivisionError, OverflowError, RecursionError)
-
-
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """An exception's message, first line only, for an `Error:` line (its type if it says nothing)."""
     text = str(exc).strip() or type(exc).__name__

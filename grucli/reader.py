@@ -218,11 +218,31 @@ def _open_member(path: Path, archive: "zipfile.ZipFile", info: "zipfile.ZipInfo"
     return io.BytesIO(_read_member(path, archive, info.filename, _LIMITS.get().max_bytes))
 
 
+MAX_CONFIG_DEPTH = 200  # real configs nest a few dozen levels; the walkers below recurse per level
+
+
 def _parse_json(raw: bytes | str, where: str) -> Any:
     try:
-        return json.loads(raw)
+        document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{where} is not valid JSON ({first_line(exc)})") from None
+    except RecursionError:
+        raise ModelFileError(f"{where} nests deeper than JSON can be read; expected a Keras config") from None
+    if _depth(document) > MAX_CONFIG_DEPTH:
+        raise ModelFileError(f"{where} nests more than {MAX_CONFIG_DEPTH} levels deep; expected a Keras config")
+    return document
+
+
+def _depth(document: Any) -> int:
+    """How deeply lists and objects nest, counted without recursion."""
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_CONFIG_DEPTH:
+                stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 class _Keras3Weights:

@@ -418,3 +418,16 @@ def test_a_bug_is_an_internal_error_not_a_bad_file(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("GRUCLI_DEBUG", "1")
     debug = run("inspect", str(sample("k3_gru.keras")))
     assert debug.exit_code == 3 and "Traceback (most recent call last)" in debug.stderr
+
+
+def test_a_config_nested_too_deeply_is_a_bad_file_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "deep.h5"
+    path.write_bytes(sample("tfk_gru.h5").read_bytes())
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        config["config"]["layers"][1]["config"]["extra"] = "NESTED"
+        # 5000 levels: past json's own recursion limit (written as text: json.dumps cannot either)
+        f.attrs["model_config"] = json.dumps(config).replace('"NESTED"', "[" * 5000 + "1" + "]" * 5000)
+    result = run("inspect", str(path))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {path}: model_config nests")
