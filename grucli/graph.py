@@ -175,7 +175,7 @@ class ModelReplay:
         if name in MODEL_CLASSES:
             return self._run_model(layer, f"{path}/", _tensor_list(args[0], path, name))
         if name in MERGES:
-            return [_merge(name, layer.config, _tensor_list(args[0], path, name))]
+            return [_merge(layer, path, _tensor_list(args[0], path, name))]
         x = args[0]
         if not isinstance(x, Tensor):
             what = f"{len(x)} tensors" if isinstance(x, list) else f"the constant {x!r}"
@@ -259,6 +259,8 @@ class ModelReplay:
         inner = layer.children[0][1]
         batch, timesteps = x.value.shape[:2]
         flat = Tensor(x.value.reshape((batch * timesteps,) + x.value.shape[2:]))
+        if inner.class_name not in SIMPLE_LAYERS:
+            raise ReplayError(f"layer {path} wraps {inner.class_name} in TimeDistributed, which the replay cannot run")
         out = SIMPLE_LAYERS[inner.class_name](inner, flat, self).value
         return Tensor(out.reshape((batch, timesteps) + out.shape[1:]), x.mask)
 
@@ -403,6 +405,11 @@ def run_operation(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mappi
         raise ReplayError(f"operation {path} ({name}) is called with {len(args)} arguments; expected 2")
     operands = [_operand(arg, path, name) for arg in args]
     masks = [arg.mask for arg in args if isinstance(arg, Tensor) and arg.mask is not None]
+    shapes = [np.shape(operand) for operand in operands]
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ReplayError(f"operation {path} ({name}) is called on shapes {shapes}, which do not broadcast") from None
     value = OPERATIONS[name](operands[0], operands[1])
     return Tensor(np.asarray(value), np.logical_and.reduce(masks) if masks else None)
 
@@ -425,14 +432,27 @@ OPERATIONS: Mapping[str, Callable[[Any, Any], np.ndarray]] = {
 # --- the layers themselves ------------------------------------------------------------------------------
 
 
-def _weights(layer: RawLayer) -> list[np.ndarray]:
+def _weights(layer: RawLayer, shapes: Sequence[tuple[int | None, ...]], what: str) -> list[np.ndarray]:
+    """The layer's stored weights, checked against the shapes its call needs (None: any size)."""
+    found = [tuple(w.array.shape) for w in layer.weights]
+    fits = len(found) == len(shapes) and all(
+        len(got) == len(want) and all(w is None or g == w for g, w in zip(got, want)) for got, want in zip(found, shapes)
+    )
+    if not fits:
+        expected = ", ".join(str(tuple("n" if d is None else d for d in shape)) for shape in shapes)
+        raise ModelFileError(f"layer {layer.name} ({layer.class_name}) stores weights of shapes {found or 'none'}; "
+                             f"expected {what}: {expected or 'none'}")
     return [np.asarray(w.array) for w in layer.weights]
 
 
 def _dense(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
-    weights = _weights(layer)
+    features = x.value.shape[-1]
+    use_bias = layer.config.get("use_bias", True)
+    units = layer.config.get("units", layer.config.get("output_dim"))  # Keras 1 says output_dim
+    weights = _weights(layer, [(features, units), (units,)][: 1 + bool(use_bias)],
+                       f"a kernel for {features} input features" + (" and a bias" if use_bias else ""))
     y = x.value.astype(replay.dtype) @ weights[0].astype(replay.dtype)
-    if layer.config.get("use_bias", True) and len(weights) > 1:
+    if use_bias:
         y = y + weights[1].astype(replay.dtype)
     return Tensor(activation(_activation_of(layer), replay.semantics)(y), x.mask)
 
@@ -444,7 +464,9 @@ def _activation_of(layer: RawLayer) -> str | None:
 
 
 def _embedding(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
-    table = _weights(layer)[0].astype(replay.dtype)
+    table = _weights(layer, [(None, None)], "one (vocabulary, dimensions) table")[0].astype(replay.dtype)
+    if x.value.dtype.kind == "f" and not np.all(np.mod(x.value, 1) == 0):
+        raise ReplayError(f"layer {layer.name} (Embedding) is fed fractions; expected integer ids")
     ids = np.asarray(x.value).astype(np.int64)
     if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
         raise ReplayError(f"layer {layer.name}: input ids must be in 0..{table.shape[0] - 1}, got {ids.min()}..{ids.max()}")
@@ -460,24 +482,43 @@ def _masking(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
 
 def _batch_norm(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
     config = layer.config
-    weights = iter(_weights(layer))
-    gamma = next(weights) if config.get("scale", True) else 1.0
-    beta = next(weights) if config.get("center", True) else 0.0
+    axis = config.get("axis", -1)
+    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    if axis not in (-1, x.value.ndim - 1):
+        raise ReplayError(f"layer {layer.name} (BatchNormalization) normalises axis {axis}; the replay runs the last axis only")
+    features = x.value.shape[-1]
+    scale, center = config.get("scale", True), config.get("center", True)
+    weights = iter(_weights(layer, [(features,)] * (2 + bool(scale) + bool(center)),
+                            f"{'gamma, ' if scale else ''}{'beta, ' if center else ''}moving mean and variance for {features} features"))
+    gamma = next(weights) if scale else 1.0
+    beta = next(weights) if center else 0.0
     mean, variance = next(weights), next(weights)
     epsilon = float(config.get("epsilon", 1e-3))
     return Tensor((x.value - mean) / np.sqrt(variance + epsilon) * gamma + beta, x.mask)
 
 
 def _reshape(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
-    return Tensor(x.value.reshape((x.value.shape[0], *layer.config["target_shape"])))
+    target = tuple(layer.config.get("target_shape", ()))
+    known = int(np.prod([d for d in target if d != -1], dtype=np.int64))
+    size = int(np.prod(x.value.shape[1:], dtype=np.int64))
+    unknown = target.count(-1)
+    if unknown > 1 or any(d < -1 for d in target) or (size != known if unknown == 0 else known == 0 or size % known):
+        raise ReplayError(f"layer {layer.name} (Reshape) cannot reshape {x.value.shape[1:]} to target_shape {list(target)}")
+    return Tensor(x.value.reshape((x.value.shape[0], *target)))
 
 
 def _repeat(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
-    return Tensor(np.repeat(x.value[:, None, :], int(layer.config["n"]), axis=1))
+    if x.value.ndim != 2:
+        raise ReplayError(f"layer {layer.name} (RepeatVector) is fed shape {x.value.shape}; expected (batch, features)")
+    return Tensor(np.repeat(x.value[:, None, :], int(layer.config.get("n", 1)), axis=1))
+
+
+def _identity(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
+    return x
 
 
 SIMPLE_LAYERS: Mapping[str, Callable[[RawLayer, Tensor, ModelReplay], Tensor]] = {
-    **{name: (lambda layer, x, replay: x) for name in IDENTITY},
+    **dict.fromkeys(IDENTITY, _identity),
     "Dense": _dense,
     "Embedding": _embedding,
     "Masking": _masking,
@@ -489,25 +530,36 @@ SIMPLE_LAYERS: Mapping[str, Callable[[RawLayer, Tensor, ModelReplay], Tensor]] =
 }
 
 
-def _merge(name: str, config: Mapping[str, Any], inputs: list[Tensor]) -> Tensor:
+def _merge(layer: RawLayer, path: str, inputs: list[Tensor]) -> Tensor:
+    name = layer.class_name
     values = [t.value for t in inputs]
+    shapes = [v.shape for v in values]
     if name == "Concatenate":
-        value = np.concatenate(values, axis=int(config.get("axis", -1)))
-    elif name == "Add":
-        value = np.sum(values, axis=0)
-    elif name == "Subtract":
-        value = values[0] - values[1]
-    elif name == "Multiply":
-        value = np.prod(values, axis=0)
-    elif name == "Average":
-        value = np.mean(values, axis=0)
-    elif name == "Maximum":
-        value = np.max(values, axis=0)
+        axis = layer.config.get("axis", -1)
+        rank = values[0].ndim
+        if not isinstance(axis, int) or not -rank <= axis < rank or any(v.ndim != rank for v in values) or any(
+            np.delete(np.array(shape), axis % rank).tolist() != np.delete(np.array(shapes[0]), axis % rank).tolist() for shape in shapes
+        ):
+            raise ReplayError(f"layer {path} (Concatenate) cannot join shapes {shapes} on axis {axis}")
+        value = np.concatenate(values, axis=axis)
     else:
-        value = np.min(values, axis=0)
+        if len(set(shapes)) != 1 or (name == "Subtract" and len(values) != 2):
+            expected = "two inputs of one shape" if name == "Subtract" else "inputs of one shape"
+            raise ReplayError(f"layer {path} ({name}) is called on shapes {shapes}; expected {expected}")
+        value = MERGE_REDUCTIONS[name](np.stack(values))
     masks = [t.mask for t in inputs if t.mask is not None]
     mask = np.logical_and.reduce(masks) if masks else None
     return Tensor(value, mask)
+
+
+MERGE_REDUCTIONS: Mapping[str, Callable[[np.ndarray], np.ndarray]] = {
+    "Add": lambda stacked: stacked.sum(axis=0),
+    "Subtract": lambda stacked: stacked[0] - stacked[1],
+    "Multiply": lambda stacked: stacked.prod(axis=0),
+    "Average": lambda stacked: stacked.mean(axis=0),
+    "Maximum": lambda stacked: stacked.max(axis=0),
+    "Minimum": lambda stacked: stacked.min(axis=0),
+}
 
 
 def trace_arrays(calls: Sequence[RecurrentCall]) -> dict[str, np.ndarray]:

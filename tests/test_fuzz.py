@@ -131,7 +131,9 @@ def test_config_values_rewritten(name: str, pick: float, value: Any) -> None:
 
 
 @FUZZ
-@given(name=st.sampled_from(["tfk_gru.h5", "tfk_bidir.h5", "k3_lstm.h5", "tfk_bidir_weights.h5", "k3_gru.weights.h5", "keras1_lstm.h5"]),
+@example(name="k3_gru.h5", pick=0.3, shape=[7, 3], dtype="float32", special=None)  # a Dense kernel that fits no input
+@given(name=st.sampled_from(["tfk_gru.h5", "tfk_bidir.h5", "k3_lstm.h5", "tfk_bidir_weights.h5", "k3_gru.weights.h5", "keras1_lstm.h5",
+                             "k3_gru.h5", "tfk_nested.h5"]),
        pick=st.floats(0, 1, exclude_max=True),
        shape=st.lists(st.integers(0, 7), min_size=0, max_size=3),
        dtype=st.sampled_from(["float32", "float16", "float64", "int8", "bool"]),

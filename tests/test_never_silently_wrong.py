@@ -431,3 +431,18 @@ def test_a_config_nested_too_deeply_is_a_bad_file_not_a_crash(tmp_path: Path) ->
     result = run("inspect", str(path))
     assert result.exit_code == 2
     assert result.stderr.startswith(f"Error: {path}: model_config nests")
+
+
+def test_weights_that_do_not_fit_a_layer_are_a_bad_file(tmp_path: Path) -> None:
+    path = tmp_path / "dense.h5"
+    path.write_bytes(sample("k3_gru.h5").read_bytes())
+    with h5py.File(path, "r+") as f:
+        kernel = "model_weights/dense/sequential_2/dense/kernel"
+        del f[kernel]
+        f[kernel] = np.ones((7, 3), np.float32)
+    result = run("replay", str(path), "-o", str(tmp_path / "y.npy"))
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Error: layer dense (Dense) stores weights of shapes [(7, 3), (2,)]; expected a kernel for 4 input features "
+        "and a bias: (4, 2), (2,)\n"
+    )
