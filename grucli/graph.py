@@ -16,7 +16,8 @@ import numpy as np
 from grucli.errors import ModelFileError
 from grucli.layers import LAYER_KINDS
 from grucli.model import CELL_CLASSES, MODEL_CLASSES, ModelFile, ModelLayers, RawLayer, RecurrentLayer
-from grucli.replay import ReplayError, activation, layer_outputs, merge_directions, run_layer
+from grucli import gates
+from grucli.replay import STATE_COUNT, ReplayError, activation, layer_outputs, merge_directions, run_layer
 
 IDENTITY = {
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
@@ -169,50 +170,61 @@ class ModelReplay:
         name = layer.class_name
         if layer.is_operation:
             return [run_operation(layer, path, args, kwargs)]
-        _check_keywords(layer, path, kwargs)
+        _check_keywords(layer, path, kwargs, RECURRENT_KEYWORDS if name in RECURRENT else ())
         if len(args) != 1:
             raise ReplayError(f"layer {path} ({name}) is called with {len(args)} positional arguments; the replay runs layers called on one input")
         if name in MODEL_CLASSES:
             return self._run_model(layer, f"{path}/", _tensor_list(args[0], path, name))
         if name in MERGES:
             return [_merge(layer, path, _tensor_list(args[0], path, name))]
+        if name in RECURRENT:
+            x, initial_state = _recurrent_inputs(layer, path, args[0], kwargs.get("initial_state"))
+            return self._call_recurrent(layer, path, x, initial_state)
         x = args[0]
         if not isinstance(x, Tensor):
             what = f"{len(x)} tensors" if isinstance(x, list) else f"the constant {x!r}"
-            extra = " (a recurrent layer given its initial state this way is not supported yet)" if name in RECURRENT else ""
-            raise ReplayError(f"layer {path} ({name}) is called on {what}; the replay expects one tensor{extra}")
-        if name in RECURRENT:
-            return self._call_recurrent(layer, path, x)
+            raise ReplayError(f"layer {path} ({name}) is called on {what}; the replay expects one tensor")
         if name == "TimeDistributed":
             return [self._time_distributed(layer, path, x)]
         return [SIMPLE_LAYERS[name](layer, x, self)]
 
-    def _call_recurrent(self, layer: RawLayer, path: str, x: Tensor) -> list[Tensor]:
-        outputs, traces = self.recurrent_outputs(layer, path, x.value, x.mask)
+    def _call_recurrent(self, layer: RawLayer, path: str, x: Tensor, initial_state: list[np.ndarray] | None) -> list[Tensor]:
+        outputs, traces = self.recurrent_outputs(layer, path, x.value, x.mask, initial_state)
         self.calls.append(RecurrentCall(path, layer.class_name, x.value, x.mask, outputs, traces))
         config = layer.config
         sequence_mask = x.mask if config.get("return_sequences") else None
         return [Tensor(value, sequence_mask if index == 0 else None) for index, value in enumerate(outputs)]
 
-    def recurrent_outputs(self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
-        """Outputs of one recurrent layer (as Keras returns them) and each direction's gate trace."""
+    def recurrent_outputs(
+        self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None, initial_state: Sequence[np.ndarray] | None = None,
+    ) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
+        """Outputs of one recurrent layer (as Keras returns them) and each direction's gate trace.
+
+        `initial_state` is what the layer was called with (`initial_state=[h, c]`): for a
+        Bidirectional layer the forward states then the backward ones, for stacked cells each
+        cell's states in order."""
         x = np.asarray(x, dtype=self.dtype)
         if layer.class_name == "Bidirectional":
-            return self._bidirectional(layer, path, x, mask)
+            return self._bidirectional(layer, path, x, mask, initial_state)
         if layer.class_name == "RNN" and len(layer.children) > 1:
-            return self._stacked(layer, path, x, mask)
+            return self._stacked(layer, path, x, mask, initial_state)
         recurrent = self._layer(path)
-        run = run_layer(recurrent, x, mask, self.semantics, self.dtype, self.trace, progress=self._progress_for(path))
+        run = run_layer(recurrent, x, mask, self.semantics, self.dtype, self.trace, progress=self._progress_for(path),
+                        initial_state=initial_state)
         return layer_outputs(run, recurrent.config), {path: run.trace}
 
-    def _bidirectional(self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
+    def _bidirectional(
+        self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None, initial_state: Sequence[np.ndarray] | None,
+    ) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
         config = layer.config
         forward, backward = self._layer(f"{path}/forward"), self._layer(f"{path}/backward")
         return_sequences = bool(forward.config.get("return_sequences"))
+        halves = _split_states(initial_state, [forward, backward], path)
         # Bidirectional forces zero_output_for_mask = return_sequences on both directions.
         runs = [
-            run_layer(l, x, mask, self.semantics, self.dtype, self.trace, zero_output_for_mask=return_sequences, progress=self._progress_for(l.path))
-            for l in (forward, backward)
+            run_layer(direction, x, mask, self.semantics, self.dtype, self.trace, zero_output_for_mask=return_sequences,
+                      progress=self._progress_for(direction.path), initial_state=states)
+            for direction, states in zip((forward, backward), halves)
         ]
         if return_sequences:
             y_forward, y_backward = runs[0].sequence, runs[1].sequence[:, ::-1]
@@ -223,7 +235,9 @@ class ModelReplay:
             merged += runs[0].states + runs[1].states
         return merged, {f"{path}/forward": runs[0].trace, f"{path}/backward": runs[1].trace}
 
-    def _stacked(self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
+    def _stacked(
+        self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None, initial_state: Sequence[np.ndarray] | None,
+    ) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
         # Cell k at step t needs only cell k-1's output at t and its own state at t-1, so the
         # stack runs as a chain of whole sequences. go_backwards reverses time once, up front.
         config = layer.config
@@ -233,13 +247,13 @@ class ModelReplay:
         states: list[np.ndarray] = []
         traces = {}
         run = None
-        for role, _ in layer.children:
-            cell = self._layer(f"{path}/{role}")
+        cells = [self._layer(f"{path}/{role}") for role, _ in layer.children]
+        for cell, cell_states in zip(cells, _split_states(initial_state, cells, path)):
             run = run_layer(cell, sequence, step_mask, self.semantics, self.dtype, self.trace, go_backwards=False,
-                            progress=self._progress_for(cell.path))
+                            progress=self._progress_for(cell.path), initial_state=cell_states)
             sequence = run.sequence
             states += run.states
-            traces[f"{path}/{role}"] = run.trace
+            traces[cell.path] = run.trace
         assert run is not None
         output = run.sequence if config.get("return_sequences") else run.last_output
         return ([output, *states] if config.get("return_state") else [output]), traces
@@ -381,12 +395,56 @@ def _tensor_list(value: Any, path: str, name: str) -> list[Tensor]:
     return values
 
 
+RECURRENT_KEYWORDS = ("initial_state",)
+
+
+def _recurrent_inputs(layer: RawLayer, path: str, first: Any, initial_state: Any) -> tuple[Tensor, list[np.ndarray] | None]:
+    """A recurrent layer's input and initial states: Keras 3 passes `initial_state=[...]`; Keras 2
+    saves a call with initial_state as one list of tensors, the input first."""
+    if isinstance(first, list) and initial_state is None:
+        first, initial_state = first[0], first[1:] or None
+    if not isinstance(first, Tensor):
+        raise ReplayError(f"layer {path} ({layer.class_name}) is called on {first!r}; the replay expects a tensor")
+    if initial_state is None:
+        return first, None
+    states = list(_flattened(initial_state))  # stacked cells take one list per cell: [[h0], [h1, c1]]
+    if not states or not all(isinstance(state, Tensor) for state in states):
+        raise ReplayError(f"layer {path} ({layer.class_name}) is given the initial state {initial_state!r}; expected tensors")
+    return first, [state.value for state in states]
+
+
+def _flattened(value: Any) -> Iterator[Any]:
+    if isinstance(value, list):
+        for item in value:
+            yield from _flattened(item)
+    else:
+        yield value
+
+
+def _split_states(states: Sequence[np.ndarray] | None, layers: Sequence[RecurrentLayer], path: str) -> list[list[np.ndarray] | None]:
+    """Initial states handed to several layers (Bidirectional's directions, stacked cells), in order."""
+    if states is None:
+        return [None] * len(layers)
+    counts = [STATE_COUNT[gates.equation_family(layer.kind)] for layer in layers]
+    if len(states) != sum(counts):
+        raise ReplayError(f"layer {path} is given {len(states)} initial states; expected {sum(counts)}")
+    split, start = [], 0
+    for count in counts:
+        split.append(list(states[start:start + count]))
+        start += count
+    return split
+
+
 # Keywords a saved layer call may carry that change nothing at inference, with the values that do so.
 _HARMLESS_KEYWORDS: Mapping[str, tuple[Any, ...]] = {"training": (None, False), "mask": (None,)}
 
 
-def _check_keywords(layer: RawLayer, path: str, kwargs: Mapping[str, Any]) -> None:
+def _check_keywords(layer: RawLayer, path: str, kwargs: Mapping[str, Any], used: Sequence[str] = ()) -> None:
+    """Refuse, by name, any keyword the layer's implementation does not use (`used`) and that
+    would change what it computes."""
     for key, value in kwargs.items():
+        if key in used:
+            continue
         if key in _HARMLESS_KEYWORDS and any(value is allowed for allowed in _HARMLESS_KEYWORDS[key]):
             continue
         shown = "a tensor" if isinstance(value, Tensor) else repr(value)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -138,12 +138,14 @@ def run_layer(
     zero_output_for_mask: bool | None = None,
     go_backwards: bool | None = None,
     progress: Progress | None = None,
+    initial_state: Sequence[np.ndarray] | None = None,
 ) -> RecurrentRun:
     """Run `layer` over `inputs` (batch, time, features) the way Keras's RNN layer does.
 
     go_backwards processes time in reverse and leaves the sequence in processing order; at a
     masked step every state is carried over and the output repeats the previous one (or is
-    zero with zero_output_for_mask).
+    zero with zero_output_for_mask). `initial_state` ([h] or, for an LSTM, [h, c]) replaces the
+    zero state the first step starts from (a seq2seq decoder's encoder state).
     """
     if layer.kind.startswith("ConvLSTM"):
         raise ReplayError(f"layer {layer.path}: {layer.kind} cannot be replayed (only its weights can be inspected)")
@@ -157,8 +159,24 @@ def run_layer(
         mask = mask[:, ::-1] if mask is not None else None
     if zero_output_for_mask is None:
         zero_output_for_mask = bool(layer.config.get("zero_output_for_mask"))
-    cell = CELLS[gates.equation_family(layer.kind)]
-    return cell(layer, x, mask, semantics, dtype, trace, zero_output_for_mask, progress)
+    family = gates.equation_family(layer.kind)
+    states = _initial_states(layer, family, x.shape[0], initial_state, dtype)
+    return CELLS[family](layer, x, mask, semantics, dtype, trace, zero_output_for_mask, progress, states)
+
+
+STATE_COUNT = {"GRU": 1, "LSTM": 2, "SimpleRNN": 1}  # [h], [h, c], [h]
+
+
+def _initial_states(layer: RecurrentLayer, family: str, batch: int, given: Sequence[np.ndarray] | None, dtype: type) -> list[np.ndarray]:
+    """The states the first step starts from: zeros, or the given ones after checking their shapes."""
+    if given is None:
+        return [np.zeros((batch, layer.units), dtype) for _ in range(STATE_COUNT[family])]
+    shapes = [tuple(np.shape(state)) for state in given]
+    if len(given) != STATE_COUNT[family] or any(shape != (batch, layer.units) for shape in shapes):
+        raise ReplayError(
+            f"layer {layer.path} is given initial states of shapes {shapes}; expected {STATE_COUNT[family]} of shape {(batch, layer.units)}"
+        )
+    return [np.asarray(state, dtype=dtype) for state in given]
 
 
 def _weights(layer: RecurrentLayer, dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -199,7 +217,7 @@ class _Stepper:
 
 def gru_cell(
     layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
-    progress: Progress | None = None,
+    progress: Progress | None, initial_state: list[np.ndarray],
 ) -> RecurrentRun:
     units = layer.units
     act = activation(layer.config.get("activation", "tanh"), semantics)
@@ -209,7 +227,7 @@ def gru_cell(
     z_, r_, h_ = (gates.gate_columns("GRU", units, g) for g in "zrh")
     batch, timesteps, _ = x.shape
     x_all = x @ kernel + input_bias  # every timestep's x_z | x_r | x_h at once
-    h_tm1 = np.zeros((batch, units), dtype)
+    (h_tm1,) = initial_state
     stepper = _Stepper(batch, timesteps, units, mask, zero_output, dtype)
     traced = {g: np.zeros((batch, timesteps, units), dtype) for g in ("z", "r", "hh", "h")} if trace else {}
     for t in range(timesteps):
@@ -240,7 +258,7 @@ def gru_cell(
 
 def lstm_cell(
     layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
-    progress: Progress | None = None,
+    progress: Progress | None, initial_state: list[np.ndarray],
 ) -> RecurrentRun:
     units = layer.units
     act = activation(layer.config.get("activation", "tanh"), semantics)
@@ -249,8 +267,7 @@ def lstm_cell(
     i_, f_, c_, o_ = (gates.gate_columns("LSTM", units, g) for g in "ifco")
     batch, timesteps, _ = x.shape
     x_all = x @ kernel + bias
-    h_tm1 = np.zeros((batch, units), dtype)
-    c_tm1 = np.zeros((batch, units), dtype)
+    h_tm1, c_tm1 = initial_state
     stepper = _Stepper(batch, timesteps, units, mask, zero_output, dtype)
     traced = {g: np.zeros((batch, timesteps, units), dtype) for g in ("i", "f", "cc", "c", "o", "h")} if trace else {}
     for t in range(timesteps):
@@ -274,13 +291,13 @@ def lstm_cell(
 
 def simple_rnn_cell(
     layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
-    progress: Progress | None = None,
+    progress: Progress | None, initial_state: list[np.ndarray],
 ) -> RecurrentRun:
     act = activation(layer.config.get("activation", "tanh"), semantics)
     kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
     batch, timesteps, _ = x.shape
     x_all = x @ kernel + bias
-    h_tm1 = np.zeros((batch, layer.units), dtype)
+    (h_tm1,) = initial_state
     stepper = _Stepper(batch, timesteps, layer.units, mask, zero_output, dtype)
     traced = {"h": np.zeros((batch, timesteps, layer.units), dtype)} if trace else {}
     for t in range(timesteps):

@@ -92,7 +92,7 @@ class Probe:
     layer_input: np.ndarray
     mask: np.ndarray | None
     outputs: list[np.ndarray]
-    extra_inputs: int  # tensors the layer is called on besides its input (an initial state)
+    initial_state: list[np.ndarray]  # the states the layer was called with (empty: zeros)
 
 
 @dataclass(frozen=True)
@@ -443,13 +443,9 @@ def _check_layers(
             checks.append(LayerCheck(path, raw.class_name, None, f"the replay engine cannot run {blocker[1]}"))
             continue
         probe = framework.probe(keras_model, chain, raw.name, inputs) if chain else probed[raw.name]
-        if probe.extra_inputs:
-            note = f"called on {probe.extra_inputs} more tensors than its input (an initial state), which the replay does not run yet"
-            checks.append(LayerCheck(path, raw.class_name, None, note))
-            continue
         real_input, keras_mask, real_outputs = probe.layer_input, probe.mask, probe.outputs
         mask = keras_mask if keras_mask is not None else masks.get(path)
-        outputs, run_traces = replay.recurrent_outputs(raw, path, real_input, mask)
+        outputs, run_traces = replay.recurrent_outputs(raw, path, real_input, mask, probe.initial_state or None)
         checks.append(LayerCheck(path, raw.class_name, compare(outputs, real_outputs, atol, rtol)))
         if options.trace:
             traces.extend(_trace_tables(run_traces, real_input, options, replay))
@@ -599,10 +595,10 @@ class _Framework:
         layout: list[tuple[str, int, bool, int]] = []
         for name in names:
             layer = keras_model.get_layer(name)
-            symbolic_input, symbolic_mask, extra = self._input_and_mask(layer.input)
+            symbolic_input, symbolic_mask, states = self._input_and_mask(layer.input)
             layer_outputs = list(layer.output) if isinstance(layer.output, (list, tuple)) else [layer.output]
-            outputs += [symbolic_input, *layer_outputs] + ([symbolic_mask] if symbolic_mask is not None else [])
-            layout.append((name, len(layer_outputs), symbolic_mask is not None, extra))
+            outputs += [symbolic_input, *layer_outputs, *states] + ([symbolic_mask] if symbolic_mask is not None else [])
+            layout.append((name, len(layer_outputs), symbolic_mask is not None, len(states)))
         if not names:
             return self.predict(keras_model, inputs), {}
         try:
@@ -613,12 +609,13 @@ class _Framework:
             raise VerifyError(f"{self.describe()} predict failed: {first_line(exc, 300)}") from None
         predicted, rest = values[: len(keras_model.outputs)], values[len(keras_model.outputs):]
         probed = {}
-        for name, n_outputs, has_mask, extra in layout:
+        for name, n_outputs, has_mask, n_states in layout:
             real_input, layer_values, rest = rest[0], rest[1 : 1 + n_outputs], rest[1 + n_outputs :]
+            states, rest = rest[:n_states], rest[n_states:]
             mask = None
             if has_mask:
                 mask, rest = rest[0].astype(bool), rest[1:]
-            probed[name] = Probe(real_input, mask, layer_values, extra)
+            probed[name] = Probe(real_input, mask, layer_values, states)
         return predicted, probed
 
     def probe(self, keras_model: Any, chain: tuple[str, ...], name: str, inputs: list[np.ndarray]) -> "Probe":
@@ -630,12 +627,13 @@ class _Framework:
             owner_inputs = [self._run_probe(owner, [feeding], owner_inputs)[0]]
             owner = inner
         layer = owner.get_layer(name)
-        symbolic_input, symbolic_mask, extra = self._input_and_mask(layer.input)
+        symbolic_input, symbolic_mask, states = self._input_and_mask(layer.input)
         outputs = list(layer.output) if isinstance(layer.output, (list, tuple)) else [layer.output]
-        tensors = [symbolic_input, *outputs] + ([symbolic_mask] if symbolic_mask is not None else [])
+        tensors = [symbolic_input, *outputs, *states] + ([symbolic_mask] if symbolic_mask is not None else [])
         values = self._run_probe(owner, tensors, owner_inputs)
         mask = values.pop().astype(bool) if symbolic_mask is not None else None
-        return Probe(values[0], mask, values[1:], extra)
+        n_outputs = len(outputs)
+        return Probe(values[0], mask, values[1 : 1 + n_outputs], values[1 + n_outputs :])
 
     def _run_probe(self, owner: Any, tensors: list[Any], inputs: list[np.ndarray]) -> list[np.ndarray]:
         with warnings.catch_warnings():
@@ -647,9 +645,9 @@ class _Framework:
             values = probe.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
         return [np.asarray(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
 
-    def _input_and_mask(self, symbolic: Any) -> tuple[Any, Any, int]:
-        """A layer's input tensor, a tensor a probe model can output for its mask, and how many
-        more tensors the layer is called on (an initial state).
+    def _input_and_mask(self, symbolic: Any) -> tuple[Any, Any, list[Any]]:
+        """A layer's input tensor, a tensor a probe model can output for its mask, and the other
+        tensors the layer is called on (its initial state).
 
         Keras 3 lists the mask beside the input. tf-keras hangs it on the tensor as
         `_keras_mask`, which a Functional model cannot output (it is no layer's output): a
@@ -658,12 +656,12 @@ class _Framework:
         tensors = list(symbolic) if isinstance(symbolic, (list, tuple)) else [symbolic]
         tensor, rest = tensors[0], tensors[1:]
         masks = [t for t in rest if "bool" in str(getattr(t, "dtype", ""))]
-        extra = len(rest) - len(masks)  # more inputs than x: an initial state, or constants
+        states = [t for t in rest if not any(t is m for m in masks)]  # more inputs than x: the initial state
         if masks:
-            return tensor, masks[0], extra
+            return tensor, masks[0], states
         if getattr(tensor, "_keras_mask", None) is None:
-            return tensor, None, extra
-        return tensor, _mask_output_layer(self.module)(tensor), extra
+            return tensor, None, states
+        return tensor, _mask_output_layer(self.module)(tensor), states
 
 
 def _mask_output_layer(module: Any) -> Any:
