@@ -131,6 +131,9 @@ def _notes(layer: RecurrentLayer) -> list[str]:
         "x: this timestep's input; h_prev" + (", c_prev" if gates.equation_family(layer.kind) == "LSTM" else "")
         + ": the state after the previous step (zeros at the first)",
     ]
+    if layer.kind.startswith("ConvLSTM"):
+        notes.append("⊛: a convolution; x ⊛ W_g with the layer's kernel_size, strides, padding and dilation_rate, "
+                     "h_prev ⊛ U_g with stride 1 and padding same")
     if layer.config.get("go_backwards"):
         notes.append("go_backwards: the steps run from the last timestep to the first")
     if layer.source_layout == "cudnn":

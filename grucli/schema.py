@@ -47,6 +47,11 @@ def _int_or_ints(value: Any) -> bool:
     return _is_int(value) or _list_of(_is_int)(value)
 
 
+def _padding(value: Any) -> bool:
+    """"same"/"valid"/"causal", or ZeroPadding's amounts: 2, [1, 2], [[1, 1], [2, 2]]."""
+    return isinstance(value, str) or _is_int(value) or _list_of(_int_or_ints)(value)
+
+
 def _activation(value: Any) -> bool:
     """A name, or Keras 3's {"class_name": ..., "config": name or {"name": ...}}."""
     if value is None or isinstance(value, str):
@@ -93,6 +98,8 @@ _NAMES = {
     "a list of dimensions (integers or null)": _list_of(_optional(_is_int)),
     "a list of integers": _list_of(_is_int),
     "an integer or a list of integers": _int_or_ints,
+    "an integer, a list of integers or null": _optional(_int_or_ints),
+    "a padding mode or amounts": _padding,
     "a string": lambda value: isinstance(value, str),
     "a string or null": _optional(lambda value: isinstance(value, str)),
     "a dtype name or policy": _dtype,
@@ -113,8 +120,10 @@ _KEY_EXPECTATIONS: Mapping[str, str] = {
     **dict.fromkeys(("batch_shape", "batch_input_shape", "input_shape"), "a list of dimensions (integers or null)"),
     "target_shape": "a list of integers",
     "axis": "an integer or a list of integers",
-    **dict.fromkeys(("kernel_size", "strides", "dilation_rate"), "an integer or a list of integers"),
-    **dict.fromkeys(("padding", "data_format"), "a string"),
+    **dict.fromkeys(("kernel_size", "dilation_rate"), "an integer or a list of integers"),
+    "strides": "an integer, a list of integers or null",  # pooling layers default strides to pool_size
+    "padding": "a padding mode or amounts",
+    "data_format": "a string or null",
     "merge_mode": "a string or null",
     "name": "a string",
     "dtype": "a dtype name or policy",
