@@ -243,9 +243,10 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
 @click.option("--trace", is_flag=True, help="Print each timestep's input, gate values and state for one sample and unit.")
 @click.option("--sample", type=int, default=0, show_default=True, help="Sample shown by --trace.")
 @click.option("--unit", type=int, default=0, show_default=True, help="Unit shown by --trace.")
-@click.option("--keras", "framework", type=click.Choice(["keras", "tf-keras"]), default="keras", show_default=True,
-              help="Framework that runs predict: Keras 3 (backend from KERAS_BACKEND, default tensorflow) or "
-              "tf-keras (Keras 2 definitions, e.g. of hard_sigmoid).")
+@click.option("--keras", "framework", type=click.Choice(["auto", "keras", "tf-keras"]), default="auto", show_default=True,
+              help="Framework that runs predict: auto picks the file's own generation (tf-keras for Keras 1/2 and "
+              "tf.keras 2 files when it is installed, else Keras 3); keras is Keras 3 (backend from KERAS_BACKEND, "
+              "default tensorflow); tf-keras keeps the Keras 2 definitions, e.g. of hard_sigmoid.")
 @click.option("--unsafe", is_flag=True, help="Allow loading models with Lambda layers: runs Python code from the file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report (schema in the README) instead of tables.")
 def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, expected_path: Path | None,

@@ -39,6 +39,7 @@ TOLERANCES = {"cpu": (1e-5, 1e-5), "accelerator": (2e-3, 1e-3)}
 LOW_PRECISION = {"float16": 2.0**-10, "bfloat16": 2.0**-7}
 LOW_PRECISION_ULPS = 8
 FRAMEWORKS = ("keras", "tf-keras")
+AUTO = "auto"  # the framework of the file's own generation: tf-keras for Keras 1/2 files when installed
 DEFINITIONS = {
     "hard_sigmoid": {KERAS2: "clip(0.2x + 0.5, 0, 1)", KERAS3: "clip(x/6 + 0.5, 0, 1)"},
     "hard_silu": {KERAS2: "x·clip(0.2x + 0.5, 0, 1)", KERAS3: "x·clip(x/6 + 0.5, 0, 1)"},
@@ -121,7 +122,7 @@ class VerifyOptions:
     sample: int = 0
     unit: int = 0
     layer_paths: tuple[str, ...] = ()
-    framework: str = "keras"
+    framework: str = "auto"
     unsafe: bool = False
     max_bytes: int = 4096 * 2**20
 
@@ -182,7 +183,7 @@ def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> 
     expected = _load_expected(options.expected_path) if options.expected_path else None
     _refuse_code(model_file, options.unsafe)
 
-    framework = _Framework(options.framework)
+    framework = _Framework(resolve_framework(options.framework, model_file))
     keras_model, repairs = framework.load(model_file, layers, options.unsafe)
     device, accelerated = framework.device()
     compute_dtype = _compute_dtype(model_file.root)
@@ -216,13 +217,26 @@ def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> 
         "predict_vs_expected": compare(predicted, expected, atol, rtol, ("predict", "the expected output")) if expected is not None else None,
     }
     return VerifyReport(
-        path=str(path), keras_version=model_file.keras_version, semantics=semantics, framework=framework.describe(),
+        path=str(path), keras_version=model_file.keras_version, semantics=semantics,
+        framework=framework.describe() + (" (auto: the file's own Keras generation)" if options.framework == AUTO else ""),
         device=device, precision=_precision(compute_dtype, device, accelerated),
         atol=atol, rtol=rtol, dtype=options.dtype, input_description=input_description, compute_dtype=compute_dtype,
         layers=tuple(checks) + tuple(c for c in _unsliced_checks(layers, options.layer_paths) if c.path not in {x.path for x in checks}),
         comparisons=comparisons, end_to_end_note=end_to_end_note, repairs=tuple(repairs), warnings=tuple(warnings_),
         traces=tuple(traces),
     )
+
+
+def resolve_framework(requested: str, model: ModelFile) -> str:
+    """`auto`: tf-keras (Keras 2 definitions, and it loads most Keras 1/2 configs) for a file saved by
+    Keras 1/2 or tf.keras 2 when tf-keras is installed; Keras 3 (with config repairs) otherwise."""
+    if requested != AUTO:
+        return requested
+    import importlib.util
+
+    if semantics_for(model.keras_version, model.format) == KERAS2 and importlib.util.find_spec("tf_keras") is not None:
+        return "tf-keras"
+    return "keras"
 
 
 def _tolerances(options: VerifyOptions, accelerated: bool, compute_dtype: str) -> tuple[float, float]:
@@ -481,7 +495,7 @@ class _Framework:
 
     def __init__(self, name: str) -> None:
         if name not in FRAMEWORKS:
-            raise InputError(f"--keras {name!r} is not one of: {', '.join(FRAMEWORKS)}")
+            raise InputError(f"--keras {name!r} is not one of: {', '.join((*FRAMEWORKS, AUTO))}")
         self.name = name
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         try:

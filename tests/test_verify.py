@@ -56,7 +56,7 @@ def test_real_files_pass_under_tf_keras(name: str) -> None:
 
 
 def test_keras3_hard_sigmoid_change_is_named_and_fails() -> None:
-    code, doc, _ = verify(str(real("trafficflow_gru_keras2.1.4.h5")))
+    code, doc, _ = verify(str(real("trafficflow_gru_keras2.1.4.h5")), "--keras", "keras")
     assert code == 1 and doc is not None and doc["passed"] is False
     assert any("layer gru_1: recurrent_activation hard_sigmoid" in w and "Keras 2.1.4" in w for w in doc["warnings"])
     assert "wrapped the Keras 2.1 list-style Sequential config in a dict" in doc["repairs"]
@@ -64,7 +64,7 @@ def test_keras3_hard_sigmoid_change_is_named_and_fails() -> None:
 
 
 def test_keras3_loads_time_major_file_by_repair() -> None:
-    code, doc, _ = verify(str(real("ethnicolr_census2010_lstm_tfkeras2.5.h5")))
+    code, doc, _ = verify(str(real("ethnicolr_census2010_lstm_tfkeras2.5.h5")), "--keras", "keras")
     assert code == 0 and doc is not None
     assert "dropped time_major from the LSTM configs (Keras 3.15.1 (tensorflow backend) does not know them)" in doc["repairs"]
 
@@ -196,7 +196,7 @@ def test_weights_only_file_is_an_error() -> None:
 def test_text_report() -> None:
     result = CliRunner().invoke(cli, ["verify", str(sample("k3_lstm_backwards_bidir.keras"))])
     assert result.exit_code == 0
-    assert "predict: Keras 3.15.1 (tensorflow backend) on CPU" in result.stdout
+    assert "predict: Keras 3.15.1 (tensorflow backend) (auto: the file's own Keras generation) on CPU" in result.stdout
     assert " back " in result.stdout and " bl " in result.stdout
     assert "PASS: every comparison within atol 1e-05 + rtol 1e-05·|predict| (float32 predict on CPU)" in result.stdout
 
@@ -210,7 +210,22 @@ def test_hard_sigmoid_outside_recurrent_layers_is_named_too(tmp_path: Path, tf_k
     model.save(tmp_path / "m.h5", save_format="h5")
     code, doc, _ = verify(str(tmp_path / "m.h5"), "--keras", "tf-keras")
     assert code == 0 and doc is not None and doc["warnings"] == []
-    code, doc, _ = verify(str(tmp_path / "m.h5"))
+    code, doc, _ = verify(str(tmp_path / "m.h5"), "--keras", "keras")
     assert code == 1 and doc is not None
     assert [w.split(":")[1].strip() for w in doc["warnings"]] == ["layer gate_head"]
     assert doc["layers"][0]["passed"] is True  # the GRU itself computes the same in both
+
+
+@pytest.mark.parametrize(("name", "framework"), [
+    ("trafficflow_gru_keras2.1.4.h5", "tf-keras 2.21.0"),  # a Keras 2 file: the Keras 2 definitions
+    ("katakana_seq2seq_lstm_tfkeras2.2.4.h5", "tf-keras 2.21.0"),
+])
+def test_auto_picks_the_files_own_generation(name: str, framework: str) -> None:
+    code, doc, err = verify(str(real(name)))
+    assert code == 0, err or doc
+    assert doc is not None and doc["framework"] == f"{framework} (auto: the file's own Keras generation)"
+
+
+def test_auto_runs_keras3_for_keras3_files() -> None:
+    code, doc, _ = verify(str(sample("k3_gru.keras")))
+    assert code == 0 and doc is not None and doc["framework"].startswith("Keras 3.")
