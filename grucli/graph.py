@@ -17,7 +17,7 @@ from grucli.errors import ModelFileError
 from grucli.layers import LAYER_KINDS
 from grucli.model import CELL_CLASSES, MODEL_CLASSES, ModelFile, ModelLayers, RawLayer, RecurrentLayer
 from grucli import gates
-from grucli.replay import STATE_COUNT, ReplayError, activation, layer_outputs, merge_directions, run_layer
+from grucli.replay import KERAS3, STATE_COUNT, ReplayError, activation, layer_outputs, merge_directions, run_layer
 
 IDENTITY = {
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
@@ -176,10 +176,10 @@ class ModelReplay:
         if name in MODEL_CLASSES:
             return self._run_model(layer, f"{path}/", _tensor_list(args[0], path, name))
         if name in MERGES:
-            return [_merge(layer, path, _tensor_list(args[0], path, name))]
+            return [_merge(layer, path, _tensor_list(args[0], path, name), self.semantics)]
         if name in RECURRENT:
             x, initial_state = _recurrent_inputs(layer, path, args[0], kwargs.get("initial_state"))
-            return self._call_recurrent(layer, path, x, initial_state)
+            return self._call_recurrent(layer, path, _with_explicit_mask(layer, path, x, kwargs.get("mask")), initial_state)
         x = args[0]
         if not isinstance(x, Tensor):
             what = f"{len(x)} tensors" if isinstance(x, list) else f"the constant {x!r}"
@@ -395,7 +395,18 @@ def _tensor_list(value: Any, path: str, name: str) -> list[Tensor]:
     return values
 
 
-RECURRENT_KEYWORDS = ("initial_state",)
+RECURRENT_KEYWORDS = ("initial_state", "mask")
+
+
+def _with_explicit_mask(layer: RawLayer, path: str, x: Tensor, mask: Any) -> Tensor:
+    """Keras 3 saves the mask a layer was called with (`mask=`) as a tensor of the graph; it
+    replaces the one the input carries."""
+    if mask is None:
+        return x
+    if not isinstance(mask, Tensor) or np.shape(mask.value) != x.value.shape[:2]:
+        shown = np.shape(mask.value) if isinstance(mask, Tensor) else repr(mask)
+        raise ReplayError(f"layer {path} ({layer.class_name}) is called with mask {shown}; expected a tensor of shape {x.value.shape[:2]}")
+    return Tensor(x.value, np.asarray(mask.value, dtype=bool))
 
 
 def _recurrent_inputs(layer: RawLayer, path: str, first: Any, initial_state: Any) -> tuple[Tensor, list[np.ndarray] | None]:
@@ -451,39 +462,119 @@ def _check_keywords(layer: RawLayer, path: str, kwargs: Mapping[str, Any], used:
         raise ReplayError(f"layer {path} ({layer.class_name}) is called with {key}={shown}, which the replay does not support")
 
 
+@dataclass(frozen=True)
+class Operation:
+    """How the replay runs one `keras.ops` call saved in a Keras 3 functional model."""
+
+    arity: int  # positional arguments, each a tensor or a number (a list, for `takes_list`)
+    settings: tuple[str, ...]  # the op's own config keys it reads (besides `name`)
+    compute: Callable[[list[Any], Mapping[str, Any]], Any]
+    takes_list: bool = False  # one positional argument: a list of tensors (concatenate)
+    required: tuple[str, ...] = ()  # settings without a default
+
+
 def run_operation(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Tensor:
-    """A Keras 3 operation saved in a functional model (`g * 2 + 1`, `keras.ops.maximum(g, 0)`)."""
+    """A Keras 3 operation saved in a functional model (`g * 2 + 1`, `keras.ops.maximum(g, 0)`, and
+    the NotEqual/Any/LogicalOr ops Keras 3 saves to compute masks). Every argument and setting is
+    used or refused by name."""
     name = layer.class_name
     if name not in OPERATIONS:
         known = ", ".join(sorted(OPERATIONS))
         raise ReplayError(f"layer {path} is the operation {layer.module}.{name}, which the replay cannot run; it runs: {known}")
+    operation = OPERATIONS[name]
+    unused = sorted(set(layer.config) - {"name", *operation.settings})
+    if unused:
+        raise ReplayError(f"operation {path} ({name}) has the setting {unused[0]}={layer.config[unused[0]]!r}, which the replay does not use")
     if kwargs:
         raise ReplayError(f"operation {path} ({name}) is called with {', '.join(sorted(kwargs))}, which the replay does not support")
-    if len(args) != 2:
-        raise ReplayError(f"operation {path} ({name}) is called with {len(args)} arguments; expected 2")
-    operands = [_operand(arg, path, name) for arg in args]
-    masks = [arg.mask for arg in args if isinstance(arg, Tensor) and arg.mask is not None]
-    shapes = [np.shape(operand) for operand in operands]
+    if len(args) != operation.arity:
+        raise ReplayError(f"operation {path} ({name}) is called with {len(args)} arguments; expected {operation.arity}")
+    if operation.takes_list:
+        if not isinstance(args[0], list) or not args[0]:
+            raise ReplayError(f"operation {path} ({name}) is called on {args[0]!r}; expected a list of tensors")
+        operands = [_operand(arg, path, name) for arg in args[0]]
+    else:
+        operands = [_operand(arg, path, name) for arg in args]
+    settings = {key: layer.config[key] for key in operation.settings if key in layer.config}
+    missing = [key for key in operation.required if settings.get(key) is None]
+    if missing:
+        raise ReplayError(f"operation {path} ({name}) has no {missing[0]} setting; expected one")
+    _check_settings(path, name, settings)
     try:
-        np.broadcast_shapes(*shapes)
-    except ValueError:
-        raise ReplayError(f"operation {path} ({name}) is called on shapes {shapes}, which do not broadcast") from None
-    value = OPERATIONS[name](operands[0], operands[1])
-    return Tensor(np.asarray(value), np.logical_and.reduce(masks) if masks else None)
+        with np.errstate(all="ignore"):
+            value = operation.compute(operands, settings)
+    except (ValueError, np.exceptions.AxisError) as exc:  # numpy's words for shapes and axes that do not fit
+        shapes = [np.shape(operand) for operand in operands]
+        raise ReplayError(f"operation {path} ({name}) cannot run on shapes {shapes} with {settings or 'no settings'}: {exc}") from None
+    # Keras 3 operations do not pass a mask on (only layers do): `e * 2` after a masking
+    # Embedding feeds the next layer unmasked, and so does the replay.
+    return Tensor(np.asarray(value))
 
 
-def _operand(value: Any, path: str, name: str) -> np.ndarray | int | float:
+def _check_settings(path: str, name: str, settings: Mapping[str, Any]) -> None:
+    axis = settings.get("axis")
+    if axis is not None and not (isinstance(axis, int) and not isinstance(axis, bool)
+                                 or isinstance(axis, list) and all(isinstance(a, int) for a in axis)):
+        raise ReplayError(f"operation {path} ({name}) has axis={axis!r}; expected an integer, a list of them or null")
+    if "keepdims" in settings and not isinstance(settings["keepdims"], bool):
+        raise ReplayError(f"operation {path} ({name}) has keepdims={settings['keepdims']!r}; expected true or false")
+    dtype = settings.get("dtype")
+    if dtype is not None and (not isinstance(dtype, str) or dtype not in NUMPY_DTYPES):
+        raise ReplayError(f"operation {path} ({name}) has dtype={dtype!r}; expected one of {', '.join(NUMPY_DTYPES)}")
+
+
+def _operand(value: Any, path: str, name: str) -> np.ndarray | int | float | bool:
     if isinstance(value, Tensor):
         return value.value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not isinstance(value, (int, float, bool)):
         raise ReplayError(f"operation {path} ({name}) has the argument {value!r}; expected a tensor or a number")
     return value
 
 
-# Binary `keras.ops` (and the Python operators that call them) by their saved class names.
-OPERATIONS: Mapping[str, Callable[[Any, Any], np.ndarray]] = {
-    "Add": np.add, "Subtract": np.subtract, "Multiply": np.multiply, "Divide": np.true_divide,
-    "TrueDivide": np.true_divide, "Maximum": np.maximum, "Minimum": np.minimum, "Power": np.power,
+def _axis(settings: Mapping[str, Any]) -> int | tuple[int, ...] | None:
+    axis = settings.get("axis")
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+def _binary(function: Callable[[Any, Any], Any]) -> Operation:
+    return Operation(2, (), lambda operands, settings: function(operands[0], operands[1]))
+
+
+def _reduction(function: Callable[..., Any]) -> Operation:
+    return Operation(1, ("axis", "keepdims"), lambda operands, settings: function(
+        operands[0], axis=_axis(settings), keepdims=bool(settings.get("keepdims", False))))
+
+
+def _like(fill: int) -> Operation:
+    def compute(operands: list[Any], settings: Mapping[str, Any]) -> np.ndarray:
+        dtype = settings.get("dtype")
+        return np.full_like(operands[0], fill, dtype=NUMPY_DTYPES[dtype] if dtype else None)
+
+    return Operation(1, ("dtype",), compute)
+
+
+NUMPY_DTYPES: Mapping[str, type] = {
+    "float16": np.float16, "float32": np.float32, "float64": np.float64, "bool": np.bool_,
+    "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64, "uint8": np.uint8,
+}
+
+# `keras.ops` (and the Python operators that call them) by their saved class names.
+OPERATIONS: Mapping[str, Operation] = {
+    "Add": _binary(np.add), "Subtract": _binary(np.subtract), "Multiply": _binary(np.multiply),
+    "Divide": _binary(np.true_divide), "TrueDivide": _binary(np.true_divide), "Power": _binary(np.power),
+    "Maximum": _binary(np.maximum), "Minimum": _binary(np.minimum),
+    "Equal": _binary(np.equal), "NotEqual": _binary(np.not_equal), "Greater": _binary(np.greater),
+    "GreaterEqual": _binary(np.greater_equal), "Less": _binary(np.less), "LessEqual": _binary(np.less_equal),
+    "LogicalAnd": _binary(np.logical_and), "LogicalOr": _binary(np.logical_or),
+    "LogicalNot": Operation(1, (), lambda operands, settings: np.logical_not(operands[0])),
+    "Any": _reduction(np.any), "All": _reduction(np.all), "Mean": _reduction(np.mean), "Sum": _reduction(np.sum),
+    "Max": _reduction(np.max), "Min": _reduction(np.min),
+    "ExpandDims": Operation(1, ("axis",), lambda operands, settings: np.expand_dims(operands[0], _axis(settings)), required=("axis",)),
+    "ZerosLike": _like(0), "OnesLike": _like(1),
+    "Cast": Operation(1, ("dtype",), lambda operands, settings: np.asarray(operands[0]).astype(NUMPY_DTYPES[settings["dtype"]]),
+                      required=("dtype",)),
+    "Concatenate": Operation(1, ("axis",), lambda operands, settings: np.concatenate(operands, axis=settings.get("axis", 0)),
+                             takes_list=True),
 }
 
 
@@ -588,7 +679,7 @@ SIMPLE_LAYERS: Mapping[str, Callable[[RawLayer, Tensor, ModelReplay], Tensor]] =
 }
 
 
-def _merge(layer: RawLayer, path: str, inputs: list[Tensor]) -> Tensor:
+def _merge(layer: RawLayer, path: str, inputs: list[Tensor], semantics: str) -> Tensor:
     name = layer.class_name
     values = [t.value for t in inputs]
     shapes = [v.shape for v in values]
@@ -604,10 +695,70 @@ def _merge(layer: RawLayer, path: str, inputs: list[Tensor]) -> Tensor:
         if len(set(shapes)) != 1 or (name == "Subtract" and len(values) != 2):
             expected = "two inputs of one shape" if name == "Subtract" else "inputs of one shape"
             raise ReplayError(f"layer {path} ({name}) is called on shapes {shapes}; expected {expected}")
+        if semantics == KERAS3 and name in KERAS3_MASKED_MERGES and any(t.mask is not None for t in inputs):
+            return KERAS3_MASKED_MERGES[name](inputs)
         value = MERGE_REDUCTIONS[name](np.stack(values))
-    masks = [t.mask for t in inputs if t.mask is not None]
-    mask = np.logical_and.reduce(masks) if masks else None
-    return Tensor(value, mask)
+    return Tensor(value, _merged_mask(layer, inputs, semantics))
+
+
+def _feature_mask(t: Tensor) -> np.ndarray | None:
+    return None if t.mask is None else np.broadcast_to(t.mask[..., None], t.value.shape)
+
+
+def _keras3_masked_multiply(inputs: list[Tensor]) -> Tensor:
+    """Keras 3's Multiply of masked inputs (`Multiply._merge_function`): masked steps count as 1,
+    and where every input is masked and the OR of the masks drops a step, the output is 0."""
+    masks = [_feature_mask(t) for t in inputs]
+    factors = [t.value if mask is None else np.where(mask, t.value, 1) for t, mask in zip(inputs, masks)]
+    output = np.prod(np.stack(factors), axis=0)
+    if any(mask is None for mask in masks):
+        return Tensor(output)
+    either = np.logical_or.reduce(masks)
+    return Tensor(np.where(either, output, 0), either.any(axis=-1))
+
+
+def _keras3_masked_extreme(function: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[[list[Tensor]], Tensor]:
+    """Keras 3's Maximum / Minimum of masked inputs (`_apply_merge_op_and_or_mask`), step for step."""
+    def merge(inputs: list[Tensor]) -> Tensor:
+        output, output_mask = inputs[0].value, _feature_mask(inputs[0])
+        for t in inputs[1:]:
+            x, mask = t.value, _feature_mask(t)
+            if mask is not None:
+                x = np.where(mask, x, output)
+            if output_mask is not None:
+                output = np.where(output_mask, output, x)
+            output_mask = np.logical_or(output_mask, mask) if mask is not None and output_mask is not None else None
+            output = function(output, x)
+        return Tensor(output, None if output_mask is None else output_mask.any(axis=-1))
+
+    return merge
+
+
+KERAS3_MASKED_MERGES: Mapping[str, Callable[[list[Tensor]], Tensor]] = {
+    "Multiply": _keras3_masked_multiply,
+    "Maximum": _keras3_masked_extreme(np.maximum),
+    "Minimum": _keras3_masked_extreme(np.minimum),
+}
+
+
+def _merged_mask(layer: RawLayer, inputs: list[Tensor], semantics: str) -> np.ndarray | None:
+    """The output mask of a merge layer, as the Keras that saved the file computes it (`compute_mask`).
+
+    Keras 3: Add, Multiply, ... keep a step where any input keeps it, and only when every input
+    is masked; Concatenate joins the masks (unmasked inputs all kept) and keeps a position where
+    any joined mask does. Keras 2 / tf-keras: both keep a step only where every mask keeps it.
+    """
+    masks = [t.mask for t in inputs]
+    if all(mask is None for mask in masks):
+        return None
+    if layer.class_name == "Concatenate":
+        full = [np.ones(t.value.shape, bool) if t.mask is None else np.broadcast_to(
+            t.mask.reshape(t.mask.shape + (1,) * (t.value.ndim - t.mask.ndim)), t.value.shape) for t in inputs]
+        joined = np.concatenate(full, axis=layer.config.get("axis", -1))
+        return joined.any(axis=-1) if semantics == KERAS3 else joined.all(axis=-1)
+    if semantics == KERAS3:
+        return None if any(mask is None for mask in masks) else np.logical_or.reduce(masks)
+    return np.logical_and.reduce([mask for mask in masks if mask is not None])
 
 
 MERGE_REDUCTIONS: Mapping[str, Callable[[np.ndarray], np.ndarray]] = {

@@ -218,7 +218,7 @@ def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> 
     }
     return VerifyReport(
         path=str(path), keras_version=model_file.keras_version, semantics=semantics,
-        framework=framework.describe() + (" (auto: the file's own Keras generation)" if options.framework == AUTO else ""),
+        framework=framework.describe() + (" (auto)" if options.framework == AUTO else ""),
         device=device, precision=_precision(compute_dtype, device, accelerated),
         atol=atol, rtol=rtol, dtype=options.dtype, input_description=input_description, compute_dtype=compute_dtype,
         layers=tuple(checks) + tuple(c for c in _unsliced_checks(layers, options.layer_paths) if c.path not in {x.path for x in checks}),

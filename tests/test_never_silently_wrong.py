@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,11 +62,28 @@ def test_operations_with_constants_match_predict(keras3: Any, tmp_path: Path, ex
 
 def test_an_operation_the_replay_cannot_run_is_refused_by_name(keras3: Any, tmp_path: Path) -> None:
     inputs = keras3.Input((6, 3))
-    model = keras3.Model(inputs, keras3.ops.mean(keras3.layers.GRU(4, return_sequences=True)(inputs), axis=1))
+    model = keras3.Model(inputs, keras3.ops.cumsum(keras3.layers.GRU(4, return_sequences=True)(inputs), axis=1))
     model.save(tmp_path / "m.keras")
     result = run("replay", str(tmp_path / "m.keras"), "-o", str(tmp_path / "y.npy"))
     assert result.exit_code == 2
-    assert result.stderr.startswith("Error: layer mean (operation keras.src.ops.numpy.Mean) is not one the replay engine can run")
+    assert result.stderr.startswith("Error: layer cumsum (operation keras.src.ops.numpy.Cumsum) is not one the replay engine can run")
+
+
+def test_an_operation_setting_the_replay_does_not_use_is_refused_by_name(keras3: Any, tmp_path: Path) -> None:
+    inputs = keras3.Input((6, 3))
+    keras3.Model(inputs, keras3.ops.mean(keras3.layers.GRU(4, return_sequences=True)(inputs), axis=1)).save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    mean = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Mean")
+    mean["config"]["where"] = [True]  # a setting a future Keras might add: never ignored
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "edited.keras", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    result = run("replay", str(tmp_path / "edited.keras"), "-o", str(tmp_path / "y.npy"))
+    assert result.exit_code == 2
+    assert result.stderr == "Error: operation mean (Mean) has the setting where=[True], which the replay does not use\n"
 
 
 def test_unused_call_arguments_are_refused_by_name(keras3: Any, tmp_path: Path) -> None:
@@ -447,3 +465,39 @@ def test_weights_that_do_not_fit_a_layer_are_a_bad_file(tmp_path: Path) -> None:
         "Error: layer dense (Dense) stores weights of shapes [(7, 3), (2,)]; expected a kernel for 4 input features "
         "and a bias: (4, 2), (2,)\n"
     )
+
+
+# --- masks: what each Keras passes on through merges and operations ---------------------------------------
+
+MASK_WIRINGS: dict[str, Callable[[Any, Any, Any], Any]] = {
+    "add": lambda k, a, b: k.layers.Add()([a, b]),
+    "multiply": lambda k, a, b: k.layers.Multiply()([a, b]),
+    "maximum": lambda k, a, b: k.layers.Maximum()([a, b]),
+    "minimum_of_three": lambda k, a, b: k.layers.Minimum()([a, b, k.layers.Dense(3)(a)]),
+    "concatenate_features": lambda k, a, b: k.layers.Concatenate()([a, b]),
+    "concatenate_with_unmasked": lambda k, a, b: k.layers.Concatenate()([a, k.layers.Dense(3)(b) * 1.0 if hasattr(k, "ops") else b]),
+    "concatenate_time": lambda k, a, b: k.layers.Concatenate(axis=1)([a, b]),
+    "operation": lambda k, a, b: a * 2.0 + b if hasattr(k, "ops") else k.layers.Add()([a, b]),
+}
+MASKED_IDS = np.array([[1, 2, 0, 0, 3, 0], [4, 0, 5, 6, 0, 0], [0, 0, 0, 7, 8, 9]])
+OTHER_IDS = np.array([[0, 2, 2, 0, 3, 1], [4, 4, 0, 6, 0, 0], [1, 0, 0, 0, 8, 0]])
+
+
+@pytest.mark.parametrize("framework", ["keras3", "tf_keras"])
+@pytest.mark.parametrize("wiring", sorted(MASK_WIRINGS))
+def test_masks_through_merges_and_operations(framework: str, wiring: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # Keras 3 merges keep a step where any mask does (and drop the mask if an input has none),
+    # tf-keras where every mask does; Keras 3 operations pass no mask on at all.
+    k = request.getfixturevalue(framework)
+    first, second = k.Input((6,), dtype="int32", name="first"), k.Input((6,), dtype="int32", name="second")
+    a = k.layers.Embedding(10, 3, mask_zero=True)(first)
+    b = k.layers.Embedding(10, 3, mask_zero=True)(second)
+    model = k.Model([first, second], k.layers.GRU(4, return_sequences=True)(MASK_WIRINGS[wiring](k, a, b)))
+    randomize(model, 4)
+    path = tmp_path / ("m.keras" if framework == "keras3" else "m.h5")
+    model.save(path)
+    np.savez(tmp_path / "x.npz", first=MASKED_IDS, second=OTHER_IDS)
+    result = run("replay", str(path), "--input", str(tmp_path / "x.npz"), "-o", str(tmp_path / "y.npy"))
+    assert result.exit_code == 0, result.stderr
+    expected = model.predict([MASKED_IDS, OTHER_IDS], verbose=0)
+    assert np.allclose(np.load(tmp_path / "y.npy"), expected, atol=2e-6, rtol=1e-6)

@@ -117,9 +117,8 @@ def _catalogue(keras: Any) -> dict[str, tuple[Callable[[], Any], str]]:
         "ops_max_min": (functional(lambda x: ops.minimum(ops.maximum(layers.GRU(4)(x), -0.2), 0.5)), "match"),
         "ops_reverse_subtract": (functional(lambda x: 1 - layers.SimpleRNN(4)(x)), "match"),
         "stacked_bidirectional": (functional(lambda x: layers.Bidirectional(layers.GRU(3))(layers.Bidirectional(layers.LSTM(2, return_sequences=True))(x))), "match"),
-        # Keras 3 saves a functional Masking as NotEqual/Any operations and an explicit mask: refused
-        # by name until the engine runs those (the next issue); never run with the mask dropped.
-        "masking": (functional(lambda x: layers.GRU(3)(layers.Masking()(x))), "refused"),
+        # Keras 3 saves a functional Masking as NotEqual/Any operations and an explicit mask= argument.
+        "masking": (functional(lambda x: layers.GRU(3)(layers.Masking()(x))), "match"),
         "time_distributed_head": (functional(lambda x: layers.TimeDistributed(layers.Dense(2))(layers.GRU(3, return_sequences=True)(x))), "match"),
         "two_inputs_two_outputs": (two_branches, "match"),
         "seq2seq_initial_state": (seq2seq, "match"),
@@ -127,14 +126,15 @@ def _catalogue(keras: Any) -> dict[str, tuple[Callable[[], Any], str]]:
         "stacked_cells_initial_state": (stacked_cells_with_state, "match"),
         "conv_then_gru": (functional(lambda x: layers.GRU(3)(layers.Conv1D(4, 3)(x))), "refused"),
         "attention": (functional(lambda x: layers.Attention()([layers.GRU(3, return_sequences=True)(x)] * 2)), "refused"),
-        "mean_over_time": (functional(lambda x: ops.mean(layers.GRU(3, return_sequences=True)(x), axis=1)), "refused"),
+        "mean_over_time": (functional(lambda x: ops.mean(layers.GRU(3, return_sequences=True)(x), axis=1)), "match"),
+        "transposed_sequence": (functional(lambda x: layers.GRU(3)(ops.transpose(x, (0, 2, 1)))), "refused"),
     }
 
 
 CATALOGUE = [
     "attention", "bidirectional_initial_state", "conv_then_gru", "masking", "mean_over_time", "ops_arithmetic", "ops_max_min",
     "ops_reverse_subtract", "seq2seq_initial_state", "stacked_bidirectional", "stacked_cells_initial_state",
-    "time_distributed_head", "two_inputs_two_outputs",
+    "time_distributed_head", "transposed_sequence", "two_inputs_two_outputs",
 ]
 
 

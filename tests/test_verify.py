@@ -196,7 +196,7 @@ def test_weights_only_file_is_an_error() -> None:
 def test_text_report() -> None:
     result = CliRunner().invoke(cli, ["verify", str(sample("k3_lstm_backwards_bidir.keras"))])
     assert result.exit_code == 0
-    assert "predict: Keras 3.15.1 (tensorflow backend) (auto: the file's own Keras generation) on CPU" in result.stdout
+    assert "predict: Keras 3.15.1 (tensorflow backend) (auto) on CPU" in result.stdout
     assert " back " in result.stdout and " bl " in result.stdout
     assert "PASS: every comparison within atol 1e-05 + rtol 1e-05·|predict| (float32 predict on CPU)" in result.stdout
 
@@ -223,7 +223,7 @@ def test_hard_sigmoid_outside_recurrent_layers_is_named_too(tmp_path: Path, tf_k
 def test_auto_picks_the_files_own_generation(name: str, framework: str) -> None:
     code, doc, err = verify(str(real(name)))
     assert code == 0, err or doc
-    assert doc is not None and doc["framework"] == f"{framework} (auto: the file's own Keras generation)"
+    assert doc is not None and doc["framework"] == f"{framework} (auto)"
 
 
 def test_auto_runs_keras3_for_keras3_files() -> None:
