@@ -412,7 +412,7 @@ def _with_explicit_mask(layer: RawLayer, path: str, x: Tensor, mask: Any) -> Ten
 def _recurrent_inputs(layer: RawLayer, path: str, first: Any, initial_state: Any) -> tuple[Tensor, list[np.ndarray] | None]:
     """A recurrent layer's input and initial states: Keras 3 passes `initial_state=[...]`; Keras 2
     saves a call with initial_state as one list of tensors, the input first."""
-    if isinstance(first, list) and initial_state is None:
+    if isinstance(first, list) and first and initial_state is None:
         first, initial_state = first[0], first[1:] or None
     if not isinstance(first, Tensor):
         raise ReplayError(f"layer {path} ({layer.class_name}) is called on {first!r}; the replay expects a tensor")

@@ -75,8 +75,9 @@ def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
     vocabulary = None
     if consumer is not None and consumer.class_name == "Embedding":
         vocabulary = consumer.config.get("input_dim")
-        if vocabulary is None:
-            raise InputError(f"the config of Embedding {consumer.name} has no input_dim (its vocabulary size); pass --input")
+        if vocabulary is None or vocabulary < 1:
+            raise InputError(f"the config of Embedding {consumer.name} declares a vocabulary of {vocabulary} ids (input_dim); "
+                             "expected at least 1")
     return InputSpec(declaring.name, dims, vocabulary, batch)
 
 

@@ -155,6 +155,8 @@ def validate_inbound_nodes(nodes: Any, where: str) -> None:
                 raise ConfigError(f"{node_where}.kwargs: expected an object, found {_shown(node.get('kwargs'))}")
             _validate_keras_tensors(node, node_where)
         elif isinstance(node, list):
+            if not node:
+                raise ConfigError(f"{node_where}: an empty node; expected [[layer name, node index, tensor index, kwargs], ...]")
             for position, item in enumerate(node):
                 item_where = f"{node_where}[{position}]"
                 if not _tensor_ref(item):

@@ -501,3 +501,32 @@ def test_masks_through_merges_and_operations(framework: str, wiring: str, tmp_pa
     assert result.exit_code == 0, result.stderr
     expected = model.predict([MASKED_IDS, OTHER_IDS], verbose=0)
     assert np.allclose(np.load(tmp_path / "y.npy"), expected, atol=2e-6, rtol=1e-6)
+
+
+def _edited_copy(source: Path, target: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    with zipfile.ZipFile(source) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    edit(config)
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return target
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c["config"]["layers"][1]["config"].update(input_dim=0),
+     "Error: the config of Embedding embedding declares a vocabulary of 0 ids (input_dim); expected at least 1\n"),
+    (lambda c: c["config"]["layers"][2]["inbound_nodes"][0]["args"].__setitem__(0, []),
+     "Error: layer gru (GRU) is called on []; the replay expects a tensor\n"),
+    (lambda c: c["config"]["layers"][2].update(inbound_nodes=[[]]),
+     "Error: config.json.config.layers[2].inbound_nodes[0]: an empty node; expected [[layer name, node index, tensor index, kwargs], ...]\n"),
+])
+def test_edited_graphs_found_by_fuzzing_are_bad_files(keras3: Any, tmp_path: Path, edit: Callable[..., None], message: str) -> None:
+    inputs = keras3.Input((6,), dtype="int32", name="ids")
+    outputs = keras3.layers.GRU(3, name="gru")(keras3.layers.Embedding(9, 2, name="embedding")(inputs))
+    keras3.Model(inputs, outputs).save(tmp_path / "m.keras")
+    path = _edited_copy(tmp_path / "m.keras", tmp_path / "edited.keras", edit)
+    result = run("replay", str(path), "-o", str(tmp_path / "y.npy"))
+    assert (result.exit_code, result.stderr) == (2, message)
