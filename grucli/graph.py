@@ -16,7 +16,7 @@ import numpy as np
 from grucli.errors import ModelFileError
 from grucli.layers import LAYER_KINDS
 from grucli.model import CELL_CLASSES, MODEL_CLASSES, ModelFile, ModelLayers, RawLayer, RecurrentLayer
-from grucli import gates
+from grucli import gates, spatial
 from grucli.replay import KERAS3, STATE_COUNT, ReplayError, activation, layer_outputs, merge_directions, run_layer
 
 IDENTITY = {
@@ -25,10 +25,6 @@ IDENTITY = {
 }
 MERGES = {"Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
 RECURRENT = set(LAYER_KINDS) - CELL_CLASSES | {"RNN", "Bidirectional"}
-SUPPORTED = IDENTITY | MERGES | MODEL_CLASSES | RECURRENT | {
-    "Dense", "Embedding", "Masking", "Activation", "Flatten", "Reshape", "RepeatVector",
-    "TimeDistributed", "BatchNormalization",
-}
 
 
 @dataclass
@@ -170,7 +166,7 @@ class ModelReplay:
         name = layer.class_name
         if layer.is_operation:
             return [run_operation(layer, path, args, kwargs)]
-        _check_keywords(layer, path, kwargs, RECURRENT_KEYWORDS if name in RECURRENT else ())
+        _check_keywords(layer, path, kwargs, RECURRENT_KEYWORDS if name in RECURRENT else () if name in MERGES | MODEL_CLASSES else ("mask",))
         if len(args) != 1:
             raise ReplayError(f"layer {path} ({name}) is called with {len(args)} positional arguments; the replay runs layers called on one input")
         if name in MODEL_CLASSES:
@@ -184,6 +180,7 @@ class ModelReplay:
         if not isinstance(x, Tensor):
             what = f"{len(x)} tensors" if isinstance(x, list) else f"the constant {x!r}"
             raise ReplayError(f"layer {path} ({name}) is called on {what}; the replay expects one tensor")
+        x = _with_explicit_mask(layer, path, x, kwargs.get("mask"))
         if name == "TimeDistributed":
             return [self._time_distributed(layer, path, x)]
         return [SIMPLE_LAYERS[name](layer, x, self)]
@@ -399,8 +396,8 @@ RECURRENT_KEYWORDS = ("initial_state", "mask")
 
 
 def _with_explicit_mask(layer: RawLayer, path: str, x: Tensor, mask: Any) -> Tensor:
-    """Keras 3 saves the mask a layer was called with (`mask=`) as a tensor of the graph; it
-    replaces the one the input carries."""
+    """Keras 3 saves the mask a layer was called with (`mask=`: recurrent layers, global average
+    pooling, ...) as a tensor of the graph; it replaces the one the input carries."""
     if mask is None:
         return x
     if not isinstance(mask, Tensor) or np.shape(mask.value) != x.value.shape[:2]:
@@ -666,6 +663,149 @@ def _identity(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
     return x
 
 
+# --- convolution, pooling, normalisation, shapes (channels last, as Keras's defaults) -------------
+
+
+def _spatial_settings(layer: RawLayer, rank: int, window_key: str) -> tuple[tuple[int, ...], tuple[int, ...], str, tuple[int, ...]]:
+    """(window, strides, padding, dilation) of a convolution or pooling layer, checked."""
+    config = layer.config
+    if config.get("data_format") not in (None, "channels_last"):
+        raise ReplayError(f"layer {layer.name} ({layer.class_name}) has data_format={config['data_format']!r}; the replay runs channels_last")
+    if config.get("groups", 1) != 1:
+        raise ReplayError(f"layer {layer.name} ({layer.class_name}) has groups={config['groups']!r}; the replay runs groups=1")
+    window = _per_axis(layer, config.get(window_key), rank, window_key)
+    strides = window if config.get("strides") is None and window_key == "pool_size" else _per_axis(layer, config.get("strides", 1), rank, "strides")
+    dilation = _per_axis(layer, config.get("dilation_rate", 1), rank, "dilation_rate")
+    padding = config.get("padding", "valid")
+    if padding not in ("valid", "same", "causal") or (padding == "causal" and rank != 1):
+        raise ReplayError(f"layer {layer.name} ({layer.class_name}) has padding={padding!r}; expected valid or same (causal in 1D)")
+    if any(s > 1 for s in strides) and any(d > 1 for d in dilation):
+        raise ReplayError(f"layer {layer.name} ({layer.class_name}) combines strides and dilation, which Keras does not run")
+    return window, strides, padding, dilation
+
+
+def _per_axis(layer: RawLayer, value: Any, rank: int, key: str) -> tuple[int, ...]:
+    values = [value] * rank if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(values, list) or len(values) != rank or not all(isinstance(v, int) and v >= 1 for v in values):
+        raise ReplayError(f"layer {layer.name} ({layer.class_name}) has {key}={value!r}; expected {rank} positive integer(s)")
+    return tuple(values)
+
+
+def _convolution(rank: int) -> Callable[[RawLayer, Tensor, ModelReplay], Tensor]:
+    def run(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
+        window, strides, padding, dilation = _spatial_settings(layer, rank, "kernel_size")
+        if x.value.ndim != rank + 2:
+            raise ReplayError(f"layer {layer.name} ({layer.class_name}) is fed shape {x.value.shape}; expected (batch, {rank} spatial axes, channels)")
+        filters, use_bias = layer.config.get("filters"), layer.config.get("use_bias", True)
+        shapes = [(*window, x.value.shape[-1], filters), (filters,)][: 1 + bool(use_bias)]
+        weights = _weights(layer, shapes, f"a kernel for {x.value.shape[-1]} channels" + (" and a bias" if use_bias else ""))
+        y = spatial.convolve(x.value.astype(replay.dtype), weights[0].astype(replay.dtype), strides, padding, dilation)
+        if use_bias:
+            y = y + weights[1].astype(replay.dtype)
+        return Tensor(activation(_activation_of(layer), replay.semantics)(y))  # convolutions pass no mask on
+
+    return run
+
+
+def _pooling(rank: int, mode: str) -> Callable[[RawLayer, Tensor, ModelReplay], Tensor]:
+    def run(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
+        window, strides, padding, _ = _spatial_settings(layer, rank, "pool_size")
+        if x.value.ndim != rank + 2:
+            raise ReplayError(f"layer {layer.name} ({layer.class_name}) is fed shape {x.value.shape}; expected (batch, {rank} spatial axes, channels)")
+        return Tensor(spatial.pool(x.value, window, strides, padding, mode))
+
+    return run
+
+
+def _global_pooling(rank: int, mode: str) -> Callable[[RawLayer, Tensor, ModelReplay], Tensor]:
+    def run(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
+        if layer.config.get("data_format") not in (None, "channels_last"):
+            raise ReplayError(f"layer {layer.name} ({layer.class_name}) has data_format={layer.config['data_format']!r}; the replay runs channels_last")
+        axes = tuple(range(1, rank + 1))
+        keepdims = bool(layer.config.get("keepdims", False))
+        if mode == "average" and rank == 1 and x.mask is not None:  # the mean over the steps the mask keeps
+            kept = x.mask[..., None].astype(x.value.dtype)
+            value = (x.value * kept).sum(axis=1, keepdims=keepdims) / kept.sum(axis=1, keepdims=keepdims)
+        else:
+            value = (x.value.mean if mode == "average" else x.value.max)(axis=axes, keepdims=keepdims)
+        return Tensor(value)
+
+    return run
+
+
+def _layer_normalization(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
+    config = layer.config
+    axis = config.get("axis", -1)
+    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    if axis not in (-1, x.value.ndim - 1) or config.get("rms_scaling"):
+        raise ReplayError(f"layer {layer.name} (LayerNormalization) normalises axis {axis!r}"
+                          f"{' with rms_scaling' if config.get('rms_scaling') else ''}; the replay runs the last axis only")
+    features = x.value.shape[-1]
+    scale, center = config.get("scale", True), config.get("center", True)
+    weights = iter(_weights(layer, [(features,)] * (bool(scale) + bool(center)), f"{'gamma ' if scale else ''}{'beta ' if center else ''}for {features} features"))
+    gamma = next(weights) if scale else 1.0
+    beta = next(weights) if center else 0.0
+    return Tensor(spatial.layer_normalization(x.value, gamma, beta, float(config.get("epsilon", 1e-3))), x.mask)
+
+
+def _relu(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
+    config = layer.config
+    max_value, slope, threshold = config.get("max_value"), float(config.get("negative_slope", 0.0)), float(config.get("threshold", 0.0))
+    value = np.where(x.value >= threshold, x.value, slope * (x.value - threshold))
+    if max_value is not None:
+        value = np.minimum(value, float(max_value))
+    return Tensor(value, x.mask)
+
+
+def _leaky_relu(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
+    slope = float(layer.config.get("negative_slope", layer.config.get("alpha", 0.3)))  # tf-keras calls it alpha
+    return Tensor(np.where(x.value > 0, x.value, slope * x.value), x.mask)
+
+
+def _softmax_layer(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
+    if x.mask is not None:
+        raise ReplayError(f"layer {layer.name} (Softmax) is fed a masked tensor, whose masked softmax the replay does not run yet")
+    axis = layer.config.get("axis", -1)
+    if not isinstance(axis, int):
+        raise ReplayError(f"layer {layer.name} (Softmax) has axis={axis!r}; the replay runs one axis")
+    shifted = np.exp(x.value - x.value.max(axis=axis, keepdims=True))
+    return Tensor(shifted / shifted.sum(axis=axis, keepdims=True))
+
+
+def _permute(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
+    dims = layer.config.get("dims")
+    if not isinstance(dims, list) or sorted(dims) != list(range(1, x.value.ndim)):
+        raise ReplayError(f"layer {layer.name} (Permute) has dims={dims!r}; expected a permutation of 1..{x.value.ndim - 1}")
+    return Tensor(np.transpose(x.value, (0, *dims)))
+
+
+def _time_amounts(layer: RawLayer, key: str) -> tuple[int, int]:
+    value = layer.config.get(key, 1)
+    amounts = [value, value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(amounts, list) or len(amounts) != 2 or not all(isinstance(a, int) and a >= 0 for a in amounts):
+        raise ReplayError(f"layer {layer.name} ({layer.class_name}) has {key}={value!r}; expected one or two integers ≥ 0")
+    return amounts[0], amounts[1]
+
+
+def _zero_padding_1d(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
+    before, after = _time_amounts(layer, "padding")
+    return Tensor(np.pad(x.value, [(0, 0), (before, after), (0, 0)]))
+
+
+def _cropping_1d(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
+    before, after = _time_amounts(layer, "cropping")
+    if before + after >= x.value.shape[1]:
+        raise ReplayError(f"layer {layer.name} (Cropping1D) crops {before + after} of {x.value.shape[1]} steps")
+    return Tensor(x.value[:, before:x.value.shape[1] - after])
+
+
+def _upsampling_1d(layer: RawLayer, x: Tensor, replay: ModelReplay) -> Tensor:
+    size = layer.config.get("size", 2)
+    if not isinstance(size, int) or size < 1:
+        raise ReplayError(f"layer {layer.name} (UpSampling1D) has size={size!r}; expected a positive integer")
+    return Tensor(np.repeat(x.value, size, axis=1))
+
+
 SIMPLE_LAYERS: Mapping[str, Callable[[RawLayer, Tensor, ModelReplay], Tensor]] = {
     **dict.fromkeys(IDENTITY, _identity),
     "Dense": _dense,
@@ -676,7 +816,17 @@ SIMPLE_LAYERS: Mapping[str, Callable[[RawLayer, Tensor, ModelReplay], Tensor]] =
     "Flatten": lambda layer, x, replay: Tensor(x.value.reshape((x.value.shape[0], -1))),
     "Reshape": _reshape,
     "RepeatVector": _repeat,
+    "Conv1D": _convolution(1), "Conv2D": _convolution(2),
+    "MaxPooling1D": _pooling(1, "max"), "MaxPooling2D": _pooling(2, "max"),
+    "AveragePooling1D": _pooling(1, "average"), "AveragePooling2D": _pooling(2, "average"),
+    "GlobalMaxPooling1D": _global_pooling(1, "max"), "GlobalMaxPooling2D": _global_pooling(2, "max"),
+    "GlobalAveragePooling1D": _global_pooling(1, "average"), "GlobalAveragePooling2D": _global_pooling(2, "average"),
+    "LayerNormalization": _layer_normalization,
+    "ReLU": _relu, "LeakyReLU": _leaky_relu, "Softmax": _softmax_layer, "Permute": _permute,
+    "ZeroPadding1D": _zero_padding_1d, "Cropping1D": _cropping_1d, "UpSampling1D": _upsampling_1d,
 }
+# Every layer class the replay runs: the registry above, merges, models, recurrent layers.
+SUPPORTED = frozenset(SIMPLE_LAYERS) | MERGES | MODEL_CLASSES | RECURRENT | {"TimeDistributed"}
 
 
 def _merge(layer: RawLayer, path: str, inputs: list[Tensor], semantics: str) -> Tensor:
