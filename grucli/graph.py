@@ -24,6 +24,7 @@ IDENTITY = {
     "GaussianDropout", "AlphaDropout", "ActivityRegularization", "InputLayer",
 }
 MERGES = {"Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+ATTENTION = {"Attention", "AdditiveAttention"}
 RECURRENT = set(LAYER_KINDS) - CELL_CLASSES | {"RNN", "Bidirectional"}
 
 
@@ -166,13 +167,15 @@ class ModelReplay:
         name = layer.class_name
         if layer.is_operation:
             return [run_operation(layer, path, args, kwargs)]
-        _check_keywords(layer, path, kwargs, RECURRENT_KEYWORDS if name in RECURRENT else () if name in MERGES | MODEL_CLASSES else ("mask",))
+        _check_keywords(layer, path, kwargs, _used_keywords(name))
         if len(args) != 1:
             raise ReplayError(f"layer {path} ({name}) is called with {len(args)} positional arguments; the replay runs layers called on one input")
         if name in MODEL_CLASSES:
             return self._run_model(layer, f"{path}/", _tensor_list(args[0], path, name))
         if name in MERGES:
             return [_merge(layer, path, _tensor_list(args[0], path, name), self.semantics)]
+        if name in ATTENTION:
+            return _attention(layer, path, _tensor_list(args[0], path, name), kwargs, self.dtype)
         if name in RECURRENT:
             x, initial_state = _recurrent_inputs(layer, path, args[0], kwargs.get("initial_state"))
             return self._call_recurrent(layer, path, _with_explicit_mask(layer, path, x, kwargs.get("mask")), initial_state)
@@ -393,6 +396,83 @@ def _tensor_list(value: Any, path: str, name: str) -> list[Tensor]:
 
 
 RECURRENT_KEYWORDS = ("initial_state", "mask")
+ATTENTION_KEYWORDS = ("mask", "use_causal_mask", "return_attention_scores")
+
+
+def _used_keywords(class_name: str) -> tuple[str, ...]:
+    """The call keywords each kind of layer's implementation reads (the rest are refused if they matter)."""
+    if class_name in RECURRENT:
+        return RECURRENT_KEYWORDS
+    if class_name in ATTENTION:
+        return ATTENTION_KEYWORDS
+    if class_name in MERGES or class_name in MODEL_CLASSES:
+        return ()
+    return ("mask",)
+
+
+def _attention(layer: RawLayer, path: str, inputs: list[Tensor], kwargs: Mapping[str, Any], dtype: type) -> list[Tensor]:
+    """Keras's Attention (dot or concat scores) and AdditiveAttention layers, as their `call` reads:
+    scores of query and key, value positions the value mask drops (and, causal, later ones) pushed
+    down by 1e9 before the softmax, the weighted sum of the values, zeros where the query is masked."""
+    name, config = layer.class_name, layer.config
+    if len(inputs) not in (2, 3):
+        raise ReplayError(f"layer {path} ({name}) is called on {len(inputs)} tensors; expected [query, value] or [query, value, key]")
+    query, value = inputs[0].value.astype(dtype), inputs[1].value.astype(dtype)
+    key = inputs[2].value.astype(dtype) if len(inputs) == 3 else value
+    if query.ndim != 3 or value.ndim != 3 or key.shape != value.shape[:2] + key.shape[2:] or query.shape[-1] != key.shape[-1]:
+        raise ReplayError(f"layer {path} ({name}) is called on shapes {[t.value.shape for t in inputs]}; expected "
+                          "(batch, Tq, dim) queries and (batch, Tv, dim) values and keys")
+    query_mask, value_mask = _attention_masks(path, name, inputs, kwargs.get("mask"))
+    scores = _attention_scores(layer, path, query, key, dtype)
+    allowed = np.ones(scores.shape, bool) if value_mask is None else np.broadcast_to(value_mask[:, None, :], scores.shape)
+    if kwargs.get("use_causal_mask"):
+        allowed = allowed & np.tril(np.ones(scores.shape[-2:], bool))
+    scores = np.where(allowed, scores, scores - 1e9)
+    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    weights = weights / weights.sum(axis=-1, keepdims=True)
+    output = weights @ value
+    if query_mask is not None:
+        output = np.where(query_mask[..., None], output, 0.0)
+    if kwargs.get("return_attention_scores"):
+        return [Tensor(output, query_mask), Tensor(weights)]
+    return [Tensor(output, query_mask)]
+
+
+def _attention_masks(path: str, name: str, inputs: list[Tensor], explicit: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(query mask, value mask): Keras 3 saves them as `mask=[q, v]`; otherwise they are the masks
+    the inputs carry (tf-keras)."""
+    if explicit is None:
+        masks = [inputs[0].mask, inputs[1].mask]
+    elif isinstance(explicit, list) and len(explicit) in (2, 3) and all(m is None or isinstance(m, Tensor) for m in explicit):
+        masks = [None if m is None else np.asarray(m.value, bool) for m in explicit[:2]]
+    else:
+        raise ReplayError(f"layer {path} ({name}) is called with mask={explicit!r}; expected [query mask, value mask]")
+    for mask, tensor, role in zip(masks, inputs, ("query", "value")):
+        if mask is not None and mask.shape != tensor.value.shape[:2]:
+            raise ReplayError(f"layer {path} ({name}) has a {role} mask of shape {mask.shape}; expected {tensor.value.shape[:2]}")
+    return masks[0], masks[1]
+
+
+def _attention_scores(layer: RawLayer, path: str, query: np.ndarray, key: np.ndarray, dtype: type) -> np.ndarray:
+    config, name = layer.config, layer.class_name
+    use_scale = bool(config.get("use_scale", name == "AdditiveAttention"))
+    dim = query.shape[-1]
+    if name == "AdditiveAttention":
+        scale = _weights(layer, [(dim,)] if use_scale else [], "a scale per feature" if use_scale else "no weights")
+        factor = scale[0].astype(dtype) if use_scale else 1.0
+        return np.sum(factor * np.tanh(query[:, :, None, :] + key[:, None, :, :]), axis=-1)
+    mode = config.get("score_mode", "dot")
+    if mode not in ("dot", "concat"):
+        raise ReplayError(f"layer {path} (Attention) has score_mode={mode!r}; expected dot or concat")
+    shapes = [()] * (int(use_scale) + int(mode == "concat"))
+    stored = iter(w.astype(dtype) for w in _weights(layer, shapes, "a scalar scale and/or concat weight"))
+    scale = next(stored) if use_scale else None
+    if mode == "dot":
+        scores = query @ np.swapaxes(key, -2, -1)
+        return scores * scale if scale is not None else scores
+    concat_weight = next(stored)
+    summed = query[:, :, None, :] + key[:, None, :, :]
+    return concat_weight * np.sum(np.tanh(summed * scale if scale is not None else summed), axis=-1)
 
 
 def _with_explicit_mask(layer: RawLayer, path: str, x: Tensor, mask: Any) -> Tensor:
@@ -515,6 +595,9 @@ def _check_settings(path: str, name: str, settings: Mapping[str, Any]) -> None:
         raise ReplayError(f"operation {path} ({name}) has axis={axis!r}; expected an integer, a list of them or null")
     if "keepdims" in settings and not isinstance(settings["keepdims"], bool):
         raise ReplayError(f"operation {path} ({name}) has keepdims={settings['keepdims']!r}; expected true or false")
+    for flag in ("sparse", "ragged"):
+        if settings.get(flag):
+            raise ReplayError(f"operation {path} ({name}) has {flag}={settings[flag]!r}; the replay runs dense tensors only")
     dtype = settings.get("dtype")
     if dtype is not None and (not isinstance(dtype, str) or dtype not in NUMPY_DTYPES):
         raise ReplayError(f"operation {path} ({name}) has dtype={dtype!r}; expected one of {', '.join(NUMPY_DTYPES)}")
@@ -568,6 +651,8 @@ OPERATIONS: Mapping[str, Operation] = {
     "Max": _reduction(np.max), "Min": _reduction(np.min),
     "ExpandDims": Operation(1, ("axis",), lambda operands, settings: np.expand_dims(operands[0], _axis(settings)), required=("axis",)),
     "ZerosLike": _like(0), "OnesLike": _like(1),
+    "ConvertToTensor": Operation(1, ("dtype", "sparse", "ragged"), lambda operands, settings: np.asarray(
+        operands[0], dtype=NUMPY_DTYPES[settings["dtype"]] if settings.get("dtype") else None)),
     "Cast": Operation(1, ("dtype",), lambda operands, settings: np.asarray(operands[0]).astype(NUMPY_DTYPES[settings["dtype"]]),
                       required=("dtype",)),
     "Concatenate": Operation(1, ("axis",), lambda operands, settings: np.concatenate(operands, axis=settings.get("axis", 0)),
@@ -826,7 +911,7 @@ SIMPLE_LAYERS: Mapping[str, Callable[[RawLayer, Tensor, ModelReplay], Tensor]] =
     "ZeroPadding1D": _zero_padding_1d, "Cropping1D": _cropping_1d, "UpSampling1D": _upsampling_1d,
 }
 # Every layer class the replay runs: the registry above, merges, models, recurrent layers.
-SUPPORTED = frozenset(SIMPLE_LAYERS) | MERGES | MODEL_CLASSES | RECURRENT | {"TimeDistributed"}
+SUPPORTED = frozenset(SIMPLE_LAYERS) | MERGES | ATTENTION | MODEL_CLASSES | RECURRENT | {"TimeDistributed"}
 
 
 def _merge(layer: RawLayer, path: str, inputs: list[Tensor], semantics: str) -> Tensor:

@@ -96,6 +96,15 @@ def _catalogue(keras: Any) -> dict[str, tuple[Callable[[], Any], str]]:
         decoded = layers.LSTM(4, return_sequences=True)(decoder_in, initial_state=[h, c])
         return keras.Model([encoder_in, decoder_in], layers.Dense(2)(decoded))
 
+    def gru_with_attention() -> Any:
+        """The tutorial shape: masked token ids, a GRU encoder, dot attention of every step over all
+        steps, pooled, then a classifier."""
+        ids = keras.Input((7,), dtype="int32")
+        states = layers.GRU(4, return_sequences=True)(layers.Embedding(12, 3, mask_zero=True)(ids))
+        context = layers.Attention()([states, states])
+        pooled = layers.GlobalAveragePooling1D()(layers.Concatenate()([states, context]))
+        return keras.Model(ids, layers.Dense(2, activation="softmax")(pooled))
+
     def image_and_sequence(image: Any, pooling: Any, rows_as_steps: tuple[int, int]) -> Any:
         """An image's pooled features beside a GRU reading its rows as timesteps."""
         return layers.Concatenate()([pooling(image), layers.GRU(2)(layers.Reshape(rows_as_steps)(image))])
@@ -149,15 +158,20 @@ def _catalogue(keras: Any) -> dict[str, tuple[Callable[[], Any], str]]:
             layers.ZeroPadding1D((2, 1))(layers.Permute((2, 1))(layers.Permute((2, 1))(x))))))), "match"),
         "global_max_2d": (functional(lambda x: image_and_sequence(layers.Conv2D(3, 2)(x), layers.GlobalMaxPooling2D(), (4, 9)),
                                     (5, 4, 2)), "match"),
-        "attention": (functional(lambda x: layers.Attention()([layers.GRU(3, return_sequences=True)(x)] * 2)), "refused"),
+        "attention": (functional(lambda x: layers.Attention()([layers.GRU(3, return_sequences=True)(x)] * 2)), "match"),
+        "gru_with_attention": (gru_with_attention, "match"),
+        "attention_scaled_concat_causal": (functional(lambda x: layers.Attention(use_scale=True, score_mode="concat")(
+            [layers.GRU(3, return_sequences=True)(x), layers.LSTM(3, return_sequences=True)(x)], use_causal_mask=True)), "match"),
+        "additive_attention": (functional(lambda x: layers.AdditiveAttention()(
+            [layers.GRU(3, return_sequences=True)(x), layers.Dense(3)(x), layers.Dense(3)(x)])), "match"),
         "mean_over_time": (functional(lambda x: ops.mean(layers.GRU(3, return_sequences=True)(x), axis=1)), "match"),
         "transposed_sequence": (functional(lambda x: layers.GRU(3)(ops.transpose(x, (0, 2, 1)))), "refused"),
     }
 
 
 CATALOGUE = [
-    "attention", "average_pooling_2d_same", "bidirectional_initial_state", "conv_causal_dilated_strided", "conv_then_gru", "crnn_1d", "crnn_2d",
-    "global_max_2d", "global_pooling_of_a_masked_sequence", "layer_norm_and_activations", "masking", "mean_over_time",
+    "additive_attention", "attention", "attention_scaled_concat_causal", "average_pooling_2d_same", "bidirectional_initial_state", "conv_causal_dilated_strided", "conv_then_gru", "crnn_1d", "crnn_2d",
+    "global_max_2d", "global_pooling_of_a_masked_sequence", "gru_with_attention", "layer_norm_and_activations", "masking", "mean_over_time",
     "ops_arithmetic", "ops_max_min", "ops_reverse_subtract", "pooling_same_and_average", "seq2seq_initial_state", "shapes",
     "stacked_bidirectional", "stacked_cells_initial_state", "time_distributed_head", "transposed_sequence",
     "two_inputs_two_outputs",
@@ -204,7 +218,8 @@ def test_shared_real_files(name: str, tmp_path: Path, tf_keras: Any) -> None:
     assert outcome == "match"
 
 
-TF_KERAS_CATALOGUE = ["crnn_1d", "crnn_2d", "global_pooling_of_a_masked_sequence", "layer_norm_and_activations", "shapes"]
+TF_KERAS_CATALOGUE = ["additive_attention", "attention", "crnn_1d", "crnn_2d", "global_pooling_of_a_masked_sequence", "gru_with_attention",
+                      "layer_norm_and_activations", "shapes"]
 
 
 @pytest.mark.parametrize("name", TF_KERAS_CATALOGUE)
