@@ -191,7 +191,8 @@ class ModelReplay:
     def _call_recurrent(self, layer: RawLayer, path: str, x: Tensor, initial_state: list[np.ndarray] | None) -> list[Tensor]:
         outputs, traces = self.recurrent_outputs(layer, path, x.value, x.mask, initial_state)
         self.calls.append(RecurrentCall(path, layer.class_name, x.value, x.mask, outputs, traces))
-        config = layer.config
+        # Bidirectional keeps return_sequences on the layer it wraps.
+        config = layer.children[0][1].config if layer.class_name == "Bidirectional" and layer.children else layer.config
         sequence_mask = x.mask if config.get("return_sequences") else None
         return [Tensor(value, sequence_mask if index == 0 else None) for index, value in enumerate(outputs)]
 

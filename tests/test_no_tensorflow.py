@@ -76,17 +76,25 @@ def test_replay_matches_keras_without_tensorflow(tmp_path: Path, keras3: object,
         loader = keras3.saving.load_model if path.name.startswith(("k3_", "q_")) else tf_keras.models.load_model  # type: ignore[attr-defined]
         cases.append((path, loader(path, compile=False)))
     if REAL.exists():
-        for name in ("trafficflow_gru_keras2.1.4.h5", "trafficflow_lstm_keras2.1.4.h5", "ethnicolr_census2010_lstm_tfkeras2.5.h5"):
+        for name in ("trafficflow_gru_keras2.1.4.h5", "trafficflow_lstm_keras2.1.4.h5", "ethnicolr_census2010_lstm_tfkeras2.5.h5",
+                     "katakana_seq2seq_lstm_tfkeras2.2.4.h5", "poreplex_demux_birnn_lstmcell_tfkeras2.2.4.hdf5"):
             cases.append((REAL / name, tf_keras_real_model(tf_keras, name)))
     runs = []
     expected = {}
     for index, (path, model) in enumerate(cases):
-        x = model_input(model, seed=index)
-        np.save(tmp_path / f"x{index}.npy", x)
-        outputs = predict(model, x)
+        if len(model.inputs) > 1:  # the seq2seq: one array per named input
+            xs = [np.random.default_rng(index + k).integers(0, 40, size=(3, *t.shape[1:])) for k, t in enumerate(model.inputs)]
+            source = tmp_path / f"x{index}.npz"
+            np.savez(source, **{layer.name: x for layer, x in zip(model._input_layers, xs)})  # noqa: SLF001 - the input names
+            outputs = predict(model, xs)
+        else:
+            x = model_input(model, seed=index)
+            source = tmp_path / f"x{index}.npy"
+            np.save(source, x)
+            outputs = predict(model, x)
         expected[index] = outputs
         out = tmp_path / (f"y{index}.npz" if len(outputs) > 1 else f"y{index}.npy")
-        runs.append(["replay", str(path), "--input", str(tmp_path / f"x{index}.npy"), "-o", str(out)])
+        runs.append(["replay", str(path), "--input", str(source), "-o", str(out)])
     result = subprocess.run([sys.executable, "-c", f"RUNS = {runs!r}\n" + BLOCKER + RUNNER], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "LEAKED []" in result.stderr
@@ -99,4 +107,4 @@ def test_replay_matches_keras_without_tensorflow(tmp_path: Path, keras3: object,
         # "To 1e-6": predict computes in float32, so its rounding grows with the output's size.
         for a, b in zip(replayed, outputs):
             assert np.allclose(a, b, rtol=1e-6, atol=1e-6), (cases[index][0].name, float(np.abs(a - b).max()))
-    assert len(expected) == len(cases) >= 36  # every sample model Keras can load, and the 3 real files
+    assert len(expected) == len(cases) >= 38  # every sample model Keras can load, and the 5 real full models

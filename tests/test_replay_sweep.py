@@ -231,3 +231,63 @@ def test_models_users_build_with_tf_keras(name: str, tmp_path: Path, tf_keras: A
     model.set_weights([rng.normal(scale=0.5, size=w.shape).astype(np.float32) for w in model.get_weights()])
     model.save(tmp_path / "m.h5")
     assert check_replay(tmp_path / "m.h5", _predictor(model), tmp_path) == outcome == "match"
+
+
+def _lstm_seq2seq(keras: Any) -> Any:
+    """Keras's own lstm_seq2seq example (character-level translation), at a small size."""
+    encoder_inputs = keras.Input(shape=(None, 7), name="encoder_inputs")
+    _, state_h, state_c = keras.layers.LSTM(8, return_state=True)(encoder_inputs)
+    decoder_inputs = keras.Input(shape=(None, 5), name="decoder_inputs")
+    decoder_outputs, _, _ = keras.layers.LSTM(8, return_sequences=True, return_state=True)(decoder_inputs, initial_state=[state_h, state_c])
+    return keras.Model([encoder_inputs, decoder_inputs], keras.layers.Dense(5, activation="softmax")(decoder_outputs))
+
+
+def _crnn(keras: Any) -> Any:
+    """A convolutional-recurrent tagger: spectrogram → Conv2D blocks → rows as timesteps → GRU."""
+    layers = keras.layers
+    spectrogram = keras.Input((16, 12, 1), name="spectrogram")
+    x = layers.MaxPooling2D((2, 2))(layers.Conv2D(4, 3, padding="same", activation="relu")(spectrogram))
+    x = layers.MaxPooling2D((2, 1))(layers.BatchNormalization()(layers.Conv2D(6, 3, padding="same", activation="relu")(x)))
+    x = layers.Reshape((4, 36))(layers.Permute((1, 2, 3))(x))
+    return keras.Model(spectrogram, layers.Dense(3, activation="sigmoid")(layers.GRU(5)(x)))
+
+
+def _gru_with_attention(keras: Any) -> Any:
+    layers = keras.layers
+    ids = keras.Input((9,), dtype="int32", name="ids")
+    states = layers.Bidirectional(layers.GRU(4, return_sequences=True))(layers.Embedding(20, 6, mask_zero=True)(ids))
+    context = layers.Attention(use_scale=True)([states, states])
+    return keras.Model(ids, layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling1D()(context)))
+
+
+TUTORIALS: dict[str, tuple[Callable[[Any], Any], Callable[[np.random.Generator], dict[str, np.ndarray]]]] = {
+    "lstm_seq2seq": (_lstm_seq2seq, lambda rng: {"encoder_inputs": rng.normal(size=(3, 6, 7)), "decoder_inputs": rng.normal(size=(3, 4, 5))}),
+    "crnn": (_crnn, lambda rng: {"spectrogram": rng.normal(size=(3, 16, 12, 1))}),
+    "gru_with_attention": (_gru_with_attention, lambda rng: {"ids": np.where(rng.random((3, 9)) < 0.3, 0, rng.integers(1, 20, (3, 9)))}),
+}
+
+
+@pytest.mark.parametrize("framework", ["keras3", "tf_keras"])
+@pytest.mark.parametrize("name", sorted(TUTORIALS))
+def test_tutorial_models_verify_and_replay_with_one_command(name: str, framework: str, tmp_path: Path,
+                                                            request: pytest.FixtureRequest) -> None:
+    keras = request.getfixturevalue(framework)
+    build, make_inputs = TUTORIALS[name]
+    model = build(keras)
+    rng = np.random.default_rng(9)
+    # Random weights, with BatchNormalization's moving variances kept positive (as training keeps them).
+    model.set_weights([np.abs(v) if "variance" in w.name else v
+                       for w, v in ((w, rng.normal(scale=0.4, size=w.shape).astype(np.float32)) for w in model.weights)])
+    path = tmp_path / ("m.keras" if framework == "keras3" else "m.h5")
+    model.save(path)
+    inputs = make_inputs(rng)
+    np.savez(tmp_path / "x.npz", **inputs)
+    verified = CliRunner().invoke(cli, ["verify", str(path), "--input", str(tmp_path / "x.npz"), "--json"])
+    document = json.loads(verified.stdout)
+    assert verified.exit_code == 0, verified.stdout
+    assert document["comparisons"]["replay_vs_predict"]["passed"] is True and all(layer["passed"] for layer in document["layers"])
+    replayed = CliRunner().invoke(cli, ["replay", str(path), "--input", str(tmp_path / "x.npz"), "-o", str(tmp_path / "y.npy")])
+    assert replayed.exit_code == 0, replayed.stderr
+    values = list(inputs.values())  # in the order the model takes them
+    expected = model.predict(values if len(values) > 1 else values[0], verbose=0)
+    assert np.allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-6, atol=2e-6)
