@@ -118,6 +118,23 @@ def layer_option(function: F) -> F:
     )(function)
 
 
+def skip_unsliced_option(function: F) -> F:
+    return click.option(
+        "--skip-unsliced", is_flag=True,
+        help="Leave out layers that hold recurrent weights grucli cannot slice (a custom cell, say) instead of refusing the file.",
+    )(function)
+
+
+def _refuse_unsliced(found: Any, layer_paths: Sequence[str], skip: bool) -> None:
+    """A command over every recurrent layer refuses weights it cannot slice, unless told to skip them."""
+    from grucli.layers import refuse_unsliced, require_recurrent
+
+    if not layer_paths:  # all of them: none may be dropped unsaid
+        for other in refuse_unsliced(found, skip=skip):
+            click.echo(f"skipped {other.path} ({other.class_name}): {other.skipped_reason}", err=True)
+    require_recurrent(found)
+
+
 def input_options(function: F) -> F:
     """--input, --batch, --timesteps, --seed: shared by the commands that run a model."""
     options = [
@@ -175,8 +192,7 @@ def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], 
               "state_dict arrays as {path}/weight_ih_l0 ..., plus {path}/constructor.")
 @click.option("--approximate", is_flag=True,
               help="With --layout torch: export reset_after=False GRUs too, which no nn.GRU reproduces exactly.")
-@click.option("--skip-unsliced", is_flag=True,
-              help="Leave out layers that hold recurrent weights grucli cannot slice (a custom cell, say) instead of refusing the file.")
+@skip_unsliced_option
 @click.option("--force", is_flag=True, help="Overwrite OUT.npz if it exists.")
 def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, approximate: bool, skip_unsliced: bool, force: bool,
            max_mb: int) -> None:
@@ -199,14 +215,11 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
     """
     from grucli.formats import write_npz, write_npz_pieces
     from grucli.gates import gate_export
-    from grucli.layers import find_layers, refuse_unsliced, require_recurrent
+    from grucli.layers import find_layers
     from grucli.report import select_layers
 
     found = find_layers(_read(model, max_mb))
-    if not layer_paths:  # all of them: none may be dropped unsaid
-        for other in refuse_unsliced(found, skip=skip_unsliced):
-            click.echo(f"skipped {other.path} ({other.class_name}): {other.skipped_reason}", err=True)
-    require_recurrent(found)
+    _refuse_unsliced(found, layer_paths, skip_unsliced)
     layers = select_layers(found.recurrent, layer_paths)
     if layout == "torch":
         import numpy as np
@@ -357,9 +370,10 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
               help="Changes up to this size count as no change (for --exit-code and the verdict).")
 @click.option("--exit-code", "exit_code", is_flag=True,
               help="Exit 1 when any array changed by more than --atol, 0 otherwise (as git diff --exit-code).")
+@skip_unsliced_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document with a list `changes` instead of a table.")
-def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, atol: float, exit_code: bool, as_json: bool,
-         max_mb: int) -> None:
+def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, atol: float, exit_code: bool, skip_unsliced: bool,
+         as_json: bool, max_mb: int) -> None:
     """Compare two files of the same architecture gate by gate (e.g. two checkpoints).
 
     Per layer, gate and array: the largest absolute change, the relative change ‖B−A‖/‖A‖ and
@@ -375,10 +389,11 @@ def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, ato
       grucli diff released.h5 rebuilt.h5 --exit-code --atol 1e-6 || echo "weights changed"
     """
     from grucli.diff import diff_layers
-    from grucli.layers import find_layers, require_recurrent
+    from grucli.layers import find_layers
 
     found_a, found_b = find_layers(_read(model_a, max_mb)), find_layers(_read(model_b, max_mb))
-    require_recurrent(found_a)
+    for found in (found_a, found_b):
+        _refuse_unsliced(found, layer_paths, skip_unsliced)
     report = diff_layers(found_a, found_b, layer_paths, top, atol)
     _emit(report, as_json, "diff_json", "render_diff")
     if exit_code and report.changed_beyond_tolerance:
@@ -394,9 +409,10 @@ def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, ato
               help="How many standard deviations of the gate's input the bias must clear to count as saturated.")
 @click.option("--max-spectral-norm", type=float, default=100.0, show_default=True,
               help="Largest allowed spectral norm of a gate's recurrent block (trained models measured 4.6-50).")
+@skip_unsliced_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of a table.")
 def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, saturation_spread: float,
-          max_spectral_norm: float, as_json: bool, max_mb: int) -> None:
+          max_spectral_norm: float, skip_unsliced: bool, as_json: bool, max_mb: int) -> None:
     """Health checks for CI: NaN/Inf weights, dead units, saturated gates, exploding recurrent blocks.
 
     Each finding names the layer, gate and unit. Exit code 1 when anything is found, 0 when
@@ -407,12 +423,12 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
       grucli check checkpoint.h5 --max-spectral-norm 50 || echo "bad checkpoint"
     """
     from grucli.check import Thresholds, check_layers
-    from grucli.layers import find_layers, require_recurrent
+    from grucli.layers import find_layers
     from grucli.render import DelayedProgress
     from grucli.report import select_layers
 
     found = find_layers(_read(model, max_mb))
-    require_recurrent(found)
+    _refuse_unsliced(found, layer_paths, skip_unsliced)
     layers = select_layers(found.recurrent, layer_paths)
     with DelayedProgress("checking", "gates") as progress:
         report = check_layers(str(model), layers, Thresholds(saturation_logit, saturation_spread, max_spectral_norm), progress)

@@ -358,6 +358,11 @@ def test_recurrent_weights_grucli_cannot_slice_are_never_dropped(tf_keras: Any, 
         assert sorted({key.split("/")[0] for key in archive.files}) == ["gru"]
     replay = run("replay", str(path), "-o", str(tmp_path / "y.npy"))
     assert replay.exit_code == 2 and "layer minimal (RNN with a custom cell)" in replay.stderr
+    # The CI gates too: a clean check or an unchanged diff must not mean "the custom cell was never looked at".
+    for command in (["check", str(path)], ["diff", str(path), str(path), "--exit-code"]):
+        refused_gate = run(*command)
+        assert refused_gate.exit_code == 2 and "holds recurrent weights grucli cannot slice: minimal" in refused_gate.stderr, command
+        assert run(*command, "--skip-unsliced").exit_code == 0, command
 
 
 def test_layer_narrows_what_verify_must_compare(keras3: Any, tmp_path: Path) -> None:
