@@ -338,7 +338,7 @@ def _child(group: h5py.Group | None, key: str) -> h5py.Group | None:
 
 def _find_by_vars_name(members: h5py.Group, name: str) -> h5py.Group | None:
     # Since Keras 3.6 each vars group carries the layer's user-visible name.
-    for key in members:
+    for key in _member_names(members):
         candidate = _child(members, key)
         vars_group = _child(candidate, "vars")
         if vars_group is not None and _text(vars_group.attrs.get("name")) == name:
@@ -346,15 +346,24 @@ def _find_by_vars_name(members: h5py.Group, name: str) -> h5py.Group | None:
     return None
 
 
+def _member_names(group: h5py.Group) -> list[str]:
+    """A group's member names; h5py hands back bytes for a name that is not UTF-8 (a damaged file)."""
+    names = list(group)
+    for name in names:
+        if not isinstance(name, str):
+            raise ModelFileError(f"{group.name} has a member whose name is not text ({name!r}); the file is corrupt")
+    return names
+
+
 def _collect_vars(group: h5py.Group) -> Iterable[NamedArray]:
     """The group's own `vars/0..n` in numeric order, then its sub-objects' (alphabetical)."""
     vars_group = _child(group, "vars")
     if vars_group is not None:
-        for key in sorted((k for k in vars_group if k.isdigit()), key=int):
+        for key in sorted((k for k in _member_names(vars_group) if k.isdigit()), key=int):
             item = _get(vars_group, key)
             if isinstance(item, h5py.Dataset):
                 yield NamedArray(item.name.lstrip("/"), _read_dataset(item))
-    for key in sorted(group):
+    for key in sorted(_member_names(group)):
         sub = _child(group, key)
         if key != "vars" and sub is not None:
             yield from _collect_vars(sub)
@@ -655,7 +664,7 @@ def _infer_keras3_group(group: h5py.Group, key: str) -> RawLayer:
     name = name or key
     layers = _child(group, "layers")
     if layers is not None:
-        members = [(k, _child(layers, k)) for k in sorted(layers)]
+        members = [(k, _child(layers, k)) for k in sorted(_member_names(layers))]
         children = tuple(("layers", _infer_keras3_group(member, k)) for k, member in members if member is not None)
         return RawLayer(name, "Model", {"name": name}, children=children, inferred=True)
     forward, backward = _child(group, "forward_layer"), _child(group, "backward_layer")
@@ -664,7 +673,7 @@ def _infer_keras3_group(group: h5py.Group, key: str) -> RawLayer:
         return RawLayer(name, "Bidirectional", {"name": name}, children=children, inferred=True)
     cells = _child(_child(group, "cell"), "cells")
     if cells is not None:
-        members = [(k, _child(cells, k)) for k in sorted(cells, key=_natural_key)]
+        members = [(k, _child(cells, k)) for k in sorted(_member_names(cells), key=_natural_key)]
         children = tuple((f"cell_{index}", _infer_keras3_group(member, k)) for index, (k, member) in enumerate(members) if member is not None)
         return RawLayer(name, "RNN", {"name": name}, children=children, inferred=True)
     weights = tuple(_collect_vars(group))

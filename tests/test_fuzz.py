@@ -64,6 +64,7 @@ def assert_clean(path: Path) -> None:
 
 
 @FUZZ
+@example(name="k3_stacked_cells.weights.h5", flips=[(0.5, 128)])  # a group member named with invalid UTF-8 (bytes)
 @given(name=st.sampled_from(FILES), flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=8))
 def test_flipped_bytes(name: str, flips: list[tuple[float, int]]) -> None:
     data = bytearray(sample(name).read_bytes())
