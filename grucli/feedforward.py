@@ -1,0 +1,431 @@
+"""Every layer the replay runs besides recurrent layers and models: one registry keyed by class name.
+
+Each implementation is a small function of (layer, input tensor, runtime) that reads like the
+Keras layer's `call`; merges and attention take lists of tensors. Weights are checked against
+the shapes the call needs before use, and settings the replay does not run are refused by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from grucli import spatial
+from grucli.errors import ModelFileError
+from grucli.model import RawLayer
+from grucli.replay import KERAS3, ReplayError, activation
+from grucli.tensor import Runtime, Tensor
+
+IDENTITY = {
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "InputLayer",
+}
+MERGES = {"Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+ATTENTION = {"Attention", "AdditiveAttention"}
+
+
+def _weights(layer: RawLayer, shapes: Sequence[tuple[int | None, ...]], what: str) -> list[np.ndarray]:
+    """The layer's stored weights, checked against the shapes its call needs (None: any size)."""
+    found = [tuple(w.array.shape) for w in layer.weights]
+    fits = len(found) == len(shapes) and all(
+        len(got) == len(want) and all(w is None or g == w for g, w in zip(got, want)) for got, want in zip(found, shapes)
+    )
+    if not fits:
+        expected = ", ".join(str(tuple("n" if d is None else d for d in shape)) for shape in shapes)
+        raise ModelFileError(f"layer {layer.name} ({layer.class_name}) stores weights of shapes {found or 'none'}; "
+                             f"expected {what}: {expected or 'none'}")
+    return [np.asarray(w.array) for w in layer.weights]
+
+
+def _dense(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    features = x.value.shape[-1]
+    use_bias = layer.config.get("use_bias", True)
+    units = layer.config.get("units", layer.config.get("output_dim"))  # Keras 1 says output_dim
+    weights = _weights(layer, [(features, units), (units,)][: 1 + bool(use_bias)],
+                       f"a kernel for {features} input features" + (" and a bias" if use_bias else ""))
+    y = x.value.astype(replay.dtype) @ weights[0].astype(replay.dtype)
+    if use_bias:
+        y = y + weights[1].astype(replay.dtype)
+    return Tensor(activation(_activation_of(layer), replay.semantics)(y), x.mask)
+
+
+def _activation_of(layer: RawLayer) -> str | None:
+    from grucli.layers import activation_name
+
+    return activation_name(layer.config.get("activation", "linear"))
+
+
+def _embedding(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    table = _weights(layer, [(None, None)], "one (vocabulary, dimensions) table")[0].astype(replay.dtype)
+    if x.value.dtype.kind == "f" and not np.all(np.mod(x.value, 1) == 0):
+        raise ReplayError(f"layer {layer.name} (Embedding) is fed fractions; expected integer ids")
+    ids = np.asarray(x.value).astype(np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
+        raise ReplayError(f"layer {layer.name}: input ids must be in 0..{table.shape[0] - 1}, got {ids.min()}..{ids.max()}")
+    mask = ids != 0 if layer.config.get("mask_zero") else None
+    return Tensor(table[ids], mask)
+
+
+def _masking(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    value = float(layer.config.get("mask_value", 0.0))
+    mask = np.any(x.value != value, axis=-1)
+    return Tensor(x.value * mask[..., None], mask)
+
+
+def _batch_norm(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    config = layer.config
+    axis = config.get("axis", -1)
+    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    if axis not in (-1, x.value.ndim - 1):
+        raise ReplayError(f"layer {layer.name} (BatchNormalization) normalises axis {axis}; the replay runs the last axis only")
+    features = x.value.shape[-1]
+    scale, center = config.get("scale", True), config.get("center", True)
+    weights = iter(_weights(layer, [(features,)] * (2 + bool(scale) + bool(center)),
+                            f"{'gamma, ' if scale else ''}{'beta, ' if center else ''}moving mean and variance for {features} features"))
+    gamma = next(weights) if scale else 1.0
+    beta = next(weights) if center else 0.0
+    mean, variance = next(weights), next(weights)
+    epsilon = float(config.get("epsilon", 1e-3))
+    return Tensor((x.value - mean) / np.sqrt(variance + epsilon) * gamma + beta, x.mask)
+
+
+def _reshape(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    target = tuple(layer.config.get("target_shape", ()))
+    known = int(np.prod([d for d in target if d != -1], dtype=np.int64))
+    size = int(np.prod(x.value.shape[1:], dtype=np.int64))
+    unknown = target.count(-1)
+    if unknown > 1 or any(d < -1 for d in target) or (size != known if unknown == 0 else known == 0 or size % known):
+        raise ReplayError(f"layer {layer.name} (Reshape) cannot reshape {x.value.shape[1:]} to target_shape {list(target)}")
+    return Tensor(x.value.reshape((x.value.shape[0], *target)))
+
+
+def _repeat(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    if x.value.ndim != 2:
+        raise ReplayError(f"layer {layer.name} (RepeatVector) is fed shape {x.value.shape}; expected (batch, features)")
+    return Tensor(np.repeat(x.value[:, None, :], int(layer.config.get("n", 1)), axis=1))
+
+
+def _identity(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    return x
+
+
+# --- convolution, pooling, normalisation, shapes (channels last, as Keras's defaults) -------------
+
+
+def _spatial_settings(layer: RawLayer, rank: int, window_key: str) -> tuple[tuple[int, ...], tuple[int, ...], str, tuple[int, ...]]:
+    """(window, strides, padding, dilation) of a convolution or pooling layer, checked."""
+    config = layer.config
+    if config.get("data_format") not in (None, "channels_last"):
+        raise ReplayError(f"layer {layer.name} ({layer.class_name}) has data_format={config['data_format']!r}; the replay runs channels_last")
+    if config.get("groups", 1) != 1:
+        raise ReplayError(f"layer {layer.name} ({layer.class_name}) has groups={config['groups']!r}; the replay runs groups=1")
+    window = _per_axis(layer, config.get(window_key), rank, window_key)
+    strides = window if config.get("strides") is None and window_key == "pool_size" else _per_axis(layer, config.get("strides", 1), rank, "strides")
+    dilation = _per_axis(layer, config.get("dilation_rate", 1), rank, "dilation_rate")
+    padding = config.get("padding", "valid")
+    if padding not in ("valid", "same", "causal") or (padding == "causal" and rank != 1):
+        raise ReplayError(f"layer {layer.name} ({layer.class_name}) has padding={padding!r}; expected valid or same (causal in 1D)")
+    if any(s > 1 for s in strides) and any(d > 1 for d in dilation):
+        raise ReplayError(f"layer {layer.name} ({layer.class_name}) combines strides and dilation, which Keras does not run")
+    return window, strides, padding, dilation
+
+
+def _per_axis(layer: RawLayer, value: Any, rank: int, key: str) -> tuple[int, ...]:
+    values = [value] * rank if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(values, list) or len(values) != rank or not all(isinstance(v, int) and v >= 1 for v in values):
+        raise ReplayError(f"layer {layer.name} ({layer.class_name}) has {key}={value!r}; expected {rank} positive integer(s)")
+    return tuple(values)
+
+
+def _convolution(rank: int) -> Callable[[RawLayer, Tensor, Runtime], Tensor]:
+    def run(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+        window, strides, padding, dilation = _spatial_settings(layer, rank, "kernel_size")
+        if x.value.ndim != rank + 2:
+            raise ReplayError(f"layer {layer.name} ({layer.class_name}) is fed shape {x.value.shape}; expected (batch, {rank} spatial axes, channels)")
+        filters, use_bias = layer.config.get("filters"), layer.config.get("use_bias", True)
+        shapes = [(*window, x.value.shape[-1], filters), (filters,)][: 1 + bool(use_bias)]
+        weights = _weights(layer, shapes, f"a kernel for {x.value.shape[-1]} channels" + (" and a bias" if use_bias else ""))
+        y = spatial.convolve(x.value.astype(replay.dtype), weights[0].astype(replay.dtype), strides, padding, dilation)
+        if use_bias:
+            y = y + weights[1].astype(replay.dtype)
+        return Tensor(activation(_activation_of(layer), replay.semantics)(y))  # convolutions pass no mask on
+
+    return run
+
+
+def _pooling(rank: int, mode: str) -> Callable[[RawLayer, Tensor, Runtime], Tensor]:
+    def run(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+        window, strides, padding, _ = _spatial_settings(layer, rank, "pool_size")
+        if x.value.ndim != rank + 2:
+            raise ReplayError(f"layer {layer.name} ({layer.class_name}) is fed shape {x.value.shape}; expected (batch, {rank} spatial axes, channels)")
+        return Tensor(spatial.pool(x.value, window, strides, padding, mode))
+
+    return run
+
+
+def _global_pooling(rank: int, mode: str) -> Callable[[RawLayer, Tensor, Runtime], Tensor]:
+    def run(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+        if layer.config.get("data_format") not in (None, "channels_last"):
+            raise ReplayError(f"layer {layer.name} ({layer.class_name}) has data_format={layer.config['data_format']!r}; the replay runs channels_last")
+        axes = tuple(range(1, rank + 1))
+        keepdims = bool(layer.config.get("keepdims", False))
+        if mode == "average" and rank == 1 and x.mask is not None:  # the mean over the steps the mask keeps
+            kept = x.mask[..., None].astype(x.value.dtype)
+            value = (x.value * kept).sum(axis=1, keepdims=keepdims) / kept.sum(axis=1, keepdims=keepdims)
+        else:
+            value = (x.value.mean if mode == "average" else x.value.max)(axis=axes, keepdims=keepdims)
+        return Tensor(value)
+
+    return run
+
+
+def _layer_normalization(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    config = layer.config
+    axis = config.get("axis", -1)
+    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    if axis not in (-1, x.value.ndim - 1) or config.get("rms_scaling"):
+        raise ReplayError(f"layer {layer.name} (LayerNormalization) normalises axis {axis!r}"
+                          f"{' with rms_scaling' if config.get('rms_scaling') else ''}; the replay runs the last axis only")
+    features = x.value.shape[-1]
+    scale, center = config.get("scale", True), config.get("center", True)
+    weights = iter(_weights(layer, [(features,)] * (bool(scale) + bool(center)), f"{'gamma ' if scale else ''}{'beta ' if center else ''}for {features} features"))
+    gamma = next(weights) if scale else 1.0
+    beta = next(weights) if center else 0.0
+    return Tensor(spatial.layer_normalization(x.value, gamma, beta, float(config.get("epsilon", 1e-3))), x.mask)
+
+
+def _relu(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    config = layer.config
+    max_value, slope, threshold = config.get("max_value"), float(config.get("negative_slope", 0.0)), float(config.get("threshold", 0.0))
+    value = np.where(x.value >= threshold, x.value, slope * (x.value - threshold))
+    if max_value is not None:
+        value = np.minimum(value, float(max_value))
+    return Tensor(value, x.mask)
+
+
+def _leaky_relu(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    slope = float(layer.config.get("negative_slope", layer.config.get("alpha", 0.3)))  # tf-keras calls it alpha
+    return Tensor(np.where(x.value > 0, x.value, slope * x.value), x.mask)
+
+
+def _softmax_layer(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    if x.mask is not None:
+        raise ReplayError(f"layer {layer.name} (Softmax) is fed a masked tensor, whose masked softmax the replay does not run yet")
+    axis = layer.config.get("axis", -1)
+    if not isinstance(axis, int):
+        raise ReplayError(f"layer {layer.name} (Softmax) has axis={axis!r}; the replay runs one axis")
+    shifted = np.exp(x.value - x.value.max(axis=axis, keepdims=True))
+    return Tensor(shifted / shifted.sum(axis=axis, keepdims=True))
+
+
+def _permute(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    dims = layer.config.get("dims")
+    if not isinstance(dims, list) or sorted(dims) != list(range(1, x.value.ndim)):
+        raise ReplayError(f"layer {layer.name} (Permute) has dims={dims!r}; expected a permutation of 1..{x.value.ndim - 1}")
+    return Tensor(np.transpose(x.value, (0, *dims)))
+
+
+def _time_amounts(layer: RawLayer, key: str) -> tuple[int, int]:
+    value = layer.config.get(key, 1)
+    amounts = [value, value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(amounts, list) or len(amounts) != 2 or not all(isinstance(a, int) and a >= 0 for a in amounts):
+        raise ReplayError(f"layer {layer.name} ({layer.class_name}) has {key}={value!r}; expected one or two integers ≥ 0")
+    return amounts[0], amounts[1]
+
+
+def _zero_padding_1d(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    before, after = _time_amounts(layer, "padding")
+    return Tensor(np.pad(x.value, [(0, 0), (before, after), (0, 0)]))
+
+
+def _cropping_1d(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    before, after = _time_amounts(layer, "cropping")
+    if before + after >= x.value.shape[1]:
+        raise ReplayError(f"layer {layer.name} (Cropping1D) crops {before + after} of {x.value.shape[1]} steps")
+    return Tensor(x.value[:, before:x.value.shape[1] - after])
+
+
+def _upsampling_1d(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    size = layer.config.get("size", 2)
+    if not isinstance(size, int) or size < 1:
+        raise ReplayError(f"layer {layer.name} (UpSampling1D) has size={size!r}; expected a positive integer")
+    return Tensor(np.repeat(x.value, size, axis=1))
+
+
+SIMPLE_LAYERS: Mapping[str, Callable[[RawLayer, Tensor, Runtime], Tensor]] = {
+    **dict.fromkeys(IDENTITY, _identity),
+    "Dense": _dense,
+    "Embedding": _embedding,
+    "Masking": _masking,
+    "BatchNormalization": _batch_norm,
+    "Activation": lambda layer, x, replay: Tensor(activation(_activation_of(layer), replay.semantics)(x.value), x.mask),
+    "Flatten": lambda layer, x, replay: Tensor(x.value.reshape((x.value.shape[0], -1))),
+    "Reshape": _reshape,
+    "RepeatVector": _repeat,
+    "Conv1D": _convolution(1), "Conv2D": _convolution(2),
+    "MaxPooling1D": _pooling(1, "max"), "MaxPooling2D": _pooling(2, "max"),
+    "AveragePooling1D": _pooling(1, "average"), "AveragePooling2D": _pooling(2, "average"),
+    "GlobalMaxPooling1D": _global_pooling(1, "max"), "GlobalMaxPooling2D": _global_pooling(2, "max"),
+    "GlobalAveragePooling1D": _global_pooling(1, "average"), "GlobalAveragePooling2D": _global_pooling(2, "average"),
+    "LayerNormalization": _layer_normalization,
+    "ReLU": _relu, "LeakyReLU": _leaky_relu, "Softmax": _softmax_layer, "Permute": _permute,
+    "ZeroPadding1D": _zero_padding_1d, "Cropping1D": _cropping_1d, "UpSampling1D": _upsampling_1d,
+}
+
+
+def merge(layer: RawLayer, path: str, inputs: list[Tensor], semantics: str) -> Tensor:
+    name = layer.class_name
+    values = [t.value for t in inputs]
+    shapes = [v.shape for v in values]
+    if name == "Concatenate":
+        axis = layer.config.get("axis", -1)
+        rank = values[0].ndim
+        if not isinstance(axis, int) or not -rank <= axis < rank or any(v.ndim != rank for v in values) or any(
+            np.delete(np.array(shape), axis % rank).tolist() != np.delete(np.array(shapes[0]), axis % rank).tolist() for shape in shapes
+        ):
+            raise ReplayError(f"layer {path} (Concatenate) cannot join shapes {shapes} on axis {axis}")
+        value = np.concatenate(values, axis=axis)
+    else:
+        if len(set(shapes)) != 1 or (name == "Subtract" and len(values) != 2):
+            expected = "two inputs of one shape" if name == "Subtract" else "inputs of one shape"
+            raise ReplayError(f"layer {path} ({name}) is called on shapes {shapes}; expected {expected}")
+        if semantics == KERAS3 and name in KERAS3_MASKED_MERGES and any(t.mask is not None for t in inputs):
+            return KERAS3_MASKED_MERGES[name](inputs)
+        value = MERGE_REDUCTIONS[name](np.stack(values))
+    return Tensor(value, _merged_mask(layer, inputs, semantics))
+
+
+def _feature_mask(t: Tensor) -> np.ndarray | None:
+    return None if t.mask is None else np.broadcast_to(t.mask[..., None], t.value.shape)
+
+
+def _keras3_masked_multiply(inputs: list[Tensor]) -> Tensor:
+    """Keras 3's Multiply of masked inputs (`Multiply._merge_function`): masked steps count as 1,
+    and where every input is masked and the OR of the masks drops a step, the output is 0."""
+    masks = [_feature_mask(t) for t in inputs]
+    factors = [t.value if mask is None else np.where(mask, t.value, 1) for t, mask in zip(inputs, masks)]
+    output = np.prod(np.stack(factors), axis=0)
+    if any(mask is None for mask in masks):
+        return Tensor(output)
+    either = np.logical_or.reduce(masks)
+    return Tensor(np.where(either, output, 0), either.any(axis=-1))
+
+
+def _keras3_masked_extreme(function: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[[list[Tensor]], Tensor]:
+    """Keras 3's Maximum / Minimum of masked inputs (`_apply_merge_op_and_or_mask`), step for step."""
+    def merge(inputs: list[Tensor]) -> Tensor:
+        output, output_mask = inputs[0].value, _feature_mask(inputs[0])
+        for t in inputs[1:]:
+            x, mask = t.value, _feature_mask(t)
+            if mask is not None:
+                x = np.where(mask, x, output)
+            if output_mask is not None:
+                output = np.where(output_mask, output, x)
+            output_mask = np.logical_or(output_mask, mask) if mask is not None and output_mask is not None else None
+            output = function(output, x)
+        return Tensor(output, None if output_mask is None else output_mask.any(axis=-1))
+
+    return merge
+
+
+KERAS3_MASKED_MERGES: Mapping[str, Callable[[list[Tensor]], Tensor]] = {
+    "Multiply": _keras3_masked_multiply,
+    "Maximum": _keras3_masked_extreme(np.maximum),
+    "Minimum": _keras3_masked_extreme(np.minimum),
+}
+
+
+def _merged_mask(layer: RawLayer, inputs: list[Tensor], semantics: str) -> np.ndarray | None:
+    """The output mask of a merge layer, as the Keras that saved the file computes it (`compute_mask`).
+
+    Keras 3: Add, Multiply, ... keep a step where any input keeps it, and only when every input
+    is masked; Concatenate joins the masks (unmasked inputs all kept) and keeps a position where
+    any joined mask does. Keras 2 / tf-keras: both keep a step only where every mask keeps it.
+    """
+    masks = [t.mask for t in inputs]
+    if all(mask is None for mask in masks):
+        return None
+    if layer.class_name == "Concatenate":
+        full = [np.ones(t.value.shape, bool) if t.mask is None else np.broadcast_to(
+            t.mask.reshape(t.mask.shape + (1,) * (t.value.ndim - t.mask.ndim)), t.value.shape) for t in inputs]
+        joined = np.concatenate(full, axis=layer.config.get("axis", -1))
+        return joined.any(axis=-1) if semantics == KERAS3 else joined.all(axis=-1)
+    if semantics == KERAS3:
+        return None if any(mask is None for mask in masks) else np.logical_or.reduce(masks)
+    return np.logical_and.reduce([mask for mask in masks if mask is not None])
+
+
+MERGE_REDUCTIONS: Mapping[str, Callable[[np.ndarray], np.ndarray]] = {
+    "Add": lambda stacked: stacked.sum(axis=0),
+    "Subtract": lambda stacked: stacked[0] - stacked[1],
+    "Multiply": lambda stacked: stacked.prod(axis=0),
+    "Average": lambda stacked: stacked.mean(axis=0),
+    "Maximum": lambda stacked: stacked.max(axis=0),
+    "Minimum": lambda stacked: stacked.min(axis=0),
+}
+
+
+def attention(layer: RawLayer, path: str, inputs: list[Tensor], kwargs: Mapping[str, Any], dtype: type) -> list[Tensor]:
+    """Keras's Attention (dot or concat scores) and AdditiveAttention layers, as their `call` reads:
+    scores of query and key, value positions the value mask drops (and, causal, later ones) pushed
+    down by 1e9 before the softmax, the weighted sum of the values, zeros where the query is masked."""
+    name = layer.class_name
+    if len(inputs) not in (2, 3):
+        raise ReplayError(f"layer {path} ({name}) is called on {len(inputs)} tensors; expected [query, value] or [query, value, key]")
+    query, value = inputs[0].value.astype(dtype), inputs[1].value.astype(dtype)
+    key = inputs[2].value.astype(dtype) if len(inputs) == 3 else value
+    if query.ndim != 3 or value.ndim != 3 or key.shape != value.shape[:2] + key.shape[2:] or query.shape[-1] != key.shape[-1]:
+        raise ReplayError(f"layer {path} ({name}) is called on shapes {[t.value.shape for t in inputs]}; expected "
+                          "(batch, Tq, dim) queries and (batch, Tv, dim) values and keys")
+    query_mask, value_mask = _attention_masks(path, name, inputs, kwargs.get("mask"))
+    scores = _attention_scores(layer, path, query, key, dtype)
+    allowed = np.ones(scores.shape, bool) if value_mask is None else np.broadcast_to(value_mask[:, None, :], scores.shape)
+    if kwargs.get("use_causal_mask"):
+        allowed = allowed & np.tril(np.ones(scores.shape[-2:], bool))
+    scores = np.where(allowed, scores, scores - 1e9)
+    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    weights = weights / weights.sum(axis=-1, keepdims=True)
+    output = weights @ value
+    if query_mask is not None:
+        output = np.where(query_mask[..., None], output, 0.0)
+    if kwargs.get("return_attention_scores"):
+        return [Tensor(output, query_mask), Tensor(weights)]
+    return [Tensor(output, query_mask)]
+
+
+def _attention_masks(path: str, name: str, inputs: list[Tensor], explicit: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(query mask, value mask): Keras 3 saves them as `mask=[q, v]`; otherwise they are the masks
+    the inputs carry (tf-keras)."""
+    if explicit is None:
+        masks = [inputs[0].mask, inputs[1].mask]
+    elif isinstance(explicit, list) and len(explicit) in (2, 3) and all(m is None or isinstance(m, Tensor) for m in explicit):
+        masks = [None if m is None else np.asarray(m.value, bool) for m in explicit[:2]]
+    else:
+        raise ReplayError(f"layer {path} ({name}) is called with mask={explicit!r}; expected [query mask, value mask]")
+    for mask, tensor, role in zip(masks, inputs, ("query", "value")):
+        if mask is not None and mask.shape != tensor.value.shape[:2]:
+            raise ReplayError(f"layer {path} ({name}) has a {role} mask of shape {mask.shape}; expected {tensor.value.shape[:2]}")
+    return masks[0], masks[1]
+
+
+def _attention_scores(layer: RawLayer, path: str, query: np.ndarray, key: np.ndarray, dtype: type) -> np.ndarray:
+    config, name = layer.config, layer.class_name
+    use_scale = bool(config.get("use_scale", name == "AdditiveAttention"))
+    dim = query.shape[-1]
+    if name == "AdditiveAttention":
+        scale = _weights(layer, [(dim,)] if use_scale else [], "a scale per feature" if use_scale else "no weights")
+        factor = scale[0].astype(dtype) if use_scale else 1.0
+        return np.sum(factor * np.tanh(query[:, :, None, :] + key[:, None, :, :]), axis=-1)
+    mode = config.get("score_mode", "dot")
+    if mode not in ("dot", "concat"):
+        raise ReplayError(f"layer {path} (Attention) has score_mode={mode!r}; expected dot or concat")
+    shapes = [()] * (int(use_scale) + int(mode == "concat"))
+    stored = iter(w.astype(dtype) for w in _weights(layer, shapes, "a scalar scale and/or concat weight"))
+    scale = next(stored) if use_scale else None
+    if mode == "dot":
+        scores = query @ np.swapaxes(key, -2, -1)
+        return scores * scale if scale is not None else scores
+    concat_weight = next(stored)
+    summed = query[:, :, None, :] + key[:, None, :, :]
+    return concat_weight * np.sum(np.tanh(summed * scale if scale is not None else summed), axis=-1)
