@@ -103,6 +103,7 @@ def _other_json(other: OtherLayer) -> dict[str, Any]:
         "class": other.class_name,
         "weights": [{"name": name, "shape": list(shape)} for name, shape in other.weight_shapes],
         "skipped": other.skipped_reason,
+        "unsliced_recurrent": other.unsliced_recurrent,
     }
 
 

@@ -383,6 +383,8 @@ def test_recurrent_weights_grucli_cannot_slice_are_never_dropped(tf_keras: Any, 
         assert sorted({key.split("/")[0] for key in archive.files}) == ["gru"]
     replay = run("replay", str(path), "-o", str(tmp_path / "y.npy"))
     assert replay.exit_code == 2 and "layer minimal (RNN with a custom cell)" in replay.stderr
+    listed = json.loads(run("inspect", str(path), "--json").stdout)["other_layers"]
+    assert [(o["path"], o["unsliced_recurrent"]) for o in listed if o["weights"]] == [("minimal", True)]
     # The CI gates too: a clean check or an unchanged diff must not mean "the custom cell was never looked at".
     for command in (["check", str(path)], ["diff", str(path), str(path), "--exit-code"]):
         refused_gate = run(*command)
