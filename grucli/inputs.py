@@ -71,7 +71,8 @@ def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
     else:
         raise InputError(f"the config of {declaring.name} does not declare an input shape; pass --input")
     if any(d is not None and d < 1 for d in (batch, *dims)):
-        raise InputError(f"the config of {declaring.name} declares input shape {list(dims)}; expected positive dimensions")
+        declared = list(dims) if batch is None else [batch, *dims]
+        raise InputError(f"the config of {declaring.name} declares input shape {declared}; expected positive dimensions")
     vocabulary = None
     if consumer is not None and consumer.class_name == "Embedding":
         vocabulary = consumer.config.get("input_dim")
