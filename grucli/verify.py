@@ -606,13 +606,9 @@ class _Framework:
         pays for a single predict; its outputs are the model's own graph, computed as predict does.
         """
         outputs = list(keras_model.outputs)
-        layout: list[tuple[str, int, bool, int]] = []
-        for name in names:
-            layer = keras_model.get_layer(name)
-            symbolic_input, symbolic_mask, states = self._input_and_mask(layer.input)
-            layer_outputs = list(layer.output) if isinstance(layer.output, (list, tuple)) else [layer.output]
-            outputs += [symbolic_input, *layer_outputs, *states] + ([symbolic_mask] if symbolic_mask is not None else [])
-            layout.append((name, len(layer_outputs), symbolic_mask is not None, len(states)))
+        layouts = {name: self._probe_layout(keras_model.get_layer(name)) for name in names}
+        for layout in layouts.values():
+            outputs += layout.tensors
         if not names:
             return self.predict(keras_model, inputs), {}
         try:
@@ -623,13 +619,9 @@ class _Framework:
             raise VerifyError(f"{self.describe()} predict failed: {first_line(exc, 300)}") from None
         predicted, rest = values[: len(keras_model.outputs)], values[len(keras_model.outputs):]
         probed = {}
-        for name, n_outputs, has_mask, n_states in layout:
-            real_input, layer_values, rest = rest[0], rest[1 : 1 + n_outputs], rest[1 + n_outputs :]
-            states, rest = rest[:n_states], rest[n_states:]
-            mask = None
-            if has_mask:
-                mask, rest = rest[0].astype(bool), rest[1:]
-            probed[name] = Probe(real_input, mask, layer_values, states)
+        for name, layout in layouts.items():
+            probed[name] = layout.read(rest[: len(layout.tensors)])
+            rest = rest[len(layout.tensors):]
         return predicted, probed
 
     def probe(self, keras_model: Any, chain: tuple[str, ...], name: str, inputs: list[np.ndarray]) -> "Probe":
@@ -640,14 +632,15 @@ class _Framework:
             feeding = _feeding_tensor(owner, nested)
             owner_inputs = [self._run_probe(owner, [feeding], owner_inputs)[0]]
             owner = inner
-        layer = owner.get_layer(name)
+        layout = self._probe_layout(owner.get_layer(name))
+        return layout.read(self._run_probe(owner, layout.tensors, owner_inputs))
+
+    def _probe_layout(self, layer: Any) -> "_ProbeLayout":
+        """The tensors a probe model outputs for one layer: its input, outputs, initial states, mask."""
         symbolic_input, symbolic_mask, states = self._input_and_mask(layer.input)
         outputs = list(layer.output) if isinstance(layer.output, (list, tuple)) else [layer.output]
-        tensors = [symbolic_input, *outputs, *states] + ([symbolic_mask] if symbolic_mask is not None else [])
-        values = self._run_probe(owner, tensors, owner_inputs)
-        mask = values.pop().astype(bool) if symbolic_mask is not None else None
-        n_outputs = len(outputs)
-        return Probe(values[0], mask, values[1 : 1 + n_outputs], values[1 + n_outputs :])
+        mask = [symbolic_mask] if symbolic_mask is not None else []
+        return _ProbeLayout([symbolic_input, *outputs, *states, *mask], len(outputs), len(states))
 
     def _run_probe(self, owner: Any, tensors: list[Any], inputs: list[np.ndarray]) -> list[np.ndarray]:
         with warnings.catch_warnings():
@@ -676,6 +669,20 @@ class _Framework:
         if getattr(tensor, "_keras_mask", None) is None:
             return tensor, None, states
         return tensor, _mask_output_layer(self.module)(tensor), states
+
+
+@dataclass(frozen=True)
+class _ProbeLayout:
+    """Where one layer's values sit among a probe model's outputs: input, outputs, states, then the mask."""
+
+    tensors: list[Any]
+    n_outputs: int
+    n_states: int
+
+    def read(self, values: list[np.ndarray]) -> Probe:
+        after_states = 1 + self.n_outputs + self.n_states
+        mask = values[after_states].astype(bool) if len(values) > after_states else None
+        return Probe(values[0], mask, values[1 : 1 + self.n_outputs], values[1 + self.n_outputs : after_states])
 
 
 def _mask_output_layer(module: Any) -> Any:
