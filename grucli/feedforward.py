@@ -74,20 +74,26 @@ def _masking(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
 
 
 def _batch_norm(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
-    config = layer.config
-    axis = config.get("axis", -1)
-    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-    if axis not in (-1, x.value.ndim - 1):
-        raise ReplayError(f"layer {layer.name} (BatchNormalization) normalises axis {axis}; the replay runs the last axis only")
-    features = x.value.shape[-1]
-    scale, center = config.get("scale", True), config.get("center", True)
-    weights = iter(_weights(layer, [(features,)] * (2 + bool(scale) + bool(center)),
-                            f"{'gamma, ' if scale else ''}{'beta, ' if center else ''}moving mean and variance for {features} features"))
-    gamma = next(weights) if scale else 1.0
-    beta = next(weights) if center else 0.0
-    mean, variance = next(weights), next(weights)
-    epsilon = float(config.get("epsilon", 1e-3))
+    _require_last_axis(layer, x)
+    gamma, beta, (mean, variance) = _affine_weights(layer, x.value.shape[-1], ("moving mean", "moving variance"))
+    epsilon = float(layer.config.get("epsilon", 1e-3))
     return Tensor((x.value - mean) / np.sqrt(variance + epsilon) * gamma + beta, x.mask)
+
+
+def _require_last_axis(layer: RawLayer, x: Tensor, unsupported: str = "") -> None:
+    """Normalisation layers: the replay runs the last axis (Keras's default) and nothing else."""
+    axis = layer.config.get("axis", -1)
+    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    if axis not in (-1, x.value.ndim - 1) or unsupported:
+        raise ReplayError(f"layer {layer.name} ({layer.class_name}) normalises axis {axis!r}{unsupported}; the replay runs the last axis only")
+
+
+def _affine_weights(layer: RawLayer, features: int, statistics: tuple[str, ...]) -> tuple[Any, Any, list[np.ndarray]]:
+    """gamma (1 without scale), beta (0 without center) and the named statistics, each (features,)."""
+    scale, center = layer.config.get("scale", True), layer.config.get("center", True)
+    names = [name for name, stored in (("gamma", scale), ("beta", center)) if stored] + list(statistics)
+    values = dict(zip(names, _weights(layer, [(features,)] * len(names), f"{', '.join(names)} for {features} features")))
+    return values.get("gamma", 1.0), values.get("beta", 0.0), [values[name] for name in statistics]
 
 
 def _reshape(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
@@ -116,8 +122,7 @@ def _identity(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
 def _spatial_settings(layer: RawLayer, rank: int, window_key: str) -> tuple[tuple[int, ...], tuple[int, ...], str, tuple[int, ...]]:
     """(window, strides, padding, dilation) of a convolution or pooling layer, checked."""
     config = layer.config
-    if config.get("data_format") not in (None, "channels_last"):
-        raise ReplayError(f"layer {layer.name} ({layer.class_name}) has data_format={config['data_format']!r}; the replay runs channels_last")
+    _require_channels_last(layer)
     if config.get("groups", 1) != 1:
         raise ReplayError(f"layer {layer.name} ({layer.class_name}) has groups={config['groups']!r}; the replay runs groups=1")
     window = _per_axis(layer, config.get(window_key), rank, window_key)
@@ -129,6 +134,11 @@ def _spatial_settings(layer: RawLayer, rank: int, window_key: str) -> tuple[tupl
     if any(s > 1 for s in strides) and any(d > 1 for d in dilation):
         raise ReplayError(f"layer {layer.name} ({layer.class_name}) combines strides and dilation, which Keras does not run")
     return window, strides, padding, dilation
+
+
+def _require_channels_last(layer: RawLayer) -> None:
+    if layer.config.get("data_format") not in (None, "channels_last"):
+        raise ReplayError(f"layer {layer.name} ({layer.class_name}) has data_format={layer.config['data_format']!r}; the replay runs channels_last")
 
 
 def _per_axis(layer: RawLayer, value: Any, rank: int, key: str) -> tuple[int, ...]:
@@ -166,8 +176,7 @@ def _pooling(rank: int, mode: str) -> Callable[[RawLayer, Tensor, Runtime], Tens
 
 def _global_pooling(rank: int, mode: str) -> Callable[[RawLayer, Tensor, Runtime], Tensor]:
     def run(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
-        if layer.config.get("data_format") not in (None, "channels_last"):
-            raise ReplayError(f"layer {layer.name} ({layer.class_name}) has data_format={layer.config['data_format']!r}; the replay runs channels_last")
+        _require_channels_last(layer)
         axes = tuple(range(1, rank + 1))
         keepdims = bool(layer.config.get("keepdims", False))
         if mode == "average" and rank == 1 and x.mask is not None:  # the mean over the steps the mask keeps
@@ -181,18 +190,9 @@ def _global_pooling(rank: int, mode: str) -> Callable[[RawLayer, Tensor, Runtime
 
 
 def _layer_normalization(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
-    config = layer.config
-    axis = config.get("axis", -1)
-    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-    if axis not in (-1, x.value.ndim - 1) or config.get("rms_scaling"):
-        raise ReplayError(f"layer {layer.name} (LayerNormalization) normalises axis {axis!r}"
-                          f"{' with rms_scaling' if config.get('rms_scaling') else ''}; the replay runs the last axis only")
-    features = x.value.shape[-1]
-    scale, center = config.get("scale", True), config.get("center", True)
-    weights = iter(_weights(layer, [(features,)] * (bool(scale) + bool(center)), f"{'gamma ' if scale else ''}{'beta ' if center else ''}for {features} features"))
-    gamma = next(weights) if scale else 1.0
-    beta = next(weights) if center else 0.0
-    return Tensor(spatial.layer_normalization(x.value, gamma, beta, float(config.get("epsilon", 1e-3))), x.mask)
+    _require_last_axis(layer, x, " with rms_scaling" if layer.config.get("rms_scaling") else "")
+    gamma, beta, _ = _affine_weights(layer, x.value.shape[-1], ())
+    return Tensor(spatial.layer_normalization(x.value, gamma, beta, float(layer.config.get("epsilon", 1e-3))), x.mask)
 
 
 def _relu(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
