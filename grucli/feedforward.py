@@ -22,10 +22,9 @@ IDENTITY = {
     "GaussianDropout", "AlphaDropout", "ActivityRegularization", "InputLayer",
 }
 MERGES = {"Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
-ATTENTION = {"Attention", "AdditiveAttention"}
 
 
-def _weights(layer: RawLayer, shapes: Sequence[tuple[int | None, ...]], what: str) -> list[np.ndarray]:
+def stored_weights(layer: RawLayer, shapes: Sequence[tuple[int | None, ...]], what: str) -> list[np.ndarray]:
     """The layer's stored weights, checked against the shapes its call needs (None: any size)."""
     found = [tuple(w.array.shape) for w in layer.weights]
     fits = len(found) == len(shapes) and all(
@@ -42,7 +41,7 @@ def _dense(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
     features = x.value.shape[-1]
     use_bias = layer.config.get("use_bias", True)
     units = layer.config.get("units", layer.config.get("output_dim"))  # Keras 1 says output_dim
-    weights = _weights(layer, [(features, units), (units,)][: 1 + bool(use_bias)],
+    weights = stored_weights(layer, [(features, units), (units,)][: 1 + bool(use_bias)],
                        f"a kernel for {features} input features" + (" and a bias" if use_bias else ""))
     y = x.value.astype(replay.dtype) @ weights[0].astype(replay.dtype)
     if use_bias:
@@ -57,7 +56,7 @@ def _activation_of(layer: RawLayer) -> str | None:
 
 
 def _embedding(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
-    table = _weights(layer, [(None, None)], "one (vocabulary, dimensions) table")[0].astype(replay.dtype)
+    table = stored_weights(layer, [(None, None)], "one (vocabulary, dimensions) table")[0].astype(replay.dtype)
     if x.value.dtype.kind == "f" and not np.all(np.mod(x.value, 1) == 0):
         raise ReplayError(f"layer {layer.name} (Embedding) is fed fractions; expected integer ids")
     ids = np.asarray(x.value).astype(np.int64)
@@ -92,7 +91,7 @@ def _affine_weights(layer: RawLayer, features: int, statistics: tuple[str, ...])
     """gamma (1 without scale), beta (0 without center) and the named statistics, each (features,)."""
     scale, center = layer.config.get("scale", True), layer.config.get("center", True)
     names = [name for name, stored in (("gamma", scale), ("beta", center)) if stored] + list(statistics)
-    values = dict(zip(names, _weights(layer, [(features,)] * len(names), f"{', '.join(names)} for {features} features")))
+    values = dict(zip(names, stored_weights(layer, [(features,)] * len(names), f"{', '.join(names)} for {features} features")))
     return values.get("gamma", 1.0), values.get("beta", 0.0), [values[name] for name in statistics]
 
 
@@ -155,7 +154,7 @@ def _convolution(rank: int) -> Callable[[RawLayer, Tensor, Runtime], Tensor]:
             raise ReplayError(f"layer {layer.name} ({layer.class_name}) is fed shape {x.value.shape}; expected (batch, {rank} spatial axes, channels)")
         filters, use_bias = layer.config.get("filters"), layer.config.get("use_bias", True)
         shapes = [(*window, x.value.shape[-1], filters), (filters,)][: 1 + bool(use_bias)]
-        weights = _weights(layer, shapes, f"a kernel for {x.value.shape[-1]} channels" + (" and a bias" if use_bias else ""))
+        weights = stored_weights(layer, shapes, f"a kernel for {x.value.shape[-1]} channels" + (" and a bias" if use_bias else ""))
         y = spatial.convolve(x.value.astype(replay.dtype), weights[0].astype(replay.dtype), strides, padding, dilation)
         if use_bias:
             y = y + weights[1].astype(replay.dtype)
@@ -207,6 +206,45 @@ def _relu(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
 def _leaky_relu(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
     slope = float(layer.config.get("negative_slope", layer.config.get("alpha", 0.3)))  # tf-keras calls it alpha
     return Tensor(np.where(x.value > 0, x.value, slope * x.value), x.mask)
+
+
+def _prelu(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    """`relu(x) - alpha * relu(-x)`, alpha one weight per feature except along `shared_axes`."""
+    shared = layer.config.get("shared_axes") or []
+    shared = [shared] if isinstance(shared, int) else shared
+    shape = tuple(1 if axis + 1 in shared else size for axis, size in enumerate(x.value.shape[1:]))
+    alpha = stored_weights(layer, [shape], f"one alpha per feature of {x.value.shape[1:]} (shared_axes={shared})")[0].astype(replay.dtype)
+    return Tensor(np.maximum(x.value, 0) - alpha * np.maximum(-x.value, 0), x.mask)
+
+
+def _elu(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    alpha = float(layer.config.get("alpha", 1.0))
+    return Tensor(np.where(x.value > 0, x.value, alpha * np.expm1(np.minimum(x.value, 0))), x.mask)
+
+
+def _thresholded_relu(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    theta = float(layer.config.get("theta", 1.0))
+    return Tensor(x.value * (x.value > theta), x.mask)
+
+
+def dot(layer: RawLayer, path: str, inputs: list[Tensor]) -> Tensor:
+    """Keras's Dot: per sample, sum over `axes` of the two inputs (after L2 normalisation along
+    them when `normalize`); a result of one number per sample becomes (batch, 1). No mask."""
+    if len(inputs) != 2:
+        raise ReplayError(f"layer {path} (Dot) is called on {len(inputs)} tensors; expected two")
+    x, y = (t.value for t in inputs)
+    axes = layer.config.get("axes")
+    pair = axes if isinstance(axes, list) else [axes, axes]
+    if len(pair) != 2 or not all(isinstance(a, int) and not isinstance(a, bool) for a in pair):
+        raise ReplayError(f"layer {path} (Dot) has axes={axes!r}; expected an integer or two")
+    axis_x, axis_y = (a % v.ndim if a < 0 else a for a, v in zip(pair, (x, y)))
+    if axis_x == 0 or axis_y == 0 or x.shape[axis_x] != y.shape[axis_y] or x.shape[0] != y.shape[0]:
+        raise ReplayError(f"layer {path} (Dot) cannot contract shapes {x.shape} and {y.shape} along axes {pair}")
+    if layer.config.get("normalize"):
+        x = x / np.sqrt(np.maximum(np.sum(np.square(x), axis=axis_x, keepdims=True), 1e-12))
+        y = y / np.sqrt(np.maximum(np.sum(np.square(y), axis=axis_y, keepdims=True), 1e-12))
+    value = np.stack([np.tensordot(a, b, axes=(axis_x - 1, axis_y - 1)) for a, b in zip(x, y)])
+    return Tensor(value[:, None] if value.ndim == 1 else value)
 
 
 def _softmax_layer(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
@@ -270,6 +308,7 @@ SIMPLE_LAYERS: Mapping[str, Callable[[RawLayer, Tensor, Runtime], Tensor]] = {
     "GlobalAveragePooling1D": _global_pooling(1, "average"), "GlobalAveragePooling2D": _global_pooling(2, "average"),
     "LayerNormalization": _layer_normalization,
     "ReLU": _relu, "LeakyReLU": _leaky_relu, "Softmax": _softmax_layer, "Permute": _permute,
+    "PReLU": _prelu, "ELU": _elu, "ThresholdedReLU": _thresholded_relu,
     "ZeroPadding1D": _zero_padding_1d, "Cropping1D": _cropping_1d, "UpSampling1D": _upsampling_1d,
 }
 
@@ -364,68 +403,3 @@ MERGE_REDUCTIONS: Mapping[str, Callable[[np.ndarray], np.ndarray]] = {
     "Maximum": lambda stacked: stacked.max(axis=0),
     "Minimum": lambda stacked: stacked.min(axis=0),
 }
-
-
-def attention(layer: RawLayer, path: str, inputs: list[Tensor], kwargs: Mapping[str, Any], dtype: type) -> list[Tensor]:
-    """Keras's Attention (dot or concat scores) and AdditiveAttention layers, as their `call` reads:
-    scores of query and key, value positions the value mask drops (and, causal, later ones) pushed
-    down by 1e9 before the softmax, the weighted sum of the values, zeros where the query is masked."""
-    name = layer.class_name
-    if len(inputs) not in (2, 3):
-        raise ReplayError(f"layer {path} ({name}) is called on {len(inputs)} tensors; expected [query, value] or [query, value, key]")
-    query, value = inputs[0].value.astype(dtype), inputs[1].value.astype(dtype)
-    key = inputs[2].value.astype(dtype) if len(inputs) == 3 else value
-    if query.ndim != 3 or value.ndim != 3 or key.shape != value.shape[:2] + key.shape[2:] or query.shape[-1] != key.shape[-1]:
-        raise ReplayError(f"layer {path} ({name}) is called on shapes {[t.value.shape for t in inputs]}; expected "
-                          "(batch, Tq, dim) queries and (batch, Tv, dim) values and keys")
-    query_mask, value_mask = _attention_masks(path, name, inputs, kwargs.get("mask"))
-    scores = _attention_scores(layer, path, query, key, dtype)
-    allowed = np.ones(scores.shape, bool) if value_mask is None else np.broadcast_to(value_mask[:, None, :], scores.shape)
-    if kwargs.get("use_causal_mask"):
-        allowed = allowed & np.tril(np.ones(scores.shape[-2:], bool))
-    scores = np.where(allowed, scores, scores - 1e9)
-    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    weights = weights / weights.sum(axis=-1, keepdims=True)
-    output = weights @ value
-    if query_mask is not None:
-        output = np.where(query_mask[..., None], output, 0.0)
-    if kwargs.get("return_attention_scores"):
-        return [Tensor(output, query_mask), Tensor(weights)]
-    return [Tensor(output, query_mask)]
-
-
-def _attention_masks(path: str, name: str, inputs: list[Tensor], explicit: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(query mask, value mask): Keras 3 saves them as `mask=[q, v]`; otherwise they are the masks
-    the inputs carry (tf-keras)."""
-    if explicit is None:
-        masks = [inputs[0].mask, inputs[1].mask]
-    elif isinstance(explicit, list) and len(explicit) in (2, 3) and all(m is None or isinstance(m, Tensor) for m in explicit):
-        masks = [None if m is None else np.asarray(m.value, bool) for m in explicit[:2]]
-    else:
-        raise ReplayError(f"layer {path} ({name}) is called with mask={explicit!r}; expected [query mask, value mask]")
-    for mask, tensor, role in zip(masks, inputs, ("query", "value")):
-        if mask is not None and mask.shape != tensor.value.shape[:2]:
-            raise ReplayError(f"layer {path} ({name}) has a {role} mask of shape {mask.shape}; expected {tensor.value.shape[:2]}")
-    return masks[0], masks[1]
-
-
-def _attention_scores(layer: RawLayer, path: str, query: np.ndarray, key: np.ndarray, dtype: type) -> np.ndarray:
-    config, name = layer.config, layer.class_name
-    use_scale = bool(config.get("use_scale", name == "AdditiveAttention"))
-    dim = query.shape[-1]
-    if name == "AdditiveAttention":
-        scale = _weights(layer, [(dim,)] if use_scale else [], "a scale per feature" if use_scale else "no weights")
-        factor = scale[0].astype(dtype) if use_scale else 1.0
-        return np.sum(factor * np.tanh(query[:, :, None, :] + key[:, None, :, :]), axis=-1)
-    mode = config.get("score_mode", "dot")
-    if mode not in ("dot", "concat"):
-        raise ReplayError(f"layer {path} (Attention) has score_mode={mode!r}; expected dot or concat")
-    shapes = [()] * (int(use_scale) + int(mode == "concat"))
-    stored = iter(w.astype(dtype) for w in _weights(layer, shapes, "a scalar scale and/or concat weight"))
-    scale = next(stored) if use_scale else None
-    if mode == "dot":
-        scores = query @ np.swapaxes(key, -2, -1)
-        return scores * scale if scale is not None else scores
-    concat_weight = next(stored)
-    summed = query[:, :, None, :] + key[:, None, :, :]
-    return concat_weight * np.sum(np.tanh(summed * scale if scale is not None else summed), axis=-1)

@@ -15,14 +15,16 @@ import numpy as np
 
 from grucli import gates
 from grucli.errors import ModelFileError
-from grucli.feedforward import ATTENTION, MERGES, SIMPLE_LAYERS, attention, merge
+from grucli.attention import ATTENTION, attention, multi_head_attention
+from grucli.feedforward import MERGES, SIMPLE_LAYERS, dot, merge
 from grucli.layers import LAYER_KINDS
 from grucli.model import CELL_CLASSES, MODEL_CLASSES, ModelFile, ModelLayers, RawLayer, RecurrentLayer
-from grucli.operations import OPERATIONS, run_operation
+from grucli.operations import OPERATIONS, TF_FUNCTIONS, run_operation, run_tf_function
 from grucli.replay import STATE_COUNT, ReplayError, layer_outputs, merge_directions, run_layer
 from grucli.tensor import Tensor
 
 RECURRENT = set(LAYER_KINDS) - CELL_CLASSES | {"RNN", "Bidirectional"}
+TF_OP_LAMBDAS = {"TFOpLambda", "SlicingOpLambda"}  # tf.keras 2's saved TensorFlow calls
 
 
 @dataclass
@@ -47,6 +49,8 @@ def unsupported_layer(root: RawLayer, prefix: str = "") -> tuple[str, str] | Non
             continue
         if child.class_name not in SUPPORTED:
             return path, child.class_name
+        if child.class_name in TF_OP_LAMBDAS and child.config.get("function") not in TF_FUNCTIONS:
+            return path, f"{child.class_name} calling tf.{child.config.get('function')}"
         if child.class_name in MODEL_CLASSES:
             found = unsupported_layer(child, f"{path}/")
             if found:
@@ -158,6 +162,10 @@ class ModelReplay:
         name = layer.class_name
         if layer.is_operation:
             return [run_operation(layer, path, args, kwargs)]
+        if name in TF_OP_LAMBDAS:
+            return [run_tf_function(layer, path, args, kwargs)]
+        if name == "MultiHeadAttention":  # called on (query, value[, key]) with its own keywords
+            return multi_head_attention(layer, path, args, kwargs, self.semantics, self.dtype)
         _check_keywords(layer, path, kwargs, _used_keywords(name))
         if len(args) != 1:
             raise ReplayError(f"layer {path} ({name}) is called with {len(args)} positional arguments; the replay runs layers called on one input")
@@ -165,6 +173,8 @@ class ModelReplay:
             return self._run_model(layer, f"{path}/", _tensor_list(args[0], path, name))
         if name in MERGES:
             return [merge(layer, path, _tensor_list(args[0], path, name), self.semantics)]
+        if name == "Dot":
+            return [dot(layer, path, _tensor_list(args[0], path, name))]
         if name in ATTENTION:
             return attention(layer, path, _tensor_list(args[0], path, name), kwargs, self.dtype)
         if name in RECURRENT:
@@ -330,13 +340,38 @@ def parse_call(node: Any) -> Call:
     if isinstance(node, Mapping):  # Keras 3: {"args": [...], "kwargs": {...}}
         return Call(tuple(_decoded(a) for a in node.get("args", [])), {str(k): _decoded(v) for k, v in node.get("kwargs", {}).items()})
     # Keras 2: [[name, node, index, kwargs], ...]; a layer called on a list (a merge, or an RNN
-    # given its initial state) lists every tensor of that list.
-    refs = [Ref(str(item[0]), int(item[1]), int(item[2])) for item in node]
+    # given its initial state) lists every tensor of that list. tf.keras 2 saves a constant first
+    # argument (`1.0 - g`) as ["_CONSTANT_VALUE", -1, value], and tensors among the keywords
+    # (`y=` of a TFOpLambda, `mask=`) as [name, node, index].
+    if node and isinstance(node[0], str):  # tf.keras 2 saves a TFOpLambda's one-tensor call as the item itself
+        node = [node]
+    refs = [item[2] if item[0] == KERAS2_CONSTANT else Ref(str(item[0]), int(item[1]), int(item[2])) for item in node]
     kwargs: dict[str, Any] = {}
     for item in node:
         if len(item) > 3:
-            kwargs.update({str(k): _decoded(v) for k, v in item[3].items()})
+            kwargs.update({str(k): _keras2_decoded(v) for k, v in item[3].items()})
     return Call((refs[0] if len(refs) == 1 else refs,), kwargs, keras2=True)
+
+
+KERAS2_CONSTANT = "_CONSTANT_VALUE"
+
+
+def _keras2_decoded(value: Any) -> Any:
+    """A Keras 2 call keyword: [name, node, index] (and [name, node, index, kwargs]) are tensors,
+    as tf-keras's `_deserialize_keras_tensors` reads them."""
+    if isinstance(value, list):
+        if 3 <= len(value) <= 4 and isinstance(value[0], str) and all(_is_count(v) for v in value[1:3]) and (
+            len(value) == 3 or isinstance(value[3], Mapping)
+        ):
+            return Ref(value[0], int(value[1]), int(value[2]))
+        return [_keras2_decoded(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _keras2_decoded(v) for k, v in value.items()}
+    return value
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _decoded(value: Any) -> Any:
@@ -344,6 +379,11 @@ def _decoded(value: Any) -> Any:
         if value.get("class_name") == "__keras_tensor__":
             history = value["config"]["keras_history"]
             return Ref(str(history[0]), int(history[1]), int(history[2]))
+        if value.get("class_name") == "__slice__":  # bounds validated by the reader
+            bounds = value["config"]
+            return slice(bounds.get("start"), bounds.get("stop"), bounds.get("step"))
+        if value.get("class_name") == "__ellipsis__":
+            return Ellipsis
         return {str(k): _decoded(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_decoded(v) for v in value]
@@ -397,7 +437,7 @@ def _used_keywords(class_name: str) -> tuple[str, ...]:
         return RECURRENT_KEYWORDS
     if class_name in ATTENTION:
         return ATTENTION_KEYWORDS
-    if class_name in MERGES or class_name in MODEL_CLASSES:
+    if class_name in MERGES or class_name in MODEL_CLASSES or class_name == "Dot":
         return ()
     return ("mask",)
 
@@ -467,7 +507,7 @@ def _check_keywords(layer: RawLayer, path: str, kwargs: Mapping[str, Any], used:
 
 
 # Every layer class the replay runs: the feed-forward registry, merges, attention, models, recurrent layers.
-SUPPORTED = frozenset(SIMPLE_LAYERS) | MERGES | ATTENTION | MODEL_CLASSES | RECURRENT | {"TimeDistributed"}
+SUPPORTED = frozenset(SIMPLE_LAYERS) | MERGES | ATTENTION | MODEL_CLASSES | RECURRENT | TF_OP_LAMBDAS | {"TimeDistributed", "Dot", "MultiHeadAttention"}
 
 
 def trace_arrays(calls: Sequence[RecurrentCall]) -> dict[str, np.ndarray]:

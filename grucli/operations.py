@@ -8,13 +8,14 @@ from its whole call: positional arguments (tensors or numbers) and its own setti
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from grucli.model import RawLayer
-from grucli.replay import ReplayError
+from grucli.replay import KERAS3, ReplayError, activation
 from grucli.tensor import Tensor
 
 
@@ -27,6 +28,7 @@ class Operation:
     compute: Callable[[list[Any], Mapping[str, Any]], Any]
     takes_list: bool = False  # one positional argument: a list of tensors (concatenate)
     required: tuple[str, ...] = ()  # settings without a default
+    index_argument: int | None = None  # the position of an indexing key (`x[:, -1]`), not a tensor
 
 
 def run_operation(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Tensor:
@@ -50,7 +52,8 @@ def run_operation(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mappi
             raise ReplayError(f"operation {path} ({name}) is called on {args[0]!r}; expected a list of tensors")
         operands = [_operand(arg, path, name) for arg in args[0]]
     else:
-        operands = [_operand(arg, path, name) for arg in args]
+        operands = [index_key(arg, path, name) if position == operation.index_argument else _operand(arg, path, name)
+                    for position, arg in enumerate(args)]
     settings = {key: layer.config[key] for key in operation.settings if key in layer.config}
     missing = [key for key in operation.required if settings.get(key) is None]
     if missing:
@@ -82,6 +85,20 @@ def _check_settings(path: str, name: str, settings: Mapping[str, Any]) -> None:
         raise ReplayError(f"operation {path} ({name}) has dtype={dtype!r}; expected one of {', '.join(NUMPY_DTYPES)}")
 
 
+def index_key(value: Any, path: str, name: str) -> Any:
+    """The key of `x[key]` as NumPy takes it. Keras 3 saves a tuple key as a list of integers,
+    slices, `...` and None (new axes); a tensor in it (gathering) is refused."""
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        fits = (item is None or item is Ellipsis or isinstance(item, int) and not isinstance(item, bool)
+                or isinstance(item, slice) and all(bound is None or isinstance(bound, int) and not isinstance(bound, bool)
+                                                    for bound in (item.start, item.stop, item.step)))
+        if not fits:
+            shown = "a tensor" if isinstance(item, Tensor) else repr(item)
+            raise ReplayError(f"operation {path} ({name}) indexes with {shown}; the replay runs integer, slice, ... and None indices")
+    return tuple(items) if isinstance(value, list) else value
+
+
 def _operand(value: Any, path: str, name: str) -> np.ndarray | int | float | bool:
     if isinstance(value, Tensor):
         return value.value
@@ -102,6 +119,26 @@ def _binary(function: Callable[[Any, Any], Any]) -> Operation:
 def _reduction(function: Callable[..., Any]) -> Operation:
     return Operation(1, ("axis", "keepdims"), lambda operands, settings: function(
         operands[0], axis=_axis(settings), keepdims=bool(settings.get("keepdims", False))))
+
+
+def _unary(function: Callable[[Any], Any], settings: tuple[str, ...] = ()) -> Operation:
+    return Operation(1, settings, lambda operands, given: function(operands[0]))
+
+
+def _softmax(x: np.ndarray, axis: int | tuple[int, ...], log: bool = False) -> np.ndarray:
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    log_total = np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    return shifted - log_total if log else np.exp(shifted - log_total)
+
+
+def _gelu(x: np.ndarray, approximate: bool) -> np.ndarray:
+    if approximate:  # keras.ops.gelu's default
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1.0 + np.vectorize(math.erf, otypes=[float])(x / np.sqrt(2.0)))
+
+
+def _elu(x: np.ndarray, alpha: float) -> np.ndarray:
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
 
 
 def _like(fill: int) -> Operation:
@@ -136,4 +173,208 @@ OPERATIONS: Mapping[str, Operation] = {
                       required=("dtype",)),
     "Concatenate": Operation(1, ("axis",), lambda operands, settings: np.concatenate(operands, axis=settings.get("axis", 0)),
                              takes_list=True),
+    "Stack": Operation(1, ("axis",), lambda operands, settings: np.stack(operands, axis=settings.get("axis", 0)), takes_list=True),
+    "GetItem": Operation(2, (), lambda operands, settings: np.asarray(operands[0])[operands[1]], index_argument=1),
+    "Reshape": Operation(1, ("newshape",), lambda operands, settings: np.reshape(operands[0], tuple(settings["newshape"])),
+                         required=("newshape",)),
+    "Transpose": Operation(1, ("axes",), lambda operands, settings: np.transpose(
+        operands[0], None if settings.get("axes") is None else tuple(settings["axes"]))),
+    "Squeeze": Operation(1, ("axis",), lambda operands, settings: np.squeeze(operands[0], axis=_axis(settings))),
+    "Matmul": _binary(np.matmul),
+    "Where": Operation(3, (), lambda operands, settings: np.where(np.asarray(operands[0], dtype=bool), operands[1], operands[2])),
+    # Elementwise math (keras.ops.numpy) and activations (keras.ops.nn, Keras 3's definitions).
+    "Exp": _unary(np.exp), "Log": _unary(np.log), "Sqrt": _unary(np.sqrt), "Square": _unary(np.square),
+    "Absolute": _unary(np.abs), "Abs": _unary(np.abs), "Negative": _unary(np.negative), "Sign": _unary(np.sign),
+    "Reciprocal": _unary(np.reciprocal), "Log1p": _unary(np.log1p), "Expm1": _unary(np.expm1),
+    "Floor": _unary(np.floor), "Ceil": _unary(np.ceil), "Sin": _unary(np.sin), "Cos": _unary(np.cos),
+    "Tanh": _unary(np.tanh),
+    **{name: _unary(activation(function, KERAS3)) for name, function in {
+        "Sigmoid": "sigmoid", "Relu": "relu", "Relu6": "relu6", "Softplus": "softplus", "Softsign": "softsign",
+        "Silu": "silu", "Swish": "silu", "LogSigmoid": "log_sigmoid", "Selu": "selu", "Mish": "mish",
+        "HardSigmoid": "hard_sigmoid", "HardSilu": "hard_silu", "HardSwish": "hard_silu",
+    }.items()},
+    "Softmax": Operation(1, ("axis",), lambda operands, settings: _softmax(operands[0], _axis({"axis": settings.get("axis", -1)}))),
+    "LogSoftmax": Operation(1, ("axis",), lambda operands, settings: _softmax(operands[0], _axis({"axis": settings.get("axis", -1)}), log=True)),
+    "Elu": Operation(1, ("alpha",), lambda operands, settings: _elu(operands[0], float(settings.get("alpha", 1.0)))),
+    "LeakyRelu": Operation(1, ("negative_slope",), lambda operands, settings: np.where(
+        operands[0] >= 0, operands[0], float(settings.get("negative_slope", 0.2)) * operands[0])),
+    "Gelu": Operation(1, ("approximate",), lambda operands, settings: _gelu(operands[0], bool(settings.get("approximate", True)))),
 }
+
+
+# --- tf.keras 2: TFOpLambda / SlicingOpLambda ---------------------------------------------------------
+#
+# tf.keras 2 saves `tf.math.reduce_mean(g, axis=1)`, `g[:, -1]` and `1.0 - g` in functional models
+# as TFOpLambda / SlicingOpLambda layers whose config names the TensorFlow function
+# (`math.reduce_mean`) and whose call holds its arguments: the first positional (a tensor, a list
+# of tensors, or a constant), the rest as keywords. They are bound to the function's parameters
+# the way Python binds a call; a parameter the replay does not run, at a value that changes the
+# result, is refused by name.
+
+
+@dataclass(frozen=True)
+class TfFunction:
+    """How the replay runs one TensorFlow function saved in a TFOpLambda."""
+
+    parameters: tuple[str, ...]  # in TensorFlow's order
+    compute: Callable[[Mapping[str, Any]], Any]
+    defaults: Mapping[str, Any]  # optional parameters; any other value for the `fixed` ones is refused
+    fixed: tuple[str, ...] = ()  # parameters the replay runs only at their default
+    takes_list: str | None = None  # the parameter that is a list of tensors (concat, stack)
+
+
+def run_tf_function(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Tensor:
+    """A TFOpLambda or SlicingOpLambda call, bound to its TensorFlow function's parameters."""
+    function_name = layer.config.get("function")
+    if not isinstance(function_name, str) or function_name not in TF_FUNCTIONS:
+        known = ", ".join(f"tf.{name}" for name in sorted(TF_FUNCTIONS))
+        raise ReplayError(f"layer {path} ({layer.class_name}) calls tf.{function_name}, which the replay cannot run; it runs: {known}")
+    function = TF_FUNCTIONS[function_name]
+    bound = _bind(function, f"{path} (tf.{function_name})", args, kwargs)
+    try:
+        with np.errstate(all="ignore"):
+            value = function.compute(bound)
+    except (ValueError, np.exceptions.AxisError) as exc:  # numpy's words for shapes and axes that do not fit
+        raise ReplayError(f"layer {path} (tf.{function_name}) cannot run on {_shapes(bound)}: {exc}") from None
+    # A TFOpLambda passes no mask on (tf-keras computes none for it), like Keras 3 operations.
+    return Tensor(np.asarray(value))
+
+
+def _bind(function: TfFunction, where: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    if len(args) > len(function.parameters):
+        raise ReplayError(f"layer {where} is called with {len(args)} positional arguments; it takes {len(function.parameters)}")
+    bound: dict[str, Any] = dict(zip(function.parameters, args))
+    for key, value in kwargs.items():
+        if key == "name":  # the TensorFlow op's name: no effect on the value
+            continue
+        if key not in function.parameters:
+            raise ReplayError(f"layer {where} is called with {key}=, which the replay does not support")
+        if key in bound:
+            raise ReplayError(f"layer {where} is given {key} twice")
+        bound[key] = value
+    for key in function.fixed:
+        if key in bound and bound[key] != function.defaults[key]:
+            raise ReplayError(f"layer {where} is called with {key}={bound[key]!r}, which the replay does not support")
+    missing = [key for key in function.parameters if key not in bound and key not in function.defaults]
+    if missing:
+        raise ReplayError(f"layer {where} is called without {missing[0]}; expected it")
+    for key, value in bound.items():
+        if key == function.takes_list:
+            value = [value] if isinstance(value, Tensor) else value  # `tf.concat([g], 1)` is saved as a call on g
+            if not isinstance(value, list) or not value:
+                raise ReplayError(f"layer {where} is called with {key}={value!r}; expected a list of tensors")
+            bound[key] = [_operand(item, where, key) for item in value]
+        elif isinstance(value, Tensor):
+            bound[key] = value.value
+    return {**function.defaults, **bound}
+
+
+def _shapes(bound: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key} {np.shape(value)}" for key, value in bound.items() if isinstance(value, np.ndarray))
+
+
+def _tf_slice_spec(value: Any, where: str) -> Any:
+    """tf-keras's saved `slice_spec`: {start, stop, step} objects for slices, `__ellipsis__`, integers, None."""
+    def decoded(item: Any) -> Any:
+        if isinstance(item, Mapping) and set(item) == {"start", "stop", "step"}:
+            return slice(item["start"], item["stop"], item["step"])
+        if isinstance(item, Mapping) and item.get("class_name") == "__ellipsis__":
+            return Ellipsis
+        return item
+
+    key = [decoded(item) for item in value] if isinstance(value, list) else decoded(value)
+    return index_key(key, where, "getitem")
+
+
+def _tf(parameters: str, compute: Callable[..., Any], fixed: Mapping[str, Any] | None = None, takes_list: str | None = None,
+        **defaults: Any) -> TfFunction:
+    """A TfFunction whose `compute` takes the bound parameters as keywords."""
+    names = tuple(parameters.split())
+    return TfFunction(names, lambda bound: compute(**{key: bound[key] for key in names}),
+                      {**defaults, **(fixed or {})}, tuple(fixed or ()), takes_list)
+
+
+def _tf_axis(axis: Any) -> Any:
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+def _tf_binary(function: Callable[[Any, Any], Any]) -> TfFunction:
+    return _tf("x y", lambda x, y: function(x, y))
+
+
+def _tf_unary(function: Callable[[Any], Any], parameter: str = "x") -> TfFunction:
+    return _tf(parameter, lambda **bound: function(bound[parameter]))
+
+
+def _tf_reduction(function: Callable[..., Any]) -> TfFunction:
+    return _tf("input_tensor axis keepdims", lambda input_tensor, axis, keepdims: function(
+        input_tensor, axis=_tf_axis(axis), keepdims=bool(keepdims)), axis=None, keepdims=False)
+
+
+def _tf_matmul(a: np.ndarray, b: np.ndarray, transpose_a: bool, transpose_b: bool) -> np.ndarray:
+    return np.matmul(np.swapaxes(a, -1, -2) if transpose_a else a, np.swapaxes(b, -1, -2) if transpose_b else b)
+
+
+def _tf_squeeze(input: np.ndarray, axis: Any, squeeze_dims: Any) -> np.ndarray:
+    return np.squeeze(input, axis=_tf_axis(axis if axis is not None else squeeze_dims))
+
+
+TF_FUNCTIONS: Mapping[str, TfFunction] = {
+    **{name: _tf_binary(function) for name, function in {
+        "__operators__.add": np.add, "math.add": np.add, "math.subtract": np.subtract, "math.multiply": np.multiply,
+        "math.truediv": np.true_divide, "math.divide": np.true_divide, "math.pow": np.power,
+        "math.maximum": np.maximum, "math.minimum": np.minimum, "math.squared_difference": lambda x, y: np.square(x - y),
+        "math.equal": np.equal, "math.not_equal": np.not_equal, "math.greater": np.greater,
+        "math.greater_equal": np.greater_equal, "math.less": np.less, "math.less_equal": np.less_equal,
+        "math.logical_and": np.logical_and, "math.logical_or": np.logical_or,
+    }.items()},
+    "math.logical_not": _tf_unary(np.logical_not),
+    **{name: _tf_unary(function) for name, function in {
+        "math.exp": np.exp, "math.log": np.log, "math.sqrt": np.sqrt, "math.square": np.square, "math.abs": np.abs,
+        "math.negative": np.negative, "math.sign": np.sign, "math.reciprocal": np.reciprocal, "math.log1p": np.log1p,
+        "math.expm1": np.expm1, "math.tanh": np.tanh, "math.sigmoid": activation("sigmoid", KERAS3),
+        "math.floor": np.floor, "math.ceil": np.ceil,
+    }.items()},
+    **{name: _tf_unary(activation(function, KERAS3), "features") for name, function in {
+        "nn.relu": "relu", "nn.relu6": "relu6", "nn.elu": "elu", "nn.selu": "selu", "math.softsign": "softsign",
+        "math.softplus": "softplus",
+    }.items()},
+    "nn.silu": _tf("features beta", lambda features, beta: features * activation("sigmoid", KERAS3)(beta * features), beta=1.0),
+    "nn.leaky_relu": _tf("features alpha", lambda features, alpha: np.where(features >= 0, features, alpha * features), alpha=0.2),
+    "nn.gelu": _tf("features approximate", lambda features, approximate: _gelu(features, bool(approximate)), approximate=False),
+    "nn.softmax": _tf("logits axis", lambda logits, axis: _softmax(logits, -1 if axis is None else axis), axis=None),
+    "nn.log_softmax": _tf("logits axis", lambda logits, axis: _softmax(logits, -1 if axis is None else axis, log=True), axis=None),
+    **{name: _tf_reduction(function) for name, function in {
+        "math.reduce_mean": np.mean, "math.reduce_sum": np.sum, "math.reduce_max": np.max, "math.reduce_min": np.min,
+        "math.reduce_any": np.any, "math.reduce_all": np.all, "math.reduce_prod": np.prod,
+    }.items()},
+    "reshape": _tf("tensor shape", lambda tensor, shape: np.reshape(tensor, tuple(shape))),
+    "transpose": _tf("a perm conjugate", lambda a, perm, conjugate: np.transpose(a, None if perm is None else tuple(perm)),
+                     fixed={"conjugate": False}, perm=None),
+    "compat.v1.transpose": _tf("a perm conjugate", lambda a, perm, conjugate: np.transpose(a, None if perm is None else tuple(perm)),
+                               fixed={"conjugate": False}, perm=None),
+    "expand_dims": _tf("input axis", lambda input, axis: np.expand_dims(input, axis)),
+    "squeeze": _tf("input axis squeeze_dims", _tf_squeeze, axis=None, squeeze_dims=None),
+    "compat.v1.squeeze": _tf("input axis squeeze_dims", _tf_squeeze, axis=None, squeeze_dims=None),
+    "concat": _tf("values axis", lambda values, axis: np.concatenate(values, axis=axis), takes_list="values"),
+    "stack": _tf("values axis", lambda values, axis: np.stack(values, axis=axis), takes_list="values", axis=0),
+    "linalg.matmul": _tf("a b transpose_a transpose_b adjoint_a adjoint_b a_is_sparse b_is_sparse output_type", lambda a, b, transpose_a,
+                         transpose_b, adjoint_a, adjoint_b, a_is_sparse, b_is_sparse, output_type: _tf_matmul(a, b, bool(transpose_a), bool(transpose_b)),
+                         fixed={"adjoint_a": False, "adjoint_b": False, "a_is_sparse": False, "b_is_sparse": False, "output_type": None},
+                         transpose_a=False, transpose_b=False),
+    "where": _tf("condition x y", lambda condition, x, y: _tf_where(condition, x, y)),
+    "cast": _tf("x dtype", lambda x, dtype: np.asarray(x).astype(_tf_dtype(dtype))),
+    "__operators__.getitem": _tf("tensor slice_spec", lambda tensor, slice_spec: np.asarray(tensor)[_tf_slice_spec(slice_spec, "getitem")]),
+}
+
+
+def _tf_where(condition: np.ndarray, x: Any, y: Any) -> np.ndarray:
+    if x is None or y is None:  # tf.where(condition) alone returns indices, a shape only known at run time
+        raise ReplayError("tf.where is called without x and y; the replay runs tf.where(condition, x, y)")
+    return np.where(np.asarray(condition, dtype=bool), x, y)
+
+
+def _tf_dtype(dtype: Any) -> type:
+    if not isinstance(dtype, str) or dtype not in NUMPY_DTYPES:
+        raise ReplayError(f"tf.cast to {dtype!r}; the replay casts to {', '.join(NUMPY_DTYPES)}")
+    return NUMPY_DTYPES[dtype]

@@ -154,17 +154,27 @@ def validate_inbound_nodes(nodes: Any, where: str) -> None:
             if not isinstance(node.get("kwargs", {}), Mapping):
                 raise ConfigError(f"{node_where}.kwargs: expected an object, found {_shown(node.get('kwargs'))}")
             _validate_keras_tensors(node, node_where)
+        elif isinstance(node, list) and (_tensor_ref(node) or _keras2_constant(node)):
+            # tf.keras 2 saves a TFOpLambda's single-tensor call as the item itself.
+            if len(node) > 3 and not isinstance(node[3], Mapping):
+                raise ConfigError(f"{node_where}[3]: expected the call's keyword arguments (an object), found {_shown(node[3])}")
         elif isinstance(node, list):
             if not node:
                 raise ConfigError(f"{node_where}: an empty node; expected [[layer name, node index, tensor index, kwargs], ...]")
             for position, item in enumerate(node):
                 item_where = f"{node_where}[{position}]"
-                if not _tensor_ref(item):
+                if not (_tensor_ref(item) or _keras2_constant(item)):
                     raise ConfigError(f"{item_where}: expected [layer name, node index, tensor index, kwargs], found {_shown(item)}")
                 if len(item) > 3 and not isinstance(item[3], Mapping):
                     raise ConfigError(f"{item_where}[3]: expected the call's keyword arguments (an object), found {_shown(item[3])}")
         else:
             raise ConfigError(f"{node_where}: expected a node (an object or a list), found {_shown(node)}")
+
+
+def _keras2_constant(item: Any) -> bool:
+    """tf.keras 2's constant first argument (`1.0 - g`): ["_CONSTANT_VALUE", -1, value, kwargs]."""
+    return isinstance(item, list) and len(item) >= 3 and item[0] == "_CONSTANT_VALUE" and isinstance(
+        item[2], (int, float)) and not isinstance(item[2], bool)
 
 
 def _validate_keras_tensors(value: Any, where: str) -> None:
@@ -174,6 +184,13 @@ def _validate_keras_tensors(value: Any, where: str) -> None:
             history = config.get("keras_history") if isinstance(config, Mapping) else None
             if not _tensor_ref(history):
                 raise ConfigError(f"{where}.config.keras_history: expected [layer name, node index, tensor index], found {_shown(history)}")
+            return
+        if value.get("class_name") == "__slice__":  # Keras 3's `x[1:4]` in a GetItem call
+            config = value.get("config")
+            for bound in ("start", "stop", "step"):
+                found = config.get(bound) if isinstance(config, Mapping) else config
+                if not (found is None or isinstance(found, int) and not isinstance(found, bool)):
+                    raise ConfigError(f"{where}.config.{bound}: expected an integer or null, found {_shown(found)}")
             return
         for key, item in value.items():
             _validate_keras_tensors(item, f"{where}.{key}")

@@ -90,6 +90,20 @@ def _catalogue(keras: Any) -> dict[str, tuple[Callable[[], Any], str]]:
             return keras.Model(inputs, build(inputs))
         return make
 
+    def ops_shapes_and_slices(g: Any) -> Any:
+        last, middle = g[:, -1, :], g[:, 1:4]
+        gram = ops.matmul(g, ops.transpose(g, (0, 2, 1)))  # (batch, 6, 6)
+        flat = ops.reshape(middle, (-1, 12))
+        squeezed = ops.squeeze(ops.expand_dims(last, 1), axis=1)
+        stacked = ops.stack([last, squeezed], axis=1)
+        kept = ops.where(g > 0, g, 0.1 * g)[..., ::2]
+        return [layers.GRU(2)(ops.concatenate([gram, kept], axis=-1)), flat, stacked]
+
+    def ops_elementwise(h: Any) -> Any:
+        return (ops.exp(h) + ops.log(ops.abs(h) + 1) + ops.sqrt(ops.square(h)) - ops.negative(h) + ops.sigmoid(h)
+                + ops.relu(h) + ops.softmax(h) + ops.tanh(h) + ops.gelu(h) + ops.silu(h) + ops.elu(h, 0.5)
+                + ops.leaky_relu(h, 0.1) + ops.log_softmax(h) + ops.hard_sigmoid(h) + ops.softplus(h))
+
     def seq2seq() -> Any:
         encoder_in, decoder_in = keras.Input((6, 3)), keras.Input((6, 2))
         _, h, c = layers.LSTM(4, return_state=True)(encoder_in)
@@ -125,7 +139,27 @@ def _catalogue(keras: Any) -> dict[str, tuple[Callable[[], Any], str]]:
         merged = layers.Concatenate()([layers.GRU(3)(a), layers.LSTM(2)(b)])
         return keras.Model([a, b], [layers.Dense(1)(merged), merged])
 
+    def multi_head_attention() -> Any:
+        """A decoder-style block: masked token ids, a GRU, causal self-attention over its steps, and
+        cross-attention to a second (masked) sequence given as value and key."""
+        ids, other = keras.Input((7,), dtype="int32"), keras.Input((5,), dtype="int32")
+        states = layers.GRU(4, return_sequences=True)(layers.Embedding(12, 3, mask_zero=True)(ids))
+        memory = layers.Embedding(9, 6, mask_zero=True)(other)
+        attended = layers.MultiHeadAttention(num_heads=2, key_dim=3)(states, states, use_causal_mask=True)
+        crossed = layers.MultiHeadAttention(num_heads=3, key_dim=2, value_dim=4, output_shape=5)(attended, memory, key=memory)
+        return keras.Model([ids, other], layers.GRU(3)(crossed))
+
+    def dot_products() -> Any:
+        a, b = keras.Input((6, 3)), keras.Input((5, 3))
+        sequence_a, sequence_b = layers.GRU(4, return_sequences=True)(a), layers.LSTM(4, return_sequences=True)(b)
+        similarity = layers.Dot(axes=2)([sequence_a, sequence_b])  # (batch, 6, 5)
+        cosine = layers.Dot(axes=1, normalize=True)([layers.GRU(3)(a), layers.GRU(3)(a)])
+        return keras.Model([a, b], [layers.PReLU(shared_axes=[1])(similarity), layers.ELU(0.7)(cosine),
+                                    layers.PReLU()(layers.Dense(2)(sequence_a))])
+
     return {
+        "multi_head_attention": (multi_head_attention, "match"),
+        "dot_prelu_elu": (dot_products, "match"),
         "ops_arithmetic": (functional(lambda x: layers.GRU(4)(x) * 3 - 1), "match"),
         "ops_max_min": (functional(lambda x: ops.minimum(ops.maximum(layers.GRU(4)(x), -0.2), 0.5)), "match"),
         "ops_reverse_subtract": (functional(lambda x: 1 - layers.SimpleRNN(4)(x)), "match"),
@@ -165,16 +199,21 @@ def _catalogue(keras: Any) -> dict[str, tuple[Callable[[], Any], str]]:
         "additive_attention": (functional(lambda x: layers.AdditiveAttention()(
             [layers.GRU(3, return_sequences=True)(x), layers.Dense(3)(x), layers.Dense(3)(x)])), "match"),
         "mean_over_time": (functional(lambda x: ops.mean(layers.GRU(3, return_sequences=True)(x), axis=1)), "match"),
-        "transposed_sequence": (functional(lambda x: layers.GRU(3)(ops.transpose(x, (0, 2, 1)))), "refused"),
+        "transposed_sequence": (functional(lambda x: layers.GRU(3)(ops.transpose(x, (0, 2, 1)))), "match"),
+        "ops_shapes_and_slices": (functional(lambda x: ops_shapes_and_slices(layers.GRU(4, return_sequences=True)(x))), "match"),
+        "ops_elementwise": (functional(lambda x: ops_elementwise(layers.GRU(4)(x))), "match"),
+        "ops_gather_refused": (functional(lambda x: ops.take(layers.GRU(4, return_sequences=True)(x), 1, axis=1)), "refused"),
     }
 
 
 CATALOGUE = [
-    "additive_attention", "attention", "attention_scaled_concat_causal", "average_pooling_2d_same", "bidirectional_initial_state", "conv_causal_dilated_strided", "conv_then_gru", "crnn_1d", "crnn_2d",
-    "global_max_2d", "global_pooling_of_a_masked_sequence", "gru_with_attention", "layer_norm_and_activations", "masking", "mean_over_time",
-    "ops_arithmetic", "ops_max_min", "ops_reverse_subtract", "pooling_same_and_average", "seq2seq_initial_state", "shapes",
-    "stacked_bidirectional", "stacked_cells_initial_state", "time_distributed_head", "transposed_sequence",
-    "two_inputs_two_outputs",
+    "additive_attention", "attention", "attention_scaled_concat_causal", "average_pooling_2d_same",
+    "bidirectional_initial_state", "conv_causal_dilated_strided", "conv_then_gru", "crnn_1d", "crnn_2d",
+    "dot_prelu_elu", "global_max_2d", "global_pooling_of_a_masked_sequence", "gru_with_attention",
+    "layer_norm_and_activations", "masking", "mean_over_time", "multi_head_attention", "ops_arithmetic",
+    "ops_elementwise", "ops_gather_refused", "ops_max_min", "ops_reverse_subtract", "ops_shapes_and_slices",
+    "pooling_same_and_average", "seq2seq_initial_state", "shapes", "stacked_bidirectional",
+    "stacked_cells_initial_state", "time_distributed_head", "transposed_sequence", "two_inputs_two_outputs",
 ]
 
 
@@ -218,8 +257,8 @@ def test_shared_real_files(name: str, tmp_path: Path, tf_keras: Any) -> None:
     assert outcome == "match"
 
 
-TF_KERAS_CATALOGUE = ["additive_attention", "attention", "crnn_1d", "crnn_2d", "global_pooling_of_a_masked_sequence", "gru_with_attention",
-                      "layer_norm_and_activations", "shapes"]
+TF_KERAS_CATALOGUE = ["additive_attention", "attention", "crnn_1d", "crnn_2d", "dot_prelu_elu", "global_pooling_of_a_masked_sequence",
+                      "gru_with_attention", "layer_norm_and_activations", "multi_head_attention", "shapes"]
 
 
 @pytest.mark.parametrize("name", TF_KERAS_CATALOGUE)
@@ -291,3 +330,45 @@ def test_tutorial_models_verify_and_replay_with_one_command(name: str, framework
     values = list(inputs.values())  # in the order the model takes them
     expected = model.predict(values if len(values) > 1 else values[0], verbose=0)
     assert np.allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-6, atol=2e-6)
+
+
+def _tf_operations_model(tf_keras: Any) -> Any:
+    """TensorFlow functions applied to Keras tensors, which tf.keras 2 saves as TFOpLambda and
+    SlicingOpLambda layers: slices, reshapes, reductions, math, a constant first operand, and a
+    masked sequence whose mask the TFOpLambda drops."""
+    import tensorflow as tf
+
+    layers = tf_keras.layers
+    ids = tf_keras.Input((7,), dtype="int32")
+    g = layers.GRU(4, return_sequences=True)(layers.Embedding(9, 3, mask_zero=True)(ids))
+    last = g[:, -1, :]
+    gram = tf.matmul(g, tf.transpose(g, (0, 2, 1)))
+    combined = tf.concat([gram, tf.where(g > 0, g, 0.1 * g)[..., ::2]], axis=-1)
+    pooled = tf.math.reduce_mean(g, axis=1) + tf.reduce_max(g, 1) * 2.0 - tf.math.reduce_sum(g, axis=[1], keepdims=False)
+    math = (tf.math.exp(last) + tf.math.log(tf.math.abs(last) + 1.0) + tf.nn.relu(last) + tf.nn.softmax(last) / 3
+            + tf.math.sigmoid(last) + tf.nn.gelu(last) + tf.math.softplus(last) + (1.0 - tf.math.tanh(last)))
+    stacked = tf.stack([last, tf.squeeze(tf.expand_dims(last, 1), axis=1)], axis=1)
+    return tf_keras.Model(ids, [layers.GRU(3)(combined), pooled, math, tf.reshape(stacked, (-1, 8)),
+                                layers.ThresholdedReLU(0.2)(layers.GRU(2)(g * 2.0 + 1.0))])
+
+
+def test_tf_keras_operations(tmp_path: Path, tf_keras: Any) -> None:
+    model = _tf_operations_model(tf_keras)
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape).astype(np.float32) for w in model.get_weights()])
+    model.save(tmp_path / "m.h5")
+    assert check_replay(tmp_path / "m.h5", _predictor(model), tmp_path) == "match"
+    result = CliRunner().invoke(cli, ["verify", str(tmp_path / "m.h5"), "--json"])
+    assert result.exit_code == 0, result.stdout
+    assert json.loads(result.stdout)["comparisons"]["replay_vs_predict"]["passed"] is True
+
+
+def test_tf_keras_operation_it_cannot_run_is_refused_by_name(tmp_path: Path, tf_keras: Any) -> None:
+    import tensorflow as tf
+
+    inputs = tf_keras.Input((6, 3))
+    model = tf_keras.Model(inputs, tf.math.cumsum(tf_keras.layers.GRU(4)(inputs), axis=1))
+    model.save(tmp_path / "m.h5")
+    result = CliRunner().invoke(cli, ["replay", str(tmp_path / "m.h5"), "-o", str(tmp_path / "o.npy")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: layer tf.math.cumsum (TFOpLambda calling tf.math.cumsum) is not one the replay engine can run")
