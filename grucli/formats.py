@@ -161,7 +161,8 @@ def verify_json(report: "VerifyReport") -> str:
     def comparison(c: "Comparison | None") -> dict[str, Any] | None:
         if c is None:
             return None
-        worst = None if c.worst is None else {"sample": c.worst.sample, "timestep": c.worst.timestep, "unit": c.worst.unit}
+        worst = None if c.worst is None else {"sample": c.worst.sample, "timestep": c.worst.timestep, "unit": c.worst.unit,
+                                          "position": list(c.worst.position)}
         # JSON has no Inf: a comparison with NaN/Inf gives null errors and says why in `nonfinite`.
         return {"max_abs_err": _finite_or_none(c.max_abs_err), "max_rel_err": _finite_or_none(c.max_rel_err), "passed": c.passed,
                 "worst": worst, "nonfinite": list(c.nonfinite)}

@@ -59,8 +59,6 @@ def unsupported_layer(root: RawLayer, prefix: str = "") -> tuple[str, str] | Non
             inner = child.children[0][1]
             if inner.class_name not in SUPPORTED or inner.class_name in RECURRENT | MODEL_CLASSES:
                 return f"{path}", f"TimeDistributed({inner.class_name})"
-        if child.class_name.startswith("ConvLSTM"):
-            return path, child.class_name
         if child.class_name == "RNN" and any(c.class_name not in CELL_CLASSES for _, c in child.children):
             return path, "RNN with a custom cell"
         if child.class_name == "Bidirectional":

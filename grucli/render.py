@@ -322,6 +322,8 @@ def _where(c: "Comparison") -> str:
     if c.worst is None:
         return "—"
     timestep = "—" if c.worst.timestep is None else str(c.worst.timestep)
+    if c.worst.position:  # ConvLSTM and image outputs: the spatial cell too
+        return f"({c.worst.sample}, {timestep}, {c.worst.unit}) at {list(c.worst.position)}"
     return f"({c.worst.sample}, {timestep}, {c.worst.unit})"
 
 

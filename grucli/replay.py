@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from grucli import gates
+from grucli import gates, spatial
 from grucli.errors import GrucliError
 from grucli.model import RecurrentLayer
 
@@ -147,11 +147,13 @@ def run_layer(
     zero with zero_output_for_mask). `initial_state` ([h] or, for an LSTM, [h, c]) replaces the
     zero state the first step starts from (a seq2seq decoder's encoder state).
     """
-    if layer.kind.startswith("ConvLSTM"):
-        raise ReplayError(f"layer {layer.path}: {layer.kind} cannot be replayed (only its weights can be inspected)")
-    if inputs.ndim != 3:
+    convolutional = layer.kind.startswith("ConvLSTM")
+    rank = layer.kernel.ndim - 2 if convolutional else 0  # ConvLSTM: spatial axes of each step
+    if convolutional and inputs.ndim != rank + 3:
+        raise ReplayError(f"layer {layer.path} ({layer.kind}) expects input (batch, timesteps, {rank} spatial axes, channels), got shape {inputs.shape}")
+    if not convolutional and inputs.ndim != 3:
         raise ReplayError(f"layer {layer.path} expects input (batch, timesteps, features), got shape {inputs.shape}")
-    if inputs.shape[-1] != layer.input_dim:
+    if not convolutional and inputs.shape[-1] != layer.input_dim:
         raise ReplayError(f"layer {layer.path} expects {layer.input_dim} features per step, got {inputs.shape[-1]}")
     x = np.asarray(inputs, dtype=dtype)
     if layer.config.get("go_backwards") if go_backwards is None else go_backwards:
@@ -160,21 +162,24 @@ def run_layer(
     if zero_output_for_mask is None:
         zero_output_for_mask = bool(layer.config.get("zero_output_for_mask"))
     family = gates.equation_family(layer.kind)
-    states = _initial_states(layer, family, x.shape[0], initial_state, dtype)
-    return CELLS[family](layer, x, mask, semantics, dtype, trace, zero_output_for_mask, progress, states)
+    state_shape = conv_state_shape(layer, x.shape[2:-1]) if convolutional else (layer.units,)
+    states = _initial_states(layer, family, (x.shape[0], *state_shape), initial_state, dtype)
+    cell = conv_lstm_cell if convolutional else CELLS[family]
+    return cell(layer, x, mask, semantics, dtype, trace, zero_output_for_mask, progress, states)
 
 
 STATE_COUNT = {"GRU": 1, "LSTM": 2, "SimpleRNN": 1}  # [h], [h, c], [h]
 
 
-def _initial_states(layer: RecurrentLayer, family: str, batch: int, given: Sequence[np.ndarray] | None, dtype: type) -> list[np.ndarray]:
+def _initial_states(layer: RecurrentLayer, family: str, shape: tuple[int, ...], given: Sequence[np.ndarray] | None,
+                    dtype: type) -> list[np.ndarray]:
     """The states the first step starts from: zeros, or the given ones after checking their shapes."""
     if given is None:
-        return [np.zeros((batch, layer.units), dtype) for _ in range(STATE_COUNT[family])]
+        return [np.zeros(shape, dtype) for _ in range(STATE_COUNT[family])]
     shapes = [tuple(np.shape(state)) for state in given]
-    if len(given) != STATE_COUNT[family] or any(shape != (batch, layer.units) for shape in shapes):
+    if len(given) != STATE_COUNT[family] or any(found != shape for found in shapes):
         raise ReplayError(
-            f"layer {layer.path} is given initial states of shapes {shapes}; expected {STATE_COUNT[family]} of shape {(batch, layer.units)}"
+            f"layer {layer.path} is given initial states of shapes {shapes}; expected {STATE_COUNT[family]} of shape {shape}"
         )
     return [np.asarray(state, dtype=dtype) for state in given]
 
@@ -194,24 +199,26 @@ def _weights(layer: RecurrentLayer, dtype: type) -> tuple[np.ndarray, np.ndarray
 class _Stepper:
     """Masking and output bookkeeping shared by the cells."""
 
-    def __init__(self, batch: int, timesteps: int, units: int, mask: np.ndarray | None, zero_output: bool, dtype: type) -> None:
-        self.sequence = np.zeros((batch, timesteps, units), dtype)
-        self.mask = None if mask is None else np.asarray(mask, bool)
+    def __init__(self, batch: int, timesteps: int, units: int | tuple[int, ...], mask: np.ndarray | None, zero_output: bool,
+                 dtype: type) -> None:
+        state_shape = (units,) if isinstance(units, int) else units  # ConvLSTM: (*spatial, filters)
+        self.sequence = np.zeros((batch, timesteps, *state_shape), dtype)
+        # (batch, time, 1, ...): a step's mask broadcast over every state axis
+        self.mask = None if mask is None else np.asarray(mask, bool).reshape(mask.shape + (1,) * len(state_shape))
         self.zero_output = zero_output
-        self.previous_output = np.zeros((batch, units), dtype)
+        self.previous_output = np.zeros((batch, *state_shape), dtype)
 
     def keep(self, t: int, new: np.ndarray, old: np.ndarray) -> np.ndarray:
         """New state where step t is real, the old one where it is masked."""
         if self.mask is None:
             return new
-        return np.where(self.mask[:, t, None], new, old)
+        return np.where(self.mask[:, t], new, old)
 
     def emit(self, t: int, output: np.ndarray) -> None:
         if self.mask is None:
             self.sequence[:, t] = output
         else:
-            step = self.mask[:, t, None]
-            self.sequence[:, t] = np.where(step, output, 0.0 if self.zero_output else self.previous_output)
+            self.sequence[:, t] = np.where(self.mask[:, t], output, 0.0 if self.zero_output else self.previous_output)
         self.previous_output = self.sequence[:, t]
 
 
@@ -309,6 +316,80 @@ def simple_rnn_cell(
         if trace:
             traced["h"][:, t] = h_tm1
     return RecurrentRun(stepper.sequence, stepper.sequence[:, -1], [h_tm1], traced)
+
+
+def conv_settings(layer: RecurrentLayer) -> tuple[tuple[int, ...], str, tuple[int, ...]]:
+    """A ConvLSTM's input convolution: strides, padding and dilation per spatial axis (validated)."""
+    rank = layer.kernel.ndim - 2
+    config = layer.config
+
+    def per_axis(key: str) -> tuple[int, ...]:
+        value = config.get(key, 1)
+        values = [value] * rank if isinstance(value, int) else value
+        if not isinstance(values, list) or len(values) != rank or not all(isinstance(v, int) and v >= 1 for v in values):
+            raise ReplayError(f"layer {layer.path} ({layer.kind}) has {key}={value!r}; expected {rank} positive integers")
+        return tuple(values)
+
+    padding = config.get("padding", "valid")
+    if padding not in ("valid", "same"):
+        raise ReplayError(f"layer {layer.path} ({layer.kind}) has padding={padding!r}; expected valid or same")
+    if config.get("data_format") not in (None, "channels_last"):
+        raise ReplayError(f"layer {layer.path} ({layer.kind}) has data_format={config['data_format']!r}; the replay runs channels_last")
+    strides, dilation = per_axis("strides"), per_axis("dilation_rate")
+    if max(strides) > 1 and max(dilation) > 1:
+        raise ReplayError(f"layer {layer.path} ({layer.kind}) has both strides and dilation above 1, which Keras refuses")
+    return strides, padding, dilation
+
+
+def conv_state_shape(layer: RecurrentLayer, spatial_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(*spatial, filters): the input convolution's output size per step, as Keras computes it."""
+    strides, padding, dilation = conv_settings(layer)
+    sizes = []
+    for size, window, stride, rate in zip(spatial_shape, layer.kernel.shape, strides, dilation):
+        extent = (window - 1) * rate + 1
+        sizes.append(-(-size // stride) if padding == "same" else max(-(-(size - extent + 1) // stride), 0))
+    return (*sizes, layer.units)
+
+
+def conv_lstm_cell(
+    layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
+    progress: Progress | None, initial_state: list[np.ndarray],
+) -> RecurrentRun:
+    """ConvLSTM1D/2D/3D: an LSTM whose kernel products are convolutions, the input's with the
+    layer's strides, padding and dilation, the state's with "same" padding and stride 1."""
+    units = layer.units
+    act = activation(layer.config.get("activation", "tanh"), semantics)
+    rec_act = activation(layer.config.get("recurrent_activation", "sigmoid"), semantics)
+    kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
+    if x.shape[-1] != kernel.shape[-2]:
+        raise ReplayError(f"layer {layer.path} ({layer.kind}) expects {kernel.shape[-2]} channels, got {x.shape[-1]}")
+    strides, padding, dilation = conv_settings(layer)
+    ones = (1,) * len(strides)
+    i_, f_, c_, o_ = (gates.gate_columns("LSTM", units, g) for g in "ifco")
+    batch, timesteps = x.shape[:2]
+    # Every step's input convolution at once, time folded into the batch.
+    x_all = spatial.convolve(x.reshape((batch * timesteps, *x.shape[2:])), kernel, strides, padding, dilation) + bias
+    x_all = x_all.reshape((batch, timesteps, *x_all.shape[1:]))
+    h_tm1, c_tm1 = initial_state
+    stepper = _Stepper(batch, timesteps, tuple(h_tm1.shape[1:]), mask, zero_output, dtype)
+    traced = {g: np.zeros(stepper.sequence.shape, dtype) for g in ("i", "f", "cc", "c", "o", "h")} if trace else {}
+    for t in range(timesteps):
+        if progress is not None and t % PROGRESS_EVERY == 0:
+            progress(t, timesteps)
+        z = x_all[:, t] + spatial.convolve(h_tm1, recurrent_kernel, ones, "same", ones)
+        i = rec_act(z[..., i_])
+        f = rec_act(z[..., f_])
+        cc = act(z[..., c_])
+        c = f * c_tm1 + i * cc
+        o = rec_act(z[..., o_])
+        h = o * act(c)
+        h_tm1 = stepper.keep(t, h, h_tm1)
+        c_tm1 = stepper.keep(t, c, c_tm1)
+        stepper.emit(t, h)
+        if trace:
+            for name, value in (("i", i), ("f", f), ("cc", cc), ("c", c_tm1), ("o", o), ("h", h_tm1)):
+                traced[name][:, t] = value
+    return RecurrentRun(stepper.sequence, stepper.sequence[:, -1], [h_tm1, c_tm1], traced)
 
 
 PROGRESS_EVERY = 256  # steps between progress reports: cheap next to a step's matrix product

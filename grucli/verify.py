@@ -61,6 +61,7 @@ class Location:
     sample: int
     timestep: int | None
     unit: int
+    position: tuple[int, ...] = ()  # the spatial cell between time and unit (ConvLSTM, images)
 
 
 @dataclass(frozen=True)
@@ -370,7 +371,7 @@ def _first_in_time(bad: np.ndarray) -> str:
 
 def _location(index: tuple[int, ...]) -> Location:
     if len(index) >= 3:
-        return Location(int(index[0]), int(index[1]), int(index[-1]))
+        return Location(int(index[0]), int(index[1]), int(index[-1]), tuple(int(i) for i in index[2:-1]))
     return Location(int(index[0]), None, int(index[-1]) if len(index) > 1 else 0)
 
 
@@ -475,6 +476,9 @@ def _trace_tables(
         layer_input = np.asarray(real_input)[:, ::-1] if layer is not None and layer.config.get("go_backwards") else np.asarray(real_input)
         if not gates:
             continue
+        if layer is not None and layer.kind.startswith("ConvLSTM"):
+            raise InputError(f"--trace prints one unit of a GRU, LSTM or SimpleRNN; layer {path} is a {layer.kind}, whose units are "
+                             "spatial maps: leave it out with --layer, or write its gate values with grucli replay --trace OUT.npz")
         batch, timesteps, units = next(iter(gates.values())).shape
         if not 0 <= options.sample < batch:
             raise InputError(f"--sample {options.sample} is out of range; the input has {batch} samples (0-{batch - 1})")

@@ -69,7 +69,7 @@ def test_replay_matches_keras_without_tensorflow(tmp_path: Path, keras3: object,
 
     cases = []
     for path in sorted(SAMPLES.iterdir()):
-        if path.suffix not in (".keras", ".h5") or "weights" in path.name or "cudnn" in path.name or "conv_lstm" in path.name:
+        if path.suffix not in (".keras", ".h5") or "weights" in path.name or "cudnn" in path.name:
             continue
         if path.name.startswith("keras1_"):
             continue  # no Keras loads Keras 1 files as saved; verify's tests cover them through repairs

@@ -23,7 +23,7 @@ from grucli.replay import KERAS2, KERAS3, run_layer, semantics_for
 
 CPU_LEVEL = 2e-6  # float32 predict against a float64 replay, measured 1e-8..1.5e-6 here
 
-KERAS3_MODELS = sorted(p.name for p in SAMPLES.glob("*.keras") if "conv_lstm" not in p.name) + ["k3_nested.h5", "k3_stacked_cells.h5"]
+KERAS3_MODELS = sorted(p.name for p in SAMPLES.glob("*.keras")) + ["k3_nested.h5", "k3_stacked_cells.h5"]
 TF_KERAS_MODELS = sorted(p.name for p in SAMPLES.glob("tfk_*.h5") if not p.name.endswith("_weights.h5"))
 
 

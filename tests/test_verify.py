@@ -32,11 +32,6 @@ def verify(*args: str) -> tuple[int, dict[str, Any] | None, str]:
 @pytest.mark.parametrize("name", FULL_MODELS)
 def test_every_sample_model_passes_at_the_1e6_level(name: str) -> None:
     code, doc, err = verify(str(sample(name)), "--keras", framework_for(name))
-    if "conv_lstm" in name:  # not replayable yet: not compared, so the run fails and says why
-        assert code == 1 and doc is not None and doc["passed"] is False
-        assert doc["layers"][0]["note"] == "the replay engine cannot run ConvLSTM1D"
-        assert doc["end_to_end"] == "end-to-end replay stopped at layer conv_lstm (ConvLSTM1D)"
-        return
     assert code == 0, err or json.dumps(doc, indent=1)[:3000]
     assert doc is not None and doc["passed"] is True and doc["device"] == "CPU"
     checked = [layer for layer in doc["layers"] if layer["max_abs_err"] is not None]
@@ -92,7 +87,7 @@ def test_json_schema() -> None:
     [layer] = doc["layers"]
     assert {"path", "class", "max_abs_err", "max_rel_err", "passed", "worst"} <= set(layer)
     assert layer["path"] == "bi" and layer["class"] == "Bidirectional"
-    assert set(layer["worst"]) == {"sample", "timestep", "unit"} and layer["worst"]["sample"] in (0, 1)
+    assert set(layer["worst"]) == {"sample", "timestep", "unit", "position"} and layer["worst"]["sample"] in (0, 1)
     assert set(doc["comparisons"]) == {"replay_vs_predict", "replay_vs_expected", "predict_vs_expected"}
     assert doc["comparisons"]["replay_vs_expected"] is None and doc["comparisons"]["predict_vs_expected"] is None
     assert doc["input"].startswith("random, seed 3, (2, 5, 3)")
@@ -112,7 +107,7 @@ def test_expected_reference(tmp_path: Path, keras3: Any) -> None:
     np.save(tmp_path / "bad.npy", bad)
     code, doc, _ = verify(str(sample("q_gru3_dense30.keras")), "--input", str(tmp_path / "x.npy"), "--expected", str(tmp_path / "bad.npy"))
     assert code == 1 and doc is not None
-    assert doc["comparisons"]["predict_vs_expected"]["worst"] == {"sample": 1, "timestep": None, "unit": 7}
+    assert doc["comparisons"]["predict_vs_expected"]["worst"] == {"sample": 1, "timestep": None, "unit": 7, "position": []}
 
 
 def test_trace_follows_the_gru_arithmetic() -> None:
@@ -229,3 +224,10 @@ def test_auto_picks_the_files_own_generation(name: str, framework: str) -> None:
 def test_auto_runs_keras3_for_keras3_files() -> None:
     code, doc, _ = verify(str(sample("k3_gru.keras")))
     assert code == 0 and doc is not None and doc["framework"].startswith("Keras 3.")
+
+
+def test_trace_of_a_conv_lstm_is_refused_by_name(tmp_path: Path) -> None:
+    # A ConvLSTM's units are spatial maps: --trace (one unit per step) says so and points to replay --trace.
+    result = CliRunner().invoke(cli, ["verify", str(SAMPLES / "k3_conv_lstm1d.keras"), "--trace"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: --trace prints one unit of a GRU, LSTM or SimpleRNN; layer conv_lstm is a ConvLSTM1D")
