@@ -283,7 +283,8 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
       grucli verify old_model.h5 --keras tf-keras --expected ref.npy --json
       grucli verify model.keras --trace --sample 0 --unit 3
     """
-    from grucli.verify import VerifyOptions, verify as run_verify
+    from grucli.verify import verify as run_verify
+    from grucli.verify_report import VerifyOptions
 
     if unsafe:
         click.echo("warning: --unsafe lets the model file run Python code on this machine; use it only for files you trust", err=True)

@@ -19,6 +19,10 @@ class OutputError(GrucliError):
     """An output file cannot be written (exists without --force, folder missing, ...)."""
 
 
+class VerifyError(GrucliError):
+    """The model cannot be loaded or run by the framework (the message says why)."""
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """An exception's message, first line only, for an `Error:` line (its type if it says nothing)."""
     text = str(exc).strip() or type(exc).__name__

@@ -24,7 +24,7 @@ from grucli.report import ArrayReport, InspectReport, LayerReport
 if TYPE_CHECKING:
     from grucli.check import CheckReport
     from grucli.diff import DiffReport
-    from grucli.verify import Comparison, VerifyReport
+    from grucli.verify_report import Comparison, VerifyReport
 
 SCHEMA_VERSION = 1
 

@@ -14,13 +14,26 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from grucli import gates
-from grucli.errors import ModelFileError
 from grucli.attention import ATTENTION, attention, multi_head_attention
+from grucli.errors import ModelFileError
 from grucli.feedforward import MERGES, SIMPLE_LAYERS, dot, merge
 from grucli.layers import LAYER_KINDS
-from grucli.model import CELL_CLASSES, MODEL_CLASSES, ModelFile, ModelLayers, RawLayer, RecurrentLayer
+from grucli.model import (
+    CELL_CLASSES,
+    MODEL_CLASSES,
+    ModelFile,
+    ModelLayers,
+    RawLayer,
+    RecurrentLayer,
+)
 from grucli.operations import OPERATIONS, TF_FUNCTIONS, run_operation, run_tf_function
-from grucli.replay import STATE_COUNT, ReplayError, layer_outputs, merge_directions, run_layer
+from grucli.replay import (
+    STATE_COUNT,
+    ReplayError,
+    layer_outputs,
+    merge_directions,
+    run_layer,
+)
 from grucli.tensor import Tensor
 
 RECURRENT = set(LAYER_KINDS) - CELL_CLASSES | {"RNN", "Bidirectional"}

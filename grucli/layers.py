@@ -14,7 +14,14 @@ import numpy as np
 
 from grucli import gates
 from grucli.errors import ModelFileError, SelectionError
-from grucli.model import ModelFile, ModelLayers, NamedArray, OtherLayer, RawLayer, RecurrentLayer
+from grucli.model import (
+    ModelFile,
+    ModelLayers,
+    NamedArray,
+    OtherLayer,
+    RawLayer,
+    RecurrentLayer,
+)
 
 LAYER_KINDS: Mapping[str, str] = {
     "GRU": "GRU", "GRUV1": "GRU", "GRUV2": "GRU", "CuDNNGRU": "GRU", "GRUCell": "GRU",

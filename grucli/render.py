@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from grucli.check import CheckReport
     from grucli.diff import DiffReport
     from grucli.equations import Equations
-    from grucli.verify import Comparison, TraceTable, VerifyReport
+    from grucli.verify_report import Comparison, TraceTable, VerifyReport
 
 FORMAT_NAMES = {
     "keras-v3": "Keras 3 .keras zip",
@@ -534,7 +534,12 @@ class DelayedProgress:
         if not self._enabled or self._clock() - self._start < self._delay:
             return
         if self._bar is None:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(TextColumn(f"{self._action} {{task.description}}"), BarColumn(),
                                  TextColumn(f"{{task.completed}}/{{task.total}} {self._unit}"),

@@ -207,7 +207,7 @@ def test_nan_in_a_recurrent_kernel_fails_and_says_where(keras3: Any, tmp_path: P
 
 
 def test_nan_only_in_predict_is_named_as_predict() -> None:
-    from grucli.verify import compare
+    from grucli.verify_report import compare
 
     replayed = np.zeros((2, 4, 3))
     predicted = np.zeros((2, 4, 3))

@@ -1,0 +1,353 @@
+"""The Keras frameworks verify runs (Keras 3 on any backend, or tf-keras) behind one small interface:
+loading a file (natively, or from a repaired config with grucli's weights), predict, and probe
+models that return one layer's real input, mask, initial state and outputs. With `repairs`, the
+only modules that import Keras or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from grucli.errors import VerifyError, first_line
+from grucli.inputs import InputError
+from grucli.model import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
+from grucli.repairs import drop_keys, raw_config, repair_config
+from grucli.replay import KERAS2, KERAS3, semantics_for
+
+FRAMEWORKS = ("keras", "tf-keras")
+AUTO = "auto"  # the framework of the file's own generation: tf-keras for Keras 1/2 files when installed
+
+
+def resolve_framework(requested: str, model: ModelFile) -> str:
+    """`auto`: tf-keras (Keras 2 definitions, and it loads most Keras 1/2 configs) for a file saved by
+    Keras 1/2 or tf.keras 2 when tf-keras is installed; Keras 3 (with config repairs) otherwise."""
+    if requested != AUTO:
+        return requested
+    import importlib.util
+
+    if semantics_for(model.keras_version, model.format) == KERAS2 and importlib.util.find_spec("tf_keras") is not None:
+        return "tf-keras"
+    return "keras"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the framework computed around one layer: its real input, mask and outputs."""
+
+    layer_input: np.ndarray
+    mask: np.ndarray | None
+    outputs: list[np.ndarray]
+    initial_state: list[np.ndarray]  # the states the layer was called with (empty: zeros)
+
+
+class Framework:
+    """Keras 3 (any backend) or tf-keras: loading, predict, probes and the device, behind one face."""
+
+    def __init__(self, name: str) -> None:
+        if name not in FRAMEWORKS:
+            raise InputError(f"--keras {name!r} is not one of: {', '.join((*FRAMEWORKS, AUTO))}")
+        self.name = name
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        try:
+            module = _quiet_import("tf_keras" if name == "tf-keras" else "keras")
+        except ImportError as exc:
+            package = "tf-keras" if name == "tf-keras" else "keras (and a backend: tensorflow, jax or torch)"
+            raise VerifyError(f"verify needs {package}: {first_line(exc, 300)}; install it with pip install 'grucli[verify]'") from None
+        self.module = module
+        self.backend = "tensorflow" if name == "tf-keras" else module.backend.backend()
+        self.semantics = KERAS2 if name == "tf-keras" else KERAS3
+
+    def describe(self) -> str:
+        if self.name == "tf-keras":
+            return f"tf-keras {self.module.__version__}"
+        return f"Keras {self.module.__version__} ({self.backend} backend)"
+
+    def device(self) -> tuple[str, bool]:
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_logical_devices("GPU")
+            return (f"GPU ({gpus[0].name})", True) if gpus else ("CPU", False)
+        if self.backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            return (f"{device.platform.upper()} ({device.device_kind})", device.platform != "cpu")
+        if self.backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return (f"GPU ({torch.cuda.get_device_name(0)})", True)
+            return ("CPU", False)
+        return (self.backend, False)
+
+    # loading
+
+    def load(self, model: ModelFile, layers: ModelLayers, unsafe: bool) -> tuple[Any, list[str]]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return self._load_native(model.path, unsafe), []
+        except Exception as exc:  # noqa: BLE001 - any refusal sends us to the repair path
+            first_error = first_line(exc, 300)
+            if "lambda" in first_error.lower() or "unsafe" in first_error.lower():
+                raise VerifyError(f"{model.path}: {first_error}") from None
+        if model.format not in ("legacy-h5", "keras-v3"):
+            raise VerifyError(f"{self.describe()} cannot load {model.path}: {first_error}")
+        repairs = [f"{self.describe()} refused the file as saved ({first_error}); repaired its config in memory"]
+        keras_model = self._load_repaired(model, layers, repairs, unsafe)
+        repairs.append("weights set from grucli's reader (the same arrays `grucli export` writes)")
+        return keras_model, repairs
+
+    def _load_native(self, path: str, unsafe: bool) -> Any:
+        if self.name == "tf-keras":
+            return self.module.models.load_model(path, compile=False)
+        return self.module.saving.load_model(path, compile=False, safe_mode=not unsafe)
+
+    def _load_repaired(self, model: ModelFile, layers: ModelLayers, repairs: list[str], unsafe: bool) -> Any:
+        config = raw_config(model)
+        config = repair_config(config, layers, repairs)
+        for _ in range(20):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    keras_model = self._from_config(config, unsafe)
+                break
+            except Exception as exc:  # noqa: BLE001
+                message = first_line(exc, 300)
+                unknown = re.search(r"Unrecognized keyword arguments passed to (\w+): \{(.*)\}", message)
+                if not unknown:
+                    raise VerifyError(f"{self.describe()} cannot build {model.path} even after repairs: {message}") from None
+                class_name, keys = unknown.group(1), re.findall(r"'(\w+)'", unknown.group(2))
+                drop_keys(config, class_name, keys)
+                repairs.append(f"dropped {', '.join(keys)} from the {class_name} configs ({self.describe()} does not know them)")
+        else:
+            raise VerifyError(f"{self.describe()} cannot build {model.path}: too many unknown settings")
+        _set_weights(keras_model, model.root, layers, "")
+        return keras_model
+
+    def _from_config(self, config: dict[str, Any], unsafe: bool) -> Any:
+        if self.name == "tf-keras":
+            return self.module.models.model_from_config(config)
+        from keras.src.legacy.saving import saving_options, saving_utils
+        from keras.src.saving import serialization_lib
+
+        with saving_options.keras_option_scope(use_legacy_config=True), serialization_lib.SafeModeScope(not unsafe):
+            return saving_utils.model_from_config(config)
+
+    # running
+
+    def predict(self, keras_model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _reset_states(keras_model)
+                output = keras_model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
+        except Exception as exc:  # noqa: BLE001
+            raise VerifyError(f"{self.describe()} predict failed: {first_line(exc, 300)}") from None
+        return [np.asarray(o) for o in (output if isinstance(output, (list, tuple)) else [output])]
+
+    def predict_with_probes(
+        self, keras_model: Any, inputs: list[np.ndarray], names: Sequence[str]
+    ) -> tuple[list[np.ndarray], dict[str, "Probe"]]:
+        """predict, plus the real input, mask and outputs of each named top-level layer, in one run.
+
+        One model with the original outputs and the probed tensors is traced once, so verify
+        pays for a single predict; its outputs are the model's own graph, computed as predict does.
+        """
+        outputs = list(keras_model.outputs)
+        layouts = {name: self._probe_layout(keras_model.get_layer(name)) for name in names}
+        for layout in layouts.values():
+            outputs += layout.tensors
+        if not names:
+            return self.predict(keras_model, inputs), {}
+        try:
+            values = self._run_probe(keras_model, outputs, inputs)
+        except VerifyError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise VerifyError(f"{self.describe()} predict failed: {first_line(exc, 300)}") from None
+        predicted, rest = values[: len(keras_model.outputs)], values[len(keras_model.outputs):]
+        probed = {}
+        for name, layout in layouts.items():
+            probed[name] = layout.read(rest[: len(layout.tensors)])
+            rest = rest[len(layout.tensors):]
+        return predicted, probed
+
+    def probe(self, keras_model: Any, chain: tuple[str, ...], name: str, inputs: list[np.ndarray]) -> "Probe":
+        """The real input, mask (None if unmasked) and outputs of layer `name` inside nested models `chain`."""
+        owner, owner_inputs = keras_model, inputs
+        for nested in chain:
+            inner = owner.get_layer(nested)
+            feeding = _feeding_tensor(owner, nested)
+            owner_inputs = [self._run_probe(owner, [feeding], owner_inputs)[0]]
+            owner = inner
+        layout = self._probe_layout(owner.get_layer(name))
+        return layout.read(self._run_probe(owner, layout.tensors, owner_inputs))
+
+    def _probe_layout(self, layer: Any) -> "_ProbeLayout":
+        """The tensors a probe model outputs for one layer: its input, outputs, initial states, mask."""
+        symbolic_input, symbolic_mask, states = self._input_and_mask(layer.input)
+        outputs = list(layer.output) if isinstance(layer.output, (list, tuple)) else [layer.output]
+        mask = [symbolic_mask] if symbolic_mask is not None else []
+        return _ProbeLayout([symbolic_input, *outputs, *states, *mask], len(outputs), len(states))
+
+    def _run_probe(self, owner: Any, tensors: list[Any], inputs: list[np.ndarray]) -> list[np.ndarray]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = self.module.Model(owner.inputs, tensors)
+            # Every run starts from zero state: a stateful layer would otherwise carry on from
+            # the state the previous run (predict, another probe) left behind.
+            _reset_states(owner)
+            values = probe.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
+        return [np.asarray(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+
+    def _input_and_mask(self, symbolic: Any) -> tuple[Any, Any, list[Any]]:
+        """A layer's input tensor, a tensor a probe model can output for its mask, and the other
+        tensors the layer is called on (its initial state).
+
+        Keras 3 lists the mask beside the input. tf-keras hangs it on the tensor as
+        `_keras_mask`, which a Functional model cannot output (it is no layer's output): a
+        small layer of grucli's own, called on the tensor, receives that mask and returns it.
+        """
+        tensors = list(symbolic) if isinstance(symbolic, (list, tuple)) else [symbolic]
+        tensor, rest = tensors[0], tensors[1:]
+        masks = [t for t in rest if "bool" in str(getattr(t, "dtype", ""))]
+        states = [t for t in rest if not any(t is m for m in masks)]  # more inputs than x: the initial state
+        if masks:
+            return tensor, masks[0], states
+        if getattr(tensor, "_keras_mask", None) is None:
+            return tensor, None, states
+        return tensor, _mask_output_layer(self.module)(tensor), states
+
+
+@dataclass(frozen=True)
+class _ProbeLayout:
+    """Where one layer's values sit among a probe model's outputs: input, outputs, states, then the mask."""
+
+    tensors: list[Any]
+    n_outputs: int
+    n_states: int
+
+    def read(self, values: list[np.ndarray]) -> Probe:
+        after_states = 1 + self.n_outputs + self.n_states
+        mask = values[after_states].astype(bool) if len(values) > after_states else None
+        return Probe(values[0], mask, values[1 : 1 + self.n_outputs], values[1 + self.n_outputs : after_states])
+
+
+def _mask_output_layer(module: Any) -> Any:
+    """A tf-keras layer that outputs the mask its input carries (as float32: 1 kept, 0 masked)."""
+    import tensorflow as tf
+
+    class MaskOutput(module.layers.Layer):  # type: ignore[name-defined, misc]
+        def call(self, inputs: Any, mask: Any = None) -> Any:
+            return tf.cast(mask, tf.float32)
+
+        def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+            return None
+
+    return MaskOutput(name=f"grucli_mask_probe_{next(_PROBE_IDS)}")
+
+
+_PROBE_IDS = itertools.count()
+
+
+def _reset_states(model: Any) -> None:
+    """Zero the state of every stateful recurrent layer, inside nested models and wrappers too."""
+    for layer in _keras_layers(model):
+        if getattr(layer, "stateful", False) and hasattr(layer, "reset_states"):
+            layer.reset_states()
+
+
+def _keras_layers(model: Any) -> Iterator[Any]:
+    for layer in getattr(model, "layers", []):
+        yield layer
+        for attribute in ("forward_layer", "backward_layer", "layer"):
+            inner = getattr(layer, attribute, None)
+            if inner is not None and inner is not layer:
+                yield inner
+        if hasattr(layer, "layers") and layer is not model:
+            yield from _keras_layers(layer)
+
+
+def _quiet_import(name: str) -> Any:
+    """Import a framework with its C++ start-up chatter (oneDNN, CUDA probes) kept off stderr.
+
+    TensorFlow prints those lines before its logging is set up, so no setting silences them;
+    the file descriptor is redirected for the import only, and the text is kept for errors.
+    """
+    import importlib
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            chatter = sink.read().decode(errors="replace").strip().splitlines()
+            raise ImportError(f"{exc}" + (f" ({chatter[-1]})" if chatter else "")) from None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _feeding_tensor(owner: Any, nested_name: str) -> Any:
+    """The tensor of `owner`'s graph that is fed into its nested model `nested_name`."""
+    layers = owner.layers
+    for index, layer in enumerate(layers):
+        if layer.name != nested_name:
+            continue
+        if type(owner).__name__ == "Sequential":
+            return layers[index - 1].output if index > 0 else owner.inputs[0]
+        node = layer._inbound_nodes[-1]  # noqa: SLF001 - no public API gives a nested model's fed tensor
+        tensors = node.input_tensors if hasattr(node, "input_tensors") else node.arguments.keras_tensors
+        return tensors[0] if isinstance(tensors, (list, tuple)) else tensors
+    raise VerifyError(f"nested model {nested_name} not found in {owner.name}")
+
+
+def _set_weights(keras_model: Any, root: RawLayer, layers: ModelLayers, prefix: str) -> None:
+    """Give each Keras layer grucli's weights: canonical for recurrent layers, as stored otherwise."""
+    canonical = {layer.path: layer for layer in layers.recurrent}
+    by_name = {child.name: child for _, child in root.children}
+    for keras_layer in keras_model.layers:
+        raw = by_name.get(keras_layer.name)
+        if raw is None or not keras_layer.weights:
+            continue
+        path = f"{prefix}{raw.name}"
+        if raw.class_name in MODEL_CLASSES:
+            _set_weights(keras_layer, raw, layers, f"{path}/")
+            continue
+        arrays = list(_weights_for(raw, path, canonical))
+        try:
+            keras_layer.set_weights(arrays)
+        except ValueError as exc:
+            raise VerifyError(f"layer {path}: the file's weights do not fit the rebuilt layer ({first_line(exc, 300)})") from None
+
+
+def _weights_for(raw: RawLayer, path: str, canonical: Mapping[str, Any]) -> Iterator[np.ndarray]:
+    if path in canonical:
+        layer = canonical[path]
+        yield np.asarray(layer.kernel)
+        yield np.asarray(layer.recurrent_kernel)
+        if layer.bias is not None:
+            yield layer.bias
+        return
+    if raw.children:
+        for role, child in raw.children:
+            child_path = f"{path}/{role}" if raw.class_name in ("Bidirectional", "RNN") else f"{path}/{child.name}"
+            yield from _weights_for(child, path if raw.class_name == "RNN" and role == "cell" else child_path, canonical)
+        return
+    for weight in raw.weights:
+        yield np.asarray(weight.array)

@@ -1,0 +1,175 @@
+"""What `verify` found: frozen records of each comparison and the report, plus the comparison itself.
+
+Plain data and NumPy: the renderers (`render`, `formats`) and the CLI read these without importing
+Keras; `verify` builds them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from grucli.inputs import InputError
+
+
+@dataclass(frozen=True)
+class Location:
+    sample: int
+    timestep: int | None
+    unit: int
+    position: tuple[int, ...] = ()  # the spatial cell between time and unit (ConvLSTM, images)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Errors of one comparison. NaN or Inf on either side fails it, never counts as zero error:
+    `nonfinite` then says which side holds them and where they first appear."""
+
+    max_abs_err: float
+    max_rel_err: float
+    passed: bool
+    worst: Location | None
+    nonfinite: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    """One recurrent layer in scope: its comparison, or None and the reason it was not compared
+    (which fails the run: a layer that was not checked must not pass)."""
+
+    path: str
+    class_name: str
+    comparison: Comparison | None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class TraceTable:
+    """One direction or cell of one layer, one sample and unit, step by step."""
+
+    path: str
+    sample: int
+    unit: int
+    steps: tuple[int, ...]
+    inputs: np.ndarray
+    values: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    input_path: Path | None = None
+    expected_path: Path | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    dtype: str = "float64"
+    batch: int = 4
+    timesteps: int = 10
+    seed: int = 0
+    trace: bool = False
+    sample: int = 0
+    unit: int = 0
+    layer_paths: tuple[str, ...] = ()
+    framework: str = "auto"
+    unsafe: bool = False
+    max_bytes: int = 4096 * 2**20
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    path: str
+    keras_version: str | None
+    semantics: str
+    framework: str
+    device: str
+    precision: str
+    atol: float
+    rtol: float
+    dtype: str
+    input_description: str
+    compute_dtype: str
+    layers: tuple[LayerCheck, ...]
+    comparisons: Mapping[str, Comparison | None]
+    end_to_end_note: str | None
+    repairs: tuple[str, ...]
+    warnings: tuple[str, ...]
+    traces: tuple[TraceTable, ...] = field(default=())
+
+    @property
+    def passed(self) -> bool:
+        if self.semantic_failures or not self.layers:
+            return False
+        if any(check.comparison is None or not check.comparison.passed for check in self.layers):
+            return False
+        return all(c is None or c.passed for c in self.comparisons.values())
+
+    @property
+    def semantic_failures(self) -> tuple[str, ...]:
+        return tuple(w for w in self.warnings if w.startswith("semantics:"))
+
+
+def compare(
+    actual: Sequence[np.ndarray] | None, reference: Sequence[np.ndarray] | None, atol: float, rtol: float,
+    names: tuple[str, str] = ("the replay", "predict"),
+) -> Comparison | None:
+    """Max absolute and relative error over all outputs; passes where |a-b| <= atol + rtol*|b| everywhere.
+    A NaN or Inf on either side is an infinite error, even where both sides hold the same one."""
+    if actual is None or reference is None:
+        return None
+    nonfinite: list[str] = []
+    if len(actual) != len(reference):
+        raise InputError(f"{len(reference)} reference outputs given for a model with {len(actual)} outputs")
+    worst_abs, worst_rel, passed, worst = 0.0, 0.0, True, None
+    worst_excess = -np.inf
+    for a, b in zip(actual, reference):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a.shape != b.shape:
+            raise InputError(f"reference output has shape {b.shape}; the model's output has shape {a.shape}")
+        if a.size == 0:
+            continue
+        nonfinite += _nonfinite_sides(a, b, names)
+        with np.errstate(invalid="ignore"):
+            error = np.abs(a - b)
+        error = np.where(np.isfinite(a) & np.isfinite(b), error, np.inf)
+        allowed = atol + rtol * np.abs(b)
+        excess = error - allowed
+        index = int(np.argmax(excess))
+        worst_abs = max(worst_abs, float(error.max()))
+        worst_rel = max(worst_rel, float((error / (np.abs(b) + atol)).max()))
+        passed = passed and bool(np.all(excess <= 0))
+        if excess.flat[index] > worst_excess:
+            worst_excess = float(excess.flat[index])
+            worst = _location(np.unravel_index(index, a.shape))
+    if nonfinite:  # never a number that reads like agreement
+        worst_abs = worst_rel = math.inf
+    return Comparison(worst_abs, worst_rel, passed and not nonfinite, worst, tuple(nonfinite))
+
+
+def _nonfinite_sides(actual: np.ndarray, reference: np.ndarray, names: tuple[str, str]) -> list[str]:
+    found = []
+    for values, name in zip((actual, reference), names):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            kinds = "/".join(k for k, present in (("NaN", np.isnan(values).any()), ("Inf", np.isinf(values).any())) if present)
+            found.append(f"{name} holds {kinds}, first at {_first_in_time(bad)}")
+    return found
+
+
+def _first_in_time(bad: np.ndarray) -> str:
+    """Where a non-finite value first appears: earliest timestep, then sample, then unit."""
+    where = np.argwhere(bad)
+    if bad.ndim >= 3:
+        where = where[np.lexsort((where[:, -1], where[:, 0], where[:, 1]))]
+        first = where[0]
+        return f"sample {first[0]}, timestep {first[1]}, unit {first[-1]}"
+    first = where[0]
+    return f"sample {first[0]}" + (f", unit {first[-1]}" if bad.ndim > 1 else "")
+
+
+def _location(index: tuple[int, ...]) -> Location:
+    if len(index) >= 3:
+        return Location(int(index[0]), int(index[1]), int(index[-1]), tuple(int(i) for i in index[2:-1]))
+    return Location(int(index[0]), None, int(index[-1]) if len(index) > 1 else 0)
