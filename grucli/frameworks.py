@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from grucli import paths
 from grucli.errors import VerifyError, first_line
 from grucli.inputs import InputError
 from grucli.model import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
@@ -327,7 +328,7 @@ def _set_weights(keras_model: Any, root: RawLayer, layers: ModelLayers, prefix: 
             continue
         path = f"{prefix}{raw.name}"
         if raw.class_name in MODEL_CLASSES:
-            _set_weights(keras_layer, raw, layers, f"{path}/")
+            _set_weights(keras_layer, raw, layers, paths.prefix(path))
             continue
         arrays = list(_weights_for(raw, path, canonical))
         try:
@@ -346,8 +347,8 @@ def _weights_for(raw: RawLayer, path: str, canonical: Mapping[str, Any]) -> Iter
         return
     if raw.children:
         for role, child in raw.children:
-            child_path = f"{path}/{role}" if raw.class_name in ("Bidirectional", "RNN") else f"{path}/{child.name}"
-            yield from _weights_for(child, path if raw.class_name == "RNN" and role == "cell" else child_path, canonical)
+            child_path = paths.join(path, role if raw.class_name in ("Bidirectional", "RNN") else child.name)
+            yield from _weights_for(child, path if raw.class_name == "RNN" and role == paths.CELL else child_path, canonical)
         return
     for weight in raw.weights:
         yield np.asarray(weight.array)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli import gates
+from grucli import gates, paths
 from grucli.attention import ATTENTION, attention, multi_head_attention
 from grucli.errors import ModelFileError
 from grucli.feedforward import MERGES, SIMPLE_LAYERS, dot, merge
@@ -65,7 +65,7 @@ def unsupported_layer(root: RawLayer, prefix: str = "") -> tuple[str, str] | Non
         if child.class_name in TF_OP_LAMBDAS and child.config.get("function") not in TF_FUNCTIONS:
             return path, f"{child.class_name} calling tf.{child.config.get('function')}"
         if child.class_name in MODEL_CLASSES:
-            found = unsupported_layer(child, f"{path}/")
+            found = unsupported_layer(child, paths.prefix(path))
             if found:
                 return found
         if child.class_name == "TimeDistributed" and child.children:
@@ -181,7 +181,7 @@ class ModelReplay:
         if len(args) != 1:
             raise ReplayError(f"layer {path} ({name}) is called with {len(args)} positional arguments; the replay runs layers called on one input")
         if name in MODEL_CLASSES:
-            return self._run_model(layer, f"{path}/", _tensor_list(args[0], path, name))
+            return self._run_model(layer, paths.prefix(path), _tensor_list(args[0], path, name))
         if name in MERGES:
             return [merge(layer, path, _tensor_list(args[0], path, name), self.semantics)]
         if name == "Dot":
@@ -230,7 +230,7 @@ class ModelReplay:
         self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None, initial_state: Sequence[np.ndarray] | None,
     ) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
         config = layer.config
-        forward, backward = self._layer(f"{path}/forward"), self._layer(f"{path}/backward")
+        forward, backward = (self._layer(paths.direction(path, which)) for which in (paths.FORWARD, paths.BACKWARD))
         return_sequences = bool(forward.config.get("return_sequences"))
         halves = _split_states(initial_state, [forward, backward], path)
         # Bidirectional forces zero_output_for_mask = return_sequences on both directions.
@@ -246,7 +246,7 @@ class ModelReplay:
         merged = merge_directions(y_forward, y_backward, config.get("merge_mode", "concat"))
         if forward.config.get("return_state"):
             merged += runs[0].states + runs[1].states
-        return merged, {f"{path}/forward": runs[0].trace, f"{path}/backward": runs[1].trace}
+        return merged, {forward.path: runs[0].trace, backward.path: runs[1].trace}
 
     def _stacked(
         self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None, initial_state: Sequence[np.ndarray] | None,
@@ -260,7 +260,7 @@ class ModelReplay:
         states: list[np.ndarray] = []
         traces = {}
         run = None
-        cells = [self._layer(f"{path}/{role}") for role, _ in layer.children]
+        cells = [self._layer(paths.join(path, role)) for role, _ in layer.children]
         for cell, cell_states in zip(cells, _split_states(initial_state, cells, path)):
             run = run_layer(cell, sequence, step_mask, self.semantics, self.dtype, self.trace, go_backwards=False,
                             progress=self._progress_for(cell.path), initial_state=cell_states)

@@ -1,8 +1,7 @@
 """Find the recurrent layers in a file's layer tree and give each canonical weights and config.
 
-Paths: a layer's name; `NAME/forward` and `NAME/backward` for a Bidirectional layer;
-`OUTER/INNER` inside nested models; `NAME/cell_K` for the cells of a stacked RNN. The root
-model's own name is not part of any path.
+Each layer is named by its path (`paths`: `NAME/forward`, `OUTER/INNER`, `NAME/cell_K`); the
+root model's own name is not part of any path.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from grucli import gates
+from grucli import gates, paths
 from grucli.errors import ModelFileError, SelectionError
 from grucli.model import (
     ModelFile,
@@ -74,13 +73,13 @@ def _is_container(layer: RawLayer) -> bool:
 def _walk(layer: RawLayer, path: str, model: ModelFile) -> Iterator[RecurrentLayer | OtherLayer]:
     if _is_container(layer):
         for _, child in layer.children:
-            yield from _walk(child, f"{path}/{child.name}", model)
+            yield from _walk(child, paths.join(path, child.name), model)
     elif layer.class_name == "Bidirectional" and layer.children:
         for role, child in layer.children:
             if child.class_name == "RNN" and child.children:  # Bidirectional(RNN(cell)): read like Bidirectional(LSTM)
-                yield from _rnn_cells(child, f"{path}/{role}", model, {**layer.config, **child.config})
+                yield from _rnn_cells(child, paths.join(path, role), model, {**layer.config, **child.config})
             else:
-                yield from _recurrent_or_skipped(child, f"{path}/{role}", model, layer.config)
+                yield from _recurrent_or_skipped(child, paths.join(path, role), model, layer.config)
     elif layer.class_name == "RNN" and layer.children:
         yield from _rnn_cells(layer, path, model, layer.config)
     elif layer.class_name == "TimeDistributed" and layer.children:
@@ -99,7 +98,7 @@ def _rnn_cells(layer: RawLayer, path: str, model: ModelFile, wrapper_config: Map
     """The cells an RNN layer runs: one cell at the RNN's own path, stacked cells at PATH/cell_K."""
     roles = [role for role, _ in layer.children]
     for role, child in layer.children:
-        child_path = path if roles == ["cell"] else f"{path}/{role}"
+        child_path = path if roles == [paths.CELL] else paths.join(path, role)
         yield from _recurrent_or_skipped(child, child_path, model, wrapper_config)
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 import h5py
 import numpy as np
 
+from grucli import paths
 from grucli.errors import ModelFileError, first_line
 from grucli.schema import validate_inbound_nodes, validate_layer_config
 
@@ -286,7 +287,7 @@ class _Keras3Weights:
 
 
 def _is_stacked(children: Sequence[tuple[str, Mapping[str, Any]]]) -> bool:
-    return bool(children) and all(role.startswith("cell_") for role, _ in children)
+    return bool(children) and all(paths.is_stacked_cell_role(role) for role, _ in children)
 
 
 def _list_member_keys(specs: Sequence[Mapping[str, Any]], skip_input_layers: bool) -> list[str | None]:
@@ -484,8 +485,8 @@ def child_specs(class_name: str, config: Any) -> list[tuple[str, Mapping[str, An
         forward = config["layer"]
         backward = config.get("backward_layer")
         if not isinstance(backward, Mapping):
-            return [("forward", forward, "config.layer"), ("backward", _mirrored(forward), "config.layer")]
-        return [("forward", forward, "config.layer"), ("backward", backward, "config.backward_layer")]
+            return [(paths.FORWARD, forward, "config.layer"), (paths.BACKWARD, _mirrored(forward), "config.layer")]
+        return [(paths.FORWARD, forward, "config.layer"), (paths.BACKWARD, backward, "config.backward_layer")]
     if class_name == "RNN":
         cell = config.get("cell")
         if isinstance(cell, list):
@@ -497,7 +498,7 @@ def child_specs(class_name: str, config: Any) -> list[tuple[str, Mapping[str, An
             return [("cell", cell, "config.cell")] if isinstance(cell, Mapping) else []
         if not isinstance(cells, list):
             return []
-        return [(f"cell_{index}", c, f"{where}[{index}]") for index, c in enumerate(cells) if isinstance(c, Mapping)]
+        return [(paths.stacked_cell_role(index), c, f"{where}[{index}]") for index, c in enumerate(cells) if isinstance(c, Mapping)]
     if class_name == "TimeDistributed" and isinstance(config.get("layer"), Mapping):
         return [("layer", config["layer"], "config.layer")]
     return []
@@ -669,12 +670,12 @@ def _infer_keras3_group(group: h5py.Group, key: str) -> RawLayer:
         return RawLayer(name, "Model", {"name": name}, children=children, inferred=True)
     forward, backward = _child(group, "forward_layer"), _child(group, "backward_layer")
     if forward is not None and backward is not None:
-        children = (("forward", _infer_keras3_group(forward, "forward_layer")), ("backward", _infer_keras3_group(backward, "backward_layer")))
+        children = ((paths.FORWARD, _infer_keras3_group(forward, "forward_layer")), (paths.BACKWARD, _infer_keras3_group(backward, "backward_layer")))
         return RawLayer(name, "Bidirectional", {"name": name}, children=children, inferred=True)
     cells = _child(_child(group, "cell"), "cells")
     if cells is not None:
         members = [(k, _child(cells, k)) for k in sorted(_member_names(cells), key=_natural_key)]
-        children = tuple((f"cell_{index}", _infer_keras3_group(member, k)) for index, (k, member) in enumerate(members) if member is not None)
+        children = tuple((paths.stacked_cell_role(index), _infer_keras3_group(member, k)) for index, (k, member) in enumerate(members) if member is not None)
         return RawLayer(name, "RNN", {"name": name}, children=children, inferred=True)
     weights = tuple(_collect_vars(group))
     return RawLayer(name, infer_class(weights) or "Unknown", {"name": name}, weights=weights, inferred=True)
@@ -700,8 +701,8 @@ def _infer_legacy_layer(name: str, weights: tuple[NamedArray, ...]) -> RawLayer:
     if weights and "forward" in directions and "backward" in directions and len(weights) % 2 == 0:
         half = len(weights) // 2
         children = (
-            ("forward", _infer_legacy_layer(f"forward_{name}", weights[:half])),
-            ("backward", _infer_legacy_layer(f"backward_{name}", weights[half:])),
+            (paths.FORWARD, _infer_legacy_layer(f"forward_{name}", weights[:half])),
+            (paths.BACKWARD, _infer_legacy_layer(f"backward_{name}", weights[half:])),
         )
         return RawLayer(name, "Bidirectional", {"name": name}, children=children, inferred=True)
     return RawLayer(name, infer_class(weights) or "Unknown", {"name": name}, weights=weights, inferred=True)

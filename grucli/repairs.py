@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterator, Sequence
 
+from grucli import paths
 from grucli.model import ModelFile, ModelLayers
 
 # Keras 1 config keys and their Keras 2 names (None: no longer a setting).
@@ -24,7 +25,7 @@ def raw_config(model: ModelFile) -> dict[str, Any]:
 
 
 def repair_config(config: dict[str, Any], layers: ModelLayers, repairs: list[str]) -> dict[str, Any]:
-    reset_after = {layer.path.split("/")[-1]: layer.config.get("reset_after") for layer in layers.recurrent if layer.kind == "GRU"}
+    reset_after = {paths.last_name(layer.path): layer.config.get("reset_after") for layer in layers.recurrent if layer.kind == "GRU"}
     inner = config["config"]
     if config["class_name"] == "Sequential" and set(inner) == {"layers"}:
         inner["name"] = "sequential"

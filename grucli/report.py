@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from grucli import gates
+from grucli import paths as paths_module
 from grucli.equations import Equations, layer_equations
 from grucli.errors import SelectionError
 from grucli.model import ModelLayers, OtherLayer, RecurrentLayer
@@ -59,8 +60,8 @@ def select_layers(layers: Sequence[RecurrentLayer], paths: Sequence[str]) -> lis
     """The layers named by `paths`; a path also selects what is below it (`bi` → `bi/forward`)."""
     if not paths:
         return list(layers)
-    chosen = [layer for layer in layers if any(layer.path == p or layer.path.startswith(p.rstrip("/") + "/") for p in paths)]
-    missing = [p for p in paths if not any(layer.path == p or layer.path.startswith(p.rstrip("/") + "/") for layer in layers)]
+    chosen = [layer for layer in layers if paths_module.in_scope(layer.path, paths)]
+    missing = [p for p in paths if not any(paths_module.selects(p, layer.path) for layer in layers)]
     if missing:
         available = ", ".join(layer.path for layer in layers) or "none"
         raise SelectionError(f"no recurrent layer {missing[0]!r} in this model; expected one of: {available}")

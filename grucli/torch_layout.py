@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from grucli import gates
+from grucli import gates, paths
 from grucli.errors import GrucliError
 from grucli.model import RecurrentLayer
 
@@ -45,8 +45,8 @@ def torch_modules(layers: Sequence[RecurrentLayer], approximate: bool = False) -
     for layer in layers:
         if layer.path in done:
             continue
-        parent, _, direction = layer.path.rpartition("/")
-        backward = by_path.get(f"{parent}/backward") if direction == "forward" else None
+        parent, _, direction = layer.path.rpartition(paths.SEPARATOR)
+        backward = by_path.get(paths.direction(parent, paths.BACKWARD)) if direction == paths.FORWARD else None
         if backward is not None:
             modules.append(_module(parent, [layer, backward], approximate))
             done |= {layer.path, backward.path}

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from grucli import paths
 from grucli.errors import ModelFileError, VerifyError
 from grucli.frameworks import AUTO, Framework, Probe, resolve_framework
 from grucli.graph import RECURRENT, ModelReplay, unsupported_layer
@@ -168,7 +169,7 @@ def _nonfinite_weights(root: RawLayer, prefix: str = "") -> Iterator[str]:
 def _unsliced_checks(found: ModelLayers, selected: Sequence[str]) -> Iterator[LayerCheck]:
     """Layers holding recurrent weights grucli cannot slice: in scope, so not compared means failed."""
     for other in found.others:
-        if other.unsliced_recurrent and (not selected or any(other.path == p or other.path.startswith(p + "/") for p in selected)):
+        if other.unsliced_recurrent and paths.in_scope(other.path, selected):
             yield LayerCheck(other.path, other.class_name, None, other.skipped_reason)
 
 
@@ -236,7 +237,7 @@ def _recurrent_members(layer: RawLayer, prefix: str = "") -> Iterator[tuple[str,
     for _, child in layer.children:
         path = f"{prefix}{child.name}"
         if child.class_name in RECURRENT:
-            yield path, child, tuple(path.split("/")[:-1])
+            yield path, child, paths.enclosing(path)
         elif child.class_name in MODEL_CLASSES:
             yield from _recurrent_members(child, f"{path}/")
 
@@ -245,7 +246,7 @@ def _selected_members(model: ModelFile, selected: Sequence[str]) -> list[tuple[s
     members = list(_recurrent_members(model.root))
     if not selected:
         return members
-    chosen = [m for m in members if any(m[0] == p or m[0].startswith(p + "/") or p.startswith(m[0] + "/") for p in selected)]
+    chosen = [m for m in members if any(paths.overlaps(selector, m[0]) for selector in selected)]
     if not chosen:
         available = ", ".join(m[0] for m in members) or "none"
         raise InputError(f"no recurrent layer {selected[0]!r} in this model; expected one of: {available}")
