@@ -6,6 +6,7 @@ only modules that import Keras or TensorFlow.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import re
@@ -114,18 +115,20 @@ class Framework:
 
     def _load_repaired(self, model: ModelFile, layers: ModelLayers, repairs: list[str], unsafe: bool) -> Any:
         config = raw_config(model)
-        config = repair_config(config, layers, repairs)
+        config = repair_config(config, layers, repairs, keras3=self.name == "keras")
         for _ in range(20):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    keras_model = self._from_config(config, unsafe)
+                    keras_model = self._from_config(copy.deepcopy(config), unsafe)  # Keras pops keys from what it reads
                 break
             except Exception as exc:  # noqa: BLE001
                 message = first_line(exc, 300)
-                unknown = re.search(r"Unrecognized keyword arguments passed to (\w+): \{(.*)\}", message)
+                # Keras 3 wraps the cause ("Error when deserializing class 'Embedding' ... Exception
+                # encountered: Unrecognized keyword arguments ..."): search the whole text.
+                unknown = re.search(r"Unrecognized keyword arguments passed to (\w+): \{([^}]*)\}", _chain_text(exc))
                 if not unknown:
-                    raise VerifyError(f"{self.describe()} cannot build {model.path} even after repairs: {message}") from None
+                    raise VerifyError(f"{self.describe()} cannot build {model.path} even after repairs: {_innermost(exc)}") from None
                 class_name, keys = unknown.group(1), re.findall(r"'(\w+)'", unknown.group(2))
                 drop_keys(config, class_name, keys)
                 repairs.append(f"dropped {', '.join(keys)} from the {class_name} configs ({self.describe()} does not know them)")
@@ -302,6 +305,24 @@ def _quiet_import(name: str) -> Any:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def _chain_text(exc: BaseException) -> str:
+    """An exception's message and those of the exceptions it was raised from (Keras 3 wraps the
+    cause of a failed build in "Unable to revive model from config")."""
+    texts, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        texts.append(str(current))
+        current = current.__cause__ or current.__context__
+    return "\n".join(texts)
+
+
+def _innermost(exc: BaseException) -> str:
+    """The cause at the bottom of Keras 3's nested "Exception encountered: ..." messages."""
+    causes = _chain_text(exc).split("Exception encountered: ")
+    return first_line(ValueError(causes[-1]) if len(causes) > 1 else exc, 300)
 
 
 def _feeding_tensor(owner: Any, nested_name: str) -> Any:

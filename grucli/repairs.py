@@ -24,16 +24,22 @@ def raw_config(model: ModelFile) -> dict[str, Any]:
     return config
 
 
-def repair_config(config: dict[str, Any], layers: ModelLayers, repairs: list[str]) -> dict[str, Any]:
+# Where a layer config nests another layer's (Bidirectional, TimeDistributed, RNN and its cells).
+NESTING_KEYS = ("layer", "backward_layer", "cell", "cells")
+
+
+def repair_config(config: dict[str, Any], layers: ModelLayers, repairs: list[str], keras3: bool = False) -> dict[str, Any]:
     reset_after = {paths.last_name(layer.path): layer.config.get("reset_after") for layer in layers.recurrent if layer.kind == "GRU"}
     inner = config["config"]
     if config["class_name"] == "Sequential" and set(inner) == {"layers"}:
         inner["name"] = "sequential"
         repairs.append("wrapped the Keras 2.1 list-style Sequential config in a dict")
-        first = inner["layers"][0] if inner["layers"] else {}
-        shape = first.get("config", {}).pop("batch_input_shape", None)
+    if config["class_name"] == "Sequential" and isinstance(inner.get("layers"), list) and inner["layers"]:
+        first = inner["layers"][0]
+        shape = first.get("config", {}).pop("batch_input_shape", None) if first.get("class_name") != "InputLayer" else None
         if shape is not None:
-            # Keras 3 reads a layer's batch_input_shape as an input shape: give it an InputLayer.
+            # Keras 3 reads a first layer's batch_input_shape as an input shape (one axis too
+            # many: (None, None, 300, 1)): give the model an InputLayer of that batch shape.
             inner["layers"].insert(0, {"class_name": "InputLayer", "config": {"batch_input_shape": shape, "name": "input"}})
             repairs.append(f"moved batch_input_shape {shape} of the first layer into an InputLayer")
     for layer in _walk_configs(config):
@@ -59,7 +65,74 @@ def repair_config(config: dict[str, Any], layers: ModelLayers, repairs: list[str
             if kind == "GRU":
                 layer_config["reset_after"] = True
             repairs.append(f"{layer_config.get('name')}: Cu{'DNN'}{kind} became {kind} with the equivalent settings")
+    if keras3:
+        _functional_class_names(config, repairs)
+        _initial_states_as_keywords(config, repairs)
+        _name_nested_modules(config, repairs)
+        _drop_initializer_dtypes(config, repairs)
     return config
+
+
+def _functional_class_names(config: dict[str, Any], repairs: list[str]) -> None:
+    """tf.keras 2.2 saved functional models as class "Model", which Keras 3 builds as an empty
+    subclassed Model (no inputs, no outputs); Keras 3 calls them "Functional"."""
+    for layer in _walk_configs(config):
+        inner = layer["config"]
+        if layer.get("class_name") == "Model" and "input_layers" in inner and "output_layers" in inner:
+            layer["class_name"] = "Functional"
+            repairs.append(f"{inner.get('name', 'the model')}: class Model (tf.keras 2.2's name for a functional model) read as Functional")
+
+
+RECURRENT_CLASSES = ("GRU", "LSTM", "SimpleRNN", "RNN", "Bidirectional", "CuDNNGRU", "CuDNNLSTM")
+
+
+def _initial_states_as_keywords(config: dict[str, Any], repairs: list[str]) -> None:
+    """Keras 2 saved `decoder(x, initial_state=[h, c])` as one call on the list [x, h, c], which a
+    Keras 3 recurrent layer refuses: rewrite such a call in Keras 3's form, x as the argument and
+    the states as `initial_state=` (tensors placed by name, node and index, as saved)."""
+    for layer in _walk_configs(config):
+        nodes = layer.get("inbound_nodes")
+        if layer.get("class_name") not in RECURRENT_CLASSES or not isinstance(nodes, list):
+            continue
+        for index, node in enumerate(nodes):
+            if not (isinstance(node, list) and len(node) > 1 and all(isinstance(item, list) and len(item) >= 3 for item in node)):
+                continue
+            kwargs = dict(node[0][3]) if len(node[0]) > 3 and isinstance(node[0][3], dict) else {}
+            kwargs["initial_state"] = [_keras_tensor(item) for item in node[1:]]
+            nodes[index] = {"args": [_keras_tensor(node[0])], "kwargs": kwargs}
+            repairs.append(f"{layer['config'].get('name')}: the Keras 2 call on [x, *states] given as initial_state=")
+
+
+def _keras_tensor(item: list[Any]) -> dict[str, Any]:
+    # Keras 3 swaps this placeholder's shape and dtype for the tensor its history names.
+    return {"class_name": "__keras_tensor__", "config": {"shape": [], "dtype": "float32", "keras_history": list(item[:3])}}
+
+
+def _drop_initializer_dtypes(config: dict[str, Any], repairs: list[str]) -> None:
+    """tf.keras 2.2 recorded a dtype in each initializer's config, which Keras 3's initializers
+    refuse. Initializers only draw the starting weights, which the file's weights replace."""
+    dropped = 0
+    for layer in _walk_configs(config):
+        for key, value in layer.get("config", {}).items():
+            if key.endswith("_initializer") and isinstance(value, dict) and isinstance(value.get("config"), dict):
+                dropped += value["config"].pop("dtype", None) is not None
+    if dropped:
+        repairs.append(f"dropped the dtype of {dropped} initializer configs (tf.keras 2.2 kept one; Keras 3 refuses it)")
+
+
+def _name_nested_modules(config: dict[str, Any], repairs: list[str]) -> None:
+    """Keras 3 looks up a layer nested in another (Bidirectional(RNN(LSTMCell)) of tf.keras 2) by its
+    module, which Keras 2 configs do not record: name keras.layers for those that lack one."""
+    named = []
+    for layer in _walk_configs(config):
+        for key in NESTING_KEYS:
+            nested = layer.get("config", {}).get(key)
+            for inner in nested if isinstance(nested, list) else [nested]:
+                if isinstance(inner, dict) and "class_name" in inner and "module" not in inner:
+                    inner["module"] = "keras.layers"
+                    named.append(f"{inner['class_name']} in {layer['config'].get('name', layer['class_name'])}")
+    if named:
+        repairs.append(f"named the module keras.layers for nested layers: {', '.join(named)}")
 
 
 def _walk_configs(value: Any) -> Iterator[dict[str, Any]]:

@@ -231,3 +231,25 @@ def test_trace_of_a_conv_lstm_is_refused_by_name(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["verify", str(SAMPLES / "k3_conv_lstm1d.keras"), "--trace"])
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: --trace prints one unit of a GRU, LSTM or SimpleRNN; layer conv_lstm is a ConvLSTM1D")
+
+
+def test_keras3_builds_tf_keras_2_2_files_through_repairs() -> None:
+    # Without tf-keras a user runs Keras 3; these tf.keras 2.2.4 files need repairs to build.
+    # poreplex: a dict-style Sequential whose first layer holds batch_input_shape, and
+    # Bidirectional(RNN(LSTMCell)) configs that name no module. Keras 3 computes it as saved.
+    code, doc, err = verify(str(real("poreplex_demux_birnn_lstmcell_tfkeras2.2.4.hdf5")), "--keras", "keras")
+    assert code == 0, err or doc
+    assert doc is not None and doc["comparisons"]["replay_vs_predict"]["passed"] is True
+    assert "moved batch_input_shape [None, 300, 1] of the first layer into an InputLayer" in doc["repairs"]
+    assert "named the module keras.layers for nested layers: RNN in bidirectional_2, LSTMCell in rnn, LSTMCell in rnn_1" in doc["repairs"]
+    # katakana: class "Model", a decoder called on [x, h, c], initializers with a dtype. It
+    # builds and runs; it fails only because Keras 3's hard_sigmoid is not the one it was trained with.
+    code, doc, err = verify(str(real("katakana_seq2seq_lstm_tfkeras2.2.4.h5")), "--keras", "keras")
+    assert code == 1 and doc is not None, err
+    assert {
+        "model: class Model (tf.keras 2.2's name for a functional model) read as Functional",
+        "lstm_1: the Keras 2 call on [x, *states] given as initial_state=",
+        "dropped the dtype of 10 initializer configs (tf.keras 2.2 kept one; Keras 3 refuses it)",
+    } <= set(doc["repairs"])
+    assert [w.split(":")[1].strip() for w in doc["warnings"]] == ["layer lstm", "layer lstm_1"]
+    assert all(w.startswith("semantics:") and "hard_sigmoid" in w for w in doc["warnings"])
