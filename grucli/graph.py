@@ -29,6 +29,7 @@ from grucli.model import (
 from grucli.operations import OPERATIONS, TF_FUNCTIONS, run_operation, run_tf_function
 from grucli.replay import (
     STATE_COUNT,
+    RecurrentRun,
     ReplayError,
     layer_outputs,
     merge_directions,
@@ -38,6 +39,8 @@ from grucli.tensor import Tensor
 
 RECURRENT = set(LAYER_KINDS) - CELL_CLASSES | {"RNN", "Bidirectional"}
 TF_OP_LAMBDAS = {"TFOpLambda", "SlicingOpLambda"}  # tf.keras 2's saved TensorFlow calls
+# Recurrent layers TimeDistributed can wrap: grucli slices them at the wrapper's own path.
+TIME_DISTRIBUTED_RECURRENT = set(LAYER_KINDS) - CELL_CLASSES - {"Bidirectional", "RNN"}
 
 
 @dataclass
@@ -70,14 +73,13 @@ def unsupported_layer(root: RawLayer, prefix: str = "") -> tuple[str, str] | Non
                 return found
         if child.class_name == "TimeDistributed" and child.children:
             inner = child.children[0][1]
-            if inner.class_name not in SUPPORTED or inner.class_name in RECURRENT | MODEL_CLASSES:
+            runs_inner = inner.class_name in SIMPLE_LAYERS or inner.class_name in TIME_DISTRIBUTED_RECURRENT
+            if not runs_inner:
                 return f"{path}", f"TimeDistributed({inner.class_name})"
         if child.class_name == "RNN" and any(c.class_name not in CELL_CLASSES for _, c in child.children):
             return path, "RNN with a custom cell"
         if child.class_name == "Bidirectional":
             inner = [c for _, c in child.children]
-            if any(c.class_name == "RNN" and [r for r, _ in c.children] != ["cell"] for c in inner):
-                return path, "Bidirectional around an RNN of stacked cells"
             if any(c.class_name == "RNN" and any(cell.class_name not in CELL_CLASSES for _, cell in c.children) for c in inner):
                 return path, "Bidirectional around an RNN with a custom cell"
     return None
@@ -196,6 +198,10 @@ class ModelReplay:
             what = f"{len(x)} tensors" if isinstance(x, list) else f"the constant {x!r}"
             raise ReplayError(f"layer {path} ({name}) is called on {what}; the replay expects one tensor")
         x = _with_explicit_mask(layer, path, x, kwargs.get("mask"))
+        if name == "TimeDistributed" and layer.children and layer.children[0][1].class_name in RECURRENT:
+            outputs, traces = self.recurrent_outputs(layer, path, x.value, x.mask)
+            self.calls.append(RecurrentCall(path, name, x.value, x.mask, outputs, traces))
+            return [Tensor(value) for value in outputs]
         if name == "TimeDistributed":
             return [self._time_distributed(layer, path, x)]
         return [SIMPLE_LAYERS[name](layer, x, self)]
@@ -217,6 +223,8 @@ class ModelReplay:
         Bidirectional layer the forward states then the backward ones, for stacked cells each
         cell's states in order."""
         x = np.asarray(x, dtype=self.dtype)
+        if layer.class_name == "TimeDistributed":
+            return self._time_distributed_recurrent(layer, path, x, mask)
         if layer.class_name == "Bidirectional":
             return self._bidirectional(layer, path, x, mask, initial_state)
         if layer.class_name == "RNN" and len(layer.children) > 1:
@@ -230,46 +238,81 @@ class ModelReplay:
         self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None, initial_state: Sequence[np.ndarray] | None,
     ) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
         config = layer.config
-        forward, backward = (self._layer(paths.direction(path, which)) for which in (paths.FORWARD, paths.BACKWARD))
-        return_sequences = bool(forward.config.get("return_sequences"))
-        halves = _split_states(initial_state, [forward, backward], path)
+        directions = dict(layer.children)
+        direction_paths = [paths.direction(path, which) for which in (paths.FORWARD, paths.BACKWARD)]
+        forward_config = self._direction_config(directions[paths.FORWARD], direction_paths[0])
+        return_sequences = bool(forward_config.get("return_sequences"))
+        counts = [self._state_count(directions[which], direction_path)
+                  for which, direction_path in zip((paths.FORWARD, paths.BACKWARD), direction_paths)]
+        halves = _split_states(initial_state, counts, path)
         # Bidirectional forces zero_output_for_mask = return_sequences on both directions.
-        runs = [
-            run_layer(direction, x, mask, self.semantics, self.dtype, self.trace, zero_output_for_mask=return_sequences,
-                      progress=self._progress_for(direction.path), initial_state=states)
-            for direction, states in zip((forward, backward), halves)
-        ]
+        runs, traces = [], {}
+        for which, direction_path, states in zip((paths.FORWARD, paths.BACKWARD), direction_paths, halves):
+            run, direction_traces = self._direction(directions[which], direction_path, x, mask, states, return_sequences)
+            runs.append(run)
+            traces.update(direction_traces)
         if return_sequences:
             y_forward, y_backward = runs[0].sequence, runs[1].sequence[:, ::-1]
         else:
             y_forward, y_backward = runs[0].last_output, runs[1].last_output
         merged = merge_directions(y_forward, y_backward, config.get("merge_mode", "concat"))
-        if forward.config.get("return_state"):
+        if forward_config.get("return_state"):
             merged += runs[0].states + runs[1].states
-        return merged, {forward.path: runs[0].trace, backward.path: runs[1].trace}
+        return merged, traces
+
+    def _direction(
+        self, raw: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None, states: list[np.ndarray] | None, zero_output: bool,
+    ) -> tuple[RecurrentRun, dict[str, dict[str, np.ndarray]]]:
+        """One direction of a Bidirectional layer: a recurrent layer, RNN(cell) or an RNN of stacked cells."""
+        if path not in self.recurrent and raw.class_name == "RNN" and len(raw.children) > 1:
+            return self._stack(raw, path, x, mask, states, zero_output)
+        direction = self._layer(path)
+        run = run_layer(direction, x, mask, self.semantics, self.dtype, self.trace, zero_output_for_mask=zero_output,
+                        progress=self._progress_for(path), initial_state=states)
+        return run, {path: run.trace}
+
+    def _direction_config(self, raw: RawLayer, path: str) -> Mapping[str, Any]:
+        return self.recurrent[path].config if path in self.recurrent else raw.config
+
+    def _state_count(self, raw: RawLayer, path: str) -> int:
+        """How many initial states a layer (or an RNN of stacked cells) takes."""
+        if path in self.recurrent:
+            return STATE_COUNT[gates.equation_family(self.recurrent[path].kind)]
+        return sum(self._state_count(cell, paths.join(path, role)) for role, cell in raw.children)
 
     def _stacked(
         self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None, initial_state: Sequence[np.ndarray] | None,
     ) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
-        # Cell k at step t needs only cell k-1's output at t and its own state at t-1, so the
-        # stack runs as a chain of whole sequences. go_backwards reverses time once, up front.
-        config = layer.config
-        backwards = bool(config.get("go_backwards"))
+        run, traces = self._stack(layer, path, x, mask, initial_state, None)
+        output = run.sequence if layer.config.get("return_sequences") else run.last_output
+        return ([output, *run.states] if layer.config.get("return_state") else [output]), traces
+
+    def _stack(
+        self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None, initial_state: Sequence[np.ndarray] | None,
+        zero_output: bool | None,
+    ) -> tuple[RecurrentRun, dict[str, dict[str, np.ndarray]]]:
+        """An RNN of stacked cells, its sequence in processing order like `run_layer`'s.
+
+        Cell k at step t needs only cell k-1's output at t and its own state at t-1, so the
+        stack runs as a chain of whole sequences. go_backwards reverses time once, up front."""
+        backwards = bool(layer.config.get("go_backwards"))
         sequence = x[:, ::-1] if backwards else x
         step_mask = mask[:, ::-1] if backwards and mask is not None else mask
+        cells = [self._layer(paths.join(path, role)) for role, _ in layer.children]
+        counts = [STATE_COUNT[gates.equation_family(cell.kind)] for cell in cells]
         states: list[np.ndarray] = []
         traces = {}
         run = None
-        cells = [self._layer(paths.join(path, role)) for role, _ in layer.children]
-        for cell, cell_states in zip(cells, _split_states(initial_state, cells, path)):
+        for index, (cell, cell_states) in enumerate(zip(cells, _split_states(initial_state, counts, path))):
+            last = index == len(cells) - 1  # the stack's output: what zero_output_for_mask governs
             run = run_layer(cell, sequence, step_mask, self.semantics, self.dtype, self.trace, go_backwards=False,
+                            zero_output_for_mask=zero_output if last else None,
                             progress=self._progress_for(cell.path), initial_state=cell_states)
             sequence = run.sequence
             states += run.states
             traces[cell.path] = run.trace
         assert run is not None
-        output = run.sequence if config.get("return_sequences") else run.last_output
-        return ([output, *states] if config.get("return_state") else [output]), traces
+        return RecurrentRun(run.sequence, run.last_output, states), traces
 
     def _progress_for(self, path: str) -> Callable[[int, int], None] | None:
         report = self.progress
@@ -281,6 +324,20 @@ class ModelReplay:
         if path not in self.recurrent:
             raise ReplayError(f"no weights were found for recurrent layer {path}")
         return self.recurrent[path]
+
+    def _time_distributed_recurrent(
+        self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None,
+    ) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
+        """TimeDistributed(GRU): the recurrent layer runs on each outer step's sequence, the outer
+        steps folded into the batch; grucli reports it at the wrapper's path."""
+        if mask is not None:
+            raise ReplayError(f"layer {path} (TimeDistributed) is fed a masked sequence; the replay runs a recurrent layer in "
+                              "TimeDistributed on unmasked input only")
+        if x.ndim != 4:
+            raise ReplayError(f"layer {path} (TimeDistributed) is fed shape {x.shape}; expected (batch, outer steps, timesteps, features)")
+        batch, outer = x.shape[:2]
+        outputs, traces = self.recurrent_outputs(layer.children[0][1], path, x.reshape((batch * outer, *x.shape[2:])), None)
+        return [value.reshape((batch, outer, *value.shape[1:])) for value in outputs], traces
 
     def _time_distributed(self, layer: RawLayer, path: str, x: Tensor) -> Tensor:
         inner = layer.children[0][1]
@@ -487,11 +544,11 @@ def _flattened(value: Any) -> Iterator[Any]:
         yield value
 
 
-def _split_states(states: Sequence[np.ndarray] | None, layers: Sequence[RecurrentLayer], path: str) -> list[list[np.ndarray] | None]:
-    """Initial states handed to several layers (Bidirectional's directions, stacked cells), in order."""
+def _split_states(states: Sequence[np.ndarray] | None, counts: Sequence[int], path: str) -> list[list[np.ndarray] | None]:
+    """Initial states handed to several layers (Bidirectional's directions, stacked cells), in order:
+    `counts[k]` states for layer k."""
     if states is None:
-        return [None] * len(layers)
-    counts = [STATE_COUNT[gates.equation_family(layer.kind)] for layer in layers]
+        return [None] * len(counts)
     if len(states) != sum(counts):
         raise ReplayError(f"layer {path} is given {len(states)} initial states; expected {sum(counts)}")
     split, start = [], 0

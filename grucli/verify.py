@@ -109,7 +109,7 @@ def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> 
         framework=framework.describe() + (" (auto)" if options.framework == AUTO else ""),
         device=device, precision=_precision(compute_dtype, device, accelerated),
         atol=atol, rtol=rtol, dtype=options.dtype, input_description=input_description, compute_dtype=compute_dtype,
-        layers=tuple(checks) + tuple(c for c in _unsliced_checks(layers, options.layer_paths) if c.path not in {x.path for x in checks}),
+        layers=_all_checks(checks, layers, options.layer_paths),
         comparisons=comparisons, end_to_end_note=end_to_end_note, repairs=tuple(repairs), warnings=tuple(warnings_),
         traces=tuple(traces),
     )
@@ -164,6 +164,11 @@ def _nonfinite_weights(root: RawLayer, prefix: str = "") -> Iterator[str]:
                 kinds = "NaN" if np.isnan(values).any() else "Inf"
                 yield f"weights: layer {path}: {weight.name} {values.shape} holds {kinds}, first at index {tuple(int(i) for i in index)}"
         yield from _nonfinite_weights(child, f"{path}/")
+
+
+def _all_checks(checks: list[LayerCheck], found: ModelLayers, selected: Sequence[str]) -> tuple[LayerCheck, ...]:
+    unsliced = [c for c in _unsliced_checks(found, selected) if c.path not in {x.path for x in checks}]
+    return (*checks, *unsliced, *_uncovered_checks(found, selected, [*checks, *unsliced]))
 
 
 def _unsliced_checks(found: ModelLayers, selected: Sequence[str]) -> Iterator[LayerCheck]:
@@ -236,10 +241,23 @@ def _recurrent_members(layer: RawLayer, prefix: str = "") -> Iterator[tuple[str,
     """(path, raw layer, nesting chain) of every recurrent layer a probe can reach."""
     for _, child in layer.children:
         path = f"{prefix}{child.name}"
-        if child.class_name in RECURRENT:
+        if child.class_name in RECURRENT or _wraps_recurrent(child):
             yield path, child, paths.enclosing(path)
         elif child.class_name in MODEL_CLASSES:
             yield from _recurrent_members(child, f"{path}/")
+
+
+def _wraps_recurrent(layer: RawLayer) -> bool:
+    """TimeDistributed around a recurrent layer: grucli reports (and verify probes) the wrapper."""
+    return layer.class_name == "TimeDistributed" and bool(layer.children) and layer.children[0][1].class_name in RECURRENT
+
+
+def _uncovered_checks(found: ModelLayers, selected: Sequence[str], checks: Sequence[LayerCheck]) -> Iterator[LayerCheck]:
+    """Recurrent layers in scope that no check covers: not compared, so the run fails, never passes
+    without them (a safety net under the probing rules above)."""
+    for layer in found.recurrent:
+        if paths.in_scope(layer.path, selected) and not any(paths.selects(check.path, layer.path) for check in checks):
+            yield LayerCheck(layer.path, layer.kind, None, "verify cannot probe this layer where it sits in the model")
 
 
 def _selected_members(model: ModelFile, selected: Sequence[str]) -> list[tuple[str, RawLayer, tuple[str, ...]]]:

@@ -125,26 +125,39 @@ def test_unused_call_arguments_are_refused_by_name(keras3: Any, tmp_path: Path) 
 # --- 2, 3. nothing compared is not a pass ----------------------------------------------------------------
 
 
-def bidirectional_stacked_cells(keras3: Any, path: Path) -> None:
-    """A GRU, then Bidirectional(RNN([GRUCell, GRUCell])), which the replay does not run yet."""
-    inputs = keras3.Input((5, 2))
-    sequence = keras3.layers.GRU(3, return_sequences=True, name="gru")(inputs)
-    stacked = keras3.layers.RNN([keras3.layers.GRUCell(2), keras3.layers.GRUCell(2)])
-    keras3.Model(inputs, keras3.layers.Bidirectional(stacked, name="stacked")(sequence)).save(path)
+def time_distributed_bidirectional(keras3: Any, path: Path) -> None:
+    """TimeDistributed(Bidirectional(GRU)), which grucli does not slice or replay, then an LSTM."""
+    inputs = keras3.Input((4, 6, 3))
+    per_step = keras3.layers.TimeDistributed(keras3.layers.Bidirectional(keras3.layers.GRU(3)), name="td")(inputs)
+    keras3.Model(inputs, keras3.layers.LSTM(2, name="lstm")(per_step)).save(path)
 
 
 def test_a_layer_that_was_not_compared_fails_verify(keras3: Any, tmp_path: Path) -> None:
-    bidirectional_stacked_cells(keras3, tmp_path / "s.keras")
+    time_distributed_bidirectional(keras3, tmp_path / "s.keras")
     result = run("verify", str(tmp_path / "s.keras"), "--json")
     document = json.loads(result.stdout)
     assert result.exit_code == 1 and document["passed"] is False
-    assert document["layers"][1] == {
-        "path": "stacked", "class": "Bidirectional", "max_abs_err": None, "max_rel_err": None, "passed": False,
-        "worst": None, "nonfinite": [], "note": "the replay engine cannot run Bidirectional around an RNN of stacked cells",
+    assert document["layers"][0] == {
+        "path": "td", "class": "TimeDistributed", "max_abs_err": None, "max_rel_err": None, "passed": False,
+        "worst": None, "nonfinite": [], "note": "the replay engine cannot run TimeDistributed(Bidirectional)",
     }
+    assert document["layers"][1]["path"] == "lstm" and document["layers"][1]["passed"] is True
     text = run("verify", str(tmp_path / "s.keras"))
-    assert "not compared: stacked: the replay engine cannot run Bidirectional around an RNN of stacked cells" in text.stdout
+    assert "not compared: td: the replay engine cannot run TimeDistributed(Bidirectional)" in text.stdout
     assert "FAIL" in text.stdout and "PASS" not in text.stdout
+
+
+def test_a_recurrent_layer_verify_could_not_probe_is_not_compared(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The safety net under the probing rules: a recurrent layer grucli found but verify did not
+    # reach (here: probing made to miss every layer) fails the run by name.
+    import grucli.verify
+
+    monkeypatch.setattr(grucli.verify, "_recurrent_members", lambda layer, prefix="": iter(()))
+    result = run("verify", str(sample("k3_gru.keras")), "--json")
+    document = json.loads(result.stdout)
+    assert result.exit_code == 1 and document["passed"] is False
+    assert [(c["path"], c["passed"], c["note"]) for c in document["layers"]] == [
+        ("gru", False, "verify cannot probe this layer where it sits in the model")]
 
 
 def test_a_model_without_recurrent_layers_is_an_error(keras3: Any, tmp_path: Path) -> None:
@@ -402,13 +415,13 @@ def test_recurrent_weights_grucli_cannot_slice_are_never_dropped(tf_keras: Any, 
 
 
 def test_layer_narrows_what_verify_must_compare(keras3: Any, tmp_path: Path) -> None:
-    bidirectional_stacked_cells(keras3, tmp_path / "c.keras")
+    time_distributed_bidirectional(keras3, tmp_path / "c.keras")
     whole = run("verify", str(tmp_path / "c.keras"), "--json")
     assert whole.exit_code == 1
-    assert [(layer["path"], layer["passed"]) for layer in json.loads(whole.stdout)["layers"]] == [("gru", True), ("stacked", False)]
-    narrowed = run("verify", str(tmp_path / "c.keras"), "--layer", "gru", "--json")
+    assert [(layer["path"], layer["passed"]) for layer in json.loads(whole.stdout)["layers"]] == [("td", False), ("lstm", True)]
+    narrowed = run("verify", str(tmp_path / "c.keras"), "--layer", "lstm", "--json")
     assert narrowed.exit_code == 0, narrowed.stdout
-    assert [layer["path"] for layer in json.loads(narrowed.stdout)["layers"]] == ["gru"]
+    assert [layer["path"] for layer in json.loads(narrowed.stdout)["layers"]] == ["lstm"]
 
 
 # --- 9. a masked seq2seq under tf-keras ----------------------------------------------------------------

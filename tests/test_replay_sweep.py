@@ -188,7 +188,23 @@ def _catalogue(keras: Any) -> dict[str, tuple[Callable[[], Any], str]]:
         repeated = layers.RepeatVector(4)(layers.Flatten()(layers.Reshape((3, 1))(stateful)))
         return keras.Model(inputs, layers.TimeDistributed(layers.Dense(2, activation="tanh"))(layers.SimpleRNN(5, return_sequences=True)(repeated)))
 
+    def bidirectional_stacked_cells() -> Any:
+        """Bidirectional around RNNs of stacked cells (a masked sequence, then a summed last state)."""
+        inputs = keras.Input((6, 3))
+        masked = layers.Masking()(inputs)
+        sequence = layers.Bidirectional(layers.RNN([layers.GRUCell(3), layers.LSTMCell(2)], return_sequences=True))(masked)
+        last = layers.Bidirectional(layers.RNN([layers.GRUCell(3), layers.SimpleRNNCell(2)]), merge_mode="sum")(sequence)
+        return keras.Model(inputs, [sequence, last])
+
+    def time_distributed_recurrent() -> Any:
+        """A GRU over each sentence's words, then an LSTM over the sentences (a hierarchical reader)."""
+        words = keras.Input((4, 6, 3))
+        sentences = layers.TimeDistributed(layers.GRU(3))(words)
+        return keras.Model(words, layers.LSTM(2)(layers.TimeDistributed(layers.Dense(3))(sentences)))
+
     return {
+        "bidirectional_stacked_cells": (bidirectional_stacked_cells, "match"),
+        "time_distributed_recurrent": (time_distributed_recurrent, "match"),
         "stateful_and_reshaping": (stateful_and_reshaping, "match"),
         "conv_lstm": (conv_lstm, "match"),
         "multi_head_attention": (multi_head_attention, "match"),
@@ -241,12 +257,12 @@ def _catalogue(keras: Any) -> dict[str, tuple[Callable[[], Any], str]]:
 
 CATALOGUE = [
     "additive_attention", "attention", "attention_scaled_concat_causal", "average_pooling_2d_same",
-    "bidirectional_initial_state", "conv_causal_dilated_strided", "conv_lstm", "conv_then_gru", "crnn_1d", "crnn_2d",
+    "bidirectional_initial_state", "bidirectional_stacked_cells", "conv_causal_dilated_strided", "conv_lstm", "conv_then_gru", "crnn_1d", "crnn_2d",
     "dot_prelu_elu", "global_max_2d", "global_pooling_of_a_masked_sequence", "gru_with_attention",
     "layer_norm_and_activations", "masking", "mean_over_time", "multi_head_attention", "ops_arithmetic",
     "ops_elementwise", "ops_gather_refused", "ops_max_min", "ops_reverse_subtract", "ops_shapes_and_slices",
     "pooling_same_and_average", "seq2seq_initial_state", "shapes", "stacked_bidirectional",
-    "stacked_cells_initial_state", "stateful_and_reshaping", "time_distributed_head", "transposed_sequence", "two_inputs_two_outputs",
+    "stacked_cells_initial_state", "stateful_and_reshaping", "time_distributed_head", "time_distributed_recurrent", "transposed_sequence", "two_inputs_two_outputs",
 ]
 
 
@@ -291,7 +307,8 @@ def test_shared_real_files(name: str, tmp_path: Path, tf_keras: Any) -> None:
 
 
 TF_KERAS_CATALOGUE = ["additive_attention", "attention", "conv_lstm", "crnn_1d", "crnn_2d", "dot_prelu_elu", "global_pooling_of_a_masked_sequence",
-                      "gru_with_attention", "layer_norm_and_activations", "multi_head_attention", "shapes", "stateful_and_reshaping"]
+                      "gru_with_attention", "layer_norm_and_activations", "multi_head_attention", "shapes", "stateful_and_reshaping",
+                      "bidirectional_stacked_cells", "time_distributed_recurrent"]
 
 
 @pytest.mark.parametrize("name", TF_KERAS_CATALOGUE)
