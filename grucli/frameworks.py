@@ -123,7 +123,6 @@ class Framework:
                     keras_model = self._from_config(copy.deepcopy(config), unsafe)  # Keras pops keys from what it reads
                 break
             except Exception as exc:  # noqa: BLE001
-                message = first_line(exc, 300)
                 # Keras 3 wraps the cause ("Error when deserializing class 'Embedding' ... Exception
                 # encountered: Unrecognized keyword arguments ..."): search the whole text.
                 unknown = re.search(r"Unrecognized keyword arguments passed to (\w+): \{([^}]*)\}", _chain_text(exc))

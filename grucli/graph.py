@@ -35,6 +35,7 @@ from grucli.replay import (
     merge_directions,
     run_layer,
 )
+from grucli.spec import GraphSpec, Ref, graph_spec
 from grucli.tensor import Tensor
 
 RECURRENT = set(LAYER_KINDS) - CELL_CLASSES | {"RNN", "Bidirectional"}
@@ -99,6 +100,7 @@ class ModelReplay:
         self.dtype = dtype
         self.trace = trace
         self.calls: list[RecurrentCall] = []
+        self._graphs: dict[int, GraphSpec] = {}
 
     def check_supported(self) -> None:
         found = unsupported_layer(self.model.root)
@@ -115,57 +117,44 @@ class ModelReplay:
     # --- graphs -----------------------------------------------------------------------------------
 
     def _run_model(self, model: RawLayer, prefix: str, inputs: list[Tensor]) -> list[Tensor]:
-        members = [child for _, child in model.children]
-        config = model.config
-        if model.class_name == "Sequential" or isinstance(config.get("layers"), list) and not any(
-            _inbound_nodes(m) for m in _layer_entries(config)
-        ):
-            tensors = inputs
-            for member in members:
-                if member.class_name == "InputLayer":
-                    continue
-                args = (tensors[0] if len(tensors) == 1 else tensors,)
-                tensors = self._call(member, f"{prefix}{member.name}", args, {})
-            return tensors
-        return self._run_functional(model, prefix, inputs)
+        spec = self._graph(model)
+        if not spec.sequential:
+            return self._run_functional(spec, prefix, inputs)
+        tensors = inputs
+        for member in spec.members:
+            if member.class_name == "InputLayer":
+                continue
+            args = (tensors[0] if len(tensors) == 1 else tensors,)
+            tensors = self._call(member, f"{prefix}{member.name}", args, {})
+        return tensors
 
-    def _run_functional(self, model: RawLayer, prefix: str, inputs: list[Tensor]) -> list[Tensor]:
-        config = model.config
-        entries = _layer_entries(config)
-        by_name = {child.name: child for _, child in model.children}
-        computed: dict[Ref, Tensor] = {}
-        input_refs = _refs(config.get("input_layers"))
-        if len(input_refs) != len(inputs):
-            raise ReplayError(f"model {model.name} takes {len(input_refs)} inputs; {len(inputs)} given")
-        for ref, tensor in zip(input_refs, inputs):
-            computed[ref] = tensor
-        pending = [(entry, node_index, parse_call(node)) for entry in entries for node_index, node in enumerate(_inbound_nodes(entry))]
+    def _graph(self, model: RawLayer) -> GraphSpec:
+        """The parsed graph of a model (the root or a nested one), parsed once per replay."""
+        key = id(model)
+        if key not in self._graphs:
+            self._graphs[key] = graph_spec(model, self.model.path)
+        return self._graphs[key]
+
+    def _run_functional(self, spec: GraphSpec, prefix: str, inputs: list[Tensor]) -> list[Tensor]:
+        if len(spec.inputs) != len(inputs):
+            raise ReplayError(f"model {spec.name} takes {len(spec.inputs)} inputs; {len(inputs)} given")
+        computed: dict[Ref, Tensor] = dict(zip(spec.inputs, inputs))
+        pending = list(spec.nodes)
         while pending:
-            progressed = False
-            for item in list(pending):
-                entry, node_index, call = item
-                if not all(ref in computed for ref in call.refs()):
-                    continue
-                name = _entry_name(entry)
-                if name not in by_name:
-                    raise ModelFileError(f"{self.model.path}: the graph of {model.name} calls layer {name!r}, which it does not define")
-                layer = by_name[name]
-                args, kwargs = call.resolve(computed)
-                outputs = self._call(layer, f"{prefix}{name}", args, kwargs)
-                saved_index = node_index + _skipped_first_node(layer, call.keras2)
+            ready = [node for node in pending if all(ref in computed for ref in node.call.refs())]
+            if not ready:
+                raise ReplayError(f"cannot order the layer graph of {spec.name}: the inputs of {pending[0].layer.name} are never computed")
+            for node in ready:
+                args, kwargs = node.call.resolve(computed)
+                outputs = self._call(node.layer, f"{prefix}{node.layer.name}", args, kwargs)
                 for index, tensor in enumerate(outputs):
-                    computed[Ref(name, saved_index, index)] = tensor
-                pending.remove(item)
-                progressed = True
-            if not progressed:
-                missing = _entry_name(pending[0][0])
-                raise ReplayError(f"cannot order the layer graph of {model.name}: the inputs of {missing} are never computed")
-        outputs = []
-        for ref in _refs(config.get("output_layers")):
-            if ref not in computed:
-                raise ModelFileError(f"{self.model.path}: the output {[ref.layer, ref.node, ref.index]} of {model.name} is not computed by its graph")
-            outputs.append(computed[ref])
-        return outputs
+                    computed[node.output_ref(index)] = tensor
+                pending.remove(node)
+        missing = [ref for ref in spec.outputs if ref not in computed]
+        if missing:
+            ref = missing[0]
+            raise ModelFileError(f"{self.model.path}: the output {[ref.layer, ref.node, ref.index]} of {spec.name} is not computed by its graph")
+        return [computed[ref] for ref in spec.outputs]
 
     # --- layers --------------------------------------------------------------------------------------
 
@@ -347,145 +336,6 @@ class ModelReplay:
             raise ReplayError(f"layer {path} wraps {inner.class_name} in TimeDistributed, which the replay cannot run")
         out = SIMPLE_LAYERS[inner.class_name](inner, flat, self).value
         return Tensor(out.reshape((batch, timesteps) + out.shape[1:]), x.mask)
-
-
-# --- config graph formats (Keras 2 lists, Keras 3 dicts) ------------------------------------------------
-
-
-def _layer_entries(config: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    layers = config.get("layers", [])
-    return [entry for entry in layers if isinstance(entry, Mapping)] if isinstance(layers, list) else []
-
-
-def _entry_name(entry: Mapping[str, Any]) -> str:
-    return str(entry.get("name") or entry.get("config", {}).get("name"))
-
-
-def _inbound_nodes(entry: Mapping[str, Any]) -> list[Any]:
-    nodes = entry.get("inbound_nodes") or []
-    return list(nodes) if isinstance(nodes, list) else []
-
-
-def _skipped_first_node(layer: RawLayer, keras2: bool) -> int:
-    """1 where a Keras 2 config numbers a nested model's calls from 1, as tf-keras's
-    `_should_skip_first_node` does: such a model's own input node is node 0 and is not saved."""
-    if not keras2 or layer.class_name not in MODEL_CLASSES:
-        return 0
-    members = [child for _, child in layer.children]
-    if layer.class_name == "Sequential":
-        return int(bool(members) and members[0].class_name == "InputLayer")
-    return 1
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A tensor of the graph: output `index` of call `node` of layer `layer`."""
-
-    layer: str
-    node: int
-    index: int
-
-
-@dataclass(frozen=True)
-class Call:
-    """One saved call of a layer or operation: positional args and keyword args as saved, each
-    tensor a `Ref`, everything else the constant the file holds (numbers, lists, None, arrays)."""
-
-    args: tuple[Any, ...]
-    kwargs: Mapping[str, Any]
-    keras2: bool = False  # saved in the Keras 2 node format (numbers a nested model's calls from 1)
-
-    def refs(self) -> list[Ref]:
-        return list(_refs_in([self.args, dict(self.kwargs)]))
-
-    def resolve(self, computed: Mapping[Ref, Tensor]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The call with every `Ref` replaced by the tensor computed for it."""
-        return tuple(_resolved(a, computed) for a in self.args), {k: _resolved(v, computed) for k, v in self.kwargs.items()}
-
-
-def parse_call(node: Any) -> Call:
-    """A node of `inbound_nodes` (structure validated by the reader) as a `Call`."""
-    if isinstance(node, Mapping):  # Keras 3: {"args": [...], "kwargs": {...}}
-        return Call(tuple(_decoded(a) for a in node.get("args", [])), {str(k): _decoded(v) for k, v in node.get("kwargs", {}).items()})
-    # Keras 2: [[name, node, index, kwargs], ...]; a layer called on a list (a merge, or an RNN
-    # given its initial state) lists every tensor of that list. tf.keras 2 saves a constant first
-    # argument (`1.0 - g`) as ["_CONSTANT_VALUE", -1, value], and tensors among the keywords
-    # (`y=` of a TFOpLambda, `mask=`) as [name, node, index].
-    if node and isinstance(node[0], str):  # tf.keras 2 saves a TFOpLambda's one-tensor call as the item itself
-        node = [node]
-    refs = [item[2] if item[0] == KERAS2_CONSTANT else Ref(str(item[0]), int(item[1]), int(item[2])) for item in node]
-    kwargs: dict[str, Any] = {}
-    for item in node:
-        if len(item) > 3:
-            kwargs.update({str(k): _keras2_decoded(v) for k, v in item[3].items()})
-    return Call((refs[0] if len(refs) == 1 else refs,), kwargs, keras2=True)
-
-
-KERAS2_CONSTANT = "_CONSTANT_VALUE"
-
-
-def _keras2_decoded(value: Any) -> Any:
-    """A Keras 2 call keyword: [name, node, index] (and [name, node, index, kwargs]) are tensors,
-    as tf-keras's `_deserialize_keras_tensors` reads them."""
-    if isinstance(value, list):
-        if 3 <= len(value) <= 4 and isinstance(value[0], str) and all(_is_count(v) for v in value[1:3]) and (
-            len(value) == 3 or isinstance(value[3], Mapping)
-        ):
-            return Ref(value[0], int(value[1]), int(value[2]))
-        return [_keras2_decoded(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _keras2_decoded(v) for k, v in value.items()}
-    return value
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _decoded(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        if value.get("class_name") == "__keras_tensor__":
-            history = value["config"]["keras_history"]
-            return Ref(str(history[0]), int(history[1]), int(history[2]))
-        if value.get("class_name") == "__slice__":  # bounds validated by the reader
-            bounds = value["config"]
-            return slice(bounds.get("start"), bounds.get("stop"), bounds.get("step"))
-        if value.get("class_name") == "__ellipsis__":
-            return Ellipsis
-        return {str(k): _decoded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decoded(v) for v in value]
-    return value
-
-
-def _refs_in(value: Any) -> Iterator[Ref]:
-    if isinstance(value, Ref):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _refs_in(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _refs_in(item)
-
-
-def _resolved(value: Any, computed: Mapping[Ref, Tensor]) -> Any:
-    if isinstance(value, Ref):
-        return computed[value]
-    if isinstance(value, list):
-        return [_resolved(v, computed) for v in value]
-    if isinstance(value, dict):
-        return {k: _resolved(v, computed) for k, v in value.items()}
-    return value
-
-
-def _refs(value: Any) -> list[Ref]:
-    """`input_layers` / `output_layers`: one [name, node, index] or a list of them (validated by the reader)."""
-    if not value:
-        return []
-    if isinstance(value[0], str):
-        value = [value]
-    return [Ref(str(v[0]), int(v[1]), int(v[2])) for v in value]
 
 
 def _tensor_list(value: Any, path: str, name: str) -> list[Tensor]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from grucli.errors import GrucliError, ModelFileError
 from grucli.model import ModelFile, RawLayer
+from grucli.spec import graph_spec
 
 
 class InputError(GrucliError):
@@ -37,19 +38,15 @@ class InputSpec:
 
 def input_specs(model: ModelFile) -> list[InputSpec]:
     """The model's inputs as its config declares them (Keras 1, 2 and 3 configs; validated by the reader)."""
-    root = model.root
-    members = [child for _, child in root.children]
-    config = root.config
-    input_refs = config.get("input_layers")
-    if input_refs:
-        names = [ref[0] for ref in ([input_refs] if isinstance(input_refs[0], str) else input_refs)]
-        by_name = {m.name: m for m in members}
-        missing = [name for name in names if name not in by_name]
+    spec = graph_spec(model.root, model.path)
+    if spec.inputs:
+        declaring = [spec.member(ref.layer) for ref in spec.inputs]
+        missing = [ref.layer for ref, layer in zip(spec.inputs, declaring) if layer is None]
         if missing:
             raise ModelFileError(f"{model.path}: the config's input_layers name {missing[0]!r}, which is not among its layers")
-        return [_spec(by_name[name], _consumer(root, name)) for name in names]
-    layers = [m for m in members if m.class_name != "InputLayer"]
-    first_input = next((m for m in members if m.class_name == "InputLayer"), None)
+        return [_spec(layer, next(iter(spec.consumers(layer.name)), None)) for layer in declaring if layer is not None]
+    layers = [m for m in spec.members if m.class_name != "InputLayer"]
+    first_input = next((m for m in spec.members if m.class_name == "InputLayer"), None)
     if not layers:
         raise InputError("the model has no layers to feed")
     return [_spec(first_input or layers[0], layers[0])]
@@ -80,17 +77,6 @@ def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
             raise InputError(f"the config of Embedding {consumer.name} declares a vocabulary of {vocabulary} ids (input_dim); "
                              "expected at least 1")
     return InputSpec(declaring.name, dims, vocabulary, batch)
-
-
-def _consumer(root: RawLayer, input_name: str) -> RawLayer | None:
-    """The layer an input feeds: inbound nodes sit on each layer entry, beside its config."""
-    entries = root.config.get("layers")
-    for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, Mapping) and input_name in str(entry.get("inbound_nodes", "")):
-            inner = entry.get("config")
-            name = entry.get("name") or (inner.get("name") if isinstance(inner, Mapping) else None)
-            return next((m for _, m in root.children if m.name == name), None)
-    return None
 
 
 def load_inputs(path: str | Path, specs: Sequence[InputSpec]) -> list[np.ndarray]:
