@@ -13,7 +13,7 @@ import numpy as np
 
 from grucli import spatial
 from grucli.errors import ModelFileError
-from grucli.model import RawLayer
+from grucli.model import NamedArray, RawLayer
 from grucli.replay import KERAS3, ReplayError, activation
 from grucli.tensor import Runtime, Tensor
 
@@ -163,6 +163,34 @@ def _convolution(rank: int) -> Callable[[RawLayer, Tensor, Runtime], Tensor]:
     return run
 
 
+def _keras1_convolution_1d(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
+    """Keras 1's Convolution1D, read as Keras 2's loader converts it to Conv1D: nb_filter, filter_length,
+    subsample_length, border_mode and bias are filters, kernel_size, strides, padding and
+    use_bias; the kernel is stored (filter_length, 1, input_dim, nb_filter) by Keras 1.2 and
+    (nb_filter, input_dim, filter_length, 1) by Keras 1.1."""
+    config = layer.config
+    unknown = sorted({"atrous_rate", "dim_ordering"} & set(config))
+    if unknown:
+        raise ReplayError(f"layer {layer.name} (Convolution1D) has {unknown[0]}={config[unknown[0]]!r}, which the replay does not run")
+    filters, window = config.get("nb_filter"), config.get("filter_length")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (filters, window)):
+        raise ModelFileError(f"layer {layer.name} (Convolution1D) has nb_filter={filters!r}, filter_length={window!r}; expected positive integers")
+    converted = {
+        "filters": filters, "kernel_size": [window], "strides": [config.get("subsample_length", 1)],
+        "padding": config.get("border_mode", "valid"), "activation": config.get("activation", "linear"),
+        "use_bias": config.get("bias", True),
+    }
+    weights = list(layer.weights)
+    if weights:
+        kernel = np.asarray(weights[0].array)
+        if kernel.ndim == 4 and kernel.shape[:2] == (window, 1) and kernel.shape[3] == filters:  # Keras 1.2
+            kernel = kernel[:, 0]
+        elif kernel.ndim == 4 and kernel.shape[0] == filters and kernel.shape[2:] == (window, 1):  # Keras 1.1
+            kernel = np.transpose(kernel, (2, 3, 1, 0))[:, 0]
+        weights[0] = NamedArray(weights[0].name, kernel)
+    return _convolution(1)(RawLayer(layer.name, "Conv1D", converted, tuple(weights)), x, replay)
+
+
 def _pooling(rank: int, mode: str) -> Callable[[RawLayer, Tensor, Runtime], Tensor]:
     def run(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
         window, strides, padding, _ = _spatial_settings(layer, rank, "pool_size")
@@ -301,7 +329,7 @@ SIMPLE_LAYERS: Mapping[str, Callable[[RawLayer, Tensor, Runtime], Tensor]] = {
     "Flatten": lambda layer, x, replay: Tensor(x.value.reshape((x.value.shape[0], -1))),
     "Reshape": _reshape,
     "RepeatVector": _repeat,
-    "Conv1D": _convolution(1), "Conv2D": _convolution(2),
+    "Conv1D": _convolution(1), "Conv2D": _convolution(2), "Convolution1D": _keras1_convolution_1d,
     "MaxPooling1D": _pooling(1, "max"), "MaxPooling2D": _pooling(2, "max"),
     "AveragePooling1D": _pooling(1, "average"), "AveragePooling2D": _pooling(2, "average"),
     "GlobalMaxPooling1D": _global_pooling(1, "max"), "GlobalMaxPooling2D": _global_pooling(2, "max"),
