@@ -182,13 +182,18 @@ def _keras1_convolution_1d(layer: RawLayer, x: Tensor, replay: Runtime) -> Tenso
     }
     weights = list(layer.weights)
     if weights:
-        kernel = np.asarray(weights[0].array)
-        if kernel.ndim == 4 and kernel.shape[:2] == (window, 1) and kernel.shape[3] == filters:  # Keras 1.2
-            kernel = kernel[:, 0]
-        elif kernel.ndim == 4 and kernel.shape[0] == filters and kernel.shape[2:] == (window, 1):  # Keras 1.1
-            kernel = np.transpose(kernel, (2, 3, 1, 0))[:, 0]
-        weights[0] = NamedArray(weights[0].name, kernel)
+        weights[0] = NamedArray(weights[0].name, keras1_conv1d_kernel(np.asarray(weights[0].array), filters, window))
     return _convolution(1)(RawLayer(layer.name, "Conv1D", converted, tuple(weights)), x, replay)
+
+
+def keras1_conv1d_kernel(kernel: np.ndarray, filters: int, window: int) -> np.ndarray:
+    """A Keras 1 Convolution1D kernel as Conv1D's (window, input_dim, filters), as Keras 2's loader
+    converts it (any other shape is returned as stored, for the shape check to name)."""
+    if kernel.ndim == 4 and kernel.shape[:2] == (window, 1) and kernel.shape[3] == filters:  # Keras 1.2
+        return kernel[:, 0]
+    if kernel.ndim == 4 and kernel.shape[0] == filters and kernel.shape[2:] == (window, 1):  # Keras 1.1
+        return np.transpose(kernel, (2, 3, 1, 0))[:, 0]
+    return kernel
 
 
 def _pooling(rank: int, mode: str) -> Callable[[RawLayer, Tensor, Runtime], Tensor]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from grucli import paths
 from grucli.errors import VerifyError, first_line
+from grucli.feedforward import keras1_conv1d_kernel
 from grucli.inputs import InputError
 from grucli.model import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
 from grucli.repairs import drop_keys, raw_config, repair_config
@@ -370,5 +371,7 @@ def _weights_for(raw: RawLayer, path: str, canonical: Mapping[str, Any]) -> Iter
             child_path = paths.join(path, role if raw.class_name in ("Bidirectional", "RNN") else child.name)
             yield from _weights_for(child, path if raw.class_name == "RNN" and role == paths.CELL else child_path, canonical)
         return
-    for weight in raw.weights:
-        yield np.asarray(weight.array)
+    arrays = [np.asarray(weight.array) for weight in raw.weights]
+    if raw.class_name == "Convolution1D" and arrays:  # rebuilt as a Conv1D: its kernel as Keras 2's loader converts it
+        arrays[0] = keras1_conv1d_kernel(arrays[0], raw.config.get("nb_filter"), raw.config.get("filter_length"))
+    yield from arrays

@@ -12,6 +12,12 @@ from grucli import paths
 from grucli.model import ModelFile, ModelLayers
 
 # Keras 1 config keys and their Keras 2 names (None: no longer a setting).
+# Keras 1 Convolution1D settings and their Conv1D names (None: no longer a setting).
+KERAS1_CONV_NAMES = {
+    "nb_filter": "filters", "filter_length": "kernel_size", "subsample_length": "strides", "border_mode": "padding",
+    "bias": "use_bias", "init": "kernel_initializer", "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
+    "W_constraint": "kernel_constraint", "b_constraint": "bias_constraint", "input_dim": None, "input_length": None,
+}
 KERAS1_NAMES = {
     "output_dim": "units", "inner_activation": "recurrent_activation", "dropout_W": "dropout",
     "dropout_U": "recurrent_dropout", "consume_less": None, "input_dim": None, "input_length": None,
@@ -44,8 +50,12 @@ def repair_config(config: dict[str, Any], layers: ModelLayers, repairs: list[str
             repairs.append(f"moved batch_input_shape {shape} of the first layer into an InputLayer")
     for layer in _walk_configs(config):
         layer_config = layer.get("config", {})
+        if layer.get("class_name") == "Convolution1D":
+            layer["class_name"] = "Conv1D"
+            repairs.append(f"{layer_config.get('name')}: Keras 1 Convolution1D read as Conv1D")
         keras1_names = KERAS1_NAMES if layer.get("class_name") in ("GRU", "LSTM", "SimpleRNN") else (
-            {"output_dim": "units"} if layer.get("class_name") == "Dense" else {})
+            {"output_dim": "units"} if layer.get("class_name") == "Dense" else
+            KERAS1_CONV_NAMES if layer.get("class_name") == "Conv1D" else {})
         renamed = [(old, new) for old, new in keras1_names.items() if old in layer_config and "units" not in layer_config]
         for old, new in renamed:
             value = layer_config.pop(old)

@@ -277,10 +277,7 @@ def test_models_users_build(name: str, tmp_path: Path, keras3: Any) -> None:
     model.save(tmp_path / "m.keras")
     assert check_replay(tmp_path / "m.keras", _predictor(model), tmp_path) == outcome
     if outcome == "match":  # and verify checks each recurrent layer and the whole model
-        result = CliRunner().invoke(cli, ["verify", str(tmp_path / "m.keras"), "--json"])
-        document = json.loads(result.stdout)
-        assert result.exit_code == 0, result.stdout
-        assert document["layers"] and document["comparisons"]["replay_vs_predict"]["passed"] is True
+        assert_verify_passes_end_to_end(tmp_path / "m.keras")
 
 
 @pytest.mark.parametrize("name", [
@@ -320,6 +317,15 @@ def test_models_users_build_with_tf_keras(name: str, tmp_path: Path, tf_keras: A
     set_random_weights(model, rng)
     model.save(tmp_path / "m.h5")
     assert check_replay(tmp_path / "m.h5", _predictor(model), tmp_path) == outcome == "match"
+    assert_verify_passes_end_to_end(tmp_path / "m.h5")
+
+
+def assert_verify_passes_end_to_end(path: Path) -> None:
+    """verify (the default --keras auto) checks each recurrent layer and the whole model, and passes."""
+    result = CliRunner().invoke(cli, ["verify", str(path), "--json"])
+    document = json.loads(result.stdout) if result.stdout else None
+    assert result.exit_code == 0, result.stdout or result.stderr
+    assert document is not None and document["layers"] and document["comparisons"]["replay_vs_predict"]["passed"] is True
 
 
 def _lstm_seq2seq(keras: Any) -> Any:
@@ -461,3 +467,4 @@ def test_keras1_convolution1d_then_gru(layout: str, tmp_path: Path, tf_keras: An
     result = CliRunner().invoke(cli, ["replay", str(path), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")])
     assert result.exit_code == 0, result.stderr
     assert np.allclose(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+    assert_verify_passes_end_to_end(path)  # tf-keras builds it from the repaired Keras 1 config
