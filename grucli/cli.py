@@ -94,6 +94,12 @@ def model_argument(function: F) -> F:
 
 
 def limits_option(function: F) -> F:
+    function = click.option(
+        "--config", "config_path", type=click.Path(path_type=Path), metavar="MODEL.json", expose_value=False,
+        callback=_remember_config,
+        help="The architecture of a weights-only file: the JSON of model.to_json() or a .keras zip's config.json. "
+        "The weights then get their real layer names and classes, and replay and verify work.",
+    )(function)
     return click.option(
         "--max-mb", "max_mb", type=click.IntRange(min=1), default=4096, show_default=True,
         help="Largest weight array or compressed zip member to load, in MiB, checked before reading "
@@ -101,11 +107,32 @@ def limits_option(function: F) -> F:
     )(function)
 
 
-def _read(path: Path, max_mb: int) -> Any:
-    """Read a model file, closed again when the command ends (arrays are read from it lazily)."""
+def _remember_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    # Every command that reads a model takes --config; `_read` applies it.
+    ctx.meta["grucli_config"] = value
+    return value
+
+
+def _config_path() -> Path | None:
+    return click.get_current_context().meta.get("grucli_config")
+
+
+def _read(path: Path, max_mb: int, weights_only_sides: bool = False) -> Any:
+    """Read a model file, closed again when the command ends (arrays are read from it lazily).
+
+    With --config the file must be weights-only; `weights_only_sides` (diff) applies it only to
+    a file that holds no config of its own."""
     from grucli.reader import Limits, read_model
 
-    model_file = read_model(path, Limits(max_bytes=max_mb * 2**20))
+    limits = Limits(max_bytes=max_mb * 2**20)
+    config = _config_path()
+    if config is not None and weights_only_sides:
+        probe = read_model(path, limits)
+        if probe.has_config:
+            click.get_current_context().call_on_close(probe.close)
+            return probe
+        probe.close()
+    model_file = read_model(path, limits, config)
     click.get_current_context().call_on_close(model_file.close)
     return model_file
 
@@ -291,7 +318,7 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     options = VerifyOptions(
         input_path=input_path, expected_path=expected_path, atol=atol, rtol=rtol, dtype=dtype, batch=batch,
         timesteps=timesteps, seed=seed, trace=trace, sample=sample, unit=unit, layer_paths=tuple(layer_paths),
-        framework=framework, unsafe=unsafe, max_bytes=max_mb * 2**20,
+        framework=framework, unsafe=unsafe, max_bytes=max_mb * 2**20, config_path=_config_path(),
     )
     report = run_verify(model, options)
     _emit(report, as_json, "verify_json", "render_verify")
@@ -334,7 +361,7 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
 
     model_file = _read(model, max_mb)
     if not model_file.has_config:
-        raise CliError(f"{model} holds weights only; replay needs a full model file (config and weights)")
+        raise CliError(f"{model} holds weights only; replay needs its architecture: pass --config MODEL.json (the JSON of model.to_json(), or a .keras config.json)")
     specs = input_specs(model_file)
     inputs = load_inputs(input_path, specs) if input_path is not None else random_inputs(specs, batch, timesteps, seed)
     for path in (output, trace_path):
@@ -392,7 +419,11 @@ def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, ato
     from grucli.diff import diff_layers
     from grucli.layers import find_layers
 
-    found_a, found_b = find_layers(_read(model_a, max_mb)), find_layers(_read(model_b, max_mb))
+    file_a, file_b = _read(model_a, max_mb, weights_only_sides=True), _read(model_b, max_mb, weights_only_sides=True)
+    if _config_path() is not None and file_a.config_path is None and file_b.config_path is None:
+        raise CliError(f"--config {_config_path()} is given but {model_a} and {model_b} both hold their own configs; "
+                                   "expected at least one weights-only file")
+    found_a, found_b = find_layers(file_a), find_layers(file_b)
     for found in (found_a, found_b):
         _refuse_unsliced(found, layer_paths, skip_unsliced)
     report = diff_layers(found_a, found_b, layer_paths, top, atol)

@@ -39,6 +39,7 @@ def inspect_json(report: InspectReport) -> str:
         "keras_version": report.keras_version,
         "backend": report.backend,
         "has_config": report.has_config,
+        "config_path": report.config_path,
         "layers": [_layer_json(layer) for layer in report.layers],
         "other_layers": [_other_json(other) for other in report.others],
     }

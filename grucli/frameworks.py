@@ -94,6 +94,11 @@ class Framework:
     # loading
 
     def load(self, model: ModelFile, layers: ModelLayers, unsafe: bool) -> tuple[Any, list[str]]:
+        if model.config_path is not None:  # a weights-only file: built from --config, given the file's weights
+            repairs = [f"built from --config {model.config_path} with the weights of {model.path}"]
+            keras_model = self._load_repaired(model, layers, repairs, unsafe)
+            repairs.append("weights set from grucli's reader (the same arrays `grucli export` writes)")
+            return keras_model, repairs
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -73,6 +73,7 @@ class ModelFile:
     has_config: bool
     root: RawLayer
     closer: Callable[[], object] | None = field(default=None, repr=False, compare=False)
+    config_path: str | None = None  # the architecture, when given apart from a weights-only file (--config)
 
     def close(self) -> None:
         """Close the file; arrays not read by then cannot be read any more."""

@@ -59,13 +59,65 @@ class Limits:
 _LIMITS: contextvars.ContextVar[Limits] = contextvars.ContextVar("grucli_reader_limits", default=Limits())
 
 
-def read_model(path: str | Path, limits: Limits | None = None) -> ModelFile:
-    """Read a Keras model or weights file into a `ModelFile`, without importing TensorFlow."""
+def read_model(path: str | Path, limits: Limits | None = None, config_path: str | Path | None = None) -> ModelFile:
+    """Read a Keras model or weights file into a `ModelFile`, without importing TensorFlow.
+
+    `config_path` names the architecture of a weights-only file: the JSON of `model.to_json()`
+    or a `.keras` zip's config.json. With it the weights get their real layers, names and classes."""
     token = _LIMITS.set(limits or Limits())
     try:
-        return _read_model(Path(path))
+        if config_path is None:
+            return _read_model(Path(path))
+        return _read_with_config(Path(path), Path(config_path))
     finally:
         _LIMITS.reset(token)
+
+
+# --- architecture + weights (--config) ----------------------------------------------------------------
+
+
+def _read_with_config(path: Path, config_path: Path) -> ModelFile:
+    config = _read_config_file(config_path)
+    model = _read_model(path)
+    if model.has_config:
+        model.close()
+        raise ModelFileError(f"{path} holds its own model config; --config is for weights-only files (.h5 from save_weights, .weights.h5)")
+    try:
+        handle = h5py.File(path, "r")
+    except (OSError, RuntimeError) as exc:
+        model.close()
+        raise ModelFileError(f"cannot read {path}: the file is corrupt or truncated ({first_line(exc)})") from None
+    model.close()
+    try:
+        where = str(config_path)
+        if model.format == "legacy-h5-weights":
+            root = _build_layer(config, _LegacyRoot(handle), where)
+            # The Keras that saved the weights trained them: its version decides the definitions.
+            version = model.keras_version or _text(config.get("keras_version"))
+            built = ModelFile(str(path), "legacy-h5", version, model.backend or _text(config.get("backend")), True, root)
+        else:  # keras-v3-weights: the layout of a .keras zip's model.weights.h5
+            root = _build_layer(config, _Keras3Weights(handle), where)
+            built = ModelFile(str(path), "keras-v3", _text(config.get("keras_version")), None, True, root)
+    except BaseException:
+        handle.close()
+        raise
+    return dataclasses.replace(built, closer=handle.close, config_path=str(config_path))
+
+
+def _read_config_file(config_path: Path) -> Mapping[str, Any]:
+    if not config_path.is_file():
+        raise ModelFileError(f"--config {config_path}: no such file; expected the JSON of model.to_json() or a .keras config.json")
+    size = config_path.stat().st_size
+    _check_size(size, _LIMITS.get().max_config_bytes, f"--config {config_path} holds {_size(size)}")
+    try:
+        raw = config_path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"cannot read --config {config_path}: {exc.strerror or exc}") from None
+    config = _parse_json(raw, f"--config {config_path}")
+    if not isinstance(config, Mapping) or "class_name" not in config or not isinstance(config.get("config"), (Mapping, list)):
+        raise ModelFileError(f"--config {config_path} is not a Keras model config; expected an object with class_name and config "
+                             "(the JSON of model.to_json() or a .keras config.json)")
+    return config
 
 
 def _read_model(path: Path) -> ModelFile:

@@ -68,7 +68,9 @@ def _file_header(report: InspectReport) -> Text:
     text = Text()
     text.append(report.path, style="bold")
     text.append("\n  format: ")
-    text.append(FORMAT_NAMES.get(report.format, report.format))
+    text.append(FORMAT_NAMES.get(report.format, report.format) if report.config_path is None else
+                f"{FORMAT_NAMES.get(report.format + '-weights', report.format).removesuffix(' (no config)')} "
+                f"+ architecture from --config {report.config_path}")
     text.append(f"  ·  saved by Keras {report.keras_version}" if report.keras_version else "  ·  Keras version: not recorded")
     if report.backend:
         text.append(f"  ·  backend: {report.backend}")

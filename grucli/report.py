@@ -54,6 +54,7 @@ class InspectReport:
     layers: tuple[LayerReport, ...]
     others: tuple[OtherLayer, ...]
     with_values: bool
+    config_path: str | None = None  # the architecture, when given apart from a weights-only file (--config)
 
 
 def select_layers(layers: Sequence[RecurrentLayer], paths: Sequence[str]) -> list[RecurrentLayer]:
@@ -90,6 +91,7 @@ def build_inspect_report(
         layers=reports,
         others=model.others if not layer_paths else (),
         with_values=with_values,
+        config_path=file.config_path,
     )
 
 

@@ -49,13 +49,14 @@ DEFINITIONS = {
 
 
 def verify(path: str | Path, options: VerifyOptions) -> VerifyReport:
-    with read_model(path, Limits(max_bytes=options.max_bytes)) as model_file:
+    with read_model(path, Limits(max_bytes=options.max_bytes), options.config_path) as model_file:
         return _verify(model_file, path, options)
 
 
 def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> VerifyReport:
     if not model_file.has_config:
-        raise ModelFileError(f"{path} holds weights only; verify needs a full model file (config and weights) to load it with Keras")
+        raise ModelFileError(f"{path} holds weights only; verify needs its architecture: pass --config MODEL.json "
+                             "(the JSON of model.to_json(), or a .keras config.json)")
     layers = find_layers(model_file)
     require_recurrent(layers)
     members = _selected_members(model_file, options.layer_paths)

@@ -76,6 +76,7 @@ class VerifyOptions:
     framework: str = "auto"
     unsafe: bool = False
     max_bytes: int = 4096 * 2**20
+    config_path: Path | None = None  # the architecture of a weights-only file (--config)
 
 
 @dataclass(frozen=True)

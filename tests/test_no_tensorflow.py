@@ -108,3 +108,24 @@ def test_replay_matches_keras_without_tensorflow(tmp_path: Path, keras3: object,
         for a, b in zip(replayed, outputs):
             assert np.allclose(a, b, rtol=1e-6, atol=1e-6), (cases[index][0].name, float(np.abs(a - b).max()))
     assert len(expected) == len(cases) >= 38  # every sample model Keras can load, and the 5 real full models
+
+
+def test_weights_with_config_without_tensorflow(tmp_path: Path, tf_keras: object) -> None:
+    """A weights-only file plus --config: read, replayed and checked where TensorFlow cannot load;
+    the replay matches tf-keras's predict computed here."""
+    import numpy as np
+
+    from test_config_option import REACTIONRNN, reactionrnn_model
+
+    model = reactionrnn_model(tf_keras)
+    (tmp_path / "model.json").write_text(model.to_json())
+    ids = np.random.default_rng(3).integers(1, 401, (2, 40))
+    np.save(tmp_path / "ids.npy", ids)
+    weights, config = str(REAL / REACTIONRNN), str(tmp_path / "model.json")
+    runs = [["inspect", weights, "--config", config, "--json"], ["check", weights, "--config", config],
+            ["export", weights, "--config", config, "-o", str(tmp_path / "g.npz")],
+            ["replay", weights, "--config", config, "--input", str(tmp_path / "ids.npy"), "-o", str(tmp_path / "y.npy")]]
+    result = subprocess.run([sys.executable, "-c", f"RUNS = {runs!r}\n" + BLOCKER + RUNNER], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LEAKED []" in result.stderr
+    assert np.allclose(np.load(tmp_path / "y.npy"), model.predict(ids, verbose=0), rtol=1e-6, atol=1e-6)

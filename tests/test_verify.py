@@ -185,7 +185,7 @@ def test_lambda_model_is_refused_and_never_runs(tmp_path: Path, keras3: Any) -> 
 def test_weights_only_file_is_an_error() -> None:
     code, _, err = verify(str(sample("k3_gru.weights.h5")))
     assert code == 2
-    assert err == f"Error: {sample('k3_gru.weights.h5')} holds weights only; verify needs a full model file (config and weights) to load it with Keras\n"
+    assert err == f"Error: {sample('k3_gru.weights.h5')} holds weights only; verify needs its architecture: pass --config MODEL.json (the JSON of model.to_json(), or a .keras config.json)\n"
 
 
 def test_text_report() -> None:
