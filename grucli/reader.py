@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 import h5py
 import numpy as np
 
-from grucli import paths
+from grucli import checkpoint, paths
+from grucli.checkpoint import checkpoint_prefix
 from grucli.errors import ModelFileError, first_line
 from grucli.schema import validate_inbound_nodes, validate_layer_config
 
@@ -71,6 +72,51 @@ def read_model(path: str | Path, limits: Limits | None = None, config_path: str 
         return _read_with_config(Path(path), Path(config_path))
     finally:
         _LIMITS.reset(token)
+
+
+# --- TensorFlow checkpoints and SavedModel variables ---------------------------------------------------
+
+
+def _read_checkpoint(path: Path, prefix: Path, saved_model: bool = False) -> ModelFile:
+    if not Path(f"{prefix}.index").is_file():
+        raise ModelFileError(f"{path}: no {prefix.name}.index; expected a TensorFlow checkpoint's index beside its data shards")
+    try:
+        entries = checkpoint.read_index(prefix)
+        shards = checkpoint.parse_header(entries.get("", b""))
+        groups: dict[str, list[tuple[tuple[int, int, int, str], NamedArray]]] = {}
+        for name, entry in checkpoint.model_variables(prefix, shards, entries, _LIMITS.get().max_bytes):
+            group, rest = _checkpoint_owner(name)
+            array = checkpoint.read_tensor(prefix, shards, entry, name, _LIMITS.get().max_bytes)
+            groups.setdefault(group, []).append((_checkpoint_order(rest), NamedArray(name, array)))
+    except OSError as exc:
+        raise ModelFileError(f"cannot read the checkpoint {prefix}: {exc.strerror or exc}") from None
+    if not groups:
+        raise ModelFileError(f"{path}: the checkpoint holds no model variables (only optimizer state or counters)")
+    children = tuple(
+        ("layers", _infer_legacy_layer(group, tuple(weight for _, weight in sorted(weights, key=lambda item: item[0]))))
+        for group, weights in sorted(groups.items(), key=lambda item: _natural_key(item[0]))
+    )
+    root = RawLayer("model", "Model", {"name": "model"}, children=children, inferred=True)
+    return ModelFile(str(path), "tf-savedmodel" if saved_model else "tf-checkpoint", None, "tensorflow", False, root)
+
+
+def _checkpoint_owner(name: str) -> tuple[str, str]:
+    """(the layer a variable belongs to, the rest of its path): `layer_with_weights-1/forward_layer/
+    cell/kernel` → (`layer_with_weights-1`, `forward_layer/cell/kernel`); nested models keep their chain."""
+    segments = name.split("/")
+    owners = [index for index, segment in enumerate(segments[:-1]) if segment.startswith(("layer_with_weights-", "layer-"))]
+    cut = owners[-1] + 1 if owners else max(len(segments) - 1, 1)
+    return "/".join(segments[:cut]), "/".join(segments[cut:])
+
+
+def _checkpoint_order(rest: str) -> tuple[int, int, int, str]:
+    """Keras's creation order inside a layer: forward before backward, cells in order, then
+    kernel, recurrent kernel, bias (the index sorts keys alphabetically)."""
+    segments = rest.split("/")
+    direction = 1 if "backward_layer" in segments else 0
+    cell = next((int(segments[i + 1]) for i, s in enumerate(segments[:-1]) if s == "cells" and segments[i + 1].isdigit()), 0)
+    variable = {"kernel": 0, "recurrent_kernel": 1, "bias": 2}.get(segments[-1], 3)
+    return direction, cell, variable, rest
 
 
 # --- architecture + weights (--config) ----------------------------------------------------------------
@@ -121,6 +167,12 @@ def _read_config_file(config_path: Path) -> Mapping[str, Any]:
 
 
 def _read_model(path: Path) -> ModelFile:
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        # A SavedModel's weights are a checkpoint in variables/ (its architecture is not read yet).
+        return _read_checkpoint(path, path / "variables" / "variables", saved_model=True)
+    prefix = checkpoint_prefix(path)
+    if prefix is not None:
+        return _read_checkpoint(path, prefix)
     if not path.exists():
         raise ModelFileError(f"{path}: no such file; expected a Keras model file (.keras, .h5, .hdf5)")
     if path.is_dir():

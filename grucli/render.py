@@ -33,6 +33,8 @@ FORMAT_NAMES = {
     "keras-v3-weights": "Keras 3 weights-only .weights.h5 (no config)",
     "legacy-h5": "legacy HDF5 full model",
     "legacy-h5-weights": "legacy HDF5 save_weights file (no config)",
+    "tf-checkpoint": "TensorFlow checkpoint (no config)",
+    "tf-savedmodel": "TensorFlow SavedModel, weights from variables/ (architecture not read)",
 }
 # Matrices larger than this are elided to their corners; --json --values has every number.
 MAX_ROWS = 12

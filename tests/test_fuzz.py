@@ -175,3 +175,29 @@ def test_attributes_rewritten(name: str, attribute: str, value: Any) -> None:
                     except (TypeError, ValueError):
                         group.attrs[attribute] = str(value)
         assert_clean(path)
+
+
+@FUZZ
+@given(
+    dtype=st.integers(0, 30), shape=st.lists(st.integers(0, 2**40), max_size=4), offset=st.integers(0, 2**62),
+    size=st.integers(0, 2**62), garbage=st.binary(max_size=12), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), max_size=3),
+)
+def test_checkpoint_entries_rewritten(dtype: int, shape: list[int], offset: int, size: int, garbage: bytes,
+                                      flips: list[tuple[float, int]]) -> None:
+    """A crafted TensorFlow checkpoint whose kernel entry claims anything (checksums kept valid, so
+    every field is read), then a few bytes of its index flipped (checksums then fail)."""
+    from test_checkpoint import _entry, _gru_items, write_bundle
+
+    folder = Path(tempfile.mkdtemp())
+    try:
+        items, shard = _gru_items(_entry(dtype, tuple(shape), offset, size) + garbage)
+        write_bundle(folder / "c", items, shard)
+        assert_clean(folder / "c")
+        index = folder / "c.index"
+        data = bytearray(index.read_bytes())
+        for where, value in flips:
+            data[min(int(where * len(data)), len(data) - 1)] ^= value
+        index.write_bytes(bytes(data))
+        assert_clean(folder / "c")
+    finally:
+        shutil.rmtree(folder)

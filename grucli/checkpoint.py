@@ -1,0 +1,393 @@
+"""TensorFlow checkpoints (`model.save_weights("ckpt")`, `ModelCheckpoint` without `.h5`), read
+without TensorFlow.
+
+A checkpoint is a tensor bundle: `PREFIX.index` is a table in LevelDB's format (blocks of
+prefix-compressed keys with restart points, each block followed by its compression type and a
+masked crc32c; a 48-byte footer pointing at the index block) whose values are
+`BundleEntryProto` records (dtype, shape, shard, offset, size, crc32c), and
+`PREFIX.data-0000K-of-0000N` shards hold the tensors' little-endian bytes. These are untrusted
+files: every size, offset and count is checked before anything is allocated, every block and
+tensor checksum is verified, and a file that breaks any of it is refused with one line.
+
+The protobuf messages are decoded by the small wire-format reader here rather than the
+`protobuf` package: four messages, a handful of fields, and no generated code to ship.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import google_crc32c
+import numpy as np
+
+from grucli.errors import ModelFileError
+
+TABLE_MAGIC = 0xDB4775248B80FB57
+FOOTER_SIZE = 48
+BLOCK_TRAILER = 5  # compression type (1 byte) + masked crc32c (4 bytes)
+MAX_ENTRIES = 1_000_000  # keys in an index: far above any model's variables
+MAX_RANK = 32
+
+# TensorFlow DataType values and the NumPy dtypes they are stored as (bfloat16 as raw uint16).
+DTYPES: dict[int, np.dtype] = {
+    1: np.dtype("<f4"), 2: np.dtype("<f8"), 3: np.dtype("<i4"), 4: np.dtype("u1"), 5: np.dtype("<i2"), 6: np.dtype("i1"),
+    9: np.dtype("<i8"), 10: np.dtype("?"), 14: np.dtype("<u2"), 17: np.dtype("<u2"), 19: np.dtype("<f2"),
+    22: np.dtype("<u4"), 23: np.dtype("<u8"),
+}
+BFLOAT16 = 14
+STRING = 7
+
+
+class CheckpointError(ModelFileError):
+    """A checkpoint whose bytes break the format (the message says where)."""
+
+
+@dataclass(frozen=True)
+class BundleEntry:
+    """Where one tensor of the bundle lies and what it should hold."""
+
+    dtype: int
+    shape: tuple[int, ...]
+    shard: int
+    offset: int
+    size: int
+    crc32c: int | None
+
+
+# --- finding the files ------------------------------------------------------------------------------
+
+
+def checkpoint_prefix(path: Path) -> Path | None:
+    """The bundle prefix `path` names (the prefix, its `.index`, or a folder holding a `checkpoint`
+    file or one `.index`), or None when `path` is not a checkpoint."""
+    if path.is_dir():
+        state = path / "checkpoint"
+        if state.is_file():
+            named = re.search(rb'^model_checkpoint_path:\s*"([^"\n]+)"', state.read_bytes()[:65536], re.MULTILINE)
+            if named:
+                prefix = Path(named.group(1).decode("utf-8", "replace"))
+                prefix = prefix if prefix.is_absolute() else path / prefix
+                # The state file may hold the absolute path of another machine: the folder's own file wins.
+                return prefix if Path(f"{prefix}.index").is_file() else path / prefix.name
+        indexes = sorted(path.glob("*.index"))
+        return indexes[0].with_suffix("") if len(indexes) == 1 else None
+    if path.suffix == ".index" and path.is_file():
+        return path.with_suffix("")
+    if not path.exists() and Path(f"{path}.index").is_file():
+        return path
+    return None
+
+
+# --- the table (LevelDB format) --------------------------------------------------------------------------
+
+
+def read_index(prefix: Path) -> dict[str, bytes]:
+    """Every key and value of `PREFIX.index`, checksums verified."""
+    index_path = Path(f"{prefix}.index")
+    data = index_path.read_bytes()
+    where = str(index_path)
+    if len(data) < FOOTER_SIZE:
+        raise CheckpointError(f"{where} is {len(data)} bytes, shorter than a table footer ({FOOTER_SIZE}); the file is truncated")
+    footer = data[-FOOTER_SIZE:]
+    (magic,) = struct.unpack("<Q", footer[-8:])
+    if magic != TABLE_MAGIC:
+        raise CheckpointError(f"{where} does not end with a table's magic number; expected a TensorFlow checkpoint index")
+    reader = _Bytes(footer[:-8], f"{where} footer")
+    reader.varint()  # the metaindex block: empty in tensor bundles
+    reader.varint()
+    index_offset, index_size = reader.varint(), reader.varint()
+    entries: dict[str, bytes] = {}
+    for _, handle in _block_entries(data, index_offset, index_size, where):
+        handle_reader = _Bytes(handle, f"{where} block handle")
+        offset, size = handle_reader.varint(), handle_reader.varint()
+        for key, value in _block_entries(data, offset, size, where):
+            entries[key.decode("utf-8", "replace")] = value
+            if len(entries) > MAX_ENTRIES:
+                raise CheckpointError(f"{where} holds more than {MAX_ENTRIES} keys; refusing it")
+    return entries
+
+
+def _block_entries(data: bytes, offset: int, size: int, where: str) -> Iterator[tuple[bytes, bytes]]:
+    if offset < 0 or size < 4 or offset + size + BLOCK_TRAILER > len(data):
+        raise CheckpointError(f"{where}: a block at offset {offset} of {size} bytes lies past the end of the file ({len(data)} bytes)")
+    contents = data[offset:offset + size]
+    compression, stored_crc = data[offset + size], struct.unpack("<I", data[offset + size + 1:offset + size + 5])[0]
+    if _unmask(stored_crc) != google_crc32c.value(contents + bytes([compression])):
+        raise CheckpointError(f"{where}: the block at offset {offset} fails its crc32c check; the file is corrupt")
+    if compression != 0:
+        raise CheckpointError(f"{where}: the block at offset {offset} is compressed (type {compression}); "
+                              "TensorFlow writes checkpoint indexes uncompressed, expected type 0")
+    (restarts,) = struct.unpack("<I", contents[-4:])
+    end = size - 4 - 4 * restarts
+    if restarts < 1 or end < 0:
+        raise CheckpointError(f"{where}: the block at offset {offset} declares {restarts} restart points, which do not fit its {size} bytes")
+    reader = _Bytes(contents[:end], f"{where} block at {offset}")
+    key = b""
+    while not reader.done():
+        shared, unshared, value_size = reader.varint(), reader.varint(), reader.varint()
+        if shared > len(key):
+            raise CheckpointError(f"{where}: a key in the block at offset {offset} shares {shared} bytes with a {len(key)}-byte key")
+        key = key[:shared] + reader.take(unshared)
+        yield key, reader.take(value_size)
+
+
+def _mask(crc: int) -> int:
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _unmask(masked: int) -> int:
+    """LevelDB's and TensorFlow's crc32c masking, undone."""
+    rotated = (masked - 0xA282EAD8) & 0xFFFFFFFF
+    return ((rotated >> 17) | (rotated << 15)) & 0xFFFFFFFF
+
+
+# --- protobuf wire format ------------------------------------------------------------------------------------
+
+
+class _Bytes:
+    """A cursor over untrusted bytes: varints, lengths and fields, each bounded."""
+
+    def __init__(self, data: bytes, where: str) -> None:
+        self.data, self.position, self.where = data, 0, where
+
+    def done(self) -> bool:
+        return self.position >= len(self.data)
+
+    def varint(self) -> int:
+        value, shift = 0, 0
+        while True:
+            if self.position >= len(self.data):
+                raise CheckpointError(f"{self.where}: a number runs past the end of its bytes; the file is truncated or corrupt")
+            byte = self.data[self.position]
+            self.position += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                raise CheckpointError(f"{self.where}: a number is longer than 10 bytes; the file is corrupt")
+
+    def take(self, count: int) -> bytes:
+        if count < 0 or self.position + count > len(self.data):
+            raise CheckpointError(f"{self.where}: {count} bytes are declared where {len(self.data) - self.position} remain; "
+                                  "the file is truncated or corrupt")
+        chunk = self.data[self.position:self.position + count]
+        self.position += count
+        return chunk
+
+    def fields(self) -> Iterator[tuple[int, int | bytes]]:
+        """(field number, value) of a message: varints and fixed numbers as int, the rest as bytes."""
+        while not self.done():
+            tag = self.varint()
+            number, wire = tag >> 3, tag & 7
+            if wire == 0:
+                yield number, self.varint()
+            elif wire == 1:
+                yield number, struct.unpack("<Q", self.take(8))[0]
+            elif wire == 2:
+                yield number, self.take(self.varint())
+            elif wire == 5:
+                yield number, struct.unpack("<I", self.take(4))[0]
+            else:
+                raise CheckpointError(f"{self.where}: protobuf wire type {wire} (field {number}) is not one TensorFlow writes here")
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def parse_entry(value: bytes, name: str) -> BundleEntry:
+    """A `BundleEntryProto`: dtype 1, shape 2, shard_id 3, offset 4, size 5, crc32c 6, slices 7."""
+    where = f"checkpoint entry {name!r}"
+    dtype, shape, shard, offset, size, crc = 0, (), 0, 0, 0, None
+    for number, field in _Bytes(value, where).fields():
+        if number == 1 and isinstance(field, int):
+            dtype = field
+        elif number == 2 and isinstance(field, bytes):
+            shape = _shape(field, where)
+        elif number == 3 and isinstance(field, int):
+            shard = field
+        elif number == 4 and isinstance(field, int):
+            offset = _signed(field)
+        elif number == 5 and isinstance(field, int):
+            size = _signed(field)
+        elif number == 6 and isinstance(field, int):
+            crc = field
+        elif number == 7:
+            raise CheckpointError(f"{where} is a partitioned variable (slices); grucli reads whole tensors only")
+    if offset < 0 or size < 0:
+        raise CheckpointError(f"{where} declares offset {offset} and size {size}; expected non-negative numbers")
+    return BundleEntry(dtype, shape, shard, offset, size, crc)
+
+
+def _shape(value: bytes, where: str) -> tuple[int, ...]:
+    """A `TensorShapeProto`: dim 2 (each: size 1), unknown_rank 3."""
+    dims: list[int] = []
+    for number, field in _Bytes(value, where).fields():
+        if number == 2 and isinstance(field, bytes):
+            size = 0
+            for dim_number, dim_field in _Bytes(field, where).fields():
+                if dim_number == 1 and isinstance(dim_field, int):
+                    size = _signed(dim_field)
+            if size < 0:
+                raise CheckpointError(f"{where} has a dimension of size {size}; expected a known size")
+            dims.append(size)
+            if len(dims) > MAX_RANK:
+                raise CheckpointError(f"{where} has more than {MAX_RANK} dimensions")
+        elif number == 3 and field:
+            raise CheckpointError(f"{where} has an unknown rank; expected a known shape")
+    return tuple(dims)
+
+
+def parse_header(value: bytes) -> int:
+    """The shard count of a `BundleHeaderProto` (num_shards 1, endianness 2), little-endian only."""
+    shards, endianness = 1, 0
+    for number, field in _Bytes(value, "checkpoint header").fields():
+        if number == 1 and isinstance(field, int):
+            shards = field
+        elif number == 2 and isinstance(field, int):
+            endianness = field
+    if endianness != 0:
+        raise CheckpointError("the checkpoint was written big-endian; grucli reads little-endian checkpoints")
+    if not 1 <= shards <= 100_000:
+        raise CheckpointError(f"the checkpoint header declares {shards} data shards; expected 1 to 100000")
+    return shards
+
+
+# --- tensors -------------------------------------------------------------------------------------------------
+
+
+def read_tensor(prefix: Path, shards: int, entry: BundleEntry, name: str, max_bytes: int) -> np.ndarray:
+    """One numeric tensor's values, bounds and checksum verified; bfloat16 widened to float32."""
+    if entry.dtype not in DTYPES:
+        kind = "a string tensor" if entry.dtype == STRING else f"dtype {entry.dtype}"
+        raise CheckpointError(f"checkpoint variable {name!r} is {kind}; expected a numeric weight")
+    dtype = DTYPES[entry.dtype]
+    count = math.prod(entry.shape)
+    if count * dtype.itemsize != entry.size:
+        raise CheckpointError(f"checkpoint variable {name!r} declares shape {entry.shape} ({count * dtype.itemsize} bytes) "
+                              f"but {entry.size} bytes; the file is inconsistent")
+    raw = _shard_bytes(prefix, shards, entry, name, max_bytes)
+    values = np.frombuffer(raw, dtype=dtype).reshape(entry.shape)
+    if entry.dtype == BFLOAT16:
+        return (values.astype(np.uint32) << 16).view(np.float32)
+    return values.astype(dtype.newbyteorder("="))
+
+
+def _shard_bytes(prefix: Path, shards: int, entry: BundleEntry, name: str, max_bytes: int) -> bytes:
+    """A tensor's bytes from its data shard, bounds and crc32c checked."""
+    if entry.size > max_bytes:
+        raise CheckpointError(f"checkpoint variable {name!r} holds {entry.size} bytes, above the --max-mb limit of {max_bytes // 2**20} MiB")
+    if not 0 <= entry.shard < shards:
+        raise CheckpointError(f"checkpoint variable {name!r} is in shard {entry.shard} of a {shards}-shard checkpoint")
+    shard = Path(f"{prefix}.data-{entry.shard:05d}-of-{shards:05d}")
+    if not shard.is_file():
+        raise CheckpointError(f"{shard} is missing; a checkpoint needs every data shard beside its .index")
+    if entry.offset + entry.size > shard.stat().st_size:
+        raise CheckpointError(f"checkpoint variable {name!r} lies at bytes {entry.offset}..{entry.offset + entry.size} of {shard}, "
+                              f"which has {shard.stat().st_size}; the file is truncated")
+    with shard.open("rb") as handle:
+        handle.seek(entry.offset)
+        raw = handle.read(entry.size)
+    if entry.crc32c is not None and _unmask(entry.crc32c) != google_crc32c.value(raw):
+        raise CheckpointError(f"checkpoint variable {name!r} fails its crc32c check; {shard} is corrupt")
+    return raw
+
+
+VARIABLE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+# Object-graph children that are not the model's layers: lists of the same variables, the
+# optimizer, saving machinery. A variable is named by its path through the layers.
+NOT_LAYERS = {"variables", "trainable_variables", "non_trainable_variables", "optimizer", "keras_api", "save_counter",
+              "_default_save_signature", "signatures", "_self_saveable_object_factories", "_trackable_saved_model_saver"}
+MAX_GRAPH_NODES = 1_000_000
+
+
+def model_variables(prefix: Path, shards: int, entries: dict[str, bytes], max_bytes: int) -> Iterator[tuple[str, BundleEntry]]:
+    """The model's own variables, each named by its object path (`layer_with_weights-0/cell/kernel`);
+    optimizer state, slots and counters are skipped. The names come from the checkpoint's object
+    graph (a SavedModel keys its variables `variables/N`); without one, from the keys."""
+    names = _object_paths(prefix, shards, entries, max_bytes) if OBJECT_GRAPH_KEY in entries else {}
+    for key in sorted(entries):
+        if not key.endswith(VARIABLE_SUFFIX) or ".OPTIMIZER_SLOT" in key:
+            continue
+        path = names.get(key, key[: -len(VARIABLE_SUFFIX)])
+        if path.split("/")[0] in NOT_LAYERS or (names and key not in names):
+            continue
+        yield path, parse_entry(entries[key], key)
+
+
+def _object_paths(prefix: Path, shards: int, entries: dict[str, bytes], max_bytes: int) -> dict[str, str]:
+    """checkpoint key → the shortest path to its variable through layers (breadth first, so a
+    cyclic graph ends; lists of variables and the optimizer are not followed)."""
+    graph = _string_scalar(prefix, shards, parse_entry(entries[OBJECT_GRAPH_KEY], OBJECT_GRAPH_KEY), max_bytes)
+    nodes: list[tuple[list[tuple[int, str]], list[str]]] = []  # (children, checkpoint keys) per node
+    for number, field in _Bytes(graph, "checkpoint object graph").fields():
+        if number == 1 and isinstance(field, bytes):
+            nodes.append(_trackable_object(field))
+            if len(nodes) > MAX_GRAPH_NODES:
+                raise CheckpointError(f"the checkpoint object graph has more than {MAX_GRAPH_NODES} nodes")
+    if not nodes:
+        return {}
+    paths: dict[str, str] = {}
+    seen, frontier = {0}, [(0, "")]
+    while frontier:
+        following = []
+        for node, path in frontier:
+            for key in nodes[node][1]:
+                paths.setdefault(key, path)
+            for child, name in nodes[node][0]:
+                if name in NOT_LAYERS or child in seen:
+                    continue
+                if not 0 <= child < len(nodes):
+                    raise CheckpointError(f"the checkpoint object graph refers to node {child} of {len(nodes)}")
+                seen.add(child)
+                following.append((child, f"{path}/{name}" if path else name))
+        frontier = following
+    return {key: path for key, path in paths.items() if key.endswith(VARIABLE_SUFFIX)}
+
+
+def _trackable_object(value: bytes) -> tuple[list[tuple[int, str]], list[str]]:
+    """A `TrackableObject`: children 1 (node_id 1, local_name 2), attributes 2 (checkpoint_key 3)."""
+    children, keys = [], []
+    for number, field in _Bytes(value, "checkpoint object graph node").fields():
+        if number == 1 and isinstance(field, bytes):
+            node, name = 0, ""  # proto3 leaves node_id 0 unwritten
+            for inner, item in _Bytes(field, "checkpoint object reference").fields():
+                if inner == 1 and isinstance(item, int):
+                    node = item
+                elif inner == 2 and isinstance(item, bytes):
+                    name = item.decode("utf-8", "replace")
+            children.append((node, name))
+        elif number == 2 and isinstance(field, bytes):
+            for inner, item in _Bytes(field, "checkpoint object attribute").fields():
+                if inner == 3 and isinstance(item, bytes):
+                    keys.append(item.decode("utf-8", "replace"))
+    return children, keys
+
+
+def _string_scalar(prefix: Path, shards: int, entry: BundleEntry, max_bytes: int) -> bytes:
+    """A scalar string tensor: its length (varint), the masked crc32c of that length as a uint32,
+    then the bytes. The entry's checksum covers the length as a uint32, that checksum and the bytes."""
+    if entry.dtype != STRING or entry.shape != ():
+        raise CheckpointError(f"the checkpoint's {OBJECT_GRAPH_KEY} is not a string scalar; the file is inconsistent")
+    raw = _shard_bytes(prefix, shards, dataclasses.replace(entry, crc32c=None), OBJECT_GRAPH_KEY, max_bytes)
+    where = f"the checkpoint's {OBJECT_GRAPH_KEY}"
+    reader = _Bytes(raw, where)
+    length = reader.varint()
+    length_checksum = reader.take(4)
+    value = reader.take(length)
+    if not reader.done() or length > 0xFFFFFFFF:
+        raise CheckpointError(f"{where} holds {len(raw)} bytes for a {length}-byte string; the file is inconsistent")
+    as_uint32 = struct.pack("<I", length)
+    if struct.unpack("<I", length_checksum)[0] != _mask(google_crc32c.value(as_uint32)) or (
+        entry.crc32c is not None and _unmask(entry.crc32c) != google_crc32c.value(as_uint32 + length_checksum + value)
+    ):
+        raise CheckpointError(f"{where} fails its crc32c check; the data shard is corrupt")
+    return value
