@@ -391,3 +391,31 @@ def _string_scalar(prefix: Path, shards: int, entry: BundleEntry, max_bytes: int
     ):
         raise CheckpointError(f"{where} fails its crc32c check; the data shard is corrupt")
     return value
+
+
+# --- SavedModel metadata -------------------------------------------------------------------------------------
+
+
+MAX_METADATA_BYTES = 256 * 2**20
+
+
+def saved_model_layers(folder: Path) -> dict[str, str]:
+    """`keras_metadata.pb` of a SavedModel folder: object path (`layer_with_weights-0/forward_layer`)
+    → that object's JSON metadata (name, class, config). The root's path is ""."""
+    metadata = folder / "keras_metadata.pb"
+    size = metadata.stat().st_size
+    if size > MAX_METADATA_BYTES:
+        raise CheckpointError(f"{metadata} holds {size} bytes; refusing more than {MAX_METADATA_BYTES // 2**20} MiB of metadata")
+    found: dict[str, str] = {}
+    for number, field in _Bytes(metadata.read_bytes(), str(metadata)).fields():
+        if number != 1 or not isinstance(field, bytes):
+            continue
+        node_path, json_text = None, None
+        for inner, item in _Bytes(field, f"{metadata} node").fields():  # SavedObject: node_path 3, metadata 5
+            if inner == 3 and isinstance(item, bytes):
+                node_path = item.decode("utf-8", "replace")
+            elif inner == 5 and isinstance(item, bytes):
+                json_text = item.decode("utf-8", "replace")
+        if node_path is not None and json_text is not None and (node_path == "root" or node_path.startswith("root.")):
+            found[node_path[5:].replace(".", "/")] = json_text
+    return found

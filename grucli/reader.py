@@ -77,6 +77,90 @@ def read_model(path: str | Path, limits: Limits | None = None, config_path: str 
 # --- TensorFlow checkpoints and SavedModel variables ---------------------------------------------------
 
 
+def _read_saved_model(path: Path) -> ModelFile:
+    """A SavedModel folder: the architecture from keras_metadata.pb, the weights from variables/."""
+    prefix = path / "variables" / "variables"
+    if not (path / "keras_metadata.pb").is_file():
+        return _read_checkpoint(path, prefix, saved_model=True)
+    try:
+        metadata = checkpoint.saved_model_layers(path)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path / 'keras_metadata.pb'}: {exc.strerror or exc}") from None
+    root = _parse_json(metadata.get("", "{}"), f"{path / 'keras_metadata.pb'}: the root object") if "" in metadata else {}
+    config = _untupled(root.get("model_config")) if isinstance(root, Mapping) else None
+    if not isinstance(config, Mapping) or "class_name" not in config:
+        return _read_checkpoint(path, prefix, saved_model=True)  # a model without a config (subclassed): weights only
+    names = {}
+    for object_path, text in metadata.items():
+        node = _parse_json(text, f"{path / 'keras_metadata.pb'}: object {object_path}")
+        if isinstance(node, Mapping) and isinstance(node.get("name"), str):
+            names[object_path] = node["name"]
+    variables = _checkpoint_variables(path, prefix)
+    root_layer = _build_layer(config, _CheckpointWeights(variables, "", names), f"{path}/keras_metadata.pb")
+    return ModelFile(str(path), "tf-savedmodel", _text(root.get("keras_version")), _text(root.get("backend")), True, root_layer)
+
+
+def _untupled(value: Any) -> Any:
+    """tf-keras's SavedModel metadata writes tuples as {"class_name": "__tuple__", "items": [...]}."""
+    if isinstance(value, Mapping):
+        if value.get("class_name") == "__tuple__" and isinstance(value.get("items"), list):
+            return [_untupled(item) for item in value["items"]]
+        return {key: _untupled(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_untupled(item) for item in value]
+    return value
+
+
+def _checkpoint_variables(path: Path, prefix: Path) -> dict[str, NamedArray]:
+    """Object path (`layer_with_weights-0/cell/kernel`) → the variable, optimizer state skipped."""
+    if not Path(f"{prefix}.index").is_file():
+        raise ModelFileError(f"{path}: no {prefix.name}.index; expected a TensorFlow checkpoint's index beside its data shards")
+    try:
+        entries = checkpoint.read_index(prefix)
+        shards = checkpoint.parse_header(entries.get("", b""))
+        return {name: NamedArray(name, checkpoint.read_tensor(prefix, shards, entry, name, _LIMITS.get().max_bytes))
+                for name, entry in checkpoint.model_variables(prefix, shards, entries, _LIMITS.get().max_bytes)}
+    except OSError as exc:
+        raise ModelFileError(f"cannot read the checkpoint {prefix}: {exc.strerror or exc}") from None
+
+
+class _CheckpointWeights:
+    """The variables under one object of a checkpoint, split the way a layer's config nests:
+    members of a model by the names the SavedModel metadata gives their objects, Bidirectional
+    directions, an RNN's cell or stacked cells, TimeDistributed's layer."""
+
+    def __init__(self, variables: Mapping[str, NamedArray], path: str, names: Mapping[str, str]) -> None:
+        self.variables, self.path, self.names = variables, path, names
+
+    def own(self) -> tuple[NamedArray, ...]:
+        start = f"{self.path}/" if self.path else ""
+        mine = [(name[len(start):], array) for name, array in self.variables.items() if name.startswith(start)]
+        return tuple(array for _, array in sorted(mine, key=lambda item: _checkpoint_order(item[0])))
+
+    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["_CheckpointWeights"]:
+        return [self._child(role, spec) for role, spec in children]
+
+    def _child(self, role: str, spec: Mapping[str, Any]) -> "_CheckpointWeights":
+        if role in (paths.FORWARD, paths.BACKWARD):
+            return self._at(f"{role}_layer")
+        if role == paths.CELL:
+            return self._at("cell")
+        if paths.is_stacked_cell_role(role):
+            return self._at(f"cell/cells/{role[len('cell_'):]}")
+        if role == "layer":
+            return self._at("layer")
+        # A model's member: the object whose metadata carries its name (layers without weights have none).
+        name = _spec_name(spec)
+        prefix = f"{self.path}/" if self.path else ""
+        for object_path, object_name in self.names.items():
+            if object_name == name and object_path.startswith(prefix) and "/" not in object_path[len(prefix):]:
+                return _CheckpointWeights(self.variables, object_path, self.names)
+        return _CheckpointWeights({}, f"{prefix}{name}", self.names)
+
+    def _at(self, relative: str) -> "_CheckpointWeights":
+        return _CheckpointWeights(self.variables, f"{self.path}/{relative}" if self.path else relative, self.names)
+
+
 def _read_checkpoint(path: Path, prefix: Path, saved_model: bool = False) -> ModelFile:
     if not Path(f"{prefix}.index").is_file():
         raise ModelFileError(f"{path}: no {prefix.name}.index; expected a TensorFlow checkpoint's index beside its data shards")
@@ -97,7 +181,7 @@ def _read_checkpoint(path: Path, prefix: Path, saved_model: bool = False) -> Mod
         for group, weights in sorted(groups.items(), key=lambda item: _natural_key(item[0]))
     )
     root = RawLayer("model", "Model", {"name": "model"}, children=children, inferred=True)
-    return ModelFile(str(path), "tf-savedmodel" if saved_model else "tf-checkpoint", None, "tensorflow", False, root)
+    return ModelFile(str(path), "tf-savedmodel-weights" if saved_model else "tf-checkpoint", None, "tensorflow", False, root)
 
 
 def _checkpoint_owner(name: str) -> tuple[str, str]:
@@ -168,8 +252,7 @@ def _read_config_file(config_path: Path) -> Mapping[str, Any]:
 
 def _read_model(path: Path) -> ModelFile:
     if path.is_dir() and (path / "saved_model.pb").is_file():
-        # A SavedModel's weights are a checkpoint in variables/ (its architecture is not read yet).
-        return _read_checkpoint(path, path / "variables" / "variables", saved_model=True)
+        return _read_saved_model(path)
     prefix = checkpoint_prefix(path)
     if prefix is not None:
         return _read_checkpoint(path, prefix)

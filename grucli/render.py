@@ -34,7 +34,8 @@ FORMAT_NAMES = {
     "legacy-h5": "legacy HDF5 full model",
     "legacy-h5-weights": "legacy HDF5 save_weights file (no config)",
     "tf-checkpoint": "TensorFlow checkpoint (no config)",
-    "tf-savedmodel": "TensorFlow SavedModel, weights from variables/ (architecture not read)",
+    "tf-savedmodel": "TensorFlow SavedModel folder (keras_metadata.pb + variables/)",
+    "tf-savedmodel-weights": "TensorFlow SavedModel variables (no Keras metadata: no config)",
 }
 # Matrices larger than this are elided to their corners; --json --values has every number.
 MAX_ROWS = 12

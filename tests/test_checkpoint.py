@@ -73,10 +73,48 @@ def test_a_savedmodel_directory_is_read_from_its_variables(tf_keras: Any, tmp_pa
     model = models(tf_keras)["bidirectional_and_stacked"]()
     model.save(tmp_path / "saved", save_format="tf")
     with read_model(tmp_path / "saved") as saved:
-        assert saved.format == "tf-savedmodel"
+        assert saved.format == "tf-savedmodel" and saved.has_config
         found = find_layers(saved).recurrent
         for layer, expected in zip(found, keras_recurrent_weights(model), strict=True):
             assert all(np.array_equal(a, b) for a, b in zip(canonical(layer), expected)), layer.path
+
+
+def savedmodel_users_build(tf_keras: Any, path: Path) -> Any:
+    """A functional model with a Bidirectional GRU, an RNN of stacked cells and a nested Sequential LSTM."""
+    layers = tf_keras.layers
+    inputs = tf_keras.Input((5, 3))
+    sequence = layers.Bidirectional(layers.GRU(3, return_sequences=True))(inputs)
+    sequence = layers.RNN([layers.GRUCell(2), layers.LSTMCell(2)], return_sequences=True)(sequence)
+    inner = tf_keras.Sequential([layers.LSTM(4, input_shape=(5, 2))], name="inner")
+    model = tf_keras.Model(inputs, layers.Dense(2)(inner(sequence)))
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape) for w in model.get_weights()])
+    model.save(path, save_format="tf")
+    return model
+
+
+def test_a_savedmodel_has_its_architecture_replays_and_verifies(tf_keras: Any, tmp_path: Path) -> None:
+    model = savedmodel_users_build(tf_keras, tmp_path / "saved")
+    with read_model(tmp_path / "saved") as saved:  # real names from keras_metadata.pb, weights from variables/
+        found = find_layers(saved).recurrent
+        bidirectional, rnn, inner = model.layers[1], model.layers[2], model.layers[3]  # names depend on Keras's counters
+        assert [layer.path for layer in found] == [f"{bidirectional.name}/forward", f"{bidirectional.name}/backward", f"{rnn.name}/cell_0",
+                                                   f"{rnn.name}/cell_1", f"inner/{inner.layers[0].name}"]
+        expected = [*keras_recurrent_weights(model)[:2], *[cell.get_weights() for cell in rnn.cell.cells], inner.layers[0].get_weights()]
+        for layer, weights in zip(found, expected, strict=True):
+            assert all(np.array_equal(a, b) for a, b in zip(canonical(layer), weights)), layer.path
+    x = np.random.default_rng(1).normal(size=(3, 5, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    replayed = CliRunner().invoke(cli, ["replay", str(tmp_path / "saved"), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")])
+    assert replayed.exit_code == 0, replayed.stderr
+    assert np.allclose(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+    verified = CliRunner().invoke(cli, ["verify", str(tmp_path / "saved"), "--input", str(tmp_path / "x.npy"), "--json"])
+    assert verified.exit_code == 0, verified.stdout
+    assert '"replay_vs_predict": {' in verified.stdout and "tf-keras" in verified.stdout
+    # The same model saved as .h5: the two files hold the same weights under the same names.
+    model.save(tmp_path / "m.h5")
+    same = CliRunner().invoke(cli, ["diff", str(tmp_path / "saved"), str(tmp_path / "m.h5"), "--exit-code"])
+    assert same.exit_code == 0, same.stdout + same.stderr
 
 
 def test_reading_checkpoints_imports_no_tensorflow(tf_keras: Any, tmp_path: Path) -> None:
@@ -84,8 +122,8 @@ def test_reading_checkpoints_imports_no_tensorflow(tf_keras: Any, tmp_path: Path
     model.save_weights(tmp_path / "ckpt" / "weights")
     model.save(tmp_path / "saved", save_format="tf")
     runs = [["inspect", str(tmp_path / "ckpt"), "--values"], ["export", str(tmp_path / "ckpt"), "-o", str(tmp_path / "g.npz")],
-            ["check", str(tmp_path / "ckpt" / "weights")], ["diff", str(tmp_path / "ckpt"), str(tmp_path / "saved"), "--exit-code"],
-            ["inspect", str(tmp_path / "saved")]]
+            ["check", str(tmp_path / "ckpt" / "weights")], ["diff", str(tmp_path / "ckpt"), str(tmp_path / "ckpt"), "--exit-code"],
+            ["inspect", str(tmp_path / "saved")], ["replay", str(tmp_path / "saved"), "-o", str(tmp_path / "y.npy")]]
     result = subprocess.run([sys.executable, "-c", f"RUNS = {runs!r}\n" + BLOCKER + RUNNER], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "LEAKED []" in result.stderr
