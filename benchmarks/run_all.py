@@ -6,7 +6,8 @@ Runs, in order: bench_inspect.py (cold start against Keras and against a bare h5
 bench_big.py (GRU(4096) .h5 and .keras: inspect and export against a bare h5py read, peak
 memory from the OS), bench_verify.py (verify against load-and-predict; replay per timestep
 against predict), bench_regression.py (replay, inspect and export against an earlier grucli in a
-git worktree). Models are generated in temporary folders; nothing is committed. About seven
+git worktree), bench_savedmodel.py (inspect of a SavedModel folder and a checkpoint against tf-keras
+loading them). Models are generated in temporary folders; nothing is committed. About seven
 minutes on a 2-core machine.
 """
 
@@ -21,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     failures = 0
-    for script in ("bench_inspect.py", "bench_big.py", "bench_verify.py", "bench_regression.py"):
+    for script in ("bench_inspect.py", "bench_big.py", "bench_verify.py", "bench_regression.py", "bench_savedmodel.py"):
         print(f"\n=== {script}", flush=True)
         failures += subprocess.run([sys.executable, str(HERE / script)]).returncode != 0
     return 1 if failures else 0
