@@ -323,9 +323,19 @@ def model_variables(prefix: Path, shards: int, entries: dict[str, bytes], max_by
         yield path, parse_entry(entries[key], key)
 
 
-def _object_paths(prefix: Path, shards: int, entries: dict[str, bytes], max_bytes: int) -> dict[str, str]:
-    """checkpoint key → the shortest path to its variable through layers (breadth first, so a
-    cyclic graph ends; lists of variables and the optimizer are not followed)."""
+@dataclass(frozen=True)
+class ObjectGraph:
+    """The checkpoint's object graph: each node's children (node, local name), and the path every
+    reachable node is named by (the shortest through layers)."""
+
+    children: list[list[tuple[int, str]]]
+    node_paths: dict[int, str]
+
+
+def object_graph(prefix: Path, shards: int, entries: dict[str, bytes], max_bytes: int) -> tuple[ObjectGraph, dict[str, str]] | None:
+    """The object graph and, for each checkpoint key, the path of its variable; None without a graph."""
+    if OBJECT_GRAPH_KEY not in entries:
+        return None
     graph = _string_scalar(prefix, shards, parse_entry(entries[OBJECT_GRAPH_KEY], OBJECT_GRAPH_KEY), max_bytes)
     nodes: list[tuple[list[tuple[int, str]], list[str]]] = []  # (children, checkpoint keys) per node
     for number, field in _Bytes(graph, "checkpoint object graph").fields():
@@ -334,23 +344,32 @@ def _object_paths(prefix: Path, shards: int, entries: dict[str, bytes], max_byte
             if len(nodes) > MAX_GRAPH_NODES:
                 raise CheckpointError(f"the checkpoint object graph has more than {MAX_GRAPH_NODES} nodes")
     if not nodes:
-        return {}
-    paths: dict[str, str] = {}
-    seen, frontier = {0}, [(0, "")]
+        return ObjectGraph([], {}), {}
+    # Breadth first, so a cyclic graph ends and each object gets its shortest path; lists of
+    # variables and the optimizer are not followed.
+    key_paths: dict[str, str] = {}
+    node_paths = {0: ""}
+    frontier = [0]
     while frontier:
         following = []
-        for node, path in frontier:
+        for node in frontier:
             for key in nodes[node][1]:
-                paths.setdefault(key, path)
+                key_paths.setdefault(key, node_paths[node])
             for child, name in nodes[node][0]:
-                if name in NOT_LAYERS or child in seen:
+                if name in NOT_LAYERS or child in node_paths:
                     continue
                 if not 0 <= child < len(nodes):
                     raise CheckpointError(f"the checkpoint object graph refers to node {child} of {len(nodes)}")
-                seen.add(child)
-                following.append((child, f"{path}/{name}" if path else name))
+                node_paths[child] = f"{node_paths[node]}/{name}" if node_paths[node] else name
+                following.append(child)
         frontier = following
-    return {key: path for key, path in paths.items() if key.endswith(VARIABLE_SUFFIX)}
+    variables = {key: path for key, path in key_paths.items() if key.endswith(VARIABLE_SUFFIX)}
+    return ObjectGraph([children for children, _ in nodes], node_paths), variables
+
+
+def _object_paths(prefix: Path, shards: int, entries: dict[str, bytes], max_bytes: int) -> dict[str, str]:
+    found = object_graph(prefix, shards, entries, max_bytes)
+    return found[1] if found else {}
 
 
 def _trackable_object(value: bytes) -> tuple[list[tuple[int, str]], list[str]]:

@@ -208,6 +208,9 @@ def _checkpoint_order(rest: str) -> tuple[int, int, int, str]:
 
 def _read_with_config(path: Path, config_path: Path) -> ModelFile:
     config = _read_config_file(config_path)
+    prefix = checkpoint_prefix(path) if not (path.is_dir() and (path / "saved_model.pb").is_file()) else None
+    if prefix is not None:
+        return _checkpoint_with_config(path, prefix, config, config_path)
     model = _read_model(path)
     if model.has_config:
         model.close()
@@ -232,6 +235,44 @@ def _read_with_config(path: Path, config_path: Path) -> ModelFile:
         handle.close()
         raise
     return dataclasses.replace(built, closer=handle.close, config_path=str(config_path))
+
+
+def _checkpoint_with_config(path: Path, prefix: Path, config: Mapping[str, Any], config_path: Path) -> ModelFile:
+    """A TensorFlow checkpoint plus its architecture: tf-keras names a model's members `layer-N`
+    (N: the position in `model.layers`) in the object graph, which places each config layer."""
+    variables = _checkpoint_variables(path, prefix)
+    try:
+        entries = checkpoint.read_index(prefix)
+        found = checkpoint.object_graph(prefix, checkpoint.parse_header(entries.get("", b"")), entries, _LIMITS.get().max_bytes)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read the checkpoint {prefix}: {exc.strerror or exc}") from None
+    if found is None:
+        raise ModelFileError(f"{path} has no object graph, which places each layer of --config {config_path}; "
+                             "expected a checkpoint written by tf.keras (model.save_weights)")
+    names: dict[str, str] = {}
+    _place_members(found[0], 0, config, names)
+    root = _build_layer(config, _CheckpointWeights(variables, "", names), str(config_path))
+    version = _text(config.get("keras_version"))
+    return ModelFile(str(path), "tf-checkpoint", version, "tensorflow", True, root, config_path=str(config_path))
+
+
+def _place_members(graph: "checkpoint.ObjectGraph", node: int, spec: Mapping[str, Any], names: dict[str, str]) -> None:
+    """Name the objects of a model's members after the config's layers (nested models too)."""
+    inner = spec.get("config")
+    layers = inner.get("layers") if isinstance(inner, Mapping) else inner
+    if not isinstance(layers, list) or not 0 <= node < len(graph.children):
+        return
+    members = [layer for layer in layers if isinstance(layer, Mapping)]
+    if spec.get("class_name") == "Sequential":  # tf-keras's Sequential.layers leaves its InputLayer out
+        members = [layer for layer in members if layer.get("class_name") != "InputLayer"]
+    for child, local_name in graph.children[node]:
+        index = re.fullmatch(r"layer-(\d+)", local_name)
+        if index is None or int(index.group(1)) >= len(members) or child not in graph.node_paths:
+            continue
+        member = members[int(index.group(1))]
+        names[graph.node_paths[child]] = _spec_name(member)
+        if member.get("class_name") in MODEL_CLASSES:
+            _place_members(graph, child, member, names)
 
 
 def _read_config_file(config_path: Path) -> Mapping[str, Any]:

@@ -3,6 +3,7 @@ against tf-keras's `get_weights()`, every path form, and damaged files refused w
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -279,3 +280,33 @@ def test_a_cyclic_object_graph_ends(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     # Only the kernel is reachable through layers in this graph: the layer is not a full GRU, and says so.
     assert '"path": "layer_with_weights-0"' in result.stdout
+
+
+def test_a_checkpoint_with_its_architecture_replays_verifies_and_diffs_against_the_h5(tf_keras: Any, tmp_path: Path) -> None:
+    # Layers without weights (Dropout) shift `layer_with_weights-N` from `layer-N`: the object graph's
+    # layer-N names place each config layer; a nested model's members are placed inside it.
+    layers = tf_keras.layers
+    inputs = tf_keras.Input((5, 3))
+    inner = tf_keras.Sequential([layers.Dropout(0.1, input_shape=(5, 4)), layers.LSTM(3)], name="inner")
+    sequence = layers.Bidirectional(layers.GRU(2, return_sequences=True))(layers.Dropout(0.2)(inputs))
+    model = tf_keras.Model(inputs, layers.Dense(2)(inner(sequence)))
+    rng = np.random.default_rng(2)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape) for w in model.get_weights()])
+    model.save_weights(tmp_path / "ckpt" / "weights")
+    model.save(tmp_path / "m.h5")
+    (tmp_path / "model.json").write_text(model.to_json())
+    ckpt, config = str(tmp_path / "ckpt"), str(tmp_path / "model.json")
+    x = rng.normal(size=(3, 5, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    replayed = CliRunner().invoke(cli, ["replay", ckpt, "--config", config, "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")])
+    assert replayed.exit_code == 0, replayed.stderr
+    assert np.allclose(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+    verified = CliRunner().invoke(cli, ["verify", ckpt, "--config", config, "--json"])
+    assert verified.exit_code == 0, verified.stdout
+    same = CliRunner().invoke(cli, ["diff", ckpt, str(tmp_path / "m.h5"), "--config", config, "--exit-code", "--json"])
+    assert same.exit_code == 0, same.stdout + same.stderr
+    document = json.loads(same.stdout)
+    assert document["identical"] is True
+    # Every gate array of the three recurrent layers (two directions and the nested LSTM) was compared.
+    assert sorted({change["path"] for change in document["changes"]}) == sorted(
+        [f"{model.layers[2].name}/forward", f"{model.layers[2].name}/backward", f"inner/{inner.layers[1].name}"])
