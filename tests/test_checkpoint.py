@@ -59,6 +59,17 @@ def test_checkpoint_weights_match_get_weights_bit_for_bit(name: str, tf_keras: A
         for layer, expected in zip(found, keras_recurrent_weights(model)):
             assert len(canonical(layer)) == len(expected)
             assert all(np.array_equal(a, b) for a, b in zip(canonical(layer), expected)), layer.path
+        paths = [layer.path for layer in found]
+    # And `export` writes them: its gate slices put side by side are get_weights()'s kernels.
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "ckpt"), "-o", str(tmp_path / "g.npz")])
+    assert result.exit_code == 0, result.stderr
+    gate_order = {3: "zrh", 4: "ifco", 1: "h"}
+    with np.load(tmp_path / "g.npz") as archive:
+        for path, expected in zip(paths, keras_recurrent_weights(model)):
+            gates = gate_order[expected[1].shape[1] // expected[1].shape[0]]
+            for index, array in enumerate(("kernel", "recurrent_kernel")):
+                joined = np.concatenate([archive[f"{path}/{gate}/{array}"] for gate in gates], axis=-1)
+                assert np.array_equal(joined, expected[index]), (path, array)
 
 
 def test_every_way_of_naming_a_checkpoint(tf_keras: Any, tmp_path: Path) -> None:
