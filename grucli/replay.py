@@ -267,25 +267,35 @@ def lstm_cell(
     layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
     progress: Progress | None, initial_state: list[np.ndarray],
 ) -> RecurrentRun:
+    kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
+    x_all = x @ kernel + bias  # every timestep's x_i | x_f | x_c | x_o at once
+    return _lstm_steps(layer, x_all, lambda h_tm1: h_tm1 @ recurrent_kernel, mask, semantics, dtype, trace, zero_output, progress,
+                       initial_state)
+
+
+def _lstm_steps(
+    layer: RecurrentLayer, x_all: np.ndarray, recurrent: Callable[[np.ndarray], np.ndarray], mask: np.ndarray | None, semantics: str,
+    dtype: type, trace: bool, zero_output: bool, progress: Progress | None, initial_state: list[np.ndarray],
+) -> RecurrentRun:
+    """The LSTM step loop over precomputed input products `x_all` (batch, time, ..., 4*units);
+    `recurrent` gives the state's product (a matrix product, or ConvLSTM's convolution)."""
     units = layer.units
     act = activation(layer.config.get("activation", "tanh"), semantics)
     rec_act = activation(layer.config.get("recurrent_activation", "sigmoid"), semantics)
-    kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
     i_, f_, c_, o_ = (gates.gate_columns("LSTM", units, g) for g in "ifco")
-    batch, timesteps, _ = x.shape
-    x_all = x @ kernel + bias
+    batch, timesteps = x_all.shape[:2]
     h_tm1, c_tm1 = initial_state
-    stepper = _Stepper(batch, timesteps, units, mask, zero_output, dtype)
-    traced = {g: np.zeros((batch, timesteps, units), dtype) for g in ("i", "f", "cc", "c", "o", "h")} if trace else {}
+    stepper = _Stepper(batch, timesteps, tuple(h_tm1.shape[1:]), mask, zero_output, dtype)
+    traced = {g: np.zeros(stepper.sequence.shape, dtype) for g in ("i", "f", "cc", "c", "o", "h")} if trace else {}
     for t in range(timesteps):
         if progress is not None and t % PROGRESS_EVERY == 0:
             progress(t, timesteps)
-        z = x_all[:, t] + h_tm1 @ recurrent_kernel
-        i = rec_act(z[:, i_])
-        f = rec_act(z[:, f_])
-        cc = act(z[:, c_])
+        z = x_all[:, t] + recurrent(h_tm1)
+        i = rec_act(z[..., i_])
+        f = rec_act(z[..., f_])
+        cc = act(z[..., c_])
         c = f * c_tm1 + i * cc
-        o = rec_act(z[:, o_])
+        o = rec_act(z[..., o_])
         h = o * act(c)
         h_tm1 = stepper.keep(t, h, h_tm1)
         c_tm1 = stepper.keep(t, c, c_tm1)
@@ -357,39 +367,17 @@ def conv_lstm_cell(
 ) -> RecurrentRun:
     """ConvLSTM1D/2D/3D: an LSTM whose kernel products are convolutions, the input's with the
     layer's strides, padding and dilation, the state's with "same" padding and stride 1."""
-    units = layer.units
-    act = activation(layer.config.get("activation", "tanh"), semantics)
-    rec_act = activation(layer.config.get("recurrent_activation", "sigmoid"), semantics)
     kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
     if x.shape[-1] != kernel.shape[-2]:
         raise ReplayError(f"layer {layer.path} ({layer.kind}) expects {kernel.shape[-2]} channels, got {x.shape[-1]}")
     strides, padding, dilation = conv_settings(layer)
     ones = (1,) * len(strides)
-    i_, f_, c_, o_ = (gates.gate_columns("LSTM", units, g) for g in "ifco")
     batch, timesteps = x.shape[:2]
     # Every step's input convolution at once, time folded into the batch.
     x_all = spatial.convolve(x.reshape((batch * timesteps, *x.shape[2:])), kernel, strides, padding, dilation) + bias
     x_all = x_all.reshape((batch, timesteps, *x_all.shape[1:]))
-    h_tm1, c_tm1 = initial_state
-    stepper = _Stepper(batch, timesteps, tuple(h_tm1.shape[1:]), mask, zero_output, dtype)
-    traced = {g: np.zeros(stepper.sequence.shape, dtype) for g in ("i", "f", "cc", "c", "o", "h")} if trace else {}
-    for t in range(timesteps):
-        if progress is not None and t % PROGRESS_EVERY == 0:
-            progress(t, timesteps)
-        z = x_all[:, t] + spatial.convolve(h_tm1, recurrent_kernel, ones, "same", ones)
-        i = rec_act(z[..., i_])
-        f = rec_act(z[..., f_])
-        cc = act(z[..., c_])
-        c = f * c_tm1 + i * cc
-        o = rec_act(z[..., o_])
-        h = o * act(c)
-        h_tm1 = stepper.keep(t, h, h_tm1)
-        c_tm1 = stepper.keep(t, c, c_tm1)
-        stepper.emit(t, h)
-        if trace:
-            for name, value in (("i", i), ("f", f), ("cc", cc), ("c", c_tm1), ("o", o), ("h", h_tm1)):
-                traced[name][:, t] = value
-    return RecurrentRun(stepper.sequence, stepper.sequence[:, -1], [h_tm1, c_tm1], traced)
+    return _lstm_steps(layer, x_all, lambda h_tm1: spatial.convolve(h_tm1, recurrent_kernel, ones, "same", ones), mask, semantics,
+                       dtype, trace, zero_output, progress, initial_state)
 
 
 PROGRESS_EVERY = 256  # steps between progress reports: cheap next to a step's matrix product

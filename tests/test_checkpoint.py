@@ -81,8 +81,9 @@ def test_every_way_of_naming_a_checkpoint(tf_keras: Any, tmp_path: Path) -> None
         assert '"format": "tf-checkpoint"' in result.stdout and '"path": "layer_with_weights-0"' in result.stdout
 
 
-def test_a_savedmodel_directory_is_read_from_its_variables(tf_keras: Any, tmp_path: Path) -> None:
-    model = models(tf_keras)["bidirectional_and_stacked"]()
+@pytest.mark.parametrize("name", ["gru_reset_after", "gru_reset_before", "lstm", "simple_rnn", "bidirectional_and_stacked"])
+def test_a_savedmodel_directory_is_read_from_its_variables(name: str, tf_keras: Any, tmp_path: Path) -> None:
+    model = models(tf_keras)[name]()
     model.save(tmp_path / "saved", save_format="tf")
     with read_model(tmp_path / "saved") as saved:
         assert saved.format == "tf-savedmodel" and saved.has_config
