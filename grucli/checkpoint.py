@@ -21,7 +21,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import google_crc32c
 import numpy as np
@@ -309,16 +309,15 @@ NOT_LAYERS = {"variables", "trainable_variables", "non_trainable_variables", "op
 MAX_GRAPH_NODES = 1_000_000
 
 
-def model_variables(prefix: Path, shards: int, entries: dict[str, bytes], max_bytes: int) -> Iterator[tuple[str, BundleEntry]]:
+def model_variables(entries: dict[str, bytes], key_paths: Mapping[str, str]) -> Iterator[tuple[str, BundleEntry]]:
     """The model's own variables, each named by its object path (`layer_with_weights-0/cell/kernel`);
-    optimizer state, slots and counters are skipped. The names come from the checkpoint's object
-    graph (a SavedModel keys its variables `variables/N`); without one, from the keys."""
-    names = _object_paths(prefix, shards, entries, max_bytes) if OBJECT_GRAPH_KEY in entries else {}
+    optimizer state, slots and counters are skipped. The names come from the object graph's
+    `key_paths` (a SavedModel keys its variables `variables/N`); without a graph, from the keys."""
     for key in sorted(entries):
         if not key.endswith(VARIABLE_SUFFIX) or ".OPTIMIZER_SLOT" in key:
             continue
-        path = names.get(key, key[: -len(VARIABLE_SUFFIX)])
-        if path.split("/")[0] in NOT_LAYERS or (names and key not in names):
+        path = key_paths.get(key, key[: -len(VARIABLE_SUFFIX)])
+        if path.split("/")[0] in NOT_LAYERS or (key_paths and key not in key_paths):
             continue
         yield path, parse_entry(entries[key], key)
 
@@ -365,11 +364,6 @@ def object_graph(prefix: Path, shards: int, entries: dict[str, bytes], max_bytes
         frontier = following
     variables = {key: path for key, path in key_paths.items() if key.endswith(VARIABLE_SUFFIX)}
     return ObjectGraph([children for children, _ in nodes], node_paths), variables
-
-
-def _object_paths(prefix: Path, shards: int, entries: dict[str, bytes], max_bytes: int) -> dict[str, str]:
-    found = object_graph(prefix, shards, entries, max_bytes)
-    return found[1] if found else {}
 
 
 def _trackable_object(value: bytes) -> tuple[list[tuple[int, str]], list[str]]:

@@ -95,7 +95,7 @@ def _read_saved_model(path: Path) -> ModelFile:
         node = _parse_json(text, f"{path / 'keras_metadata.pb'}: object {object_path}")
         if isinstance(node, Mapping) and isinstance(node.get("name"), str):
             names[object_path] = node["name"]
-    variables = _checkpoint_variables(path, prefix)
+    variables, _ = _checkpoint_contents(path, prefix)
     root_layer = _build_layer(config, _CheckpointWeights(variables, "", names), f"{path}/keras_metadata.pb")
     return ModelFile(str(path), "tf-savedmodel", _text(root.get("keras_version")), _text(root.get("backend")), True, root_layer)
 
@@ -111,17 +111,23 @@ def _untupled(value: Any) -> Any:
     return value
 
 
-def _checkpoint_variables(path: Path, prefix: Path) -> dict[str, NamedArray]:
-    """Object path (`layer_with_weights-0/cell/kernel`) → the variable, optimizer state skipped."""
+def _checkpoint_contents(path: Path, prefix: Path) -> tuple[dict[str, NamedArray], "checkpoint.ObjectGraph | None"]:
+    """A checkpoint's variables (object path such as `layer_with_weights-0/cell/kernel` → values,
+    optimizer state skipped) and its object graph (None without one): the index and the graph
+    are read once."""
     if not Path(f"{prefix}.index").is_file():
         raise ModelFileError(f"{path}: no {prefix.name}.index; expected a TensorFlow checkpoint's index beside its data shards")
+    max_bytes = _LIMITS.get().max_bytes
     try:
         entries = checkpoint.read_index(prefix)
         shards = checkpoint.parse_header(entries.get("", b""))
-        return {name: NamedArray(name, checkpoint.read_tensor(prefix, shards, entry, name, _LIMITS.get().max_bytes))
-                for name, entry in checkpoint.model_variables(prefix, shards, entries, _LIMITS.get().max_bytes)}
+        found = checkpoint.object_graph(prefix, shards, entries, max_bytes)
+        graph, key_paths = found if found is not None else (None, {})
+        variables = {name: NamedArray(name, checkpoint.read_tensor(prefix, shards, entry, name, max_bytes))
+                     for name, entry in checkpoint.model_variables(entries, key_paths)}
     except OSError as exc:
         raise ModelFileError(f"cannot read the checkpoint {prefix}: {exc.strerror or exc}") from None
+    return variables, graph
 
 
 class _CheckpointWeights:
@@ -162,20 +168,13 @@ class _CheckpointWeights:
 
 
 def _read_checkpoint(path: Path, prefix: Path, saved_model: bool = False) -> ModelFile:
-    if not Path(f"{prefix}.index").is_file():
-        raise ModelFileError(f"{path}: no {prefix.name}.index; expected a TensorFlow checkpoint's index beside its data shards")
-    try:
-        entries = checkpoint.read_index(prefix)
-        shards = checkpoint.parse_header(entries.get("", b""))
-        groups: dict[str, list[tuple[tuple[int, int, int, str], NamedArray]]] = {}
-        for name, entry in checkpoint.model_variables(prefix, shards, entries, _LIMITS.get().max_bytes):
-            group, rest = _checkpoint_owner(name)
-            array = checkpoint.read_tensor(prefix, shards, entry, name, _LIMITS.get().max_bytes)
-            groups.setdefault(group, []).append((_checkpoint_order(rest), NamedArray(name, array)))
-    except OSError as exc:
-        raise ModelFileError(f"cannot read the checkpoint {prefix}: {exc.strerror or exc}") from None
-    if not groups:
+    variables, _ = _checkpoint_contents(path, prefix)
+    if not variables:
         raise ModelFileError(f"{path}: the checkpoint holds no model variables (only optimizer state or counters)")
+    groups: dict[str, list[tuple[tuple[int, int, int, str], NamedArray]]] = {}
+    for name, array in variables.items():
+        group, rest = _checkpoint_owner(name)
+        groups.setdefault(group, []).append((_checkpoint_order(rest), array))
     children = tuple(
         ("layers", _infer_legacy_layer(group, tuple(weight for _, weight in sorted(weights, key=lambda item: item[0]))))
         for group, weights in sorted(groups.items(), key=lambda item: _natural_key(item[0]))
@@ -240,17 +239,12 @@ def _read_with_config(path: Path, config_path: Path) -> ModelFile:
 def _checkpoint_with_config(path: Path, prefix: Path, config: Mapping[str, Any], config_path: Path) -> ModelFile:
     """A TensorFlow checkpoint plus its architecture: tf-keras names a model's members `layer-N`
     (N: the position in `model.layers`) in the object graph, which places each config layer."""
-    variables = _checkpoint_variables(path, prefix)
-    try:
-        entries = checkpoint.read_index(prefix)
-        found = checkpoint.object_graph(prefix, checkpoint.parse_header(entries.get("", b"")), entries, _LIMITS.get().max_bytes)
-    except OSError as exc:
-        raise ModelFileError(f"cannot read the checkpoint {prefix}: {exc.strerror or exc}") from None
-    if found is None:
+    variables, graph = _checkpoint_contents(path, prefix)
+    if graph is None:
         raise ModelFileError(f"{path} has no object graph, which places each layer of --config {config_path}; "
                              "expected a checkpoint written by tf.keras (model.save_weights)")
     names: dict[str, str] = {}
-    _place_members(found[0], 0, config, names)
+    _place_members(graph, 0, config, names)
     root = _build_layer(config, _CheckpointWeights(variables, "", names), str(config_path))
     version = _text(config.get("keras_version"))
     return ModelFile(str(path), "tf-checkpoint", version, "tensorflow", True, root, config_path=str(config_path))
