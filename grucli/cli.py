@@ -209,6 +209,42 @@ def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], 
     _emit(report, as_json, "inspect_json", "render_heatmaps" if heatmap else "render_inspect")
 
 
+@cli.command(short_help="One unit of one layer, step by step: every number of its arithmetic.")
+@model_argument
+@input_options
+@click.option("--layer", "layer_path", metavar="PATH",
+              help="The recurrent layer (default: the model's first): NAME, NAME/forward or NAME/backward, OUTER/INNER, NAME/cell_K.")
+@click.option("--sample", type=click.IntRange(min=0), default=0, show_default=True, help="The sample of the input to follow.")
+@click.option("--unit", type=click.IntRange(min=0), default=0, show_default=True, help="The unit to follow.")
+@click.option("--keras", "framework", type=click.Choice(["auto", "keras", "tf-keras", "none"]), default="auto", show_default=True,
+              help="Who computes the reference output at the end: auto is predict when Keras is installed (as in verify), "
+              "else grucli's replay; none never imports Keras (fast).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document (equations, steps, output) instead of text.")
+def explain(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, layer_path: str | None, sample: int,
+            unit: int, framework: str, as_json: bool, max_mb: int) -> None:
+    """Follow one unit of one recurrent layer through every timestep, with every number.
+
+    The layer's exact equations stand once at the top. Then, for each timestep in the order
+    the layer consumes them (from the last for go_backwards and backward directions): the
+    input x, the whole previous state h_prev (and c_prev), each gate's pre-activation as the
+    sum of its terms in the equation's order (x·W_g, h_prev·U_g, b_g, rb_g), the activation,
+    the candidate and the new state. Layers of at most 4 units and 8 inputs also show every
+    product and every unit's values. It ends with the unit's output beside predict's (when
+    Keras is installed) or the replay's. Needs no TensorFlow (--keras none).
+
+    \b
+    Examples:
+      grucli explain model.keras --input seq.csv
+      grucli explain model.h5 --input x.npy --layer bi/backward --unit 3 --sample 1
+      grucli explain model.keras --input seq.npy --json | jq '.steps[-1].h'
+    """
+    from grucli.explain import ExplainOptions
+    from grucli.explain import explain as run_explain
+
+    options = ExplainOptions(input_path, batch, timesteps, seed, layer_path, sample, unit, framework)
+    _emit(run_explain(_read(model, max_mb), options), as_json, "explain_json", "render_explain")
+
+
 @cli.command()
 @model_argument
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.npz",

@@ -24,6 +24,7 @@ from grucli.report import ArrayReport, InspectReport, LayerReport
 if TYPE_CHECKING:
     from grucli.check import CheckReport
     from grucli.diff import DiffReport
+    from grucli.explain import Explanation, Step
     from grucli.verify_report import Comparison, VerifyReport
 
 SCHEMA_VERSION = 1
@@ -236,3 +237,50 @@ def check_json(report: "CheckReport") -> str:
         ],
     }
     return _dumps(document)
+
+
+def explain_json(explanation: "Explanation") -> str:
+    """The `explain --json` document: the equations, then every step of one unit."""
+    e = explanation
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "grucli_version": __version__,
+        "file": e.file,
+        "layer": e.path,
+        "kind": e.kind,
+        "units": e.units,
+        "input_dim": e.input_dim,
+        "unit": e.unit,
+        "sample": e.sample,
+        "semantics": e.semantics,
+        "input": e.input_description,
+        "go_backwards": e.go_backwards,
+        "equations": {"lines": list(e.equations.lines), "definitions": list(e.equations.definitions),
+                      "notes": [*e.equations.notes, *e.activation_notes]},
+        "steps": [_step_json(step) for step in e.steps],
+        "output": {
+            "reference": e.output.reference,
+            "reference_by": e.output.description,
+            "steps": list(e.output.steps),
+            "explain": _json_values(np.array(e.output.explained)),
+            "expected": _json_values(np.array(e.output.expected)),
+            "max_abs_diff": _finite_or_none(e.output.max_abs_diff),
+            "note": e.output.note,
+        },
+    }
+    return _dumps(document)
+
+
+def _step_json(step: "Step") -> dict[str, Any]:
+    entry: dict[str, Any] = {"t": step.t, "x": _json_values(step.x), "h_prev": _json_values(step.h_prev)}
+    if step.c_prev is not None:
+        entry["c_prev"] = _json_values(step.c_prev)
+    entry["gates"] = {gate.gate: _replace_non_finite(gate.value) for gate in step.gates}
+    entry["pre_activations"] = {gate.gate: _replace_non_finite(gate.pre_activation) for gate in step.gates}
+    entry["terms"] = {gate.gate: {term.label: _replace_non_finite(term.value) for term in gate.terms} for gate in step.gates}
+    entry["h"] = _replace_non_finite(step.h)
+    if step.c is not None:
+        entry["c"] = _replace_non_finite(step.c)
+    entry["output"] = _replace_non_finite(step.output)
+    entry["masked"] = step.masked
+    return entry

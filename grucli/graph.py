@@ -56,6 +56,23 @@ class RecurrentCall:
     traces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class LayerRun:
+    """What one recurrent layer, direction or cell was fed and computed, kept when `ModelReplay`
+    is asked to (`explain` follows one unit of it step by step).
+
+    `inputs` and `mask` are in time order; `go_backwards` says the steps ran from the last to the
+    first; `run` holds the outputs in processing order, as `run_layer` returns them."""
+
+    path: str
+    inputs: np.ndarray
+    mask: np.ndarray | None
+    go_backwards: bool
+    zero_output_for_mask: bool
+    initial_state: tuple[np.ndarray, ...] | None
+    run: RecurrentRun
+
+
 def unsupported_layer(root: RawLayer, prefix: str = "") -> tuple[str, str] | None:
     """(path, class) of the first layer the replay cannot run, or None when it can run them all."""
     for role, child in root.children:
@@ -100,6 +117,9 @@ class ModelReplay:
         self.dtype = dtype
         self.trace = trace
         self.calls: list[RecurrentCall] = []
+        # Off by default: keeping every layer's input costs memory on long sequences.
+        self.keep_layer_runs = False
+        self.layer_runs: dict[str, LayerRun] = {}
         self._graphs: dict[int, GraphSpec] = {}
 
     def check_supported(self) -> None:
@@ -110,6 +130,7 @@ class ModelReplay:
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         self.check_supported()
         self.calls = []
+        self.layer_runs = {}
         with np.errstate(all="ignore"):  # NaN/Inf weights give NaN/Inf outputs, reported, not warned
             outputs = self._run_model(self.model.root, "", [Tensor(np.asarray(x)) for x in inputs])
         return [t.value for t in outputs]
@@ -219,8 +240,7 @@ class ModelReplay:
         if layer.class_name == "RNN" and len(layer.children) > 1:
             return self._stacked(layer, path, x, mask, initial_state)
         recurrent = self._layer(path)
-        run = run_layer(recurrent, x, mask, self.semantics, self.dtype, self.trace, progress=self._progress_for(path),
-                        initial_state=initial_state)
+        run = self._run_layer(recurrent, x, mask, initial_state)
         return layer_outputs(run, recurrent.config), {path: run.trace}
 
     def _bidirectional(
@@ -255,9 +275,7 @@ class ModelReplay:
         """One direction of a Bidirectional layer: a recurrent layer, RNN(cell) or an RNN of stacked cells."""
         if path not in self.recurrent and raw.class_name == "RNN" and len(raw.children) > 1:
             return self._stack(raw, path, x, mask, states, zero_output)
-        direction = self._layer(path)
-        run = run_layer(direction, x, mask, self.semantics, self.dtype, self.trace, zero_output_for_mask=zero_output,
-                        progress=self._progress_for(path), initial_state=states)
+        run = self._run_layer(self._layer(path), x, mask, states, zero_output_for_mask=zero_output)
         return run, {path: run.trace}
 
     def _direction_config(self, raw: RawLayer, path: str) -> Mapping[str, Any]:
@@ -285,8 +303,7 @@ class ModelReplay:
         Cell k at step t needs only cell k-1's output at t and its own state at t-1, so the
         stack runs as a chain of whole sequences. go_backwards reverses time once, up front."""
         backwards = bool(layer.config.get("go_backwards"))
-        sequence = x[:, ::-1] if backwards else x
-        step_mask = mask[:, ::-1] if backwards and mask is not None else mask
+        sequence = x  # in time order: each cell runs backwards itself and its sequence is turned back
         cells = [self._layer(paths.join(path, role)) for role, _ in layer.children]
         counts = [STATE_COUNT[gates.equation_family(cell.kind)] for cell in cells]
         states: list[np.ndarray] = []
@@ -294,14 +311,27 @@ class ModelReplay:
         run = None
         for index, (cell, cell_states) in enumerate(zip(cells, _split_states(initial_state, counts, path))):
             last = index == len(cells) - 1  # the stack's output: what zero_output_for_mask governs
-            run = run_layer(cell, sequence, step_mask, self.semantics, self.dtype, self.trace, go_backwards=False,
-                            zero_output_for_mask=zero_output if last else None,
-                            progress=self._progress_for(cell.path), initial_state=cell_states)
-            sequence = run.sequence
+            run = self._run_layer(cell, sequence, mask, cell_states, go_backwards=backwards,
+                                  zero_output_for_mask=zero_output if last else None)
+            sequence = run.sequence[:, ::-1] if backwards else run.sequence
             states += run.states
             traces[cell.path] = run.trace
         assert run is not None
         return RecurrentRun(run.sequence, run.last_output, states), traces
+
+    def _run_layer(
+        self, layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, initial_state: Sequence[np.ndarray] | None,
+        go_backwards: bool | None = None, zero_output_for_mask: bool | None = None,
+    ) -> RecurrentRun:
+        """`run_layer`, keeping what the layer was fed when `keep_layer_runs` is on."""
+        run = run_layer(layer, x, mask, self.semantics, self.dtype, self.trace, zero_output_for_mask=zero_output_for_mask,
+                        go_backwards=go_backwards, progress=self._progress_for(layer.path), initial_state=initial_state)
+        if self.keep_layer_runs:
+            backwards = bool(layer.config.get("go_backwards")) if go_backwards is None else go_backwards
+            zero_output = bool(layer.config.get("zero_output_for_mask")) if zero_output_for_mask is None else zero_output_for_mask
+            states = None if initial_state is None else tuple(np.asarray(state, self.dtype) for state in initial_state)
+            self.layer_runs[layer.path] = LayerRun(layer.path, np.asarray(x, self.dtype), mask, backwards, zero_output, states, run)
+        return run
 
     def _progress_for(self, path: str) -> Callable[[int, int], None] | None:
         report = self.progress

@@ -248,6 +248,15 @@ def _recurrent_members(layer: RawLayer, prefix: str = "") -> Iterator[tuple[str,
             yield from _recurrent_members(child, f"{path}/")
 
 
+def recurrent_member(model: ModelFile, path: str) -> tuple[str, RawLayer, tuple[str, ...]]:
+    """(path, raw layer, nesting chain) of the layer a probe reaches that holds the recurrent layer
+    at `path` (itself, or the Bidirectional or RNN of stacked cells around it)."""
+    for member in _recurrent_members(model.root):
+        if paths.selects(member[0], path):
+            return member
+    raise InputError(f"no layer a probe can reach holds recurrent layer {path}")
+
+
 def _wraps_recurrent(layer: RawLayer) -> bool:
     """TimeDistributed around a recurrent layer: grucli reports (and verify probes) the wrapper."""
     return layer.class_name == "TimeDistributed" and bool(layer.children) and layer.children[0][1].class_name in RECURRENT
