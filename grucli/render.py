@@ -57,14 +57,41 @@ def to_text(renderables: Iterable[RenderableType], color: bool, width: int) -> s
     return buffer.getvalue()
 
 
+def _fitted(table: Table, width: int) -> RenderableType:
+    """`table` when it fits `width`; otherwise the same cells as one record per row ("header value,
+    ..."), which wraps between values and so never cuts one. The title stays above either."""
+    console = Console(width=100_000, file=io.StringIO())
+    if console.measure(table).maximum <= width:
+        return table
+    headers = [str(column.header) for column in table.columns]
+    cells = [list(column.cells) for column in table.columns]
+    records = Text()
+    if table.title:
+        records.append(str(table.title), style="italic")
+    for row in range(table.row_count):
+        values = [cells[column][row] for column in range(len(headers))]
+        line = Text("\n")
+        first = values[0] if isinstance(values[0], Text) else Text(str(values[0]))
+        line.append_text(first.copy())
+        line.stylize("bold", 1)
+        for header, value in zip(headers[1:], values[1:]):
+            text = value if isinstance(value, Text) else Text(str(value))
+            if not text.plain.strip():
+                continue
+            line.append(f"  {header}: ", style="dim")
+            line.append_text(text.copy())
+        records.append_text(line)
+    return records
+
+
 def render_inspect(report: InspectReport, color: bool = False, width: int = 120) -> str:
     parts: list[RenderableType] = [_file_header(report)]
     if not report.layers:
         parts.append(Text("No recurrent layers (GRU, LSTM, SimpleRNN, ConvLSTM) found in this file.", style="yellow"))
     for layer in report.layers:
-        parts.append(_layer_panel(layer, report.with_values))
+        parts.append(_layer_panel(layer, report.with_values, width))
     if report.others:
-        parts.append(_others_table(report.others))
+        parts.append(_others_table(report.others, width))
     return to_text(parts, color, width)
 
 
@@ -82,27 +109,33 @@ def _file_header(report: InspectReport) -> Text:
     return text
 
 
-def _layer_panel(report: LayerReport, with_values: bool) -> Group:
+def _layer_panel(report: LayerReport, with_values: bool, width: int) -> Group:
     layer = report.layer
     title = f"[bold]{layer.path}[/]  {layer.class_name}  ·  {layer.units} units  ·  input_dim {layer.input_dim}"
     if report.unit is not None:
         title += f"  ·  unit {report.unit}"
-    body: list[RenderableType] = [Rule(title, align="left"), _config_text(report), _weights_text(report)]
+    body: list[RenderableType] = [_heading(title, width), _config_text(report), _weights_text(report)]
     body.append(Text("\n".join(f"• {line}" for line in report.layout), style="dim"))
     body.append(_equations_text(report.equations))
     if report.unit is not None and report.gates:
         # One unit's weights are short vectors: the numbers say more than statistics of them.
         body.extend(_unit_values(report))
     elif report.gates:
-        body.append(_stats_table(report))
+        body.extend(_stats_tables(report, width))
         if with_values:
-            body.extend(_matrix_values(report))
+            body.extend(_matrix_values(report, width))
     elif report.unit is None:
         body.append(Text("no gate selected in this layer", style="yellow"))
     else:
         body.append(Text(f"this layer has {layer.units} units; the selected unit is not among them", style="yellow"))
     body.append(Text(""))
     return Group(*body)
+
+
+def _heading(markup: str, width: int) -> RenderableType:
+    """A layer's title as a rule across the width, or as wrapped text where a rule would cut it."""
+    text = Text.from_markup(markup)
+    return Rule(text, align="left") if text.cell_len + 4 <= width else text
 
 
 def _equations_text(equations: "Equations") -> Text:
@@ -143,28 +176,56 @@ def _weights_text(report: LayerReport) -> Text:
     return text
 
 
-def _stats_table(report: LayerReport) -> Table:
-    header = ("gate", "array", "shape", "mean", "std", "min", "max", "norm", "max|w|", "NaN", "Inf")
-    rows: list[list[Text] | None] = []
+STAT_COLUMNS = ("shape", "mean", "std", "min", "max", "norm", "max|w|", "NaN", "Inf")
+
+
+def _stats_tables(report: LayerReport, width: int) -> list[RenderableType]:
+    """The statistics of every gate array, in as many stacked tables as the width needs: each
+    repeats the gate and array columns and takes the next statistics that fit. No cell is cut."""
+    keys: list[list[Text] | None] = []
+    stats: list[list[Text] | None] = []
     for gate in report.gates:
         for index, array in enumerate(gate.arrays):
             label = f"{gate.gate} {gate.meaning.split()[0]}" if index == 0 else ""
             s = array.stats
             warn = "bold red" if s.nan or s.inf else ""
-            cells = [label, array.name, str(array.shape), _num(s.mean), _num(s.std), _num(s.min), _num(s.max), _num(s.norm), _num(s.max_abs)]
-            rows.append([Text(cell) for cell in cells] + [Text(str(s.nan), style=warn), Text(str(s.inf), style=warn)])
-        rows.append(None)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
-    for position, column in enumerate(header):
+            keys.append([Text(label), Text(array.name)])
+            cells = [str(array.shape), _num(s.mean), _num(s.std), _num(s.min), _num(s.max), _num(s.norm), _num(s.max_abs)]
+            stats.append([Text(cell) for cell in cells] + [Text(str(s.nan), style=warn), Text(str(s.inf), style=warn)])
+        keys.append(None)
+        stats.append(None)
+
+    def column_width(header: str, rows: list[list[Text] | None], position: int) -> int:
+        return max([len(header)] + [row[position].cell_len for row in rows if row is not None])
+
+    key_widths = [column_width(h, keys, i) for i, h in enumerate(("gate", "array"))]
+    stat_widths = [column_width(h, stats, i) for i, h in enumerate(STAT_COLUMNS)]
+    # A column costs its width plus 2 between columns (padding and the blank divider), none at the edges.
+    groups: list[list[int]] = [[]]
+    keys_width = sum(key_widths) + 2 * (len(key_widths) - 1)
+    used = keys_width
+    for position, stat_width in enumerate(stat_widths):
+        if groups[-1] and used + 2 + stat_width > width:
+            groups.append([])
+            used = keys_width
+        groups[-1].append(position)
+        used += 2 + stat_width
+    tables: list[RenderableType] = []
+    for group in groups:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
         # Widths given up front spare Rich measuring every cell: a third of the table's time.
-        width = max([len(column)] + [row[position].cell_len for row in rows if row is not None])
-        table.add_column(column, justify="left" if position < 3 else "right", no_wrap=True, width=width)
-    for row in rows:
-        if row is None:
-            table.add_section()
-        else:
-            table.add_row(*row)
-    return table
+        for header, key_width in zip(("gate", "array"), key_widths):
+            table.add_column(header, no_wrap=True, width=key_width)
+        for position in group:
+            table.add_column(STAT_COLUMNS[position], justify="left" if position == 0 else "right", no_wrap=True,
+                             width=stat_widths[position])
+        for key_row, stat_row in zip(keys, stats):
+            if key_row is None or stat_row is None:
+                table.add_section()
+            else:
+                table.add_row(*key_row, *(stat_row[position] for position in group))
+        tables.append(table)
+    return tables
 
 
 def _num(value: float | None) -> str:
@@ -173,15 +234,15 @@ def _num(value: float | None) -> str:
     return f"{value:.3g}"
 
 
-def _matrix_values(report: LayerReport) -> list[RenderableType]:
+def _matrix_values(report: LayerReport, width: int) -> list[RenderableType]:
     tables: list[RenderableType] = []
     for gate in report.gates:
         for array in gate.arrays:
-            tables.append(_values_table(f"{gate.gate} ({gate.meaning}) · {array.name}", array))
+            tables.append(_values_table(f"{gate.gate} ({gate.meaning}) · {array.name}", array, width))
     return tables
 
 
-def _values_table(title: str, array: ArrayReport) -> RenderableType:
+def _values_table(title: str, array: ArrayReport, width: int) -> RenderableType:
     assert array.values is not None
     values = array.values
     if values.ndim == 1:
@@ -197,11 +258,17 @@ def _values_table(title: str, array: ArrayReport) -> RenderableType:
         row_labels = [f"{list(np.unravel_index(i // values.shape[-2], window))}{prefix}{i % values.shape[-2]}" for i in range(int(np.prod(values.shape[:-1])))]
         values = values.reshape(-1, values.shape[-1])
     rows = _elide(list(range(values.shape[0])), MAX_ROWS)
-    columns = _elide(list(range(values.shape[1])), MAX_COLUMNS)
+    cells = [_value(float(v)) for v in values.ravel()] or [""]
+    cell_width = max(max(len(c) for c in cells), len(f"u{values.shape[1] - 1}")) + 2  # two of padding
+    label_width = max(len(label) for label in row_labels) + 2 if row_labels else 3
+    # As many columns as the width holds (an even count: the corners either side of the `…`).
+    fitting = max(2, (width - label_width) // cell_width)
+    limit = min(MAX_COLUMNS, fitting)
+    columns = _elide(list(range(values.shape[1])), limit, corner=min(CORNER, (limit - 1) // 2 or 1))
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
-    table.add_column("")
+    table.add_column("", no_wrap=True)
     for column in columns:
-        table.add_column("…" if column is None else f"u{column}", justify="right")
+        table.add_column("…" if column is None else f"u{column}", justify="right", no_wrap=True)
     for row in rows:
         cells = ["…" if column is None or row is None else _value(values[row, column]) for column in columns]
         table.add_row("…" if row is None else row_labels[row], *cells)
@@ -209,10 +276,10 @@ def _values_table(title: str, array: ArrayReport) -> RenderableType:
     return Group(table, Text(note, style="dim")) if note else table
 
 
-def _elide(indices: list[int], limit: int) -> list[int | None]:
+def _elide(indices: list[int], limit: int, corner: int = CORNER) -> list[int | None]:
     if len(indices) <= limit:
         return list(indices)
-    return [*indices[:CORNER], None, *indices[-CORNER:]]
+    return [*indices[:corner], None, *indices[-corner:]]
 
 
 def _elision_note(shape: Sequence[int], rows: Sequence[int | None], columns: Sequence[int | None]) -> str:
@@ -231,9 +298,11 @@ def _unit_values(report: LayerReport) -> list[RenderableType]:
         title=f"weights feeding unit {report.unit} (x = input feature, h = previous state)",
         title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, header_style="bold",
     )
-    table.add_column("")
+    # Labels and numbers never wrap; the gate headers wrap between words when the width is short.
+    table.add_column("", no_wrap=True, min_width=len("recurrent_bias"))
     for gate in report.gates:
-        table.add_column(f"{gate.gate} ({gate.meaning})", justify="right")
+        header = f"{gate.gate} ({gate.meaning})"
+        table.add_column(header, justify="right", min_width=max(8, *(len(word) for word in header.split())))
     by_gate = [{array.name: array.values for array in gate.arrays} for gate in report.gates]
     for name, prefix in (("kernel", "x"), ("recurrent_kernel", "h")):
         vectors = [arrays.get(name) for arrays in by_gate]
@@ -248,17 +317,15 @@ def _unit_values(report: LayerReport) -> list[RenderableType]:
     return [table]
 
 
-def _others_table(others: Sequence[OtherLayer]) -> Group:
+def _others_table(others: Sequence[OtherLayer], width: int) -> Group:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
-    table.add_column("path")
-    table.add_column("class")
-    table.add_column("weights")
-    table.add_column("note")
+    for column in ("path", "class", "weights", "note"):
+        table.add_column(column, overflow="fold")
     for other in others:
         weights = ", ".join(f"{tuple(shape)}" for _, shape in other.weight_shapes) or "—"
         table.add_row(other.path, other.class_name, weights, Text(other.skipped_reason or "", style="yellow"))
     # A title of its own: as the table's title it would wrap to the width of a narrow table.
-    return Group(Text("other layers (not recurrent; weights not sliced)", style="italic"), table)
+    return Group(Text("other layers (not recurrent; weights not sliced)", style="italic"), _fitted(table, width))
 
 
 def render_verify(report: "VerifyReport", color: bool = False, width: int = 120) -> str:
@@ -282,7 +349,7 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
             table.add_row(check.path, check.class_name, "—", "—", "—", Text("FAIL: not compared", style="bold red"))
         else:
             table.add_row(check.path, check.class_name, _error(c.max_abs_err), _error(c.max_rel_err), _where(c), _verdict(c.passed))
-    parts.append(table)
+    parts.append(_fitted(table, width))
     for check in report.layers:
         if check.comparison is None:
             parts.append(Text(f"not compared: {check.path}: {check.note or 'no comparison was made'}", style="bold red"))
@@ -297,7 +364,7 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
             continue
         whole.add_row(label, _error(c.max_abs_err), _error(c.max_rel_err), _where(c), _verdict(c.passed))
     if whole.row_count:
-        parts.append(whole)
+        parts.append(_fitted(whole, width))
     for name, c in report.comparisons.items():
         if c is not None:
             parts.extend(Text(f"non-finite: {name.replace('_vs_', ' vs ').replace('_', ' ')}: {line}", style="bold red") for line in c.nonfinite)
@@ -308,7 +375,7 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
     if not report.layers:
         parts.append(Text("no recurrent layer was compared", style="bold red"))
     for trace in report.traces:
-        parts.append(_trace_table(trace))
+        parts.append(_fitted(_trace_table(trace), width))
     verdict = Text()
     if report.passed:
         verdict.append("PASS", style="bold green")
@@ -391,7 +458,7 @@ def render_explain(e: "Explanation", color: bool = False, width: int = 120) -> s
             parts.append(Text(f"\n… {len(steps) - EXPLAIN_MAX_STEPS} steps not shown (grucli explain --json has every step)", style="dim"))
         else:
             parts.append(_step_text(step, e))
-    parts.append(_output_table(e))
+    parts.append(_output_table(e, width))
     return to_text(parts, color, width)
 
 
@@ -463,7 +530,7 @@ def _state_arithmetic(step: "Step", e: "Explanation", by_name: dict[str, "GateSt
     return f"o * {activation}(c) = {_operand(by_name['o'].value)} * {activation}({_n(c)}) = {_n(step.h)}"
 
 
-def _output_table(e: "Explanation") -> RenderableType:
+def _output_table(e: "Explanation", width: int) -> RenderableType:
     check = e.output
     label = "predict" if check.reference == "predict" else "replay"
     # A title of its own: as the table's title it would wrap to the width of the narrow table.
@@ -473,7 +540,7 @@ def _output_table(e: "Explanation") -> RenderableType:
         table.add_column(column, justify="right", no_wrap=True)
     for t, mine, theirs in zip(check.steps, check.explained, check.expected):
         table.add_row(str(t), _n(mine), _n(theirs), f"{abs(mine - theirs):.2e}")
-    parts: list[RenderableType] = [title, table]
+    parts: list[RenderableType] = [title, _fitted(table, width)]
     if check.note:
         parts.append(Text(f"note: {check.note}", style="yellow"))
     parts.append(Text(f"max |explain − {label}| = {check.max_abs_diff:.3g}"))
@@ -485,7 +552,7 @@ def render_diff(report: "DiffReport", color: bool = False, width: int = 120) -> 
     header.append(f"A: {report.a}\nB: {report.b}", style="bold")
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", padding=(0, 1, 0, 0))
     for column in ("layer", "gate", "array", "max |B−A|", "‖B−A‖/‖A‖", "units that moved most (‖Δ column‖)"):
-        table.add_column(column, justify="right" if column.startswith(("max", "‖")) else "left", no_wrap=column != "units that moved most (‖Δ column‖)")
+        table.add_column(column, justify="right" if column.startswith(("max", "‖")) else "left", no_wrap=True)
     previous = None
     for change in report.changes:
         layer = change.path if change.path != previous else ""
@@ -502,7 +569,7 @@ def render_diff(report: "DiffReport", color: bool = False, width: int = 120) -> 
     else:
         beyond = f" by more than {report.atol:g}" if report.atol else ""
         verdict = Text(f"changed: {len(moved)} of {len(report.changes)} arrays moved{beyond}", style="yellow")
-    return to_text([header, table, verdict], color, width)
+    return to_text([header, _fitted(table, width), verdict], color, width)
 
 
 def render_check(report: "CheckReport", color: bool = False, width: int = 120, limit: int = 50) -> str:
@@ -519,7 +586,7 @@ def render_check(report: "CheckReport", color: bool = False, width: int = 120, l
         for finding in report.findings[:limit]:
             table.add_row(Text(finding.check, style="bold red"), finding.path, finding.gate,
                           "—" if finding.unit is None else str(finding.unit), finding.message)
-        parts.append(table)
+        parts.append(_fitted(table, width))
         if len(report.findings) > limit:
             parts.append(Text(f"… and {len(report.findings) - limit} more findings (--json lists them all)", style="dim"))
         parts.append(Text(f"FAIL: {len(report.findings)} finding(s)", style="bold red"))
@@ -545,7 +612,7 @@ def render_heatmaps(report: InspectReport, color: bool = True, width: int = 120)
         layer = layer_report.layer
         arrays = [a for gate in layer_report.gates for a in gate.arrays if a.values is not None]
         scale = _scale(arrays)
-        parts.append(Rule(f"[bold]{layer.path}[/]  {layer.class_name}  ·  {layer.units} units  ·  colour scale ±{scale:.3g} (99th percentile of |w|)", align="left"))
+        parts.append(_heading(f"[bold]{layer.path}[/]  {layer.class_name}  ·  {layer.units} units  ·  colour scale ±{scale:.3g} (99th percentile of |w|)", width))
         parts.append(_legend(scale, color))
         for gate in layer_report.gates:
             ordered = sorted(gate.arrays, key=lambda a: ARRAY_ORDER.index(a.name))

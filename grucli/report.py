@@ -121,7 +121,8 @@ def _layer_report(layer: RecurrentLayer, gate_filter: Sequence[str], unit: int |
         for gate in gates.gate_names(layer.kind):
             if gate_filter and gate not in gate_filter:
                 continue
-            arrays = tuple(_array_report(layer, gate, name, shown_unit, with_values, streamed.get((gate, name)))
+            # One unit's weights are a few short vectors: always shown, --values or not.
+            arrays = tuple(_array_report(layer, gate, name, shown_unit, with_values or shown_unit is not None, streamed.get((gate, name)))
                            for name in gates.gate_array_names(layer))
             gate_reports.append(GateReport(gate, gates.gate_meaning(layer.kind, gate), arrays))
     return LayerReport(layer=layer, gates=tuple(gate_reports), unit=shown_unit, layout=tuple(gates.describe_layout(layer)),
