@@ -47,6 +47,9 @@ class GrucliGroup(click.Group):
     are written atomically, so an interrupted command leaves none behind.
     """
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # in the order a newcomer meets them, not alphabetical
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -84,7 +87,15 @@ def cli() -> None:
     """Read and check the weights of Keras recurrent layers (GRU, LSTM, SimpleRNN).
 
     Reads .keras and .h5/.hdf5 files (Keras 1, 2, tf.keras and Keras 3, full models and
-    weights-only files, CuDNN layers) directly, without TensorFlow.
+    weights-only files, CuDNN layers), TensorFlow checkpoints and SavedModel folders
+    directly, without TensorFlow.
+
+    \b
+    Start with:
+      grucli inspect MODEL                 which number is which gate
+      grucli explain MODEL --input X.csv   one unit, step by step
+      grucli verify MODEL --input X.npy    the replay against predict
+    Each command's --help has its options and examples.
     """
 
 
@@ -105,6 +116,12 @@ def limits_option(function: F) -> F:
         help="Largest weight array or compressed zip member to load, in MiB, checked before reading "
         "(model files are untrusted input).",
     )(function)
+
+
+def _renamed_trace(value: Path | None) -> None:
+    if value is not None:
+        raise CliError(f"replay --trace {value} is now --gates {value} (it writes every gate's values to an .npz); "
+                       "--trace prints a per-step table in verify, and grucli explain shows each step's arithmetic")
 
 
 def _remember_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
@@ -162,12 +179,24 @@ def _refuse_unsliced(found: Any, layer_paths: Sequence[str], skip: bool) -> None
     require_recurrent(found)
 
 
+def _binary_output(path: Path | None, what: str) -> str:
+    """`-o -` sends the file's bytes to stdout, but never to a terminal, where they would be noise.
+    Returns how the confirmation on stderr names the destination."""
+    if path is None or str(path) != "-":
+        return str(path)
+    if sys.stdout.isatty():
+        raise CliError(f"-o - writes the {what} to stdout, which is a terminal here; redirect it (-o - > out) or pipe it, "
+                       "or give a file path")
+    return "stdout"
+
+
 def input_options(function: F) -> F:
     """--input, --batch, --timesteps, --seed: shared by the commands that run a model."""
     options = [
         click.option("--input", "input_path", type=click.Path(path_type=Path), metavar="X",
-                     help="Input: .npy, .npz (one named array per model input) or .csv (timesteps × features). "
-                     "A single sequence gets a batch axis. Default: seeded random input of the model's shape."),
+                     help="Input: .npy, .npz (one named array per model input) or .csv (one sequence: a row per timestep, "
+                     "a column per feature; a header row is skipped). A single sequence gets a batch axis. "
+                     "Default: seeded random input of the model's shape."),
         click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Samples in the random input."),
         click.option("--timesteps", type=click.IntRange(min=1), default=10, show_default=True,
                      help="Timesteps of the random input when the model accepts any length."),
@@ -178,7 +207,7 @@ def input_options(function: F) -> F:
     return function
 
 
-@cli.command()
+@cli.command(short_help="Every recurrent layer's weights, labelled by gate and unit.")
 @model_argument
 @layer_option
 @click.option("--gate", "gate_names", multiple=True, metavar="G",
@@ -245,10 +274,10 @@ def explain(model: Path, input_path: Path | None, batch: int, timesteps: int, se
     _emit(run_explain(_read(model, max_mb), options), as_json, "explain_json", "render_explain")
 
 
-@cli.command()
+@cli.command(short_help='Write every gate slice (or PyTorch state_dicts) to an .npz.')
 @model_argument
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.npz",
-              help="The .npz file to write.")
+              help="The .npz file to write; - writes it to stdout (piped or redirected, never to a terminal).")
 @layer_option
 @click.option("--layout", type=click.Choice(["keras", "torch"]), default="keras", show_default=True,
               help="keras: every gate slice as {path}/{gate}/{array}. torch: PyTorch nn.GRU/nn.LSTM/nn.RNN "
@@ -281,6 +310,7 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
     from grucli.layers import find_layers
     from grucli.report import select_layers
 
+    destination = _binary_output(output, ".npz file")
     found = find_layers(_read(model, max_mb))
     _refuse_unsliced(found, layer_paths, skip_unsliced)
     layers = select_layers(found.recurrent, layer_paths)
@@ -303,10 +333,10 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
         specs, pieces = gate_export(layers)
         write_npz_pieces(output, specs, pieces, force=force)
         count = len(specs)
-    click.echo(f"wrote {count} arrays from {len(layers)} layer(s) to {output}", err=True)
+    click.echo(f"wrote {count} arrays from {len(layers)} layer(s) to {destination}", err=True)
 
 
-@cli.command()
+@cli.command(short_help='Replay each recurrent layer in NumPy and diff against predict.')
 @model_argument
 @input_options
 @click.option("--expected", "expected_path", type=click.Path(path_type=Path), metavar="REF.npy",
@@ -316,7 +346,8 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
               help="Precision of the NumPy replay.")
 @layer_option
-@click.option("--trace", is_flag=True, help="Print each timestep's input, gate values and state for one sample and unit.")
+@click.option("--trace", is_flag=True, help="Print each timestep's input, gate values and state for one sample and unit "
+              "(grucli explain also shows each step's arithmetic).")
 @click.option("--sample", type=int, default=0, show_default=True, help="Sample shown by --trace.")
 @click.option("--unit", type=int, default=0, show_default=True, help="Unit shown by --trace.")
 @click.option("--keras", "framework", type=click.Choice(["auto", "keras", "tf-keras"]), default="auto", show_default=True,
@@ -361,20 +392,23 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     sys.exit(0 if report.passed else 1)
 
 
-@cli.command()
+@cli.command(short_help='Run the whole model in NumPy, without TensorFlow.')
 @model_argument
 @input_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.npy",
-              help="Where to write the output (.npy; .npz for a model with several outputs).")
-@click.option("--trace", "trace_path", type=click.Path(path_type=Path), metavar="OUT.npz",
+              help="Where to write the output (.npy; .npz for a model with several outputs); - writes it to stdout "
+              "(.npy, or .npz for several outputs; piped or redirected, never to a terminal).")
+@click.option("--gates", "gates_path", type=click.Path(path_type=Path), metavar="OUT.npz",
               help="Also save every recurrent layer's per-timestep gates and states: keys {layer path}/{gate}, "
               "{layer path}/h, {layer path}/c.")
+@click.option("--trace", "renamed_trace", type=click.Path(path_type=Path), hidden=True, expose_value=False,
+              callback=lambda ctx, param, value: _renamed_trace(value))
 @click.option("--layer", "layer_path", metavar="PATH", help="Write this recurrent layer's output instead of the model's.")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
               help="Precision of the replay.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, output: Path,
-           trace_path: Path | None, layer_path: str | None, dtype: str, force: bool, max_mb: int) -> None:
+           gates_path: Path | None, layer_path: str | None, dtype: str, force: bool, max_mb: int) -> None:
     """Run MODEL's forward pass in NumPy, without TensorFlow, and save the output.
 
     Uses the definitions of the Keras version that saved the file (Keras 2's hard_sigmoid for
@@ -384,7 +418,8 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     \b
     Examples:
       grucli replay old_model.h5 --input seq.npy -o out.npy
-      grucli replay model.keras --input seq.npy -o out.npy --trace gates.npz
+      grucli replay model.keras --input seq.npy -o out.npy --gates gates.npz
+      grucli replay model.keras --input seq.npy -o - > out.npy
       grucli replay model.keras --input seq.npy -o enc.npy --layer encoder/enc_gru
     """
     import numpy as np
@@ -395,36 +430,40 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     from grucli.layers import find_layers
     from grucli.replay import semantics_for
 
+    if str(output) == "-" and gates_path is not None and str(gates_path) == "-":
+        raise CliError("-o - and --gates - both ask for stdout; expected one of them to be a file path")
+    destination = _binary_output(output, "output array")
+    _binary_output(gates_path, "gate values")
     model_file = _read(model, max_mb)
     if not model_file.has_config:
         raise CliError(f"{model} holds weights only; replay needs its architecture: pass --config MODEL.json (the JSON of model.to_json(), or a .keras config.json)")
     specs = input_specs(model_file)
     inputs = load_inputs(input_path, specs) if input_path is not None else random_inputs(specs, batch, timesteps, seed)
-    for path in (output, trace_path):
-        if path is not None and path.exists() and not force:
+    for path in (output, gates_path):
+        if path is not None and str(path) != "-" and path.exists() and not force:
             raise CliError(f"{path} already exists; pass --force to overwrite it")
     from grucli.render import DelayedProgress
 
     with DelayedProgress("replaying", "steps") as progress:
         engine = ModelReplay(model_file, find_layers(model_file), semantics_for(model_file.keras_version, model_file.format),
-                             np.float32 if dtype == "float32" else np.float64, trace=trace_path is not None, progress=progress)
+                             np.float32 if dtype == "float32" else np.float64, trace=gates_path is not None, progress=progress)
         outputs = engine.run(inputs)
     if layer_path is not None:
         outputs = [layer_output(engine.calls, layer_path)]
     if len(outputs) == 1:
         write_npy(output, outputs[0], force=force)
-    elif output.suffix == ".npz":
+    elif output.suffix == ".npz" or str(output) == "-":
         write_npz(output, {f"output_{index}": value for index, value in enumerate(outputs)}, force=force)
     else:
         raise CliError(f"the model has {len(outputs)} outputs; give -o a .npz path to write them all")
-    if trace_path is not None:
-        write_npz(trace_path, trace_arrays(engine.calls), force=force)
+    if gates_path is not None:
+        write_npz(gates_path, trace_arrays(engine.calls), force=force)
     shapes = ", ".join(str(o.shape) for o in outputs)
     source = "random input" if input_path is None else str(input_path)
-    click.echo(f"replayed {model} on {source} {', '.join(str(x.shape) for x in inputs)}; wrote {shapes} to {output}", err=True)
+    click.echo(f"replayed {model} on {source} {', '.join(str(x.shape) for x in inputs)}; wrote {shapes} to {destination}", err=True)
 
 
-@cli.command()
+@cli.command(short_help='Compare two files gate by gate (e.g. two checkpoints).')
 @click.argument("model_a", metavar="A", type=click.Path(path_type=Path))
 @click.argument("model_b", metavar="B", type=click.Path(path_type=Path))
 @limits_option
@@ -468,7 +507,7 @@ def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, ato
         sys.exit(1)
 
 
-@cli.command()
+@cli.command(short_help='Health checks: NaN/Inf, dead units, saturated gates.')
 @model_argument
 @layer_option
 @click.option("--saturation-logit", type=float, default=5.0, show_default=True,
@@ -504,9 +543,10 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
     sys.exit(0 if report.passed else 1)
 
 
-@cli.command()
+@cli.command(short_help='Per-gate heatmaps and histograms to a PNG.')
 @model_argument
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.png", help="The PNG to write.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.png",
+              help="The PNG to write; - writes it to stdout (piped or redirected, never to a terminal).")
 @layer_option
 @click.option("--gate", "gate_names", multiple=True, metavar="G", help="Only this gate (repeatable).")
 @click.option("--dpi", type=click.IntRange(min=30, max=600), default=110, show_default=True, help="Resolution of the PNG.")
@@ -524,9 +564,10 @@ def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequ
     from grucli.plot import write_plot
     from grucli.report import build_inspect_report
 
+    destination = _binary_output(output, "PNG")
     report = build_inspect_report(find_layers(_read(model, max_mb)), layer_paths, gate_names, None, with_values=True)
     rows = write_plot(report, output, force=force, dpi=dpi)
-    click.echo(f"wrote {rows} gate row(s) from {len(report.layers)} layer(s) to {output}", err=True)
+    click.echo(f"wrote {rows} gate row(s) from {len(report.layers)} layer(s) to {destination}", err=True)
 
 
 def _emit(report: Any, as_json: bool, json_formatter: str, text_formatter: str) -> None:

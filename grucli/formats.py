@@ -130,11 +130,18 @@ def write_npy(path: str | Path, array: np.ndarray, force: bool = False) -> None:
     write_atomic(path, lambda handle: np.save(handle, array, allow_pickle=False), force)
 
 
+STDOUT = "-"  # `-o -`: the file's bytes go to standard output
+
+
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], force: bool = False) -> None:
     """Write through `write` to a temporary file beside `path`, then rename it into place.
 
     A reader never sees a half-written file, and an interrupted run leaves nothing behind.
+    `path` "-" writes the bytes to standard output instead (complete, once they are all made).
     """
+    if str(path) == STDOUT:
+        _write_stdout(write)
+        return
     target = Path(path)
     if target.is_dir():
         raise OutputError(f"{target} is a directory; expected a file path for the output")
@@ -157,6 +164,22 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], force: boo
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _write_stdout(write: Callable[[BinaryIO], None]) -> None:
+    """The whole file made first in a temporary file (.npz writing seeks), then copied to stdout,
+    so a failure half-way sends nothing."""
+    import shutil
+    import sys
+
+    with tempfile.TemporaryFile() as spool:
+        write(spool)
+        spool.seek(0)
+        try:
+            shutil.copyfileobj(spool, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            pass  # the reader went away; what it read was a prefix of a complete file
 
 
 def verify_json(report: "VerifyReport") -> str:

@@ -92,7 +92,7 @@ def load_inputs(path: str | Path, specs: Sequence[InputSpec]) -> list[np.ndarray
             with np.load(path, allow_pickle=False) as archive:
                 arrays = _npz_arrays(archive, specs, path)
         elif suffix == ".csv":
-            arrays = [np.loadtxt(path, delimiter=",", ndmin=2)]
+            arrays = [read_csv(path)]
         else:
             raise InputError(f"input {path} has suffix {suffix or '(none)'}; expected .npy, .npz or .csv")
     except ValueError as exc:
@@ -103,7 +103,61 @@ def load_inputs(path: str | Path, specs: Sequence[InputSpec]) -> list[np.ndarray
         raise InputError(f"input {path} cannot be read: {exc}") from None
     if len(arrays) != len(specs):
         raise InputError(f"the model has {len(specs)} inputs ({', '.join(s.name for s in specs)}); {path} holds {len(arrays)}")
+    if suffix == ".csv":
+        arrays = [_fit_csv(arrays[0], specs[0], path)]
     return [fit_input(array, spec, path) for array, spec in zip(arrays, specs)]
+
+
+def read_csv(path: Path) -> np.ndarray:
+    """One sequence: a row per timestep, a column per feature, numbers separated by commas. A first
+    row that is not all numbers is a header (feature names) and is skipped."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"input {path} is not UTF-8 text; expected a CSV of numbers (a row per timestep, a column per feature)") from None
+    rows = [line.split(",") for line in text.splitlines() if line.strip()]
+    if rows and not all(_is_number(cell) for cell in rows[0]):
+        rows = rows[1:]  # a header row: feature names
+    if not rows:
+        raise InputError(f"input {path} holds no rows of numbers; expected a row per timestep and a column per feature")
+    width = len(rows[0])
+    values = []
+    for number, row in enumerate(rows):
+        if len(row) != width:
+            raise InputError(f"input {path}: a row has {len(row)} values where the first has {width}; expected a row per timestep, "
+                             "each with one value per feature")
+        for cell in row:
+            if not _is_number(cell):
+                raise InputError(f"input {path}: {cell.strip()!r} in row {number + 1} of the data is not a number; expected numbers only "
+                                 "(a header row may come first)")
+        values.append([float(cell) for cell in row])
+    return np.array(values, dtype=np.float64)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _fit_csv(array: np.ndarray, spec: InputSpec, path: Path) -> np.ndarray:
+    """A CSV is one sequence: say so when its rows and columns do not fit the model's input."""
+    if len(spec.shape) == 1 and array.shape[1] == 1:
+        return array[:, 0]  # token ids, one per row, for an Embedding
+    if len(spec.shape) != 2:
+        raise InputError(f"input {path} is a CSV (a table: timesteps × features); the model's input {spec.name} expects "
+                         f"{spec.describe()}, which a table cannot hold; use .npy")
+    timesteps, features = spec.shape
+    rows, columns = array.shape
+    if (timesteps is None or timesteps == rows) and (features is None or features == columns):
+        return array
+    wanted_rows = "any number of rows" if timesteps is None else f"{timesteps} rows"
+    hint = " (a single row of values is one timestep; put one value per line)" if rows == 1 and columns > 1 else ""
+    raise InputError(f"input {path} has {rows} row{'s' if rows != 1 else ''} × {columns} column{'s' if columns != 1 else ''}; "
+                     f"each row is one timestep and each column one feature, so the model's input {spec.name} expects "
+                     f"{wanted_rows} of {features} column{'s' if features != 1 else ''}{hint}")
 
 
 def _npz_arrays(archive: Any, specs: Sequence[InputSpec], path: Path) -> list[np.ndarray]:

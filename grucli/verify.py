@@ -314,7 +314,7 @@ def _trace_tables(
             continue
         if layer is not None and layer.kind.startswith("ConvLSTM"):
             raise InputError(f"--trace prints one unit of a GRU, LSTM or SimpleRNN; layer {path} is a {layer.kind}, whose units are "
-                             "spatial maps: leave it out with --layer, or write its gate values with grucli replay --trace OUT.npz")
+                             "spatial maps: leave it out with --layer, or write its gate values with grucli replay --gates OUT.npz")
         batch, timesteps, units = next(iter(gates.values())).shape
         if not 0 <= options.sample < batch:
             raise InputError(f"--sample {options.sample} is out of range; the input has {batch} samples (0-{batch - 1})")
