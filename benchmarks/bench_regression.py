@@ -2,7 +2,7 @@
 
     python benchmarks/bench_regression.py [--baseline REF]
 
-The baseline (default: db13e5b, the commit whose numbers the README's Performance section
+The baseline (default: db13e5b, the commit whose numbers docs/performance.md
 recorded before the replay engine grew convolutions, attention, operations and the parsed model
 graph) is checked out into a temporary git worktree; both trees' `python -m grucli` run as fresh
 processes, in turns (medians of 5), so that the machine's drift hits both alike:

@@ -218,7 +218,7 @@ def input_options(function: F) -> F:
               help="Also print the numbers, rows and columns labelled (large matrices elided; --json has all).")
 @click.option("--heatmap", is_flag=True,
               help="Draw each gate's matrices as colour heatmaps (blue negative, red positive; one scale per layer).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON document (schema in the README) instead of tables.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document (schema in docs/json.md) instead of tables.")
 def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], unit: int | None, with_values: bool,
             heatmap: bool, as_json: bool, max_mb: int) -> None:
     """Show every recurrent layer of MODEL, sliced by gate and unit, with shapes and statistics.
@@ -355,7 +355,7 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
               "tf.keras 2 files when it is installed, else Keras 3); keras is Keras 3 (backend from KERAS_BACKEND, "
               "default tensorflow); tf-keras keeps the Keras 2 definitions, e.g. of hard_sigmoid.")
 @click.option("--unsafe", is_flag=True, help="Allow loading models with Lambda layers: runs Python code from the file.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON report (schema in the README) instead of tables.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report (schema in docs/json.md) instead of tables.")
 def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, expected_path: Path | None,
            atol: float | None, rtol: float | None, dtype: str, layer_paths: Sequence[str], trace: bool, sample: int,
            unit: int, framework: str, unsafe: bool, as_json: bool, max_mb: int) -> None:

@@ -127,7 +127,7 @@ def _notes(layer: RecurrentLayer) -> list[str]:
     names = "W_g, U_g, b_g" + (", rb_g" if layer.bias is not None and layer.bias.ndim == 2 else "")
     arrays = "kernel, recurrent_kernel, bias" + (", recurrent_bias" if layer.bias is not None and layer.bias.ndim == 2 else "")
     notes = [
-        f"{names}: gate g's {arrays} (the slices below; export keys {layer.path}/g/...)",
+        f"{names}: gate g's {arrays} (grucli inspect slices them; export keys {layer.path}/g/...)",
         "x: this timestep's input; h_prev" + (", c_prev" if gates.equation_family(layer.kind) == "LSTM" else "")
         + ": the state after the previous step (zeros at the first)",
     ]

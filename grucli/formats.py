@@ -1,6 +1,6 @@
 """Machine-readable outputs: the `inspect --json` document and atomically written `.npz` files.
 
-The JSON schema is documented in the README and versioned by `schema_version`; add keys, never
+The JSON schemas are documented in docs/json.md and versioned by `schema_version`; add keys, never
 rename or remove them.
 """
 

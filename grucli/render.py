@@ -265,7 +265,7 @@ def _values_table(title: str, array: ArrayReport, width: int) -> RenderableType:
     fitting = max(2, (width - label_width) // cell_width)
     limit = min(MAX_COLUMNS, fitting)
     columns = _elide(list(range(values.shape[1])), limit, corner=min(CORNER, (limit - 1) // 2 or 1))
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
     table.add_column("", no_wrap=True)
     for column in columns:
         table.add_column("…" if column is None else f"u{column}", justify="right", no_wrap=True)
@@ -273,7 +273,9 @@ def _values_table(title: str, array: ArrayReport, width: int) -> RenderableType:
         cells = ["…" if column is None or row is None else _value(values[row, column]) for column in columns]
         table.add_row("…" if row is None else row_labels[row], *cells)
     note = _elision_note(values.shape, rows, columns)
-    return Group(table, Text(note, style="dim")) if note else table
+    # A title of its own: as the table's title it would wrap to the width of a narrow table.
+    parts: list[RenderableType] = [Text(title, style="bold"), table]
+    return Group(*parts, Text(note, style="dim")) if note else Group(*parts)
 
 
 def _elide(indices: list[int], limit: int, corner: int = CORNER) -> list[int | None]:
@@ -534,7 +536,8 @@ def _output_table(e: "Explanation", width: int) -> RenderableType:
     check = e.output
     label = "predict" if check.reference == "predict" else "replay"
     # A title of its own: as the table's title it would wrap to the width of the narrow table.
-    title = Text(f"\noutput of {e.path}, unit {e.unit}, sample {e.sample}: explain beside {label} ({check.description})", style="bold")
+    title = Text(f"\noutput of {e.path}, unit {e.unit}, sample {e.sample}: explain beside {label}", style="bold")
+    title.append(f"\n{label}: {check.description}", style="dim")
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
     for column in ("t", "explain", label, "|difference|"):
         table.add_column(column, justify="right", no_wrap=True)

@@ -1,0 +1,93 @@
+"""Every `$ grucli ...` example in the README runs from a fresh clone's root, exits as shown (0
+unless the command line ends with `# exit code N`) and prints the lines shown, in order.
+
+`...` lines stand for output left out. Lines holding a number in scientific notation (error
+magnitudes such as 4.66e-09) are not compared: they depend on the CPU's float32 rounding in
+`predict`. The examples run at 100 columns, the width the README's outputs were taken at.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from grucli.cli import cli
+from tests.conftest import ROOT
+
+README = ROOT / "README.md"
+SCIENTIFIC = re.compile(r"\d\.?\d*e[-+]\d\d")
+EXIT_CODE = re.compile(r"\s+# exit code (\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Example:
+    line: int
+    command: str
+    exit_code: int
+    shown: tuple[str, ...]
+
+
+def examples() -> list[Example]:
+    found = []
+    lines = README.read_text(encoding="utf-8").splitlines()
+    index = 0
+    while index < len(lines):
+        if lines[index].startswith("```") and index + 1 < len(lines) and lines[index + 1].startswith("$ grucli "):
+            start = index + 1
+            end = start + 1
+            while not lines[end].startswith("```"):
+                end += 1
+            command = lines[start][2:]
+            match = EXIT_CODE.search(command)
+            exit_code = int(match.group(1)) if match else 0
+            command = EXIT_CODE.sub("", command)
+            found.append(Example(start + 1, command, exit_code, tuple(lines[start + 1:end])))
+            index = end
+        index += 1
+    return found
+
+
+EXAMPLES = examples()
+
+
+def test_the_readme_has_its_examples() -> None:
+    commands = [example.command.split()[1] for example in EXAMPLES]
+    for command in ("inspect", "explain", "verify", "export", "replay", "diff", "check"):
+        assert command in commands
+    # The newcomer's questions come first and run on shipped models only.
+    assert [e.command for e in EXAMPLES[:4]] == [
+        "grucli inspect sample_models/q_gru2_linear.keras",
+        "grucli inspect sample_models/q_gru2_linear.keras --gate z --values",
+        "grucli explain sample_models/q_gru1.keras --input sample_models/seq_1_2_9_8.csv",
+        "grucli inspect sample_models/tfk_gru_reset_before.h5 --gate z",
+    ]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[f"line{e.line}" for e in EXAMPLES])
+def test_readme_example(example: Example, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for operator in ("|", ">", "<", "&&", ";"):
+        assert operator not in example.command, f"README line {example.line}: examples are plain commands"
+    arguments = shlex.split(example.command)
+    assert arguments[0] == "grucli"
+    for argument in arguments:
+        if "/" in argument and not argument.startswith("-"):
+            assert argument.startswith("sample_models/"), f"README line {example.line}: {argument} is not in a fresh clone"
+    # A fresh clone's root: the shipped models, and room for the files examples write.
+    (tmp_path / "sample_models").symlink_to(ROOT / "sample_models")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, arguments[1:], env={"COLUMNS": "100", "NO_COLOR": "1"})
+    assert result.exit_code == example.exit_code, f"README line {example.line}: {result.output}"
+    produced = [line.rstrip() for line in result.output.splitlines()]
+    position = 0
+    for shown in example.shown:
+        if shown.strip() in ("...", "…") or SCIENTIFIC.search(shown):
+            continue
+        while position < len(produced) and produced[position] != shown.rstrip():
+            position += 1
+        assert position < len(produced), f"README line {example.line}: {shown!r} is not printed (in this order)\n{result.output}"
+        position += 1
