@@ -136,7 +136,7 @@ def test_real_trafficflow_gru_reset_before(tmp_path: Path, tf_keras: Any) -> Non
 
 
 def test_real_textgenrnn_cudnn_lstm(tmp_path: Path, tf_keras: Any) -> None:
-    # The recipe in docs/formats.md: LSTM(128) layers named like the CuDNNLSTM ones, loaded by name.
+    # A user's recipe: LSTM(128) layers named like the CuDNNLSTM ones, loaded by name.
     path = real("textgenrnn_cudnnlstm_weights_keras2.1.5.hdf5")
     layers = tf_keras.layers
     inputs = layers.Input((None,))
