@@ -392,25 +392,23 @@ class _NoPredict(Exception):
 
 def _predict_check(model_file: ModelFile, found: ModelLayers, layer: RecurrentLayer, steps: Sequence[Step], inputs: list[np.ndarray],
                    options: ExplainOptions) -> OutputCheck:
-    import importlib.util
-
     from grucli.frameworks import AUTO, Framework, resolve_framework
     from grucli.verify import recurrent_member
 
     wanted = options.framework
-    if wanted == AUTO and importlib.util.find_spec("keras") is None and importlib.util.find_spec("tf_keras") is None:
+    if wanted == AUTO and not _keras_installed():
         raise _NoPredict("Keras is not installed, so the unit's outputs are compared with grucli's replay of the layer")
     member_path, raw, chain = recurrent_member(model_file, layer.path)
     place = _place_in_output(raw, member_path, layer)
     if place.reason is not None:
         raise _NoPredict(place.reason)
-    framework = Framework(resolve_framework(wanted, model_file))
     try:
+        framework = Framework(resolve_framework(wanted, model_file))
         keras_model, _ = framework.load(model_file, found, unsafe=False)
     except GrucliError as exc:
-        if wanted != AUTO:
+        if wanted != AUTO:  # asked for by name: its failure is the answer
             raise
-        raise _NoPredict(f"{framework.describe()} could not load the model ({exc}); compared with grucli's replay instead") from None
+        raise _NoPredict(f"Keras could not load the model ({exc}); compared with grucli's replay instead") from None
     if chain:
         probe = framework.probe(keras_model, chain, raw.name, inputs)
     else:
@@ -423,6 +421,18 @@ def _predict_check(model_file: ModelFile, found: ModelLayers, layer: RecurrentLa
     # A Bidirectional layer turns its backward sequence back into time order; other layers keep processing order.
     expected = [float(unit_values[t]) for t in order] if place.time_order else [float(v) for v in unit_values]
     return _check("predict", framework.describe(), order, [step.output for step in steps], expected, None)
+
+
+def _keras_installed() -> bool:
+    import importlib.util
+
+    for name in ("keras", "tf_keras"):
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return True
+        except (ImportError, ValueError):  # a broken or blocked installation counts as none
+            continue
+    return False
 
 
 @dataclass(frozen=True)

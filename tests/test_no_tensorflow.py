@@ -1,7 +1,8 @@
-"""inspect, export, check, diff and replay never import TensorFlow or Keras: run them where those imports fail."""
+"""inspect, export, check, diff, replay and explain never import TensorFlow or Keras: run them where those imports fail."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,18 @@ def test_weights_with_config_without_tensorflow(tmp_path: Path, tf_keras: object
     assert result.returncode == 0, result.stderr[-3000:]
     assert "LEAKED []" in result.stderr
     assert np.allclose(np.load(tmp_path / "y.npy"), model.predict(ids, verbose=0), rtol=1e-6, atol=1e-6)
+
+
+def test_explain_without_tensorflow_compares_with_the_replay(tmp_path: Path) -> None:
+    csv = tmp_path / "seq.csv"
+    csv.write_text("1\n2\n9\n8\n")
+    runs = [["explain", str(SAMPLES / "q_gru1.keras"), "--input", str(csv)],
+            ["explain", str(SAMPLES / "k3_bidir_concat.keras"), "--layer", "bi/backward", "--unit", "1"],
+            ["explain", str(SAMPLES / "tfk_lstm.h5"), "--json"]]
+    result = subprocess.run([sys.executable, "-c", f"RUNS = {runs!r}\n" + BLOCKER + RUNNER], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LEAKED []" in result.stderr
+    assert result.stdout.count("explain beside replay") == 2
+    assert "note: Keras is not installed, so the unit's outputs are compared with grucli's replay of the layer" in result.stdout
+    assert '"reference": "replay"' in result.stdout
