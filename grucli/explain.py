@@ -329,7 +329,13 @@ def explain(model_file: ModelFile, options: ExplainOptions) -> Explanation:
     found = find_layers(model_file)
     layer = choose_layer(found, options.layer_path)
     if options.unit < 0 or options.unit >= layer.units:
-        raise InputError(f"--unit {options.unit} is out of range; layer {layer.path} has {layer.units} units (0-{layer.units - 1})")
+        raise InputError(f"--unit {options.unit} is out of range; layer {layer.path} has {_count(layer.units, 'unit')} (0-{layer.units - 1})")
+    from grucli.verify import recurrent_member
+
+    if recurrent_member(model_file, layer.path)[1].class_name == "TimeDistributed":
+        # Its steps run once per outer step, folded into the batch: no one sample to follow.
+        raise InputError(f"layer {layer.path} is a {layer.kind} inside TimeDistributed; explain follows a recurrent layer that "
+                         "runs once per sample (verify --trace and replay --gates cover this one)")
     specs = input_specs(model_file)
     if options.input_path is not None:
         inputs = load_inputs(options.input_path, specs)
@@ -343,11 +349,10 @@ def explain(model_file: ModelFile, options: ExplainOptions) -> Explanation:
     replay.run(inputs)
     fed = replay.layer_runs.get(layer.path)
     if fed is None:
-        raise InputError(f"layer {layer.path} did not run on its own in the replay (a recurrent layer inside TimeDistributed); "
-                         "explain follows layers that run on the model's sequence")
+        raise InputError(f"layer {layer.path} is not on the path from the model's inputs to its outputs, so the replay never ran it")
     batch = fed.inputs.shape[0]
     if not 0 <= options.sample < batch:
-        raise InputError(f"--sample {options.sample} is out of range; the input has {batch} samples (0-{batch - 1})")
+        raise InputError(f"--sample {options.sample} is out of range; the input has {_count(batch, 'sample')} (0-{batch - 1})")
     small = layer.units <= SMALL_UNITS and layer.input_dim <= SMALL_INPUTS
     steps = explain_steps(layer, fed, options.sample, options.unit, semantics, small)
     output = _output_check(model_file, found, layer, fed, steps, inputs, options)
@@ -357,6 +362,10 @@ def explain(model_file: ModelFile, options: ExplainOptions) -> Explanation:
         activation_notes=tuple(_activation_notes(layer, semantics)), go_backwards=fed.go_backwards, steps=tuple(steps),
         output=output, other_recurrent=tuple(other.path for other in found.recurrent if other.path != layer.path), small=small,
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _activation_notes(layer: RecurrentLayer, semantics: str) -> list[str]:

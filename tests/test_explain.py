@@ -218,9 +218,9 @@ def _paren(value: float) -> str:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--unit", "9"], "Error: --unit 9 is out of range; layer gru_5 has 1 units (0-0)"),
+    (["--unit", "9"], "Error: --unit 9 is out of range; layer gru_5 has 1 unit (0-0)"),
     (["--layer", "nope"], "Error: no recurrent layer 'nope' in this model; expected one of: gru_5"),
-    (["--sample", "3"], "Error: --sample 3 is out of range; the input has 1 samples (0-0)"),
+    (["--sample", "3"], "Error: --sample 3 is out of range; the input has 1 sample (0-0)"),
 ])
 def test_explain_errors(args: list[str], message: str, tmp_path: Path) -> None:
     (tmp_path / "seq.csv").write_text("1\n2\n9\n8\n")
@@ -234,3 +234,17 @@ def test_explain_refuses_a_bidirectional_as_a_whole(built: dict) -> None:
     result = CliRunner().invoke(cli, ["explain", str(model), "--input", str(x_path), "--layer", "bi", "--keras", "none"])
     assert result.exit_code == 2
     assert "Error: --layer bi holds 2 recurrent layers (bi/forward, bi/backward); explain follows one: pass one of those paths" in result.output
+
+
+def test_explain_refuses_a_layer_inside_time_distributed(tmp_path: Path) -> None:
+    inputs = keras.Input((2, 5, 3))
+    model = _model(lambda: keras.Model(inputs, L.TimeDistributed(L.GRU(2), name="td")(inputs)), tmp_path, "td", 5)
+    result = CliRunner().invoke(cli, ["explain", str(model), "--keras", "none"])
+    assert result.exit_code == 2, result.output
+    assert "inside TimeDistributed; explain follows a recurrent layer that runs once per sample" in result.stderr
+
+
+def test_explain_refuses_a_conv_lstm() -> None:
+    result = CliRunner().invoke(cli, ["explain", str(sample("k3_conv_lstm1d.keras")), "--keras", "none"])
+    assert result.exit_code == 2
+    assert "whose units are spatial maps" in result.stderr
