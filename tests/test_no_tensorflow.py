@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from conftest import REAL, SAMPLES
 
 BLOCKER = """
@@ -65,7 +64,6 @@ def test_inspect_export_check_diff_without_tensorflow(tmp_path: Path) -> None:
 def test_replay_matches_keras_without_tensorflow(tmp_path: Path, keras3: object, tf_keras: object) -> None:
     """Truth from Keras 3 / tf-keras here; the replays run in a process where those imports fail."""
     import numpy as np
-
     from test_replay import model_input, predict, tf_keras_real_model
 
     cases = []
@@ -115,7 +113,6 @@ def test_weights_with_config_without_tensorflow(tmp_path: Path, tf_keras: object
     """A weights-only file plus --config: read, replayed and checked where TensorFlow cannot load;
     the replay matches tf-keras's predict computed here."""
     import numpy as np
-
     from test_config_option import REACTIONRNN, reactionrnn_model
 
     model = reactionrnn_model(tf_keras)
