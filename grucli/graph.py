@@ -54,6 +54,7 @@ class RecurrentCall:
     mask: np.ndarray | None
     outputs: list[np.ndarray]
     traces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    initial_state: list[np.ndarray] | None = None  # what the layer was called with (None: zeros)
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ class ModelReplay:
 
     def _call_recurrent(self, layer: RawLayer, path: str, x: Tensor, initial_state: list[np.ndarray] | None) -> list[Tensor]:
         outputs, traces = self.recurrent_outputs(layer, path, x.value, x.mask, initial_state)
-        self.calls.append(RecurrentCall(path, layer.class_name, x.value, x.mask, outputs, traces))
+        self.calls.append(RecurrentCall(path, layer.class_name, x.value, x.mask, outputs, traces, initial_state))
         # Bidirectional keeps return_sequences on the layer it wraps.
         config = layer.children[0][1].config if layer.class_name == "Bidirectional" and layer.children else layer.config
         sequence_mask = x.mask if config.get("return_sequences") else None

@@ -2,8 +2,9 @@
 
 The cells read like Keras's own (`keras/src/layers/rnn/gru.py`, `lstm.py`): `h_tm1` is the
 previous output, `c_tm1` the previous cell state, `x_z` the input projection of gate z,
-`recurrent_z` its recurrent projection, `hh` the GRU candidate. Input projections of all
-timesteps are one matrix product; only the recurrent part loops over time.
+`recurrent_z` its recurrent projection, `hh` the GRU candidate. Input projections are one matrix
+product per block of timesteps; only the recurrent part loops over time, each step writing into
+buffers allocated once (see "the step loop's machinery").
 
 Activations follow the Keras version that saved the file: `hard_sigmoid` is
 `clip(0.2x + 0.5, 0, 1)` in Keras 1/2 and tf.keras 2, `clip(x/6 + 0.5, 0, 1)` in Keras 3.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -112,6 +113,69 @@ def activation(name: str | None, semantics: str) -> Activation:
     return COMMON_ACTIVATIONS[name]
 
 
+def activation_in_place(name: str | None, semantics: str) -> Activation:
+    """The activation `name` as a function that overwrites its argument and returns it: the step
+    loops apply it to buffers they own. The common ones run as in-place ufuncs."""
+    if name is None or name == "linear":
+        return lambda v: v
+    if name in IN_PLACE:
+        return IN_PLACE[name]
+    if name == "hard_sigmoid":
+        return _HARD_SIGMOID_IN_PLACE[semantics]
+    plain = activation(name, semantics)
+
+    def overwrite(v: np.ndarray) -> np.ndarray:
+        v[...] = plain(v)
+        return v
+
+    return overwrite
+
+
+# The step loops' sigmoid and tanh go through exp: NumPy's float64 tanh costs twice its exp (no
+# SIMD for either on AVX2), and these are most of a float64 step. Both forms are exact in
+# arithmetic and within a few ulp of 1 in float64; exp's overflow to inf gives the right limits.
+
+
+def _sigmoid_in_place(v: np.ndarray) -> np.ndarray:
+    """sigmoid(v) = 1 / (1 + exp(-v))"""
+    np.negative(v, out=v)
+    with np.errstate(over="ignore"):
+        np.exp(v, out=v)
+    v += 1.0
+    return np.divide(1.0, v, out=v)
+
+
+def _tanh_in_place(v: np.ndarray) -> np.ndarray:
+    """tanh(v) = 2 * sigmoid(2v) - 1"""
+    v *= -2.0
+    with np.errstate(over="ignore"):
+        np.exp(v, out=v)
+    v += 1.0
+    np.divide(2.0, v, out=v)
+    v -= 1.0
+    return v
+
+
+def _hard_sigmoid_keras2_in_place(v: np.ndarray) -> np.ndarray:
+    v *= 0.2
+    v += 0.5
+    return np.clip(v, 0.0, 1.0, out=v)
+
+
+def _hard_sigmoid_keras3_in_place(v: np.ndarray) -> np.ndarray:
+    v /= 6.0
+    v += 0.5
+    return np.clip(v, 0.0, 1.0, out=v)
+
+
+IN_PLACE: Mapping[str, Activation] = {
+    "tanh": _tanh_in_place,
+    "sigmoid": _sigmoid_in_place,
+    "relu": lambda v: np.maximum(v, 0, out=v),
+}
+_HARD_SIGMOID_IN_PLACE = {KERAS2: _hard_sigmoid_keras2_in_place, KERAS3: _hard_sigmoid_keras3_in_place}
+
+
 # --- running a recurrent layer ----------------------------------------------------------------------
 
 
@@ -196,30 +260,82 @@ def _weights(layer: RecurrentLayer, dtype: type) -> tuple[np.ndarray, np.ndarray
     return kernel, recurrent_kernel, layer.bias.astype(dtype), np.zeros(columns, dtype)
 
 
-class _Stepper:
-    """Masking and output bookkeeping shared by the cells."""
+# --- the step loop's machinery --------------------------------------------------------------------
+#
+# Buffers, not temporaries: the input projection x·W + b is computed a block of timesteps at a time
+# in time-major order (memory bounded by the block, not the sequence); each step's gate values are
+# written in place into arrays allocated once; each new state is written straight into its place in
+# the output sequence. The cells below keep Keras's names and order; this is where the buffers live.
 
-    def __init__(self, batch: int, timesteps: int, units: int | tuple[int, ...], mask: np.ndarray | None, zero_output: bool,
-                 dtype: type) -> None:
-        state_shape = (units,) if isinstance(units, int) else units  # ConvLSTM: (*spatial, filters)
-        self.sequence = np.zeros((batch, timesteps, *state_shape), dtype)
+BLOCK_STEPS = 32  # timesteps per input-projection block: one (32·batch, k·units) product
+
+
+def _input_projections(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, dtype: type) -> Iterator[np.ndarray]:
+    """x_t·W + b for each timestep in turn, (batch, columns) each, computed a block of steps at once."""
+    batch, timesteps, features = x.shape
+    columns = kernel.shape[-1]
+    block = np.empty((min(BLOCK_STEPS, timesteps), batch, columns), dtype)
+    for start in range(0, timesteps, BLOCK_STEPS):
+        count = min(BLOCK_STEPS, timesteps - start)
+        steps = np.ascontiguousarray(x[:, start:start + count].transpose(1, 0, 2), dtype=dtype)  # time-major
+        projected = block[:count]
+        np.matmul(steps.reshape(count * batch, features), kernel, out=projected.reshape(count * batch, columns))
+        projected += bias
+        yield from projected
+
+
+def _conv_projections(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, dtype: type, strides: tuple[int, ...], padding: str,
+                      dilation: tuple[int, ...]) -> Iterator[np.ndarray]:
+    """ConvLSTM's x_t ⊛ W + b for each timestep, a block of steps convolved at once (time folded into the batch)."""
+    batch, timesteps = x.shape[:2]
+    for start in range(0, timesteps, BLOCK_STEPS):
+        count = min(BLOCK_STEPS, timesteps - start)
+        steps = np.ascontiguousarray(x[:, start:start + count].swapaxes(0, 1), dtype=dtype)  # time-major
+        projected = spatial.convolve(steps.reshape((count * batch, *x.shape[2:])), kernel, strides, padding, dilation) + bias
+        yield from projected.reshape((count, batch, *projected.shape[1:]))
+
+
+class _Outputs:
+    """The output sequence and the state the next step reads, masks applied.
+
+    Unmasked, a step's new state is computed straight into its place in the output sequence and
+    that place is the next step's h_tm1. Masked, it is computed into a buffer: where a sample's
+    step is real it becomes the state and the output; where it is masked the state carries over
+    and the output repeats the previous one (or is zero with zero_output_for_mask), as Keras does.
+    """
+
+    def __init__(self, batch: int, timesteps: int, state_shape: tuple[int, ...], mask: np.ndarray | None, zero_output: bool,
+                 dtype: type, initial_state: np.ndarray) -> None:
+        self.sequence = np.empty((batch, timesteps, *state_shape), dtype)
+        self.state = initial_state
         # (batch, time, 1, ...): a step's mask broadcast over every state axis
         self.mask = None if mask is None else np.asarray(mask, bool).reshape(mask.shape + (1,) * len(state_shape))
         self.zero_output = zero_output
-        self.previous_output = np.zeros((batch, *state_shape), dtype)
+        self._new = None if mask is None else np.empty((batch, *state_shape), dtype)
+
+    def target(self, t: int) -> np.ndarray:
+        """Where step t's new state is to be written."""
+        return self.sequence[:, t] if self._new is None else self._new
+
+    def commit(self, t: int) -> None:
+        """Step t's new state, now in `target(t)`, becomes the state and the output."""
+        if self._new is None or self.mask is None:
+            self.state = self.sequence[:, t]
+            return
+        real = self.mask[:, t]
+        if self.zero_output or t == 0:  # before the first step the previous output is zeros
+            np.copyto(self.sequence[:, t], np.where(real, self._new, 0.0))
+        else:
+            np.copyto(self.sequence[:, t], np.where(real, self._new, self.sequence[:, t - 1]))
+        self.state = np.where(real, self._new, self.state)
 
     def keep(self, t: int, new: np.ndarray, old: np.ndarray) -> np.ndarray:
-        """New state where step t is real, the old one where it is masked."""
-        if self.mask is None:
-            return new
-        return np.where(self.mask[:, t], new, old)
+        """A second state (an LSTM's c): the new one where step t is real, the old one where masked."""
+        return new if self.mask is None else np.where(self.mask[:, t], new, old)
 
-    def emit(self, t: int, output: np.ndarray) -> None:
-        if self.mask is None:
-            self.sequence[:, t] = output
-        else:
-            self.sequence[:, t] = np.where(self.mask[:, t], output, 0.0 if self.zero_output else self.previous_output)
-        self.previous_output = self.sequence[:, t]
+
+def _tracer(names: Sequence[str], shape: tuple[int, ...], dtype: type, trace: bool) -> dict[str, np.ndarray]:
+    return {name: np.empty(shape, dtype) for name in names} if trace else {}
 
 
 def gru_cell(
@@ -227,40 +343,50 @@ def gru_cell(
     progress: Progress | None, initial_state: list[np.ndarray],
 ) -> RecurrentRun:
     units = layer.units
-    act = activation(layer.config.get("activation", "tanh"), semantics)
-    rec_act = activation(layer.config.get("recurrent_activation", "sigmoid"), semantics)
+    act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
+    rec_act = activation_in_place(layer.config.get("recurrent_activation", "sigmoid"), semantics)
     kernel, recurrent_kernel, input_bias, recurrent_bias = _weights(layer, dtype)
     reset_after = bool(layer.config.get("reset_after", layer.bias is not None and layer.bias.ndim == 2))
     z_, r_, h_ = (gates.gate_columns("GRU", units, g) for g in "zrh")
     batch, timesteps, _ = x.shape
-    x_all = x @ kernel + input_bias  # every timestep's x_z | x_r | x_h at once
-    (h_tm1,) = initial_state
-    stepper = _Stepper(batch, timesteps, units, mask, zero_output, dtype)
-    traced = {g: np.zeros((batch, timesteps, units), dtype) for g in ("z", "r", "hh", "h")} if trace else {}
-    for t in range(timesteps):
+    outputs = _Outputs(batch, timesteps, (units,), mask, zero_output, dtype, initial_state[0])
+    traced = _tracer(("z", "r", "hh", "h"), (batch, timesteps, units), dtype, trace)
+    # Every step's values, in buffers allocated once.
+    z, r, hh, keep_share = (np.empty((batch, units), dtype) for _ in range(4))
+    if reset_after:
+        matrix_inner = np.empty((batch, 3 * units), dtype)
+    else:  # one product for z and r; the candidate's needs r first
+        recurrent_kernel_zr = np.ascontiguousarray(recurrent_kernel[:, : 2 * units])
+        recurrent_kernel_h = np.ascontiguousarray(recurrent_kernel[:, h_])
+        matrix_inner = np.empty((batch, 2 * units), dtype)
+        reset_state, recurrent_h = np.empty((batch, units), dtype), np.empty((batch, units), dtype)
+    for t, x_t in enumerate(_input_projections(x, kernel, input_bias, dtype)):
         if progress is not None and t % PROGRESS_EVERY == 0:
             progress(t, timesteps)
-        x_z, x_r, x_h = x_all[:, t, z_], x_all[:, t, r_], x_all[:, t, h_]
+        h_tm1 = outputs.state
+        x_z, x_r, x_h = x_t[:, z_], x_t[:, r_], x_t[:, h_]
         if reset_after:
-            matrix_inner = h_tm1 @ recurrent_kernel + recurrent_bias
+            np.matmul(h_tm1, recurrent_kernel, out=matrix_inner)
+            matrix_inner += recurrent_bias
             recurrent_z, recurrent_r, recurrent_h = matrix_inner[:, z_], matrix_inner[:, r_], matrix_inner[:, h_]
-            z = rec_act(x_z + recurrent_z)
-            r = rec_act(x_r + recurrent_r)
-            recurrent_h = r * recurrent_h
+            rec_act(np.add(x_z, recurrent_z, out=z))
+            rec_act(np.add(x_r, recurrent_r, out=r))
+            recurrent_h *= r
         else:
-            recurrent_z = h_tm1 @ recurrent_kernel[:, z_]
-            recurrent_r = h_tm1 @ recurrent_kernel[:, r_]
-            z = rec_act(x_z + recurrent_z)
-            r = rec_act(x_r + recurrent_r)
-            recurrent_h = (r * h_tm1) @ recurrent_kernel[:, h_]
-        hh = act(x_h + recurrent_h)
-        h = z * h_tm1 + (1 - z) * hh  # Keras's order: z keeps the previous state
-        h_tm1 = stepper.keep(t, h, h_tm1)
-        stepper.emit(t, h)
+            np.matmul(h_tm1, recurrent_kernel_zr, out=matrix_inner)
+            recurrent_z, recurrent_r = matrix_inner[:, :units], matrix_inner[:, units:]
+            rec_act(np.add(x_z, recurrent_z, out=z))
+            rec_act(np.add(x_r, recurrent_r, out=r))
+            np.matmul(np.multiply(r, h_tm1, out=reset_state), recurrent_kernel_h, out=recurrent_h)
+        act(np.add(x_h, recurrent_h, out=hh))
+        # h = z * h_tm1 + (1 - z) * hh: Keras's order, z keeps the previous state
+        h = np.multiply(z, h_tm1, out=outputs.target(t))
+        h += np.multiply(np.subtract(1, z, out=keep_share), hh, out=keep_share)
+        outputs.commit(t)
         if trace:
-            for name, value in (("z", z), ("r", r), ("hh", hh), ("h", h_tm1)):
+            for name, value in (("z", z), ("r", r), ("hh", hh), ("h", outputs.state)):
                 traced[name][:, t] = value
-    return RecurrentRun(stepper.sequence, stepper.sequence[:, -1], [h_tm1], traced)
+    return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.state], traced)
 
 
 def lstm_cell(
@@ -268,64 +394,78 @@ def lstm_cell(
     progress: Progress | None, initial_state: list[np.ndarray],
 ) -> RecurrentRun:
     kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
-    x_all = x @ kernel + bias  # every timestep's x_i | x_f | x_c | x_o at once
-    return _lstm_steps(layer, x_all, lambda h_tm1: h_tm1 @ recurrent_kernel, mask, semantics, dtype, trace, zero_output, progress,
-                       initial_state)
+
+    def recurrent(h_tm1: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.matmul(h_tm1, recurrent_kernel, out=out)
+
+    return _lstm_steps(layer, _input_projections(x, kernel, bias, dtype), x.shape[1], recurrent, mask, semantics, dtype, trace,
+                       zero_output, progress, initial_state)
 
 
 def _lstm_steps(
-    layer: RecurrentLayer, x_all: np.ndarray, recurrent: Callable[[np.ndarray], np.ndarray], mask: np.ndarray | None, semantics: str,
-    dtype: type, trace: bool, zero_output: bool, progress: Progress | None, initial_state: list[np.ndarray],
+    layer: RecurrentLayer, projections: Iterator[np.ndarray], timesteps: int, recurrent: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool, progress: Progress | None,
+    initial_state: list[np.ndarray],
 ) -> RecurrentRun:
-    """The LSTM step loop over precomputed input products `x_all` (batch, time, ..., 4*units);
-    `recurrent` gives the state's product (a matrix product, or ConvLSTM's convolution)."""
+    """The LSTM step loop over the input projections of each step, (batch, ..., 4*units);
+    `recurrent(h_tm1, out)` writes the state's product into `out` (a matrix product, or ConvLSTM's
+    convolution)."""
     units = layer.units
-    act = activation(layer.config.get("activation", "tanh"), semantics)
-    rec_act = activation(layer.config.get("recurrent_activation", "sigmoid"), semantics)
+    act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
+    rec_act = activation_in_place(layer.config.get("recurrent_activation", "sigmoid"), semantics)
     i_, f_, c_, o_ = (gates.gate_columns("LSTM", units, g) for g in "ifco")
-    batch, timesteps = x_all.shape[:2]
     h_tm1, c_tm1 = initial_state
-    stepper = _Stepper(batch, timesteps, tuple(h_tm1.shape[1:]), mask, zero_output, dtype)
-    traced = {g: np.zeros(stepper.sequence.shape, dtype) for g in ("i", "f", "cc", "c", "o", "h")} if trace else {}
-    for t in range(timesteps):
+    state_shape = tuple(h_tm1.shape[1:])
+    batch = h_tm1.shape[0]
+    outputs = _Outputs(batch, timesteps, state_shape, mask, zero_output, dtype, h_tm1)
+    traced = _tracer(("i", "f", "cc", "c", "o", "h"), outputs.sequence.shape, dtype, trace)
+    z = np.empty((batch, *state_shape[:-1], 4 * units), dtype)
+    c_buffers = (np.empty((batch, *state_shape), dtype), np.empty((batch, *state_shape), dtype))
+    input_share, tanh_c = np.empty((batch, *state_shape), dtype), np.empty((batch, *state_shape), dtype)
+    for t, x_t in enumerate(projections):
         if progress is not None and t % PROGRESS_EVERY == 0:
             progress(t, timesteps)
-        z = x_all[:, t] + recurrent(h_tm1)
+        h_tm1 = outputs.state
+        z = recurrent(h_tm1, z)
+        z += x_t
         i = rec_act(z[..., i_])
         f = rec_act(z[..., f_])
         cc = act(z[..., c_])
-        c = f * c_tm1 + i * cc
+        c = c_buffers[t % 2]  # the other one holds c_tm1
+        np.multiply(f, c_tm1, out=c)
+        c += np.multiply(i, cc, out=input_share)
         o = rec_act(z[..., o_])
-        h = o * act(c)
-        h_tm1 = stepper.keep(t, h, h_tm1)
-        c_tm1 = stepper.keep(t, c, c_tm1)
-        stepper.emit(t, h)
+        np.copyto(tanh_c, c)
+        np.multiply(o, act(tanh_c), out=outputs.target(t))  # h = o * act(c)
+        outputs.commit(t)
+        c_tm1 = outputs.keep(t, c, c_tm1)
         if trace:
-            for name, value in (("i", i), ("f", f), ("cc", cc), ("c", c_tm1), ("o", o), ("h", h_tm1)):
+            for name, value in (("i", i), ("f", f), ("cc", cc), ("c", c_tm1), ("o", o), ("h", outputs.state)):
                 traced[name][:, t] = value
-    return RecurrentRun(stepper.sequence, stepper.sequence[:, -1], [h_tm1, c_tm1], traced)
+    if mask is None and timesteps:
+        c_tm1 = c_tm1.copy()  # a buffer the loop reuses: the final state gets an array of its own
+    return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.state, c_tm1], traced)
 
 
 def simple_rnn_cell(
     layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
     progress: Progress | None, initial_state: list[np.ndarray],
 ) -> RecurrentRun:
-    act = activation(layer.config.get("activation", "tanh"), semantics)
+    act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
     kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
     batch, timesteps, _ = x.shape
-    x_all = x @ kernel + bias
-    (h_tm1,) = initial_state
-    stepper = _Stepper(batch, timesteps, layer.units, mask, zero_output, dtype)
-    traced = {"h": np.zeros((batch, timesteps, layer.units), dtype)} if trace else {}
-    for t in range(timesteps):
+    outputs = _Outputs(batch, timesteps, (layer.units,), mask, zero_output, dtype, initial_state[0])
+    traced = _tracer(("h",), (batch, timesteps, layer.units), dtype, trace)
+    for t, x_t in enumerate(_input_projections(x, kernel, bias, dtype)):
         if progress is not None and t % PROGRESS_EVERY == 0:
             progress(t, timesteps)
-        h = act(x_all[:, t] + h_tm1 @ recurrent_kernel)
-        h_tm1 = stepper.keep(t, h, h_tm1)
-        stepper.emit(t, h)
+        h = np.matmul(outputs.state, recurrent_kernel, out=outputs.target(t))
+        h += x_t
+        act(h)  # h = act(x·W + b + h_tm1·U)
+        outputs.commit(t)
         if trace:
-            traced["h"][:, t] = h_tm1
-    return RecurrentRun(stepper.sequence, stepper.sequence[:, -1], [h_tm1], traced)
+            traced["h"][:, t] = outputs.state
+    return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.state], traced)
 
 
 def conv_settings(layer: RecurrentLayer) -> tuple[tuple[int, ...], str, tuple[int, ...]]:
@@ -372,12 +512,12 @@ def conv_lstm_cell(
         raise ReplayError(f"layer {layer.path} ({layer.kind}) expects {kernel.shape[-2]} channels, got {x.shape[-1]}")
     strides, padding, dilation = conv_settings(layer)
     ones = (1,) * len(strides)
-    batch, timesteps = x.shape[:2]
-    # Every step's input convolution at once, time folded into the batch.
-    x_all = spatial.convolve(x.reshape((batch * timesteps, *x.shape[2:])), kernel, strides, padding, dilation) + bias
-    x_all = x_all.reshape((batch, timesteps, *x_all.shape[1:]))
-    return _lstm_steps(layer, x_all, lambda h_tm1: spatial.convolve(h_tm1, recurrent_kernel, ones, "same", ones), mask, semantics,
-                       dtype, trace, zero_output, progress, initial_state)
+
+    def recurrent(h_tm1: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return spatial.convolve(h_tm1, recurrent_kernel, ones, "same", ones)
+
+    projections = _conv_projections(x, kernel, bias, dtype, strides, padding, dilation)
+    return _lstm_steps(layer, projections, x.shape[1], recurrent, mask, semantics, dtype, trace, zero_output, progress, initial_state)
 
 
 PROGRESS_EVERY = 256  # steps between progress reports: cheap next to a step's matrix product

@@ -253,3 +253,26 @@ def test_keras3_builds_tf_keras_2_2_files_through_repairs() -> None:
     } <= set(doc["repairs"])
     assert [w.split(":")[1].strip() for w in doc["warnings"]] == ["layer lstm", "layer lstm_1"]
     assert all(w.startswith("semantics:") and "hard_sigmoid" in w for w in doc["warnings"])
+
+
+def test_a_layer_fed_exactly_the_replays_input_reuses_its_run() -> None:
+    """verify's per-layer check reuses the end-to-end replay's run of a layer only when the
+    framework fed the layer exactly what the replay did: same values, mask and initial states."""
+    from grucli.graph import ModelReplay
+    from grucli.layers import find_layers
+    from grucli.reader import read_model
+    from grucli.replay import KERAS3
+    from grucli.verify import _same_call
+
+    with read_model(sample("k3_gru.keras")) as model_file:
+        replay = ModelReplay(model_file, find_layers(model_file), KERAS3)
+        x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
+        replay.run([x])
+        call = _same_call(replay, "gru", x, None, [])
+        assert call is not None and call.path == "gru"
+        nudged = x.copy()
+        nudged[1, 4, 2] = np.nextafter(nudged[1, 4, 2], np.float32(np.inf))
+        assert _same_call(replay, "gru", nudged, None, []) is None
+        assert _same_call(replay, "gru", x, np.ones((2, 5), bool), []) is None
+        assert _same_call(replay, "gru", x, None, [np.zeros((2, 4))]) is None
+        assert _same_call(replay, "other", x, None, []) is None

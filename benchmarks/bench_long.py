@@ -1,0 +1,199 @@
+"""Long sequences: the replay's cost per timestep, its memory and verify's overhead, at lengths
+where the per-step cost shows (500 and 2500 timesteps), each against its baseline in one run.
+
+    python benchmarks/bench_long.py [--repeat 3] [--short 500] [--long 2500]
+
+Model: GRU(256) and LSTM(256), return_sequences=True, on 64 features, batch 32 (Keras 3,
+TensorFlow backend), generated into a temporary folder with inputs of both lengths.
+
+1. Marginal cost per timestep, (time at LONG - time at SHORT) / (LONG - SHORT), which takes
+   the fixed costs (imports, loading, tracing) out:
+   - in-process: the replay (float64 and float32) against Keras's predict, all warmed up, in
+     turns, the minimum of the repeats; plus torch.nn.GRU/LSTM on the CPU with the weights
+     `grucli export --layout torch` writes, when PyTorch is installed (what a user might pick
+     instead);
+   - whole processes: `grucli replay` against a bare script that loads the model with Keras and
+     calls predict.
+   Goals: float64 at most 1.5x predict's per-step cost; float32 at most 0.7x.
+2. Peak memory (the OS's ru_maxrss) of `grucli replay` at LONG timesteps in float64, the input
+   and output files of the run included. Goal: at most 400 MiB.
+3. `grucli verify` at LONG timesteps against the bare load-and-predict script, whole processes.
+   Goal: at most 1.3x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+
+from common import compile_package  # noqa: E402
+
+UNITS, FEATURES, BATCH = 256, 64, 32
+BARE = "import numpy as np, keras; m = keras.saving.load_model({model!r}); m.predict(np.load({x!r}), verbose=0, batch_size={batch})"
+LAUNCHER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+process = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+stderr = process.stderr.read().decode()
+_, status, usage = os.wait4(process.pid, 0)
+print(json.dumps([os.waitstatus_to_exitcode(status), time.perf_counter() - start, usage.ru_maxrss / 1024, stderr[-300:]]))
+"""
+
+
+def make_models(folder: Path, lengths: tuple[int, ...]) -> dict[str, Path]:
+    import keras
+
+    made = {}
+    for kind in ("GRU", "LSTM"):
+        keras.utils.set_random_seed(0)
+        # Any length: one file serves both input lengths.
+        model = keras.Sequential([keras.Input((None, FEATURES)), getattr(keras.layers, kind)(UNITS, return_sequences=True)])
+        path = folder / f"{kind.lower()}{UNITS}.keras"
+        model.save(path)
+        made[kind] = path
+    for length in lengths:
+        x = np.random.default_rng(length).normal(size=(BATCH, length, FEATURES)).astype("float32")
+        np.save(folder / f"x{length}.npy", x)
+    return made
+
+
+def process(command: list[str]) -> tuple[float, float]:
+    """Seconds and peak MiB of one command, run as its own process."""
+    result = subprocess.run([sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True, check=True)
+    code, seconds, peak, stderr = json.loads(result.stdout)
+    if code not in (0, 1):
+        raise SystemExit(f"{command} failed ({code}): {stderr}")
+    return seconds, peak
+
+
+def timed(function: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def in_process(model_path: Path, kind: str, folder: Path, lengths: tuple[int, int], repeat: int) -> dict[str, float]:
+    """Marginal seconds per step of each runner, in one process, warmed up, in turns."""
+    import keras
+
+    from grucli.graph import ModelReplay
+    from grucli.layers import find_layers
+    from grucli.reader import read_model
+    from grucli.replay import semantics_for
+
+    model = keras.saving.load_model(model_path)
+    model_file = read_model(model_path)
+    layers = find_layers(model_file)
+    semantics = semantics_for(model_file.keras_version, model_file.format)
+    runners: dict[str, Callable[[np.ndarray], object]] = {
+        "predict": lambda x: model.predict(x, verbose=0, batch_size=BATCH),
+        "float64": lambda x: ModelReplay(model_file, layers, semantics, np.float64).run([x]),
+        "float32": lambda x: ModelReplay(model_file, layers, semantics, np.float32).run([x]),
+    }
+    torch_runner = _torch_runner(model_path, kind, folder)
+    if torch_runner is not None:
+        runners["torch"] = torch_runner
+    inputs = {length: np.load(folder / f"x{length}.npy") for length in lengths}
+    best: dict[tuple[str, int], float] = {}
+    for name, run in runners.items():
+        run(inputs[lengths[0]])  # trace and warm up
+    for _ in range(repeat):
+        for length in lengths:
+            for name, run in runners.items():
+                seconds = timed(lambda: run(inputs[length]))
+                best[name, length] = min(best.get((name, length), float("inf")), seconds)
+    short, long = lengths
+    return {name: (best[name, long] - best[name, short]) / (long - short) for name in runners}
+
+
+def _torch_runner(model_path: Path, kind: str, folder: Path) -> Callable[[np.ndarray], object] | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    exported = folder / f"{kind.lower()}_torch.npz"
+    subprocess.run([sys.executable, "-m", "grucli", "export", str(model_path), "--layout", "torch", "-o", str(exported), "--force"],
+                   check=True, capture_output=True)
+    weights = np.load(exported)
+    path = next(key.split("/")[0] for key in weights.files if key.endswith("/constructor"))
+    module = getattr(torch.nn, kind)(input_size=FEATURES, hidden_size=UNITS, batch_first=True)
+    module.load_state_dict({key.split("/")[-1]: torch.from_numpy(weights[key]) for key in weights.files
+                            if key.startswith(path + "/") and not key.endswith("/constructor")})
+    module.eval()
+
+    def run(x: np.ndarray) -> object:
+        with torch.no_grad():
+            return module(torch.from_numpy(x))
+
+    return run
+
+
+def main() -> int:
+    compile_package()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--short", type=int, default=500)
+    parser.add_argument("--long", type=int, default=2500)
+    args = parser.parse_args()
+    lengths = (args.short, args.long)
+    steps = args.long - args.short
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        models = make_models(folder, lengths)
+        print(f"{{GRU,LSTM}}({UNITS}), return_sequences, {FEATURES} features, batch {BATCH}; marginal cost per step from "
+              f"{args.short} to {args.long} timesteps, minimum of {args.repeat} runs in turns")
+        for kind, model in models.items():
+            costs = in_process(model, kind, folder, lengths, args.repeat)
+            predict = costs["predict"]
+            line = f"{kind:5} in-process µs/step: predict {predict * 1e6:6.0f}"
+            for name in ("float64", "float32", "torch"):
+                if name in costs:
+                    line += f" | {name} {costs[name] * 1e6:6.0f} ({costs[name] / predict:4.2f}x)"
+            print(line, flush=True)
+
+            whole: dict[tuple[str, int], float] = {}
+            peaks: dict[tuple[str, int], float] = {}
+            for _ in range(args.repeat):
+                for length in lengths:
+                    x = folder / f"x{length}.npy"
+                    commands = {
+                        "bare": [sys.executable, "-c", BARE.format(model=str(model), x=str(x), batch=BATCH)],
+                        "replay64": [sys.executable, "-m", "grucli", "replay", str(model), "--input", str(x), "-o",
+                                     str(folder / "out.npy"), "--force"],
+                        "replay32": [sys.executable, "-m", "grucli", "replay", str(model), "--input", str(x), "-o",
+                                     str(folder / "out.npy"), "--force", "--dtype", "float32"],
+                        "verify": [sys.executable, "-m", "grucli", "verify", str(model), "--input", str(x)],
+                    }
+                    for runner, command in commands.items():
+                        if runner == "verify" and length != args.long:
+                            continue
+                        seconds, peak = process(command)
+                        whole[runner, length] = min(whole.get((runner, length), float("inf")), seconds)
+                        peaks[runner, length] = max(peaks.get((runner, length), 0.0), peak)
+            marginal = {runner: (whole[runner, args.long] - whole[runner, args.short]) / steps for runner in ("bare", "replay64", "replay32")}
+            print(f"{kind:5} whole processes µs/step: load+predict {marginal['bare'] * 1e6:6.0f} | replay float64 "
+                  f"{marginal['replay64'] * 1e6:6.0f} ({marginal['replay64'] / marginal['bare']:4.2f}x) | replay float32 "
+                  f"{marginal['replay32'] * 1e6:6.0f} ({marginal['replay32'] / marginal['bare']:4.2f}x)")
+            print(f"{kind:5} peak memory at {args.long} steps: replay float64 {peaks['replay64', args.long]:5.0f} MiB, float32 "
+                  f"{peaks['replay32', args.long]:5.0f} MiB, load+predict {peaks['bare', args.long]:5.0f} MiB")
+            verify, bare = whole["verify", args.long], whole["bare", args.long]
+            print(f"{kind:5} verify at {args.long} steps: {verify:5.2f} s against load+predict {bare:5.2f} s ({verify / bare:4.2f}x)",
+                  flush=True)
+    print("goals: float64 per step <= 1.5x predict, float32 <= 0.7x; float64 replay peak <= 400 MiB; verify <= 1.3x load+predict")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
