@@ -1,17 +1,17 @@
 """Long sequences: the replay's cost per timestep, its memory and verify's overhead, at lengths
 where the per-step cost shows (500 and 2500 timesteps), each against its baseline in one run.
 
-    python benchmarks/bench_long.py [--repeat 3] [--short 500] [--long 2500]
+    python benchmarks/bench_long.py [--repeat 3] [--process-repeat 5] [--short 500] [--long 2500]
 
 Model: GRU(256) and LSTM(256), return_sequences=True, on 64 features, batch 32 (Keras 3,
 TensorFlow backend), generated into a temporary folder with inputs of both lengths.
 
 1. Marginal cost per timestep, (time at LONG - time at SHORT) / (LONG - SHORT), which takes
    the fixed costs (imports, loading, tracing) out:
-   - in-process: the replay (float64 and float32) against Keras's predict, all warmed up, in
-     turns, the minimum of the repeats; plus torch.nn.GRU/LSTM on the CPU with the weights
-     `grucli export --layout torch` writes, when PyTorch is installed (what a user might pick
-     instead);
+   - in-process: the replay (float64 and float32) against Keras's predict, each warmed up in a
+     process of its own, the processes in turns, the minimum of the repeats; plus torch.nn.GRU/LSTM
+     on the CPU with the weights `grucli export --layout torch` writes, when PyTorch is installed
+     (what a user might pick instead);
    - whole processes: `grucli replay` against a bare script that loads the model with Keras and
      calls predict.
    Goals: float64 at most 1.5x predict's per-step cost; float32 at most 0.7x.
@@ -85,37 +85,60 @@ def timed(function: Callable[[], object]) -> float:
 
 
 def in_process(model_path: Path, kind: str, folder: Path, lengths: tuple[int, int], repeat: int) -> dict[str, float]:
-    """Marginal seconds per step of each runner, in one process, warmed up, in turns."""
-    import keras
+    """Marginal seconds per step of each runner. Each runner is timed in a process of its own (as
+    a user runs it: TensorFlow's thread pools, busy after a predict, would otherwise slow the
+    replay beside them), warmed up, at both lengths; processes in turns, the minimum kept."""
+    runners = ["predict", "float64", "float32"]
+    try:
+        import torch  # noqa: F401
 
-    from grucli.graph import ModelReplay
-    from grucli.layers import find_layers
-    from grucli.reader import read_model
-    from grucli.replay import semantics_for
-
-    model = keras.saving.load_model(model_path)
-    model_file = read_model(model_path)
-    layers = find_layers(model_file)
-    semantics = semantics_for(model_file.keras_version, model_file.format)
-    runners: dict[str, Callable[[np.ndarray], object]] = {
-        "predict": lambda x: model.predict(x, verbose=0, batch_size=BATCH),
-        "float64": lambda x: ModelReplay(model_file, layers, semantics, np.float64).run([x]),
-        "float32": lambda x: ModelReplay(model_file, layers, semantics, np.float32).run([x]),
-    }
-    torch_runner = _torch_runner(model_path, kind, folder)
-    if torch_runner is not None:
-        runners["torch"] = torch_runner
-    inputs = {length: np.load(folder / f"x{length}.npy") for length in lengths}
+        runners.append("torch")
+    except ImportError:
+        pass
     best: dict[tuple[str, int], float] = {}
-    for name, run in runners.items():
-        run(inputs[lengths[0]])  # trace and warm up
     for _ in range(repeat):
-        for length in lengths:
-            for name, run in runners.items():
-                seconds = timed(lambda: run(inputs[length]))
-                best[name, length] = min(best.get((name, length), float("inf")), seconds)
+        for runner in runners:
+            command = [sys.executable, __file__, "--worker", runner, str(model_path), kind, str(folder), *map(str, lengths)]
+            result = subprocess.run(command, capture_output=True, text=True, check=True)
+            for length, seconds in json.loads(result.stdout.splitlines()[-1]).items():
+                key = (runner, int(length))
+                best[key] = min(best.get(key, float("inf")), seconds)
     short, long = lengths
-    return {name: (best[name, long] - best[name, short]) / (long - short) for name in runners}
+    return {runner: (best[runner, long] - best[runner, short]) / (long - short) for runner in runners}
+
+
+def worker(runner_name: str, model_path: Path, kind: str, folder: Path, lengths: tuple[int, int]) -> None:
+    """Time one runner at both lengths after a warm-up; prints {length: seconds} as JSON."""
+    inputs = {length: np.load(folder / f"x{length}.npy") for length in lengths}
+    if runner_name == "predict":
+        import keras
+
+        model = keras.saving.load_model(model_path)
+
+        def run(x: np.ndarray) -> object:
+            return model.predict(x, verbose=0, batch_size=BATCH)
+    elif runner_name == "torch":
+        made = _torch_runner(model_path, kind, folder)
+        assert made is not None
+        run = made
+    else:
+        from grucli.graph import ModelReplay
+        from grucli.layers import find_layers
+        from grucli.reader import read_model
+        from grucli.replay import semantics_for
+
+        model_file = read_model(model_path)
+        layers = find_layers(model_file)
+        semantics = semantics_for(model_file.keras_version, model_file.format)
+        dtype = np.float64 if runner_name == "float64" else np.float32
+
+        def run(x: np.ndarray) -> object:
+            return ModelReplay(model_file, layers, semantics, dtype).run([x])
+    run(inputs[lengths[0]][:, :50])  # trace and warm up
+    times = {}
+    for length in lengths:
+        times[length] = min(timed(lambda: run(inputs[length])) for _ in range(2))
+    print(json.dumps(times))
 
 
 def _torch_runner(model_path: Path, kind: str, folder: Path) -> Callable[[np.ndarray], object] | None:
@@ -141,9 +164,14 @@ def _torch_runner(model_path: Path, kind: str, folder: Path) -> Callable[[np.nda
 
 
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        runner, model, kind, folder, short, long = sys.argv[2:8]
+        worker(runner, Path(model), kind, Path(folder), (int(short), int(long)))
+        return 0
     compile_package()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="in-process timings: processes per runner")
+    parser.add_argument("--process-repeat", type=int, default=5, help="whole-process timings: runs per command and length")
     parser.add_argument("--short", type=int, default=500)
     parser.add_argument("--long", type=int, default=2500)
     args = parser.parse_args()
@@ -165,7 +193,7 @@ def main() -> int:
 
             whole: dict[tuple[str, int], float] = {}
             peaks: dict[tuple[str, int], float] = {}
-            for _ in range(args.repeat):
+            for _ in range(args.process_repeat):
                 for length in lengths:
                     x = folder / f"x{length}.npy"
                     commands = {

@@ -139,8 +139,7 @@ def activation_in_place(name: str | None, semantics: str) -> Activation:
 def _sigmoid_in_place(v: np.ndarray) -> np.ndarray:
     """sigmoid(v) = 1 / (1 + exp(-v))"""
     np.negative(v, out=v)
-    with np.errstate(over="ignore"):
-        np.exp(v, out=v)
+    np.exp(v, out=v)  # inf for v < -709: 1 / inf = 0 (run_layer silences the overflow warning)
     v += 1.0
     return np.divide(1.0, v, out=v)
 
@@ -148,8 +147,7 @@ def _sigmoid_in_place(v: np.ndarray) -> np.ndarray:
 def _tanh_in_place(v: np.ndarray) -> np.ndarray:
     """tanh(v) = 2 * sigmoid(2v) - 1"""
     v *= -2.0
-    with np.errstate(over="ignore"):
-        np.exp(v, out=v)
+    np.exp(v, out=v)
     v += 1.0
     np.divide(2.0, v, out=v)
     v -= 1.0
@@ -229,7 +227,8 @@ def run_layer(
     state_shape = conv_state_shape(layer, x.shape[2:-1]) if convolutional else (layer.units,)
     states = _initial_states(layer, family, (x.shape[0], *state_shape), initial_state, dtype)
     cell = conv_lstm_cell if convolutional else CELLS[family]
-    return cell(layer, x, mask, semantics, dtype, trace, zero_output_for_mask, progress, states)
+    with np.errstate(over="ignore"):  # exp overflowing to inf in a saturated sigmoid or tanh is exact
+        return cell(layer, x, mask, semantics, dtype, trace, zero_output_for_mask, progress, states)
 
 
 STATE_COUNT = {"GRU": 1, "LSTM": 2, "SimpleRNN": 1}  # [h], [h, c], [h]

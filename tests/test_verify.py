@@ -276,3 +276,23 @@ def test_a_layer_fed_exactly_the_replays_input_reuses_its_run() -> None:
         assert _same_call(replay, "gru", x, np.ones((2, 5), bool), []) is None
         assert _same_call(replay, "gru", x, None, [np.zeros((2, 4))]) is None
         assert _same_call(replay, "other", x, None, []) is None
+
+
+def test_compare_in_blocks_finds_the_worst_value_anywhere() -> None:
+    """verify compares long outputs block by block; the verdict, errors and worst location are
+    those of the whole array (checked against a comparison written out here)."""
+    from grucli.verify_report import COMPARE_BLOCK, compare
+
+    rng = np.random.default_rng(3)
+    replayed = rng.normal(size=(3, COMPARE_BLOCK // 100 + 7, 100))  # more than two blocks
+    predicted = (replayed + rng.normal(scale=1e-7, size=replayed.shape)).astype(np.float32)
+    predicted[2, 2500, 17] += 3e-4  # the one value out of tolerance, in the last block
+    result = compare([replayed], [predicted], 1e-5, 1e-5)
+    assert result is not None
+    error = np.abs(replayed - predicted.astype(np.float64))
+    assert result.max_abs_err == error.max()
+    assert result.max_rel_err == (error / (np.abs(predicted.astype(np.float64)) + 1e-5)).max()
+    assert not result.passed
+    assert (result.worst.sample, result.worst.timestep, result.worst.unit) == (2, 2500, 17)
+    predicted[2, 2500, 17] -= 3e-4
+    assert compare([replayed], [predicted], 1e-5, 1e-5).passed
