@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import SAMPLES, real, sample
+
 from grucli.cli import cli
 
 FULL_MODELS = sorted(
