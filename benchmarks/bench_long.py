@@ -37,18 +37,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
+from bench_big import LAUNCHER  # noqa: E402  (the same measuring launcher)
 from common import compile_package  # noqa: E402
 
 UNITS, FEATURES, BATCH = 256, 64, 32
 BARE = "import numpy as np, keras; m = keras.saving.load_model({model!r}); m.predict(np.load({x!r}), verbose=0, batch_size={batch})"
-LAUNCHER = """
-import json, os, subprocess, sys, time
-start = time.perf_counter()
-process = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-stderr = process.stderr.read().decode()
-_, status, usage = os.wait4(process.pid, 0)
-print(json.dumps([os.waitstatus_to_exitcode(status), time.perf_counter() - start, usage.ru_maxrss / 1024, stderr[-300:]]))
-"""
 
 
 def make_models(folder: Path, lengths: tuple[int, ...]) -> dict[str, Path]:

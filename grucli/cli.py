@@ -426,7 +426,7 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
 
     from grucli.formats import write_npy, write_npz
     from grucli.graph import ModelReplay, layer_output, trace_arrays
-    from grucli.inputs import input_specs, load_inputs, random_inputs
+    from grucli.inputs import model_inputs
     from grucli.layers import find_layers
     from grucli.replay import semantics_for
 
@@ -437,8 +437,7 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     model_file = _read(model, max_mb)
     if not model_file.has_config:
         raise CliError(f"{model} holds weights only; replay needs its architecture: pass --config MODEL.json (the JSON of model.to_json(), or a .keras config.json)")
-    specs = input_specs(model_file)
-    inputs = load_inputs(input_path, specs) if input_path is not None else random_inputs(specs, batch, timesteps, seed)
+    inputs, _ = model_inputs(model_file, input_path, batch, timesteps, seed)
     for path in (output, gates_path):
         if path is not None and str(path) != "-" and path.exists() and not force:
             raise CliError(f"{path} already exists; pass --force to overwrite it")

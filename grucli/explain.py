@@ -22,7 +22,7 @@ from grucli import gates, paths
 from grucli.equations import Equations, layer_equations
 from grucli.errors import GrucliError
 from grucli.graph import LayerRun, ModelReplay
-from grucli.inputs import InputError, input_specs, load_inputs, random_inputs
+from grucli.inputs import InputError, model_inputs
 from grucli.layers import find_layers, require_recurrent
 from grucli.model import ModelFile, ModelLayers, RawLayer, RecurrentLayer
 from grucli.replay import KERAS2, activation, semantics_for
@@ -336,13 +336,7 @@ def explain(model_file: ModelFile, options: ExplainOptions) -> Explanation:
         # Its steps run once per outer step, folded into the batch: no one sample to follow.
         raise InputError(f"layer {layer.path} is a {layer.kind} inside TimeDistributed; explain follows a recurrent layer that "
                          "runs once per sample (verify --trace and replay --gates cover this one)")
-    specs = input_specs(model_file)
-    if options.input_path is not None:
-        inputs = load_inputs(options.input_path, specs)
-        description = f"{options.input_path} {', '.join(str(x.shape) for x in inputs)}"
-    else:
-        inputs = random_inputs(specs, options.batch, options.timesteps, options.seed)
-        description = f"random, seed {options.seed}, {', '.join(str(x.shape) for x in inputs)}"
+    inputs, description = model_inputs(model_file, options.input_path, options.batch, options.timesteps, options.seed)
     semantics = semantics_for(model_file.keras_version, model_file.format)
     replay = ModelReplay(model_file, found, semantics, np.float64)
     replay.keep_layer_runs = True

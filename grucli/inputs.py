@@ -190,6 +190,19 @@ def fit_input(array: np.ndarray, spec: InputSpec, source: Path | str) -> np.ndar
     return array.astype(np.float32) if array.dtype.kind in "biu" else array
 
 
+def model_inputs(model: ModelFile, path: str | Path | None, batch: int, timesteps: int, seed: int) -> tuple[list[np.ndarray], str]:
+    """The model's inputs, from `path` or seeded random ones, and how a report names them."""
+    specs = input_specs(model)
+    if path is not None:
+        inputs = load_inputs(path, specs)
+        return inputs, f"{path} {', '.join(str(x.shape) for x in inputs)}"
+    inputs = random_inputs(specs, batch, timesteps, seed)
+    description = f"random, seed {seed}, {', '.join(str(x.shape) for x in inputs)}"
+    if any(spec.batch is not None for spec in specs):
+        description += " (the model's fixed batch size)"
+    return inputs, description
+
+
 MAX_RANDOM_VALUES = 2**27  # 1 GiB of float64: a config declaring more gets no random input
 
 

@@ -20,7 +20,7 @@ from grucli import paths
 from grucli.errors import ModelFileError, VerifyError
 from grucli.frameworks import AUTO, Framework, Probe, resolve_framework
 from grucli.graph import RECURRENT, ModelReplay, RecurrentCall, unsupported_layer
-from grucli.inputs import InputError, input_specs, load_inputs, random_inputs
+from grucli.inputs import InputError, model_inputs
 from grucli.layers import activation_name, find_layers, require_recurrent
 from grucli.model import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
 from grucli.reader import Limits, read_model
@@ -60,15 +60,7 @@ def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> 
     layers = find_layers(model_file)
     require_recurrent(layers)
     members = _selected_members(model_file, options.layer_paths)
-    specs = input_specs(model_file)
-    if options.input_path is not None:
-        inputs = load_inputs(options.input_path, specs)
-        input_description = f"{options.input_path} {', '.join(str(x.shape) for x in inputs)}"
-    else:
-        inputs = random_inputs(specs, options.batch, options.timesteps, options.seed)
-        input_description = f"random, seed {options.seed}, {', '.join(str(x.shape) for x in inputs)}"
-        if any(spec.batch is not None for spec in specs):
-            input_description += " (the model's fixed batch size)"
+    inputs, input_description = model_inputs(model_file, options.input_path, options.batch, options.timesteps, options.seed)
     expected = _load_expected(options.expected_path) if options.expected_path else None
     _refuse_code(model_file, options.unsafe)
 
