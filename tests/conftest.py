@@ -15,6 +15,10 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# pytest-xdist's workers set COLUMNS=80 and LINES=24; grucli sizes its tables by COLUMNS, and the
+# tests expect the width a plain run has (120, grucli's default off a terminal) unless they set one.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 ROOT = Path(__file__).resolve().parent.parent
