@@ -105,7 +105,6 @@ class Explanation:
     steps: tuple[Step, ...]
     output: OutputCheck
     other_recurrent: tuple[str, ...]  # the model's other recurrent layers, for --layer
-    small: bool
 
 
 @dataclass(frozen=True)
@@ -229,8 +228,7 @@ class UnitStepper:
         values = getattr(self.weights[gate], which)
         if values is None:
             return []
-        label = f"{'b' if which == 'b' else 'rb'}_{gate}"
-        return [(self._term(label, values), values)]
+        return [(self._term(f"{which}_{gate}", values), values)]
 
     def _gru(self, x: np.ndarray, h_prev: np.ndarray) -> tuple[list[GateStep], dict[str, np.ndarray]]:
         rec, act = self.rec_act, self.act
@@ -354,7 +352,7 @@ def explain(model_file: ModelFile, options: ExplainOptions) -> Explanation:
         file=str(model_file.path), path=layer.path, kind=layer.kind, units=layer.units, input_dim=layer.input_dim, unit=options.unit, sample=options.sample,
         semantics=semantics, input_description=description, equations=layer_equations(layer, semantics),
         activation_notes=tuple(_activation_notes(layer, semantics)), go_backwards=fed.go_backwards, steps=tuple(steps),
-        output=output, other_recurrent=tuple(other.path for other in found.recurrent if other.path != layer.path), small=small,
+        output=output, other_recurrent=tuple(other.path for other in found.recurrent if other.path != layer.path),
     )
 
 

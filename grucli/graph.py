@@ -302,9 +302,10 @@ class ModelReplay:
         """An RNN of stacked cells, its sequence in processing order like `run_layer`'s.
 
         Cell k at step t needs only cell k-1's output at t and its own state at t-1, so the
-        stack runs as a chain of whole sequences. go_backwards reverses time once, up front."""
+        stack runs as a chain of whole sequences. With go_backwards each cell runs from the last
+        step, and its sequence is turned back into time order for the next cell."""
         backwards = bool(layer.config.get("go_backwards"))
-        sequence = x  # in time order: each cell runs backwards itself and its sequence is turned back
+        sequence = x
         cells = [self._layer(paths.join(path, role)) for role, _ in layer.children]
         counts = [STATE_COUNT[gates.equation_family(cell.kind)] for cell in cells]
         states: list[np.ndarray] = []

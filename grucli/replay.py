@@ -68,12 +68,13 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
+# One definition of each hard_sigmoid (the in-place ones below), applied here to a float copy.
 def _hard_sigmoid_keras2(x: np.ndarray) -> np.ndarray:
-    return np.clip(0.2 * x + 0.5, 0.0, 1.0)
+    return _hard_sigmoid_keras2_in_place(np.multiply(x, 1.0))
 
 
 def _hard_sigmoid_keras3(x: np.ndarray) -> np.ndarray:
-    return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+    return _hard_sigmoid_keras3_in_place(np.multiply(x, 1.0))
 
 
 COMMON_ACTIVATIONS: Mapping[str, Activation] = {
@@ -269,14 +270,19 @@ def _weights(layer: RecurrentLayer, dtype: type) -> tuple[np.ndarray, np.ndarray
 BLOCK_STEPS = 32  # timesteps per input-projection block: one (32·batch, k·units) product
 
 
+def _time_major_blocks(x: np.ndarray, dtype: type) -> Iterator[np.ndarray]:
+    """x (batch, time, ...) as contiguous (steps, batch, ...) blocks of BLOCK_STEPS timesteps."""
+    for start in range(0, x.shape[1], BLOCK_STEPS):
+        yield np.ascontiguousarray(x[:, start:start + BLOCK_STEPS].swapaxes(0, 1), dtype=dtype)
+
+
 def _input_projections(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, dtype: type) -> Iterator[np.ndarray]:
     """x_t·W + b for each timestep in turn, (batch, columns) each, computed a block of steps at once."""
     batch, timesteps, features = x.shape
     columns = kernel.shape[-1]
     block = np.empty((min(BLOCK_STEPS, timesteps), batch, columns), dtype)
-    for start in range(0, timesteps, BLOCK_STEPS):
-        count = min(BLOCK_STEPS, timesteps - start)
-        steps = np.ascontiguousarray(x[:, start:start + count].transpose(1, 0, 2), dtype=dtype)  # time-major
+    for steps in _time_major_blocks(x, dtype):
+        count = steps.shape[0]
         projected = block[:count]
         np.matmul(steps.reshape(count * batch, features), kernel, out=projected.reshape(count * batch, columns))
         projected += bias
@@ -286,10 +292,9 @@ def _input_projections(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, dtyp
 def _conv_projections(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, dtype: type, strides: tuple[int, ...], padding: str,
                       dilation: tuple[int, ...]) -> Iterator[np.ndarray]:
     """ConvLSTM's x_t ⊛ W + b for each timestep, a block of steps convolved at once (time folded into the batch)."""
-    batch, timesteps = x.shape[:2]
-    for start in range(0, timesteps, BLOCK_STEPS):
-        count = min(BLOCK_STEPS, timesteps - start)
-        steps = np.ascontiguousarray(x[:, start:start + count].swapaxes(0, 1), dtype=dtype)  # time-major
+    batch = x.shape[0]
+    for steps in _time_major_blocks(x, dtype):
+        count = steps.shape[0]
         projected = spatial.convolve(steps.reshape((count * batch, *x.shape[2:])), kernel, strides, padding, dilation) + bias
         yield from projected.reshape((count, batch, *projected.shape[1:]))
 
