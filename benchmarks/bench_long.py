@@ -1,15 +1,17 @@
 """Long sequences: the replay's cost per timestep, its memory and verify's overhead, at lengths
 where the per-step cost shows (500 and 2500 timesteps), each against its baseline in one run.
 
-    python benchmarks/bench_long.py [--repeat 3] [--process-repeat 5] [--short 500] [--long 2500]
+    python benchmarks/bench_long.py [--repeat 7] [--process-repeat 5] [--short 500] [--long 2500] [--in-process-only]
 
 Model: GRU(256) and LSTM(256), return_sequences=True, on 64 features, batch 32 (Keras 3,
 TensorFlow backend), generated into a temporary folder with inputs of both lengths.
 
 1. Marginal cost per timestep, (time at LONG - time at SHORT) / (LONG - SHORT), which takes
    the fixed costs (imports, loading, tracing) out:
-   - in-process: the replay (float64 and float32) against Keras's predict, each warmed up in a
-     process of its own, the processes in turns, the minimum of the repeats; plus torch.nn.GRU/LSTM
+   - in-process: the replay (float64 and float32) against Keras's predict, each loaded and
+     warmed up once in a worker process of its own; in each round every runner in turn runs
+     both lengths back to back; printed are the median marginal cost and the median of each
+     round's ratio to predict's marginal cost in that round; plus torch.nn.GRU/LSTM
      on the CPU with the weights `grucli export --layout torch` writes, when PyTorch is installed
      (what a user might pick instead);
    - whole processes: `grucli replay` against a bare script that loads the model with Keras and
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,10 +79,16 @@ def timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def in_process(model_path: Path, kind: str, folder: Path, lengths: tuple[int, int], repeat: int) -> dict[str, float]:
-    """Marginal seconds per step of each runner. Each runner is timed in a process of its own (as
-    a user runs it: TensorFlow's thread pools, busy after a predict, would otherwise slow the
-    replay beside them), warmed up, at both lengths; processes in turns, the minimum kept."""
+def in_process(model_path: Path, kind: str, folder: Path, lengths: tuple[int, int], repeat: int) -> dict[str, tuple[float, float]]:
+    """Per runner: the median of its marginal seconds per step over the rounds, and the median of
+    its per-round ratio to predict's marginal cost in the same round.
+
+    Each runner lives in a worker process of its own (as a user runs it: TensorFlow's thread pools,
+    busy after a predict, would slow a replay beside them), loaded and warmed up once. In each
+    round the parent asks every runner, in turns, for a run at the short length and one at the long
+    length back to back: the round's marginal cost. The VM's speed drifts by tens of percent over
+    seconds to minutes here, so a ratio is taken between runs made close together (the same round),
+    and the median over rounds leaves out a round hit by a slow spell."""
     runners = ["predict", "float64", "float32"]
     try:
         import torch  # noqa: F401
@@ -87,20 +96,63 @@ def in_process(model_path: Path, kind: str, folder: Path, lengths: tuple[int, in
         runners.append("torch")
     except ImportError:
         pass
-    best: dict[tuple[str, int], float] = {}
-    for _ in range(repeat):
-        for runner in runners:
-            command = [sys.executable, __file__, "--worker", runner, str(model_path), kind, str(folder), *map(str, lengths)]
-            result = subprocess.run(command, capture_output=True, text=True, check=True)
-            for length, seconds in json.loads(result.stdout.splitlines()[-1]).items():
-                key = (runner, int(length))
-                best[key] = min(best.get(key, float("inf")), seconds)
+    workers = {runner: _Worker(runner, model_path, kind, folder, lengths) for runner in runners}
     short, long = lengths
-    return {runner: (best[runner, long] - best[runner, short]) / (long - short) for runner in runners}
+    rounds: list[dict[str, float]] = []
+    try:
+        for round_number in range(repeat):
+            marginal = {}
+            turn = runners[round_number % len(runners):] + runners[:round_number % len(runners)]  # who goes first rotates
+            for runner in turn:
+                times = []
+                for length in lengths:
+                    times.append(workers[runner].time(length))
+                    time.sleep(SETTLE_SECONDS)
+                marginal[runner] = (times[1] - times[0]) / (long - short)
+            rounds.append(marginal)
+    finally:
+        for worker_process in workers.values():
+            worker_process.close()
+    return {runner: (statistics.median(r[runner] for r in rounds), statistics.median(r[runner] / r["predict"] for r in rounds))
+            for runner in runners}
+
+
+# After each timed run: OpenBLAS's and TensorFlow's threads spin a while after their work, and on
+# 2 cores a spinning thread of the previous runner would slow the next one.
+SETTLE_SECONDS = 0.3
+
+
+class _Worker:
+    """A runner in a process of its own: `time(length)` runs it once on the input of that length."""
+
+    def __init__(self, runner: str, model_path: Path, kind: str, folder: Path, lengths: tuple[int, int]) -> None:
+        command = [sys.executable, __file__, "--worker", runner, str(model_path), kind, str(folder), *map(str, lengths)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.runner = runner
+        self._reply()  # loaded and warmed up
+
+    def _reply(self) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.runner} worker stopped (exit {self.process.wait()})")
+        return line.strip()
+
+    def time(self, length: int) -> float:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{length}\n")
+        self.process.stdin.flush()
+        return float(self._reply())
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait()
 
 
 def worker(runner_name: str, model_path: Path, kind: str, folder: Path, lengths: tuple[int, int]) -> None:
-    """Time one runner at both lengths after a warm-up; prints {length: seconds} as JSON."""
+    """Load one runner, warm it up, print "ready"; then for each length read from stdin, run once
+    untimed on 50 steps and once timed on the input of that length, and print the seconds."""
     inputs = {length: np.load(folder / f"x{length}.npy") for length in lengths}
     if runner_name == "predict":
         import keras
@@ -126,11 +178,12 @@ def worker(runner_name: str, model_path: Path, kind: str, folder: Path, lengths:
 
         def run(x: np.ndarray) -> object:
             return ModelReplay(model_file, layers, semantics, dtype).run([x])
-    run(inputs[lengths[0]][:, :50])  # trace and warm up
-    times = {}
-    for length in lengths:
-        times[length] = min(timed(lambda: run(inputs[length])) for _ in range(2))
-    print(json.dumps(times))
+    warm_up = inputs[lengths[0]][:, :50]
+    run(warm_up)  # trace
+    print("ready", flush=True)
+    for line in sys.stdin:
+        run(warm_up)  # untimed: a run that follows an idle spell starts slow on this VM
+        print(timed(lambda: run(inputs[int(line)])), flush=True)
 
 
 def _torch_runner(model_path: Path, kind: str, folder: Path) -> Callable[[np.ndarray], object] | None:
@@ -162,10 +215,11 @@ def main() -> int:
         return 0
     compile_package()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="in-process timings: processes per runner")
+    parser.add_argument("--repeat", type=int, default=7, help="in-process timings: rounds of runs in turns")
     parser.add_argument("--process-repeat", type=int, default=5, help="whole-process timings: runs per command and length")
     parser.add_argument("--short", type=int, default=500)
     parser.add_argument("--long", type=int, default=2500)
+    parser.add_argument("--in-process-only", action="store_true", help="only the in-process per-step costs (no whole processes, memory or verify)")
     args = parser.parse_args()
     lengths = (args.short, args.long)
     steps = args.long - args.short
@@ -173,15 +227,17 @@ def main() -> int:
         folder = Path(name)
         models = make_models(folder, lengths)
         print(f"{{GRU,LSTM}}({UNITS}), return_sequences, {FEATURES} features, batch {BATCH}; marginal cost per step from "
-              f"{args.short} to {args.long} timesteps, minimum of {args.repeat} runs in turns")
+              f"{args.short} to {args.long} timesteps; in-process: medians of {args.repeat} rounds in turns, whole processes: "
+              f"minimum of {args.process_repeat}")
         for kind, model in models.items():
             costs = in_process(model, kind, folder, lengths, args.repeat)
-            predict = costs["predict"]
-            line = f"{kind:5} in-process µs/step: predict {predict * 1e6:6.0f}"
+            line = f"{kind:5} in-process µs/step: predict {costs['predict'][0] * 1e6:6.0f}"
             for name in ("float64", "float32", "torch"):
                 if name in costs:
-                    line += f" | {name} {costs[name] * 1e6:6.0f} ({costs[name] / predict:4.2f}x)"
+                    line += f" | {name} {costs[name][0] * 1e6:6.0f} ({costs[name][1]:4.2f}x)"
             print(line, flush=True)
+            if args.in_process_only:
+                continue
 
             whole: dict[tuple[str, int], float] = {}
             peaks: dict[tuple[str, int], float] = {}

@@ -25,7 +25,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
-
 from common import compile_package  # noqa: E402
 
 UNITS, FEATURES, BATCH = 256, 64, 32

@@ -173,6 +173,24 @@ IN_PLACE: Mapping[str, Activation] = {
     "relu": lambda v: np.maximum(v, 0, out=v),
 }
 _HARD_SIGMOID_IN_PLACE = {KERAS2: _hard_sigmoid_keras2_in_place, KERAS3: _hard_sigmoid_keras3_in_place}
+# Elementwise for certain: one pass may cover several gates side by side. Any other activation
+# (softmax works over the last axis) is applied gate by gate, as Keras applies it.
+ELEMENTWISE = {None, "linear", "hard_sigmoid", *IN_PLACE}
+
+
+def activation_side_by_side(name: str | None, semantics: str, units: int) -> Activation:
+    """The in-place activation `name` over gates of `units` columns each, side by side on the last
+    axis (a GRU's z and r, an LSTM's i and f): one pass where it is elementwise, else gate by gate."""
+    act = activation_in_place(name, semantics)
+    if name in ELEMENTWISE:
+        return act
+
+    def gate_by_gate(v: np.ndarray) -> np.ndarray:
+        for start in range(0, v.shape[-1], units):
+            act(v[..., start:start + units])
+        return v
+
+    return gate_by_gate
 
 
 # --- running a recurrent layer ----------------------------------------------------------------------
@@ -218,7 +236,10 @@ def run_layer(
         raise ReplayError(f"layer {layer.path} expects input (batch, timesteps, features), got shape {inputs.shape}")
     if not convolutional and inputs.shape[-1] != layer.input_dim:
         raise ReplayError(f"layer {layer.path} expects {layer.input_dim} features per step, got {inputs.shape[-1]}")
-    x = np.asarray(inputs, dtype=dtype)
+    x = np.asarray(inputs)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(dtype)
+    # else converted a block of steps at a time as the step loops read it (no copy of the whole input)
     if layer.config.get("go_backwards") if go_backwards is None else go_backwards:
         x = x[:, ::-1]
         mask = mask[:, ::-1] if mask is not None else None
@@ -264,10 +285,18 @@ def _weights(layer: RecurrentLayer, dtype: type) -> tuple[np.ndarray, np.ndarray
 #
 # Buffers, not temporaries: the input projection x·W + b is computed a block of timesteps at a time
 # in time-major order (memory bounded by the block, not the sequence); each step's gate values are
-# written in place into arrays allocated once; each new state is written straight into its place in
-# the output sequence. The cells below keep Keras's names and order; this is where the buffers live.
+# written in place into arrays allocated once; each new state is copied once into its place in the
+# output sequence. The cells below keep Keras's names and order; this is where the buffers live.
+#
+# Gate-contiguous layout: a step's (batch, k·units) arrays are stored column-major (order="F"),
+# so that each gate's columns [:, g·units:(g+1)·units] are one contiguous block of memory. NumPy
+# runs an elementwise pass over a contiguous block 3 to 5 times faster than over the same values
+# strided across rows, and an LSTM step is a dozen such passes; OpenBLAS writes a column-major
+# product as fast (or faster) as a row-major one. Every array a step combines has this layout:
+# mixing layouts in one pass is slower than either.
 
-BLOCK_STEPS = 32  # timesteps per input-projection block: one (32·batch, k·units) product
+BLOCK_STEPS = 16  # timesteps per input-projection block (its products stay in the cache)
+STEP_ORDER = "F"  # the layout of the step buffers of the dense cells (above)
 
 
 def _time_major_blocks(x: np.ndarray, dtype: type) -> Iterator[np.ndarray]:
@@ -277,21 +306,26 @@ def _time_major_blocks(x: np.ndarray, dtype: type) -> Iterator[np.ndarray]:
 
 
 def _input_projections(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, dtype: type) -> Iterator[np.ndarray]:
-    """x_t·W + b for each timestep in turn, (batch, columns) each, computed a block of steps at once."""
+    """x_t·W + b for each timestep in turn, (batch, columns) each in the gate-contiguous layout,
+    computed a block of steps at once: per step one (columns, batch) product [W; b]^T · [x_t, 1]^T,
+    where a row of ones meets the bias (no pass over the block to add it)."""
     batch, timesteps, features = x.shape
-    columns = kernel.shape[-1]
-    block = np.empty((min(BLOCK_STEPS, timesteps), batch, columns), dtype)
-    for steps in _time_major_blocks(x, dtype):
-        count = steps.shape[0]
-        projected = block[:count]
-        np.matmul(steps.reshape(count * batch, features), kernel, out=projected.reshape(count * batch, columns))
-        projected += bias
-        yield from projected
+    weights = np.ascontiguousarray(np.concatenate([kernel, bias.reshape(1, -1)]).T, dtype=dtype)  # (columns, features + 1)
+    count = min(BLOCK_STEPS, timesteps)
+    steps = np.ones((count, features + 1, batch), dtype)  # x_t^T of each step of a block, and the row of ones
+    block = np.empty((count, weights.shape[0], batch), dtype)
+    for start in range(0, timesteps, BLOCK_STEPS):
+        count = min(BLOCK_STEPS, timesteps - start)
+        np.copyto(steps[:count, :features], x[:, start:start + count].transpose(1, 2, 0))
+        np.matmul(weights, steps[:count], out=block[:count])
+        for x_t in block[:count]:
+            yield x_t.T
 
 
 def _conv_projections(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, dtype: type, strides: tuple[int, ...], padding: str,
                       dilation: tuple[int, ...]) -> Iterator[np.ndarray]:
-    """ConvLSTM's x_t ⊛ W + b for each timestep, a block of steps convolved at once (time folded into the batch)."""
+    """ConvLSTM's x_t ⊛ W + b for each timestep, a block of steps convolved at once (time folded
+    into the batch); row-major like the convolution that makes them."""
     batch = x.shape[0]
     for steps in _time_major_blocks(x, dtype):
         count = steps.shape[0]
@@ -302,40 +336,55 @@ def _conv_projections(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, dtype
 class _Outputs:
     """The output sequence and the state the next step reads, masks applied.
 
-    Unmasked, a step's new state is computed straight into its place in the output sequence and
-    that place is the next step's h_tm1. Masked, it is computed into a buffer: where a sample's
-    step is real it becomes the state and the output; where it is masked the state carries over
-    and the output repeats the previous one (or is zero with zero_output_for_mask), as Keras does.
+    A step computes its new state into `target(t)`, a buffer of the step layout (two, in turns:
+    the other one is the step's h_tm1); `commit(t)` makes it the state and copies it into the
+    output sequence. At a masked step the state carries over where a sample's step is masked and
+    the output repeats the previous one (or is zero with zero_output_for_mask), as Keras does.
     """
 
     def __init__(self, batch: int, timesteps: int, state_shape: tuple[int, ...], mask: np.ndarray | None, zero_output: bool,
-                 dtype: type, initial_state: np.ndarray) -> None:
+                 dtype: type, initial_state: np.ndarray, order: str) -> None:
         self.sequence = np.empty((batch, timesteps, *state_shape), dtype)
-        self.state = initial_state
+        self._new = [np.empty((batch, *state_shape), dtype, order=order) for _ in range(2)]
+        self.state = np.array(initial_state, dtype, order=order)
         # (batch, time, 1, ...): a step's mask broadcast over every state axis
         self.mask = None if mask is None else np.asarray(mask, bool).reshape(mask.shape + (1,) * len(state_shape))
         self.zero_output = zero_output
-        self._new = None if mask is None else np.empty((batch, *state_shape), dtype)
 
     def target(self, t: int) -> np.ndarray:
         """Where step t's new state is to be written."""
-        return self.sequence[:, t] if self._new is None else self._new
+        return self._new[t % 2]
 
     def commit(self, t: int) -> None:
         """Step t's new state, now in `target(t)`, becomes the state and the output."""
-        if self._new is None or self.mask is None:
-            self.state = self.sequence[:, t]
+        new = self._new[t % 2]
+        if self.mask is None:
+            self.state = new
+            np.copyto(self.sequence[:, t], new)
             return
         real = self.mask[:, t]
         if self.zero_output or t == 0:  # before the first step the previous output is zeros
-            np.copyto(self.sequence[:, t], np.where(real, self._new, 0.0))
+            np.copyto(self.sequence[:, t], np.where(real, new, 0.0))
         else:
-            np.copyto(self.sequence[:, t], np.where(real, self._new, self.sequence[:, t - 1]))
-        self.state = np.where(real, self._new, self.state)
+            np.copyto(self.sequence[:, t], np.where(real, new, self.sequence[:, t - 1]))
+        np.copyto(self.state, new, where=real)  # masked: the state is an array of its own throughout
 
     def keep(self, t: int, new: np.ndarray, old: np.ndarray) -> np.ndarray:
         """A second state (an LSTM's c): the new one where step t is real, the old one where masked."""
         return new if self.mask is None else np.where(self.mask[:, t], new, old)
+
+    def final_state(self) -> np.ndarray:
+        """The state after the last step, an array of its own in row-major order."""
+        return np.ascontiguousarray(self.state)
+
+
+def _side_by_side(first: slice, second: slice) -> tuple[slice, slice, slice]:
+    """Two adjacent gates' columns (z and r, i and f), for one pass of their shared activation:
+    the columns of both, and where each lies within them."""
+    both = slice(min(first.start, second.start), max(first.stop, second.stop))
+    if both.stop - both.start != (first.stop - first.start) + (second.stop - second.start):
+        raise AssertionError(f"gates at columns {first} and {second} are not side by side")
+    return both, *(slice(gate.start - both.start, gate.stop - both.start) for gate in (first, second))
 
 
 def _tracer(names: Sequence[str], shape: tuple[int, ...], dtype: type, trace: bool) -> dict[str, np.ndarray]:
@@ -348,39 +397,42 @@ def gru_cell(
 ) -> RecurrentRun:
     units = layer.units
     act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
-    rec_act = activation_in_place(layer.config.get("recurrent_activation", "sigmoid"), semantics)
+    rec_act = activation_side_by_side(layer.config.get("recurrent_activation", "sigmoid"), semantics, units)
     kernel, recurrent_kernel, input_bias, recurrent_bias = _weights(layer, dtype)
     reset_after = bool(layer.config.get("reset_after", layer.bias is not None and layer.bias.ndim == 2))
     z_, r_, h_ = (gates.gate_columns("GRU", units, g) for g in "zrh")
+    zr_, z_in_zr, r_in_zr = _side_by_side(z_, r_)  # z and r go through the recurrent activation in one pass
     batch, timesteps, _ = x.shape
-    outputs = _Outputs(batch, timesteps, (units,), mask, zero_output, dtype, initial_state[0])
+    outputs = _Outputs(batch, timesteps, (units,), mask, zero_output, dtype, initial_state[0], STEP_ORDER)
     traced = _tracer(("z", "r", "hh", "h"), (batch, timesteps, units), dtype, trace)
-    # Every step's values, in buffers allocated once.
-    z, r, hh, keep_share = (np.empty((batch, units), dtype) for _ in range(4))
+
+    def buffer(columns: int) -> np.ndarray:  # a step's values, allocated once
+        return np.empty((batch, columns), dtype, order=STEP_ORDER)
+
+    zr, hh, keep_share = buffer(2 * units), buffer(units), buffer(units)
+    z, r = zr[:, z_in_zr], zr[:, r_in_zr]
     if reset_after:
-        matrix_inner = np.empty((batch, 3 * units), dtype)
+        matrix_inner = buffer(3 * units)
+        # broadcast once to the step layout: adding a bias row to column-major rows is a slow pass
+        recurrent_bias = np.array(np.broadcast_to(recurrent_bias, matrix_inner.shape), order=STEP_ORDER)
     else:  # one product for z and r; the candidate's needs r first
-        recurrent_kernel_zr = np.ascontiguousarray(recurrent_kernel[:, : 2 * units])
+        recurrent_kernel_zr = np.ascontiguousarray(recurrent_kernel[:, zr_])
         recurrent_kernel_h = np.ascontiguousarray(recurrent_kernel[:, h_])
-        matrix_inner = np.empty((batch, 2 * units), dtype)
-        reset_state, recurrent_h = np.empty((batch, units), dtype), np.empty((batch, units), dtype)
+        matrix_inner, reset_state, recurrent_h = buffer(2 * units), buffer(units), buffer(units)
     for t, x_t in enumerate(_input_projections(x, kernel, input_bias, dtype)):
         if progress is not None and t % PROGRESS_EVERY == 0:
             progress(t, timesteps)
         h_tm1 = outputs.state
-        x_z, x_r, x_h = x_t[:, z_], x_t[:, r_], x_t[:, h_]
+        x_zr, x_h = x_t[:, zr_], x_t[:, h_]
         if reset_after:
             np.matmul(h_tm1, recurrent_kernel, out=matrix_inner)
             matrix_inner += recurrent_bias
-            recurrent_z, recurrent_r, recurrent_h = matrix_inner[:, z_], matrix_inner[:, r_], matrix_inner[:, h_]
-            rec_act(np.add(x_z, recurrent_z, out=z))
-            rec_act(np.add(x_r, recurrent_r, out=r))
+            recurrent_zr, recurrent_h = matrix_inner[:, zr_], matrix_inner[:, h_]
+            rec_act(np.add(x_zr, recurrent_zr, out=zr))  # z = rec_act(x_z + recurrent_z), r likewise
             recurrent_h *= r
         else:
-            np.matmul(h_tm1, recurrent_kernel_zr, out=matrix_inner)
-            recurrent_z, recurrent_r = matrix_inner[:, :units], matrix_inner[:, units:]
-            rec_act(np.add(x_z, recurrent_z, out=z))
-            rec_act(np.add(x_r, recurrent_r, out=r))
+            recurrent_zr = np.matmul(h_tm1, recurrent_kernel_zr, out=matrix_inner)
+            rec_act(np.add(x_zr, recurrent_zr, out=zr))  # z = rec_act(x_z + recurrent_z), r likewise
             np.matmul(np.multiply(r, h_tm1, out=reset_state), recurrent_kernel_h, out=recurrent_h)
         act(np.add(x_h, recurrent_h, out=hh))
         # h = z * h_tm1 + (1 - z) * hh: Keras's order, z keeps the previous state
@@ -390,7 +442,7 @@ def gru_cell(
         if trace:
             for name, value in (("z", z), ("r", r), ("hh", hh), ("h", outputs.state)):
                 traced[name][:, t] = value
-    return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.state], traced)
+    return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.final_state()], traced)
 
 
 def lstm_cell(
@@ -403,37 +455,43 @@ def lstm_cell(
         return np.matmul(h_tm1, recurrent_kernel, out=out)
 
     return _lstm_steps(layer, _input_projections(x, kernel, bias, dtype), x.shape[1], recurrent, mask, semantics, dtype, trace,
-                       zero_output, progress, initial_state)
+                       zero_output, progress, initial_state, STEP_ORDER)
 
 
 def _lstm_steps(
     layer: RecurrentLayer, projections: Iterator[np.ndarray], timesteps: int, recurrent: Callable[[np.ndarray, np.ndarray], np.ndarray],
     mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool, progress: Progress | None,
-    initial_state: list[np.ndarray],
+    initial_state: list[np.ndarray], order: str,
 ) -> RecurrentRun:
-    """The LSTM step loop over the input projections of each step, (batch, ..., 4*units);
-    `recurrent(h_tm1, out)` writes the state's product into `out` (a matrix product, or ConvLSTM's
-    convolution)."""
+    """The LSTM step loop over the input projections of each step, (batch, ..., 4*units) in the
+    memory order `order`; `recurrent(h_tm1, out)` writes the state's product into `out` (a matrix
+    product, or ConvLSTM's convolution) or returns it."""
     units = layer.units
     act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
-    rec_act = activation_in_place(layer.config.get("recurrent_activation", "sigmoid"), semantics)
+    rec_act = activation_side_by_side(layer.config.get("recurrent_activation", "sigmoid"), semantics, units)
     i_, f_, c_, o_ = (gates.gate_columns("LSTM", units, g) for g in "ifco")
+    if_, _, _ = _side_by_side(i_, f_)  # i and f go through the recurrent activation in one pass
     h_tm1, c_tm1 = initial_state
     state_shape = tuple(h_tm1.shape[1:])
     batch = h_tm1.shape[0]
-    outputs = _Outputs(batch, timesteps, state_shape, mask, zero_output, dtype, h_tm1)
+    outputs = _Outputs(batch, timesteps, state_shape, mask, zero_output, dtype, h_tm1, order)
     traced = _tracer(("i", "f", "cc", "c", "o", "h"), outputs.sequence.shape, dtype, trace)
-    z = np.empty((batch, *state_shape[:-1], 4 * units), dtype)
-    c_buffers = (np.empty((batch, *state_shape), dtype), np.empty((batch, *state_shape), dtype))
-    input_share, tanh_c = np.empty((batch, *state_shape), dtype), np.empty((batch, *state_shape), dtype)
+    c_tm1 = np.array(c_tm1, dtype, order=order)
+
+    def buffer(last_axis: int) -> np.ndarray:  # a step's values, allocated once
+        return np.empty((batch, *state_shape[:-1], last_axis), dtype, order=order)
+
+    z = buffer(4 * units)
+    c_buffers = (buffer(units), buffer(units))
+    input_share, tanh_c = buffer(units), buffer(units)
     for t, x_t in enumerate(projections):
         if progress is not None and t % PROGRESS_EVERY == 0:
             progress(t, timesteps)
         h_tm1 = outputs.state
         z = recurrent(h_tm1, z)
         z += x_t
-        i = rec_act(z[..., i_])
-        f = rec_act(z[..., f_])
+        rec_act(z[..., if_])  # i = rec_act(z0), f = rec_act(z1)
+        i, f = z[..., i_], z[..., f_]
         cc = act(z[..., c_])
         c = c_buffers[t % 2]  # the other one holds c_tm1
         np.multiply(f, c_tm1, out=c)
@@ -446,9 +504,7 @@ def _lstm_steps(
         if trace:
             for name, value in (("i", i), ("f", f), ("cc", cc), ("c", c_tm1), ("o", o), ("h", outputs.state)):
                 traced[name][:, t] = value
-    if mask is None and timesteps:
-        c_tm1 = c_tm1.copy()  # a buffer the loop reuses: the final state gets an array of its own
-    return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.state, c_tm1], traced)
+    return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.final_state(), np.ascontiguousarray(c_tm1)], traced)
 
 
 def simple_rnn_cell(
@@ -458,7 +514,7 @@ def simple_rnn_cell(
     act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
     kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
     batch, timesteps, _ = x.shape
-    outputs = _Outputs(batch, timesteps, (layer.units,), mask, zero_output, dtype, initial_state[0])
+    outputs = _Outputs(batch, timesteps, (layer.units,), mask, zero_output, dtype, initial_state[0], STEP_ORDER)
     traced = _tracer(("h",), (batch, timesteps, layer.units), dtype, trace)
     for t, x_t in enumerate(_input_projections(x, kernel, bias, dtype)):
         if progress is not None and t % PROGRESS_EVERY == 0:
@@ -469,7 +525,7 @@ def simple_rnn_cell(
         outputs.commit(t)
         if trace:
             traced["h"][:, t] = outputs.state
-    return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.state], traced)
+    return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.final_state()], traced)
 
 
 def conv_settings(layer: RecurrentLayer) -> tuple[tuple[int, ...], str, tuple[int, ...]]:
@@ -521,7 +577,8 @@ def conv_lstm_cell(
         return spatial.convolve(h_tm1, recurrent_kernel, ones, "same", ones)
 
     projections = _conv_projections(x, kernel, bias, dtype, strides, padding, dilation)
-    return _lstm_steps(layer, projections, x.shape[1], recurrent, mask, semantics, dtype, trace, zero_output, progress, initial_state)
+    return _lstm_steps(layer, projections, x.shape[1], recurrent, mask, semantics, dtype, trace, zero_output, progress, initial_state,
+                       "C")
 
 
 PROGRESS_EVERY = 256  # steps between progress reports: cheap next to a step's matrix product

@@ -80,7 +80,7 @@ def test_float32_replay_is_close_too(keras3: Any) -> None:
 # --- every activation, every sequence option, on layers built here --------------------------------------------
 
 ACTIVATIONS = ["tanh", "sigmoid", "hard_sigmoid", "relu", "linear", "elu", "selu", "softsign", "softplus",
-               "exponential", "gelu", "silu", "relu6", "mish", "log_sigmoid", "leaky_relu", "hard_silu"]
+               "exponential", "gelu", "silu", "relu6", "mish", "log_sigmoid", "leaky_relu", "hard_silu", "softmax"]
 
 
 def recurrent_layer(kind: str, keras_layer: Any, config: dict[str, Any], weights: list[np.ndarray]) -> RecurrentLayer:
