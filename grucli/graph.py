@@ -34,6 +34,7 @@ from grucli.replay import (
     layer_outputs,
     merge_directions,
     run_layer,
+    step_input,
 )
 from grucli.spec import GraphSpec, Ref, graph_spec
 from grucli.tensor import Tensor
@@ -233,7 +234,7 @@ class ModelReplay:
         `initial_state` is what the layer was called with (`initial_state=[h, c]`): for a
         Bidirectional layer the forward states then the backward ones, for stacked cells each
         cell's states in order."""
-        x = np.asarray(x, dtype=self.dtype)
+        x = step_input(x, self.dtype)
         if layer.class_name == "TimeDistributed":
             return self._time_distributed_recurrent(layer, path, x, mask)
         if layer.class_name == "Bidirectional":

@@ -236,10 +236,7 @@ def run_layer(
         raise ReplayError(f"layer {layer.path} expects input (batch, timesteps, features), got shape {inputs.shape}")
     if not convolutional and inputs.shape[-1] != layer.input_dim:
         raise ReplayError(f"layer {layer.path} expects {layer.input_dim} features per step, got {inputs.shape[-1]}")
-    x = np.asarray(inputs)
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(dtype)
-    # else converted a block of steps at a time as the step loops read it (no copy of the whole input)
+    x = step_input(inputs, dtype)
     if layer.config.get("go_backwards") if go_backwards is None else go_backwards:
         x = x[:, ::-1]
         mask = mask[:, ::-1] if mask is not None else None
@@ -251,6 +248,14 @@ def run_layer(
     cell = conv_lstm_cell if convolutional else CELLS[family]
     with np.errstate(over="ignore"):  # exp overflowing to inf in a saturated sigmoid or tanh is exact
         return cell(layer, x, mask, semantics, dtype, trace, zero_output_for_mask, progress, states)
+
+
+def step_input(inputs: np.ndarray, dtype: type) -> np.ndarray:
+    """A layer's input as the step loops read it: float32 and float64 as they are (the loops cast
+    a block of steps at a time, so a long float32 input is never copied whole into float64), any
+    other type converted to `dtype`."""
+    x = np.asarray(inputs)
+    return x if x.dtype in (np.float32, np.float64) else x.astype(dtype)
 
 
 STATE_COUNT = {"GRU": 1, "LSTM": 2, "SimpleRNN": 1}  # [h], [h, c], [h]
