@@ -300,7 +300,7 @@ def _weights(layer: RecurrentLayer, dtype: type) -> tuple[np.ndarray, np.ndarray
 # product as fast (or faster) as a row-major one. Every array a step combines has this layout:
 # mixing layouts in one pass is slower than either.
 
-BLOCK_STEPS = 16  # timesteps per input-projection block (its products stay in the cache)
+BLOCK_STEPS = 16  # timesteps per input-projection block (a few MiB: still in the cache when its steps read it)
 STEP_ORDER = "F"  # the layout of the step buffers of the dense cells (above)
 
 
