@@ -304,6 +304,12 @@ BLOCK_STEPS = 16  # timesteps per input-projection block (a few MiB: still in th
 STEP_ORDER = "F"  # the layout of the step buffers of the dense cells (above)
 
 
+def _step_matrix(matrix: np.ndarray) -> np.ndarray:
+    """A recurrent kernel as the step products read it: column-major too, from which OpenBLAS
+    writes their column-major products faster (float32 (32, 256) x (256, 1024): 137 against 170 µs)."""
+    return np.asfortranarray(matrix)
+
+
 def _time_major_blocks(x: np.ndarray, dtype: type) -> Iterator[np.ndarray]:
     """x (batch, time, ...) as contiguous (steps, batch, ...) blocks of BLOCK_STEPS timesteps."""
     for start in range(0, x.shape[1], BLOCK_STEPS):
@@ -417,12 +423,13 @@ def gru_cell(
     zr, hh, keep_share = buffer(2 * units), buffer(units), buffer(units)
     z, r = zr[:, z_in_zr], zr[:, r_in_zr]
     if reset_after:
+        recurrent_kernel = _step_matrix(recurrent_kernel)
         matrix_inner = buffer(3 * units)
         # broadcast once to the step layout: adding a bias row to column-major rows is a slow pass
         recurrent_bias = np.array(np.broadcast_to(recurrent_bias, matrix_inner.shape), order=STEP_ORDER)
     else:  # one product for z and r; the candidate's needs r first
-        recurrent_kernel_zr = np.ascontiguousarray(recurrent_kernel[:, zr_])
-        recurrent_kernel_h = np.ascontiguousarray(recurrent_kernel[:, h_])
+        recurrent_kernel_zr = _step_matrix(recurrent_kernel[:, zr_])
+        recurrent_kernel_h = _step_matrix(recurrent_kernel[:, h_])
         matrix_inner, reset_state, recurrent_h = buffer(2 * units), buffer(units), buffer(units)
     for t, x_t in enumerate(_input_projections(x, kernel, input_bias, dtype)):
         if progress is not None and t % PROGRESS_EVERY == 0:
@@ -455,6 +462,7 @@ def lstm_cell(
     progress: Progress | None, initial_state: list[np.ndarray],
 ) -> RecurrentRun:
     kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
+    recurrent_kernel = _step_matrix(recurrent_kernel)
 
     def recurrent(h_tm1: np.ndarray, out: np.ndarray) -> np.ndarray:
         return np.matmul(h_tm1, recurrent_kernel, out=out)
@@ -518,6 +526,7 @@ def simple_rnn_cell(
 ) -> RecurrentRun:
     act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
     kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
+    recurrent_kernel = _step_matrix(recurrent_kernel)
     batch, timesteps, _ = x.shape
     outputs = _Outputs(batch, timesteps, (layer.units,), mask, zero_output, dtype, initial_state[0], STEP_ORDER)
     traced = _tracer(("h",), (batch, timesteps, layer.units), dtype, trace)
