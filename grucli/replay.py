@@ -398,6 +398,11 @@ def _side_by_side(first: slice, second: slice) -> tuple[slice, slice, slice]:
     return both, *(slice(gate.start - both.start, gate.stop - both.start) for gate in (first, second))
 
 
+def _step_buffers(leading: tuple[int, ...], dtype: type, order: str) -> Callable[[int], np.ndarray]:
+    """Allocates a step's buffers once: `buffer(n)` is an empty (*leading, n) array in `order`."""
+    return lambda last_axis: np.empty((*leading, last_axis), dtype, order=order)
+
+
 def _tracer(names: Sequence[str], shape: tuple[int, ...], dtype: type, trace: bool) -> dict[str, np.ndarray]:
     return {name: np.empty(shape, dtype) for name in names} if trace else {}
 
@@ -416,10 +421,7 @@ def gru_cell(
     batch, timesteps, _ = x.shape
     outputs = _Outputs(batch, timesteps, (units,), mask, zero_output, dtype, initial_state[0], STEP_ORDER)
     traced = _tracer(("z", "r", "hh", "h"), (batch, timesteps, units), dtype, trace)
-
-    def buffer(columns: int) -> np.ndarray:  # a step's values, allocated once
-        return np.empty((batch, columns), dtype, order=STEP_ORDER)
-
+    buffer = _step_buffers((batch,), dtype, STEP_ORDER)
     zr, hh, keep_share = buffer(2 * units), buffer(units), buffer(units)
     z, r = zr[:, z_in_zr], zr[:, r_in_zr]
     if reset_after:
@@ -490,10 +492,7 @@ def _lstm_steps(
     outputs = _Outputs(batch, timesteps, state_shape, mask, zero_output, dtype, h_tm1, order)
     traced = _tracer(("i", "f", "cc", "c", "o", "h"), outputs.sequence.shape, dtype, trace)
     c_tm1 = np.array(c_tm1, dtype, order=order)
-
-    def buffer(last_axis: int) -> np.ndarray:  # a step's values, allocated once
-        return np.empty((batch, *state_shape[:-1], last_axis), dtype, order=order)
-
+    buffer = _step_buffers((batch, *state_shape[:-1]), dtype, order)
     z = buffer(4 * units)
     c_buffers = (buffer(units), buffer(units))
     input_share, tanh_c = buffer(units), buffer(units)

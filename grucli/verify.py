@@ -305,9 +305,10 @@ def _same_call(replay: ModelReplay, path: str, real_input: np.ndarray, mask: np.
     framework fed it (same values in the replay's dtype, same mask, same initial states): its
     outputs are then what a second run would compute, bit for bit, at no second cost (a long
     sequence's replay is most of verify's own time)."""
-    call = next((call for call in replay.calls if call.path == path), None)
-    if call is None or len([c for c in replay.calls if c.path == path]) != 1:
+    calls = [call for call in replay.calls if call.path == path]
+    if len(calls) != 1:
         return None  # not run, or called more than once (a shared layer): run it on this input
+    call = calls[0]
     dtype = replay.dtype
     if np.shape(call.inputs) != np.shape(real_input) or not np.array_equal(np.asarray(call.inputs, dtype), np.asarray(real_input, dtype)):
         return None
