@@ -7,6 +7,7 @@ Keras 2 definitions such as hard_sigmoid = clip(0.2x + 0.5, 0, 1)).
 from __future__ import annotations
 
 import json
+import mmap
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLES, real, sample
+from grucli import replay
 from grucli.graph import ModelReplay
 from grucli.layers import find_layers
 from grucli.model import RecurrentLayer
@@ -127,10 +129,23 @@ def test_keras2_hard_sigmoid_matches_tf_keras(tf_keras: Any, kind: str) -> None:
     assert np.abs(run_layer(layer, x, semantics=KERAS3).sequence - expected).max() > 1e-3
 
 
+def mapping_behind(array: np.ndarray) -> object:
+    base = array
+    while isinstance(base, np.ndarray) or isinstance(base, memoryview):
+        base = base.base if isinstance(base, np.ndarray) else base.obj
+    return base
+
+
 @pytest.mark.parametrize("kind", ["GRU", "LSTM", "SimpleRNN"])
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("zero_output_for_mask", [False, True])
-def test_go_backwards_masks_and_states(keras3: Any, kind: str, go_backwards: bool, zero_output_for_mask: bool) -> None:
+@pytest.mark.parametrize("mapped", [False, True], ids=["empty", "mapped"])
+def test_go_backwards_masks_and_states(keras3: Any, kind: str, go_backwards: bool, zero_output_for_mask: bool, mapped: bool,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    if mapped:  # a long sequence's output array, mapped with its pages populated (Linux), at any size
+        if not hasattr(mmap, "MAP_POPULATE"):
+            pytest.skip("no MAP_POPULATE here")
+        monkeypatch.setattr(replay, "POPULATE_BYTES", 0)
     rng = np.random.default_rng(5)
     x = rng.normal(size=(3, 6, 2)).astype("float32")
     mask = np.ones((3, 6), bool)
@@ -148,6 +163,7 @@ def test_go_backwards_masks_and_states(keras3: Any, kind: str, go_backwards: boo
     expected = predict(model, masked_x)
     layer = recurrent_layer(kind, None, {**settings, "activation": "tanh", "recurrent_activation": "sigmoid"}, weights)
     run = run_layer(layer, masked_x, mask=mask, semantics=KERAS3)
+    assert isinstance(mapping_behind(run.sequence), mmap.mmap) == mapped
     assert np.abs(run.sequence - expected[0]).max() < CPU_LEVEL
     for state, keras_state in zip(run.states, expected[1:]):
         assert np.abs(state - keras_state).max() < CPU_LEVEL
