@@ -9,9 +9,10 @@ TensorFlow backend), generated into a temporary folder with inputs of both lengt
 1. Marginal cost per timestep, (time at LONG - time at SHORT) / (LONG - SHORT), which takes
    the fixed costs (imports, loading, tracing) out:
    - in-process: the replay (float64 and float32) against Keras's predict, each loaded and
-     warmed up once in a worker process of its own; in each round every runner in turn runs
-     both lengths back to back; printed are the median marginal cost and the median of each
-     round's ratio to predict's marginal cost in that round; plus torch.nn.GRU/LSTM
+     run once on every input (predict traces per input shape) in a worker process of its own;
+     in each round every runner in turn runs both lengths back to back; printed are the median
+     marginal cost, the median of each round's ratio to predict's marginal cost in that round,
+     and those ratios round by round; plus torch.nn.GRU/LSTM
      on the CPU with the weights `grucli export --layout torch` writes, when PyTorch is installed
      (what a user might pick instead);
    - whole processes: `grucli replay` against a bare script that loads the model with Keras and
@@ -79,12 +80,12 @@ def timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def in_process(model_path: Path, kind: str, folder: Path, lengths: tuple[int, int], repeat: int) -> dict[str, tuple[float, float]]:
-    """Per runner: the median of its marginal seconds per step over the rounds, and the median of
-    its per-round ratio to predict's marginal cost in the same round.
+def in_process(model_path: Path, kind: str, folder: Path, lengths: tuple[int, int], repeat: int) -> dict[str, tuple[float, float, list[float]]]:
+    """Per runner: the median of its marginal seconds per step over the rounds, the median of its
+    per-round ratio to predict's marginal cost in the same round, and those ratios in round order.
 
     Each runner lives in a worker process of its own (as a user runs it: TensorFlow's thread pools,
-    busy after a predict, would slow a replay beside them), loaded and warmed up once. In each
+    busy after a predict, would slow a replay beside them), loaded and run once on each input. In each
     round the parent asks every runner, in turns, for a run at the short length and one at the long
     length back to back: the round's marginal cost. The VM's speed drifts by tens of percent over
     seconds to minutes here, so a ratio is taken between runs made close together (the same round),
@@ -113,8 +114,8 @@ def in_process(model_path: Path, kind: str, folder: Path, lengths: tuple[int, in
     finally:
         for worker_process in workers.values():
             worker_process.close()
-    return {runner: (statistics.median(r[runner] for r in rounds), statistics.median(r[runner] / r["predict"] for r in rounds))
-            for runner in runners}
+    ratios = {runner: [r[runner] / r["predict"] for r in rounds] for runner in runners}
+    return {runner: (statistics.median(r[runner] for r in rounds), statistics.median(ratios[runner]), ratios[runner]) for runner in runners}
 
 
 # After each timed run: OpenBLAS's and TensorFlow's threads spin a while after their work, and on
@@ -151,8 +152,9 @@ class _Worker:
 
 
 def worker(runner_name: str, model_path: Path, kind: str, folder: Path, lengths: tuple[int, int]) -> None:
-    """Load one runner, warm it up, print "ready"; then for each length read from stdin, run once
-    untimed on 50 steps and once timed on the input of that length, and print the seconds."""
+    """Load one runner, run it once on every input (Keras traces per input shape), print "ready";
+    then for each length read from stdin, run once untimed on 50 steps and once timed on the input
+    of that length, and print the seconds."""
     inputs = {length: np.load(folder / f"x{length}.npy") for length in lengths}
     if runner_name == "predict":
         import keras
@@ -179,7 +181,8 @@ def worker(runner_name: str, model_path: Path, kind: str, folder: Path, lengths:
         def run(x: np.ndarray) -> object:
             return ModelReplay(model_file, layers, semantics, dtype).run([x])
     warm_up = inputs[lengths[0]][:, :50]
-    run(warm_up)  # trace
+    for x in (warm_up, *inputs.values()):  # predict traces once per input shape: not in a timed run
+        run(x)
     print("ready", flush=True)
     for line in sys.stdin:
         run(warm_up)  # untimed: a run that follows an idle spell starts slow on this VM
@@ -236,6 +239,8 @@ def main() -> int:
                 if name in costs:
                     line += f" | {name} {costs[name][0] * 1e6:6.0f} ({costs[name][1]:4.2f}x)"
             print(line, flush=True)
+            print(f"{kind:5} in-process ratio to predict, round by round: " + " | ".join(
+                f"{name} " + " ".join(f"{ratio:.2f}" for ratio in costs[name][2]) for name in ("float64", "float32", "torch") if name in costs))
             if args.in_process_only:
                 continue
 
