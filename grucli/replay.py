@@ -252,9 +252,9 @@ def run_layer(
 
 
 def step_input(inputs: np.ndarray, dtype: type) -> np.ndarray:
-    """A layer's input as the step loops read it: float32 and float64 as they are (the loops cast
-    a block of steps at a time, so a long float32 input is never copied whole into float64), any
-    other type converted to `dtype`."""
+    """A layer's input as the step loops read it: float32 and float64 as they are (the dense loops
+    cast a step at a time, ConvLSTM a block of steps, so a long float32 input is never copied
+    whole into float64), any other type converted to `dtype`."""
     x = np.asarray(inputs)
     return x if x.dtype in (np.float32, np.float64) else x.astype(dtype)
 
