@@ -48,9 +48,11 @@ def to_text(renderables: Iterable[RenderableType], color: bool, width: int) -> s
     buffer = io.StringIO()
     # Heatmap gradients need more than 16 colours; every current terminal has 256.
     truecolor = os.environ.get("COLORTERM", "").lower() in ("truecolor", "24bit")
+    # No markup or emoji codes in plain strings: layer names come from the file, and Keras allows
+    # "enc[red]:smile:", which Rich would print as "enc😄" (or refuse, for a "[/x]").
     console = Console(
         file=buffer, force_terminal=color, no_color=not color, color_system=("truecolor" if truecolor else "256") if color else None,
-        width=width, highlight=False, soft_wrap=False, emoji=False,
+        width=width, highlight=False, soft_wrap=False, emoji=False, markup=False,
     )
     for renderable in renderables:
         console.print(renderable)
@@ -60,7 +62,7 @@ def to_text(renderables: Iterable[RenderableType], color: bool, width: int) -> s
 def _fitted(table: Table, width: int) -> RenderableType:
     """`table` when it fits `width`; otherwise the same cells as one record per row ("header value,
     ..."), which wraps between values and so never cuts one. The title stays above either."""
-    console = Console(width=100_000, file=io.StringIO())
+    console = Console(width=100_000, file=io.StringIO(), emoji=False, markup=False)
     if console.measure(table).maximum <= width:
         return table
     headers = [str(column.header) for column in table.columns]
@@ -111,10 +113,10 @@ def _file_header(report: InspectReport) -> Text:
 
 def _layer_panel(report: LayerReport, with_values: bool, width: int) -> Group:
     layer = report.layer
-    title = f"[bold]{layer.path}[/]  {layer.class_name}  ·  {layer.units} units  ·  input_dim {layer.input_dim}"
+    about = f"  {layer.class_name}  ·  {layer.units} units  ·  input_dim {layer.input_dim}"
     if report.unit is not None:
-        title += f"  ·  unit {report.unit}"
-    body: list[RenderableType] = [_heading(title, width), _config_text(report), _weights_text(report)]
+        about += f"  ·  unit {report.unit}"
+    body: list[RenderableType] = [_heading(layer.path, about, width), _config_text(report), _weights_text(report)]
     body.append(Text("\n".join(f"• {line}" for line in report.layout), style="dim"))
     body.append(_equations_text(report.equations))
     if report.unit is not None and report.gates:
@@ -132,9 +134,10 @@ def _layer_panel(report: LayerReport, with_values: bool, width: int) -> Group:
     return Group(*body)
 
 
-def _heading(markup: str, width: int) -> RenderableType:
-    """A layer's title as a rule across the width, or as wrapped text where a rule would cut it."""
-    text = Text.from_markup(markup)
+def _heading(path: str, about: str, width: int) -> RenderableType:
+    """A layer's title, its path in bold, as a rule across the width, or as wrapped text where a
+    rule would cut it."""
+    text = Text.assemble((path, "bold"), about)
     return Rule(text, align="left") if text.cell_len + 4 <= width else text
 
 
@@ -255,7 +258,8 @@ def _values_table(title: str, array: ArrayReport, width: int) -> RenderableType:
         # ConvLSTM: fold the kernel window into the rows, labelled by window position and input.
         window = values.shape[:-2]
         prefix = "h" if array.name == "recurrent_kernel" else "x"
-        row_labels = [f"{list(np.unravel_index(i // values.shape[-2], window))}{prefix}{i % values.shape[-2]}" for i in range(int(np.prod(values.shape[:-1])))]
+        row_labels = [f"{[int(k) for k in np.unravel_index(i // values.shape[-2], window)]}{prefix}{i % values.shape[-2]}"
+                      for i in range(int(np.prod(values.shape[:-1])))]
         values = values.reshape(-1, values.shape[-1])
     rows = _elide(list(range(values.shape[0])), MAX_ROWS)
     cells = [_value(float(v)) for v in values.ravel()] or [""]
@@ -615,7 +619,8 @@ def render_heatmaps(report: InspectReport, color: bool = True, width: int = 120)
         layer = layer_report.layer
         arrays = [a for gate in layer_report.gates for a in gate.arrays if a.values is not None]
         scale = _scale(arrays)
-        parts.append(_heading(f"[bold]{layer.path}[/]  {layer.class_name}  ·  {layer.units} units  ·  colour scale ±{scale:.3g} (99th percentile of |w|)", width))
+        about = f"  {layer.class_name}  ·  {layer.units} units  ·  colour scale ±{scale:.3g} (99th percentile of |w|)"
+        parts.append(_heading(layer.path, about, width))
         parts.append(_legend(scale, color))
         for gate in layer_report.gates:
             ordered = sorted(gate.arrays, key=lambda a: ARRAY_ORDER.index(a.name))
@@ -735,8 +740,8 @@ class DelayedProgress:
                 TimeRemainingColumn,
             )
 
-            self._bar = Progress(TextColumn(f"{self._action} {{task.description}}"), BarColumn(),
-                                 TextColumn(f"{{task.completed}}/{{task.total}} {self._unit}"),
+            self._bar = Progress(TextColumn(f"{self._action} {{task.description}}", markup=False), BarColumn(),
+                                 TextColumn(f"{{task.completed}}/{{task.total}} {self._unit}", markup=False),
                                  TimeRemainingColumn(), console=Console(stderr=True), transient=True)
             self._bar.start()
         if path not in self._tasks:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -116,7 +119,6 @@ def test_inspect_json_schema_and_values() -> None:
 
     with_values = json.loads(run("inspect", str(sample("k3_gru.keras")), "--json", "--values")[1])
     kernel = np.asarray(with_values["layers"][0]["gates"]["r"]["kernel"]["values"])
-    import h5py, zipfile, io  # noqa: E401 - the truth read straight from the file's dataset
 
     with zipfile.ZipFile(sample("k3_gru.keras")) as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as f:
         stored = f["layers/gru/cell/vars/0"][()]
@@ -153,6 +155,23 @@ def test_inspect_values_elides_large_matrices() -> None:
     assert code == 0
     assert "showing the corners of a 32×32 matrix" in out
     assert "u31" in out and "u15" not in out
+
+
+def test_inspect_values_of_a_conv_lstm_label_rows_by_window_position() -> None:
+    """ConvLSTM1D(3, kernel_size=2) on 2 channels: the kernel (2, 2, 3) has a row per window
+    position and input channel, [0]x0 [0]x1 [1]x0 [1]x1 (Rich once read "[0]" as markup and
+    printed x0 x1 x0 x1), and its numbers are the file's kernel[position, channel, unit]."""
+    code, out, _ = run("inspect", str(sample("k3_conv_lstm1d.keras")), "--gate", "i", "--values")
+    assert code == 0
+    block = out.split("i (input gate) · kernel\n", 1)[1].splitlines()[2:6]
+    assert [line.split()[0] for line in block] == ["[0]x0", "[0]x1", "[1]x0", "[1]x1"]
+    with zipfile.ZipFile(sample("k3_conv_lstm1d.keras")) as archive, \
+            h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+        kernels = []
+        weights.visititems(lambda name, item: kernels.append(item[()]) if name.endswith("vars/0") and item.ndim == 3 else None)
+    kernel = kernels[0]  # (window, channels, 4 * units), gates i, f, c, o
+    printed = [[float(v) for v in line.split()[1:]] for line in block]
+    np.testing.assert_allclose(printed, kernel[:, :, :3].reshape(4, 3), atol=5e-5)
 
 
 def test_inspect_weights_only_file_says_inferred() -> None:

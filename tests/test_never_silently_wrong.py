@@ -172,6 +172,24 @@ def test_a_model_without_recurrent_layers_is_an_error(keras3: Any, tmp_path: Pat
         )
 
 
+def test_layer_names_are_printed_as_the_file_writes_them(keras3: Any, tmp_path: Path) -> None:
+    """Keras allows "[red]" and ":smile:" in a layer's name; Rich would read them as a style and an
+    emoji code and print "encx😄". Every text report prints the name as written."""
+    gru, dense = "enc[red]x[bold]:smile:", "head[blue]:thumbs_up:"
+    inputs = keras3.Input((5, 3))
+    keras3.Model(inputs, keras3.layers.Dense(2, name=dense)(keras3.layers.GRU(4, name=gru)(inputs))).save(tmp_path / "n.keras")
+    path = str(tmp_path / "n.keras")
+    for args in (["inspect", path], ["inspect", path, "--heatmap"], ["check", path], ["diff", path, path],
+                 ["explain", path, "--keras", "none"]):
+        result = CliRunner().invoke(cli, args, env={"COLUMNS": "120", "NO_COLOR": "1"})
+        assert result.exit_code == 0, (args, result.stderr)
+        assert gru in result.stdout, args
+        assert "😄" not in result.stdout and "encx" not in result.stdout, args
+    inspected = run("inspect", path).stdout
+    assert inspected.splitlines()[3].startswith(f"{gru}  GRU  ·  4 units")
+    assert dense in inspected  # the table of other layers
+
+
 # --- 4. stateful layers ---------------------------------------------------------------------------------
 
 
