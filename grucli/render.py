@@ -9,10 +9,12 @@ import io
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console, Group, RenderableType
 from rich.rule import Rule
 from rich.table import Table
@@ -185,21 +187,21 @@ STAT_COLUMNS = ("shape", "mean", "std", "min", "max", "norm", "max|w|", "NaN", "
 def _stats_tables(report: LayerReport, width: int) -> list[RenderableType]:
     """The statistics of every gate array, in as many stacked tables as the width needs: each
     repeats the gate and array columns and takes the next statistics that fit. No cell is cut."""
-    keys: list[list[Text] | None] = []
-    stats: list[list[Text] | None] = []
+    keys: list[list[_Cell] | None] = []
+    stats: list[list[_Cell] | None] = []
     for gate in report.gates:
         for index, array in enumerate(gate.arrays):
             label = f"{gate.gate} {gate.meaning.split()[0]}" if index == 0 else ""
             s = array.stats
             warn = "bold red" if s.nan or s.inf else ""
-            keys.append([Text(label), Text(array.name)])
+            keys.append([_Cell(label), _Cell(array.name)])
             cells = [str(array.shape), _num(s.mean), _num(s.std), _num(s.min), _num(s.max), _num(s.norm), _num(s.max_abs)]
-            stats.append([Text(cell) for cell in cells] + [Text(str(s.nan), style=warn), Text(str(s.inf), style=warn)])
-        keys.append(None)
+            stats.append([_Cell(cell) for cell in cells] + [_Cell(str(s.nan), warn), _Cell(str(s.inf), warn)])
+        keys.append(None)  # a blank line between gates
         stats.append(None)
 
-    def column_width(header: str, rows: list[list[Text] | None], position: int) -> int:
-        return max([len(header)] + [row[position].cell_len for row in rows if row is not None])
+    def column_width(header: str, rows: list[list[_Cell] | None], position: int) -> int:
+        return max([len(header)] + [cell_len(row[position].text) for row in rows if row is not None])
 
     key_widths = [column_width(h, keys, i) for i, h in enumerate(("gate", "array"))]
     stat_widths = [column_width(h, stats, i) for i, h in enumerate(STAT_COLUMNS)]
@@ -215,20 +217,58 @@ def _stats_tables(report: LayerReport, width: int) -> list[RenderableType]:
         used += 2 + stat_width
     tables: list[RenderableType] = []
     for group in groups:
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
-        # Widths given up front spare Rich measuring every cell: a third of the table's time.
-        for header, key_width in zip(("gate", "array"), key_widths):
-            table.add_column(header, no_wrap=True, width=key_width)
-        for position in group:
-            table.add_column(STAT_COLUMNS[position], justify="left" if position == 0 else "right", no_wrap=True,
-                             width=stat_widths[position])
-        for key_row, stat_row in zip(keys, stats):
-            if key_row is None or stat_row is None:
-                table.add_section()
-            else:
-                table.add_row(*key_row, *(stat_row[position] for position in group))
-        tables.append(table)
+        columns = [_Column("gate", "left", key_widths[0]), _Column("array", "left", key_widths[1])]
+        columns += [_Column(STAT_COLUMNS[p], "left" if p == 0 else "right", stat_widths[p]) for p in group]
+        rows = [None if key_row is None or stat_row is None else [*key_row, *(stat_row[p] for p in group)]
+                for key_row, stat_row in zip(keys, stats)]
+        tables.append(_grid(columns, rows))
     return tables
+
+
+@dataclass(frozen=True)
+class _Cell:
+    text: str
+    style: str = ""
+
+
+@dataclass(frozen=True)
+class _Column:
+    header: str
+    justify: str  # "left" or "right"
+    width: int  # at least the header's and every cell's width
+
+
+def _grid(columns: Sequence[_Column], rows: Sequence[Sequence[_Cell] | None]) -> Text:
+    """Rows of cells in columns of known widths, a blank line where a row is None, laid out as a
+    Rich Table(box=SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0),
+    header_style="bold") lays out the same cells, byte for byte, colour codes included, where it
+    fits the width (narrower, its lines fold: no cell is cut with `…` as Rich's would be). One Text
+    because Rich's Table takes about 80 µs a cell to lay out what the widths already decide: the
+    statistics of a two-layer LSTM took 21 of the 26 ms `inspect` spent rendering, a tenth of
+    its whole run (measured on the 2-core VM)."""
+    total = sum(column.width for column in columns) + 2 * (len(columns) - 1)
+    lines = [_grid_line(columns, [_Cell(column.header, "bold") for column in columns], "bold"), Text("─" * total)]
+    gap = False  # a None since the last row: a blank line before the next one (none at either end)
+    for row in rows:
+        if row is None:
+            gap = len(lines) > 2
+            continue
+        if gap:
+            lines.append(Text(" " * total))
+            gap = False
+        lines.append(_grid_line(columns, row, ""))
+    return Text("\n").join(lines)
+
+
+def _grid_line(columns: Sequence[_Column], cells: Sequence[_Cell], padding_style: str) -> Text:
+    line = Text()
+    for index, (column, cell) in enumerate(zip(columns, cells)):
+        if index:
+            line.append(" ", style=padding_style)  # the previous column's right padding
+            line.append(" ")  # the divider between columns
+        blank = " " * (column.width - cell_len(cell.text))
+        line.append(cell.text + blank if column.justify == "left" else blank + cell.text, style=cell.style or None)
+    return line
 
 
 def _num(value: float | None) -> str:
