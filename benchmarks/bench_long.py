@@ -13,9 +13,9 @@ TensorFlow backend), generated into a temporary folder with inputs of both lengt
      in each round every runner in turn runs both lengths back to back; printed are each
      runner's marginal cost from its fastest run at each length over the rounds and its ratio to
      predict's made the same way (the goal's figure; see PerStep for why), and, beside it, each
-     round's ratio and their median; plus torch.nn.GRU/LSTM
-     on the CPU with the weights `grucli export --layout torch` writes, when PyTorch is installed
-     (what a user might pick instead);
+     round's ratio and their median; plus torch.nn.GRU/LSTM on the CPU with the weights
+     `grucli export --layout torch` writes, when PyTorch is installed (what a user might pick
+     instead);
    - whole processes: `grucli replay` against a bare script that loads the model with Keras and
      calls predict.
    Goals: float64 at most 1.5x predict's per-step cost; float32 at most 0.7x.
