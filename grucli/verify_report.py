@@ -142,14 +142,16 @@ def compare(
             continue
         nonfinite += _nonfinite_sides(a, b, names)
         a, b = a.astype(np.float64), b.astype(np.float64)
+        # inf - inf and inf / inf are NaN here, not warnings: a non-finite value fails the
+        # comparison and is named (nonfinite) whatever these arrays hold at its place
         with np.errstate(invalid="ignore"):
-            error = np.abs(a - b)
-        error = np.where(np.isfinite(a) & np.isfinite(b), error, np.inf)
-        allowed = atol + rtol * np.abs(b)
-        excess = error - allowed
+            error = np.where(np.isfinite(a) & np.isfinite(b), np.abs(a - b), np.inf)
+            allowed = atol + rtol * np.abs(b)
+            excess = error - allowed
+            relative = error / (np.abs(b) + atol)
         index = int(np.argmax(excess))
         worst_abs = max(worst_abs, float(error.max()))
-        worst_rel = max(worst_rel, float((error / (np.abs(b) + atol)).max()))
+        worst_rel = max(worst_rel, float(relative.max()))
         passed = passed and bool(np.all(excess <= 0))
         if excess.flat[index] > worst_excess:
             worst_excess = float(excess.flat[index])

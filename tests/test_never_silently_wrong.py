@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -247,6 +248,23 @@ def test_nan_only_in_predict_is_named_as_predict() -> None:
     result = compare([replayed], [predicted], 1e-5, 1e-5)
     assert result is not None and not result.passed and result.max_abs_err == np.inf
     assert result.nonfinite == ("predict holds NaN/Inf, first at sample 1, timestep 2, unit 0",)
+
+
+def test_comparing_against_inf_says_so_without_numpy_warnings() -> None:
+    # An Inf in predict's output (or the replay's) is reported by name; NumPy's "invalid value"
+    # warnings from inf - inf on the way were printed on verify's stderr beside the report.
+    from grucli.verify_report import compare
+
+    replayed = np.ones((1, 3, 2))
+    predicted = np.ones((1, 3, 2))
+    predicted[0, 1, 1] = np.inf
+    replayed[0, 2, 0] = -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = compare([replayed], [predicted], 1e-5, 1e-5)
+    assert result is not None and not result.passed and result.max_abs_err == np.inf
+    assert result.nonfinite == ("the replay holds Inf, first at sample 0, timestep 2, unit 0",
+                                "predict holds Inf, first at sample 0, timestep 1, unit 1")
 
 
 # --- 6. diff --exit-code --------------------------------------------------------------------------------
