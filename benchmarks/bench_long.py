@@ -135,7 +135,8 @@ def in_process(model_path: Path, kind: str, folder: Path, lengths: tuple[int, in
     def marginal(pair: tuple[float, float]) -> float:
         return (pair[1] - pair[0]) / (long - short)
 
-    best = {runner: (min(t[1] for t in runs) - min(t[0] for t in runs)) / (long - short) for runner, runs in times.items()}
+    # each runner's fastest short run and fastest long run, wherever in the rounds they fell
+    best = {runner: marginal((min(t[0] for t in runs), min(t[1] for t in runs))) for runner, runs in times.items()}
     results = {}
     for runner in runners:
         ratios = [marginal(mine) / marginal(theirs) for mine, theirs in zip(times[runner], times["predict"])]
