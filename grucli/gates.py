@@ -51,6 +51,13 @@ def gate_columns(kind: str, units: int, gate: str) -> slice:
     return slice(index * units, (index + 1) * units)
 
 
+def columns_of_units(kind: str, units: int, part: slice, order: Sequence[str] | None = None) -> np.ndarray:
+    """The columns that hold the units `part` (a range of 0..units), gate after gate in `order`
+    (the canonical one by default): for an LSTM's units 0..1 of 4, [0, 1, 4, 5, 8, 9, 12, 13]
+    (i, f, c, o); in the order "ifoc", [0, 1, 4, 5, 12, 13, 8, 9]."""
+    return np.concatenate([np.arange(units)[part] + gate_columns(kind, units, gate).start for gate in order or gate_names(kind)])
+
+
 def slice_gates(layer: RecurrentLayer) -> dict[str, dict[str, np.ndarray]]:
     """Per gate, the arrays `kernel`, `recurrent_kernel`, `bias` and (GRU reset_after) `recurrent_bias`."""
     return {gate: {name: gate_array(layer, gate, name) for name in gate_array_names(layer)} for gate in gate_names(layer.kind)}

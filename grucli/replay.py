@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli import gates, spatial
+from grucli import gates, parallel, spatial
 from grucli.errors import GrucliError
 from grucli.model import RecurrentLayer
 
@@ -179,6 +179,12 @@ _HARD_SIGMOID_IN_PLACE = {KERAS2: _hard_sigmoid_keras2_in_place, KERAS3: _hard_s
 ELEMENTWISE = {None, "linear", "hard_sigmoid", *IN_PLACE}
 
 
+def _elementwise(layer: RecurrentLayer, *keys: str) -> bool:
+    """Whether the activations the layer's config names under `keys` are all elementwise."""
+    defaults = {"activation": "tanh", "recurrent_activation": "sigmoid"}
+    return all(layer.config.get(key, defaults[key]) in ELEMENTWISE for key in keys)
+
+
 def activation_side_by_side(name: str | None, semantics: str, units: int) -> Activation:
     """The in-place activation `name` over gates of `units` columns each, side by side on the last
     axis (a GRU's z and r, an LSTM's i and f): one pass where it is elementwise, else gate by gate."""
@@ -294,6 +300,10 @@ def _weights(layer: RecurrentLayer, dtype: type) -> tuple[np.ndarray, np.ndarray
 # x_t·W + b + h_tm1·U is one matrix product per step, [h_tm1, 1, x_t]·[U; b; W] (`_StepOperand`),
 # not a separate input projection: the input is read a step at a time, never projected whole. The
 # cells below keep Keras's names and order; this is where the buffers live.
+#
+# Parts of a step: a dense cell's units are computed in ranges, each with its own columns of the
+# weights and its own buffers (`_LSTMUnits`, `_GRUUnits`); one range covers every unit, or, where
+# it pays, two halves run side by side on two threads (`parallel`). `_run_steps` owns the loop.
 #
 # Gate-contiguous layout: a step's (batch, k·units) arrays are stored column-major (order="F"),
 # so that each gate's columns [:, g·units:(g+1)·units] are one contiguous block of memory. NumPy
@@ -440,49 +450,79 @@ def gru_cell(
     progress: Progress | None, initial_state: list[np.ndarray],
 ) -> RecurrentRun:
     units = layer.units
-    act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
-    rec_act = activation_side_by_side(layer.config.get("recurrent_activation", "sigmoid"), semantics, units)
-    kernel, recurrent_kernel, input_bias, recurrent_bias = _weights(layer, dtype)
     reset_after = bool(layer.config.get("reset_after", layer.bias is not None and layer.bias.ndim == 2))
-    z_, r_, h_ = (gates.gate_columns("GRU", units, g) for g in "zrh")
-    zr_, z_in_zr, r_in_zr = _side_by_side(z_, r_)  # z and r go through the recurrent activation in one pass
     batch, timesteps, _ = x.shape
     outputs = _Outputs(batch, timesteps, (units,), mask, zero_output, dtype, initial_state[0], STEP_ORDER)
     traced = _tracer(("z", "r", "hh", "h"), (batch, timesteps, units), dtype, trace)
-    buffer = _step_buffers((batch,), dtype, STEP_ORDER)
-    zr, x_h, recurrent_h, hh, keep_share = buffer(2 * units), buffer(units), buffer(units), buffer(units), buffer(units)
-    z, r = zr[:, z_in_zr], zr[:, r_in_zr]
     step = _StepOperand(x, units, dtype)
-    # x_z + recurrent_z (r likewise) in one product, with both biases (recurrent_bias is zeros
-    # without reset_after); the candidate's x_h and recurrent_h stay apart, r comes between them
-    zr_weights = _step_matrix(recurrent_kernel[:, zr_], input_bias[zr_] + recurrent_bias[zr_], kernel[:, zr_], dtype=dtype)
-    input_weights_h = _step_matrix(input_bias[h_], kernel[:, h_], dtype=dtype)
-    if reset_after:
-        recurrent_weights_h = _step_matrix(recurrent_kernel[:, h_], recurrent_bias[h_], dtype=dtype)
-    else:
-        recurrent_kernel_h = _step_matrix(recurrent_kernel[:, h_], dtype=dtype)
-        reset_state = buffer(units)
-    for t in range(timesteps):
-        if progress is not None and t % PROGRESS_EVERY == 0:
-            progress(t, timesteps)
-        h_tm1 = outputs.state
-        step.load(t, h_tm1)
-        rec_act(np.matmul(step.whole, zr_weights, out=zr))  # z = rec_act(x_z + recurrent_z), r likewise
-        np.matmul(step.one_and_input, input_weights_h, out=x_h)  # x_h = x·W_h + b_h
-        if reset_after:
-            np.matmul(step.state_and_one, recurrent_weights_h, out=recurrent_h)  # h_tm1·U_h + recurrent b_h
-            recurrent_h *= r
-        else:
-            np.matmul(np.multiply(r, h_tm1, out=reset_state), recurrent_kernel_h, out=recurrent_h)
-        act(np.add(x_h, recurrent_h, out=hh))
-        # h = z * h_tm1 + (1 - z) * hh: Keras's order, z keeps the previous state
-        h = np.multiply(z, h_tm1, out=outputs.target(t))
-        h += np.multiply(np.subtract(1, z, out=keep_share), hh, out=keep_share)
-        outputs.commit(t)
-        if trace:
-            for name, value in (("z", z), ("r", r), ("hh", hh), ("h", outputs.state)):
-                traced[name][:, t] = value
+    # Without reset_after, r · h_tm1 is multiplied by U_h: each unit's candidate reads every unit's r.
+    units_apart = reset_after and _elementwise(layer, "activation", "recurrent_activation")
+    parts = parallel.unit_ranges(units, step.whole.size * 3 * units, dtype, units_apart)
+    weights = _weights(layer, dtype)
+    cells = [_GRUUnits(layer, part, step, weights, reset_after, outputs, traced, semantics, dtype) for part in parts]
+    _run_steps(timesteps, step.load, [cell.step for cell in cells], outputs, progress, traced)
     return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.final_state()], traced)
+
+
+def _run_steps(timesteps: int, load: Callable[[int, np.ndarray], None], parts: Sequence[parallel.StepPart], outputs: _Outputs,
+               progress: Progress | None, traced: dict[str, np.ndarray]) -> None:
+    """The step loop of every cell: step t loads its operand (`load(t, h_tm1)`), runs each part
+    of the step (each range of units; two side by side, `parallel`), then commits the new state."""
+    with parallel.StepsSideBySide(parts) as run_step:
+        for t in range(timesteps):
+            if progress is not None and t % PROGRESS_EVERY == 0:
+                progress(t, timesteps)
+            load(t, outputs.state)
+            run_step(t)
+            outputs.commit(t)
+            if traced:
+                traced["h"][:, t] = outputs.state  # after the mask: the state the next step reads
+
+
+class _GRUUnits:
+    """A range of a GRU's units (all of them, or half, `parallel`): its weights, its buffers and
+    its part of each step, which reads like Keras's GRUCell.call."""
+
+    def __init__(self, layer: RecurrentLayer, part: slice, step: _StepOperand, weights: tuple[np.ndarray, ...], reset_after: bool,
+                 outputs: _Outputs, traced: dict[str, np.ndarray], semantics: str, dtype: type) -> None:
+        kernel, recurrent_kernel, input_bias, recurrent_bias = weights
+        zr_ = gates.columns_of_units("GRU", layer.units, part, "zr")
+        h_ = gates.columns_of_units("GRU", layer.units, part, "h")
+        units = len(h_)
+        self.part, self.operand, self.outputs, self.traced, self.reset_after = part, step, outputs, traced, reset_after
+        self.act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
+        # z and r, side by side, go through the recurrent activation in one pass
+        self.rec_act = activation_side_by_side(layer.config.get("recurrent_activation", "sigmoid"), semantics, units)
+        # x_z + recurrent_z (r likewise) in one product, with both biases (recurrent_bias is zeros
+        # without reset_after); the candidate's x_h and recurrent_h stay apart, r comes between them
+        self.zr_weights = _step_matrix(recurrent_kernel[:, zr_], input_bias[zr_] + recurrent_bias[zr_], kernel[:, zr_], dtype=dtype)
+        self.input_weights_h = _step_matrix(input_bias[h_], kernel[:, h_], dtype=dtype)
+        if reset_after:
+            self.recurrent_weights_h = _step_matrix(recurrent_kernel[:, h_], recurrent_bias[h_], dtype=dtype)
+        else:
+            self.recurrent_kernel_h = _step_matrix(recurrent_kernel[:, h_], dtype=dtype)
+        buffer = _step_buffers((outputs.state.shape[0],), dtype, STEP_ORDER)
+        self.zr, self.x_h, self.recurrent_h, self.hh, self.keep_share = buffer(2 * units), buffer(units), buffer(units), buffer(units), buffer(units)
+        self.reset_state = None if reset_after else buffer(layer.units)
+
+    def step(self, t: int) -> None:
+        step, h_tm1, zr = self.operand, self.outputs.state, self.zr
+        self.rec_act(np.matmul(step.whole, self.zr_weights, out=zr))  # z = rec_act(x_z + recurrent_z), r likewise
+        units = self.x_h.shape[-1]
+        z, r = zr[:, :units], zr[:, units:]
+        x_h = np.matmul(step.one_and_input, self.input_weights_h, out=self.x_h)  # x_h = x·W_h + b_h
+        if self.reset_after:
+            recurrent_h = np.matmul(step.state_and_one, self.recurrent_weights_h, out=self.recurrent_h)  # h_tm1·U_h + recurrent b_h
+            recurrent_h *= r
+        else:  # one part: r covers every unit
+            recurrent_h = np.matmul(np.multiply(r, h_tm1, out=self.reset_state), self.recurrent_kernel_h, out=self.recurrent_h)
+        hh = self.act(np.add(x_h, recurrent_h, out=self.hh))
+        # h = z * h_tm1 + (1 - z) * hh: Keras's order, z keeps the previous state
+        h = np.multiply(z, h_tm1[:, self.part], out=self.outputs.target(t)[:, self.part])
+        h += np.multiply(np.subtract(1, z, out=self.keep_share), hh, out=self.keep_share)
+        if self.traced:
+            for name, value in (("z", z), ("r", r), ("hh", hh)):
+                self.traced[name][:, t, self.part] = value
 
 
 def lstm_cell(
@@ -491,58 +531,117 @@ def lstm_cell(
 ) -> RecurrentRun:
     kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
     step = _StepOperand(x, layer.units, dtype)
-    weights = _step_matrix(recurrent_kernel, bias, kernel, dtype=dtype)
+    layout = LSTM_BY_EXP if _tanh_and_sigmoid(layer) else LSTM_AS_KERAS
 
-    def gate_inputs(t: int, h_tm1: np.ndarray, out: np.ndarray) -> np.ndarray:
-        step.load(t, h_tm1)
-        return np.matmul(step.whole, weights, out=out)
+    def gate_inputs_of(part: slice) -> GateInputs:
+        columns = gates.columns_of_units("LSTM", layer.units, part, [gate for gate, _ in layout])
+        factors = np.repeat([factor for _, factor in layout], len(columns) // len(layout))
+        weights = _step_matrix(recurrent_kernel[:, columns] * factors, bias[columns] * factors, kernel[:, columns] * factors, dtype=dtype)
+        return lambda t, h_tm1, out: np.matmul(step.whole, weights, out=out)
 
-    return _lstm_steps(layer, x.shape[1], gate_inputs, mask, semantics, dtype, trace, zero_output, progress, initial_state, STEP_ORDER)
+    parts = parallel.unit_ranges(layer.units, step.whole.size * 4 * layer.units, dtype, _elementwise(layer, "activation", "recurrent_activation"))
+    return _lstm_steps(layer, x.shape[1], step.load, gate_inputs_of, parts, layout, mask, semantics, dtype, trace, zero_output, progress,
+                       initial_state, STEP_ORDER)
+
+
+# Step t's x_t·W + h_tm1·U + b for some of the units (in a layout, below), given h_tm1 and a
+# buffer it may write into.
+GateInputs = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+# An LSTM step product's layout: its gates left to right, and the factor each gate's weights
+# (and so its columns) are multiplied by. Keras's layout, and the one of the exp form
+# (_LSTMUnits.step_by_exp): -z_i, -z_f, -z_o, -2·z_c. Multiplying by -1 or -2 is exact.
+Layout = tuple[tuple[str, float], ...]
+LSTM_AS_KERAS: Layout = (("i", 1.0), ("f", 1.0), ("c", 1.0), ("o", 1.0))
+LSTM_BY_EXP: Layout = (("i", -1.0), ("f", -1.0), ("o", -1.0), ("c", -2.0))
+
+
+def _tanh_and_sigmoid(layer: RecurrentLayer) -> bool:
+    """Whether an LSTM's activations are Keras's defaults, which the exp form computes."""
+    return layer.config.get("activation", "tanh") == "tanh" and layer.config.get("recurrent_activation", "sigmoid") == "sigmoid"
 
 
 def _lstm_steps(
-    layer: RecurrentLayer, timesteps: int, gate_inputs: Callable[[int, np.ndarray, np.ndarray], np.ndarray],
-    mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool, progress: Progress | None,
-    initial_state: list[np.ndarray], order: str,
+    layer: RecurrentLayer, timesteps: int, load: Callable[[int, np.ndarray], None], gate_inputs_of: Callable[[slice], GateInputs],
+    parts: Sequence[slice], layout: Layout, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
+    progress: Progress | None, initial_state: list[np.ndarray], order: str,
 ) -> RecurrentRun:
-    """The LSTM step loop; `gate_inputs(t, h_tm1, out)` gives step t's x_t·W + h_tm1·U + b,
-    (batch, ..., 4*units) in the memory order `order`, written into `out` (a dense LSTM's one
-    matrix product) or returned (ConvLSTM's convolutions)."""
-    units = layer.units
-    act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
-    rec_act = activation_side_by_side(layer.config.get("recurrent_activation", "sigmoid"), semantics, units)
-    i_, f_, c_, o_ = (gates.gate_columns("LSTM", units, g) for g in "ifco")
-    if_, _, _ = _side_by_side(i_, f_)  # i and f go through the recurrent activation in one pass
+    """The LSTM step loop. Step t first calls `load(t, h_tm1)`, then each range of units in
+    `parts` (two run side by side, `parallel`) computes its gates and states from
+    `gate_inputs_of(part)`: (batch, ..., 4*units of the part) in `layout` and in the memory
+    order `order`, written into the buffer it is given (a dense LSTM's one matrix product) or
+    returned (ConvLSTM's convolutions)."""
     h_tm1, c_tm1 = initial_state
-    state_shape = tuple(h_tm1.shape[1:])
-    batch = h_tm1.shape[0]
-    outputs = _Outputs(batch, timesteps, state_shape, mask, zero_output, dtype, h_tm1, order)
+    outputs = _Outputs(h_tm1.shape[0], timesteps, tuple(h_tm1.shape[1:]), mask, zero_output, dtype, h_tm1, order)
     traced = _tracer(("i", "f", "cc", "c", "o", "h"), outputs.sequence.shape, dtype, trace)
-    c_tm1 = np.array(c_tm1, dtype, order=order)
-    buffer = _step_buffers((batch, *state_shape[:-1]), dtype, order)
-    z = buffer(4 * units)
-    c_buffers = (buffer(units), buffer(units))
-    input_share, tanh_c = buffer(units), buffer(units)
-    for t in range(timesteps):
-        if progress is not None and t % PROGRESS_EVERY == 0:
-            progress(t, timesteps)
-        h_tm1 = outputs.state
-        z = gate_inputs(t, h_tm1, z)  # z = x·W + h_tm1·U + b
-        rec_act(z[..., if_])  # i = rec_act(z0), f = rec_act(z1)
-        i, f = z[..., i_], z[..., f_]
-        cc = act(z[..., c_])
-        c = c_buffers[t % 2]  # the other one holds c_tm1
+    cells = [_LSTMUnits(layer, part, gate_inputs_of(part), layout, outputs, traced, c_tm1[..., part], semantics, dtype, order)
+             for part in parts]
+    _run_steps(timesteps, load, [cell.step for cell in cells], outputs, progress, traced)
+    c_tm1 = np.concatenate([cell.c_tm1 for cell in cells], axis=-1)
+    return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.final_state(), c_tm1], traced)
+
+
+class _LSTMUnits:
+    """A range of an LSTM's units (all of them, or half, `parallel`): its buffers, its part of
+    the cell state c, and its part of each step, which reads like Keras's LSTMCell.call."""
+
+    def __init__(self, layer: RecurrentLayer, part: slice, gate_inputs: GateInputs, layout: Layout, outputs: _Outputs,
+                 traced: dict[str, np.ndarray], c_tm1: np.ndarray, semantics: str, dtype: type, order: str) -> None:
+        units = c_tm1.shape[-1]
+        self.part, self.gate_inputs, self.outputs, self.traced = part, gate_inputs, outputs, traced
+        self.act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
+        self.rec_act = activation_side_by_side(layer.config.get("recurrent_activation", "sigmoid"), semantics, units)
+        at = {gate: slice(k * units, (k + 1) * units) for k, (gate, _) in enumerate(layout)}
+        self.i_, self.f_, self.c_, self.o_ = at["i"], at["f"], at["c"], at["o"]
+        self.if_, _, _ = _side_by_side(self.i_, self.f_)  # i and f go through the recurrent activation in one pass
+        self.ifo_ = slice(0, 3 * units)  # the exp form's sigmoid gates
+        self.step = self.step_by_exp if layout == LSTM_BY_EXP else self.step_as_keras
+        buffer = _step_buffers(c_tm1.shape[:-1], dtype, order)
+        self.z, self.c_buffers, self.input_share, self.tanh_c = buffer(4 * units), (buffer(units), buffer(units)), buffer(units), buffer(units)
+        self.c_tm1 = np.array(c_tm1, dtype, order=order)
+
+    def step_as_keras(self, t: int) -> None:
+        act, rec_act, c_tm1 = self.act, self.rec_act, self.c_tm1
+        z = self.gate_inputs(t, self.outputs.state, self.z)  # z = x·W + h_tm1·U + b
+        rec_act(z[..., self.if_])  # i = rec_act(z0), f = rec_act(z1)
+        i, f = z[..., self.i_], z[..., self.f_]
+        cc = act(z[..., self.c_])
+        c = self.c_buffers[t % 2]  # the other one holds c_tm1
         np.multiply(f, c_tm1, out=c)
-        c += np.multiply(i, cc, out=input_share)
-        o = rec_act(z[..., o_])
-        np.copyto(tanh_c, c)
-        np.multiply(o, act(tanh_c), out=outputs.target(t))  # h = o * act(c)
-        outputs.commit(t)
-        c_tm1 = outputs.keep(t, c, c_tm1)
-        if trace:
-            for name, value in (("i", i), ("f", f), ("cc", cc), ("c", c_tm1), ("o", o), ("h", outputs.state)):
-                traced[name][:, t] = value
-    return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.final_state(), np.ascontiguousarray(c_tm1)], traced)
+        c += np.multiply(i, cc, out=self.input_share)
+        o = rec_act(z[..., self.o_])
+        np.copyto(self.tanh_c, c)
+        np.multiply(o, act(self.tanh_c), out=self.outputs.target(t)[..., self.part])  # h = o * act(c)
+        self._commit(t, c, i, f, cc, o)
+
+    def step_by_exp(self, t: int) -> None:
+        """The same step for tanh and sigmoid, with the four gates through one exp: the product
+        gives -z_i, -z_f, -z_o and -2·z_c (LSTM_BY_EXP), so that i, f, o = sigmoid(z) = 1 / (1 +
+        exp(-z)) and cc = tanh(z_c) = 2 / (1 + exp(-2·z_c)) - 1, the forms of _sigmoid_in_place
+        and _tanh_in_place. Fewer NumPy calls: two threads contend for the GIL at each."""
+        c_tm1 = self.c_tm1
+        e = self.gate_inputs(t, self.outputs.state, self.z)  # -z_i, -z_f, -z_o, -2·z_c
+        np.exp(e, out=e)  # inf where z is far below 0: the gate is then 0 (or cc -1), as in the limit
+        e += 1.0
+        np.divide(1.0, e[..., self.ifo_], out=e[..., self.ifo_])  # i, f, o = sigmoid(z)
+        i, f, o = e[..., self.i_], e[..., self.f_], e[..., self.o_]
+        cc = np.divide(2.0, e[..., self.c_], out=e[..., self.c_])
+        cc -= 1.0  # cc = tanh(z_c)
+        c = self.c_buffers[t % 2]  # the other one holds c_tm1
+        np.multiply(f, c_tm1, out=c)
+        c += np.multiply(i, cc, out=self.input_share)  # c = f * c_tm1 + i * cc
+        tanh_c = np.multiply(c, -2.0, out=self.tanh_c)
+        np.exp(tanh_c, out=tanh_c)
+        tanh_c += 1.0
+        np.divide(2.0, tanh_c, out=tanh_c)
+        tanh_c -= 1.0  # tanh(c)
+        np.multiply(o, tanh_c, out=self.outputs.target(t)[..., self.part])  # h = o * tanh(c)
+        self._commit(t, c, i, f, cc, o)
+
+    def _commit(self, t: int, c: np.ndarray, i: np.ndarray, f: np.ndarray, cc: np.ndarray, o: np.ndarray) -> None:
+        self.c_tm1 = self.outputs.keep(t, c, self.c_tm1)
+        if self.traced:
+            for name, value in (("i", i), ("f", f), ("cc", cc), ("c", self.c_tm1), ("o", o)):
+                self.traced[name][:, t, ..., self.part] = value
 
 
 def simple_rnn_cell(
@@ -552,19 +651,20 @@ def simple_rnn_cell(
     act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
     kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
     step = _StepOperand(x, layer.units, dtype)
-    weights = _step_matrix(recurrent_kernel, bias, kernel, dtype=dtype)
     batch, timesteps, _ = x.shape
     outputs = _Outputs(batch, timesteps, (layer.units,), mask, zero_output, dtype, initial_state[0], STEP_ORDER)
     traced = _tracer(("h",), (batch, timesteps, layer.units), dtype, trace)
-    for t in range(timesteps):
-        if progress is not None and t % PROGRESS_EVERY == 0:
-            progress(t, timesteps)
-        step.load(t, outputs.state)
-        h = np.matmul(step.whole, weights, out=outputs.target(t))
-        act(h)  # h = act(x·W + b + h_tm1·U)
-        outputs.commit(t)
-        if trace:
-            traced["h"][:, t] = outputs.state
+
+    def part_of_step(part: slice) -> parallel.StepPart:
+        weights = _step_matrix(recurrent_kernel[:, part], bias[part], kernel[:, part], dtype=dtype)
+
+        def step_units(t: int) -> None:
+            act(np.matmul(step.whole, weights, out=outputs.target(t)[:, part]))  # h = act(x·W + b + h_tm1·U)
+
+        return step_units
+
+    parts = parallel.unit_ranges(layer.units, step.whole.size * layer.units, dtype, _elementwise(layer, "activation"))
+    _run_steps(timesteps, step.load, [part_of_step(part) for part in parts], outputs, progress, traced)
     return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.final_state()], traced)
 
 
@@ -620,7 +720,9 @@ def conv_lstm_cell(
         z += next(projections)  # step t's x_t ⊛ W + b, in turn
         return z
 
-    return _lstm_steps(layer, x.shape[1], gate_inputs, mask, semantics, dtype, trace, zero_output, progress, initial_state, "C")
+    every_unit = [slice(0, layer.units)]  # a convolution's filters are not split between threads
+    return _lstm_steps(layer, x.shape[1], lambda t, h_tm1: None, lambda part: gate_inputs, every_unit, LSTM_AS_KERAS, mask, semantics,
+                       dtype, trace, zero_output, progress, initial_state, "C")
 
 
 PROGRESS_EVERY = 256  # steps between progress reports: cheap next to a step's matrix product
