@@ -1,7 +1,7 @@
 """Long sequences: the replay's cost per timestep, its memory and verify's overhead, at lengths
 where the per-step cost shows (500 and 2500 timesteps), each against its baseline in one run.
 
-    python benchmarks/bench_long.py [--repeat 9] [--process-repeat 5] [--short 500] [--long 2500] [--in-process-only]
+    python benchmarks/bench_long.py [--repeat 9] [--process-repeat 5] [--short 500] [--long 2500] [--in-process-only] [--kinds GRU,LSTM]
 
 Model: GRU(256) and LSTM(256), return_sequences=True, on 64 features, batch 32 (Keras 3,
 TensorFlow backend), generated into a temporary folder with inputs of both lengths.
@@ -249,6 +249,7 @@ def main() -> int:
     parser.add_argument("--short", type=int, default=500)
     parser.add_argument("--long", type=int, default=2500)
     parser.add_argument("--in-process-only", action="store_true", help="only the in-process per-step costs (no whole processes, memory or verify)")
+    parser.add_argument("--kinds", default="GRU,LSTM", help="the layers measured, of GRU and LSTM (comma-separated)")
     args = parser.parse_args()
     lengths = (args.short, args.long)
     steps = args.long - args.short
@@ -259,6 +260,8 @@ def main() -> int:
               f"{args.short} to {args.long} timesteps; in-process: {args.repeat} rounds in turns, whole processes: "
               f"minimum of {args.process_repeat}")
         for kind, model in models.items():
+            if kind not in args.kinds.split(","):
+                continue
             costs = in_process(model, kind, folder, lengths, args.repeat)
             line = f"{kind:5} in-process µs/step (min over rounds): predict {costs['predict'].best * 1e6:6.0f}"
             for name in ("float64", "float32", "torch"):
