@@ -222,9 +222,10 @@ class Framework:
         """A layer's input tensor, a tensor a probe model can output for its mask, and the other
         tensors the layer is called on (its initial state).
 
-        Keras 3 lists the mask beside the input. tf-keras hangs it on the tensor as
-        `_keras_mask`, which a Functional model cannot output (it is no layer's output): a
-        small layer of grucli's own, called on the tensor, receives that mask and returns it.
+        Keras 3 lists the mask beside the input where the call names it (mask=). tf-keras hangs
+        it on the tensor as `_keras_mask`, which a Functional model cannot output (it is no
+        layer's output): a small layer of grucli's own, called on the tensor, receives that mask
+        and returns it.
         """
         tensors = list(symbolic) if isinstance(symbolic, (list, tuple)) else [symbolic]
         tensor, rest = tensors[0], tensors[1:]
@@ -232,6 +233,10 @@ class Framework:
         states = [t for t in rest if not any(t is m for m in masks)]  # more inputs than x: the initial state
         if masks:
             return tensor, masks[0], states
+        if states and self.name == "keras":
+            # Keras 3 fills in `mask` from the input only when the input is the call's one tensor
+            # argument: a layer also given initial_state ran unmasked, whatever the input carries.
+            return tensor, None, states
         if getattr(tensor, "_keras_mask", None) is None:
             return tensor, None, states
         return tensor, _mask_output_layer(self.module)(tensor), states

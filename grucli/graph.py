@@ -28,6 +28,7 @@ from grucli.model import (
 )
 from grucli.operations import OPERATIONS, TF_FUNCTIONS, run_operation, run_tf_function
 from grucli.replay import (
+    KERAS3,
     STATE_COUNT,
     RecurrentRun,
     ReplayError,
@@ -204,6 +205,11 @@ class ModelReplay:
             return attention(layer, path, _tensor_list(args[0], path, name), kwargs, self.dtype)
         if name in RECURRENT:
             x, initial_state = _recurrent_inputs(layer, path, args[0], kwargs.get("initial_state"))
+            if self.semantics == KERAS3 and kwargs.get("initial_state") is not None and kwargs.get("mask") is None:
+                # Keras 3 fills in `mask` from the input only when the input is the call's one tensor
+                # argument (Layer.__call__, "Populate mask argument(s)"): given initial_state=, the
+                # layer runs unmasked, and its output sequence still carries the input's mask on.
+                return self._call_recurrent(layer, path, Tensor(x.value), initial_state, output_mask=x.mask)
             return self._call_recurrent(layer, path, _with_explicit_mask(layer, path, x, kwargs.get("mask")), initial_state)
         x = args[0]
         if not isinstance(x, Tensor):
@@ -218,12 +224,15 @@ class ModelReplay:
             return [self._time_distributed(layer, path, x)]
         return [SIMPLE_LAYERS[name](layer, x, self)]
 
-    def _call_recurrent(self, layer: RawLayer, path: str, x: Tensor, initial_state: list[np.ndarray] | None) -> list[Tensor]:
+    def _call_recurrent(self, layer: RawLayer, path: str, x: Tensor, initial_state: list[np.ndarray] | None,
+                        output_mask: np.ndarray | None = None) -> list[Tensor]:
+        """Runs the layer on `x` (masked by x.mask); its output sequence carries x.mask on, or
+        `output_mask` where given."""
         outputs, traces = self.recurrent_outputs(layer, path, x.value, x.mask, initial_state)
         self.calls.append(RecurrentCall(path, layer.class_name, x.value, x.mask, outputs, traces, initial_state))
         # Bidirectional keeps return_sequences on the layer it wraps.
         config = layer.children[0][1].config if layer.class_name == "Bidirectional" and layer.children else layer.config
-        sequence_mask = x.mask if config.get("return_sequences") else None
+        sequence_mask = (x.mask if output_mask is None else output_mask) if config.get("return_sequences") else None
         return [Tensor(value, sequence_mask if index == 0 else None) for index, value in enumerate(outputs)]
 
     def recurrent_outputs(

@@ -120,6 +120,17 @@ def _catalogue(keras: Any) -> dict[str, tuple[Callable[[], Any], str]]:
         decoded = layers.LSTM(4, return_sequences=True)(decoder_in, initial_state=[h, c])
         return keras.Model([encoder_in, decoder_in], layers.Dense(2)(decoded))
 
+    def seq2seq_masked() -> Any:
+        """Token ids padded with 0 on both sides, the decoder started from the encoder's states.
+        Keras 3 hands a layer the input's mask only when the input is its one tensor argument: a
+        decoder given initial_state runs unmasked (its output still carries the mask on);
+        tf-keras masks it."""
+        source, target = keras.Input((7,), dtype="int32"), keras.Input((6,), dtype="int32")
+        _, h, c = layers.LSTM(4, return_state=True)(layers.Embedding(12, 3, mask_zero=True)(source))
+        decoded = layers.LSTM(4, return_sequences=True)(layers.Embedding(12, 3, mask_zero=True)(target), initial_state=[h, c])
+        pooled = layers.GlobalAveragePooling1D()(decoded)  # averages the unmasked steps only
+        return keras.Model([source, target], [layers.Dense(2)(decoded), pooled])
+
     def gru_with_attention() -> Any:
         """The tutorial shape: masked token ids, a GRU encoder, dot attention of every step over all
         steps, pooled, then a classifier."""
@@ -218,6 +229,7 @@ def _catalogue(keras: Any) -> dict[str, tuple[Callable[[], Any], str]]:
         "time_distributed_head": (functional(lambda x: layers.TimeDistributed(layers.Dense(2))(layers.GRU(3, return_sequences=True)(x))), "match"),
         "two_inputs_two_outputs": (two_branches, "match"),
         "seq2seq_initial_state": (seq2seq, "match"),
+        "seq2seq_masked": (seq2seq_masked, "match"),
         "bidirectional_initial_state": (bidirectional_with_state, "match"),
         "stacked_cells_initial_state": (stacked_cells_with_state, "match"),
         "conv_then_gru": (functional(lambda x: layers.GRU(3)(layers.Conv1D(4, 3)(x))), "match"),
@@ -261,7 +273,7 @@ CATALOGUE = [
     "dot_prelu_elu", "global_max_2d", "global_pooling_of_a_masked_sequence", "gru_with_attention",
     "layer_norm_and_activations", "masking", "mean_over_time", "multi_head_attention", "ops_arithmetic",
     "ops_elementwise", "ops_gather_refused", "ops_max_min", "ops_reverse_subtract", "ops_shapes_and_slices",
-    "pooling_same_and_average", "seq2seq_initial_state", "shapes", "stacked_bidirectional",
+    "pooling_same_and_average", "seq2seq_initial_state", "seq2seq_masked", "shapes", "stacked_bidirectional",
     "stacked_cells_initial_state", "stateful_and_reshaping", "time_distributed_head", "time_distributed_recurrent", "transposed_sequence", "two_inputs_two_outputs",
 ]
 
@@ -305,7 +317,7 @@ def test_shared_real_files(name: str, tmp_path: Path, tf_keras: Any) -> None:
 
 TF_KERAS_CATALOGUE = ["additive_attention", "attention", "conv_lstm", "crnn_1d", "crnn_2d", "dot_prelu_elu", "global_pooling_of_a_masked_sequence",
                       "gru_with_attention", "layer_norm_and_activations", "multi_head_attention", "shapes", "stateful_and_reshaping",
-                      "bidirectional_stacked_cells", "time_distributed_recurrent"]
+                      "bidirectional_stacked_cells", "time_distributed_recurrent", "seq2seq_masked"]
 
 
 @pytest.mark.parametrize("name", TF_KERAS_CATALOGUE)
