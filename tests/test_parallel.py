@@ -58,10 +58,11 @@ def test_a_functional_model_split_matches_keras_and_one_thread(keras3: Any, spli
     # 5 units: halves of 2 and 3; the exp form (tanh, sigmoid) and Keras's form (hard_sigmoid)
     lstm, h, c = layers.LSTM(5, return_sequences=True, return_state=True)(masked)
     slow = layers.LSTM(5, recurrent_activation="hard_sigmoid", return_sequences=True, go_backwards=True)(masked)
-    gru = layers.GRU(5, return_sequences=True)(layers.Dense(4)(inputs), initial_state=[h])
+    # given initial_state=, Keras 3 runs the GRU unmasked; its output carries the mask on
+    gru = layers.GRU(5, return_sequences=True)(layers.Concatenate()([lstm, slow]), initial_state=[h])
     rnn = layers.SimpleRNN(5, return_sequences=True)(gru)
-    no_reset_after = layers.GRU(4, reset_after=False)(slow)  # r · h_tm1 reads every unit's r: never split
-    model = keras3.Model(inputs, [layers.Dense(2)(no_reset_after), rnn, lstm, c])
+    no_reset_after = layers.GRU(4, reset_after=False)(rnn)  # r · h_tm1 reads every unit's r: never split
+    model = keras3.Model(inputs, [layers.Dense(2)(no_reset_after), rnn, c])
     path = tmp_path / "functional.keras"
     model.save(path)
     x = masked_input(4, 9, 6)
