@@ -26,7 +26,6 @@ from types import TracebackType
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 StepPart = Callable[[int], None]  # computes step t for one range of units
 
@@ -74,6 +73,9 @@ class StepsSideBySide:
     def __enter__(self) -> StepPart:
         if len(self._parts) == 1:
             return self._parts[0]
+        # Imported here, not at the top: it would add 2 ms to the start of every command, inspect's too.
+        from threadpoolctl import threadpool_limits
+
         self._stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
         errors = np.geterr()  # NumPy's error settings are per thread: the caller's apply to every part
         self._workers = [_Worker(part, errors) for part in self._parts[1:]]

@@ -6,6 +6,8 @@ small enough to build in a moment, so that it runs on any machine; `one_thread` 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
+from conftest import SAMPLES
 from grucli import parallel, replay
 from grucli.model import RecurrentLayer
 from grucli.replay import KERAS3, run_layer
@@ -212,3 +215,13 @@ def test_when_the_units_are_split(monkeypatch: pytest.MonkeyPatch, cpus: int, un
                                   apart: bool, expected: list[slice]) -> None:
     monkeypatch.setattr(parallel, "usable_cpus", lambda: cpus)
     assert parallel.unit_ranges(units, multiply_adds, dtype, apart) == expected
+
+
+def test_inspect_does_not_import_threadpoolctl() -> None:
+    """threadpoolctl is imported when a step is first split, not at start-up (2 ms of every command)."""
+    script = ("import sys\nfrom grucli.cli import cli\n"
+              f"cli.main(args=['inspect', {str(SAMPLES / 'k3_lstm.keras')!r}], prog_name='grucli', standalone_mode=False)\n"
+              "print('threadpoolctl' in sys.modules, 'grucli.replay' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False True"  # the replay's module is loaded; threadpoolctl is not
