@@ -179,10 +179,18 @@ _HARD_SIGMOID_IN_PLACE = {KERAS2: _hard_sigmoid_keras2_in_place, KERAS3: _hard_s
 ELEMENTWISE = {None, "linear", "hard_sigmoid", *IN_PLACE}
 
 
+ACTIVATION_DEFAULTS = {"activation": "tanh", "recurrent_activation": "sigmoid"}
+
+
+def _activation_name(layer: RecurrentLayer, key: str) -> str | None:
+    """The activation the layer's config names under `key` ("activation" or
+    "recurrent_activation"): the one place the cells, the split and the exp form read it."""
+    return layer.config.get(key, ACTIVATION_DEFAULTS[key])
+
+
 def _elementwise(layer: RecurrentLayer, *keys: str) -> bool:
     """Whether the activations the layer's config names under `keys` are all elementwise."""
-    defaults = {"activation": "tanh", "recurrent_activation": "sigmoid"}
-    return all(layer.config.get(key, defaults[key]) in ELEMENTWISE for key in keys)
+    return all(_activation_name(layer, key) in ELEMENTWISE for key in keys)
 
 
 def activation_side_by_side(name: str | None, semantics: str, units: int) -> Activation:
@@ -490,9 +498,9 @@ class _GRUUnits:
         h_ = gates.columns_of_units("GRU", layer.units, part, "h")
         units = len(h_)
         self.part, self.operand, self.outputs, self.traced, self.reset_after = part, step, outputs, traced, reset_after
-        self.act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
+        self.act = activation_in_place(_activation_name(layer, "activation"), semantics)
         # z and r, side by side, go through the recurrent activation in one pass
-        self.rec_act = activation_side_by_side(layer.config.get("recurrent_activation", "sigmoid"), semantics, units)
+        self.rec_act = activation_side_by_side(_activation_name(layer, "recurrent_activation"), semantics, units)
         # x_z + recurrent_z (r likewise) in one product, with both biases (recurrent_bias is zeros
         # without reset_after); the candidate's x_h and recurrent_h stay apart, r comes between them
         self.zr_weights = _step_matrix(recurrent_kernel[:, zr_], input_bias[zr_] + recurrent_bias[zr_], kernel[:, zr_], dtype=dtype)
@@ -557,7 +565,7 @@ LSTM_BY_EXP: Layout = (("i", -1.0), ("f", -1.0), ("o", -1.0), ("c", -2.0))
 
 def _tanh_and_sigmoid(layer: RecurrentLayer) -> bool:
     """Whether an LSTM's activations are Keras's defaults, which the exp form computes."""
-    return layer.config.get("activation", "tanh") == "tanh" and layer.config.get("recurrent_activation", "sigmoid") == "sigmoid"
+    return _activation_name(layer, "activation") == "tanh" and _activation_name(layer, "recurrent_activation") == "sigmoid"
 
 
 def _lstm_steps(
@@ -588,8 +596,8 @@ class _LSTMUnits:
                  traced: dict[str, np.ndarray], c_tm1: np.ndarray, semantics: str, dtype: type, order: str) -> None:
         units = c_tm1.shape[-1]
         self.part, self.gate_inputs, self.outputs, self.traced = part, gate_inputs, outputs, traced
-        self.act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
-        self.rec_act = activation_side_by_side(layer.config.get("recurrent_activation", "sigmoid"), semantics, units)
+        self.act = activation_in_place(_activation_name(layer, "activation"), semantics)
+        self.rec_act = activation_side_by_side(_activation_name(layer, "recurrent_activation"), semantics, units)
         at = {gate: slice(k * units, (k + 1) * units) for k, (gate, _) in enumerate(layout)}
         self.i_, self.f_, self.c_, self.o_ = at["i"], at["f"], at["c"], at["o"]
         self.if_, _, _ = _side_by_side(self.i_, self.f_)  # i and f go through the recurrent activation in one pass
@@ -648,7 +656,7 @@ def simple_rnn_cell(
     layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
     progress: Progress | None, initial_state: list[np.ndarray],
 ) -> RecurrentRun:
-    act = activation_in_place(layer.config.get("activation", "tanh"), semantics)
+    act = activation_in_place(_activation_name(layer, "activation"), semantics)
     kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
     step = _StepOperand(x, layer.units, dtype)
     batch, timesteps, _ = x.shape
