@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import os
 import re
 import warnings
@@ -21,7 +22,7 @@ from grucli.errors import VerifyError, first_line
 from grucli.feedforward import keras1_conv1d_kernel
 from grucli.inputs import InputError
 from grucli.model import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
-from grucli.repairs import drop_keys, raw_config, repair_config
+from grucli.repairs import drop_keys, layer_classes, raw_config, repair_config
 from grucli.replay import KERAS2, KERAS3, semantics_for
 
 FRAMEWORKS = ("keras", "tf-keras")
@@ -94,62 +95,82 @@ class Framework:
     # loading
 
     def load(self, model: ModelFile, layers: ModelLayers, unsafe: bool) -> tuple[Any, list[str]]:
-        if model.config_path is not None:  # a weights-only file: built from --config, given the file's weights
-            repairs = [f"built from --config {model.config_path} with the weights of {model.path}"]
-            keras_model = self._load_repaired(model, layers, repairs, unsafe)
-            repairs.append("weights set from grucli's reader (the same arrays `grucli export` writes)")
-            return keras_model, repairs
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return self._load_native(model.path, unsafe), []
-        except Exception as exc:  # noqa: BLE001 - any refusal sends us to the repair path
-            first_error = first_line(exc, 300)
-            if "lambda" in first_error.lower() or "unsafe" in first_error.lower():
-                raise VerifyError(f"{model.path}: {first_error}") from None
-        if model.format not in ("legacy-h5", "keras-v3"):
-            raise VerifyError(f"{self.describe()} cannot load {model.path}: {first_error}")
-        repairs = [f"{self.describe()} refused the file as saved ({first_error}); repaired its config in memory"]
-        keras_model = self._load_repaired(model, layers, repairs, unsafe)
-        repairs.append("weights set from grucli's reader (the same arrays `grucli export` writes)")
-        return keras_model, repairs
+        """The Keras model built from the config grucli read and validated, given grucli's weights.
 
-    def _load_native(self, path: str, unsafe: bool) -> Any:
-        if self.name == "tf-keras":
-            return self.module.models.load_model(path, compile=False)
-        return self.module.saving.load_model(path, compile=False, safe_mode=not unsafe)
+        No framework ever opens the file: `load_model` would revive a SavedModel from its own
+        per-layer metadata and saved graph (code grucli never checked), and a tf-keras HDF5 load
+        unpickles Lambda bytecode without a safe mode. Building from the validated config, in
+        the framework's safe mode, and setting the arrays grucli's reader read, runs nothing
+        from the file; a class the framework does not know is refused by the framework, by name.
+        """
+        repairs: list[str] = []
+        if model.config_path is not None:  # a weights-only file: built from --config, given the file's weights
+            repairs.append(f"built from --config {model.config_path} with the weights of {model.path}")
+        keras_model = self._load_repaired(model, layers, repairs, unsafe)
+        if model.config_path is not None:
+            repairs.append("weights set from grucli's reader (the same arrays `grucli export` writes)")
+        return keras_model, repairs
 
     def _load_repaired(self, model: ModelFile, layers: ModelLayers, repairs: list[str], unsafe: bool) -> Any:
         config = raw_config(model)
         config = repair_config(config, layers, repairs, keras3=self.name == "keras")
+        self._refuse_unknown_classes(config)
         for _ in range(20):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    keras_model = self._from_config(copy.deepcopy(config), unsafe)  # Keras pops keys from what it reads
+                    keras_model = self._from_config(copy.deepcopy(config), model.format == "keras-v3", unsafe)  # Keras pops keys from what it reads
                 break
             except Exception as exc:  # noqa: BLE001
                 # Keras 3 wraps the cause ("Error when deserializing class 'Embedding' ... Exception
                 # encountered: Unrecognized keyword arguments ..."): search the whole text.
                 unknown = re.search(r"Unrecognized keyword arguments passed to (\w+): \{([^}]*)\}", _chain_text(exc))
                 if not unknown:
-                    raise VerifyError(f"{self.describe()} cannot build {model.path} even after repairs: {_innermost(exc)}") from None
+                    raise VerifyError(f"{self.describe()} cannot build {model.path} from its config: {_innermost(exc)}") from None
                 class_name, keys = unknown.group(1), re.findall(r"'(\w+)'", unknown.group(2))
                 drop_keys(config, class_name, keys)
                 repairs.append(f"dropped {', '.join(keys)} from the {class_name} configs ({self.describe()} does not know them)")
         else:
             raise VerifyError(f"{self.describe()} cannot build {model.path}: too many unknown settings")
-        _set_weights(keras_model, model.root, layers, "")
+        if model.format == "keras-v3" and self.name == "keras":
+            _set_keras3_weights(keras_model, model.root)
+        else:
+            _set_weights(keras_model, model.root, layers, "")
         return keras_model
 
-    def _from_config(self, config: dict[str, Any], unsafe: bool) -> Any:
+    def _refuse_unknown_classes(self, config: dict[str, Any]) -> None:
+        """A layer class the framework does not know is custom code: never loaded from a file.
+
+        Keras 3 names such a class itself ("Could not locate class"); tf-keras's functional
+        rebuild fails on it with an unrelated TypeError, so it is named here first."""
+        if self.name != "tf-keras":
+            return
+        from tf_keras.src.layers import serialization as tf_keras_layers
+
+        tf_keras_layers.populate_deserializable_objects()
+        known = tf_keras_layers.LOCAL.ALL_OBJECTS
+        for name, class_name in layer_classes(config):
+            if class_name not in known:
+                raise VerifyError(f"layer {name} is a {class_name}, a class {self.describe()} does not have (custom code, "
+                                  "which grucli never loads from a file); expected Keras's own layers")
+
+    def _from_config(self, config: dict[str, Any], keras_v3: bool, unsafe: bool) -> Any:
         if self.name == "tf-keras":
-            return self.module.models.model_from_config(config)
-        from keras.src.legacy.saving import saving_options, saving_utils
+            from tf_keras.src.saving import serialization_lib as tf_keras_serialization
+            from tf_keras.src.saving.legacy.saved_model import json_utils as tf_keras_json
+
+            # tf-keras's safe mode is off unless a scope sets it (in_safe_mode() is None by default).
+            with tf_keras_serialization.SafeModeScope(not unsafe):
+                return self.module.models.model_from_config(_legacy_decoded(config, tf_keras_json))
         from keras.src.saving import serialization_lib
 
+        if keras_v3:  # a .keras config.json, read as Keras 3's own loader reads it
+            return serialization_lib.deserialize_keras_object(config, safe_mode=not unsafe)
+        from keras.src.legacy.saving import json_utils as keras_json
+        from keras.src.legacy.saving import saving_options, saving_utils
+
         with saving_options.keras_option_scope(use_legacy_config=True), serialization_lib.SafeModeScope(not unsafe):
-            return saving_utils.model_from_config(config)
+            return saving_utils.model_from_config(_legacy_decoded(config, keras_json))
 
     # running
 
@@ -347,6 +368,61 @@ def _feeding_tensor(owner: Any, nested_name: str) -> Any:
         tensors = node.input_tensors if hasattr(node, "input_tensors") else node.arguments.keras_tensors
         return tensors[0] if isinstance(tensors, (list, tuple)) else tensors
     raise VerifyError(f"nested model {nested_name} not found in {owner.name}")
+
+
+def _legacy_decoded(config: dict[str, Any], json_utils: Any) -> dict[str, Any]:
+    """The config as a Keras 2 loader reads `model_config`: through its JSON decoder, which turns
+    the markers Keras 2 wrote for values JSON lacks (`__tuple__`, `__ellipsis__` in TFOpLambda
+    slices, TensorShapes) back into those values. Only data: the decoder builds no layer."""
+    return json_utils.decode(json.dumps(config))
+
+
+def _set_keras3_weights(keras_model: Any, root: RawLayer) -> None:
+    """Give a model built from a Keras 3 config the arrays grucli read, where Keras 3 looks for them.
+
+    Keras 3 stores each object's variables under the path of its attributes (`layers/
+    multi_head_attention/query_dense/vars/0`), and a layer with sub-layers owns them in attribute
+    order, not the file's alphabetical one. Keras's own walk over the model assigns them by path
+    from a store that holds only grucli's arrays: the file is never opened by Keras.
+    """
+    from keras.src.saving import saving_lib
+
+    arrays: dict[str, dict[str, Any]] = {}
+    for weight in _all_weights(root):
+        group, _, index = weight.name.rpartition("/vars/")
+        arrays.setdefault(group if weight.name.startswith(group + "/vars/") else "", {})[index] = weight.array
+
+    class GrucliStore(saving_lib.H5IOStore):  # type: ignore[misc, name-defined]
+        """Keras's weights store interface over grucli's arrays (no HDF5 file behind it)."""
+
+        def __init__(self) -> None:  # noqa: D107 - deliberately not H5IOStore's: nothing to open
+            self.mode = "r"
+
+        def __bool__(self) -> bool:
+            return True
+
+        def get(self, path: str) -> dict[str, np.ndarray]:
+            return {index: np.asarray(array) for index, array in arrays.get(path, {}).items()}
+
+        def has_path(self, path: str) -> bool:  # a group at `path` (HDF5 has the groups above a dataset too)
+            return any(group == path or group.startswith(path + "/") for group in arrays)
+
+        def close(self) -> None:
+            pass
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            saving_lib._load_state(keras_model, weights_store=GrucliStore(), assets_store=None,  # noqa: SLF001
+                                   inner_path="", visited_saveables=set())
+    except ValueError as exc:
+        raise VerifyError(f"the file's weights do not fit the model its config builds ({first_line(exc, 300)})") from None
+
+
+def _all_weights(layer: RawLayer) -> Iterator[Any]:
+    yield from layer.weights
+    for _, child in layer.children:
+        yield from _all_weights(child)
 
 
 def _set_weights(keras_model: Any, root: RawLayer, layers: ModelLayers, prefix: str) -> None:

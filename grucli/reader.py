@@ -91,13 +91,67 @@ def _read_saved_model(path: Path) -> ModelFile:
     if not isinstance(config, Mapping) or "class_name" not in config:
         return _read_checkpoint(path, prefix, saved_model=True)  # a model without a config (subclassed): weights only
     names = {}
+    members = _model_members(config)
     for object_path, text in metadata.items():
         node = _parse_json(text, f"{path / 'keras_metadata.pb'}: object {object_path}")
         if isinstance(node, Mapping) and isinstance(node.get("name"), str):
             names[object_path] = node["name"]
+            _check_member_metadata(node, object_path, members, path / "keras_metadata.pb")
     variables, _ = _checkpoint_contents(path, prefix)
     root_layer = _build_layer(config, _CheckpointWeights(variables, "", names), f"{path}/keras_metadata.pb")
     return ModelFile(str(path), "tf-savedmodel", _text(root.get("keras_version")), _text(root.get("backend")), True, root_layer)
+
+
+MEMBER_OBJECT = re.compile(r"layer(?:_with_weights)?-\d+")
+
+
+def _model_members(config: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]]:
+    """Every member layer of the model config and of the models nested in it, by name."""
+    found: dict[str, list[Mapping[str, Any]]] = {}
+    stack = [config]
+    while stack:
+        spec = stack.pop()
+        inner = spec.get("config")
+        layers = inner.get("layers") if isinstance(inner, Mapping) else inner
+        for layer in layers if isinstance(layers, list) else []:
+            if isinstance(layer, Mapping):
+                found.setdefault(_spec_name(layer), []).append(layer)
+                stack.append(layer)
+    return found
+
+
+def _check_member_metadata(node: Mapping[str, Any], object_path: str, members: Mapping[str, list[Mapping[str, Any]]],
+                           where: Path) -> None:
+    """A model member's own metadata must describe the layer the root config has.
+
+    tf-keras revives a SavedModel's layers from these per-layer records (and their saved graphs),
+    not from the root config grucli reads: a file whose records disagree with its config (a
+    Lambda or a custom class behind a harmless config) is crafted, and refused by name."""
+    if not MEMBER_OBJECT.fullmatch(object_path.rsplit("/", 1)[-1]):
+        return
+    name, class_name = node["name"], node.get("class_name")
+    candidates = members.get(name, [])
+    if not candidates:
+        raise ModelFileError(f"{where}: object {object_path} describes a layer {name!r} ({class_name}) that the model config "
+                             "does not have; expected per-layer metadata that agrees with the model config")
+    stored = _without_object_ids(_untupled(node.get("config")))
+    for spec in candidates:
+        same_config = "config" not in node or _without_object_ids(_untupled(spec.get("config"))) == stored
+        if spec.get("class_name") == class_name and same_config:
+            return
+    found = candidates[0].get("class_name")
+    what = f"a {class_name}" if found != class_name else f"a {class_name} with another config"
+    raise ModelFileError(f"{where}: layer {name!r} is {what} in its own metadata but a {found} in the model config; "
+                         "expected per-layer metadata that agrees with the model config (a crafted file)")
+
+
+def _without_object_ids(value: Any) -> Any:
+    """A config without the `shared_object_id` tags tf-keras adds to objects in per-layer metadata."""
+    if isinstance(value, Mapping):
+        return {key: _without_object_ids(item) for key, item in value.items() if key != "shared_object_id"}
+    if isinstance(value, list):
+        return [_without_object_ids(item) for item in value]
+    return value
 
 
 def _untupled(value: Any) -> Any:

@@ -27,6 +27,8 @@ KERAS1_NAMES = {
 def raw_config(model: ModelFile) -> dict[str, Any]:
     root = model.root
     config: dict[str, Any] = {"class_name": root.class_name, "config": copy.deepcopy(dict(root.config))}
+    if root.module is not None:  # Keras 3 finds its classes by module (keras.src.models.functional)
+        config["module"] = root.module
     return config
 
 
@@ -143,6 +145,22 @@ def _name_nested_modules(config: dict[str, Any], repairs: list[str]) -> None:
                     named.append(f"{inner['class_name']} in {layer['config'].get('name', layer['class_name'])}")
     if named:
         repairs.append(f"named the module keras.layers for nested layers: {', '.join(named)}")
+
+
+def layer_classes(config: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(name, class) of every layer in a model config: members of models, wrapped layers and cells
+    (StackedRNNCells too: its `cells` are one of the nesting keys)."""
+    stack = [config]
+    while stack:
+        spec = stack.pop()
+        inner = spec.get("config")
+        yield str(inner.get("name", "?") if isinstance(inner, dict) else "?"), str(spec.get("class_name"))
+        if not isinstance(inner, dict):
+            continue
+        for key in ("layers", *NESTING_KEYS):
+            nested = inner.get(key)
+            stack.extend(item for item in (nested if isinstance(nested, list) else [nested])
+                         if isinstance(item, dict) and "class_name" in item)
 
 
 def _walk_configs(value: Any) -> Iterator[dict[str, Any]]:
