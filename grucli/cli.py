@@ -627,12 +627,21 @@ def _exit_now(code: object) -> None:
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
+    if FRAMEWORK_MODULES & sys.modules.keys():
+        # TensorFlow's clean-up runs at exit (autograph deletes its /tmp/__autograph_generated_file*.py
+        # there): a command that loaded a framework ends as Python ends, less only the teardown.
+        import atexit
+
+        atexit._run_exitfuncs()  # noqa: SLF001 - the documented handlers, run by hand before os._exit
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (BrokenPipeError, ValueError):  # the reader went away (`| head`), or the stream is closed
             pass
     os._exit(code or 0)
+
+
+FRAMEWORK_MODULES = frozenset({"tensorflow", "keras", "tf_keras", "torch", "jax"})
 
 
 if __name__ == "__main__":

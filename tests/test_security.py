@@ -198,3 +198,21 @@ def test_verify_never_calls_a_framework_loader(framework: str, monkeypatch: pyte
         assert result.exit_code == 0, (name, result.output)
     assert calls == []
 
+
+def test_no_litter_in_the_temporary_folder_after_any_command(tmp_path: Path) -> None:
+    """TensorFlow's autograph writes a module per traced function into the temporary folder and
+    deletes it at exit: grucli's fast exit must still run that clean-up."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import sample
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    model = str(sample("tfk_gru.h5"))
+    for command in (["verify", model], ["explain", model], ["inspect", model], ["replay", model, "-o", str(tmp_path / "y.npy")]):
+        result = subprocess.run([sys.executable, "-m", "grucli", *command], capture_output=True, text=True,
+                                env={**os.environ, "TMPDIR": str(temporary)})
+        assert result.returncode == 0, (command, result.stderr)
+        assert list(temporary.iterdir()) == [], command
