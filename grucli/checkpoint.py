@@ -26,12 +26,13 @@ from typing import Iterator, Mapping
 import google_crc32c
 import numpy as np
 
+from grucli.budget import Budget, check_shape
 from grucli.errors import ModelFileError
+from grucli.files import regular_file_size
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
 BLOCK_TRAILER = 5  # compression type (1 byte) + masked crc32c (4 bytes)
-MAX_ENTRIES = 1_000_000  # keys in an index: far above any model's variables
 MAX_RANK = 32
 
 # TensorFlow DataType values and the NumPy dtypes they are stored as (bfloat16 as raw uint16).
@@ -69,12 +70,14 @@ def checkpoint_prefix(path: Path) -> Path | None:
     if path.is_dir():
         state = path / "checkpoint"
         if state.is_file():
-            named = re.search(rb'^model_checkpoint_path:\s*"([^"\n]+)"', state.read_bytes()[:65536], re.MULTILINE)
+            with state.open("rb") as handle:  # a text proto of a few lines: never read past its first 64 KiB
+                head = handle.read(65536)
+            named = re.search(rb'^model_checkpoint_path:\s*"([^"\n]+)"', head, re.MULTILINE)
             if named:
                 prefix = Path(named.group(1).decode("utf-8", "replace"))
-                prefix = prefix if prefix.is_absolute() else path / prefix
-                # The state file may hold the absolute path of another machine: the folder's own file wins.
-                return prefix if Path(f"{prefix}.index").is_file() else path / prefix.name
+                # The state file may name a prefix elsewhere (another machine's absolute path, or a crafted
+                # `../`): only the folder's own files are read, so the name is taken within the folder.
+                return path / prefix.name
         indexes = sorted(path.glob("*.index"))
         return indexes[0].with_suffix("") if len(indexes) == 1 else None
     if path.suffix == ".index" and path.is_file():
@@ -87,11 +90,17 @@ def checkpoint_prefix(path: Path) -> Path | None:
 # --- the table (LevelDB format) --------------------------------------------------------------------------
 
 
-def read_index(prefix: Path) -> dict[str, bytes]:
-    """Every key and value of `PREFIX.index`, checksums verified."""
+MAX_KEY_BYTES = 65536  # TensorFlow's keys are object paths, a few hundred bytes at most
+
+
+def read_index(prefix: Path, budget: Budget) -> dict[str, bytes]:
+    """Every key and value of `PREFIX.index`, checksums verified, read as TensorFlow's reader reads
+    it: keys strictly increasing (a repeated or out-of-order key is a corrupt table, not a second
+    value to pick from), data blocks in file order, and the header entry (key "") present."""
     index_path = Path(f"{prefix}.index")
-    data = index_path.read_bytes()
     where = str(index_path)
+    budget.config(regular_file_size(index_path), where)
+    data = index_path.read_bytes()
     if len(data) < FOOTER_SIZE:
         raise CheckpointError(f"{where} is {len(data)} bytes, shorter than a table footer ({FOOTER_SIZE}); the file is truncated")
     footer = data[-FOOTER_SIZE:]
@@ -103,14 +112,42 @@ def read_index(prefix: Path) -> dict[str, bytes]:
     reader.varint()
     index_offset, index_size = reader.varint(), reader.varint()
     entries: dict[str, bytes] = {}
+    previous_key: bytes | None = None
+    next_block = 0  # data blocks lie one after another, before the index block
     for _, handle in _block_entries(data, index_offset, index_size, where):
         handle_reader = _Bytes(handle, f"{where} block handle")
         offset, size = handle_reader.varint(), handle_reader.varint()
+        if offset < next_block:
+            raise CheckpointError(f"{where}: the index points at a data block at offset {offset}, inside or before the one "
+                                  "it listed earlier; the table is corrupt")
+        next_block = offset + size + BLOCK_TRAILER
         for key, value in _block_entries(data, offset, size, where):
-            entries[key.decode("utf-8", "replace")] = value
-            if len(entries) > MAX_ENTRIES:
-                raise CheckpointError(f"{where} holds more than {MAX_ENTRIES} keys; refusing it")
+            if previous_key is not None and key <= previous_key:
+                order = "repeats" if key == previous_key else "comes before"
+                raise CheckpointError(f"{where}: key {_shown(key)} {order} the key before it ({_shown(previous_key)}); "
+                                      "TensorFlow writes each key once, in order: the table is corrupt")
+            previous_key = key
+            entries[_decoded_key(key, where)] = value
+            budget.entries(len(entries), where)
+    if "" not in entries:
+        raise CheckpointError(f"{where} has no header entry (the empty key); expected a TensorFlow checkpoint index")
     return entries
+
+
+def _decoded_key(key: bytes, where: str) -> str:
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{where}: key {_shown(key)} is not UTF-8; TensorFlow's keys are text, the table is corrupt") from None
+    if any(ord(character) < 32 or ord(character) == 127 for character in text):
+        raise CheckpointError(f"{where}: key {_shown(key)} holds control characters; TensorFlow's keys are object paths")
+    return text
+
+
+def _shown(key: bytes) -> str:
+    """A key for an error message: escaped, and cut short."""
+    text = repr(key[:80])[1:]
+    return text + ("…" if len(key) > 80 else "")
 
 
 def _block_entries(data: bytes, offset: int, size: int, where: str) -> Iterator[tuple[bytes, bytes]]:
@@ -133,8 +170,22 @@ def _block_entries(data: bytes, offset: int, size: int, where: str) -> Iterator[
         shared, unshared, value_size = reader.varint(), reader.varint(), reader.varint()
         if shared > len(key):
             raise CheckpointError(f"{where}: a key in the block at offset {offset} shares {shared} bytes with a {len(key)}-byte key")
+        if shared + unshared > MAX_KEY_BYTES:
+            raise CheckpointError(f"{where}: a key in the block at offset {offset} is {shared + unshared} bytes long, over "
+                                  f"{MAX_KEY_BYTES}; TensorFlow's keys are object paths, the table is crafted or corrupt")
         key = key[:shared] + reader.take(unshared)
         yield key, reader.take(value_size)
+
+
+CRC_CHUNK = 16 * 2**20
+
+
+def _crc32c(data: memoryview) -> int:
+    """crc32c of a buffer, a bounded chunk at a time (the C extension takes only read-only bytes)."""
+    crc = 0
+    for start in range(0, len(data), CRC_CHUNK):
+        crc = google_crc32c.extend(crc, bytes(data[start:start + CRC_CHUNK]))
+    return crc
 
 
 def _mask(crc: int) -> int:
@@ -263,41 +314,79 @@ def parse_header(value: bytes) -> int:
 # --- tensors -------------------------------------------------------------------------------------------------
 
 
-def read_tensor(prefix: Path, shards: int, entry: BundleEntry, name: str, max_bytes: int) -> np.ndarray:
-    """One numeric tensor's values, bounds and checksum verified; bfloat16 widened to float32."""
+def read_variables(prefix: Path, shards: int, entries: dict[str, bytes], key_paths: Mapping[str, str],
+                   budget: Budget) -> list[tuple[str, np.ndarray]]:
+    """The model's variables (object path → values), every one charged and placed before any is read:
+    their count, each size and their total against the budget, and their byte ranges, which in a
+    bundle TensorFlow wrote never overlap (a file whose variables all point at the same bytes
+    would otherwise cost its declared size many times over)."""
+    found = list(model_variables(entries, key_paths))
+    budget.variables(len(found), f"{prefix}.index")
+    for name, entry in found:
+        budget.array(_checked_size(entry, name), f"checkpoint variable {name!r}")
+    _refuse_overlaps(found)
+    return [(name, read_tensor(prefix, shards, entry, name)) for name, entry in found]
+
+
+def _checked_size(entry: BundleEntry, name: str) -> int:
+    """The bytes an entry's shape and dtype need, which must be the bytes it says it stores."""
+    check_shape(entry.shape, f"checkpoint variable {name!r}")
     if entry.dtype not in DTYPES:
         kind = "a string tensor" if entry.dtype == STRING else f"dtype {entry.dtype}"
         raise CheckpointError(f"checkpoint variable {name!r} is {kind}; expected a numeric weight")
-    dtype = DTYPES[entry.dtype]
-    count = math.prod(entry.shape)
-    if count * dtype.itemsize != entry.size:
-        raise CheckpointError(f"checkpoint variable {name!r} declares shape {entry.shape} ({count * dtype.itemsize} bytes) "
+    needed = math.prod(entry.shape) * DTYPES[entry.dtype].itemsize
+    if needed != entry.size:
+        raise CheckpointError(f"checkpoint variable {name!r} declares shape {entry.shape} ({needed} bytes) "
                               f"but {entry.size} bytes; the file is inconsistent")
-    raw = _shard_bytes(prefix, shards, entry, name, max_bytes)
-    values = np.frombuffer(raw, dtype=dtype).reshape(entry.shape)
+    return needed * (2 if entry.dtype == BFLOAT16 else 1)  # bfloat16 is widened to float32
+
+
+def _refuse_overlaps(found: list[tuple[str, BundleEntry]]) -> None:
+    placed = sorted((entry.shard, entry.offset, entry.offset + entry.size, name) for name, entry in found if entry.size)
+    for (shard, _, end, name), (next_shard, start, _, next_name) in zip(placed, placed[1:]):
+        if shard == next_shard and start < end:
+            raise CheckpointError(f"checkpoint variables {name!r} and {next_name!r} share bytes of data shard {shard}; "
+                                  "TensorFlow stores each variable in its own bytes, the file is crafted or corrupt")
+
+
+def read_tensor(prefix: Path, shards: int, entry: BundleEntry, name: str) -> np.ndarray:
+    """One numeric tensor's values, bounds and checksum verified; bfloat16 widened to float32. The
+    bytes are read straight into the array (no second copy of a big variable)."""
+    _checked_size(entry, name)
+    dtype = DTYPES[entry.dtype]
+    values = np.empty(entry.shape, dtype=dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype)
+    _read_shard_into(prefix, shards, entry, name, memoryview(values.reshape(-1).view(np.uint8)))
     if entry.dtype == BFLOAT16:
         return (values.astype(np.uint32) << 16).view(np.float32)
-    return values.astype(dtype.newbyteorder("="))
+    return values if values.dtype.isnative else values.astype(dtype.newbyteorder("="))
 
 
-def _shard_bytes(prefix: Path, shards: int, entry: BundleEntry, name: str, max_bytes: int) -> bytes:
-    """A tensor's bytes from its data shard, bounds and crc32c checked."""
-    if entry.size > max_bytes:
-        raise CheckpointError(f"checkpoint variable {name!r} holds {entry.size} bytes, above the --max-mb limit of {max_bytes // 2**20} MiB")
+def _shard_path(prefix: Path, shards: int, entry: BundleEntry, name: str) -> Path:
     if not 0 <= entry.shard < shards:
         raise CheckpointError(f"checkpoint variable {name!r} is in shard {entry.shard} of a {shards}-shard checkpoint")
     shard = Path(f"{prefix}.data-{entry.shard:05d}-of-{shards:05d}")
-    if not shard.is_file():
+    if not shard.exists():
         raise CheckpointError(f"{shard} is missing; a checkpoint needs every data shard beside its .index")
-    if entry.offset + entry.size > shard.stat().st_size:
+    stored = regular_file_size(shard)
+    if entry.offset + entry.size > stored:
         raise CheckpointError(f"checkpoint variable {name!r} lies at bytes {entry.offset}..{entry.offset + entry.size} of {shard}, "
-                              f"which has {shard.stat().st_size}; the file is truncated")
-    with shard.open("rb") as handle:
+                              f"which has {stored}; the file is truncated")
+    return shard
+
+
+def _read_shard_into(prefix: Path, shards: int, entry: BundleEntry, name: str, target: memoryview) -> None:
+    """A tensor's bytes from its data shard into `target`, bounds and crc32c checked."""
+    shard = _shard_path(prefix, shards, entry, name)
+    with shard.open("rb", buffering=0) as handle:
         handle.seek(entry.offset)
-        raw = handle.read(entry.size)
-    if entry.crc32c is not None and _unmask(entry.crc32c) != google_crc32c.value(raw):
+        got = 0
+        while got < entry.size:
+            count = handle.readinto(target[got:])
+            if not count:
+                raise CheckpointError(f"{shard} ended before the bytes of checkpoint variable {name!r}; the file is truncated")
+            got += count
+    if entry.crc32c is not None and _unmask(entry.crc32c) != _crc32c(target):
         raise CheckpointError(f"checkpoint variable {name!r} fails its crc32c check; {shard} is corrupt")
-    return raw
 
 
 VARIABLE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -331,25 +420,32 @@ class ObjectGraph:
     node_paths: dict[int, str]
 
 
-def object_graph(prefix: Path, shards: int, entries: dict[str, bytes], max_bytes: int) -> tuple[ObjectGraph, dict[str, str]] | None:
-    """The object graph and, for each checkpoint key, the path of its variable; None without a graph."""
+MAX_GRAPH_DEPTH = 1000  # nesting of objects: model → layer → cell → variable, a few dozen at most in real files
+MAX_PATH_BYTES = 4096  # an object path built from local names; real ones are a few hundred bytes
+
+
+def object_graph(prefix: Path, shards: int, entries: dict[str, bytes], budget: Budget) -> tuple[ObjectGraph, dict[str, str]] | None:
+    """The object graph and, for each checkpoint key, the path of its variable; None without a graph.
+
+    Bounded before the walk: the graph's bytes (as metadata), its nodes (as entries), and the
+    depth and length of every path (a 40,000-deep chain would otherwise build quadratic strings)."""
     if OBJECT_GRAPH_KEY not in entries:
         return None
-    graph = _string_scalar(prefix, shards, parse_entry(entries[OBJECT_GRAPH_KEY], OBJECT_GRAPH_KEY), max_bytes)
+    graph = _string_scalar(prefix, shards, parse_entry(entries[OBJECT_GRAPH_KEY], OBJECT_GRAPH_KEY), budget)
     nodes: list[tuple[list[tuple[int, str]], list[str]]] = []  # (children, checkpoint keys) per node
     for number, field in _Bytes(graph, "checkpoint object graph").fields():
         if number == 1 and isinstance(field, bytes):
             nodes.append(_trackable_object(field))
-            if len(nodes) > MAX_GRAPH_NODES:
-                raise CheckpointError(f"the checkpoint object graph has more than {MAX_GRAPH_NODES} nodes")
+            budget.entries(len(nodes), "the checkpoint object graph")
     if not nodes:
         return ObjectGraph([], {}), {}
     # Breadth first, so a cyclic graph ends and each object gets its shortest path; lists of
     # variables and the optimizer are not followed.
     key_paths: dict[str, str] = {}
     node_paths = {0: ""}
-    frontier = [0]
+    frontier, depth = [0], 0
     while frontier:
+        depth += 1
         following = []
         for node in frontier:
             for key in nodes[node][1]:
@@ -359,11 +455,26 @@ def object_graph(prefix: Path, shards: int, entries: dict[str, bytes], max_bytes
                     continue
                 if not 0 <= child < len(nodes):
                     raise CheckpointError(f"the checkpoint object graph refers to node {child} of {len(nodes)}")
-                node_paths[child] = f"{node_paths[node]}/{name}" if node_paths[node] else name
+                path = f"{node_paths[node]}/{name}" if node_paths[node] else name
+                if depth > MAX_GRAPH_DEPTH or len(path) > MAX_PATH_BYTES:
+                    raise CheckpointError(f"the checkpoint object graph nests objects more than {MAX_GRAPH_DEPTH} deep or names one "
+                                          f"by a path over {MAX_PATH_BYTES} bytes; the file is crafted or corrupt")
+                node_paths[child] = path
                 following.append(child)
         frontier = following
     variables = {key: path for key, path in key_paths.items() if key.endswith(VARIABLE_SUFFIX)}
+    _refuse_shared_paths(variables)
     return ObjectGraph([children for children, _ in nodes], node_paths), variables
+
+
+def _refuse_shared_paths(variables: Mapping[str, str]) -> None:
+    """Each variable object holds one value: two keys at one path would leave one of them unread."""
+    seen: dict[str, str] = {}
+    for key, path in sorted(variables.items()):
+        if path in seen:
+            raise CheckpointError(f"the checkpoint object graph gives keys {seen[path]!r} and {key!r} the same object "
+                                  f"({path or 'the root'}); each variable object holds one value, the file is corrupt")
+        seen[path] = key
 
 
 def _trackable_object(value: bytes) -> tuple[list[tuple[int, str]], list[str]]:
@@ -385,12 +496,15 @@ def _trackable_object(value: bytes) -> tuple[list[tuple[int, str]], list[str]]:
     return children, keys
 
 
-def _string_scalar(prefix: Path, shards: int, entry: BundleEntry, max_bytes: int) -> bytes:
+def _string_scalar(prefix: Path, shards: int, entry: BundleEntry, budget: Budget) -> bytes:
     """A scalar string tensor: its length (varint), the masked crc32c of that length as a uint32,
     then the bytes. The entry's checksum covers the length as a uint32, that checksum and the bytes."""
     if entry.dtype != STRING or entry.shape != ():
         raise CheckpointError(f"the checkpoint's {OBJECT_GRAPH_KEY} is not a string scalar; the file is inconsistent")
-    raw = _shard_bytes(prefix, shards, dataclasses.replace(entry, crc32c=None), OBJECT_GRAPH_KEY, max_bytes)
+    budget.config(entry.size, f"the checkpoint's {OBJECT_GRAPH_KEY}")
+    raw = bytearray(entry.size)
+    _read_shard_into(prefix, shards, dataclasses.replace(entry, crc32c=None), OBJECT_GRAPH_KEY, memoryview(raw))
+    raw = bytes(raw)
     where = f"the checkpoint's {OBJECT_GRAPH_KEY}"
     reader = _Bytes(raw, where)
     length = reader.varint()
@@ -409,16 +523,11 @@ def _string_scalar(prefix: Path, shards: int, entry: BundleEntry, max_bytes: int
 # --- SavedModel metadata -------------------------------------------------------------------------------------
 
 
-MAX_METADATA_BYTES = 256 * 2**20
-
-
-def saved_model_layers(folder: Path) -> dict[str, str]:
+def saved_model_layers(folder: Path, budget: Budget) -> dict[str, str]:
     """`keras_metadata.pb` of a SavedModel folder: object path (`layer_with_weights-0/forward_layer`)
     → that object's JSON metadata (name, class, config). The root's path is ""."""
     metadata = folder / "keras_metadata.pb"
-    size = metadata.stat().st_size
-    if size > MAX_METADATA_BYTES:
-        raise CheckpointError(f"{metadata} holds {size} bytes; refusing more than {MAX_METADATA_BYTES // 2**20} MiB of metadata")
+    budget.config(regular_file_size(metadata), str(metadata))
     found: dict[str, str] = {}
     for number, field in _Bytes(metadata.read_bytes(), str(metadata)).fields():
         if number != 1 or not isinstance(field, bytes):

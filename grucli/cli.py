@@ -7,6 +7,7 @@ internal error (a bug in grucli); 130/143 interrupted. Data goes to stdout, diag
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import signal
@@ -18,7 +19,8 @@ from typing import Any, Callable, Sequence
 import click
 
 from grucli import __version__
-from grucli.errors import GrucliError, describe
+from grucli.budget import MIB, Limits
+from grucli.errors import GrucliError, describe, printable
 
 INTERNAL_ERROR = 3  # a bug in grucli, as opposed to 2: something the user can fix
 
@@ -26,9 +28,18 @@ F = Callable[..., Any]
 
 
 class CliError(click.ClickException):
-    """A user-caused failure: `Error: <message>` on stderr and exit code 2."""
+    """A user-caused failure: `Error: <message>` on stderr and exit code 2; one line, whatever names
+    from the file the message holds."""
 
     exit_code = 2
+
+    def format_message(self) -> str:
+        return printable(self.message)
+
+
+def _say(text: str) -> None:
+    """A diagnostic line on stderr (names from files escaped)."""
+    click.echo(printable(text), err=True)
 
 
 class Terminated(BaseException):
@@ -72,7 +83,7 @@ class GrucliGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - a bug in grucli: said so, never passed off as a bad file
             debug = bool(os.environ.get("GRUCLI_DEBUG"))
             hint = "" if debug else " (GRUCLI_DEBUG=1 shows the traceback)"
-            click.echo(f"Error: internal error in grucli (please report it): {describe(exc)}{hint}", err=True)
+            _say(f"Error: internal error in grucli (please report it): {describe(exc)}{hint}")
             if debug:
                 traceback.print_exc()
             raise click.exceptions.Exit(INTERNAL_ERROR) from None
@@ -111,11 +122,34 @@ def limits_option(function: F) -> F:
         help="The architecture of a weights-only file: the JSON of model.to_json() or a .keras zip's config.json. "
         "The weights then get their real layer names and classes, and replay and verify work.",
     )(function)
+    defaults = Limits()
+    for flag, field, default, text in (
+        ("--max-layers", "max_layers", defaults.max_layers,
+         "Most layers (and checkpoint variables) to read; configs may hold 100 JSON values per layer, checkpoint indexes 50 keys."),
+        ("--max-config-mb", "max_config_bytes", defaults.max_config_bytes // MIB,
+         "Largest config, metadata record or checkpoint index to read, in MiB."),
+        ("--max-total-mb", "max_total_bytes", defaults.max_total_bytes // MIB,
+         "Most MiB of weight arrays to read from one file, all arrays together."),
+    ):
+        function = click.option(flag, field, type=click.IntRange(min=1), default=default, show_default=True, expose_value=False,
+                                callback=_remember_limit, help=text)(function)
     return click.option(
         "--max-mb", "max_mb", type=click.IntRange(min=1), default=4096, show_default=True,
-        help="Largest weight array or compressed zip member to load, in MiB, checked before reading "
-        "(model files are untrusted input).",
+        help="Largest weight array or compressed zip member to load, in MiB. Every limit is checked before "
+        "reading (model files are untrusted input).",
     )(function)
+
+
+def _remember_limit(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    # Byte limits are given in MiB; each is applied by `_limits` when the command reads.
+    ctx.meta.setdefault("grucli_limits", {})[param.name] = value * MIB if str(param.name).endswith("_bytes") else value
+    return value
+
+
+def _limits(max_mb: int) -> Limits:
+    """Every read limit of the command line: --max-mb and the others its options remembered."""
+    chosen = click.get_current_context().meta.get("grucli_limits", {})
+    return dataclasses.replace(Limits(), max_bytes=max_mb * MIB, **chosen)
 
 
 def _renamed_trace(value: Path | None) -> None:
@@ -139,9 +173,9 @@ def _read(path: Path, max_mb: int, weights_only_sides: bool = False) -> Any:
 
     With --config the file must be weights-only; `weights_only_sides` (diff) applies it only to
     a file that holds no config of its own."""
-    from grucli.reader import Limits, read_model
+    from grucli.reader import read_model
 
-    limits = Limits(max_bytes=max_mb * 2**20)
+    limits = _limits(max_mb)
     config = _config_path()
     if config is not None and weights_only_sides:
         probe = read_model(path, limits)
@@ -175,7 +209,7 @@ def _refuse_unsliced(found: Any, layer_paths: Sequence[str], skip: bool) -> None
 
     if not layer_paths:  # all of them: none may be dropped unsaid
         for other in refuse_unsliced(found, skip=skip):
-            click.echo(f"skipped {other.path} ({other.class_name}): {other.skipped_reason}", err=True)
+            _say(f"skipped {other.path} ({other.class_name}): {other.skipped_reason}")
     require_recurrent(found)
 
 
@@ -201,6 +235,12 @@ def input_options(function: F) -> F:
         click.option("--timesteps", type=click.IntRange(min=1), default=10, show_default=True,
                      help="Timesteps of the random input when the model accepts any length."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input."),
+        click.option("--max-input-mb", "max_input_bytes", type=click.IntRange(min=1), default=Limits().max_input_bytes // MIB,
+                     show_default=True, expose_value=False, callback=_remember_limit,
+                     help="Largest input (and --expected output) to read, as its headers declare, and largest random input, in MiB."),
+        click.option("--max-timesteps", "max_timesteps", type=click.IntRange(min=1), default=Limits().max_timesteps,
+                     show_default=True, expose_value=False, callback=_remember_limit,
+                     help="Most timesteps of a random input (a config may declare millions)."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -270,7 +310,7 @@ def explain(model: Path, input_path: Path | None, batch: int, timesteps: int, se
     from grucli.explain import ExplainOptions
     from grucli.explain import explain as run_explain
 
-    options = ExplainOptions(input_path, batch, timesteps, seed, layer_path, sample, unit, framework)
+    options = ExplainOptions(input_path, batch, timesteps, seed, layer_path, sample, unit, framework, _limits(max_mb))
     _emit(run_explain(_read(model, max_mb), options), as_json, "explain_json", "render_explain")
 
 
@@ -324,16 +364,16 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
         for module in modules:
             arrays.update(module.arrays)
             arrays[f"{module.path}/constructor"] = np.array(module.constructor)
-            click.echo(f"{module.path}: {module.constructor}", err=True)
+            _say(f"{module.path}: {module.constructor}")
             for note in module.notes:
-                click.echo(f"  note: {note}", err=True)
+                _say(f"  note: {note}")
         write_npz(output, arrays, force=force)
         count = len(arrays)
     else:
         specs, pieces = gate_export(layers)
         write_npz_pieces(output, specs, pieces, force=force)
         count = len(specs)
-    click.echo(f"wrote {count} arrays from {len(layers)} layer(s) to {destination}", err=True)
+    _say(f"wrote {count} arrays from {len(layers)} layer(s) to {destination}")
 
 
 @cli.command(short_help='Replay each recurrent layer in NumPy and diff against predict.')
@@ -385,7 +425,7 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     options = VerifyOptions(
         input_path=input_path, expected_path=expected_path, atol=atol, rtol=rtol, dtype=dtype, batch=batch,
         timesteps=timesteps, seed=seed, trace=trace, sample=sample, unit=unit, layer_paths=tuple(layer_paths),
-        framework=framework, unsafe=unsafe, max_bytes=max_mb * 2**20, config_path=_config_path(),
+        framework=framework, unsafe=unsafe, limits=_limits(max_mb), config_path=_config_path(),
     )
     report = run_verify(model, options)
     _emit(report, as_json, "verify_json", "render_verify")
@@ -437,7 +477,7 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     model_file = _read(model, max_mb)
     if not model_file.has_config:
         raise CliError(f"{model} holds weights only; replay needs its architecture: pass --config MODEL.json (the JSON of model.to_json(), or a .keras config.json)")
-    inputs, _ = model_inputs(model_file, input_path, batch, timesteps, seed)
+    inputs, _ = model_inputs(model_file, input_path, batch, timesteps, seed, _limits(max_mb))
     for path in (output, gates_path):
         if path is not None and str(path) != "-" and path.exists() and not force:
             raise CliError(f"{path} already exists; pass --force to overwrite it")
@@ -459,7 +499,7 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
         write_npz(gates_path, trace_arrays(engine.calls), force=force)
     shapes = ", ".join(str(o.shape) for o in outputs)
     source = "random input" if input_path is None else str(input_path)
-    click.echo(f"replayed {model} on {source} {', '.join(str(x.shape) for x in inputs)}; wrote {shapes} to {destination}", err=True)
+    _say(f"replayed {model} on {source} {', '.join(str(x.shape) for x in inputs)}; wrote {shapes} to {destination}")
 
 
 @cli.command(short_help='Compare two files gate by gate (e.g. two checkpoints).')
@@ -566,7 +606,7 @@ def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequ
     destination = _binary_output(output, "PNG")
     report = build_inspect_report(find_layers(_read(model, max_mb)), layer_paths, gate_names, None, with_values=True)
     rows = write_plot(report, output, force=force, dpi=dpi)
-    click.echo(f"wrote {rows} gate row(s) from {len(report.layers)} layer(s) to {destination}", err=True)
+    _say(f"wrote {rows} gate row(s) from {len(report.layers)} layer(s) to {destination}")
 
 
 def _emit(report: Any, as_json: bool, json_formatter: str, text_formatter: str) -> None:
@@ -598,15 +638,16 @@ def _use_color() -> bool:
 
 
 def _width() -> int:
-    columns = os.environ.get("COLUMNS", "")
+    text = os.environ.get("COLUMNS", "")
+    columns = int(text) if text.isascii() and text.isdigit() and len(text) < 6 else 0  # "²".isdigit() is True
     if sys.stdout.isatty():
-        if columns.isdigit() and int(columns) > 0:
-            return int(columns)
+        if columns > 0:
+            return columns
         try:  # os, not shutil: shutil's import (with bz2 and lzma) costs a small command 1.5 ms
             return os.get_terminal_size(sys.stdout.fileno()).columns or 120
         except (OSError, ValueError):
             return 120
-    return int(columns) if columns.isdigit() and int(columns) > 40 else 120
+    return columns if columns > 40 else 120
 
 
 def main() -> None:

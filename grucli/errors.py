@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 
 class GrucliError(Exception):
     """Base class: the message says what is wrong and what was expected."""
@@ -32,3 +34,20 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
 def describe(exc: BaseException) -> str:
     """An exception as a short phrase for an error line: its type and first line."""
     return f"{type(exc).__name__}: {first_line(exc, 160)}" if str(exc).strip() else type(exc).__name__
+
+
+def printable(text: str) -> str:
+    """`text` with control and format characters escaped (`\\x1b`, `\\n`, `\\u202e`), for a terminal.
+
+    Names come from files: a layer named with an escape sequence would otherwise clear the
+    screen, retitle the window or split one `Error:` line into two, even in piped output."""
+    if text.isprintable():  # the common case, at C speed
+        return text
+    return "".join(character if character.isprintable() or character == " " else _escape(character) for character in text)
+
+
+def _escape(character: str) -> str:
+    if unicodedata.category(character) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+        return character  # printable in a terminal though not by str.isprintable (other spaces)
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

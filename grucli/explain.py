@@ -20,6 +20,7 @@ import numpy as np
 
 from grucli import gates, paths
 from grucli.equations import Equations, layer_equations
+from grucli.budget import Limits
 from grucli.errors import GrucliError
 from grucli.graph import LayerRun, ModelReplay
 from grucli.inputs import InputError, model_inputs
@@ -117,6 +118,7 @@ class ExplainOptions:
     sample: int
     unit: int
     framework: str  # auto, keras, tf-keras or none
+    limits: Limits = Limits()
 
 
 # --- choosing the layer -----------------------------------------------------------------------------
@@ -334,7 +336,7 @@ def explain(model_file: ModelFile, options: ExplainOptions) -> Explanation:
         # Its steps run once per outer step, folded into the batch: no one sample to follow.
         raise InputError(f"layer {layer.path} is a {layer.kind} inside TimeDistributed; explain follows a recurrent layer that "
                          "runs once per sample (verify --trace and replay --gates cover this one)")
-    inputs, description = model_inputs(model_file, options.input_path, options.batch, options.timesteps, options.seed)
+    inputs, description = model_inputs(model_file, options.input_path, options.batch, options.timesteps, options.seed, options.limits)
     semantics = semantics_for(model_file.keras_version, model_file.format)
     replay = ModelReplay(model_file, found, semantics, np.float64)
     replay.keep_layer_runs = True

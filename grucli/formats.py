@@ -145,6 +145,10 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], force: boo
     target = Path(path)
     if target.is_dir():
         raise OutputError(f"{target} is a directory; expected a file path for the output")
+    if target.exists() and not target.is_file():
+        # --force replaces files only: renamed over a device node (as root, /dev/null) or a FIFO it would replace it
+        raise OutputError(f"{target} is not a regular file (a device, FIFO or socket); expected a file path for the output "
+                          "(use -o - to write to standard output)")
     if target.exists() and not force:
         raise OutputError(f"{target} already exists; pass --force to overwrite it")
     folder = target.parent if str(target.parent) else Path(".")
@@ -157,6 +161,8 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], force: boo
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
+            # mkstemp makes the file private (0600); an output gets what the umask gives, as any tool's
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
         os.replace(temporary, target)
     except OSError as exc:
         Path(temporary).unlink(missing_ok=True)
@@ -164,6 +170,12 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], force: boo
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: set it straight back
+    os.umask(mask)
+    return mask
 
 
 def _write_stdout(write: Callable[[BinaryIO], None]) -> None:

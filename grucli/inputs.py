@@ -7,12 +7,17 @@ inputs that feed an Embedding get integer ids below its vocabulary size.
 
 from __future__ import annotations
 
+import io
+import math
+import stat
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from grucli.budget import Limits, size
 from grucli.errors import GrucliError, ModelFileError
 from grucli.model import ModelFile, RawLayer
 from grucli.spec import graph_spec
@@ -79,28 +84,18 @@ def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
     return InputSpec(declaring.name, dims, vocabulary, batch)
 
 
-def load_inputs(path: str | Path, specs: Sequence[InputSpec]) -> list[np.ndarray]:
+def load_inputs(path: str | Path, specs: Sequence[InputSpec], limits: Limits = Limits()) -> list[np.ndarray]:
     """Read `path` and fit it to `specs`: add a batch axis to a single sequence, and so on."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"input {path} does not exist or is not a file; expected .npy, .npz or .csv")
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            arrays = [np.load(path, allow_pickle=False)]
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = _npz_arrays(archive, specs, path)
-        elif suffix == ".csv":
-            arrays = [read_csv(path)]
-        else:
-            raise InputError(f"input {path} has suffix {suffix or '(none)'}; expected .npy, .npz or .csv")
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise InputError(f"input {path} holds Python objects (pickle); grucli never unpickles input, expected a numeric array") from None
-        raise InputError(f"input {path} cannot be read: {str(exc).splitlines()[0]}") from None
-    except (OSError, EOFError) as exc:
-        raise InputError(f"input {path} cannot be read: {exc}") from None
+    if suffix not in (".npy", ".npz", ".csv"):
+        raise InputError(f"input {path} has suffix {suffix or '(none)'}; expected .npy, .npz or .csv")
+    if suffix == ".csv":
+        arrays = [read_csv(path, limits)]
+    else:
+        arrays = read_arrays(path, f"input {path}", limits)
+        if suffix == ".npz":
+            arrays = _npz_arrays(dict(zip(npz_names(path), arrays)), specs, path)
     if len(arrays) != len(specs):
         raise InputError(f"the model has {len(specs)} inputs ({', '.join(s.name for s in specs)}); {path} holds {len(arrays)}")
     if suffix == ".csv":
@@ -108,9 +103,95 @@ def load_inputs(path: str | Path, specs: Sequence[InputSpec]) -> list[np.ndarray
     return [fit_input(array, spec, path) for array, spec in zip(arrays, specs)]
 
 
-def read_csv(path: Path) -> np.ndarray:
+def regular_file(path: Path, what: str) -> int:
+    """The size of a file about to be read; FIFOs, devices and sockets are refused (a FIFO blocks a
+    read forever, /dev/zero never ends)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{what} does not exist; expected a file") from None
+    except OSError as exc:
+        raise InputError(f"{what} cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, device or socket)"
+        raise InputError(f"{what} is {kind}; expected a file")
+    return info.st_size
+
+
+def read_arrays(path: Path, what: str, limits: Limits) -> list[np.ndarray]:
+    """The arrays of a `.npy` (one) or `.npz` (each member, in order), never unpickled, each header's
+    declared size checked against --max-input-mb before any array is allocated: a 6 MB .npz can
+    declare gigabytes, and NumPy allocates what a header declares before it reads."""
+    regular_file(path, what)
+    try:
+        if path.suffix.lower() == ".npz":
+            return _npz_members(path, what, limits)
+        with path.open("rb") as handle:
+            _charge_header(handle, what, limits.max_input_bytes)
+            handle.seek(0)
+            return [np.load(handle, allow_pickle=False)]
+    except InputError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise InputError(f"{what} holds Python objects (pickle); grucli never unpickles input, expected a numeric array") from None
+        raise InputError(f"{what} cannot be read: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{what} cannot be read: {exc}") from None
+
+
+def npz_names(path: Path) -> list[str]:
+    """The array names of an .npz, as NumPy names them (member names without `.npy`)."""
+    with zipfile.ZipFile(path) as archive:
+        return [name[:-4] if name.endswith(".npy") else name for name in archive.namelist()]
+
+
+def _npz_members(path: Path, what: str, limits: Limits) -> list[np.ndarray]:
+    left = limits.max_input_bytes
+    arrays = []
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            member_what = f"{what} member {info.filename}"
+            if info.file_size > left + NPY_HEADER_ROOM:  # what zipfile will inflate, whatever the header says
+                raise InputError(f"{member_what} inflates to {size(info.file_size)}, over what is left of the input limit "
+                                 f"({size(max(left, 0))}); expected a smaller input (raise the limit with --max-input-mb)")
+            with archive.open(info) as member:
+                left -= _charge_header(member, member_what, left)
+            with archive.open(info) as member:
+                arrays.append(np.load(io.BytesIO(member.read()), allow_pickle=False))
+    return arrays
+
+
+NPY_HEADER_ROOM = 65536  # an .npy header's own bytes, beside its array's
+
+
+def _charge_header(handle: Any, what: str, left: int) -> int:
+    """The bytes an .npy header declares, refused when over what is `left` of the input budget."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    if dtype.hasobject:
+        raise InputError(f"{what} holds Python objects (pickle); grucli never unpickles input, expected a numeric array")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > left:
+        raise InputError(f"{what} declares shape {shape} of {dtype} ({size(declared)}), over what is left of the input limit "
+                         f"({size(max(left, 0))}); expected a smaller input (raise the limit with --max-input-mb)")
+    return declared
+
+
+CSV_EXPANSION = 16  # parsed into lists of Python floats, CSV text takes about 16 times its size
+
+
+def read_csv(path: Path, limits: Limits = Limits()) -> np.ndarray:
     """One sequence: a row per timestep, a column per feature, numbers separated by commas. A first
     row that is not all numbers is a header (feature names) and is skipped."""
+    text_size = regular_file(path, f"input {path}")
+    if text_size * CSV_EXPANSION > limits.max_input_bytes:
+        raise InputError(f"input {path} is {size(text_size)} of CSV text, which parses into about {size(text_size * CSV_EXPANSION)}, "
+                         f"over the input limit of {size(limits.max_input_bytes)}; expected a smaller input, or .npy "
+                         "(raise the limit with --max-input-mb)")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -160,8 +241,8 @@ def _fit_csv(array: np.ndarray, spec: InputSpec, path: Path) -> np.ndarray:
                      f"{wanted_rows} of {features} column{'s' if features != 1 else ''}{hint}")
 
 
-def _npz_arrays(archive: Any, specs: Sequence[InputSpec], path: Path) -> list[np.ndarray]:
-    names = list(archive.files)
+def _npz_arrays(archive: Mapping[str, np.ndarray], specs: Sequence[InputSpec], path: Path) -> list[np.ndarray]:
+    names = list(archive)
     if len(specs) == 1 and len(names) == 1:
         return [archive[names[0]]]
     if all(spec.name in names for spec in specs):
@@ -190,29 +271,35 @@ def fit_input(array: np.ndarray, spec: InputSpec, source: Path | str) -> np.ndar
     return array.astype(np.float32) if array.dtype.kind in "biu" else array
 
 
-def model_inputs(model: ModelFile, path: str | Path | None, batch: int, timesteps: int, seed: int) -> tuple[list[np.ndarray], str]:
+def model_inputs(model: ModelFile, path: str | Path | None, batch: int, timesteps: int, seed: int,
+                 limits: Limits = Limits()) -> tuple[list[np.ndarray], str]:
     """The model's inputs, from `path` or seeded random ones, and how a report names them."""
     specs = input_specs(model)
     if path is not None:
-        inputs = load_inputs(path, specs)
+        inputs = load_inputs(path, specs, limits)
         return inputs, f"{path} {', '.join(str(x.shape) for x in inputs)}"
-    inputs = random_inputs(specs, batch, timesteps, seed)
+    inputs = random_inputs(specs, batch, timesteps, seed, limits)
     description = f"random, seed {seed}, {', '.join(str(x.shape) for x in inputs)}"
     if any(spec.batch is not None for spec in specs):
         description += " (the model's fixed batch size)"
     return inputs, description
 
 
-MAX_RANDOM_VALUES = 2**27  # 1 GiB of float64: a config declaring more gets no random input
-
-
-def random_inputs(specs: Sequence[InputSpec], batch: int, timesteps: int, seed: int) -> list[np.ndarray]:
+def random_inputs(specs: Sequence[InputSpec], batch: int, timesteps: int, seed: int, limits: Limits = Limits()) -> list[np.ndarray]:
+    """Seeded random inputs of the model's shapes, bounded before any is made: a config may declare
+    ten million timesteps, which no replay of a random probe needs."""
+    shapes = [(spec.batch or batch, *(timesteps if d is None else d for d in spec.shape)) for spec in specs]
+    for spec, shape in zip(specs, shapes):
+        if len(shape) > 1 and shape[1] > limits.max_timesteps:
+            raise InputError(f"a random input for {spec.name} would have {shape[1]} timesteps (shape {shape}), over the limit of "
+                             f"{limits.max_timesteps}; pass --input, or raise the limit with --max-timesteps")
+    total = sum(math.prod(shape) for shape in shapes) * 8  # ids are int64, values float32: 8 bytes bounds both
+    if total > limits.max_input_bytes:
+        raise InputError(f"a random input of shapes {', '.join(map(str, shapes))} takes {size(total)}, over the input limit of "
+                         f"{size(limits.max_input_bytes)}; pass --input or a smaller --batch (or raise the limit with --max-input-mb)")
     rng = np.random.default_rng(seed)
     arrays = []
-    for spec in specs:
-        shape = (spec.batch or batch, *(timesteps if d is None else d for d in spec.shape))
-        if np.prod(shape, dtype=np.float64) > MAX_RANDOM_VALUES:
-            raise InputError(f"a random input of shape {shape} for {spec.name} is too large; pass --input, or a smaller --batch")
+    for spec, shape in zip(specs, shapes):
         if spec.vocabulary is not None:
             arrays.append(rng.integers(0, spec.vocabulary, size=shape))
         else:

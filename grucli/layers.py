@@ -298,7 +298,7 @@ def _version_tuple(version: str | None) -> tuple[int, ...] | None:
         return None
     parts = []
     for piece in version.split(".")[:3]:
-        digits = re.match(r"[0-9]+", piece)  # ASCII digits only: "²".isdigit() is True
+        digits = re.match(r"[0-9]{1,9}", piece)  # ASCII digits only ("²".isdigit() is True), and few of them
         parts.append(int(digits.group()) if digits else 0)
     return tuple(parts)
 

@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from grucli.errors import OutputError
 from grucli.model import ArraySpec
 
 # zipfile's thresholds: past these the end records need their zip64 forms.
@@ -55,12 +56,13 @@ class NpzWriter:
         self._fd = fd
         self._members: list[_Member] = []
         offset = 0
-        for spec in specs:
+        names = member_names([spec.key for spec in specs])
+        for spec, key in zip(specs, names):
             if np.dtype(spec.dtype).hasobject:
                 raise TypeError(f"{spec.key}: object arrays cannot be stored without pickle")
             npy_header = _npy_header(spec)
             size = len(npy_header) + int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
-            name, flags = _encode_name(f"{spec.key}.npy")
+            name, flags = _encode_name(f"{key}.npy")
             local = _local_header(name, flags, size)
             member = _Member(name, flags, offset, offset + len(local), size, np.dtype(spec.dtype), len(npy_header), zlib.crc32(npy_header))
             _write_all(fd, local + npy_header, offset)
@@ -129,6 +131,32 @@ class _Bytes(bytearray):
     def write(self, data: bytes) -> int:
         self.extend(data)
         return len(data)
+
+
+def member_names(keys: Sequence[str]) -> list[str]:
+    """Zip member names for array keys built from a file's layer names, which are data: a key never
+    climbs out of the archive's folder nor starts at the root, whatever the file named its layers.
+
+    Each `/`-separated segment is kept as written unless it could steer an extracting tool: `%`,
+    backslashes, colons and control characters are percent-encoded, and so is each dot of a
+    segment of dots alone (`..` → `%2E%2E`); an empty segment (a leading `/`) becomes `%2F`. Names
+    of ordinary layers are unchanged. Two keys that end up as one name are refused."""
+    names: dict[str, str] = {}
+    for key in keys:
+        name = "/".join(_safe_segment(segment) for segment in key.split("/"))
+        if name in names:
+            raise OutputError(f"arrays {names[name]!r} and {key!r} would be stored under one name ({name!r}); "
+                              "expected layers with distinct names")
+        names[name] = key
+    return list(names)
+
+
+def _safe_segment(segment: str) -> str:
+    if not segment:
+        return "%2F"
+    if set(segment) == {"."}:
+        return "%2E" * len(segment)
+    return "".join(f"%{ord(c):02X}" if c in "%\\:" or ord(c) < 32 or ord(c) == 127 else c for c in segment)
 
 
 def _encode_name(name: str) -> tuple[bytes, int]:

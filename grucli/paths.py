@@ -9,6 +9,8 @@ check, diff, replay and verify all name and select layers through this module.
 
 from __future__ import annotations
 
+import re
+
 from typing import Sequence
 
 SEPARATOR = "/"
@@ -63,3 +65,9 @@ def in_scope(path: str, selectors: Sequence[str]) -> bool:
 def overlaps(selector: str, path: str) -> bool:
     """Whether the layer at `path` is selected or holds something selected (`bi` for `bi/forward`)."""
     return selects(selector, path) or selects(path, selector)
+
+
+def index_number(text: str) -> int | None:
+    """A layer index or cell number as a file writes it (`layer-3`, `cells/1`, `vars/0`): ASCII digits
+    only, at most nine ("²".isdigit() is True, and int() of 5,000 digits raises), else None."""
+    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None

@@ -16,20 +16,21 @@ that owns it. Files without config get a tree inferred from group names and weig
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
+import glob
 import io
 import json
 import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import h5py
 import numpy as np
 
-from grucli import checkpoint, paths
+from grucli import budget, checkpoint, files, paths
+from grucli.budget import Limits
 from grucli.checkpoint import checkpoint_prefix
 from grucli.errors import ModelFileError, first_line
 from grucli.schema import validate_inbound_nodes, validate_layer_config
@@ -44,34 +45,19 @@ ZIP_SIGNATURE = b"PK\x03\x04"
 NOT_CONTAINERS = CELL_CLASSES | {"ConvLSTMCell", "PeepholeLSTMCell"}
 
 
-@dataclass(frozen=True)
-class Limits:
-    """The most the reader loads, checked against declared sizes before anything is read.
-
-    A model file is untrusted input: a dataset may declare terabytes while storing nothing, a
-    zip member may inflate to gigabytes. `max_bytes` bounds each weight array and each zip
-    member inflated in memory (`--max-mb`); configs are JSON and bounded separately.
-    """
-
-    max_bytes: int = 4096 * 2**20
-    max_config_bytes: int = 64 * 2**20
-
-
-_LIMITS: contextvars.ContextVar[Limits] = contextvars.ContextVar("grucli_reader_limits", default=Limits())
-
-
 def read_model(path: str | Path, limits: Limits | None = None, config_path: str | Path | None = None) -> ModelFile:
     """Read a Keras model or weights file into a `ModelFile`, without importing TensorFlow.
 
     `config_path` names the architecture of a weights-only file: the JSON of `model.to_json()`
-    or a `.keras` zip's config.json. With it the weights get their real layers, names and classes."""
-    token = _LIMITS.set(limits or Limits())
+    or a `.keras` zip's config.json. With it the weights get their real layers, names and classes.
+    Everything read is charged to one `Budget` of `limits` (see `grucli.budget`)."""
+    token = budget.charging(budget.Budget(limits or Limits()))
     try:
         if config_path is None:
             return _read_model(Path(path))
         return _read_with_config(Path(path), Path(config_path))
     finally:
-        _LIMITS.reset(token)
+        budget.release(token)
 
 
 # --- TensorFlow checkpoints and SavedModel variables ---------------------------------------------------
@@ -80,10 +66,12 @@ def read_model(path: str | Path, limits: Limits | None = None, config_path: str 
 def _read_saved_model(path: Path) -> ModelFile:
     """A SavedModel folder: the architecture from keras_metadata.pb, the weights from variables/."""
     prefix = path / "variables" / "variables"
-    if not (path / "keras_metadata.pb").is_file():
+    files.confined(prefix.parent, path)
+    if not (path / "keras_metadata.pb").exists():
         return _read_checkpoint(path, prefix, saved_model=True)
+    files.confined(path / "keras_metadata.pb", path)
     try:
-        metadata = checkpoint.saved_model_layers(path)
+        metadata = checkpoint.saved_model_layers(path, budget.current())
     except OSError as exc:
         raise ModelFileError(f"cannot read {path / 'keras_metadata.pb'}: {exc.strerror or exc}") from None
     root = _parse_json(metadata.get("", "{}"), f"{path / 'keras_metadata.pb'}: the root object") if "" in metadata else {}
@@ -102,7 +90,7 @@ def _read_saved_model(path: Path) -> ModelFile:
     return ModelFile(str(path), "tf-savedmodel", _text(root.get("keras_version")), _text(root.get("backend")), True, root_layer)
 
 
-MEMBER_OBJECT = re.compile(r"layer(?:_with_weights)?-\d+")
+MEMBER_OBJECT = re.compile(r"layer(?:_with_weights)?-[0-9]{1,9}")
 
 
 def _model_members(config: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]]:
@@ -169,16 +157,18 @@ def _checkpoint_contents(path: Path, prefix: Path) -> tuple[dict[str, NamedArray
     """A checkpoint's variables (object path such as `layer_with_weights-0/cell/kernel` → values,
     optimizer state skipped) and its object graph (None without one): the index and the graph
     are read once."""
-    if not Path(f"{prefix}.index").is_file():
+    if not Path(f"{prefix}.index").exists():
         raise ModelFileError(f"{path}: no {prefix.name}.index; expected a TensorFlow checkpoint's index beside its data shards")
-    max_bytes = _LIMITS.get().max_bytes
+    folder = path if path.is_dir() else prefix.parent
+    for part in (Path(f"{prefix}.index"), *prefix.parent.glob(f"{glob.escape(prefix.name)}.data-*")):
+        files.confined(part, folder)
+    charge = budget.current()
     try:
-        entries = checkpoint.read_index(prefix)
-        shards = checkpoint.parse_header(entries.get("", b""))
-        found = checkpoint.object_graph(prefix, shards, entries, max_bytes)
+        entries = checkpoint.read_index(prefix, charge)
+        shards = checkpoint.parse_header(entries[""])
+        found = checkpoint.object_graph(prefix, shards, entries, charge)
         graph, key_paths = found if found is not None else (None, {})
-        variables = {name: NamedArray(name, checkpoint.read_tensor(prefix, shards, entry, name, max_bytes))
-                     for name, entry in checkpoint.model_variables(entries, key_paths)}
+        variables = {name: NamedArray(name, array) for name, array in checkpoint.read_variables(prefix, shards, entries, key_paths, charge)}
     except OSError as exc:
         raise ModelFileError(f"cannot read the checkpoint {prefix}: {exc.strerror or exc}") from None
     return variables, graph
@@ -251,7 +241,7 @@ def _checkpoint_order(rest: str) -> tuple[int, int, int, str]:
     kernel, recurrent kernel, bias (the index sorts keys alphabetically)."""
     segments = rest.split("/")
     direction = 1 if "backward_layer" in segments else 0
-    cell = next((int(segments[i + 1]) for i, s in enumerate(segments[:-1]) if s == "cells" and segments[i + 1].isdigit()), 0)
+    cell = next((number for i, s in enumerate(segments[:-1]) if s == "cells" and (number := paths.index_number(segments[i + 1])) is not None), 0)
     variable = {"kernel": 0, "recurrent_kernel": 1, "bias": 2}.get(segments[-1], 3)
     return direction, cell, variable, rest
 
@@ -314,20 +304,19 @@ def _place_members(graph: "checkpoint.ObjectGraph", node: int, spec: Mapping[str
     if spec.get("class_name") == "Sequential":  # tf-keras's Sequential.layers leaves its InputLayer out
         members = [layer for layer in members if layer.get("class_name") != "InputLayer"]
     for child, local_name in graph.children[node]:
-        index = re.fullmatch(r"layer-(\d+)", local_name)
-        if index is None or int(index.group(1)) >= len(members) or child not in graph.node_paths:
+        index = paths.index_number(local_name[len("layer-"):]) if local_name.startswith("layer-") else None
+        if index is None or index >= len(members) or child not in graph.node_paths:
             continue
-        member = members[int(index.group(1))]
+        member = members[index]
         names[graph.node_paths[child]] = _spec_name(member)
         if member.get("class_name") in MODEL_CLASSES:
             _place_members(graph, child, member, names)
 
 
 def _read_config_file(config_path: Path) -> Mapping[str, Any]:
-    if not config_path.is_file():
+    if not config_path.exists():
         raise ModelFileError(f"--config {config_path}: no such file; expected the JSON of model.to_json() or a .keras config.json")
-    size = config_path.stat().st_size
-    _check_size(size, _LIMITS.get().max_config_bytes, f"--config {config_path} holds {_size(size)}")
+    budget.current().config(files.regular_file_size(config_path, f"--config {config_path}"), f"--config {config_path}")
     try:
         raw = config_path.read_bytes()
     except OSError as exc:
@@ -348,7 +337,9 @@ def _read_model(path: Path) -> ModelFile:
     if not path.exists():
         raise ModelFileError(f"{path}: no such file; expected a Keras model file (.keras, .h5, .hdf5)")
     if path.is_dir():
-        raise ModelFileError(f"{path} is a directory; expected a Keras model file (.keras, .h5, .hdf5)")
+        raise ModelFileError(f"{path} is a directory; expected a Keras model file (.keras, .h5, .hdf5), a SavedModel "
+                             "folder (saved_model.pb and variables/) or a TensorFlow checkpoint folder")
+    files.regular_file_size(path, f"{path}")
     try:
         with path.open("rb") as handle:
             head = handle.read(8)
@@ -398,9 +389,9 @@ def _read_zip_archive(path: Path, zipfile: Any) -> ModelFile:
                     "expected model.weights.h5 (re-save the model with the default weights format)"
                 )
             raise ModelFileError(f"{path} is a zip without model.weights.h5; expected a Keras 3 .keras file")
-        config = _parse_json(_read_member(path, archive, "config.json", _LIMITS.get().max_config_bytes), f"{path}: config.json")
+        config = _parse_json(_read_member(path, archive, "config.json", budget.current().config), f"{path}: config.json")
         metadata = (
-            _parse_json(_read_member(path, archive, "metadata.json", _LIMITS.get().max_config_bytes), f"{path}: metadata.json")
+            _parse_json(_read_member(path, archive, "metadata.json", budget.current().config), f"{path}: metadata.json")
             if "metadata.json" in names else {}
         )
         member = _open_member(path, archive, archive.getinfo("model.weights.h5"))
@@ -461,25 +452,17 @@ class _MemberView(io.RawIOBase):
         super().close()
 
 
-def _read_member(path: Path, archive: "zipfile.ZipFile", name: str, limit: int) -> bytes:
+def _read_member(path: Path, archive: "zipfile.ZipFile", name: str, charge: Callable[[int, str], None]) -> bytes:
+    """A zip member's bytes, charged (`Budget.config` or `Budget.array`) at its declared size, and
+    never more read than that: a header that understates a bomb's size does not raise the limit."""
     info = archive.getinfo(name)
-    _check_size(info.file_size, limit, f"{path}: zip member {name} declares {_size(info.file_size)}")
+    what = f"{path}: zip member {name}"
+    charge(info.file_size, what)
     with archive.open(info) as member:
-        data = member.read(limit + 1)  # never more than the limit, whatever the header says
-    _check_size(len(data), limit, f"{path}: zip member {name} inflates past {_size(limit)}")
+        data = member.read(info.file_size + 1)
+    if len(data) > info.file_size:
+        raise ModelFileError(f"{what} inflates past the {budget.size(info.file_size)} its header declares; the zip is crafted or corrupt")
     return data
-
-
-def _check_size(size: int, limit: int, what: str) -> None:
-    if size > limit:
-        raise ModelFileError(f"{what}, over the limit of {_size(limit)}; expected a smaller file (raise the limit with --max-mb)")
-
-
-def _size(count: int) -> str:
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count} bytes"
 
 
 def _open_member(path: Path, archive: "zipfile.ZipFile", info: "zipfile.ZipInfo") -> io.IOBase:
@@ -492,13 +475,14 @@ def _open_member(path: Path, archive: "zipfile.ZipFile", info: "zipfile.ZipInfo"
         name_length, extra_length = struct.unpack("<HH", header[26:30])
         return _MemberView(path, info.header_offset + 30 + name_length + extra_length, info.file_size)
     # A compressed member must be inflated in memory (HDF5 needs random access): bounded.
-    return io.BytesIO(_read_member(path, archive, info.filename, _LIMITS.get().max_bytes))
+    return io.BytesIO(_read_member(path, archive, info.filename, budget.current().array))
 
 
 MAX_CONFIG_DEPTH = 200  # real configs nest a few dozen levels; the walkers below recurse per level
 
 
 def _parse_json(raw: bytes | str, where: str) -> Any:
+    budget.current().json(raw, where)
     try:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -636,7 +620,7 @@ def _collect_vars(group: h5py.Group) -> Iterable[NamedArray]:
     """The group's own `vars/0..n` in numeric order, then its sub-objects' (alphabetical)."""
     vars_group = _child(group, "vars")
     if vars_group is not None:
-        for key in sorted((k for k in _member_names(vars_group) if k.isdigit()), key=int):
+        for key in sorted((k for k in _member_names(vars_group) if paths.index_number(k) is not None), key=int):
             item = _get(vars_group, key)
             if isinstance(item, h5py.Dataset):
                 yield NamedArray(item.name.lstrip("/"), _read_dataset(item))
@@ -690,8 +674,9 @@ def _read_dataset(dataset: h5py.Dataset) -> LazyDataset:
     if dataset.is_virtual or dataset.external:
         raise ModelFileError(f"dataset {dataset.name} keeps its data in other files; grucli reads only the model file itself")
     dtype = dataset.dtype
+    budget.check_shape(tuple(dataset.shape or ()), f"dataset {dataset.name}")
     declared = int(np.prod(dataset.shape, dtype=np.float64)) * dtype.itemsize if dataset.shape is not None else 0
-    _check_size(declared, _LIMITS.get().max_bytes, f"dataset {dataset.name} declares shape {dataset.shape} ({_size(declared)})")
+    budget.current().array(declared, f"dataset {dataset.name} declares shape {dataset.shape}")
     bfloat16 = _text(dataset.attrs.get("dtype")) == "bfloat16" or (dtype.kind == "V" and dtype.itemsize == 2)
     if not bfloat16 and dtype.kind not in "fiub":
         raise ModelFileError(f"dataset {dataset.name} holds {dtype} values; expected numbers")
@@ -717,6 +702,7 @@ def _build_layer(spec: Any, source: _WeightSource, where: str) -> RawLayer:
     module = spec.get("module")
     config = spec.get("config", {})
     config_map: Mapping[str, Any] = config if isinstance(config, Mapping) else {"layers": config}
+    budget.current().layer(where)
     validate_layer_config(config_map, f"{where}.config")
     _validate_graph(config_map, f"{where}.config")
     name = _spec_name(spec)
@@ -806,7 +792,7 @@ def _read_hdf5(path: Path, handle: h5py.File) -> ModelFile:
     attrs = handle.attrs
     if "model_config" in attrs:
         raw_config = _text(attrs["model_config"]) or "null"
-        _check_size(len(raw_config), _LIMITS.get().max_config_bytes, f"{path}: model_config holds {_size(len(raw_config))}")
+        budget.current().config(len(raw_config), f"{path}: model_config")
         config = _parse_json(raw_config, f"{path}: model_config")
         if not isinstance(config, Mapping) or "class_name" not in config:
             raise ModelFileError(f"{path}: model_config has no class_name; expected a Keras model config")
@@ -936,6 +922,7 @@ def _expected_weight_count(spec: Mapping[str, Any]) -> int:
 
 def _infer_keras3_group(group: h5py.Group, key: str) -> RawLayer:
     """Infer a layer subtree from a Keras 3 weights group (no config to go by)."""
+    budget.current().layer(f"{group.name}")
     vars_group = _child(group, "vars")
     name = _text(vars_group.attrs.get("name")) if vars_group is not None else None
     name = name or key
@@ -959,7 +946,7 @@ def _infer_keras3_group(group: h5py.Group, key: str) -> RawLayer:
 
 def _natural_key(key: str) -> tuple[str, int]:
     # `gru_cell`, `gru_cell_1`, `gru_cell_2`: creation order, which is the stacking order.
-    match = re.fullmatch(r"(.*?)(?:_(\d+))?", key)
+    match = re.fullmatch(r"(.*?)(?:_([0-9]{1,9}))?", key)
     assert match is not None
     return (match.group(1), int(match.group(2) or -1))
 
@@ -973,6 +960,7 @@ def _infer_legacy_weights(handle: h5py.File) -> RawLayer:
 
 
 def _infer_legacy_layer(name: str, weights: tuple[NamedArray, ...]) -> RawLayer:
+    budget.current().layer(f"layer {name}")
     directions = [_direction(w.name) for w in weights]
     if weights and "forward" in directions and "backward" in directions and len(weights) % 2 == 0:
         half = len(weights) // 2

@@ -5,12 +5,14 @@ Formatters return strings; the CLI decides where they go and whether colour is o
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
 import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 from rich import box
@@ -20,6 +22,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from grucli.errors import printable
 from grucli.gates import unit_columns
 from grucli.model import OtherLayer
 from grucli.report import ArrayReport, InspectReport, LayerReport
@@ -44,6 +47,37 @@ FORMAT_NAMES = {
 MAX_ROWS = 12
 MAX_COLUMNS = 10
 CORNER = 4
+
+
+R = TypeVar("R")
+
+
+def escaping(render: Callable[..., R]) -> Callable[..., R]:
+    """A formatter that prints its report with every string escaped (`errors.printable`): names,
+    paths and messages from files never reach the terminal as control characters."""
+
+    @functools.wraps(render)
+    def escaped_render(report: Any, *args: Any, **kwargs: Any) -> R:
+        return render(_escaped(report), *args, **kwargs)
+
+    return escaped_render
+
+
+def _escaped(value: Any) -> Any:
+    """A copy of a report whose strings are printable; numbers and arrays untouched."""
+    if isinstance(value, str):
+        return printable(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {field.name: _escaped(getattr(value, field.name)) for field in dataclasses.fields(value) if field.init}
+        return dataclasses.replace(value, **{name: new for name, new in changes.items() if new is not getattr(value, name)})
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        items = tuple(_escaped(item) for item in value)
+        return value if all(a is b for a, b in zip(items, value)) else items
+    if isinstance(value, list):
+        return [_escaped(item) for item in value]
+    if isinstance(value, Mapping):
+        return {_escaped(key): _escaped(item) for key, item in value.items()}
+    return value
 
 
 def to_text(renderables: Iterable[RenderableType], color: bool, width: int) -> str:
@@ -88,6 +122,7 @@ def _fitted(table: Table, width: int) -> RenderableType:
     return records
 
 
+@escaping
 def render_inspect(report: InspectReport, color: bool = False, width: int = 120) -> str:
     parts: list[RenderableType] = [_file_header(report)]
     if not report.layers:
@@ -374,6 +409,7 @@ def _others_table(others: Sequence[OtherLayer], width: int) -> Group:
     return Group(Text("other layers (not recurrent; weights not sliced)", style="italic"), _fitted(table, width))
 
 
+@escaping
 def render_verify(report: "VerifyReport", color: bool = False, width: int = 120) -> str:
     parts: list[RenderableType] = []
     header = Text()
@@ -480,6 +516,7 @@ def _trace_table(trace: "TraceTable") -> Table:
 EXPLAIN_MAX_STEPS = 40  # more steps are shown as the first and last 20; --json has every one
 
 
+@escaping
 def render_explain(e: "Explanation", color: bool = False, width: int = 120) -> str:
     header = Text()
     header.append(e.file, style="bold")
@@ -594,6 +631,7 @@ def _output_table(e: "Explanation", width: int) -> RenderableType:
     return Group(*parts)
 
 
+@escaping
 def render_diff(report: "DiffReport", color: bool = False, width: int = 120) -> str:
     header = Text()
     header.append(f"A: {report.a}\nB: {report.b}", style="bold")
@@ -619,6 +657,7 @@ def render_diff(report: "DiffReport", color: bool = False, width: int = 120) -> 
     return to_text([header, _fitted(table, width), verdict], color, width)
 
 
+@escaping
 def render_check(report: "CheckReport", color: bool = False, width: int = 120, limit: int = 50) -> str:
     t = report.thresholds
     header = Text()
@@ -648,6 +687,7 @@ HEATMAP_MAX = 64  # cells per side; larger matrices are shown by the peak of eac
 NO_COLOR_RAMP = ("#", "=", "-", "·", "+", "*", "@")  # strong negative … strong positive
 
 
+@escaping
 def render_heatmaps(report: InspectReport, color: bool = True, width: int = 120) -> str:
     """Each gate's matrices as a diverging heatmap (blue negative, white zero, red positive).
 
@@ -785,7 +825,7 @@ class DelayedProgress:
                                  TimeRemainingColumn(), console=Console(stderr=True), transient=True)
             self._bar.start()
         if path not in self._tasks:
-            self._tasks[path] = self._bar.add_task(path, total=total)
+            self._tasks[path] = self._bar.add_task(printable(path), total=total)
         self._bar.update(self._tasks[path], completed=done)
 
     def close(self) -> None:

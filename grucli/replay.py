@@ -40,7 +40,7 @@ def semantics_for(keras_version: str | None, file_format: str) -> str:
         return KERAS3
     if keras_version is None:
         return KERAS2  # legacy HDF5 without a version: Keras 1
-    major = re.match(r"[0-9]+", keras_version)  # ASCII digits only: "²".isdigit() is True
+    major = re.match(r"[0-9]{1,9}", keras_version)  # ASCII digits only ("²".isdigit() is True), and few of them
     return KERAS3 if major and int(major.group()) >= 3 else KERAS2
 
 

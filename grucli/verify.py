@@ -20,7 +20,7 @@ from grucli import paths
 from grucli.errors import ModelFileError, VerifyError
 from grucli.frameworks import AUTO, Framework, Probe, resolve_framework
 from grucli.graph import RECURRENT, ModelReplay, RecurrentCall, unsupported_layer
-from grucli.inputs import InputError, model_inputs
+from grucli.inputs import InputError, model_inputs, read_arrays
 from grucli.layers import activation_name, find_layers, require_recurrent
 from grucli.model import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
 from grucli.reader import Limits, read_model
@@ -49,7 +49,7 @@ DEFINITIONS = {
 
 
 def verify(path: str | Path, options: VerifyOptions) -> VerifyReport:
-    with read_model(path, Limits(max_bytes=options.max_bytes), options.config_path) as model_file:
+    with read_model(path, options.limits, options.config_path) as model_file:
         return _verify(model_file, path, options)
 
 
@@ -60,8 +60,8 @@ def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> 
     layers = find_layers(model_file)
     require_recurrent(layers)
     members = _selected_members(model_file, options.layer_paths)
-    inputs, input_description = model_inputs(model_file, options.input_path, options.batch, options.timesteps, options.seed)
-    expected = _load_expected(options.expected_path) if options.expected_path else None
+    inputs, input_description = model_inputs(model_file, options.input_path, options.batch, options.timesteps, options.seed, options.limits)
+    expected = _load_expected(options.expected_path, options.limits) if options.expected_path else None
     _refuse_code(model_file, options.unsafe)
 
     framework = Framework(resolve_framework(options.framework, model_file))
@@ -171,14 +171,12 @@ def _unsliced_checks(found: ModelLayers, selected: Sequence[str]) -> Iterator[La
             yield LayerCheck(other.path, other.class_name, None, other.skipped_reason)
 
 
-def _load_expected(path: Path) -> list[np.ndarray]:
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                return [archive[name] for name in archive.files]
-        return [np.load(path, allow_pickle=False)]
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"expected output {path} cannot be read ({str(exc).splitlines()[0]}); expected a numeric .npy or .npz") from None
+def _load_expected(path: Path, limits: Limits) -> list[np.ndarray]:
+    arrays = read_arrays(path, f"expected output {path}", limits)
+    for array in arrays:
+        if array.dtype.kind not in "biuf":
+            raise InputError(f"expected output {path} holds {array.dtype} values; expected a numeric .npy or .npz")
+    return arrays
 
 
 # --- safety and semantics -----------------------------------------------------------------------------------

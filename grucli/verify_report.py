@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from grucli.budget import Limits
 from grucli.inputs import InputError
 
 
@@ -75,7 +76,7 @@ class VerifyOptions:
     layer_paths: tuple[str, ...] = ()
     framework: str = "auto"
     unsafe: bool = False
-    max_bytes: int = 4096 * 2**20
+    limits: Limits = Limits()
     config_path: Path | None = None  # the architecture of a weights-only file (--config)
 
 

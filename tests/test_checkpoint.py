@@ -258,7 +258,7 @@ def test_a_crafted_checkpoint_reads_as_a_gru(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("kernel_entry", "message"), [
     (_entry(1, (3, 12), 0, 10**15), "declares shape (3, 12) (144 bytes) but 1000000000000000 bytes"),
-    (_entry(1, (10**6, 10**6), 0, 4 * 10**12), "above the --max-mb limit"),
+    (_entry(1, (10**6, 10**6), 0, 4 * 10**12), "over the limit of 4.0 GiB per array; expected a smaller file (raise the limit with --max-mb)"),
     (_entry(1, (3, 12), 10**9, 144), "lies at bytes 1000000000..1000000144"),
     (_entry(7, (3, 12), 0, 144), "is a string tensor; expected a numeric weight"),
     (_entry(1, (3, 12), 0, 144, crc=12345), "fails its crc32c check"),

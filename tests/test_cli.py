@@ -36,7 +36,8 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_directory(tmp_path: Path) -> None:
     code, _, err = run("export", str(tmp_path), "-o", str(tmp_path / "x.npz"))
     assert code == 2
-    assert err == f"Error: {tmp_path} is a directory; expected a Keras model file (.keras, .h5, .hdf5)\n"
+    assert err == (f"Error: {tmp_path} is a directory; expected a Keras model file (.keras, .h5, .hdf5), a SavedModel "
+                   "folder (saved_model.pb and variables/) or a TensorFlow checkpoint folder\n")
 
 
 def test_empty_file(tmp_path: Path) -> None:

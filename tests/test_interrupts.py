@@ -32,7 +32,7 @@ def test_interrupted_replay_leaves_nothing(slow_model: Path, tmp_path: Path, sig
     out = tmp_path / "out"
     out.mkdir()
     process = subprocess.Popen(
-        [sys.executable, "-m", "grucli", "replay", str(slow_model), "--timesteps", "3000000", "--batch", "1",
+        [sys.executable, "-m", "grucli", "replay", str(slow_model), "--timesteps", "3000000", "--max-timesteps", "3000000", "--batch", "1",
          "-o", str(out / "y.npy"), "--gates", str(out / "t.npz")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal,
     )

@@ -117,7 +117,7 @@ def test_nan_inf_and_huge_values_are_reported(tmp_path: Path) -> None:
 
 
 def test_enormous_or_negative_declared_input_shapes(tmp_path: Path) -> None:
-    for shape, message in (([None, 10**6, 10**6], "too large; pass --input"), ([None, -1, 3], "expected positive dimensions")):
+    for shape, message in (([None, 10**6, 10**6], "over the limit of 100000; pass --input, or raise the limit with --max-timesteps"), ([None, -1, 3], "expected positive dimensions")):
         def declare(f: h5py.File, shape: list = shape) -> None:
             config = json.loads(f.attrs["model_config"])
             config["config"]["layers"][0]["config"]["batch_input_shape"] = shape

@@ -1,0 +1,39 @@
+"""Untrusted paths, checked before they are opened: regular files only (a FIFO blocks a read forever,
+a device never ends), and files of a model folder inside that folder (a symlinked `variables/`
+or data shard must not feed another file's bytes to grucli as weights). Imports only errors.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from grucli.errors import ModelFileError
+
+
+def regular_file_size(path: Path, what: str | None = None) -> int:
+    """The size of the regular file `path`; anything else is refused, naming `what` (default: the path)."""
+    what = what or str(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ModelFileError(f"{what}: no such file") from None
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {what}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ModelFileError(f"{what} is a directory; expected a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelFileError(f"{what} is not a regular file (a FIFO, device or socket); expected a file")
+    return info.st_size
+
+
+def confined(path: Path, folder: Path) -> Path:
+    """`path`, refused when it (through symlinks anywhere on the way) leads outside `folder`."""
+    try:
+        resolved, root = path.resolve(), folder.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        raise ModelFileError(f"cannot resolve {path}: {exc}") from None
+    if resolved != root and root not in resolved.parents:
+        raise ModelFileError(f"{path} leads outside the model's folder {folder} (to {resolved}); "
+                             "grucli reads a model folder's own files only")
+    return path
