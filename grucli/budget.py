@@ -47,11 +47,16 @@ class Budget:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.array_bytes = 0
+        self.arrays = 0
         self.json_values = 0
         self.layers = 0
 
     def array(self, nbytes: int, what: str) -> None:
         """A weight array of `nbytes` (as read into memory) is about to be read or described."""
+        self.arrays += 1
+        if self.arrays > 10 * self.limits.max_layers:
+            raise _over(f"{what}: the file holds more than {10 * self.limits.max_layers} weight arrays",
+                        "the limit (10 per layer of --max-layers)", "--max-layers")
         if nbytes > self.limits.max_bytes:
             raise _over(f"{what} ({size(nbytes)})", f"the limit of {size(self.limits.max_bytes)} per array", "--max-mb")
         self.array_bytes += nbytes
@@ -84,8 +89,10 @@ class Budget:
             raise _over(f"{what} holds more than {self.limits.max_entries} keys", "the limit (50 per layer of --max-layers)", "--max-layers")
 
     def variables(self, count: int, what: str) -> None:
-        if count > self.limits.max_layers:
-            raise _over(f"{what} holds {count} model variables", f"the limit of {self.limits.max_layers}", "--max-layers")
+        """Model variables of a checkpoint (a layer holds a handful: kernel, recurrent kernel, bias, ...)."""
+        most = 10 * self.limits.max_layers
+        if count > most:
+            raise _over(f"{what} holds {count} model variables", f"the limit of {most} (10 per layer of --max-layers)", "--max-layers")
 
 
 MAX_DIMENSION = 2**32  # no axis of a weight is longer (TensorFlow's kernels index in int32 or int64)

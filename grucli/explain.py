@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from grucli import gates, paths
-from grucli.equations import Equations, layer_equations
 from grucli.budget import Limits
+from grucli.equations import Equations, layer_equations
 from grucli.errors import GrucliError
 from grucli.graph import LayerRun, ModelReplay
 from grucli.inputs import InputError, model_inputs

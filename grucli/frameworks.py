@@ -151,13 +151,16 @@ class Framework:
         known = tf_keras_layers.LOCAL.ALL_OBJECTS
         for name, class_name in layer_classes(config):
             if class_name not in known:
-                raise VerifyError(f"layer {name} is a {class_name}, a class {self.describe()} does not have (custom code, "
-                                  "which grucli never loads from a file); expected Keras's own layers")
+                raise VerifyError(f"layer {name} is a {class_name}, a class {self.describe()} does not have (a custom layer, "
+                                  "whose code grucli never loads from a file, or a layer of another Keras generation); "
+                                  "expected Keras's own layers")
 
     def _from_config(self, config: dict[str, Any], keras_v3: bool, unsafe: bool) -> Any:
         if self.name == "tf-keras":
             from tf_keras.src.saving import serialization_lib as tf_keras_serialization
-            from tf_keras.src.saving.legacy.saved_model import json_utils as tf_keras_json
+            from tf_keras.src.saving.legacy.saved_model import (
+                json_utils as tf_keras_json,
+            )
 
             # tf-keras's safe mode is off unless a scope sets it (in_safe_mode() is None by default).
             with tf_keras_serialization.SafeModeScope(not unsafe):
@@ -388,7 +391,7 @@ def _set_keras3_weights(keras_model: Any, root: RawLayer) -> None:
     from keras.src.saving import saving_lib
 
     arrays: dict[str, dict[str, Any]] = {}
-    for weight in _all_weights(root):
+    for weight in root.all_weights():
         group, _, index = weight.name.rpartition("/vars/")
         arrays.setdefault(group if weight.name.startswith(group + "/vars/") else "", {})[index] = weight.array
 
@@ -417,12 +420,6 @@ def _set_keras3_weights(keras_model: Any, root: RawLayer) -> None:
                                    inner_path="", visited_saveables=set())
     except ValueError as exc:
         raise VerifyError(f"the file's weights do not fit the model its config builds ({first_line(exc, 300)})") from None
-
-
-def _all_weights(layer: RawLayer) -> Iterator[Any]:
-    yield from layer.weights
-    for _, child in layer.children:
-        yield from _all_weights(child)
 
 
 def _set_weights(keras_model: Any, root: RawLayer, layers: ModelLayers, prefix: str) -> None:

@@ -120,7 +120,8 @@ def _other(
         reason = f"{layer.class_name} is not a recurrent layer grucli understands; its weights are not sliced"
     if reason is None and layer.class_name == "Unknown" and weights:
         reason = "no config, and the weight shapes match no recurrent layer"
-    weight_shapes = tuple((w.name, tuple(w.array.shape)) for w in _all_weights(layer, weights))
+    below = (weight for _, child in layer.children for weight in child.all_weights())
+    weight_shapes = tuple((w.name, tuple(w.array.shape)) for w in (*weights, *below))
     return OtherLayer(
         path=path,
         class_name=class_name or layer.class_name,
@@ -128,12 +129,6 @@ def _other(
         skipped_reason=reason,
         unsliced_recurrent=recurrent_like and bool(weight_shapes),
     )
-
-
-def _all_weights(layer: RawLayer, own: tuple[NamedArray, ...]) -> Iterator[NamedArray]:
-    yield from own
-    for _, child in layer.children:
-        yield from _all_weights(child, child.weights)
 
 
 # --- canonical weights and config ---------------------------------------------------------------

@@ -8,7 +8,7 @@ records are frozen: nothing downstream changes what was read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -55,6 +55,12 @@ class RawLayer:
     # Keras 3 saves `keras.ops` calls in a functional model as entries whose module is
     # `keras.src.ops.*`, with class names that merge layers also use (`Add`, `Multiply`).
     module: str | None = None
+
+    def all_weights(self) -> Iterator[NamedArray]:
+        """The weights of this layer and of every layer below it, in tree order."""
+        yield from self.weights
+        for _, child in self.children:
+            yield from child.all_weights()
 
     @property
     def is_operation(self) -> bool:

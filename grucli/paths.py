@@ -10,7 +10,6 @@ check, diff, replay and verify all name and select layers through this module.
 from __future__ import annotations
 
 import re
-
 from typing import Sequence
 
 SEPARATOR = "/"

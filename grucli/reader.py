@@ -22,7 +22,6 @@ import io
 import json
 import re
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
@@ -87,6 +86,7 @@ def _read_saved_model(path: Path) -> ModelFile:
             _check_member_metadata(node, object_path, members, path / "keras_metadata.pb")
     variables, _ = _checkpoint_contents(path, prefix)
     root_layer = _build_layer(config, _CheckpointWeights(variables, "", names), f"{path}/keras_metadata.pb")
+    _refuse_unclaimed(root_layer, variables, f"{path}/variables")
     return ModelFile(str(path), "tf-savedmodel", _text(root.get("keras_version")), _text(root.get("backend")), True, root_layer)
 
 
@@ -268,11 +268,13 @@ def _read_with_config(path: Path, config_path: Path) -> ModelFile:
         where = str(config_path)
         if model.format == "legacy-h5-weights":
             root = _build_layer(config, _LegacyRoot(handle), where)
+            _refuse_unclaimed(root, _legacy_stored(handle), str(path))
             # The Keras that saved the weights trained them: its version decides the definitions.
             version = model.keras_version or _text(config.get("keras_version"))
             built = ModelFile(str(path), "legacy-h5", version, model.backend or _text(config.get("backend")), True, root)
         else:  # keras-v3-weights: the layout of a .keras zip's model.weights.h5
             root = _build_layer(config, _Keras3Weights(handle), where)
+            _refuse_unclaimed(root, _keras3_stored(handle), str(path))
             built = ModelFile(str(path), "keras-v3", _text(config.get("keras_version")), None, True, root)
     except BaseException:
         handle.close()
@@ -290,6 +292,7 @@ def _checkpoint_with_config(path: Path, prefix: Path, config: Mapping[str, Any],
     names: dict[str, str] = {}
     _place_members(graph, 0, config, names)
     root = _build_layer(config, _CheckpointWeights(variables, "", names), str(config_path))
+    _refuse_unclaimed(root, variables, str(path))
     version = _text(config.get("keras_version"))
     return ModelFile(str(path), "tf-checkpoint", version, "tensorflow", True, root, config_path=str(config_path))
 
@@ -398,6 +401,7 @@ def _read_zip_archive(path: Path, zipfile: Any) -> ModelFile:
         weights = h5py.File(member, "r")
         try:
             root = _build_layer(config, _Keras3Weights(weights), "config.json")
+            _refuse_unclaimed(root, _keras3_stored(weights), f"{path}: model.weights.h5")
         except BaseException:
             weights.close()
             member.close()
@@ -616,8 +620,10 @@ def _member_names(group: h5py.Group) -> list[str]:
     return names
 
 
-def _collect_vars(group: h5py.Group) -> Iterable[NamedArray]:
+def _collect_vars(group: h5py.Group, depth: int = 0) -> Iterable[NamedArray]:
     """The group's own `vars/0..n` in numeric order, then its sub-objects' (alphabetical)."""
+    if depth > MAX_CONFIG_DEPTH:
+        raise ModelFileError(f"{group.name[:60]}… nests groups more than {MAX_CONFIG_DEPTH} deep; expected a Keras weights file")
     vars_group = _child(group, "vars")
     if vars_group is not None:
         for key in sorted((k for k in _member_names(vars_group) if paths.index_number(k) is not None), key=int):
@@ -627,7 +633,7 @@ def _collect_vars(group: h5py.Group) -> Iterable[NamedArray]:
     for key in sorted(_member_names(group)):
         sub = _child(group, key)
         if key != "vars" and sub is not None:
-            yield from _collect_vars(sub)
+            yield from _collect_vars(sub, depth + 1)
 
 
 class LazyDataset:
@@ -683,6 +689,44 @@ def _read_dataset(dataset: h5py.Dataset) -> LazyDataset:
     return LazyDataset(dataset, bfloat16)
 
 
+# --- every stored weight taken by a layer ------------------------------------------------------------
+
+
+def _refuse_unclaimed(root: RawLayer, stored: Iterable[str], where: str) -> None:
+    """Weights the config gives to no layer mean config and weights disagree: a config that lacks a
+    layer would otherwise hand the following layers' weights along one place (Keras 3 finds them by
+    class and position), so such a file is refused, naming the first weight left over."""
+    claimed = {_weight_id(weight) for weight in root.all_weights()}
+    for name in stored:
+        if name not in claimed:
+            raise ModelFileError(f"{where}: the weights hold {name}, which no layer of the config takes; expected a config "
+                                 "that matches the weights (a layer missing from the config would shift the others' weights)")
+
+
+def _weight_id(weight: NamedArray) -> str:
+    """HDF5 weights by their dataset's path in the file; checkpoint variables by their object path."""
+    return weight.array.name if isinstance(weight.array, LazyDataset) else weight.name
+
+
+def _keras3_stored(handle: h5py.Group) -> list[str]:
+    """Every dataset under a Keras 3 weights file's `layers` group (its optimizer lives elsewhere)."""
+    layers = _child(handle, "layers")
+    found: list[str] = []
+    if layers is not None:
+        layers.visititems(lambda name, item: found.append(item.name) if isinstance(item, h5py.Dataset) else None)
+    return found
+
+
+def _legacy_stored(group: h5py.Group) -> list[str]:
+    """Every weight a legacy file lists, by layer (`layer_names`) and weight (`weight_names`)."""
+    found = []
+    for name in read_list_attribute(group, "layer_names"):
+        layer = _child(group, name)
+        if layer is not None:
+            found += [f"{layer.name}/{weight}" for weight in read_list_attribute(layer, "weight_names")]
+    return found
+
+
 # --- config trees ----------------------------------------------------------------------------
 
 
@@ -707,6 +751,10 @@ def _build_layer(spec: Any, source: _WeightSource, where: str) -> RawLayer:
     _validate_graph(config_map, f"{where}.config")
     name = _spec_name(spec)
     children = child_specs(class_name, config)
+    if not children and class_name in WRAPPERS:
+        key = WRAPPERS[class_name]
+        raise ModelFileError(f"{where}.config.{key}: a {class_name} wraps a layer, and its config holds none there "
+                             f"(found {_shown_value(config_map.get(key))}); expected the wrapped {key}'s config, an object")
     common = {"name": name, "class_name": class_name, "config": config_map, "module": module if isinstance(module, str) else None}
     if not children:
         return RawLayer(**common, weights=source.own())
@@ -715,6 +763,15 @@ def _build_layer(spec: Any, source: _WeightSource, where: str) -> RawLayer:
         (role, _build_layer(child, child_source, f"{where}.{suffix}")) for (role, child, suffix), child_source in zip(children, sources)
     )
     return RawLayer(**common, children=built)
+
+
+# Layers that only run the layer (or cell) they wrap, under the config key that holds it.
+WRAPPERS = {"Bidirectional": "layer", "TimeDistributed": "layer", "RNN": "cell"}
+
+
+def _shown_value(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _validate_graph(config: Mapping[str, Any], where: str) -> None:
@@ -800,6 +857,7 @@ def _read_hdf5(path: Path, handle: h5py.File) -> ModelFile:
         version = _text(attrs.get("keras_version")) or _text(weights_group.attrs.get("keras_version"))
         backend = _text(attrs.get("backend")) or _text(weights_group.attrs.get("backend"))
         root = _build_layer(config, _LegacyRoot(weights_group), "model_config")
+        _refuse_unclaimed(root, _legacy_stored(weights_group), str(path))
         return ModelFile(str(path), "legacy-h5", version, backend, True, root)
     if "layer_names" in attrs or any(key.startswith("layer_names") for key in attrs):
         root = _infer_legacy_weights(handle)

@@ -66,14 +66,22 @@ def _activation(value: Any) -> bool:
     return isinstance(value.get("class_name"), str)
 
 
+NUMERIC_DTYPES = frozenset({
+    "float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "bool", "float8_e4m3fn", "float8_e5m2", "int4", "uint4",
+})
+
+
 def _dtype(value: Any) -> bool:
-    """A dtype name, or a dtype policy {"class_name": "DTypePolicy"/"Policy", "config": {"name": ...}}."""
-    if value is None or isinstance(value, str):
+    """A numeric dtype name, or a dtype policy {"class_name": "DTypePolicy"/"Policy", "config": {"name": ...}}
+    naming one (`mixed_float16`: float16 compute, float32 variables). A layer computing in strings or
+    complex numbers is nothing grucli (or a recurrent layer) computes."""
+    if value is None:
         return True
-    if not isinstance(value, Mapping):
-        return False
-    inner = value.get("config")
-    return isinstance(inner, Mapping) and isinstance(inner.get("name"), str)
+    if isinstance(value, Mapping):
+        inner = value.get("config")
+        value = inner.get("name") if isinstance(inner, Mapping) else None
+    return isinstance(value, str) and value.removeprefix("mixed_") in NUMERIC_DTYPES
 
 
 def _tensor_ref(value: Any) -> bool:
@@ -102,7 +110,7 @@ _NAMES = {
     "a padding mode or amounts": _padding,
     "a string": lambda value: isinstance(value, str),
     "a string or null": _optional(lambda value: isinstance(value, str)),
-    "a dtype name or policy": _dtype,
+    "a numeric dtype name or policy": _dtype,
     "an integer ≥ 0 or null": _optional(_count),
     "[layer name, node index, tensor index] or a list of them": _tensor_refs,
     "a list of layer configs (objects)": _list_of(lambda value: isinstance(value, Mapping)),
@@ -126,7 +134,7 @@ _KEY_EXPECTATIONS: Mapping[str, str] = {
     "data_format": "a string or null",
     "merge_mode": "a string or null",
     "name": "a string",
-    "dtype": "a dtype name or policy",
+    "dtype": "a numeric dtype name or policy",
     "layers": "a list of layer configs (objects)",
     **dict.fromkeys(("input_layers", "output_layers"), "[layer name, node index, tensor index] or a list of them"),
 }

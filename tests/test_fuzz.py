@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import h5py
 import numpy as np
@@ -40,7 +40,8 @@ JSON_VALUES = st.recursive(
 )
 
 
-def assert_clean(path: Path) -> None:
+def assert_clean(path: Path, extra: Sequence[str] = ()) -> None:
+    """Every command on `path` (with `extra` options) gives a result or one clean `Error:` line."""
     out = Path(tempfile.mkdtemp())
     try:
         for args, ok in (
@@ -51,7 +52,7 @@ def assert_clean(path: Path) -> None:
             (["check", str(path)], (0, 1)),
             (["replay", str(path), "-o", str(out / "y.npy"), "--timesteps", "3", "--batch", "2"], (0,)),
         ):
-            result = CliRunner().invoke(cli, args)
+            result = CliRunner().invoke(cli, [*args, *extra])
             if result.exit_code in ok:
                 if args[-1] == "--json":
                     json.loads(result.stdout)
