@@ -304,7 +304,7 @@ def explain(model: Path, input_path: Path | None, batch: int, timesteps: int, se
     \b
     Examples:
       grucli explain model.keras --input seq.csv
-      grucli explain model.h5 --input x.npy --layer bi/backward --unit 3 --sample 1
+      grucli explain model.h5 --input x.npy --layer bi/backward --unit 3
       grucli explain model.keras --input seq.npy --json | jq '.steps[-1].h'
     """
     from grucli.explain import ExplainOptions
@@ -405,7 +405,6 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     with its real output, per sample, timestep and unit; the whole model is replayed end to end
     when every layer is one the replay can run; --expected adds a stored reference output.
 
-    \b
     Exit codes: 0 every recurrent layer in scope compared and every comparison passed; 1 a
     comparison failed, a layer in scope could not be compared (named, with the reason), NaN/Inf
     appeared, or the installed Keras defines an activation differently from the Keras that
@@ -521,14 +520,13 @@ def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, ato
     Per layer, gate and array: the largest absolute change, the relative change ‖B−A‖/‖A‖ and
     the units whose columns moved most. Files with different recurrent layers are an error.
 
-    \b
     Exit codes: 0 compared (with --exit-code: no array moved by more than --atol); 1 with
     --exit-code, some array moved by more than --atol; 2 unusable files or different architectures.
 
     \b
     Examples:
       grucli diff epoch_10.h5 epoch_20.h5 --layer encoder
-      grucli diff released.h5 rebuilt.h5 --exit-code --atol 1e-6 || echo "weights changed"
+      grucli diff released.h5 rebuilt.h5 --exit-code --atol 1e-6 || echo changed
     """
     from grucli.diff import diff_layers
     from grucli.layers import find_layers

@@ -51,3 +51,15 @@ def _escape(character: str) -> str:
         return character  # printable in a terminal though not by str.isprintable (other spaces)
     code = ord(character)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def install_hint(extra: str) -> str:
+    """How to add an optional extra to this grucli. Run from a clone (an editable install, or the
+    source tree on the path), `pip install 'grucli[verify]'` would fetch the published release
+    beside it, not give this one its extra: then the clone's own path, with -e."""
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parent.parent
+    if (source / "pyproject.toml").is_file() and (source / "grucli" / "cli.py").is_file():
+        return f"pip install -e '{source}[{extra}]'"
+    return f"pip install 'grucli[{extra}]'"

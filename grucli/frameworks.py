@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from grucli import paths
-from grucli.errors import VerifyError, first_line
+from grucli.errors import VerifyError, first_line, install_hint
 from grucli.feedforward import keras1_conv1d_kernel
 from grucli.inputs import InputError
 from grucli.model import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
@@ -54,7 +54,7 @@ class Probe:
 class Framework:
     """Keras 3 (any backend) or tf-keras: loading, predict, probes and the device, behind one face."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, command: str = "verify") -> None:
         if name not in FRAMEWORKS:
             raise InputError(f"--keras {name!r} is not one of: {', '.join((*FRAMEWORKS, AUTO))}")
         self.name = name
@@ -63,7 +63,7 @@ class Framework:
             module = _quiet_import("tf_keras" if name == "tf-keras" else "keras")
         except ImportError as exc:
             package = "tf-keras" if name == "tf-keras" else "keras (and a backend: tensorflow, jax or torch)"
-            raise VerifyError(f"verify needs {package}: {first_line(exc, 300)}; install it with pip install 'grucli[verify]'") from None
+            raise VerifyError(f"{command} needs {package}: {first_line(exc, 300)}; install it with {install_hint('verify')}") from None
         self.module = module
         self.backend = "tensorflow" if name == "tf-keras" else module.backend.backend()
         self.semantics = KERAS2 if name == "tf-keras" else KERAS3

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from grucli.errors import GrucliError
+from grucli.errors import GrucliError, install_hint
 from grucli.formats import write_atomic
 from grucli.gates import unit_columns
 from grucli.report import InspectReport, LayerReport
@@ -30,7 +30,7 @@ def write_plot(report: InspectReport, output: str | Path, force: bool = False, d
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise PlotUnavailable("grucli plot needs matplotlib, an optional extra; install it with: pip install 'grucli[plot]'") from None
+        raise PlotUnavailable(f"grucli plot needs matplotlib, an optional extra; install it with: {install_hint('plot')}") from None
     rows = [(layer, gate) for layer in report.layers for gate in layer.gates]
     if not rows:
         raise GrucliError("nothing to plot: no recurrent layer or gate selected")

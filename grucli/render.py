@@ -91,13 +91,53 @@ def to_text(renderables: Iterable[RenderableType], color: bool, width: int) -> s
         width=width, highlight=False, soft_wrap=False, emoji=False, markup=False,
     )
     for renderable in renderables:
-        console.print(renderable)
+        console.print(_hung(renderable, width))
     return buffer.getvalue()
+
+
+def _hung(renderable: RenderableType, width: int) -> RenderableType:
+    """Text lines longer than `width` wrapped between words with a hanging indent (Rich would
+    continue them at column 0, splitting a label from its line); tables are laid out by Rich."""
+    if isinstance(renderable, Text):
+        lines = renderable.split("\n", allow_blank=True)
+        if all(cell_len(line.plain) <= width for line in lines):
+            return renderable
+        return Text("\n").join(_hanging(line, width) for line in lines)
+    if isinstance(renderable, Group):
+        return Group(*(_hung(inner, width) for inner in renderable.renderables))
+    return renderable
+
+
+def _hanging(line: Text, width: int, extra: int = 4) -> Text:
+    """One line broken at spaces to fit `width`; continuation lines indented `extra` more than the
+    line's own indent (a word longer than the room left is cut where the room ends)."""
+    plain = line.plain
+    if cell_len(plain) <= width:
+        return line
+    indent = min(len(plain) - len(plain.lstrip(" ")) + extra, width // 2)
+    cuts, resume, start, room = [], [], 0, width
+    while cell_len(plain[start:]) > room:
+        cut = plain.rfind(" ", start + 1, start + room + 1)
+        cut = cut if cut > start else start + room
+        cuts.append(cut)
+        start = cut + 1 if plain[cut:cut + 1] == " " else cut
+        resume.append(start)
+        room = width - indent
+    pieces = line.divide(sorted({*cuts, *resume}))
+    out = Text()
+    out.append_text(pieces[0])
+    for piece in pieces[1:]:
+        if not piece.plain.strip(" ") and piece.plain:  # the space a line was broken at
+            continue
+        out.append("\n" + " " * indent)
+        out.append_text(piece)
+    return out
 
 
 def _fitted(table: Table, width: int) -> RenderableType:
     """`table` when it fits `width`; otherwise the same cells as one record per row ("header value,
-    ..."), which wraps between values and so never cuts one. The title stays above either."""
+    ..."), laid out between values with continuation lines indented under the row's first value,
+    so no label or value is ever cut. The title stays above either."""
     console = Console(width=100_000, file=io.StringIO(), emoji=False, markup=False)
     if console.measure(table).maximum <= width:
         return table
@@ -108,18 +148,33 @@ def _fitted(table: Table, width: int) -> RenderableType:
         records.append(str(table.title), style="italic")
     for row in range(table.row_count):
         values = [cells[column][row] for column in range(len(headers))]
-        line = Text("\n")
         first = values[0] if isinstance(values[0], Text) else Text(str(values[0]))
-        line.append_text(first.copy())
-        line.stylize("bold", 1)
+        first = first.copy()
+        first.stylize("bold")
+        pieces = [first]
         for header, value in zip(headers[1:], values[1:]):
             text = value if isinstance(value, Text) else Text(str(value))
             if not text.plain.strip():
                 continue
-            line.append(f"  {header}: ", style="dim")
-            line.append_text(text.copy())
-        records.append_text(line)
+            piece = Text(f"{header}: ", style="dim")
+            piece.append_text(text.copy())
+            pieces.append(piece)
+        records.append("\n")
+        records.append_text(packed(pieces, width, separator="  ", indent="    "))
     return records
+
+
+def packed(pieces: Sequence[Text], width: int, separator: str = "  ·  ", indent: str = "  ", lead: str = "") -> Text:
+    """`pieces` on as few lines as `width` allows, broken only between pieces: the first line starts
+    with `lead`, each continuation line with `indent` (never at column 0 inside a record)."""
+    line = Text(lead)
+    for index, piece in enumerate(pieces):
+        if index and cell_len(line.plain.rsplit("\n", 1)[-1]) + len(separator) + cell_len(piece.plain) > width:
+            line.append("\n" + indent)
+        elif index:
+            line.append(separator)
+        line.append_text(piece)
+    return line
 
 
 @escaping
@@ -414,10 +469,13 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
     parts: list[RenderableType] = []
     header = Text()
     header.append(report.path, style="bold")
-    header.append(f"\n  saved by {'Keras ' + report.keras_version if report.keras_version else 'Keras 1'}"
-                  f" ({'Keras 2' if report.semantics == 'keras2' else 'Keras 3'} definitions)")
-    header.append(f"  ·  predict: {report.framework} on {report.device}")
-    header.append(f"\n  input: {report.input_description}  ·  replay in {report.dtype}  ·  atol {report.atol:g}, rtol {report.rtol:g}")
+    saved = (f"saved by {'Keras ' + report.keras_version if report.keras_version else 'Keras 1'}"
+             f" ({'Keras 2' if report.semantics == 'keras2' else 'Keras 3'} definitions)")
+    header.append("\n")
+    header.append_text(packed([Text(saved), Text(f"predict: {report.framework} on {report.device}")], width, lead="  ", indent="    "))
+    header.append("\n")
+    header.append_text(packed([Text(f"input: {report.input_description}"), Text(f"replay in {report.dtype}"),
+                               Text(f"atol {report.atol:g}, rtol {report.rtol:g}")], width, lead="  ", indent="    "))
     parts.append(header)
     for repair in report.repairs:
         parts.append(Text(f"repair: {repair}", style="cyan"))
@@ -461,11 +519,13 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
     verdict = Text()
     if report.passed:
         verdict.append("PASS", style="bold green")
-        verdict.append(f": every comparison within atol {report.atol:g} + rtol {report.rtol:g}·|predict| ({report.precision})")
+        verdict.append(f": every comparison within atol {report.atol:g} + rtol {report.rtol:g}·|predict|")
+        detail = f"({report.precision})"
     else:
         verdict.append("FAIL", style="bold red")
-        verdict.append(f": see above ({report.precision}; atol {report.atol:g}, rtol {report.rtol:g})")
-    parts.append(verdict)
+        verdict.append(": see above")
+        detail = f"({report.precision}; atol {report.atol:g}, rtol {report.rtol:g})"
+    parts.append(packed([verdict, Text(detail)], width, separator=" ", indent="  "))
     return to_text(parts, color, width)
 
 

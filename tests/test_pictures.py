@@ -73,5 +73,19 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path: Path, monkeypatch
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     result = CliRunner().invoke(cli, ["plot", str(sample("k3_gru.keras")), "-o", str(tmp_path / "x.png")])
     assert result.exit_code == 2
-    assert result.stderr == "Error: grucli plot needs matplotlib, an optional extra; install it with: pip install 'grucli[plot]'\n"
+    # Run from this clone: the hint installs the clone's own extra, not the release on PyPI.
+    from conftest import ROOT
+
+    assert result.stderr == f"Error: grucli plot needs matplotlib, an optional extra; install it with: pip install -e '{ROOT}[plot]'\n"
     assert not (tmp_path / "x.png").exists()
+
+
+def test_install_hints_fit_how_grucli_was_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From a clone, the clone's own extra; from an installed package, the one on PyPI."""
+    import grucli.errors as errors
+
+    assert errors.install_hint("verify") == f"pip install -e '{Path(errors.__file__).resolve().parent.parent}[verify]'"
+    installed = tmp_path / "site-packages" / "grucli"
+    installed.mkdir(parents=True)
+    monkeypatch.setattr(errors, "__file__", str(installed / "errors.py"))
+    assert errors.install_hint("verify") == "pip install 'grucli[verify]'"
