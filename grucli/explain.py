@@ -407,7 +407,7 @@ def _predict_check(model_file: ModelFile, found: ModelLayers, layer: RecurrentLa
         raise _NoPredict(place.reason)
     try:
         framework = Framework(resolve_framework(wanted, model_file), command="explain")
-        keras_model, _ = framework.load(model_file, found, unsafe=False)
+        keras_model, _ = framework.load(model_file, found, unsafe=False, inputs=inputs)
     except GrucliError as exc:
         if wanted != AUTO:  # asked for by name: its failure is the answer
             raise

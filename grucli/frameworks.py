@@ -22,7 +22,13 @@ from grucli.errors import VerifyError, first_line, install_hint
 from grucli.feedforward import keras1_conv1d_kernel
 from grucli.inputs import InputError
 from grucli.model import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
-from grucli.repairs import drop_keys, layer_classes, raw_config, repair_config
+from grucli.repairs import (
+    declare_input_shape,
+    drop_keys,
+    layer_classes,
+    raw_config,
+    repair_config,
+)
 from grucli.replay import KERAS2, KERAS3, semantics_for
 
 FRAMEWORKS = ("keras", "tf-keras")
@@ -94,7 +100,8 @@ class Framework:
 
     # loading
 
-    def load(self, model: ModelFile, layers: ModelLayers, unsafe: bool) -> tuple[Any, list[str]]:
+    def load(self, model: ModelFile, layers: ModelLayers, unsafe: bool,
+             inputs: Sequence[np.ndarray] = ()) -> tuple[Any, list[str]]:
         """The Keras model built from the config grucli read and validated, given grucli's weights.
 
         No framework ever opens the file: `load_model` would revive a SavedModel from its own
@@ -106,14 +113,16 @@ class Framework:
         repairs: list[str] = []
         if model.config_path is not None:  # a weights-only file: built from --config, given the file's weights
             repairs.append(f"built from --config {model.config_path} with the weights of {model.path}")
-        keras_model = self._load_repaired(model, layers, repairs, unsafe)
+        keras_model = self._load_repaired(model, layers, repairs, unsafe, inputs)
         if model.config_path is not None:
             repairs.append("weights set from grucli's reader (the same arrays `grucli export` writes)")
         return keras_model, repairs
 
-    def _load_repaired(self, model: ModelFile, layers: ModelLayers, repairs: list[str], unsafe: bool) -> Any:
+    def _load_repaired(self, model: ModelFile, layers: ModelLayers, repairs: list[str], unsafe: bool,
+                       inputs: Sequence[np.ndarray]) -> Any:
         config = raw_config(model)
         config = repair_config(config, layers, repairs, keras3=self.name == "keras")
+        declare_input_shape(config, [x.shape for x in inputs], repairs)
         self._refuse_unknown_classes(config)
         for _ in range(20):
             try:

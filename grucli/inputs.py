@@ -32,12 +32,15 @@ class InputSpec:
     """One model input: its name, shape without the batch axis (None = any), and vocabulary."""
 
     name: str
-    shape: tuple[int | None, ...]
+    shape: tuple[int | None, ...] | None  # None: the config declares none (an --input then gives it)
     vocabulary: int | None = None
     batch: int | None = None  # a fixed batch size (stateful models must be fed exactly that many samples)
+    undeclared: str | None = None  # why the shape is unknown, for the error a random input gets
 
     def describe(self) -> str:
         batch = "batch" if self.batch is None else f"batch of exactly {self.batch}"
+        if self.shape is None:
+            return f"({batch}, ...) of any shape (the config declares none)"
         return f"({batch}, " + ", ".join("any" if d is None else str(d) for d in self.shape) + ")"
 
 
@@ -71,17 +74,38 @@ def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
     elif "input_dim" in config and declaring.class_name != "Embedding":  # Keras 1
         dims = (config.get("input_length"), int(config["input_dim"]))
     else:
-        raise InputError(f"the config of {declaring.name} does not declare an input shape; pass --input")
+        return InputSpec(declaring.name, None, _vocabulary(consumer), None, _undeclared(declaring))
     if any(d is not None and d < 1 for d in (batch, *dims)):
         declared = list(dims) if batch is None else [batch, *dims]
         raise InputError(f"the config of {declaring.name} declares input shape {declared}; expected positive dimensions")
-    vocabulary = None
-    if consumer is not None and consumer.class_name == "Embedding":
-        vocabulary = consumer.config.get("input_dim")
-        if vocabulary is None or vocabulary < 1:
-            raise InputError(f"the config of Embedding {consumer.name} declares a vocabulary of {vocabulary} ids (input_dim); "
-                             "expected at least 1")
-    return InputSpec(declaring.name, dims, vocabulary, batch)
+    return InputSpec(declaring.name, dims, _vocabulary(consumer), batch)
+
+
+def _vocabulary(consumer: RawLayer | None) -> int | None:
+    if consumer is None or consumer.class_name != "Embedding":
+        return None
+    vocabulary = consumer.config.get("input_dim")
+    if vocabulary is None or vocabulary < 1:
+        raise InputError(f"the config of Embedding {consumer.name} declares a vocabulary of {vocabulary} ids (input_dim); "
+                         "expected at least 1")
+    return int(vocabulary)
+
+
+SHAPE_KEYS = ("batch_shape", "batch_input_shape", "input_shape")
+
+
+def _undeclared(declaring: RawLayer) -> str:
+    """Why a random input cannot be made: no shape, or one only on the layer a wrapper wraps.
+
+    tf.keras 2 saved `TimeDistributed(Conv2D(..., input_shape=S))` with S on the inner layer, and
+    whether S holds the time axis is the user's choice, so grucli does not guess: an --input
+    (whose shape is the truth) replays such a model."""
+    for _, inner in declaring.children:
+        for key in SHAPE_KEYS:
+            if key in inner.config:
+                return (f"the config of {declaring.name} declares no input shape, only its wrapped layer {inner.name} does "
+                        f"({key} {inner.config[key]}), which may or may not include the time axis; pass --input")
+    return f"the config of {declaring.name} does not declare an input shape; pass --input"
 
 
 def load_inputs(path: str | Path, specs: Sequence[InputSpec], limits: Limits = Limits()) -> list[np.ndarray]:
@@ -225,6 +249,9 @@ def _is_number(cell: str) -> bool:
 
 def _fit_csv(array: np.ndarray, spec: InputSpec, path: Path) -> np.ndarray:
     """A CSV is one sequence: say so when its rows and columns do not fit the model's input."""
+    if spec.shape is None:
+        raise InputError(f"input {path} is a CSV, but the model's input {spec.name} has no declared shape to fit it to; "
+                         "use .npy with the batch axis first")
     if len(spec.shape) == 1 and array.shape[1] == 1:
         return array[:, 0]  # token ids, one per row, for an Embedding
     if len(spec.shape) != 2:
@@ -255,6 +282,11 @@ def fit_input(array: np.ndarray, spec: InputSpec, source: Path | str) -> np.ndar
     """Add the batch axis a single sequence lacks; check every fixed dimension."""
     if array.dtype.kind not in "biuf":
         raise InputError(f"input {source} has dtype {array.dtype}; expected numbers")
+    if spec.shape is None:  # nothing declared: the input, batch axis first, is the shape
+        if array.ndim < 2:
+            raise InputError(f"input {source} has shape {array.shape}; the model's input {spec.name} declares no shape, "
+                             "so grucli expects the batch axis first and at least one more")
+        return _ids_or_values(array, spec, source)
     expected_rank = len(spec.shape) + 1
     if array.ndim == expected_rank - 1:
         array = array[None]
@@ -262,6 +294,10 @@ def fit_input(array: np.ndarray, spec: InputSpec, source: Path | str) -> np.ndar
         array = array.reshape(1, -1, 1)  # a bare series for a one-feature model
     if array.ndim != expected_rank or any(d is not None and d != g for d, g in zip((spec.batch, *spec.shape), array.shape)):
         raise InputError(f"input {source} has shape {array.shape}; the model's input {spec.name} expects {spec.describe()}")
+    return _ids_or_values(array, spec, source)
+
+
+def _ids_or_values(array: np.ndarray, spec: InputSpec, source: Path | str) -> np.ndarray:
     if spec.vocabulary is not None:
         if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
             raise InputError(f"input {source} feeds an Embedding and must hold integer ids; it holds fractions")
@@ -288,7 +324,10 @@ def model_inputs(model: ModelFile, path: str | Path | None, batch: int, timestep
 def random_inputs(specs: Sequence[InputSpec], batch: int, timesteps: int, seed: int, limits: Limits = Limits()) -> list[np.ndarray]:
     """Seeded random inputs of the model's shapes, bounded before any is made: a config may declare
     ten million timesteps, which no replay of a random probe needs."""
-    shapes = [(spec.batch or batch, *(timesteps if d is None else d for d in spec.shape)) for spec in specs]
+    for spec in specs:
+        if spec.shape is None:
+            raise InputError(spec.undeclared or f"the model's input {spec.name} declares no shape; pass --input")
+    shapes = [(spec.batch or batch, *(timesteps if d is None else d for d in spec.shape or ())) for spec in specs]
     for spec, shape in zip(specs, shapes):
         if len(shape) > 1 and shape[1] > limits.max_timesteps:
             raise InputError(f"a random input for {spec.name} would have {shape[1]} timesteps (shape {shape}), over the limit of "

@@ -87,7 +87,7 @@ def _walk(layer: RawLayer, path: str, model: ModelFile) -> Iterator[RecurrentLay
         if inner.class_name in LAYER_KINDS:
             yield from _recurrent_or_skipped(inner, path, model, layer.config)
         else:
-            yield _other(layer, path, class_name=f"TimeDistributed({inner.class_name})", weights=inner.weights)
+            yield _other(layer, path, class_name=f"TimeDistributed({inner.class_name})")  # its weights: the inner layer's
     elif layer.class_name in LAYER_KINDS:
         yield from _recurrent_or_skipped(layer, path, model, {})
     else:
@@ -322,7 +322,15 @@ def normalize_config(
             notes.append(f"recurrent_activation not in the config: {recurrent_activation}, the default of Keras {model.keras_version or '1'}")
     else:
         activation = recurrent_activation = None
-        notes.append("activations unknown: the file has no config (Keras defaults are tanh and sigmoid)")
+        # Without a recorded version the layout tells the generation: Keras 3 weights files and
+        # TensorFlow checkpoints (tf.keras 2, sigmoid since TF 2.0) record none; Keras 1 HDF5 neither.
+        unrecorded = "Keras 3" if model.format.startswith("keras-v3") else "tf.keras 2" if model.format.startswith("tf-") else "Keras 1"
+        saver = f"Keras {model.keras_version}" if model.keras_version else unrecorded
+        default = (None if kind == "SimpleRNN" else "sigmoid" if unrecorded != "Keras 1" and not model.keras_version
+                   else default_recurrent_activation(model.keras_version, class_name))
+        defaults = f"tanh and {default}" if default else "tanh"
+        notes.append(f"activations unknown: the file has no config (the defaults of {saver} are {defaults}; "
+                     "pass --config with the architecture)")
     normalized: dict[str, Any] = {"activation": activation}
     if kind != "SimpleRNN":
         normalized["recurrent_activation"] = recurrent_activation

@@ -469,7 +469,8 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
     parts: list[RenderableType] = []
     header = Text()
     header.append(report.path, style="bold")
-    saved = (f"saved by {'Keras ' + report.keras_version if report.keras_version else 'Keras 1'}"
+    # No recorded version: a Keras 1 HDF5 file, or a weights file whose --config does not say.
+    saved = (f"saved by {'Keras ' + report.keras_version if report.keras_version else 'an unrecorded Keras version'}"
              f" ({'Keras 2' if report.semantics == 'keras2' else 'Keras 3'} definitions)")
     header.append("\n")
     header.append_text(packed([Text(saved), Text(f"predict: {report.framework} on {report.device}")], width, lead="  ", indent="    "))

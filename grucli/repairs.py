@@ -85,6 +85,22 @@ def repair_config(config: dict[str, Any], layers: ModelLayers, repairs: list[str
     return config
 
 
+def declare_input_shape(config: dict[str, Any], shapes: Sequence[tuple[int, ...]], repairs: list[str]) -> None:
+    """A Sequential whose config declares no input shape (tf.keras 2 kept `TimeDistributed(Conv2D(...,
+    input_shape=S))`'s S on the inner layer) is built by the framework only when first called, so
+    it has no graph to probe: given the input it is verified on, it gets an InputLayer of that shape."""
+    inner = config.get("config")
+    layers = inner.get("layers") if isinstance(inner, dict) else None
+    if config.get("class_name") != "Sequential" or not layers or len(shapes) != 1 or not isinstance(layers[0], dict):
+        return
+    first = layers[0].get("config", {})
+    if layers[0].get("class_name") == "InputLayer" or any(key in first for key in ("batch_shape", "batch_input_shape", "input_shape")):
+        return
+    batch_shape = [None, *shapes[0][1:]]
+    layers.insert(0, {"class_name": "InputLayer", "config": {"batch_input_shape": batch_shape, "name": "input"}})
+    repairs.append(f"the config declares no input shape: built with an InputLayer of the input's shape {batch_shape}")
+
+
 def _functional_class_names(config: dict[str, Any], repairs: list[str]) -> None:
     """tf.keras 2.2 saved functional models as class "Model", which Keras 3 builds as an empty
     subclassed Model (no inputs, no outputs); Keras 3 calls them "Functional"."""

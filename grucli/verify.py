@@ -65,7 +65,7 @@ def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> 
     _refuse_code(model_file, options.unsafe)
 
     framework = Framework(resolve_framework(options.framework, model_file))
-    keras_model, repairs = framework.load(model_file, layers, options.unsafe)
+    keras_model, repairs = framework.load(model_file, layers, options.unsafe, inputs)
     device, accelerated = framework.device()
     compute_dtype = _compute_dtype(model_file.root)
     atol, rtol = _tolerances(options, accelerated, compute_dtype)

@@ -1,0 +1,145 @@
+"""Forms of published files that stopped or misled grucli, each built here in the layout the release
+that wrote it used, then replayed and verified against tf-keras's own numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from click.testing import CliRunner
+
+from conftest import sample
+from grucli.cli import cli
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args))
+
+
+# --- TimeDistributed(Conv2D(..., input_shape=S)) as a tf.keras 2 first layer -----------------------------
+
+
+def _time_distributed_model(tf_keras: Any) -> Any:
+    layers = tf_keras.layers
+    model = tf_keras.Sequential([
+        layers.TimeDistributed(layers.Conv2D(4, 3, activation="relu"), input_shape=(5, 6, 6, 1)),
+        layers.TimeDistributed(layers.Flatten()), layers.GRU(3)])
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(scale=0.3, size=w.shape) for w in model.get_weights()])
+    return model
+
+
+def test_time_distributed_with_its_input_shape_on_the_wrapped_layer(tf_keras: Any, tmp_path: Path) -> None:
+    """tf.keras 2 saved the input shape of `TimeDistributed(Conv2D(..., input_shape=S))` on the inner
+    Conv2D and no InputLayer: grucli used to stop with "does not declare an input shape; pass
+    --input" even when --input was passed. Whether S holds the time axis is not in the file, so a
+    random input is refused, saying why; an --input replays and verifies."""
+    model = _time_distributed_model(tf_keras)
+    model.save(tmp_path / "m.h5")
+    with h5py.File(tmp_path / "m.h5", "a") as handle:  # the older layout, reproduced
+        config = json.loads(handle.attrs["model_config"])
+        layers = config["config"]["layers"]
+        assert layers[0]["class_name"] == "InputLayer"
+        layers.pop(0)
+        layers[0]["config"]["layer"]["config"]["batch_input_shape"] = layers[0]["config"].pop("batch_input_shape")
+        handle.attrs["model_config"] = json.dumps(config)
+    x = np.random.default_rng(1).normal(size=(3, 5, 6, 6, 1)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    random = run("replay", str(tmp_path / "m.h5"), "-o", str(tmp_path / "y.npy"))
+    assert random.exit_code == 2
+    assert "only its wrapped layer conv2d" in random.stderr and "pass --input" in random.stderr
+    replayed = run("replay", str(tmp_path / "m.h5"), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"))
+    assert replayed.exit_code == 0, replayed.output
+    expected = model.predict(x, verbose=0)
+    # Small float32 sums (9 products, 3 units over 5 steps): float32 rounding is below 1e-6 here.
+    assert np.allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-6)
+    verified = run("verify", str(tmp_path / "m.h5"), "--input", str(tmp_path / "x.npy"), "--json")
+    assert verified.exit_code == 0, verified.output
+    document = json.loads(verified.stdout)
+    assert any("built with an InputLayer of the input's shape [None, 5, 6, 6, 1]" in r for r in document["repairs"])
+    assert document["comparisons"]["replay_vs_predict"]["passed"] is True
+
+
+# --- CuDNNGRU full models under verify's default framework, on a CPU ----------------------------------------
+
+
+def _to_cudnn_input(block: np.ndarray) -> np.ndarray:
+    """Inverse of Keras 2's `kernel.T.reshape(kernel.shape, order="F")` for one gate block (as in
+    sample_models/generate.py)."""
+    return block.ravel(order="F").reshape(block.shape)
+
+
+def test_a_cudnn_gru_full_model_verifies_on_a_cpu(tf_keras: Any, tmp_path: Path) -> None:
+    """A Keras 2.1.5 full model with a CuDNNGRU layer: tf-keras's own loader builds a CuDNN layer
+    whose predict has no CPU kernel. grucli builds the equivalent GRU (reset_after, sigmoid) from the
+    config it repaired, so verify's default framework runs it on a CPU."""
+    path = tmp_path / "cudnn.h5"
+    shutil.copy(sample("tfk_gru.h5"), path)  # GRU(4) on (5, 3), reset_after=True: CuDNN's semantics
+    with h5py.File(path, "a") as handle:
+        config = json.loads(handle.attrs["model_config"])
+        gru = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "GRU")
+        gru["class_name"] = "CuDNNGRU"
+        for key in ("activation", "recurrent_activation", "reset_after", "use_bias", "dropout", "recurrent_dropout", "unroll",
+                    "time_major", "implementation"):
+            gru["config"].pop(key, None)
+        handle.attrs["model_config"] = json.dumps(config)
+        handle.attrs["keras_version"] = "2.1.5"
+        group = handle["model_weights"]["gru"]
+        names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
+        kernel, recurrent, bias = (group[n][()] for n in names)
+        converted = [np.hstack([_to_cudnn_input(k) for k in np.hsplit(kernel, 3)]),
+                     np.hstack([k.T for k in np.hsplit(recurrent, 3)]), bias.reshape(-1)]
+        for name, array in zip(names, converted):
+            del group[name]
+            group[name] = array
+    inspected = json.loads(run("inspect", str(path), "--json").stdout)
+    assert inspected["layers"][0]["class"] == "CuDNNGRU"
+    result = run("verify", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["framework"].startswith("tf-keras") and document["passed"] is True
+    assert any("CuDNNGRU became GRU" in repair for repair in document["repairs"])
+    # And the same numbers as the original GRU's file, which tf-keras loads itself.
+    x = np.random.default_rng(2).normal(size=(2, 5, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    original = tf_keras.models.load_model(sample("tfk_gru.h5"), compile=False)
+    assert run("replay", str(path), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")).exit_code == 0
+    assert np.allclose(np.load(tmp_path / "y.npy"), original.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+# --- labels: the saving Keras, TimeDistributed weights, the defaults of weights-only files ------------------
+
+
+def test_a_keras3_weights_file_with_its_config_is_not_called_keras_1(keras3: Any, tmp_path: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(sample("k3_gru.keras")) as archive:
+        (tmp_path / "config.json").write_bytes(archive.read("config.json"))
+    result = run("verify", str(sample("k3_gru.weights.h5")), "--config", str(tmp_path / "config.json"))
+    assert result.exit_code == 0, result.output
+    assert "saved by an unrecorded Keras version (Keras 3 definitions)" in result.stdout
+    assert "Keras 1" not in result.stdout
+
+
+def test_time_distributed_weights_are_listed_once(keras3: Any) -> None:
+    document = json.loads(run("inspect", str(sample("k3_time_distributed.keras")), "--json").stdout)
+    (wrapped,) = [other for other in document["other_layers"] if other["class"].startswith("TimeDistributed")]
+    model = keras3.saving.load_model(sample("k3_time_distributed.keras"))
+    expected = [list(w.shape) for w in model.get_layer(wrapped["path"]).get_weights()]
+    assert [weight["shape"] for weight in wrapped["weights"]] == expected
+
+
+def test_weights_only_notes_name_the_defaults_of_the_saving_keras() -> None:
+    notes = {name: json.loads(run("inspect", str(sample(name)), "--json").stdout)["layers"][0]["notes"]
+             for name in ("k3_gru.weights.h5", "tfk_bidir_weights.h5")}
+    assert any("the defaults of Keras 3 are tanh and sigmoid" in note for note in notes["k3_gru.weights.h5"])
+    assert any("the defaults of Keras 2.21.0 are tanh and sigmoid" in note for note in notes["tfk_bidir_weights.h5"])
+    # A Keras 1 weights file (no version recorded) of a published model: Keras 1's GRU used hard_sigmoid.
+    from conftest import real
+
+    keras1 = json.loads(run("inspect", str(real("crnn_tagger_gru_keras1_weights.h5")), "--json").stdout)
+    assert any("the defaults of Keras 1 are tanh and hard_sigmoid" in note for note in keras1["layers"][0]["notes"])
