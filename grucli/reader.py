@@ -251,7 +251,13 @@ def _checkpoint_order(rest: str) -> tuple[int, int, int, str]:
 
 def _read_with_config(path: Path, config_path: Path) -> ModelFile:
     config = _read_config_file(config_path)
-    prefix = checkpoint_prefix(path) if not (path.is_dir() and (path / "saved_model.pb").is_file()) else None
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        # A SavedModel's variables are a checkpoint, placed by its object graph like any other.
+        if (path / "keras_metadata.pb").exists():
+            raise ModelFileError(f"{path} holds its own model config (keras_metadata.pb); --config is for folders and files "
+                                 "without one")
+        return _checkpoint_with_config(path, path / "variables" / "variables", config, config_path, "tf-savedmodel")
+    prefix = checkpoint_prefix(path)
     if prefix is not None:
         return _checkpoint_with_config(path, prefix, config, config_path)
     model = _read_model(path)
@@ -282,7 +288,8 @@ def _read_with_config(path: Path, config_path: Path) -> ModelFile:
     return dataclasses.replace(built, closer=handle.close, config_path=str(config_path))
 
 
-def _checkpoint_with_config(path: Path, prefix: Path, config: Mapping[str, Any], config_path: Path) -> ModelFile:
+def _checkpoint_with_config(path: Path, prefix: Path, config: Mapping[str, Any], config_path: Path,
+                            format: str = "tf-checkpoint") -> ModelFile:
     """A TensorFlow checkpoint plus its architecture: tf-keras names a model's members `layer-N`
     (N: the position in `model.layers`) in the object graph, which places each config layer."""
     variables, graph = _checkpoint_contents(path, prefix)
@@ -290,30 +297,43 @@ def _checkpoint_with_config(path: Path, prefix: Path, config: Mapping[str, Any],
         raise ModelFileError(f"{path} has no object graph, which places each layer of --config {config_path}; "
                              "expected a checkpoint written by tf.keras (model.save_weights)")
     names: dict[str, str] = {}
-    _place_members(graph, 0, config, names)
+    _place_members(graph, 0, config, names, variables)
     root = _build_layer(config, _CheckpointWeights(variables, "", names), str(config_path))
     _refuse_unclaimed(root, variables, str(path))
     version = _text(config.get("keras_version"))
-    return ModelFile(str(path), "tf-checkpoint", version, "tensorflow", True, root, config_path=str(config_path))
+    return ModelFile(str(path), format, version, "tensorflow", True, root, config_path=str(config_path))
 
 
-def _place_members(graph: "checkpoint.ObjectGraph", node: int, spec: Mapping[str, Any], names: dict[str, str]) -> None:
+def _place_members(graph: "checkpoint.ObjectGraph", node: int, spec: Mapping[str, Any], names: dict[str, str],
+                   variables: Mapping[str, Any]) -> None:
     """Name the objects of a model's members after the config's layers (nested models too)."""
     inner = spec.get("config")
     layers = inner.get("layers") if isinstance(inner, Mapping) else inner
     if not isinstance(layers, list) or not 0 <= node < len(graph.children):
         return
     members = [layer for layer in layers if isinstance(layer, Mapping)]
-    if spec.get("class_name") == "Sequential":  # tf-keras's Sequential.layers leaves its InputLayer out
+    numbered = {paths.index_number(name[len("layer-"):]): child for child, name in graph.children[node] if name.startswith("layer-")}
+    if spec.get("class_name") == "Sequential" and not _input_layer_tracked(graph, numbered, members, variables):
         members = [layer for layer in members if layer.get("class_name") != "InputLayer"]
-    for child, local_name in graph.children[node]:
-        index = paths.index_number(local_name[len("layer-"):]) if local_name.startswith("layer-") else None
+    for index, child in numbered.items():
         if index is None or index >= len(members) or child not in graph.node_paths:
             continue
         member = members[index]
         names[graph.node_paths[child]] = _spec_name(member)
         if member.get("class_name") in MODEL_CLASSES:
-            _place_members(graph, child, member, names)
+            _place_members(graph, child, member, names, variables)
+
+
+def _input_layer_tracked(graph: "checkpoint.ObjectGraph", numbered: Mapping[int | None, int], members: list[Mapping[str, Any]],
+                         variables: Mapping[str, Any]) -> bool:
+    """Whether a Sequential's `layer-0` is its InputLayer: tf-keras's Sequential.layers leaves the
+    InputLayer out, the early TF 2 releases tracked it, numbering every layer one on. Told apart
+    by the count of numbered members and by `layer-0` holding no variable (an InputLayer has none):
+    a config that merely lacks a layer must not shift the others onto the InputLayer."""
+    if not members or members[0].get("class_name") != "InputLayer" or len(numbered) != len(members) or 0 not in numbered:
+        return False
+    first = graph.node_paths.get(numbered[0])
+    return first is not None and not any(name == first or name.startswith(first + "/") for name in variables)
 
 
 def _read_config_file(config_path: Path) -> Mapping[str, Any]:

@@ -11,8 +11,8 @@ from typing import Any
 import h5py
 import numpy as np
 from click.testing import CliRunner
-
 from conftest import sample
+
 from grucli.cli import cli
 
 
@@ -143,3 +143,100 @@ def test_weights_only_notes_name_the_defaults_of_the_saving_keras() -> None:
 
     keras1 = json.loads(run("inspect", str(real("crnn_tagger_gru_keras1_weights.h5")), "--json").stdout)
     assert any("the defaults of Keras 1 are tanh and hard_sigmoid" in note for note in keras1["layers"][0]["notes"])
+
+
+# --- checkpoints of early TF 2 Sequential models, and SavedModels without Keras metadata ----------------
+
+
+def _sequential(tf_keras: Any) -> Any:
+    layers = tf_keras.layers
+    model = tf_keras.Sequential([tf_keras.Input((6,)), layers.Embedding(20, 4), layers.LSTM(3, return_sequences=True),
+                                 layers.Dropout(0.1), layers.GRU(2)])
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape) for w in model.get_weights()])
+    return model
+
+
+def _rewrite_bundle(prefix: Path, edit_graph: Any, target: Path) -> None:
+    """Copy a checkpoint into `target` (a new prefix) with its object graph edited, every tensor
+    and checksum written again by tests/crafted.py: the layout of a checkpoint TensorFlow wrote."""
+    import google_crc32c
+    import tensorflow as tf
+    from crafted import (
+        GRAPH_KEY,
+        HEADER,
+        entry,
+        float_entry,
+        mask,
+        varint,
+        write_checkpoint,
+    )
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    reader = tf.train.load_checkpoint(str(prefix))
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor(GRAPH_KEY))
+    edit_graph(graph)
+    shard, items = bytearray(), [("", HEADER)]
+    for key in sorted(reader.get_variable_to_shape_map()):
+        if key == GRAPH_KEY:
+            continue
+        value = np.asarray(reader.get_tensor(key))
+        if value.dtype != np.float32:
+            continue  # counters (save_counter): not model variables
+        items.append((key, float_entry(value, len(shard))))
+        shard += value.astype("<f4").tobytes()
+    data = graph.SerializeToString()
+    length = np.uint32(len(data)).tobytes()
+    checksum = np.uint32(mask(google_crc32c.value(length))).tobytes()
+    stored = varint(len(data)) + checksum + data
+    items.append((GRAPH_KEY, entry(7, (), len(shard), len(stored), mask(google_crc32c.value(length + checksum + data)))))
+    write_checkpoint(target, items, bytes(shard + stored))
+
+
+def test_an_early_tf2_sequential_checkpoint_counting_its_input_layer(tf_keras: Any, tmp_path: Path) -> None:
+    """TF 2.0/2.1 tracked a Sequential's InputLayer as `layer-0`, numbering every layer one on:
+    --config placed each layer one off ("layer lstm stores 1 weights (.../embeddings)")."""
+    model = _sequential(tf_keras)
+    model.save_weights(tmp_path / "new" / "weights")
+
+    def input_layer_first(graph: Any) -> None:
+        root = graph.nodes[0]
+        for child in root.children:
+            if child.local_name.startswith("layer-"):
+                child.local_name = f"layer-{int(child.local_name[6:]) + 1}"
+        graph.nodes.add()  # the InputLayer: an object without variables
+        root.children.add(node_id=len(graph.nodes) - 1, local_name="layer-0")
+
+    (tmp_path / "old").mkdir()
+    _rewrite_bundle(tmp_path / "new" / "weights", input_layer_first, tmp_path / "old" / "weights")
+    (tmp_path / "model.json").write_text(model.to_json())
+    x = np.random.default_rng(4).integers(0, 20, (3, 6))
+    np.save(tmp_path / "x.npy", x)
+    for folder in ("new", "old"):
+        result = run("replay", str(tmp_path / folder), "--config", str(tmp_path / "model.json"), "--input", str(tmp_path / "x.npy"),
+                     "-o", str(tmp_path / f"{folder}.npy"))
+        assert result.exit_code == 0, (folder, result.output)
+        assert np.allclose(np.load(tmp_path / f"{folder}.npy"), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6), folder
+    verified = run("verify", str(tmp_path / "old"), "--config", str(tmp_path / "model.json"), "--input", str(tmp_path / "x.npy"))
+    assert verified.exit_code == 0, verified.output
+
+
+def test_config_option_with_a_savedmodel_folder_without_keras_metadata(tf_keras: Any, tmp_path: Path) -> None:
+    """A SavedModel whose Keras config is not in keras_metadata.pb (TF 2.0-2.4 kept it in
+    saved_model.pb): --config gives the architecture. It used to be opened as HDF5 ("corrupt")."""
+    model = _sequential(tf_keras)
+    model.save(tmp_path / "sm", save_format="tf")
+    (tmp_path / "sm" / "keras_metadata.pb").unlink()
+    (tmp_path / "model.json").write_text(model.to_json())
+    x = np.random.default_rng(5).integers(0, 20, (2, 6))
+    np.save(tmp_path / "x.npy", x)
+    config = ["--config", str(tmp_path / "model.json")]
+    result = run("replay", str(tmp_path / "sm"), *config, "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"))
+    assert result.exit_code == 0, result.output
+    assert np.allclose(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert run("verify", str(tmp_path / "sm"), *config, "--input", str(tmp_path / "x.npy")).exit_code == 0
+    with_metadata = tmp_path / "sm2"
+    model.save(with_metadata, save_format="tf")
+    refused = run("inspect", str(with_metadata), *config)
+    assert refused.exit_code == 2 and "holds its own model config (keras_metadata.pb)" in refused.stderr
