@@ -541,3 +541,57 @@ def saved_model_layers(folder: Path, budget: Budget) -> dict[str, str]:
         if node_path is not None and json_text is not None and (node_path == "root" or node_path.startswith("root.")):
             found[node_path[5:].replace(".", "/")] = json_text
     return found
+
+
+def saved_model_pb_layers(folder: Path, budget: Budget) -> dict[str, str]:
+    """The Keras metadata TF 2.0-2.4 kept in saved_model.pb, before keras_metadata.pb existed: each
+    Keras object's JSON in its `SavedUserObject.metadata`, found by the object's path (children's
+    local names from the root, shortest first). The same mapping `saved_model_layers` returns.
+
+    SavedModel: meta_graphs 2 → MetaGraphDef: object_graph_def 7 → SavedObjectGraph: nodes 1 →
+    SavedObject: children 1 (node_id 1, local_name 2), user_object 4 (identifier 1, metadata 3)."""
+    pb = folder / "saved_model.pb"
+    budget.config(regular_file_size(pb), str(pb))
+    nodes: list[tuple[list[tuple[int, str]], str | None]] = []
+    for number, meta_graph in _Bytes(pb.read_bytes(), str(pb)).fields():
+        if number != 2 or not isinstance(meta_graph, bytes):
+            continue
+        for inner, graph in _Bytes(meta_graph, f"{pb} meta graph").fields():
+            if inner == 7 and isinstance(graph, bytes):
+                nodes = [_saved_object(node) for field_number, node in _Bytes(graph, f"{pb} object graph").fields()
+                         if field_number == 1 and isinstance(node, bytes)]
+                budget.entries(len(nodes), f"{pb} object graph")
+        break  # the first meta graph is the one Keras saved (tag "serve")
+    found: dict[str, str] = {}
+    paths = {0: ""} if nodes else {}
+    frontier = [0] if nodes else []
+    while frontier:
+        following = []
+        for node in frontier:
+            metadata = nodes[node][1]
+            if metadata:
+                found[paths[node]] = metadata
+            for child, name in nodes[node][0]:
+                if 0 <= child < len(nodes) and child not in paths and len(paths[node]) + len(name) < MAX_PATH_BYTES:
+                    paths[child] = f"{paths[node]}/{name}" if paths[node] else name
+                    following.append(child)
+        frontier = following
+    return found
+
+
+def _saved_object(value: bytes) -> tuple[list[tuple[int, str]], str | None]:
+    children, metadata = [], None
+    for number, field in _Bytes(value, "saved_model.pb object").fields():
+        if number == 1 and isinstance(field, bytes):
+            node, name = 0, ""
+            for inner, item in _Bytes(field, "saved_model.pb object reference").fields():
+                if inner == 1 and isinstance(item, int):
+                    node = item
+                elif inner == 2 and isinstance(item, bytes):
+                    name = item.decode("utf-8", "replace")
+            children.append((node, name))
+        elif number == 4 and isinstance(field, bytes):
+            for inner, item in _Bytes(field, "saved_model.pb user object").fields():
+                if inner == 3 and isinstance(item, bytes) and item:
+                    metadata = item.decode("utf-8", "replace")
+    return children, metadata

@@ -63,29 +63,32 @@ def read_model(path: str | Path, limits: Limits | None = None, config_path: str 
 
 
 def _read_saved_model(path: Path) -> ModelFile:
-    """A SavedModel folder: the architecture from keras_metadata.pb, the weights from variables/."""
+    """A SavedModel folder: the architecture from its Keras metadata, the weights from variables/."""
     prefix = path / "variables" / "variables"
     files.confined(prefix.parent, path)
-    if not (path / "keras_metadata.pb").exists():
-        return _read_checkpoint(path, prefix, saved_model=True)
-    files.confined(path / "keras_metadata.pb", path)
+    # TF 2.5+ keeps the Keras metadata in keras_metadata.pb; TF 2.0-2.4 kept it in saved_model.pb.
+    source = path / "keras_metadata.pb" if (path / "keras_metadata.pb").exists() else path / "saved_model.pb"
+    files.confined(source, path)
     try:
-        metadata = checkpoint.saved_model_layers(path, budget.current())
+        if source.name == "keras_metadata.pb":
+            metadata = checkpoint.saved_model_layers(path, budget.current())
+        else:
+            metadata = checkpoint.saved_model_pb_layers(path, budget.current())
     except OSError as exc:
-        raise ModelFileError(f"cannot read {path / 'keras_metadata.pb'}: {exc.strerror or exc}") from None
-    root = _parse_json(metadata.get("", "{}"), f"{path / 'keras_metadata.pb'}: the root object") if "" in metadata else {}
+        raise ModelFileError(f"cannot read {source}: {exc.strerror or exc}") from None
+    root = _parse_json(metadata.get("", "{}"), f"{source}: the root object") if "" in metadata else {}
     config = _untupled(root.get("model_config")) if isinstance(root, Mapping) else None
     if not isinstance(config, Mapping) or "class_name" not in config:
         return _read_checkpoint(path, prefix, saved_model=True)  # a model without a config (subclassed): weights only
     names = {}
     members = _model_members(config)
     for object_path, text in metadata.items():
-        node = _parse_json(text, f"{path / 'keras_metadata.pb'}: object {object_path}")
+        node = _parse_json(text, f"{source}: object {object_path}")
         if isinstance(node, Mapping) and isinstance(node.get("name"), str):
             names[object_path] = node["name"]
-            _check_member_metadata(node, object_path, members, path / "keras_metadata.pb")
+            _check_member_metadata(node, object_path, members, source)
     variables, _ = _checkpoint_contents(path, prefix)
-    root_layer = _build_layer(config, _CheckpointWeights(variables, "", names), f"{path}/keras_metadata.pb")
+    root_layer = _build_layer(config, _CheckpointWeights(variables, "", names), str(source))
     _refuse_unclaimed(root_layer, variables, f"{path}/variables")
     return ModelFile(str(path), "tf-savedmodel", _text(root.get("keras_version")), _text(root.get("backend")), True, root_layer)
 

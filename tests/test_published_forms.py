@@ -240,3 +240,33 @@ def test_config_option_with_a_savedmodel_folder_without_keras_metadata(tf_keras:
     model.save(with_metadata, save_format="tf")
     refused = run("inspect", str(with_metadata), *config)
     assert refused.exit_code == 2 and "holds its own model config (keras_metadata.pb)" in refused.stderr
+
+
+def test_a_tf_2_0_to_2_4_savedmodel_with_its_keras_metadata_in_saved_model_pb(tf_keras: Any, tmp_path: Path) -> None:
+    """Before keras_metadata.pb (TF 2.5), each Keras object's metadata lived in saved_model.pb, in its
+    SavedUserObject. The layout is reproduced by moving each record of a tf-keras SavedModel there."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    model = _sequential(tf_keras)
+    folder = tmp_path / "sm"
+    model.save(folder, save_format="tf")
+    metadata = saved_metadata_pb2.SavedMetadata()
+    metadata.ParseFromString((folder / "keras_metadata.pb").read_bytes())
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((folder / "saved_model.pb").read_bytes())
+    nodes = saved.meta_graphs[0].object_graph_def.nodes
+    for record in metadata.nodes:
+        assert nodes[record.node_id].WhichOneof("kind") == "user_object"
+        nodes[record.node_id].user_object.metadata = record.metadata
+    (folder / "saved_model.pb").write_bytes(saved.SerializeToString())
+    (folder / "keras_metadata.pb").unlink()
+    inspected = json.loads(run("inspect", str(folder), "--json").stdout)
+    expected = [layer.name for layer in model.layers if type(layer).__name__ in ("LSTM", "GRU")]
+    assert inspected["has_config"] is True and [layer["path"] for layer in inspected["layers"]] == expected
+    x = np.random.default_rng(6).integers(0, 20, (2, 6))
+    np.save(tmp_path / "x.npy", x)
+    result = run("replay", str(folder), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"))
+    assert result.exit_code == 0, result.output
+    assert np.allclose(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert run("verify", str(folder), "--input", str(tmp_path / "x.npy")).exit_code == 0
