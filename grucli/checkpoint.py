@@ -477,6 +477,17 @@ def _refuse_shared_paths(variables: Mapping[str, str]) -> None:
         seen[path] = key
 
 
+ROOT_CONFIG_KEY = ".ATTRIBUTES/OBJECT_CONFIG_JSON"
+
+
+def stored_config(prefix: Path, shards: int, entries: dict[str, bytes], budget: Budget) -> bytes | None:
+    """The root object's own config, which early TF 2 checkpoints stored beside its variables
+    (`Trackable._gather_saveables_for_checkpoint`: json.dumps of {"class_name", "config"}), or None."""
+    if ROOT_CONFIG_KEY not in entries:
+        return None
+    return _string_scalar(prefix, shards, parse_entry(entries[ROOT_CONFIG_KEY], ROOT_CONFIG_KEY), budget, ROOT_CONFIG_KEY)
+
+
 def _trackable_object(value: bytes) -> tuple[list[tuple[int, str]], list[str]]:
     """A `TrackableObject`: children 1 (node_id 1, local_name 2), attributes 2 (checkpoint_key 3)."""
     children, keys = [], []
@@ -496,16 +507,16 @@ def _trackable_object(value: bytes) -> tuple[list[tuple[int, str]], list[str]]:
     return children, keys
 
 
-def _string_scalar(prefix: Path, shards: int, entry: BundleEntry, budget: Budget) -> bytes:
+def _string_scalar(prefix: Path, shards: int, entry: BundleEntry, budget: Budget, key: str = OBJECT_GRAPH_KEY) -> bytes:
     """A scalar string tensor: its length (varint), the masked crc32c of that length as a uint32,
     then the bytes. The entry's checksum covers the length as a uint32, that checksum and the bytes."""
     if entry.dtype != STRING or entry.shape != ():
-        raise CheckpointError(f"the checkpoint's {OBJECT_GRAPH_KEY} is not a string scalar; the file is inconsistent")
-    budget.config(entry.size, f"the checkpoint's {OBJECT_GRAPH_KEY}")
+        raise CheckpointError(f"the checkpoint's {key} is not a string scalar; the file is inconsistent")
+    budget.config(entry.size, f"the checkpoint's {key}")
     raw = bytearray(entry.size)
-    _read_shard_into(prefix, shards, dataclasses.replace(entry, crc32c=None), OBJECT_GRAPH_KEY, memoryview(raw))
+    _read_shard_into(prefix, shards, dataclasses.replace(entry, crc32c=None), key, memoryview(raw))
     raw = bytes(raw)
-    where = f"the checkpoint's {OBJECT_GRAPH_KEY}"
+    where = f"the checkpoint's {key}"
     reader = _Bytes(raw, where)
     length = reader.varint()
     length_checksum = reader.take(4)

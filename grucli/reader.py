@@ -22,6 +22,7 @@ import io
 import json
 import re
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
@@ -87,7 +88,7 @@ def _read_saved_model(path: Path) -> ModelFile:
         if isinstance(node, Mapping) and isinstance(node.get("name"), str):
             names[object_path] = node["name"]
             _check_member_metadata(node, object_path, members, source)
-    variables, _ = _checkpoint_contents(path, prefix)
+    variables = _checkpoint_contents(path, prefix).variables
     root_layer = _build_layer(config, _CheckpointWeights(variables, "", names), str(source))
     _refuse_unclaimed(root_layer, variables, f"{path}/variables")
     return ModelFile(str(path), "tf-savedmodel", _text(root.get("keras_version")), _text(root.get("backend")), True, root_layer)
@@ -156,10 +157,18 @@ def _untupled(value: Any) -> Any:
     return value
 
 
-def _checkpoint_contents(path: Path, prefix: Path) -> tuple[dict[str, NamedArray], "checkpoint.ObjectGraph | None"]:
-    """A checkpoint's variables (object path such as `layer_with_weights-0/cell/kernel` → values,
-    optimizer state skipped) and its object graph (None without one): the index and the graph
-    are read once."""
+@dataclass(frozen=True)
+class _CheckpointContents:
+    """What a checkpoint holds: its variables (object path such as `layer_with_weights-0/cell/kernel`
+    → values, optimizer state skipped), its object graph and the root's stored config (None without)."""
+
+    variables: dict[str, NamedArray]
+    graph: "checkpoint.ObjectGraph | None"
+    config: bytes | None
+
+
+def _checkpoint_contents(path: Path, prefix: Path) -> _CheckpointContents:
+    """A checkpoint's contents; the index and the graph are read once."""
     if not Path(f"{prefix}.index").exists():
         raise ModelFileError(f"{path}: no {prefix.name}.index; expected a TensorFlow checkpoint's index beside its data shards")
     folder = path if path.is_dir() else prefix.parent
@@ -172,9 +181,10 @@ def _checkpoint_contents(path: Path, prefix: Path) -> tuple[dict[str, NamedArray
         found = checkpoint.object_graph(prefix, shards, entries, charge)
         graph, key_paths = found if found is not None else (None, {})
         variables = {name: NamedArray(name, array) for name, array in checkpoint.read_variables(prefix, shards, entries, key_paths, charge)}
+        config = checkpoint.stored_config(prefix, shards, entries, charge)
     except OSError as exc:
         raise ModelFileError(f"cannot read the checkpoint {prefix}: {exc.strerror or exc}") from None
-    return variables, graph
+    return _CheckpointContents(variables, graph, config)
 
 
 class _CheckpointWeights:
@@ -215,7 +225,13 @@ class _CheckpointWeights:
 
 
 def _read_checkpoint(path: Path, prefix: Path, saved_model: bool = False) -> ModelFile:
-    variables, _ = _checkpoint_contents(path, prefix)
+    contents = _checkpoint_contents(path, prefix)
+    variables = contents.variables
+    config = _stored_model_config(contents, prefix)
+    if config is not None and contents.graph is not None:
+        # Early TF 2 checkpoints stored the model's own config: the architecture, as --config gives it.
+        return _placed(path, contents, config, f"{prefix}.index: {checkpoint.ROOT_CONFIG_KEY}", None,
+                       "tf-savedmodel" if saved_model else "tf-checkpoint")
     if not variables:
         raise ModelFileError(f"{path}: the checkpoint holds no model variables (only optimizer state or counters)")
     groups: dict[str, list[tuple[tuple[int, int, int, str], NamedArray]]] = {}
@@ -295,16 +311,33 @@ def _checkpoint_with_config(path: Path, prefix: Path, config: Mapping[str, Any],
                             format: str = "tf-checkpoint") -> ModelFile:
     """A TensorFlow checkpoint plus its architecture: tf-keras names a model's members `layer-N`
     (N: the position in `model.layers`) in the object graph, which places each config layer."""
-    variables, graph = _checkpoint_contents(path, prefix)
-    if graph is None:
+    contents = _checkpoint_contents(path, prefix)
+    if contents.graph is None:
         raise ModelFileError(f"{path} has no object graph, which places each layer of --config {config_path}; "
                              "expected a checkpoint written by tf.keras (model.save_weights)")
+    return _placed(path, contents, config, str(config_path), str(config_path), format)
+
+
+def _placed(path: Path, contents: _CheckpointContents, config: Mapping[str, Any], where: str, config_path: str | None,
+            format: str) -> ModelFile:
+    """A checkpoint's variables given to the layers of `config`, placed by the object graph."""
+    assert contents.graph is not None
     names: dict[str, str] = {}
-    _place_members(graph, 0, config, names, variables)
-    root = _build_layer(config, _CheckpointWeights(variables, "", names), str(config_path))
-    _refuse_unclaimed(root, variables, str(path))
+    _place_members(contents.graph, 0, config, names, contents.variables)
+    root = _build_layer(config, _CheckpointWeights(contents.variables, "", names), where)
+    _refuse_unclaimed(root, contents.variables, str(path))
     version = _text(config.get("keras_version"))
-    return ModelFile(str(path), format, version, "tensorflow", True, root, config_path=str(config_path))
+    return ModelFile(str(path), format, version, "tensorflow", True, root, config_path=config_path)
+
+
+def _stored_model_config(contents: _CheckpointContents, prefix: Path) -> Mapping[str, Any] | None:
+    """The root's stored config when it describes a model (a layer's own is no architecture)."""
+    if contents.config is None:
+        return None
+    config = _parse_json(contents.config, f"{prefix}.index: {checkpoint.ROOT_CONFIG_KEY}")
+    if isinstance(config, Mapping) and config.get("class_name") in MODEL_CLASSES and isinstance(config.get("config"), (Mapping, list)):
+        return config
+    return None
 
 
 def _place_members(graph: "checkpoint.ObjectGraph", node: int, spec: Mapping[str, Any], names: dict[str, str],

@@ -157,7 +157,7 @@ def _sequential(tf_keras: Any) -> Any:
     return model
 
 
-def _rewrite_bundle(prefix: Path, edit_graph: Any, target: Path) -> None:
+def _rewrite_bundle(prefix: Path, edit_graph: Any, target: Path, strings: dict[str, bytes] | None = None) -> None:
     """Copy a checkpoint into `target` (a new prefix) with its object graph edited, every tensor
     and checksum written again by tests/crafted.py: the layout of a checkpoint TensorFlow wrote."""
     import google_crc32c
@@ -186,12 +186,13 @@ def _rewrite_bundle(prefix: Path, edit_graph: Any, target: Path) -> None:
             continue  # counters (save_counter): not model variables
         items.append((key, float_entry(value, len(shard))))
         shard += value.astype("<f4").tobytes()
-    data = graph.SerializeToString()
-    length = np.uint32(len(data)).tobytes()
-    checksum = np.uint32(mask(google_crc32c.value(length))).tobytes()
-    stored = varint(len(data)) + checksum + data
-    items.append((GRAPH_KEY, entry(7, (), len(shard), len(stored), mask(google_crc32c.value(length + checksum + data)))))
-    write_checkpoint(target, items, bytes(shard + stored))
+    for key, data in {GRAPH_KEY: graph.SerializeToString(), **(strings or {})}.items():  # string scalars
+        length = np.uint32(len(data)).tobytes()
+        checksum = np.uint32(mask(google_crc32c.value(length))).tobytes()
+        stored = varint(len(data)) + checksum + data
+        items.append((key, entry(7, (), len(shard), len(stored), mask(google_crc32c.value(length + checksum + data)))))
+        shard += stored
+    write_checkpoint(target, items, bytes(shard))
 
 
 def test_an_early_tf2_sequential_checkpoint_counting_its_input_layer(tf_keras: Any, tmp_path: Path) -> None:
@@ -220,6 +221,20 @@ def test_an_early_tf2_sequential_checkpoint_counting_its_input_layer(tf_keras: A
         assert np.allclose(np.load(tmp_path / f"{folder}.npy"), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6), folder
     verified = run("verify", str(tmp_path / "old"), "--config", str(tmp_path / "model.json"), "--input", str(tmp_path / "x.npy"))
     assert verified.exit_code == 0, verified.output
+
+    # Those releases also stored the model's own config at the root (json.dumps of the model with
+    # Keras's get_json_type, sort_keys=True): the checkpoint then needs no --config at all.
+    stored = json.dumps({"class_name": "Sequential", "config": model.get_config()}, sort_keys=True).encode()
+    (tmp_path / "stored").mkdir()
+    _rewrite_bundle(tmp_path / "new" / "weights", input_layer_first, tmp_path / "stored" / "weights",
+                    {".ATTRIBUTES/OBJECT_CONFIG_JSON": stored})
+    inspected = json.loads(run("inspect", str(tmp_path / "stored"), "--json").stdout)
+    expected_paths = [layer.name for layer in model.layers if type(layer).__name__ in ("LSTM", "GRU")]
+    assert inspected["has_config"] is True and [layer["path"] for layer in inspected["layers"]] == expected_paths
+    result = run("replay", str(tmp_path / "stored"), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "stored.npy"))
+    assert result.exit_code == 0, result.output
+    assert np.allclose(np.load(tmp_path / "stored.npy"), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert run("verify", str(tmp_path / "stored"), "--input", str(tmp_path / "x.npy")).exit_code == 0
 
 
 def test_config_option_with_a_savedmodel_folder_without_keras_metadata(tf_keras: Any, tmp_path: Path) -> None:
