@@ -89,3 +89,17 @@ def test_install_hints_fit_how_grucli_was_installed(tmp_path: Path, monkeypatch:
     installed.mkdir(parents=True)
     monkeypatch.setattr(errors, "__file__", str(installed / "errors.py"))
     assert errors.install_hint("verify") == "pip install 'grucli[verify]'"
+
+
+def test_explain_without_its_framework_names_explain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """explain asked for a framework by name that is not installed says explain needs it, with the
+    install hint of this grucli (not verify's name)."""
+    import grucli.frameworks as frameworks
+
+    def missing(name: str) -> Any:
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(frameworks, "_quiet_import", missing)
+    result = CliRunner().invoke(cli, ["explain", str(sample("tfk_gru.h5")), "--keras", "tf-keras"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: explain needs tf-keras: No module named 'tf_keras'; install it with pip install -e ")
