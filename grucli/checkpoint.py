@@ -488,18 +488,23 @@ def stored_config(prefix: Path, shards: int, entries: dict[str, bytes], budget: 
     return _string_scalar(prefix, shards, parse_entry(entries[ROOT_CONFIG_KEY], ROOT_CONFIG_KEY), budget, ROOT_CONFIG_KEY)
 
 
+def _object_reference(value: bytes, where: str) -> tuple[int, str]:
+    """An `ObjectReference` (a checkpoint's and a SavedModel's alike): node_id 1, local_name 2."""
+    node, name = 0, ""  # proto3 leaves node_id 0 unwritten
+    for number, item in _Bytes(value, where).fields():
+        if number == 1 and isinstance(item, int):
+            node = item
+        elif number == 2 and isinstance(item, bytes):
+            name = item.decode("utf-8", "replace")
+    return node, name
+
+
 def _trackable_object(value: bytes) -> tuple[list[tuple[int, str]], list[str]]:
     """A `TrackableObject`: children 1 (node_id 1, local_name 2), attributes 2 (checkpoint_key 3)."""
     children, keys = [], []
     for number, field in _Bytes(value, "checkpoint object graph node").fields():
         if number == 1 and isinstance(field, bytes):
-            node, name = 0, ""  # proto3 leaves node_id 0 unwritten
-            for inner, item in _Bytes(field, "checkpoint object reference").fields():
-                if inner == 1 and isinstance(item, int):
-                    node = item
-                elif inner == 2 and isinstance(item, bytes):
-                    name = item.decode("utf-8", "replace")
-            children.append((node, name))
+            children.append(_object_reference(field, "checkpoint object reference"))
         elif number == 2 and isinstance(field, bytes):
             for inner, item in _Bytes(field, "checkpoint object attribute").fields():
                 if inner == 3 and isinstance(item, bytes):
@@ -594,13 +599,7 @@ def _saved_object(value: bytes) -> tuple[list[tuple[int, str]], str | None]:
     children, metadata = [], None
     for number, field in _Bytes(value, "saved_model.pb object").fields():
         if number == 1 and isinstance(field, bytes):
-            node, name = 0, ""
-            for inner, item in _Bytes(field, "saved_model.pb object reference").fields():
-                if inner == 1 and isinstance(item, int):
-                    node = item
-                elif inner == 2 and isinstance(item, bytes):
-                    name = item.decode("utf-8", "replace")
-            children.append((node, name))
+            children.append(_object_reference(field, "saved_model.pb object reference"))
         elif number == 4 and isinstance(field, bytes):
             for inner, item in _Bytes(field, "saved_model.pb user object").fields():
                 if inner == 3 and isinstance(item, bytes) and item:

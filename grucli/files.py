@@ -8,22 +8,23 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from grucli.errors import ModelFileError
+from grucli.errors import GrucliError, ModelFileError
 
 
-def regular_file_size(path: Path, what: str | None = None) -> int:
-    """The size of the regular file `path`; anything else is refused, naming `what` (default: the path)."""
+def regular_file_size(path: Path, what: str | None = None, error: type[GrucliError] = ModelFileError) -> int:
+    """The size of the regular file `path`; anything else is refused as `error`, naming `what`
+    (default: the path)."""
     what = what or str(path)
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise ModelFileError(f"{what}: no such file") from None
+        raise error(f"{what} does not exist; expected a file") from None
     except OSError as exc:
-        raise ModelFileError(f"cannot read {what}: {exc.strerror or exc}") from None
+        raise error(f"cannot read {what}: {exc.strerror or exc}") from None
     if stat.S_ISDIR(info.st_mode):
-        raise ModelFileError(f"{what} is a directory; expected a file")
+        raise error(f"{what} is a directory; expected a file")
     if not stat.S_ISREG(info.st_mode):
-        raise ModelFileError(f"{what} is not a regular file (a FIFO, device or socket); expected a file")
+        raise error(f"{what} is not a regular file (a FIFO, device or socket); expected a file")
     return info.st_size
 
 

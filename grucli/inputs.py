@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from grucli.budget import Limits, size
 from grucli.errors import GrucliError, ModelFileError
+from grucli.files import regular_file_size
 from grucli.model import ModelFile, RawLayer
 from grucli.spec import graph_spec
 
@@ -128,18 +128,8 @@ def load_inputs(path: str | Path, specs: Sequence[InputSpec], limits: Limits = L
 
 
 def regular_file(path: Path, what: str) -> int:
-    """The size of a file about to be read; FIFOs, devices and sockets are refused (a FIFO blocks a
-    read forever, /dev/zero never ends)."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise InputError(f"{what} does not exist; expected a file") from None
-    except OSError as exc:
-        raise InputError(f"{what} cannot be read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(info.st_mode):
-        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, device or socket)"
-        raise InputError(f"{what} is {kind}; expected a file")
-    return info.st_size
+    """The size of an input file about to be read; FIFOs, devices and sockets are refused."""
+    return regular_file_size(path, what, InputError)
 
 
 def read_arrays(path: Path, what: str, limits: Limits) -> list[np.ndarray]:

@@ -185,28 +185,12 @@ import struct  # noqa: E402
 
 import google_crc32c  # noqa: E402
 
+from crafted import entry, field, varint  # noqa: E402
 from grucli.checkpoint import _mask  # noqa: E402
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _field(number: int, value: int | bytes) -> bytes:
-    if isinstance(value, bytes):
-        return _varint(number << 3 | 2) + _varint(len(value)) + value
-    return _varint(number << 3) + _varint(value)
-
-
-def _entry(dtype: int, shape: tuple[int, ...], offset: int, size: int, crc: int | None = None) -> bytes:
-    dims = b"".join(_field(2, _field(1, d)) for d in shape)
-    body = _field(1, dtype) + _field(2, dims) + _field(4, offset) + _field(5, size)
-    return body + (_varint(6 << 3 | 5) + struct.pack("<I", crc) if crc is not None else b"")
+# The checkpoint writer's pieces live in tests/crafted.py (shared with the security tests).
+_varint, _field, _entry = varint, field, entry
 
 
 def _block(items: list[tuple[bytes, bytes]]) -> bytes:
