@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import sample
+from conftest import needs_keras, sample
 from hostile.make_corpus import make_inputs, make_models
 
 MAX_SECONDS = 20.0
@@ -112,6 +111,7 @@ def test_messages_say_what_is_wrong(corpus: dict[str, dict[str, Path]]) -> None:
         assert code == 2 and fragment in stderr, (item, stderr)
 
 
+@needs_keras
 def test_reading_never_changes_the_file(tmp_path: Path) -> None:
     import hashlib
 

@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import needs_keras, real, sample
 
-from conftest import real, sample
 from grucli.cli import INTERNAL_ERROR, cli
 
 RNG = np.random.default_rng(7)
@@ -148,6 +148,7 @@ def test_a_layer_that_was_not_compared_fails_verify(keras3: Any, tmp_path: Path)
     assert "FAIL" in text.stdout and "PASS" not in text.stdout
 
 
+@needs_keras
 def test_a_recurrent_layer_verify_could_not_probe_is_not_compared(monkeypatch: pytest.MonkeyPatch) -> None:
     # The safety net under the probing rules: a recurrent layer grucli found but verify did not
     # reach (here: probing made to miss every layer) fails the run by name.
@@ -463,6 +464,7 @@ def test_layer_narrows_what_verify_must_compare(keras3: Any, tmp_path: Path) -> 
 # --- 9. a masked seq2seq under tf-keras ----------------------------------------------------------------
 
 
+@needs_keras
 def test_masked_seq2seq_verifies_under_tf_keras() -> None:
     result = run("verify", str(real("katakana_seq2seq_lstm_tfkeras2.2.4.h5")), "--keras", "tf-keras", "--json")
     document = json.loads(result.stdout)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import needs_keras
 
 from grucli.cli import cli
 
@@ -177,6 +178,7 @@ def _save(tmp_path: Path, array: np.ndarray) -> Path:
     return tmp_path / "expected.npy"
 
 
+@needs_keras
 @pytest.mark.parametrize("framework", ["keras", "tf-keras"])
 def test_verify_never_calls_a_framework_loader(framework: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever the file, the frameworks' own loaders are never reached."""
@@ -199,6 +201,7 @@ def test_verify_never_calls_a_framework_loader(framework: str, monkeypatch: pyte
     assert calls == []
 
 
+@needs_keras
 def test_no_litter_in_the_temporary_folder_after_any_command(tmp_path: Path) -> None:
     """TensorFlow's autograph writes a module per traced function into the temporary folder and
     deletes it at exit: grucli's fast exit must still run that clean-up."""

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import SAMPLES, real, sample
+from conftest import SAMPLES, needs_keras, real, sample
 
 from grucli.cli import cli
 
@@ -29,6 +29,7 @@ def verify(*args: str) -> tuple[int, dict[str, Any] | None, str]:
     return result.exit_code, document, result.stderr
 
 
+@needs_keras
 @pytest.mark.parametrize("name", FULL_MODELS)
 def test_every_sample_model_passes_at_the_1e6_level(name: str) -> None:
     code, doc, err = verify(str(sample(name)), "--keras", framework_for(name))
@@ -43,6 +44,7 @@ def test_every_sample_model_passes_at_the_1e6_level(name: str) -> None:
     assert max(errors) < 2e-6
 
 
+@needs_keras
 @pytest.mark.parametrize("name", ["trafficflow_gru_keras2.1.4.h5", "trafficflow_lstm_keras2.1.4.h5", "ethnicolr_census2010_lstm_tfkeras2.5.h5"])
 def test_real_files_pass_under_tf_keras(name: str) -> None:
     code, doc, err = verify(str(real(name)), "--keras", "tf-keras")
@@ -50,6 +52,7 @@ def test_real_files_pass_under_tf_keras(name: str) -> None:
     assert doc is not None and doc["comparisons"]["replay_vs_predict"]["max_abs_err"] < 2e-6
 
 
+@needs_keras
 def test_keras3_hard_sigmoid_change_is_named_and_fails() -> None:
     code, doc, _ = verify(str(real("trafficflow_gru_keras2.1.4.h5")), "--keras", "keras")
     assert code == 1 and doc is not None and doc["passed"] is False
@@ -58,12 +61,14 @@ def test_keras3_hard_sigmoid_change_is_named_and_fails() -> None:
     assert "GRU gru_1: added reset_after=False (no key in the config; the bias shape decides)" in doc["repairs"]
 
 
+@needs_keras
 def test_keras3_loads_time_major_file_by_repair() -> None:
     code, doc, _ = verify(str(real("ethnicolr_census2010_lstm_tfkeras2.5.h5")), "--keras", "keras")
     assert code == 0 and doc is not None
     assert "dropped time_major from the LSTM configs (Keras 3.15.1 (tensorflow backend) does not know them)" in doc["repairs"]
 
 
+@needs_keras
 def test_swapped_gates_fail_with_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
     from grucli import gates
 
@@ -79,6 +84,7 @@ def test_swapped_gates_fail_with_exit_1(monkeypatch: pytest.MonkeyPatch) -> None
     assert doc["comparisons"]["replay_vs_predict"]["passed"] is False
 
 
+@needs_keras
 def test_json_schema() -> None:
     code, doc, _ = verify(str(sample("k3_bidir_concat.keras")), "--batch", "2", "--seed", "3")
     assert code == 0 and doc is not None
@@ -110,6 +116,7 @@ def test_expected_reference(tmp_path: Path, keras3: Any) -> None:
     assert doc["comparisons"]["predict_vs_expected"]["worst"] == {"sample": 1, "timestep": None, "unit": 7, "position": []}
 
 
+@needs_keras
 def test_trace_follows_the_gru_arithmetic() -> None:
     code, doc, _ = verify(str(sample("q_gru2_linear.keras")), "--trace", "--sample", "1", "--unit", "1", "--batch", "2")
     assert code == 0 and doc is not None
@@ -125,6 +132,7 @@ def test_trace_follows_the_gru_arithmetic() -> None:
 # --- inputs -------------------------------------------------------------------------------------------------------
 
 
+@needs_keras
 def test_single_sequence_gets_a_batch_axis_and_csv(tmp_path: Path) -> None:
     sequence = np.random.default_rng(1).normal(size=(5, 10))
     np.save(tmp_path / "seq.npy", sequence)
@@ -188,6 +196,7 @@ def test_weights_only_file_is_an_error() -> None:
     assert err == f"Error: {sample('k3_gru.weights.h5')} holds weights only; verify needs its architecture: pass --config MODEL.json (the JSON of model.to_json(), or a .keras config.json)\n"
 
 
+@needs_keras
 def test_text_report() -> None:
     result = CliRunner().invoke(cli, ["verify", str(sample("k3_lstm_backwards_bidir.keras"))])
     assert result.exit_code == 0
@@ -215,17 +224,20 @@ def test_hard_sigmoid_outside_recurrent_layers_is_named_too(tmp_path: Path, tf_k
     ("trafficflow_gru_keras2.1.4.h5", "tf-keras 2.21.0"),  # a Keras 2 file: the Keras 2 definitions
     ("katakana_seq2seq_lstm_tfkeras2.2.4.h5", "tf-keras 2.21.0"),
 ])
+@needs_keras
 def test_auto_picks_the_files_own_generation(name: str, framework: str) -> None:
     code, doc, err = verify(str(real(name)))
     assert code == 0, err or doc
     assert doc is not None and doc["framework"] == f"{framework} (auto)"
 
 
+@needs_keras
 def test_auto_runs_keras3_for_keras3_files() -> None:
     code, doc, _ = verify(str(sample("k3_gru.keras")))
     assert code == 0 and doc is not None and doc["framework"].startswith("Keras 3.")
 
 
+@needs_keras
 def test_trace_of_a_conv_lstm_is_refused_by_name(tmp_path: Path) -> None:
     # A ConvLSTM's units are spatial maps: --trace (one unit per step) says so and points to replay --trace.
     result = CliRunner().invoke(cli, ["verify", str(SAMPLES / "k3_conv_lstm1d.keras"), "--trace"])
@@ -233,6 +245,7 @@ def test_trace_of_a_conv_lstm_is_refused_by_name(tmp_path: Path) -> None:
     assert result.stderr.startswith("Error: --trace prints one unit of a GRU, LSTM or SimpleRNN; layer conv_lstm is a ConvLSTM1D")
 
 
+@needs_keras
 def test_keras3_builds_tf_keras_2_2_files_through_repairs() -> None:
     # Without tf-keras a user runs Keras 3; these tf.keras 2.2.4 files need repairs to build.
     # poreplex: a dict-style Sequential whose first layer holds batch_input_shape, and
