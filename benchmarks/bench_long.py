@@ -197,7 +197,7 @@ def worker(runner_name: str, model_path: Path, kind: str, folder: Path, lengths:
         from grucli.graph import ModelReplay
         from grucli.layers import find_layers
         from grucli.reader import read_model
-        from grucli.replay import semantics_for
+        from grucli.steps import semantics_for
 
         model_file = read_model(model_path)
         layers = find_layers(model_file)

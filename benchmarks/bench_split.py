@@ -22,7 +22,7 @@ import numpy as np
 
 from grucli import parallel
 from grucli.model import RecurrentLayer
-from grucli.replay import run_layer
+from grucli.steps import run_layer
 
 FEATURES = 64
 GATES = {"GRU": 3, "LSTM": 4, "SimpleRNN": 1}

@@ -62,7 +62,7 @@ def per_step_costs(model_path: Path, x_path: Path, timesteps: int, repeat: int) 
     from grucli.graph import ModelReplay
     from grucli.layers import find_layers
     from grucli.reader import read_model
-    from grucli.replay import semantics_for
+    from grucli.steps import semantics_for
 
     model = keras.saving.load_model(model_path)
     x = np.load(x_path)

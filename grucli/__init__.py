@@ -1,3 +1,21 @@
-"""grucli: read, slice and check the weights of Keras recurrent layers (GRU, LSTM, SimpleRNN)."""
+"""grucli: read, slice and check the weights of Keras recurrent layers (GRU, LSTM, SimpleRNN).
+
+From Python (`grucli.api`): `grucli.load(path)` reads a model file, `grucli.replay(model, x)` runs
+it in NumPy, `grucli.verify(model, x)` compares it with Keras. They are imported on first use, so
+the command line (which imports this package for its version) starts no slower.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["load", "replay", "verify", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("load", "replay", "verify"):
+        from grucli import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'grucli' has no attribute {name!r}")

@@ -14,7 +14,7 @@ import numpy as np
 from grucli.errors import ModelFileError
 from grucli.feedforward import stored_weights
 from grucli.model import RawLayer
-from grucli.replay import KERAS3, ReplayError
+from grucli.steps import KERAS3, ReplayError
 from grucli.tensor import Tensor
 
 ATTENTION = {"Attention", "AdditiveAttention"}

@@ -416,7 +416,7 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
       grucli verify old_model.h5 --keras tf-keras --expected ref.npy --json
       grucli verify model.keras --trace --sample 0 --unit 3
     """
-    from grucli.verify import verify as run_verify
+    from grucli.verification import verify as run_verify
     from grucli.verify_report import VerifyOptions
 
     if unsafe:
@@ -467,7 +467,7 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     from grucli.graph import ModelReplay, layer_output, trace_arrays
     from grucli.inputs import model_inputs
     from grucli.layers import find_layers
-    from grucli.replay import semantics_for
+    from grucli.steps import semantics_for
 
     if str(output) == "-" and gates_path is not None and str(gates_path) == "-":
         raise CliError("-o - and --gates - both ask for stdout; expected one of them to be a file path")

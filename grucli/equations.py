@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from grucli import gates
 from grucli.model import RecurrentLayer
-from grucli.replay import KERAS2
+from grucli.steps import KERAS2
 
 # How each activation is defined, in the notation of the equations (`clip`, `exp`, `max` elementwise).
 DEFINITIONS: dict[str, str] = {

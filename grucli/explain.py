@@ -26,7 +26,7 @@ from grucli.graph import LayerRun, ModelReplay
 from grucli.inputs import InputError, model_inputs
 from grucli.layers import find_layers, require_recurrent
 from grucli.model import ModelFile, ModelLayers, RawLayer, RecurrentLayer
-from grucli.replay import KERAS2, activation, semantics_for
+from grucli.steps import KERAS2, activation, semantics_for
 
 # Layers at most this small also get the vector form: every unit's gates, and the products written out.
 SMALL_UNITS = 4
@@ -330,7 +330,7 @@ def explain(model_file: ModelFile, options: ExplainOptions) -> Explanation:
     layer = choose_layer(found, options.layer_path)
     if options.unit < 0 or options.unit >= layer.units:
         raise InputError(f"--unit {options.unit} is out of range; layer {layer.path} has {_count(layer.units, 'unit')} (0-{layer.units - 1})")
-    from grucli.verify import recurrent_member
+    from grucli.verification import recurrent_member
 
     if recurrent_member(model_file, layer.path)[1].class_name == "TimeDistributed":
         # Its steps run once per outer step, folded into the batch: no one sample to follow.
@@ -396,7 +396,7 @@ class _NoPredict(Exception):
 def _predict_check(model_file: ModelFile, found: ModelLayers, layer: RecurrentLayer, steps: Sequence[Step], inputs: list[np.ndarray],
                    options: ExplainOptions) -> OutputCheck:
     from grucli.frameworks import AUTO, Framework, resolve_framework
-    from grucli.verify import recurrent_member
+    from grucli.verification import recurrent_member
 
     wanted = options.framework
     if wanted == AUTO and not _keras_installed():

@@ -14,7 +14,7 @@ import numpy as np
 from grucli import spatial
 from grucli.errors import ModelFileError
 from grucli.model import NamedArray, RawLayer
-from grucli.replay import KERAS3, ReplayError, activation
+from grucli.steps import KERAS3, ReplayError, activation
 from grucli.tensor import Runtime, Tensor
 
 IDENTITY = {

@@ -29,7 +29,7 @@ from grucli.repairs import (
     raw_config,
     repair_config,
 )
-from grucli.replay import KERAS2, KERAS3, semantics_for
+from grucli.steps import KERAS2, KERAS3, semantics_for
 
 FRAMEWORKS = ("keras", "tf-keras")
 AUTO = "auto"  # the framework of the file's own generation: tf-keras for Keras 1/2 files when installed

@@ -27,7 +27,8 @@ from grucli.model import (
     RecurrentLayer,
 )
 from grucli.operations import OPERATIONS, TF_FUNCTIONS, run_operation, run_tf_function
-from grucli.replay import (
+from grucli.spec import GraphSpec, Ref, graph_spec
+from grucli.steps import (
     KERAS3,
     STATE_COUNT,
     RecurrentRun,
@@ -37,7 +38,6 @@ from grucli.replay import (
     run_layer,
     step_input,
 )
-from grucli.spec import GraphSpec, Ref, graph_spec
 from grucli.tensor import Tensor
 
 RECURRENT = set(LAYER_KINDS) - CELL_CLASSES | {"RNN", "Bidirectional"}

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from grucli.model import RawLayer
-from grucli.replay import KERAS3, ReplayError, activation
+from grucli.steps import KERAS3, ReplayError, activation
 from grucli.tensor import Tensor
 
 

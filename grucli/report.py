@@ -16,8 +16,8 @@ from grucli import paths as paths_module
 from grucli.equations import Equations, layer_equations
 from grucli.errors import SelectionError
 from grucli.model import ModelLayers, OtherLayer, RecurrentLayer
-from grucli.replay import semantics_for
 from grucli.stats import ArrayStats, array_stats
+from grucli.steps import semantics_for
 
 
 @dataclass(frozen=True)

@@ -152,9 +152,9 @@ def test_a_layer_that_was_not_compared_fails_verify(keras3: Any, tmp_path: Path)
 def test_a_recurrent_layer_verify_could_not_probe_is_not_compared(monkeypatch: pytest.MonkeyPatch) -> None:
     # The safety net under the probing rules: a recurrent layer grucli found but verify did not
     # reach (here: probing made to miss every layer) fails the run by name.
-    import grucli.verify
+    import grucli.verification
 
-    monkeypatch.setattr(grucli.verify, "_recurrent_members", lambda layer, prefix="": iter(()))
+    monkeypatch.setattr(grucli.verification, "_recurrent_members", lambda layer, prefix="": iter(()))
     result = run("verify", str(sample("k3_gru.keras")), "--json")
     document = json.loads(result.stdout)
     assert result.exit_code == 1 and document["passed"] is False

@@ -274,8 +274,8 @@ def test_a_layer_fed_exactly_the_replays_input_reuses_its_run() -> None:
     from grucli.graph import ModelReplay
     from grucli.layers import find_layers
     from grucli.reader import read_model
-    from grucli.replay import KERAS3
-    from grucli.verify import _same_call
+    from grucli.steps import KERAS3
+    from grucli.verification import _same_call
 
     with read_model(sample("k3_gru.keras")) as model_file:
         replay = ModelReplay(model_file, find_layers(model_file), KERAS3)

@@ -24,7 +24,7 @@ from grucli.inputs import InputError, model_inputs, read_arrays
 from grucli.layers import activation_name, find_layers, require_recurrent
 from grucli.model import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
 from grucli.reader import Limits, read_model
-from grucli.replay import KERAS2, KERAS3, VERSION_DEPENDENT, ReplayError, semantics_for
+from grucli.steps import KERAS2, KERAS3, VERSION_DEPENDENT, ReplayError, semantics_for
 from grucli.verify_report import (
     LayerCheck,
     TraceTable,
@@ -50,17 +50,24 @@ DEFINITIONS = {
 
 def verify(path: str | Path, options: VerifyOptions) -> VerifyReport:
     with read_model(path, options.limits, options.config_path) as model_file:
-        return _verify(model_file, path, options)
+        return verify_model(model_file, path, options)
 
 
-def _verify(model_file: ModelFile, path: str | Path, options: VerifyOptions) -> VerifyReport:
+def verify_model(model_file: ModelFile, path: str | Path, options: VerifyOptions,
+                 given: Sequence[np.ndarray] | None = None) -> VerifyReport:
+    """`verify` of a file already read; `given`: input arrays already fitted to the model's inputs
+    (the Python API), instead of options.input_path or a random input."""
     if not model_file.has_config:
         raise ModelFileError(f"{path} holds weights only; verify needs its architecture: pass --config MODEL.json "
                              "(the JSON of model.to_json(), or a .keras config.json)")
     layers = find_layers(model_file)
     require_recurrent(layers)
     members = _selected_members(model_file, options.layer_paths)
-    inputs, input_description = model_inputs(model_file, options.input_path, options.batch, options.timesteps, options.seed, options.limits)
+    if given is not None:
+        inputs, input_description = list(given), f"given arrays {', '.join(str(x.shape) for x in given)}"
+    else:
+        inputs, input_description = model_inputs(model_file, options.input_path, options.batch, options.timesteps, options.seed,
+                                                  options.limits)
     expected = _load_expected(options.expected_path, options.limits) if options.expected_path else None
     _refuse_code(model_file, options.unsafe)
 
