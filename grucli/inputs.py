@@ -7,7 +7,6 @@ inputs that feed an Embedding get integer ids below its vocabulary size.
 
 from __future__ import annotations
 
-import io
 import math
 import zipfile
 from dataclasses import dataclass
@@ -171,8 +170,9 @@ def _npz_members(path: Path, what: str, limits: Limits) -> list[np.ndarray]:
                                  f"({size(max(left, 0))}); expected a smaller input (raise the limit with --max-input-mb)")
             with archive.open(info) as member:
                 left -= _charge_header(member, member_what, left)
-            with archive.open(info) as member:
-                arrays.append(np.load(io.BytesIO(member.read()), allow_pickle=False))
+                member.seek(0)
+                # Straight from the inflating member into the array: one copy of the input in memory.
+                arrays.append(np.load(member, allow_pickle=False))
     return arrays
 
 
