@@ -194,10 +194,10 @@ def worker(runner_name: str, model_path: Path, kind: str, folder: Path, lengths:
         assert made is not None
         run = made
     else:
-        from grucli.graph import ModelReplay
-        from grucli.layers import find_layers
-        from grucli.reader import read_model
-        from grucli.steps import semantics_for
+        from grucli.engine.graph import ModelReplay
+        from grucli.engine.steps import semantics_for
+        from grucli.files.reader import read_model
+        from grucli.model.layers import find_layers
 
         model_file = read_model(model_path)
         layers = find_layers(model_file)

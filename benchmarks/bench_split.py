@@ -1,4 +1,4 @@
-"""A step's units on two threads (grucli.parallel) against one thread, per layer size and dtype:
+"""A step's units on two threads (grucli.engine.parallel) against one thread, per layer size and dtype:
 where the split pays, which is what SPLIT_MIN_MULTIPLY_ADDS encodes.
 
     python benchmarks/bench_split.py [--rounds 5] [--short 200] [--long 1000]
@@ -20,9 +20,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from grucli import parallel
-from grucli.model import RecurrentLayer
-from grucli.steps import run_layer
+from grucli.engine import parallel
+from grucli.engine.steps import run_layer
+from grucli.model.records import RecurrentLayer
 
 FEATURES = 64
 GATES = {"GRU": 3, "LSTM": 4, "SimpleRNN": 1}

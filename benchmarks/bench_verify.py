@@ -59,10 +59,10 @@ def median(values: list[float]) -> float:
 def per_step_costs(model_path: Path, x_path: Path, timesteps: int, repeat: int) -> tuple[float, float, float]:
     import keras
 
-    from grucli.graph import ModelReplay
-    from grucli.layers import find_layers
-    from grucli.reader import read_model
-    from grucli.steps import semantics_for
+    from grucli.engine.graph import ModelReplay
+    from grucli.engine.steps import semantics_for
+    from grucli.files.reader import read_model
+    from grucli.model.layers import find_layers
 
     model = keras.saving.load_model(model_path)
     x = np.load(x_path)

@@ -20,9 +20,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from grucli.budget import Limits
 from grucli.errors import SelectionError
-from grucli.model import ModelFile, ModelLayers, RecurrentLayer
+from grucli.files.budget import Limits
+from grucli.model.records import ModelFile, ModelLayers, RecurrentLayer
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Layer:
 
     def gate(self, name: str) -> Gate:
         """The gate `name` (one of `gates`): z, r, h for a GRU; i, f, c, o for an LSTM; h for SimpleRNN."""
-        from grucli.gates import gate_array, gate_array_names, gate_meaning
+        from grucli.model.gates import gate_array, gate_array_names, gate_meaning
 
         if name not in self.gates:
             raise SelectionError(f"layer {self.path} ({self.kind}) has no gate {name!r}; expected one of: {', '.join(self.gates)}")
@@ -97,9 +97,9 @@ class Model:
 def load(path: str | Path, config: str | Path | None = None, limits: Limits | None = None) -> Model:
     """Read a Keras model file (.keras, .h5, a SavedModel folder, a TensorFlow checkpoint), without
     TensorFlow. `config`: the architecture of a weights-only file (model.to_json(), or config.json)."""
-    from grucli.gates import gate_names
-    from grucli.layers import find_layers
-    from grucli.reader import read_model
+    from grucli.files.reader import read_model
+    from grucli.model.gates import gate_names
+    from grucli.model.layers import find_layers
 
     model_file = read_model(path, limits, config)
     try:
@@ -125,10 +125,10 @@ class ReplayResult:
 
 def replay(model: Model, inputs: np.ndarray | Sequence[np.ndarray], dtype: Any = np.float64) -> ReplayResult:
     """Run the whole model in NumPy with the definitions of the Keras that saved it."""
+    from grucli.engine.graph import ModelReplay, trace_arrays
+    from grucli.engine.steps import semantics_for
     from grucli.errors import ModelFileError
-    from grucli.graph import ModelReplay, trace_arrays
-    from grucli.inputs import fit_input, input_specs
-    from grucli.steps import semantics_for
+    from grucli.files.inputs import fit_input, input_specs
 
     if not model.file.has_config:
         raise ModelFileError(f"{model.path} holds weights only; replay needs its architecture: load it with config=")
@@ -149,18 +149,18 @@ def replay(model: Model, inputs: np.ndarray | Sequence[np.ndarray], dtype: Any =
 def verify(model: Model, inputs: np.ndarray | Sequence[np.ndarray] | None = None, **options: Any) -> Any:
     """Replay each recurrent layer on its real input and the whole model, and compare with Keras's
     predict (needs the verify extra). `inputs`: arrays, or None for a seeded random input; options
-    as `grucli.verify_report.VerifyOptions` (atol, rtol, framework, layer_paths, ...). Returns the
+    as `grucli.commands.verify_report.VerifyOptions` (atol, rtol, framework, layer_paths, ...). Returns the
     frozen `VerifyReport`: `.passed`, `.layers`, `.comparisons`, ..."""
-    from grucli.inputs import fit_input, input_specs
-    from grucli.verification import verify_model
-    from grucli.verify_report import VerifyOptions
+    from grucli.commands.verify import verify_model
+    from grucli.commands.verify_report import VerifyOptions
+    from grucli.files.inputs import fit_input, input_specs
 
     given = None if inputs is None else tuple(_fitted(inputs, input_specs(model.file), fit_input))
     return verify_model(model.file, model.path, VerifyOptions(**options), given)
 
 
 def _fitted(inputs: np.ndarray | Sequence[np.ndarray], specs: Sequence[Any], fit: Any) -> list[np.ndarray]:
-    from grucli.inputs import InputError
+    from grucli.files.inputs import InputError
 
     arrays = [np.asarray(inputs)] if isinstance(inputs, np.ndarray) else [np.asarray(x) for x in inputs]
     if len(arrays) != len(specs):

@@ -19,8 +19,8 @@ from typing import Any, Callable, Sequence
 import click
 
 from grucli import __version__
-from grucli.budget import MIB, Limits
 from grucli.errors import GrucliError, describe, printable
+from grucli.files.budget import MIB, Limits
 
 INTERNAL_ERROR = 3  # a bug in grucli, as opposed to 2: something the user can fix
 
@@ -173,7 +173,7 @@ def _read(path: Path, max_mb: int, weights_only_sides: bool = False) -> Any:
 
     With --config the file must be weights-only; `weights_only_sides` (diff) applies it only to
     a file that holds no config of its own."""
-    from grucli.reader import read_model
+    from grucli.files.reader import read_model
 
     limits = _limits(max_mb)
     config = _config_path()
@@ -205,7 +205,7 @@ def skip_unsliced_option(function: F) -> F:
 
 def _refuse_unsliced(found: Any, layer_paths: Sequence[str], skip: bool) -> None:
     """A command over every recurrent layer refuses weights it cannot slice, unless told to skip them."""
-    from grucli.layers import refuse_unsliced, require_recurrent
+    from grucli.model.layers import refuse_unsliced, require_recurrent
 
     if not layer_paths:  # all of them: none may be dropped unsaid
         for other in refuse_unsliced(found, skip=skip):
@@ -271,8 +271,8 @@ def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], 
       grucli inspect model.keras --json | jq '.layers[].path'
       grucli inspect model.keras --layer gru --heatmap
     """
-    from grucli.layers import find_layers
-    from grucli.report import build_inspect_report
+    from grucli.commands.inspect import build_inspect_report
+    from grucli.model.layers import find_layers
 
     report = build_inspect_report(find_layers(_read(model, max_mb)), layer_paths, gate_names, unit, with_values or heatmap)
     _emit(report, as_json, "inspect_json", "render_heatmaps" if heatmap else "render_inspect")
@@ -307,8 +307,8 @@ def explain(model: Path, input_path: Path | None, batch: int, timesteps: int, se
       grucli explain model.h5 --input x.npy --layer bi/backward --unit 3
       grucli explain model.keras --input seq.npy --json | jq '.steps[-1].h'
     """
-    from grucli.explain import ExplainOptions
-    from grucli.explain import explain as run_explain
+    from grucli.commands.explain import ExplainOptions
+    from grucli.commands.explain import explain as run_explain
 
     options = ExplainOptions(input_path, batch, timesteps, seed, layer_path, sample, unit, framework, _limits(max_mb))
     _emit(run_explain(_read(model, max_mb), options), as_json, "explain_json", "render_explain")
@@ -345,10 +345,10 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
       python -c "import numpy as np; print(np.load('gates.npz')['gru/z/kernel'])"
       grucli export model.keras --layout torch -o torch_weights.npz
     """
-    from grucli.formats import write_npz, write_npz_pieces
-    from grucli.gates import gate_export
-    from grucli.layers import find_layers
-    from grucli.report import select_layers
+    from grucli.commands.inspect import select_layers
+    from grucli.model.gates import gate_export
+    from grucli.model.layers import find_layers
+    from grucli.output.formats import write_npz, write_npz_pieces
 
     destination = _binary_output(output, ".npz file")
     found = find_layers(_read(model, max_mb))
@@ -357,7 +357,7 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
     if layout == "torch":
         import numpy as np
 
-        from grucli.torch_layout import torch_modules
+        from grucli.commands.torch_layout import torch_modules
 
         modules = torch_modules(layers, approximate=approximate)
         arrays = {}
@@ -416,8 +416,8 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
       grucli verify old_model.h5 --keras tf-keras --expected ref.npy --json
       grucli verify model.keras --trace --sample 0 --unit 3
     """
-    from grucli.verification import verify as run_verify
-    from grucli.verify_report import VerifyOptions
+    from grucli.commands.verify import verify as run_verify
+    from grucli.commands.verify_report import VerifyOptions
 
     if unsafe:
         click.echo("warning: --unsafe lets the model file run Python code on this machine; use it only for files you trust", err=True)
@@ -463,11 +463,11 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     """
     import numpy as np
 
-    from grucli.formats import write_npy, write_npz
-    from grucli.graph import ModelReplay, layer_output, trace_arrays
-    from grucli.inputs import model_inputs
-    from grucli.layers import find_layers
-    from grucli.steps import semantics_for
+    from grucli.engine.graph import ModelReplay, layer_output, trace_arrays
+    from grucli.engine.steps import semantics_for
+    from grucli.files.inputs import model_inputs
+    from grucli.model.layers import find_layers
+    from grucli.output.formats import write_npy, write_npz
 
     if str(output) == "-" and gates_path is not None and str(gates_path) == "-":
         raise CliError("-o - and --gates - both ask for stdout; expected one of them to be a file path")
@@ -480,7 +480,7 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     for path in (output, gates_path):
         if path is not None and str(path) != "-" and path.exists() and not force:
             raise CliError(f"{path} already exists; pass --force to overwrite it")
-    from grucli.render import DelayedProgress
+    from grucli.output.render import DelayedProgress
 
     with DelayedProgress("replaying", "steps") as progress:
         engine = ModelReplay(model_file, find_layers(model_file), semantics_for(model_file.keras_version, model_file.format),
@@ -528,8 +528,8 @@ def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, ato
       grucli diff epoch_10.h5 epoch_20.h5 --layer encoder
       grucli diff released.h5 rebuilt.h5 --exit-code --atol 1e-6 || echo changed
     """
-    from grucli.diff import diff_layers
-    from grucli.layers import find_layers
+    from grucli.commands.diff import diff_layers
+    from grucli.model.layers import find_layers
 
     file_a, file_b = _read(model_a, max_mb, weights_only_sides=True), _read(model_b, max_mb, weights_only_sides=True)
     if _config_path() is not None and file_a.config_path is None and file_b.config_path is None:
@@ -566,10 +566,10 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
     Example:
       grucli check checkpoint.h5 --max-spectral-norm 50 || echo "bad checkpoint"
     """
-    from grucli.check import Thresholds, check_layers
-    from grucli.layers import find_layers
-    from grucli.render import DelayedProgress
-    from grucli.report import select_layers
+    from grucli.commands.check import Thresholds, check_layers
+    from grucli.commands.inspect import select_layers
+    from grucli.model.layers import find_layers
+    from grucli.output.render import DelayedProgress
 
     found = find_layers(_read(model, max_mb))
     _refuse_unsliced(found, layer_paths, skip_unsliced)
@@ -597,9 +597,9 @@ def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequ
     Example:
       grucli plot model.h5 --layer gru_1 -o gru_1.png
     """
-    from grucli.layers import find_layers
-    from grucli.plot import write_plot
-    from grucli.report import build_inspect_report
+    from grucli.commands.inspect import build_inspect_report
+    from grucli.model.layers import find_layers
+    from grucli.output.plot import write_plot
 
     destination = _binary_output(output, "PNG")
     report = build_inspect_report(find_layers(_read(model, max_mb)), layer_paths, gate_names, None, with_values=True)
@@ -610,11 +610,11 @@ def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequ
 def _emit(report: Any, as_json: bool, json_formatter: str, text_formatter: str) -> None:
     """Print a report: JSON for scripts, or Rich text for a person (Rich is imported only then)."""
     if as_json:
-        from grucli import formats
+        from grucli.output import formats
 
         _print(getattr(formats, json_formatter)(report) + "\n")
     else:
-        from grucli import render
+        from grucli.output import render
 
         _print(getattr(render, text_formatter)(report, color=_use_color(), width=_width()))
 

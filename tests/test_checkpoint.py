@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from grucli.cli import cli
-from grucli.layers import find_layers
-from grucli.reader import read_model
+from grucli.model.layers import find_layers
+from grucli.files.reader import read_model
 from test_no_tensorflow import BLOCKER, RUNNER
 
 
@@ -186,7 +186,7 @@ import struct  # noqa: E402
 import google_crc32c  # noqa: E402
 
 from crafted import entry, field, varint  # noqa: E402
-from grucli.checkpoint import _mask  # noqa: E402
+from grucli.files.checkpoint import _mask  # noqa: E402
 
 
 # The checkpoint writer's pieces live in tests/crafted.py (shared with the security tests).

@@ -129,7 +129,7 @@ def test_diff_refuses_different_architectures() -> None:
 
 
 def test_spectral_norm_of_large_blocks_by_lanczos() -> None:
-    from grucli.check import EXACT_UP_TO, spectral_norm
+    from grucli.commands.check import EXACT_UP_TO, spectral_norm
 
     rng = np.random.default_rng(0)
     n = EXACT_UP_TO + 88
@@ -150,8 +150,8 @@ def test_spectral_norm_of_large_blocks_by_lanczos() -> None:
 
 
 def test_check_reports_progress_gate_by_gate() -> None:
-    from grucli.check import Thresholds, check_layers
-    from grucli.model import RecurrentLayer
+    from grucli.commands.check import Thresholds, check_layers
+    from grucli.model.records import RecurrentLayer
 
     rng = np.random.default_rng(0)
     layer = RecurrentLayer("gru", "GRU", "GRU", 4, 3, {}, (), rng.normal(size=(3, 12)), rng.normal(size=(4, 12)), rng.normal(size=(2, 12)))
@@ -166,7 +166,7 @@ def test_progress_bar_appears_only_after_its_delay(delay: float, shown: bool) ->
     import subprocess
     import sys
 
-    script = (f"from grucli.render import DelayedProgress\nwith DelayedProgress('checking', 'gates', delay={delay}) as p:\n"
+    script = (f"from grucli.output.render import DelayedProgress\nwith DelayedProgress('checking', 'gates', delay={delay}) as p:\n"
               "    p('gru', 1, 3)\n")
     env = {**os.environ, "FORCE_COLOR": "1", "GRUCLI_PROGRESS": "1"}  # as on a terminal
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from grucli import gates
-from grucli.model import NamedArray, RecurrentLayer
+from grucli.model import gates
+from grucli.model.records import NamedArray, RecurrentLayer
 
 
 def _layer(kind: str, units: int, input_dim: int, bias_rows: int = 1) -> RecurrentLayer:

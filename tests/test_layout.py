@@ -114,10 +114,10 @@ def test_statistics_grid_is_what_rich_table_prints(color: bool, width: int) -> N
     from rich import box
     from rich.table import Table
 
-    from grucli import render
-    from grucli.layers import find_layers
-    from grucli.reader import read_model
-    from grucli.report import build_inspect_report
+    from grucli.output import render
+    from grucli.model.layers import find_layers
+    from grucli.files.reader import read_model
+    from grucli.commands.inspect import build_inspect_report
 
     layer = build_inspect_report(find_layers(read_model(sample("k3_lstm.h5")))).layers[0]
     first = layer.gates[0].arrays[0]

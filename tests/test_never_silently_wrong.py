@@ -152,9 +152,9 @@ def test_a_layer_that_was_not_compared_fails_verify(keras3: Any, tmp_path: Path)
 def test_a_recurrent_layer_verify_could_not_probe_is_not_compared(monkeypatch: pytest.MonkeyPatch) -> None:
     # The safety net under the probing rules: a recurrent layer grucli found but verify did not
     # reach (here: probing made to miss every layer) fails the run by name.
-    import grucli.verification
+    import grucli.commands.verify
 
-    monkeypatch.setattr(grucli.verification, "_recurrent_members", lambda layer, prefix="": iter(()))
+    monkeypatch.setattr(grucli.commands.verify, "_recurrent_members", lambda layer, prefix="": iter(()))
     result = run("verify", str(sample("k3_gru.keras")), "--json")
     document = json.loads(result.stdout)
     assert result.exit_code == 1 and document["passed"] is False
@@ -240,7 +240,7 @@ def test_nan_in_a_recurrent_kernel_fails_and_says_where(keras3: Any, tmp_path: P
 
 
 def test_nan_only_in_predict_is_named_as_predict() -> None:
-    from grucli.verify_report import compare
+    from grucli.commands.verify_report import compare
 
     replayed = np.zeros((2, 4, 3))
     predicted = np.zeros((2, 4, 3))
@@ -254,7 +254,7 @@ def test_nan_only_in_predict_is_named_as_predict() -> None:
 def test_comparing_against_inf_says_so_without_numpy_warnings() -> None:
     # An Inf in predict's output (or the replay's) is reported by name; NumPy's "invalid value"
     # warnings from inf - inf on the way were printed on verify's stderr beside the report.
-    from grucli.verify_report import compare
+    from grucli.commands.verify_report import compare
 
     replayed = np.ones((1, 3, 2))
     predicted = np.ones((1, 3, 2))
@@ -508,7 +508,7 @@ def test_a_wrong_config_value_names_its_json_path(tmp_path: Path) -> None:
 
 
 def test_a_bug_is_an_internal_error_not_a_bad_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    from grucli import layers
+    from grucli.model import layers
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("units")

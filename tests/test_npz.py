@@ -17,9 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grucli import gates, npz
-from grucli.formats import write_npz, write_npz_pieces
-from grucli.model import ArraySpec, RecurrentLayer
+from grucli.model import gates
+from grucli.output import npz
+from grucli.output.formats import write_npz, write_npz_pieces
+from grucli.model.records import ArraySpec, RecurrentLayer
 
 ARRAYS = {
     "gru/z/kernel": np.arange(12, dtype=np.float32).reshape(3, 4) / 7,

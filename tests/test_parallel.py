@@ -1,4 +1,4 @@
-"""A step's units on two threads (grucli.parallel): Keras's numbers, and one thread's.
+"""A step's units on two threads (grucli.engine.parallel): Keras's numbers, and one thread's.
 
 The split is forced here (the `split` fixture: two usable CPUs, no least step size) on layers
 small enough to build in a moment, so that it runs on any machine; `one_thread` forbids it.
@@ -18,10 +18,10 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from conftest import SAMPLES
-from grucli import parallel
-from grucli import steps as replay
-from grucli.model import RecurrentLayer
-from grucli.steps import KERAS3, run_layer
+from grucli.engine import parallel
+from grucli.engine import steps as replay
+from grucli.model.records import RecurrentLayer
+from grucli.engine.steps import KERAS3, run_layer
 from test_replay import CPU_LEVEL, max_error, predict, replay_file
 
 NO_LEAST = {np.dtype(np.float64): 0, np.dtype(np.float32): 0}
@@ -222,7 +222,7 @@ def test_inspect_does_not_import_threadpoolctl() -> None:
     """threadpoolctl is imported when a step is first split, not at start-up (2 ms of every command)."""
     script = ("import sys\nfrom grucli.cli import cli\n"
               f"cli.main(args=['inspect', {str(SAMPLES / 'k3_lstm.keras')!r}], prog_name='grucli', standalone_mode=False)\n"
-              "print('threadpoolctl' in sys.modules, 'grucli.steps' in sys.modules)")
+              "print('threadpoolctl' in sys.modules, 'grucli.engine.steps' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False True"  # the replay's module is loaded; threadpoolctl is not

@@ -37,10 +37,10 @@ def test_heatmap_cells_follow_the_weights() -> None:
 
 
 def test_heatmap_in_colour_uses_a_diverging_scale() -> None:
-    from grucli.layers import find_layers
-    from grucli.reader import read_model
-    from grucli.render import render_heatmaps
-    from grucli.report import build_inspect_report
+    from grucli.model.layers import find_layers
+    from grucli.files.reader import read_model
+    from grucli.output.render import render_heatmaps
+    from grucli.commands.inspect import build_inspect_report
 
     report = build_inspect_report(find_layers(read_model(sample("k3_gru.keras"))), (), ("r",), None, True)
     text = render_heatmaps(report, color=True, width=100)
@@ -94,7 +94,7 @@ def test_install_hints_fit_how_grucli_was_installed(tmp_path: Path, monkeypatch:
 def test_explain_without_its_framework_names_explain(monkeypatch: pytest.MonkeyPatch) -> None:
     """explain asked for a framework by name that is not installed says explain needs it, with the
     install hint of this grucli (not verify's name)."""
-    import grucli.frameworks as frameworks
+    import grucli.frameworks.framework as frameworks
 
     def missing(name: str) -> Any:
         raise ImportError(f"No module named {name!r}")

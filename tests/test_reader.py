@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import real, sample
-from grucli.layers import find_layers
-from grucli.model import NamedArray
-from grucli.reader import infer_class, read_list_attribute, read_model, snake_case
+from grucli.model.layers import find_layers
+from grucli.model.records import NamedArray
+from grucli.files.reader import infer_class, read_list_attribute, read_model, snake_case
 
 
 @pytest.mark.parametrize("name", ["GRU", "SimpleRNN", "LSTM", "ConvLSTM2D", "StackedRNNCells", "TimeDistributed", "InputLayer", "GRUCell", "CuDNNLSTM"])
@@ -78,7 +78,7 @@ def test_infer_class_from_shapes(shapes: list[tuple[int, ...]], expected: str | 
 
 def test_keras_zip_member_is_read_in_place() -> None:
     # The stored member is read through a window on the file, not extracted or copied.
-    from grucli.reader import _MemberView
+    from grucli.files.reader import _MemberView
 
     import zipfile
 
@@ -86,7 +86,7 @@ def test_keras_zip_member_is_read_in_place() -> None:
         info = archive.getinfo("model.weights.h5")
         expected = archive.read(info)
         assert info.compress_type == zipfile.ZIP_STORED
-    from grucli.reader import _open_member
+    from grucli.files.reader import _open_member
 
     with zipfile.ZipFile(sample("k3_gru.keras")) as archive:
         view = _open_member(sample("k3_gru.keras"), archive, info)

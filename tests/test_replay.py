@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLES, real, sample
-from grucli import steps as replay
-from grucli.graph import ModelReplay
-from grucli.layers import find_layers
-from grucli.model import RecurrentLayer
-from grucli.reader import read_model
-from grucli.steps import KERAS2, KERAS3, run_layer, semantics_for
+from grucli.engine import steps as replay
+from grucli.engine.graph import ModelReplay
+from grucli.model.layers import find_layers
+from grucli.model.records import RecurrentLayer
+from grucli.files.reader import read_model
+from grucli.engine.steps import KERAS2, KERAS3, run_layer, semantics_for
 
 CPU_LEVEL = 2e-6  # float32 predict against a float64 replay, measured 1e-8..1.5e-6 here
 

@@ -55,8 +55,8 @@ def set_random_weights(model: Any, rng: np.random.Generator) -> None:
 
 
 def _same_random_inputs(path: Path) -> list[np.ndarray]:
-    from grucli.inputs import input_specs, random_inputs
-    from grucli.reader import read_model
+    from grucli.files.inputs import input_specs, random_inputs
+    from grucli.files.reader import read_model
 
     with read_model(path) as model_file:
         return random_inputs(input_specs(model_file), 3, 6, 5)
@@ -76,9 +76,9 @@ def test_every_sample_model(name: str, tmp_path: Path, keras3: Any, tf_keras: An
     if name.startswith("keras1_"):
         # tf-keras cannot read Keras 1 configs: verify's repaired load (weights through grucli's
         # reader, whose Keras 1 conversion test_export_truth checks against tf-keras's own).
-        from grucli.layers import find_layers
-        from grucli.reader import read_model
-        from grucli.frameworks import Framework
+        from grucli.model.layers import find_layers
+        from grucli.files.reader import read_model
+        from grucli.frameworks.framework import Framework
 
         with read_model(path) as model_file:
             model, _ = Framework("tf-keras").load(model_file, find_layers(model_file), False)

@@ -1,14 +1,14 @@
-"""`grucli.spec`: a model's graph parsed once, every config dialect normalised (hand-checked cases)."""
+"""`grucli.model.spec`: a model's graph parsed once, every config dialect normalised (hand-checked cases)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from grucli.inputs import input_specs
-from grucli.model import RawLayer
-from grucli.reader import read_model
-from grucli.spec import Call, Ref, graph_spec, parse_call
+from grucli.files.inputs import input_specs
+from grucli.model.records import RawLayer
+from grucli.files.reader import read_model
+from grucli.model.spec import Call, Ref, graph_spec, parse_call
 
 
 def test_keras2_nodes_tensors_lists_constants_and_keyword_tensors() -> None:

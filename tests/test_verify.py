@@ -70,7 +70,7 @@ def test_keras3_loads_time_major_file_by_repair() -> None:
 
 @needs_keras
 def test_swapped_gates_fail_with_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
-    from grucli import gates
+    from grucli.model import gates
 
     original = gates.gate_columns
 
@@ -271,11 +271,11 @@ def test_keras3_builds_tf_keras_2_2_files_through_repairs() -> None:
 def test_a_layer_fed_exactly_the_replays_input_reuses_its_run() -> None:
     """verify's per-layer check reuses the end-to-end replay's run of a layer only when the
     framework fed the layer exactly what the replay did: same values, mask and initial states."""
-    from grucli.graph import ModelReplay
-    from grucli.layers import find_layers
-    from grucli.reader import read_model
-    from grucli.steps import KERAS3
-    from grucli.verification import _same_call
+    from grucli.engine.graph import ModelReplay
+    from grucli.model.layers import find_layers
+    from grucli.files.reader import read_model
+    from grucli.engine.steps import KERAS3
+    from grucli.commands.verify import _same_call
 
     with read_model(sample("k3_gru.keras")) as model_file:
         replay = ModelReplay(model_file, find_layers(model_file), KERAS3)
@@ -294,7 +294,7 @@ def test_a_layer_fed_exactly_the_replays_input_reuses_its_run() -> None:
 def test_compare_in_blocks_finds_the_worst_value_anywhere() -> None:
     """verify compares long outputs block by block; the verdict, errors and worst location are
     those of the whole array (checked against a comparison written out here)."""
-    from grucli.verify_report import COMPARE_BLOCK, compare
+    from grucli.commands.verify_report import COMPARE_BLOCK, compare
 
     rng = np.random.default_rng(3)
     replayed = rng.normal(size=(3, COMPARE_BLOCK // 100 + 7, 100))  # more than two blocks

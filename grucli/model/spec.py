@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 from grucli.errors import ModelFileError
-from grucli.model import MODEL_CLASSES, RawLayer
+from grucli.model.records import MODEL_CLASSES, RawLayer
 
 KERAS2_CONSTANT = "_CONSTANT_VALUE"
 

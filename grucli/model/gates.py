@@ -11,8 +11,8 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli.model import ArraySpec, NamedArray, RecurrentLayer
-from grucli.stats import CHUNK_BYTES, ArrayStats, StatsAccumulator, row_chunks
+from grucli.model.records import ArraySpec, NamedArray, RecurrentLayer
+from grucli.model.stats import CHUNK_BYTES, ArrayStats, StatsAccumulator, row_chunks
 
 GATES: Mapping[str, tuple[str, ...]] = {
     "GRU": ("z", "r", "h"),

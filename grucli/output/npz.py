@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from grucli.errors import OutputError
-from grucli.model import ArraySpec
+from grucli.model.records import ArraySpec
 
 # zipfile's thresholds: past these the end records need their zip64 forms.
 ZIP64_LIMIT = (1 << 31) - 1

@@ -13,8 +13,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from grucli.budget import Limits
-from grucli.inputs import InputError
+from grucli.files.budget import Limits
+from grucli.files.inputs import InputError
 
 
 @dataclass(frozen=True)

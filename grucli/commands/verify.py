@@ -16,22 +16,28 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli import paths
-from grucli.errors import ModelFileError, VerifyError
-from grucli.frameworks import AUTO, Framework, Probe, resolve_framework
-from grucli.graph import RECURRENT, ModelReplay, RecurrentCall, unsupported_layer
-from grucli.inputs import InputError, model_inputs, read_arrays
-from grucli.layers import activation_name, find_layers, require_recurrent
-from grucli.model import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
-from grucli.reader import Limits, read_model
-from grucli.steps import KERAS2, KERAS3, VERSION_DEPENDENT, ReplayError, semantics_for
-from grucli.verify_report import (
+from grucli.commands.verify_report import (
     LayerCheck,
     TraceTable,
     VerifyOptions,
     VerifyReport,
     compare,
 )
+from grucli.engine.graph import RECURRENT, ModelReplay, RecurrentCall, unsupported_layer
+from grucli.engine.steps import (
+    KERAS2,
+    KERAS3,
+    VERSION_DEPENDENT,
+    ReplayError,
+    semantics_for,
+)
+from grucli.errors import ModelFileError, VerifyError
+from grucli.files.inputs import InputError, model_inputs, read_arrays
+from grucli.files.reader import Limits, read_model
+from grucli.frameworks.framework import AUTO, Framework, Probe, resolve_framework
+from grucli.model import paths
+from grucli.model.layers import activation_name, find_layers, require_recurrent
+from grucli.model.records import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
 
 # Default tolerances by where predict ran. Measured: CPU float32 vs a float64 replay 1e-7..4e-7;
 # GPUs run float32 products in TF32 (2e-4..5e-4). Both defaults leave room for those and none

@@ -11,11 +11,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from grucli.engine.feedforward import stored_weights
+from grucli.engine.steps import KERAS3, ReplayError
+from grucli.engine.tensor import Tensor
 from grucli.errors import ModelFileError
-from grucli.feedforward import stored_weights
-from grucli.model import RawLayer
-from grucli.steps import KERAS3, ReplayError
-from grucli.tensor import Tensor
+from grucli.model.records import RawLayer
 
 ATTENTION = {"Attention", "AdditiveAttention"}
 

@@ -22,17 +22,17 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from grucli.commands.inspect import ArrayReport, InspectReport, LayerReport
 from grucli.errors import printable
-from grucli.gates import unit_columns
-from grucli.model import OtherLayer
-from grucli.report import ArrayReport, InspectReport, LayerReport
+from grucli.model.gates import unit_columns
+from grucli.model.records import OtherLayer
 
 if TYPE_CHECKING:
-    from grucli.check import CheckReport
-    from grucli.diff import DiffReport
-    from grucli.equations import Equations
-    from grucli.explain import Explanation, GateStep, Step
-    from grucli.verify_report import Comparison, TraceTable, VerifyReport
+    from grucli.commands.check import CheckReport
+    from grucli.commands.diff import DiffReport
+    from grucli.commands.explain import Explanation, GateStep, Step
+    from grucli.commands.verify_report import Comparison, TraceTable, VerifyReport
+    from grucli.model.equations import Equations
 
 FORMAT_NAMES = {
     "keras-v3": "Keras 3 .keras zip",

@@ -29,15 +29,23 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Se
 import h5py
 import numpy as np
 
-from grucli import budget, checkpoint, files, paths
-from grucli.budget import Limits
-from grucli.checkpoint import checkpoint_prefix
 from grucli.errors import ModelFileError, first_line
-from grucli.schema import validate_inbound_nodes, validate_layer_config
+from grucli.files import budget, checkpoint
+from grucli.files import regular as files
+from grucli.files.budget import Limits
+from grucli.files.checkpoint import checkpoint_prefix
+from grucli.files.schema import validate_inbound_nodes, validate_layer_config
+from grucli.model import paths
 
 if TYPE_CHECKING:
     import zipfile
-from grucli.model import CELL_CLASSES, MODEL_CLASSES, ModelFile, NamedArray, RawLayer
+from grucli.model.records import (
+    CELL_CLASSES,
+    MODEL_CLASSES,
+    ModelFile,
+    NamedArray,
+    RawLayer,
+)
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
@@ -50,7 +58,7 @@ def read_model(path: str | Path, limits: Limits | None = None, config_path: str 
 
     `config_path` names the architecture of a weights-only file: the JSON of `model.to_json()`
     or a `.keras` zip's config.json. With it the weights get their real layers, names and classes.
-    Everything read is charged to one `Budget` of `limits` (see `grucli.budget`)."""
+    Everything read is charged to one `Budget` of `limits` (see `grucli.files.budget`)."""
     token = budget.charging(budget.Budget(limits or Limits()))
     try:
         if config_path is None:

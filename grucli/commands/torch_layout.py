@@ -15,9 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
-from grucli import gates, paths
 from grucli.errors import GrucliError
-from grucli.model import RecurrentLayer
+from grucli.model import gates, paths
+from grucli.model.records import RecurrentLayer
 
 TORCH_GATE_ORDER = {"GRU": ("r", "z", "h"), "LSTM": ("i", "f", "c", "o"), "SimpleRNN": ("h",)}
 TORCH_MODULE = {"GRU": "nn.GRU", "LSTM": "nn.LSTM", "SimpleRNN": "nn.RNN"}

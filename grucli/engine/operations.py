@@ -14,9 +14,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from grucli.model import RawLayer
-from grucli.steps import KERAS3, ReplayError, activation
-from grucli.tensor import Tensor
+from grucli.engine.steps import KERAS3, ReplayError, activation
+from grucli.engine.tensor import Tensor
+from grucli.model.records import RawLayer
 
 
 @dataclass(frozen=True)

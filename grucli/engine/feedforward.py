@@ -11,11 +11,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from grucli import spatial
+from grucli.engine import spatial
+from grucli.engine.steps import KERAS3, ReplayError, activation
+from grucli.engine.tensor import Runtime, Tensor
 from grucli.errors import ModelFileError
-from grucli.model import NamedArray, RawLayer
-from grucli.steps import KERAS3, ReplayError, activation
-from grucli.tensor import Runtime, Tensor
+from grucli.model.records import NamedArray, RawLayer
 
 IDENTITY = {
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
@@ -50,7 +50,7 @@ def _dense(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
 
 
 def _activation_of(layer: RawLayer) -> str | None:
-    from grucli.layers import activation_name
+    from grucli.model.layers import activation_name
 
     return activation_name(layer.config.get("activation", "linear"))
 

@@ -20,9 +20,10 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli import gates, parallel, spatial
+from grucli.engine import parallel, spatial
 from grucli.errors import GrucliError
-from grucli.model import RecurrentLayer
+from grucli.model import gates
+from grucli.model.records import RecurrentLayer
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all) of the layer being replayed
 KERAS2 = "keras2"

@@ -8,8 +8,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterator, Sequence
 
-from grucli import paths
-from grucli.model import ModelFile, ModelLayers
+from grucli.model import paths
+from grucli.model.records import ModelFile, ModelLayers
 
 # Keras 1 config keys and their Keras 2 names (None: no longer a setting).
 # Keras 1 Convolution1D settings and their Conv1D names (None: no longer a setting).

@@ -15,11 +15,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from grucli.budget import Limits, size
 from grucli.errors import GrucliError, ModelFileError
-from grucli.files import regular_file_size
-from grucli.model import ModelFile, RawLayer
-from grucli.spec import graph_spec
+from grucli.files.budget import Limits, size
+from grucli.files.regular import regular_file_size
+from grucli.model.records import ModelFile, RawLayer
+from grucli.model.spec import graph_spec
 
 
 class InputError(GrucliError):

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from grucli.commands.inspect import InspectReport, LayerReport
 from grucli.errors import GrucliError, install_hint
-from grucli.formats import write_atomic
-from grucli.gates import unit_columns
-from grucli.report import InspectReport, LayerReport
+from grucli.model.gates import unit_columns
+from grucli.output.formats import write_atomic
 
 
 class PlotUnavailable(GrucliError):

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping, Se
 import numpy as np
 
 from grucli import __version__
+from grucli.commands.inspect import ArrayReport, InspectReport, LayerReport
 from grucli.errors import OutputError
-from grucli.model import ArraySpec, OtherLayer
-from grucli.report import ArrayReport, InspectReport, LayerReport
+from grucli.model.records import ArraySpec, OtherLayer
 
 if TYPE_CHECKING:
-    from grucli.check import CheckReport
-    from grucli.diff import DiffReport
-    from grucli.explain import Explanation, Step
-    from grucli.verify_report import Comparison, VerifyReport
+    from grucli.commands.check import CheckReport
+    from grucli.commands.diff import DiffReport
+    from grucli.commands.explain import Explanation, Step
+    from grucli.commands.verify_report import Comparison, VerifyReport
 
 SCHEMA_VERSION = 1
 
@@ -121,7 +121,7 @@ def write_npz_pieces(path: str | Path, specs: Sequence[ArraySpec], pieces: Itera
 
     Readable by `np.load` like any `np.savez` file; memory stays at a few blocks.
     """
-    from grucli.npz import write_npz_to
+    from grucli.output.npz import write_npz_to
 
     write_atomic(path, lambda handle: write_npz_to(handle.fileno(), specs, pieces), force)
 

@@ -13,22 +13,15 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli import gates, paths
-from grucli.attention import ATTENTION, attention, multi_head_attention
-from grucli.errors import ModelFileError
-from grucli.feedforward import MERGES, SIMPLE_LAYERS, dot, merge
-from grucli.layers import LAYER_KINDS
-from grucli.model import (
-    CELL_CLASSES,
-    MODEL_CLASSES,
-    ModelFile,
-    ModelLayers,
-    RawLayer,
-    RecurrentLayer,
+from grucli.engine.attention import ATTENTION, attention, multi_head_attention
+from grucli.engine.feedforward import MERGES, SIMPLE_LAYERS, dot, merge
+from grucli.engine.operations import (
+    OPERATIONS,
+    TF_FUNCTIONS,
+    run_operation,
+    run_tf_function,
 )
-from grucli.operations import OPERATIONS, TF_FUNCTIONS, run_operation, run_tf_function
-from grucli.spec import GraphSpec, Ref, graph_spec
-from grucli.steps import (
+from grucli.engine.steps import (
     KERAS3,
     STATE_COUNT,
     RecurrentRun,
@@ -38,7 +31,19 @@ from grucli.steps import (
     run_layer,
     step_input,
 )
-from grucli.tensor import Tensor
+from grucli.engine.tensor import Tensor
+from grucli.errors import ModelFileError
+from grucli.model import gates, paths
+from grucli.model.layers import LAYER_KINDS
+from grucli.model.records import (
+    CELL_CLASSES,
+    MODEL_CLASSES,
+    ModelFile,
+    ModelLayers,
+    RawLayer,
+    RecurrentLayer,
+)
+from grucli.model.spec import GraphSpec, Ref, graph_spec
 
 RECURRENT = set(LAYER_KINDS) - CELL_CLASSES | {"RNN", "Bidirectional"}
 TF_OP_LAMBDAS = {"TFOpLambda", "SlicingOpLambda"}  # tf.keras 2's saved TensorFlow calls

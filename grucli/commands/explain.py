@@ -18,15 +18,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from grucli import gates, paths
-from grucli.budget import Limits
-from grucli.equations import Equations, layer_equations
+from grucli.engine.graph import LayerRun, ModelReplay
+from grucli.engine.steps import KERAS2, activation, semantics_for
 from grucli.errors import GrucliError
-from grucli.graph import LayerRun, ModelReplay
-from grucli.inputs import InputError, model_inputs
-from grucli.layers import find_layers, require_recurrent
-from grucli.model import ModelFile, ModelLayers, RawLayer, RecurrentLayer
-from grucli.steps import KERAS2, activation, semantics_for
+from grucli.files.budget import Limits
+from grucli.files.inputs import InputError, model_inputs
+from grucli.model import gates, paths
+from grucli.model.equations import Equations, layer_equations
+from grucli.model.layers import find_layers, require_recurrent
+from grucli.model.records import (
+    ModelFile,
+    ModelLayers,
+    RawLayer,
+    RecurrentLayer,
+)
 
 # Layers at most this small also get the vector form: every unit's gates, and the products written out.
 SMALL_UNITS = 4
@@ -330,7 +335,7 @@ def explain(model_file: ModelFile, options: ExplainOptions) -> Explanation:
     layer = choose_layer(found, options.layer_path)
     if options.unit < 0 or options.unit >= layer.units:
         raise InputError(f"--unit {options.unit} is out of range; layer {layer.path} has {_count(layer.units, 'unit')} (0-{layer.units - 1})")
-    from grucli.verification import recurrent_member
+    from grucli.commands.verify import recurrent_member
 
     if recurrent_member(model_file, layer.path)[1].class_name == "TimeDistributed":
         # Its steps run once per outer step, folded into the batch: no one sample to follow.
@@ -395,8 +400,8 @@ class _NoPredict(Exception):
 
 def _predict_check(model_file: ModelFile, found: ModelLayers, layer: RecurrentLayer, steps: Sequence[Step], inputs: list[np.ndarray],
                    options: ExplainOptions) -> OutputCheck:
-    from grucli.frameworks import AUTO, Framework, resolve_framework
-    from grucli.verification import recurrent_member
+    from grucli.commands.verify import recurrent_member
+    from grucli.frameworks.framework import AUTO, Framework, resolve_framework
 
     wanted = options.framework
     if wanted == AUTO and not _keras_installed():

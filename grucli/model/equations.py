@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from grucli import gates
-from grucli.model import RecurrentLayer
-from grucli.steps import KERAS2
+from grucli.engine.steps import KERAS2
+from grucli.model import gates
+from grucli.model.records import RecurrentLayer
 
 # How each activation is defined, in the notation of the equations (`clip`, `exp`, `max` elementwise).
 DEFINITIONS: dict[str, str] = {

@@ -17,19 +17,19 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli import paths
+from grucli.engine.feedforward import keras1_conv1d_kernel
+from grucli.engine.steps import KERAS2, KERAS3, semantics_for
 from grucli.errors import VerifyError, first_line, install_hint
-from grucli.feedforward import keras1_conv1d_kernel
-from grucli.inputs import InputError
-from grucli.model import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
-from grucli.repairs import (
+from grucli.files.inputs import InputError
+from grucli.frameworks.repairs import (
     declare_input_shape,
     drop_keys,
     layer_classes,
     raw_config,
     repair_config,
 )
-from grucli.steps import KERAS2, KERAS3, semantics_for
+from grucli.model import paths
+from grucli.model.records import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
 
 FRAMEWORKS = ("keras", "tf-keras")
 AUTO = "auto"  # the framework of the file's own generation: tf-keras for Keras 1/2 files when installed

@@ -17,8 +17,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from grucli import gates
-from grucli.model import RecurrentLayer
+from grucli.model import gates
+from grucli.model.records import RecurrentLayer
 
 
 @dataclass(frozen=True)

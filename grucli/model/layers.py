@@ -11,9 +11,9 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from grucli import gates, paths
 from grucli.errors import ModelFileError, SelectionError
-from grucli.model import (
+from grucli.model import gates, paths
+from grucli.model.records import (
     ModelFile,
     ModelLayers,
     NamedArray,

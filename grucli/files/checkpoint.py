@@ -26,9 +26,9 @@ from typing import Iterator, Mapping
 import google_crc32c
 import numpy as np
 
-from grucli.budget import Budget, check_shape
 from grucli.errors import ModelFileError
-from grucli.files import regular_file_size
+from grucli.files.budget import Budget, check_shape
+from grucli.files.regular import regular_file_size
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
