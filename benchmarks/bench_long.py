@@ -195,7 +195,7 @@ def worker(runner_name: str, model_path: Path, kind: str, folder: Path, lengths:
         run = made
     else:
         from grucli.engine.graph import ModelReplay
-        from grucli.engine.steps import semantics_for
+        from grucli.model.semantics import semantics_for
         from grucli.files.reader import read_model
         from grucli.model.layers import find_layers
 

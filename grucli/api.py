@@ -126,9 +126,9 @@ class ReplayResult:
 def replay(model: Model, inputs: np.ndarray | Sequence[np.ndarray], dtype: Any = np.float64) -> ReplayResult:
     """Run the whole model in NumPy with the definitions of the Keras that saved it."""
     from grucli.engine.graph import ModelReplay, trace_arrays
-    from grucli.engine.steps import semantics_for
     from grucli.errors import ModelFileError
     from grucli.files.inputs import fit_input, input_specs
+    from grucli.model.semantics import semantics_for
 
     if not model.file.has_config:
         raise ModelFileError(f"{model.path} holds weights only; replay needs its architecture: load it with config=")

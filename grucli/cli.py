@@ -464,9 +464,9 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     import numpy as np
 
     from grucli.engine.graph import ModelReplay, layer_output, trace_arrays
-    from grucli.engine.steps import semantics_for
     from grucli.files.inputs import model_inputs
     from grucli.model.layers import find_layers
+    from grucli.model.semantics import semantics_for
     from grucli.output.formats import write_npy, write_npz
 
     if str(output) == "-" and gates_path is not None and str(gates_path) == "-":

@@ -21,6 +21,10 @@ class OutputError(GrucliError):
     """An output file cannot be written (exists without --force, folder missing, ...)."""
 
 
+class ReplayError(GrucliError):
+    """The model holds something the replay engine cannot run (the message names it)."""
+
+
 class VerifyError(GrucliError):
     """The model cannot be loaded or run by the framework (the message says why)."""
 

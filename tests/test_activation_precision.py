@@ -18,7 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from grucli.cli import cli
-from grucli.engine.steps import COMMON_ACTIVATIONS, HARD_SIGMOID, KERAS3
+from grucli.model.semantics import KERAS3
+from grucli.engine.activations import COMMON_ACTIVATIONS, HARD_SIGMOID
 
 EXTREMES = np.array([-1e4, -700, -100, -88, -50, -30, -23, -20, -17, -10, -5, -1, -1e-3, -1e-20, 0, 1e-20, 1e-3, 1, 5,
                      10, 17, 20, 23, 30, 50, 88, 100, 700, 1e4], np.float32)

@@ -21,7 +21,8 @@ from conftest import SAMPLES
 from grucli.engine import parallel
 from grucli.engine import steps as replay
 from grucli.model.records import RecurrentLayer
-from grucli.engine.steps import KERAS3, run_layer
+from grucli.model.semantics import KERAS3
+from grucli.engine.steps import run_layer
 from test_replay import CPU_LEVEL, max_error, predict, replay_file
 
 NO_LEAST = {np.dtype(np.float64): 0, np.dtype(np.float32): 0}
@@ -219,10 +220,11 @@ def test_when_the_units_are_split(monkeypatch: pytest.MonkeyPatch, cpus: int, un
 
 
 def test_inspect_does_not_import_threadpoolctl() -> None:
-    """threadpoolctl is imported when a step is first split, not at start-up (2 ms of every command)."""
+    """threadpoolctl is imported when a step is first split, not at start-up (2 ms of every command);
+    inspect loads no part of the replay engine (it learns the Keras definitions from model/semantics)."""
     script = ("import sys\nfrom grucli.cli import cli\n"
               f"cli.main(args=['inspect', {str(SAMPLES / 'k3_lstm.keras')!r}], prog_name='grucli', standalone_mode=False)\n"
               "print('threadpoolctl' in sys.modules, 'grucli.engine.steps' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "False True"  # the replay's module is loaded; threadpoolctl is not
+    assert result.stdout.strip().splitlines()[-1] == "False False"  # neither threadpoolctl nor the step loops are loaded

@@ -21,7 +21,8 @@ from grucli.engine.graph import ModelReplay
 from grucli.model.layers import find_layers
 from grucli.model.records import RecurrentLayer
 from grucli.files.reader import read_model
-from grucli.engine.steps import KERAS2, KERAS3, run_layer, semantics_for
+from grucli.model.semantics import KERAS2, KERAS3, semantics_for
+from grucli.engine.steps import run_layer
 
 CPU_LEVEL = 2e-6  # float32 predict against a float64 replay, measured 1e-8..1.5e-6 here
 

@@ -274,7 +274,7 @@ def test_a_layer_fed_exactly_the_replays_input_reuses_its_run() -> None:
     from grucli.engine.graph import ModelReplay
     from grucli.model.layers import find_layers
     from grucli.files.reader import read_model
-    from grucli.engine.steps import KERAS3
+    from grucli.model.semantics import KERAS3
     from grucli.commands.verify import _same_call
 
     with read_model(sample("k3_gru.keras")) as model_file:

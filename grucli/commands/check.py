@@ -51,9 +51,6 @@ class CheckReport:
         return not self.findings
 
 
-SIGMOID_GATES = {"GRU": ("z", "r"), "LSTM": ("i", "f", "o"), "SimpleRNN": ()}
-
-
 Progress = Callable[[str, int, int], None]  # (layer path, gates done, gates in the layer)
 
 
@@ -71,7 +68,7 @@ def _layer_findings(layer: RecurrentLayer, thresholds: Thresholds, progress: Pro
         arrays = {name: gates.gate_array(layer, gate, name) for name in gates.gate_array_names(layer)}
         yield from _non_finite(layer.path, gate, arrays)
         yield from _dead_units(layer.path, gate, arrays)
-        if gate in SIGMOID_GATES[gates.equation_family(layer.kind)] and "bias" in arrays:
+        if gate in layer.family.squashed_gates and "bias" in arrays:
             yield from _saturated(layer.path, gate, arrays, thresholds)
         yield from _spectral_norm(layer.path, gate, arrays["recurrent_kernel"], thresholds)
 

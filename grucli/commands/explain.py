@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from grucli.engine.activations import activation
 from grucli.engine.graph import LayerRun, ModelReplay
-from grucli.engine.steps import KERAS2, activation, semantics_for
 from grucli.errors import GrucliError
 from grucli.files.budget import Limits
 from grucli.files.inputs import InputError, model_inputs
@@ -32,6 +32,8 @@ from grucli.model.records import (
     RawLayer,
     RecurrentLayer,
 )
+from grucli.model.registry import Role, role_of
+from grucli.model.semantics import KERAS2, semantics_for
 
 # Layers at most this small also get the vector form: every unit's gates, and the products written out.
 SMALL_UNITS = 4
@@ -132,7 +134,7 @@ class ExplainOptions:
 def choose_layer(found: ModelLayers, wanted: str | None) -> RecurrentLayer:
     """The layer --layer names (exactly), or the first recurrent layer of the model."""
     require_recurrent(found)
-    explainable = [layer for layer in found.recurrent if not layer.kind.startswith("ConvLSTM")]
+    explainable = [layer for layer in found.recurrent if not layer.family.convolutional]
     if wanted is None:
         if not explainable:
             raise InputError(f"explain follows one unit of a GRU, LSTM or SimpleRNN; this model has only "
@@ -140,7 +142,7 @@ def choose_layer(found: ModelLayers, wanted: str | None) -> RecurrentLayer:
         return explainable[0]
     for layer in found.recurrent:
         if layer.path == wanted.rstrip(paths.SEPARATOR):
-            if layer.kind.startswith("ConvLSTM"):
+            if layer.family.convolutional:
                 raise InputError(f"layer {layer.path} is a {layer.kind}, whose units are spatial maps; explain follows one unit "
                                  "of a GRU, LSTM or SimpleRNN (grucli replay --gates OUT.npz writes its gate values)")
             return layer
@@ -181,16 +183,21 @@ class UnitStepper:
 
     def __init__(self, layer: RecurrentLayer, semantics: str, unit: int, small: bool) -> None:
         self.layer = layer
-        self.family = gates.equation_family(layer.kind)
+        self.family = layer.family
         self.unit = unit
         self.small = small
         self.weights = gate_weights(layer)
-        self.act_name = layer.config.get("activation") or "tanh"
-        self.rec_act_name = layer.config.get("recurrent_activation") or "sigmoid"
+        self.act_name = layer.settings.shown_activation
+        self.rec_act_name = layer.settings.shown_recurrent_activation
         self.act = activation(self.act_name, semantics)
         self.rec_act = activation(self.rec_act_name, semantics)
-        # The replay's rule (replay.gru_cell): the config, else the bias shape.
-        self.reset_after = bool(layer.config.get("reset_after", layer.bias is not None and layer.bias.ndim == 2))
+        self.reset_after = bool(layer.settings.reset_after)
+        # Each family's step, by the cell its record names (model/registry.py).
+        self._steps: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray | None], tuple[list[GateStep], dict[str, np.ndarray]]]] = {
+            "gru": lambda x, h_prev, c_prev: self._gru(x, h_prev),
+            "lstm": self._lstm,
+            "simple_rnn": lambda x, h_prev, c_prev: self._simple(x, h_prev),
+        }
 
     def _input_terms(self, gate: str, x: np.ndarray, h_prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x·W_g and h_prev·U_g for every unit."""
@@ -204,12 +211,7 @@ class UnitStepper:
 
     def step(self, x: np.ndarray, h_prev: np.ndarray, c_prev: np.ndarray | None) -> tuple[list[GateStep], dict[str, np.ndarray]]:
         """This unit's gates and every unit's new vectors: z, r, hh, h (GRU); i, f, cc, c, o, h; h."""
-        if self.family == "GRU":
-            return self._gru(x, h_prev)
-        if self.family == "LSTM":
-            assert c_prev is not None
-            return self._lstm(x, h_prev, c_prev)
-        return self._simple(x, h_prev)
+        return self._steps[self.family.cell](x, h_prev, c_prev)
 
     def _gate(self, gate: str, name: str, act_name: str, act: Callable[[np.ndarray], np.ndarray], terms: list[tuple[Term, np.ndarray]],
               scaled: tuple[np.ndarray, list[tuple[Term, np.ndarray]]] | None = None) -> tuple[GateStep, np.ndarray]:
@@ -268,7 +270,8 @@ class UnitStepper:
         h = z * h_prev + (1 - z) * hh  # Keras's order: z keeps the previous state
         return recorded, {"z": z, "r": r, "hh": hh, "h": h}
 
-    def _lstm(self, x: np.ndarray, h_prev: np.ndarray, c_prev: np.ndarray) -> tuple[list[GateStep], dict[str, np.ndarray]]:
+    def _lstm(self, x: np.ndarray, h_prev: np.ndarray, c_prev: np.ndarray | None) -> tuple[list[GateStep], dict[str, np.ndarray]]:
+        assert c_prev is not None  # explain_steps carries c for families with a cell state
         w = self.weights
         recorded = []
         vectors: dict[str, np.ndarray] = {}
@@ -296,7 +299,7 @@ def explain_steps(layer: RecurrentLayer, fed: LayerRun, sample: int, unit: int, 
     stepper = UnitStepper(layer, semantics, unit, small)
     x_all = np.asarray(fed.inputs[sample], np.float64)
     mask = None if fed.mask is None else np.asarray(fed.mask[sample], bool)
-    lstm = stepper.family == "LSTM"
+    lstm = stepper.family.has_cell_state
     if fed.initial_state is None:
         h_prev = np.zeros(layer.units)
         c_prev = np.zeros(layer.units) if lstm else None
@@ -337,7 +340,7 @@ def explain(model_file: ModelFile, options: ExplainOptions) -> Explanation:
         raise InputError(f"--unit {options.unit} is out of range; layer {layer.path} has {_count(layer.units, 'unit')} (0-{layer.units - 1})")
     from grucli.commands.verify import recurrent_member
 
-    if recurrent_member(model_file, layer.path)[1].class_name == "TimeDistributed":
+    if role_of(recurrent_member(model_file, layer.path)[1].class_name) is Role.TIME_DISTRIBUTED:
         # Its steps run once per outer step, folded into the batch: no one sample to follow.
         raise InputError(f"layer {layer.path} is a {layer.kind} inside TimeDistributed; explain follows a recurrent layer that "
                          "runs once per sample (verify --trace and replay --gates cover this one)")
@@ -368,7 +371,7 @@ def _count(number: int, noun: str) -> str:
 
 
 def _activation_notes(layer: RecurrentLayer, semantics: str) -> list[str]:
-    used = {layer.config.get("activation"), layer.config.get("recurrent_activation")}
+    used = {layer.settings.activation, layer.settings.recurrent_activation}
     if "hard_sigmoid" not in used:
         return []
     if semantics == KERAS2:
@@ -456,9 +459,9 @@ class OutputPlace:
 
 def _place_in_output(raw: RawLayer, member_path: str, layer: RecurrentLayer) -> OutputPlace:
     relative = layer.path[len(member_path):].strip(paths.SEPARATOR).split(paths.SEPARATOR) if layer.path != member_path else []
-    if raw.class_name == "TimeDistributed":
+    if role_of(raw.class_name) is Role.TIME_DISTRIBUTED:
         return OutputPlace(False, reason="the layer runs inside TimeDistributed")
-    if raw.class_name != "Bidirectional":
+    if role_of(raw.class_name) is not Role.BIDIRECTIONAL:
         return _place_in_rnn(raw, member_path, relative, OutputPlace(bool(raw.config.get("return_sequences"))))
     directions = dict(raw.children)
     which = relative[0]
@@ -478,7 +481,7 @@ def _place_in_output(raw: RawLayer, member_path: str, layer: RecurrentLayer) -> 
 
 def _place_in_rnn(raw: RawLayer, member_path: str, relative: Sequence[str], place: OutputPlace) -> OutputPlace:
     """An RNN of stacked cells outputs its last cell's sequence: earlier cells are not in predict's output."""
-    if raw.class_name == "RNN" and len(raw.children) > 1 and relative and relative[0] != raw.children[-1][0]:
+    if role_of(raw.class_name) is Role.RNN and len(raw.children) > 1 and relative and relative[0] != raw.children[-1][0]:
         return OutputPlace(place.return_sequences, reason=f"predict's output of {member_path} is its last cell's, so cell "
                            f"{relative[0]} is compared with grucli's replay of it")
     return place
@@ -486,7 +489,7 @@ def _place_in_rnn(raw: RawLayer, member_path: str, relative: Sequence[str], plac
 
 def _units(raw: RawLayer) -> int:
     """The width of a recurrent layer's output (an RNN's last cell's units)."""
-    if raw.class_name == "RNN" and raw.children:
+    if role_of(raw.class_name) is Role.RNN and raw.children:
         return _units(raw.children[-1][1])
     return int(raw.config.get("units", 0))
 

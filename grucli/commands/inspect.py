@@ -11,12 +11,12 @@ from typing import Sequence
 
 import numpy as np
 
-from grucli.engine.steps import semantics_for
 from grucli.errors import SelectionError
 from grucli.model import gates
 from grucli.model import paths as paths_module
 from grucli.model.equations import Equations, layer_equations
 from grucli.model.records import ModelLayers, OtherLayer, RecurrentLayer
+from grucli.model.semantics import semantics_for
 from grucli.model.stats import ArrayStats, array_stats
 
 

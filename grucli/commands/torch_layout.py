@@ -19,9 +19,6 @@ from grucli.errors import GrucliError
 from grucli.model import gates, paths
 from grucli.model.records import RecurrentLayer
 
-TORCH_GATE_ORDER = {"GRU": ("r", "z", "h"), "LSTM": ("i", "f", "c", "o"), "SimpleRNN": ("h",)}
-TORCH_MODULE = {"GRU": "nn.GRU", "LSTM": "nn.LSTM", "SimpleRNN": "nn.RNN"}
-
 
 class TorchLayoutError(GrucliError):
     """A layer PyTorch's recurrent modules cannot reproduce (the message says why)."""
@@ -58,8 +55,8 @@ def torch_modules(layers: Sequence[RecurrentLayer], approximate: bool = False) -
 
 def _module(path: str, directions: list[RecurrentLayer], approximate: bool) -> TorchModule:
     first = directions[0]
-    family = gates.equation_family(first.kind)
-    if first.kind.startswith("ConvLSTM"):
+    family, settings = first.family, first.settings
+    if family.torch_module is None:
         raise TorchLayoutError(f"layer {first.path}: {first.kind} has no PyTorch recurrent module; export it with --layout keras")
     notes = list(_check_equivalence(first, approximate))
     arrays: dict[str, np.ndarray] = {}
@@ -69,34 +66,33 @@ def _module(path: str, directions: list[RecurrentLayer], approximate: bool) -> T
     options = [f"input_size={first.input_dim}", f"hidden_size={first.units}", "batch_first=True"]
     if first.bias is None:
         options.append("bias=False")
-    if family == "SimpleRNN":
-        options.append(f"nonlinearity='{first.config.get('activation')}'")
+    if not family.uses_recurrent_activation:  # nn.RNN: one activation, its nonlinearity
+        options.append(f"nonlinearity='{settings.activation}'")
     if len(directions) == 2:
         options.append("bidirectional=True")
         notes.append("PyTorch concatenates the two directions' outputs (forward first), as Keras's merge_mode='concat'; for sum/ave/mul, split the last axis in two and merge by hand")
-    elif first.config.get("go_backwards"):
+    elif settings.go_backwards:
         notes.append("the Keras layer reads the sequence backwards (go_backwards): give PyTorch the time-reversed input; the output sequence then matches Keras's, in processing order")
-    if not first.config.get("return_sequences"):
+    if not settings.return_sequences:
         notes.append("the Keras layer returns only its last output: take output[:, -1]" + (" for the forward half and output[:, 0] for the backward half" if len(directions) == 2 else ""))
-    return TorchModule(path, f"{TORCH_MODULE[family]}({', '.join(options)})", arrays, tuple(notes))
+    return TorchModule(path, f"{family.torch_module}({', '.join(options)})", arrays, tuple(notes))
 
 
 def _check_equivalence(layer: RecurrentLayer, approximate: bool) -> list[str]:
-    family = gates.equation_family(layer.kind)
-    activation = layer.config.get("activation")
-    recurrent_activation = layer.config.get("recurrent_activation")
-    if family == "SimpleRNN":
+    family = layer.family
+    activation, recurrent_activation = layer.settings.activation, layer.settings.recurrent_activation
+    if not family.uses_recurrent_activation:
         if activation not in ("tanh", "relu"):
             raise TorchLayoutError(f"layer {layer.path}: activation {activation!r}; nn.RNN offers only tanh and relu")
         return []
     if activation is None or recurrent_activation is None:
-        raise TorchLayoutError(f"layer {layer.path}: its activations are unknown (weights-only file); PyTorch's {family} needs tanh and sigmoid")
+        raise TorchLayoutError(f"layer {layer.path}: its activations are unknown (weights-only file); PyTorch's {family.torch_module} needs tanh and sigmoid")
     if (activation, recurrent_activation) != ("tanh", "sigmoid"):
         raise TorchLayoutError(
             f"layer {layer.path}: activation {activation!r} and recurrent_activation {recurrent_activation!r}; "
-            f"PyTorch's nn.{family} computes only tanh and sigmoid"
+            f"PyTorch's {family.torch_module} computes only tanh and sigmoid"
         )
-    if family == "GRU" and not layer.config.get("reset_after", True):
+    if family.two_row_bias and not layer.settings.reset_after:
         if not approximate:
             raise TorchLayoutError(
                 f"layer {layer.path}: a GRU with reset_after=False applies the reset gate before the recurrent product, "
@@ -109,8 +105,8 @@ def _check_equivalence(layer: RecurrentLayer, approximate: bool) -> list[str]:
 
 def direction_arrays(layer: RecurrentLayer) -> dict[str, np.ndarray]:
     """weight_ih, weight_hh, bias_ih, bias_hh of one direction, in PyTorch's gate order and shapes."""
-    family = gates.equation_family(layer.kind)
-    order = TORCH_GATE_ORDER[family]
+    order = layer.family.torch_gates
+    assert order is not None, layer.kind  # _module refuses families without a PyTorch module
     columns = [gates.gate_columns(layer.kind, layer.units, gate) for gate in order]
 
     def reorder(matrix: np.ndarray) -> np.ndarray:

@@ -23,21 +23,17 @@ from grucli.commands.verify_report import (
     VerifyReport,
     compare,
 )
-from grucli.engine.graph import RECURRENT, ModelReplay, RecurrentCall, unsupported_layer
-from grucli.engine.steps import (
-    KERAS2,
-    KERAS3,
-    VERSION_DEPENDENT,
-    ReplayError,
-    semantics_for,
-)
-from grucli.errors import ModelFileError, VerifyError
+from grucli.engine.graph import ModelReplay, RecurrentCall
+from grucli.engine.registry import unsupported_layer
+from grucli.errors import ModelFileError, ReplayError, VerifyError
 from grucli.files.inputs import InputError, model_inputs, read_arrays
 from grucli.files.reader import Limits, read_model
 from grucli.frameworks.framework import AUTO, Framework, Probe, resolve_framework
 from grucli.model import paths
 from grucli.model.layers import activation_name, find_layers, require_recurrent
-from grucli.model.records import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
+from grucli.model.records import ModelFile, ModelLayers, RawLayer
+from grucli.model.registry import Role, holds_recurrent, is_model, role_of, runs_code
+from grucli.model.semantics import KERAS2, KERAS3, VERSION_DEPENDENT, semantics_for
 
 # Default tolerances by where predict ran. Measured: CPU float32 vs a float64 replay 1e-7..4e-7;
 # GPUs run float32 products in TF32 (2e-4..5e-4). Both defaults leave room for those and none
@@ -207,7 +203,7 @@ def _refuse_code(model: ModelFile, unsafe: bool) -> None:
 
 def _code_layers(layer: RawLayer, prefix: str = "") -> Iterator[tuple[str, str]]:
     for _, child in layer.children:
-        if child.class_name == "Lambda" or "__lambda__" in json.dumps(child.config, default=str):
+        if runs_code(child.class_name) or "__lambda__" in json.dumps(child.config, default=str):
             yield f"{prefix}{child.name}", child.class_name
         yield from _code_layers(child, f"{prefix}{child.name}/")
 
@@ -217,7 +213,7 @@ def _semantic_warnings(layers: ModelLayers, model: ModelFile, semantics: str, fr
     if semantics == framework.semantics:
         return
     saved = f"Keras {model.keras_version}" if model.keras_version else "Keras 1"
-    uses = [(layer.path, key, layer.config.get(key)) for layer in layers.recurrent for key in ("activation", "recurrent_activation")]
+    uses = [(layer.path, key, getattr(layer.settings, key)) for layer in layers.recurrent for key in ("activation", "recurrent_activation")]
     uses += [(path, "activation", activation_name(raw.config.get("activation"))) for path, raw in _plain_layers(model.root)]
     for path, key, name in uses:
         if name in VERSION_DEPENDENT:
@@ -232,9 +228,9 @@ def _plain_layers(layer: RawLayer, prefix: str = "") -> Iterator[tuple[str, RawL
     """Non-recurrent layers with an activation setting (Dense, Activation, ...), with their paths."""
     for _, child in layer.children:
         path = f"{prefix}{child.name}"
-        if child.class_name in MODEL_CLASSES | {"TimeDistributed"}:
+        if role_of(child.class_name) in (Role.MODEL, Role.TIME_DISTRIBUTED):
             yield from _plain_layers(child, f"{path}/")
-        elif child.class_name not in RECURRENT and "activation" in child.config:
+        elif not holds_recurrent(child.class_name) and "activation" in child.config:
             yield path, child
 
 
@@ -245,9 +241,9 @@ def _recurrent_members(layer: RawLayer, prefix: str = "") -> Iterator[tuple[str,
     """(path, raw layer, nesting chain) of every recurrent layer a probe can reach."""
     for _, child in layer.children:
         path = f"{prefix}{child.name}"
-        if child.class_name in RECURRENT or _wraps_recurrent(child):
+        if holds_recurrent(child.class_name) or _wraps_recurrent(child):
             yield path, child, paths.enclosing(path)
-        elif child.class_name in MODEL_CLASSES:
+        elif is_model(child.class_name):
             yield from _recurrent_members(child, f"{path}/")
 
 
@@ -262,7 +258,7 @@ def recurrent_member(model: ModelFile, path: str) -> tuple[str, RawLayer, tuple[
 
 def _wraps_recurrent(layer: RawLayer) -> bool:
     """TimeDistributed around a recurrent layer: grucli reports (and verify probes) the wrapper."""
-    return layer.class_name == "TimeDistributed" and bool(layer.children) and layer.children[0][1].class_name in RECURRENT
+    return role_of(layer.class_name) is Role.TIME_DISTRIBUTED and bool(layer.children) and holds_recurrent(layer.children[0][1].class_name)
 
 
 def _uncovered_checks(found: ModelLayers, selected: Sequence[str], checks: Sequence[LayerCheck]) -> Iterator[LayerCheck]:
@@ -338,10 +334,10 @@ def _trace_tables(
     for path, gates in run_traces.items():
         layer = replay.recurrent.get(path)
         # Steps are in processing order: a go_backwards layer reads its input from the end.
-        layer_input = np.asarray(real_input)[:, ::-1] if layer is not None and layer.config.get("go_backwards") else np.asarray(real_input)
+        layer_input = np.asarray(real_input)[:, ::-1] if layer is not None and layer.settings.go_backwards else np.asarray(real_input)
         if not gates:
             continue
-        if layer is not None and layer.kind.startswith("ConvLSTM"):
+        if layer is not None and layer.family.convolutional:
             raise InputError(f"--trace prints one unit of a GRU, LSTM or SimpleRNN; layer {path} is a {layer.kind}, whose units are "
                              "spatial maps: leave it out with --layer, or write its gate values with grucli replay --gates OUT.npz")
         batch, timesteps, units = next(iter(gates.values())).shape

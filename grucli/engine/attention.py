@@ -12,10 +12,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from grucli.engine.feedforward import stored_weights
-from grucli.engine.steps import KERAS3, ReplayError
 from grucli.engine.tensor import Tensor
-from grucli.errors import ModelFileError
+from grucli.errors import ModelFileError, ReplayError
 from grucli.model.records import RawLayer
+from grucli.model.semantics import KERAS3
 
 ATTENTION = {"Attention", "AdditiveAttention"}
 

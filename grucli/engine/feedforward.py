@@ -12,16 +12,16 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from grucli.engine import spatial
-from grucli.engine.steps import KERAS3, ReplayError, activation
+from grucli.engine.activations import activation
 from grucli.engine.tensor import Runtime, Tensor
-from grucli.errors import ModelFileError
+from grucli.errors import ModelFileError, ReplayError
 from grucli.model.records import NamedArray, RawLayer
+from grucli.model.semantics import KERAS3
 
 IDENTITY = {
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
     "GaussianDropout", "AlphaDropout", "ActivityRegularization", "InputLayer",
 }
-MERGES = {"Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
 
 
 def stored_weights(layer: RawLayer, shapes: Sequence[tuple[int | None, ...]], what: str) -> list[np.ndarray]:
@@ -346,26 +346,37 @@ SIMPLE_LAYERS: Mapping[str, Callable[[RawLayer, Tensor, Runtime], Tensor]] = {
 }
 
 
+def concatenate(layer: RawLayer, path: str, inputs: list[Tensor], semantics: str) -> Tensor:
+    values = [t.value for t in inputs]
+    shapes = [v.shape for v in values]
+    axis = layer.config.get("axis", -1)
+    rank = values[0].ndim
+    if not isinstance(axis, int) or not -rank <= axis < rank or any(v.ndim != rank for v in values) or any(
+        np.delete(np.array(shape), axis % rank).tolist() != np.delete(np.array(shapes[0]), axis % rank).tolist() for shape in shapes
+    ):
+        raise ReplayError(f"layer {path} ({layer.class_name}) cannot join shapes {shapes} on axis {axis}")
+    full = [np.ones(t.value.shape, bool) if t.mask is None else np.broadcast_to(
+        t.mask.reshape(t.mask.shape + (1,) * (t.value.ndim - t.mask.ndim)), t.value.shape) for t in inputs]
+    mask = None
+    if any(t.mask is not None for t in inputs):
+        # Keras 3 keeps a position where any joined mask keeps it; Keras 2 / tf-keras where every one does.
+        joined = np.concatenate(full, axis=axis)
+        mask = joined.any(axis=-1) if semantics == KERAS3 else joined.all(axis=-1)
+    return Tensor(np.concatenate(values, axis=axis), mask)
+
+
 def merge(layer: RawLayer, path: str, inputs: list[Tensor], semantics: str) -> Tensor:
+    """Add, Subtract, Multiply, Average, Maximum, Minimum: inputs of one shape, reduced elementwise."""
     name = layer.class_name
     values = [t.value for t in inputs]
     shapes = [v.shape for v in values]
-    if name == "Concatenate":
-        axis = layer.config.get("axis", -1)
-        rank = values[0].ndim
-        if not isinstance(axis, int) or not -rank <= axis < rank or any(v.ndim != rank for v in values) or any(
-            np.delete(np.array(shape), axis % rank).tolist() != np.delete(np.array(shapes[0]), axis % rank).tolist() for shape in shapes
-        ):
-            raise ReplayError(f"layer {path} (Concatenate) cannot join shapes {shapes} on axis {axis}")
-        value = np.concatenate(values, axis=axis)
-    else:
-        if len(set(shapes)) != 1 or (name == "Subtract" and len(values) != 2):
-            expected = "two inputs of one shape" if name == "Subtract" else "inputs of one shape"
-            raise ReplayError(f"layer {path} ({name}) is called on shapes {shapes}; expected {expected}")
-        if semantics == KERAS3 and name in KERAS3_MASKED_MERGES and any(t.mask is not None for t in inputs):
-            return KERAS3_MASKED_MERGES[name](inputs)
-        value = MERGE_REDUCTIONS[name](np.stack(values))
-    return Tensor(value, _merged_mask(layer, inputs, semantics))
+    arity = MERGE_ARITY.get(name)
+    if len(set(shapes)) != 1 or (arity is not None and len(values) != arity):
+        expected = "two inputs of one shape" if arity == 2 else "inputs of one shape"
+        raise ReplayError(f"layer {path} ({name}) is called on shapes {shapes}; expected {expected}")
+    if semantics == KERAS3 and name in KERAS3_MASKED_MERGES and any(t.mask is not None for t in inputs):
+        return KERAS3_MASKED_MERGES[name](inputs)
+    return Tensor(MERGE_REDUCTIONS[name](np.stack(values)), _merged_mask(inputs, semantics))
 
 
 def _feature_mask(t: Tensor) -> np.ndarray | None:
@@ -408,21 +419,15 @@ KERAS3_MASKED_MERGES: Mapping[str, Callable[[list[Tensor]], Tensor]] = {
 }
 
 
-def _merged_mask(layer: RawLayer, inputs: list[Tensor], semantics: str) -> np.ndarray | None:
+def _merged_mask(inputs: list[Tensor], semantics: str) -> np.ndarray | None:
     """The output mask of a merge layer, as the Keras that saved the file computes it (`compute_mask`).
 
     Keras 3: Add, Multiply, ... keep a step where any input keeps it, and only when every input
-    is masked; Concatenate joins the masks (unmasked inputs all kept) and keeps a position where
-    any joined mask does. Keras 2 / tf-keras: both keep a step only where every mask keeps it.
+    is masked. Keras 2 / tf-keras: a step only where every mask keeps it.
     """
     masks = [t.mask for t in inputs]
     if all(mask is None for mask in masks):
         return None
-    if layer.class_name == "Concatenate":
-        full = [np.ones(t.value.shape, bool) if t.mask is None else np.broadcast_to(
-            t.mask.reshape(t.mask.shape + (1,) * (t.value.ndim - t.mask.ndim)), t.value.shape) for t in inputs]
-        joined = np.concatenate(full, axis=layer.config.get("axis", -1))
-        return joined.any(axis=-1) if semantics == KERAS3 else joined.all(axis=-1)
     if semantics == KERAS3:
         return None if any(mask is None for mask in masks) else np.logical_or.reduce(masks)
     return np.logical_and.reduce([mask for mask in masks if mask is not None])
@@ -435,4 +440,9 @@ MERGE_REDUCTIONS: Mapping[str, Callable[[np.ndarray], np.ndarray]] = {
     "Average": lambda stacked: stacked.mean(axis=0),
     "Maximum": lambda stacked: stacked.max(axis=0),
     "Minimum": lambda stacked: stacked.min(axis=0),
+}
+MERGE_ARITY: Mapping[str, int] = {"Subtract": 2}
+# Every merge layer: Concatenate joins, the others reduce.
+MERGES: Mapping[str, Callable[[RawLayer, str, list[Tensor], str], Tensor]] = {
+    "Concatenate": concatenate, **{name: merge for name in MERGE_REDUCTIONS},
 }

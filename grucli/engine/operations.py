@@ -14,9 +14,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from grucli.engine.steps import KERAS3, ReplayError, activation
+from grucli.engine.activations import activation
 from grucli.engine.tensor import Tensor
+from grucli.errors import ReplayError
 from grucli.model.records import RawLayer
+from grucli.model.semantics import KERAS3
 
 
 @dataclass(frozen=True)

@@ -6,213 +6,32 @@ previous output, `c_tm1` the previous cell state, `x_z` the input projection of 
 products are one matrix product where the equations add them, each step writing into buffers
 allocated once (see "the step loop's machinery").
 
-Activations follow the Keras version that saved the file: `hard_sigmoid` is
-`clip(0.2x + 0.5, 0, 1)` in Keras 1/2 and tf.keras 2, `clip(x/6 + 0.5, 0, 1)` in Keras 3.
+Activations (`engine/activations.py`) follow the Keras version that saved the file.
+
+May import: numpy, engine/ (activations, parallel, spatial), model/, errors.
 """
 
 from __future__ import annotations
 
 import math
 import mmap
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from grucli.engine import parallel, spatial
-from grucli.errors import GrucliError
+from grucli.engine.activations import (
+    activation_in_place,
+    activation_side_by_side,
+    elementwise,
+)
+from grucli.errors import ReplayError
 from grucli.model import gates
-from grucli.model.records import RecurrentLayer
+from grucli.model.records import RecurrentLayer, Settings
+from grucli.model.semantics import KERAS3
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all) of the layer being replayed
-KERAS2 = "keras2"
-KERAS3 = "keras3"
-Activation = Callable[[np.ndarray], np.ndarray]
-
-
-class ReplayError(GrucliError):
-    """The model holds something the replay engine cannot run (the message names it)."""
-
-
-def semantics_for(keras_version: str | None, file_format: str) -> str:
-    """KERAS3 for files saved by Keras 3, KERAS2 for Keras 1/2 and tf.keras 2 files."""
-    if file_format.startswith("keras-v3"):
-        return KERAS3
-    if keras_version is None:
-        return KERAS2  # legacy HDF5 without a version: Keras 1
-    major = re.match(r"[0-9]{1,9}", keras_version)  # ASCII digits only ("²".isdigit() is True), and few of them
-    return KERAS3 if major and int(major.group()) >= 3 else KERAS2
-
-
-# --- activations ------------------------------------------------------------------------------------
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """sigmoid(x) = 1 / (1 + exp(-x)), through exp(-|x|) ≤ 1, which never overflows: for x < 0 as
-    e / (1 + e), relatively exact however small (the tanh form 0.5·(1 + tanh(x/2)) cancels to 0
-    in float32 below x ≈ -17, and gave 37 % errors near 1e-8)."""
-    x = np.asarray(x)
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.result_type(x, np.float32), copy=False)
-
-
-_erfc = np.vectorize(math.erfc, otypes=[float])
-
-
-def _gelu(x: np.ndarray) -> np.ndarray:
-    """gelu(x) = x·Φ(x) = 0.5·x·(1 + erf(x/√2)), written 0.5·x·erfc(-x/√2): the same number, without
-    the cancellation of 1 + erf(…) ≈ 1 - 1 that made gelu(-10) = 0 instead of -7.6e-23."""
-    return (0.5 * x * _erfc(-x / math.sqrt(2.0))).astype(x.dtype)
-
-
-def _selu(x: np.ndarray) -> np.ndarray:
-    alpha, scale = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
-    return scale * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    shifted = np.exp(x - x.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-# One definition of each hard_sigmoid (the in-place ones below), applied here to a float copy.
-def _hard_sigmoid_keras2(x: np.ndarray) -> np.ndarray:
-    return _hard_sigmoid_keras2_in_place(np.multiply(x, 1.0))
-
-
-def _hard_sigmoid_keras3(x: np.ndarray) -> np.ndarray:
-    return _hard_sigmoid_keras3_in_place(np.multiply(x, 1.0))
-
-
-COMMON_ACTIVATIONS: Mapping[str, Activation] = {
-    "tanh": np.tanh,
-    "sigmoid": _sigmoid,
-    "linear": lambda x: x,
-    "relu": lambda x: np.maximum(x, 0),
-    "relu6": lambda x: np.clip(x, 0, 6),
-    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
-    "selu": _selu,
-    "softsign": lambda x: x / (1 + np.abs(x)),
-    "softplus": lambda x: np.logaddexp(0, x),
-    "exponential": np.exp,
-    "gelu": _gelu,
-    "silu": lambda x: x * _sigmoid(x),
-    "swish": lambda x: x * _sigmoid(x),
-    "mish": lambda x: x * np.tanh(np.logaddexp(0, x)),
-    "log_sigmoid": lambda x: -np.logaddexp(0, -x),
-    "leaky_relu": lambda x: np.where(x > 0, x, 0.2 * x),
-    "softmax": _softmax,
-}
-HARD_SIGMOID = {KERAS2: _hard_sigmoid_keras2, KERAS3: _hard_sigmoid_keras3}
-# Definitions that differ between Keras 2 and Keras 3 (verify warns where they matter).
-VERSION_DEPENDENT = {"hard_sigmoid", "hard_silu", "hard_swish"}
-
-
-def activation(name: str | None, semantics: str) -> Activation:
-    if name is None or name == "linear":
-        return COMMON_ACTIVATIONS["linear"]
-    if name == "hard_sigmoid":
-        return HARD_SIGMOID[semantics]
-    if name in ("hard_silu", "hard_swish"):
-        hard = HARD_SIGMOID[semantics]
-        return lambda x: x * hard(x)
-    if name not in COMMON_ACTIVATIONS:
-        raise ReplayError(f"activation {name!r} is not one the replay knows; expected one of: {', '.join(sorted([*COMMON_ACTIVATIONS, 'hard_sigmoid', 'hard_silu']))}")
-    return COMMON_ACTIVATIONS[name]
-
-
-def activation_in_place(name: str | None, semantics: str) -> Activation:
-    """The activation `name` as a function that overwrites its argument and returns it: the step
-    loops apply it to buffers they own. The common ones run as in-place ufuncs."""
-    if name is None or name == "linear":
-        return lambda v: v
-    if name in IN_PLACE:
-        return IN_PLACE[name]
-    if name == "hard_sigmoid":
-        return _HARD_SIGMOID_IN_PLACE[semantics]
-    plain = activation(name, semantics)
-
-    def overwrite(v: np.ndarray) -> np.ndarray:
-        v[...] = plain(v)
-        return v
-
-    return overwrite
-
-
-# The step loops' sigmoid and tanh go through exp: NumPy's float64 tanh costs twice its exp (no
-# SIMD for either on AVX2), and these are most of a float64 step. Both forms are exact in
-# arithmetic and within a few ulp of 1 in float64; exp's overflow to inf gives the right limits.
-
-
-def _sigmoid_in_place(v: np.ndarray) -> np.ndarray:
-    """sigmoid(v) = 1 / (1 + exp(-v))"""
-    np.negative(v, out=v)
-    np.exp(v, out=v)  # inf for v < -709: 1 / inf = 0 (run_layer silences the overflow warning)
-    v += 1.0
-    return np.divide(1.0, v, out=v)
-
-
-def _tanh_in_place(v: np.ndarray) -> np.ndarray:
-    """tanh(v) = 2 * sigmoid(2v) - 1"""
-    v *= -2.0
-    np.exp(v, out=v)
-    v += 1.0
-    np.divide(2.0, v, out=v)
-    v -= 1.0
-    return v
-
-
-def _hard_sigmoid_keras2_in_place(v: np.ndarray) -> np.ndarray:
-    v *= 0.2
-    v += 0.5
-    return np.clip(v, 0.0, 1.0, out=v)
-
-
-def _hard_sigmoid_keras3_in_place(v: np.ndarray) -> np.ndarray:
-    v /= 6.0
-    v += 0.5
-    return np.clip(v, 0.0, 1.0, out=v)
-
-
-IN_PLACE: Mapping[str, Activation] = {
-    "tanh": _tanh_in_place,
-    "sigmoid": _sigmoid_in_place,
-    "relu": lambda v: np.maximum(v, 0, out=v),
-}
-_HARD_SIGMOID_IN_PLACE = {KERAS2: _hard_sigmoid_keras2_in_place, KERAS3: _hard_sigmoid_keras3_in_place}
-# Elementwise for certain: one pass may cover several gates side by side. Any other activation
-# (softmax works over the last axis) is applied gate by gate, as Keras applies it.
-ELEMENTWISE = {None, "linear", "hard_sigmoid", *IN_PLACE}
-
-
-ACTIVATION_DEFAULTS = {"activation": "tanh", "recurrent_activation": "sigmoid"}
-
-
-def _activation_name(layer: RecurrentLayer, key: str) -> str | None:
-    """The activation the layer's config names under `key` ("activation" or
-    "recurrent_activation"): the one place the cells, the split and the exp form read it."""
-    return layer.config.get(key, ACTIVATION_DEFAULTS[key])
-
-
-def _elementwise(layer: RecurrentLayer, *keys: str) -> bool:
-    """Whether the activations the layer's config names under `keys` are all elementwise."""
-    return all(_activation_name(layer, key) in ELEMENTWISE for key in keys)
-
-
-def activation_side_by_side(name: str | None, semantics: str, units: int) -> Activation:
-    """The in-place activation `name` over gates of `units` columns each, side by side on the last
-    axis (a GRU's z and r, an LSTM's i and f): one pass where it is elementwise, else gate by gate."""
-    act = activation_in_place(name, semantics)
-    if name in ELEMENTWISE:
-        return act
-
-    def gate_by_gate(v: np.ndarray) -> np.ndarray:
-        for start in range(0, v.shape[-1], units):
-            act(v[..., start:start + units])
-        return v
-
-    return gate_by_gate
 
 
 # --- running a recurrent layer ----------------------------------------------------------------------
@@ -250,7 +69,8 @@ def run_layer(
     zero with zero_output_for_mask). `initial_state` ([h] or, for an LSTM, [h, c]) replaces the
     zero state the first step starts from (a seq2seq decoder's encoder state).
     """
-    convolutional = layer.kind.startswith("ConvLSTM")
+    family, settings = layer.family, layer.settings
+    convolutional = family.convolutional
     rank = layer.kernel.ndim - 2 if convolutional else 0  # ConvLSTM: spatial axes of each step
     if convolutional and inputs.ndim != rank + 3:
         raise ReplayError(f"layer {layer.path} ({layer.kind}) expects input (batch, timesteps, {rank} spatial axes, channels), got shape {inputs.shape}")
@@ -259,15 +79,14 @@ def run_layer(
     if not convolutional and inputs.shape[-1] != layer.input_dim:
         raise ReplayError(f"layer {layer.path} expects {layer.input_dim} features per step, got {inputs.shape[-1]}")
     x = step_input(inputs, dtype)
-    if layer.config.get("go_backwards") if go_backwards is None else go_backwards:
+    if settings.go_backwards if go_backwards is None else go_backwards:
         x = x[:, ::-1]
         mask = mask[:, ::-1] if mask is not None else None
     if zero_output_for_mask is None:
-        zero_output_for_mask = bool(layer.config.get("zero_output_for_mask"))
-    family = gates.equation_family(layer.kind)
+        zero_output_for_mask = settings.zero_output_for_mask
     state_shape = conv_state_shape(layer, x.shape[2:-1]) if convolutional else (layer.units,)
-    states = _initial_states(layer, family, (x.shape[0], *state_shape), initial_state, dtype)
-    cell = conv_lstm_cell if convolutional else CELLS[family]
+    states = _initial_states(layer, (x.shape[0], *state_shape), initial_state, dtype)
+    cell = CELLS[family.cell]
     with np.errstate(over="ignore"):  # exp overflowing to inf in a saturated sigmoid or tanh is exact
         return cell(layer, x, mask, semantics, dtype, trace, zero_output_for_mask, progress, states)
 
@@ -280,18 +99,16 @@ def step_input(inputs: np.ndarray, dtype: type) -> np.ndarray:
     return x if x.dtype in (np.float32, np.float64) else x.astype(dtype)
 
 
-STATE_COUNT = {"GRU": 1, "LSTM": 2, "SimpleRNN": 1}  # [h], [h, c], [h]
-
-
-def _initial_states(layer: RecurrentLayer, family: str, shape: tuple[int, ...], given: Sequence[np.ndarray] | None,
+def _initial_states(layer: RecurrentLayer, shape: tuple[int, ...], given: Sequence[np.ndarray] | None,
                     dtype: type) -> list[np.ndarray]:
     """The states the first step starts from: zeros, or the given ones after checking their shapes."""
+    count = layer.family.state_count  # [h], or [h, c] for the LSTMs
     if given is None:
-        return [np.zeros(shape, dtype) for _ in range(STATE_COUNT[family])]
+        return [np.zeros(shape, dtype) for _ in range(count)]
     shapes = [tuple(np.shape(state)) for state in given]
-    if len(given) != STATE_COUNT[family] or any(found != shape for found in shapes):
+    if len(given) != count or any(found != shape for found in shapes):
         raise ReplayError(
-            f"layer {layer.path} is given initial states of shapes {shapes}; expected {STATE_COUNT[family]} of shape {shape}"
+            f"layer {layer.path} is given initial states of shapes {shapes}; expected {count} of shape {shape}"
         )
     return [np.asarray(state, dtype=dtype) for state in given]
 
@@ -465,13 +282,13 @@ def gru_cell(
     progress: Progress | None, initial_state: list[np.ndarray],
 ) -> RecurrentRun:
     units = layer.units
-    reset_after = bool(layer.config.get("reset_after", layer.bias is not None and layer.bias.ndim == 2))
+    reset_after = bool(layer.settings.reset_after)
     batch, timesteps, _ = x.shape
     outputs = _Outputs(batch, timesteps, (units,), mask, zero_output, dtype, initial_state[0], STEP_ORDER)
     traced = _tracer(("z", "r", "hh", "h"), (batch, timesteps, units), dtype, trace)
     step = _StepOperand(x, units, dtype)
     # Without reset_after, r · h_tm1 is multiplied by U_h: each unit's candidate reads every unit's r.
-    units_apart = reset_after and _elementwise(layer, "activation", "recurrent_activation")
+    units_apart = reset_after and elementwise(layer.settings.activation, layer.settings.recurrent_activation)
     parts = parallel.unit_ranges(units, step.whole.size * 3 * units, dtype, units_apart)
     weights = _weights(layer, dtype)
     cells = [_GRUUnits(layer, part, step, weights, reset_after, outputs, traced, semantics, dtype) for part in parts]
@@ -501,13 +318,13 @@ class _GRUUnits:
     def __init__(self, layer: RecurrentLayer, part: slice, step: _StepOperand, weights: tuple[np.ndarray, ...], reset_after: bool,
                  outputs: _Outputs, traced: dict[str, np.ndarray], semantics: str, dtype: type) -> None:
         kernel, recurrent_kernel, input_bias, recurrent_bias = weights
-        zr_ = gates.columns_of_units("GRU", layer.units, part, "zr")
-        h_ = gates.columns_of_units("GRU", layer.units, part, "h")
+        zr_ = gates.columns_of_units(layer.kind, layer.units, part, "zr")
+        h_ = gates.columns_of_units(layer.kind, layer.units, part, "h")
         units = len(h_)
         self.part, self.operand, self.outputs, self.traced, self.reset_after = part, step, outputs, traced, reset_after
-        self.act = activation_in_place(_activation_name(layer, "activation"), semantics)
+        self.act = activation_in_place(layer.settings.activation, semantics)
         # z and r, side by side, go through the recurrent activation in one pass
-        self.rec_act = activation_side_by_side(_activation_name(layer, "recurrent_activation"), semantics, units)
+        self.rec_act = activation_side_by_side(layer.settings.recurrent_activation, semantics, units)
         # x_z + recurrent_z (r likewise) in one product, with both biases (recurrent_bias is zeros
         # without reset_after); the candidate's x_h and recurrent_h stay apart, r comes between them
         self.zr_weights = _step_matrix(recurrent_kernel[:, zr_], input_bias[zr_] + recurrent_bias[zr_], kernel[:, zr_], dtype=dtype)
@@ -549,12 +366,13 @@ def lstm_cell(
     layout = LSTM_BY_EXP if _tanh_and_sigmoid(layer) else LSTM_AS_KERAS
 
     def gate_inputs_of(part: slice) -> GateInputs:
-        columns = gates.columns_of_units("LSTM", layer.units, part, [gate for gate, _ in layout])
+        columns = gates.columns_of_units(layer.kind, layer.units, part, [gate for gate, _ in layout])
         factors = np.repeat([factor for _, factor in layout], len(columns) // len(layout))
         weights = _step_matrix(recurrent_kernel[:, columns] * factors, bias[columns] * factors, kernel[:, columns] * factors, dtype=dtype)
         return lambda t, h_tm1, out: np.matmul(step.whole, weights, out=out)
 
-    parts = parallel.unit_ranges(layer.units, step.whole.size * 4 * layer.units, dtype, _elementwise(layer, "activation", "recurrent_activation"))
+    parts = parallel.unit_ranges(layer.units, step.whole.size * 4 * layer.units, dtype,
+                                 elementwise(layer.settings.activation, layer.settings.recurrent_activation))
     return _lstm_steps(layer, x.shape[1], step.load, gate_inputs_of, parts, layout, mask, semantics, dtype, trace, zero_output, progress,
                        initial_state, STEP_ORDER)
 
@@ -572,7 +390,7 @@ LSTM_BY_EXP: Layout = (("i", -1.0), ("f", -1.0), ("o", -1.0), ("c", -2.0))
 
 def _tanh_and_sigmoid(layer: RecurrentLayer) -> bool:
     """Whether an LSTM's activations are Keras's defaults, which the exp form computes."""
-    return _activation_name(layer, "activation") == "tanh" and _activation_name(layer, "recurrent_activation") == "sigmoid"
+    return layer.settings.activation == "tanh" and layer.settings.recurrent_activation == "sigmoid"
 
 
 def _lstm_steps(
@@ -603,8 +421,8 @@ class _LSTMUnits:
                  traced: dict[str, np.ndarray], c_tm1: np.ndarray, semantics: str, dtype: type, order: str) -> None:
         units = c_tm1.shape[-1]
         self.part, self.gate_inputs, self.outputs, self.traced = part, gate_inputs, outputs, traced
-        self.act = activation_in_place(_activation_name(layer, "activation"), semantics)
-        self.rec_act = activation_side_by_side(_activation_name(layer, "recurrent_activation"), semantics, units)
+        self.act = activation_in_place(layer.settings.activation, semantics)
+        self.rec_act = activation_side_by_side(layer.settings.recurrent_activation, semantics, units)
         at = {gate: slice(k * units, (k + 1) * units) for k, (gate, _) in enumerate(layout)}
         self.i_, self.f_, self.c_, self.o_ = at["i"], at["f"], at["c"], at["o"]
         self.if_, _, _ = _side_by_side(self.i_, self.f_)  # i and f go through the recurrent activation in one pass
@@ -663,7 +481,7 @@ def simple_rnn_cell(
     layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
     progress: Progress | None, initial_state: list[np.ndarray],
 ) -> RecurrentRun:
-    act = activation_in_place(_activation_name(layer, "activation"), semantics)
+    act = activation_in_place(layer.settings.activation, semantics)
     kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
     step = _StepOperand(x, layer.units, dtype)
     batch, timesteps, _ = x.shape
@@ -678,7 +496,7 @@ def simple_rnn_cell(
 
         return step_units
 
-    parts = parallel.unit_ranges(layer.units, step.whole.size * layer.units, dtype, _elementwise(layer, "activation"))
+    parts = parallel.unit_ranges(layer.units, step.whole.size * layer.units, dtype, elementwise(layer.settings.activation))
     _run_steps(timesteps, step.load, [part_of_step(part) for part in parts], outputs, progress, traced)
     return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.final_state()], traced)
 
@@ -686,7 +504,7 @@ def simple_rnn_cell(
 def conv_settings(layer: RecurrentLayer) -> tuple[tuple[int, ...], str, tuple[int, ...]]:
     """A ConvLSTM's input convolution: strides, padding and dilation per spatial axis (validated)."""
     rank = layer.kernel.ndim - 2
-    config = layer.config
+    config = layer.settings.conv
 
     def per_axis(key: str) -> tuple[int, ...]:
         value = config.get(key, 1)
@@ -742,13 +560,16 @@ def conv_lstm_cell(
 
 PROGRESS_EVERY = 256  # steps between progress reports: cheap next to a step's matrix product
 
-CELLS: Mapping[str, Callable[..., RecurrentRun]] = {"GRU": gru_cell, "LSTM": lstm_cell, "SimpleRNN": simple_rnn_cell}
+# Each family's cell, by the name its record gives (model/registry.py).
+CELLS: Mapping[str, Callable[..., RecurrentRun]] = {
+    "gru": gru_cell, "lstm": lstm_cell, "simple_rnn": simple_rnn_cell, "conv_lstm": conv_lstm_cell,
+}
 
 
-def layer_outputs(run: RecurrentRun, config: Mapping[str, object]) -> list[np.ndarray]:
+def layer_outputs(run: RecurrentRun, settings: Settings) -> list[np.ndarray]:
     """The layer's outputs as Keras returns them: output, then states with return_state."""
-    output = run.sequence if config.get("return_sequences") else run.last_output
-    return [output, *run.states] if config.get("return_state") else [output]
+    output = run.sequence if settings.return_sequences else run.last_output
+    return [output, *run.states] if settings.return_state else [output]
 
 
 def merge_directions(forward: np.ndarray, backward: np.ndarray, merge_mode: str | None) -> list[np.ndarray]:

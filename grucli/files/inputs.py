@@ -19,6 +19,7 @@ from grucli.errors import GrucliError, ModelFileError
 from grucli.files.budget import Limits, size
 from grucli.files.regular import regular_file_size
 from grucli.model.records import ModelFile, RawLayer
+from grucli.model.registry import is_input_layer, takes_token_ids
 from grucli.model.spec import graph_spec
 
 
@@ -52,8 +53,8 @@ def input_specs(model: ModelFile) -> list[InputSpec]:
         if missing:
             raise ModelFileError(f"{model.path}: the config's input_layers name {missing[0]!r}, which is not among its layers")
         return [_spec(layer, next(iter(spec.consumers(layer.name)), None)) for layer in declaring if layer is not None]
-    layers = [m for m in spec.members if m.class_name != "InputLayer"]
-    first_input = next((m for m in spec.members if m.class_name == "InputLayer"), None)
+    layers = [m for m in spec.members if not is_input_layer(m.class_name)]
+    first_input = next((m for m in spec.members if is_input_layer(m.class_name)), None)
     if not layers:
         raise InputError("the model has no layers to feed")
     return [_spec(first_input or layers[0], layers[0])]
@@ -70,7 +71,7 @@ def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
         dims = tuple(None if d is None else int(d) for d in list(shape)[1:])
     elif "input_shape" in config:
         dims = tuple(None if d is None else int(d) for d in config["input_shape"])
-    elif "input_dim" in config and declaring.class_name != "Embedding":  # Keras 1
+    elif "input_dim" in config and not takes_token_ids(declaring.class_name):  # Keras 1
         dims = (config.get("input_length"), int(config["input_dim"]))
     else:
         return InputSpec(declaring.name, None, _vocabulary(consumer), None, _undeclared(declaring))
@@ -81,7 +82,7 @@ def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
 
 
 def _vocabulary(consumer: RawLayer | None) -> int | None:
-    if consumer is None or consumer.class_name != "Embedding":
+    if consumer is None or not takes_token_ids(consumer.class_name):
         return None
     vocabulary = consumer.config.get("input_dim")
     if vocabulary is None or vocabulary < 1:

@@ -40,17 +40,29 @@ from grucli.model import paths
 if TYPE_CHECKING:
     import zipfile
 from grucli.model.records import (
-    CELL_CLASSES,
-    MODEL_CLASSES,
     ModelFile,
     NamedArray,
     RawLayer,
+)
+from grucli.model.registry import (
+    BIDIRECTIONAL_CLASS,
+    LEGACY_FUNCTIONAL_CLASS,
+    LISTING_CELLS,
+    RNN_CLASS,
+    UNKNOWN_CLASS,
+    WRAPPER_CLASSES,
+    Role,
+    class_for_layout,
+    is_input_layer,
+    is_model,
+    is_sequential,
+    keras1_class,
+    role_of,
 )
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
 # Cells never hold sub-layers, whatever keys their config has.
-NOT_CONTAINERS = CELL_CLASSES | {"ConvLSTMCell", "PeepholeLSTMCell"}
 
 
 def read_model(path: str | Path, limits: Limits | None = None, config_path: str | Path | None = None) -> ModelFile:
@@ -250,7 +262,7 @@ def _read_checkpoint(path: Path, prefix: Path, saved_model: bool = False) -> Mod
         ("layers", _infer_legacy_layer(group, tuple(weight for _, weight in sorted(weights, key=lambda item: item[0]))))
         for group, weights in sorted(groups.items(), key=lambda item: _natural_key(item[0]))
     )
-    root = RawLayer("model", "Model", {"name": "model"}, children=children, inferred=True)
+    root = RawLayer("model", LEGACY_FUNCTIONAL_CLASS, {"name": "model"}, children=children, inferred=True)
     return ModelFile(str(path), "tf-savedmodel-weights" if saved_model else "tf-checkpoint", None, "tensorflow", False, root)
 
 
@@ -343,7 +355,7 @@ def _stored_model_config(contents: _CheckpointContents, prefix: Path) -> Mapping
     if contents.config is None:
         return None
     config = _parse_json(contents.config, f"{prefix}.index: {checkpoint.ROOT_CONFIG_KEY}")
-    if isinstance(config, Mapping) and config.get("class_name") in MODEL_CLASSES and isinstance(config.get("config"), (Mapping, list)):
+    if isinstance(config, Mapping) and is_model(str(config.get("class_name"))) and isinstance(config.get("config"), (Mapping, list)):
         return config
     return None
 
@@ -357,14 +369,14 @@ def _place_members(graph: "checkpoint.ObjectGraph", node: int, spec: Mapping[str
         return
     members = [layer for layer in layers if isinstance(layer, Mapping)]
     numbered = {paths.index_number(name[len("layer-"):]): child for child, name in graph.children[node] if name.startswith("layer-")}
-    if spec.get("class_name") == "Sequential" and not _input_layer_tracked(graph, numbered, members, variables):
-        members = [layer for layer in members if layer.get("class_name") != "InputLayer"]
+    if is_sequential(str(spec.get("class_name"))) and not _input_layer_tracked(graph, numbered, members, variables):
+        members = [layer for layer in members if not is_input_layer(str(layer.get("class_name")))]
     for index, child in numbered.items():
         if index is None or index >= len(members) or child not in graph.node_paths:
             continue
         member = members[index]
         names[graph.node_paths[child]] = _spec_name(member)
-        if member.get("class_name") in MODEL_CLASSES:
+        if is_model(str(member.get("class_name"))):
             _place_members(graph, child, member, names, variables)
 
 
@@ -374,7 +386,7 @@ def _input_layer_tracked(graph: "checkpoint.ObjectGraph", numbered: Mapping[int 
     InputLayer out, the early TF 2 releases tracked it, numbering every layer one on. Told apart
     by the count of numbered members and by `layer-0` holding no variable (an InputLayer has none):
     a config that merely lacks a layer must not shift the others onto the InputLayer."""
-    if not members or members[0].get("class_name") != "InputLayer" or len(numbered) != len(members) or 0 not in numbered:
+    if not members or not is_input_layer(str(members[0].get("class_name"))) or len(numbered) != len(members) or 0 not in numbered:
         return False
     first = graph.node_paths.get(numbered[0])
     return first is not None and not any(name == first or name.startswith(first + "/") for name in variables)
@@ -604,7 +616,7 @@ class _Keras3Weights:
     def _split_layer_list(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["_Keras3Weights"]:
         members = _child(self.group, "layers")
         specs = [spec for _, spec in children]
-        keys = _list_member_keys(specs, skip_input_layers=parent_class == "Sequential")
+        keys = _list_member_keys(specs, skip_input_layers=is_sequential(parent_class))
         found = []
         for spec, key in zip(specs, keys):
             group = _child(members, key) if key is not None else None
@@ -623,7 +635,7 @@ def _list_member_keys(specs: Sequence[Mapping[str, Any]], skip_input_layers: boo
     keys: list[str | None] = []
     for spec in specs:
         class_name = str(spec.get("class_name", ""))
-        if skip_input_layers and class_name == "InputLayer":
+        if skip_input_layers and is_input_layer(class_name):
             keys.append(None)
             continue
         base = snake_case(class_name)
@@ -815,8 +827,8 @@ def _build_layer(spec: Any, source: _WeightSource, where: str) -> RawLayer:
     _validate_graph(config_map, f"{where}.config")
     name = _spec_name(spec)
     children = child_specs(class_name, config)
-    if not children and class_name in WRAPPERS:
-        key = WRAPPERS[class_name]
+    if not children and class_name in WRAPPER_CLASSES:
+        key = WRAPPER_CLASSES[class_name]
         raise ModelFileError(f"{where}.config.{key}: a {class_name} wraps a layer, and its config holds none there "
                              f"(found {_shown_value(config_map.get(key))}); expected the wrapped {key}'s config, an object")
     common = {"name": name, "class_name": class_name, "config": config_map, "module": module if isinstance(module, str) else None}
@@ -827,10 +839,6 @@ def _build_layer(spec: Any, source: _WeightSource, where: str) -> RawLayer:
         (role, _build_layer(child, child_source, f"{where}.{suffix}")) for (role, child, suffix), child_source in zip(children, sources)
     )
     return RawLayer(**common, children=built)
-
-
-# Layers that only run the layer (or cell) they wrap, under the config key that holds it.
-WRAPPERS = {"Bidirectional": "layer", "TimeDistributed": "layer", "RNN": "cell"}
 
 
 def _shown_value(value: Any) -> str:
@@ -861,16 +869,17 @@ def child_specs(class_name: str, config: Any) -> list[tuple[str, Mapping[str, An
         return [("layers", layer, f"config[{i}]") for i, layer in enumerate(config) if isinstance(layer, Mapping)]
     if not isinstance(config, Mapping):
         return []
-    if class_name in MODEL_CLASSES or (isinstance(config.get("layers"), list) and class_name not in NOT_CONTAINERS):
+    role = role_of(class_name)
+    if role is Role.MODEL or (isinstance(config.get("layers"), list) and class_name not in LISTING_CELLS):
         layers = config.get("layers", [])
         return [("layers", layer, f"config.layers[{i}]") for i, layer in enumerate(layers) if isinstance(layer, Mapping)]
-    if class_name == "Bidirectional" and isinstance(config.get("layer"), Mapping):
+    if role is Role.BIDIRECTIONAL and isinstance(config.get("layer"), Mapping):
         forward = config["layer"]
         backward = config.get("backward_layer")
         if not isinstance(backward, Mapping):
             return [(paths.FORWARD, forward, "config.layer"), (paths.BACKWARD, _mirrored(forward), "config.layer")]
         return [(paths.FORWARD, forward, "config.layer"), (paths.BACKWARD, backward, "config.backward_layer")]
-    if class_name == "RNN":
+    if role is Role.RNN:
         cell = config.get("cell")
         if isinstance(cell, list):
             cells, where = cell, "config.cell"
@@ -882,7 +891,7 @@ def child_specs(class_name: str, config: Any) -> list[tuple[str, Mapping[str, An
         if not isinstance(cells, list):
             return []
         return [(paths.stacked_cell_role(index), c, f"{where}[{index}]") for index, c in enumerate(cells) if isinstance(c, Mapping)]
-    if class_name == "TimeDistributed" and isinstance(config.get("layer"), Mapping):
+    if role is Role.TIME_DISTRIBUTED and isinstance(config.get("layer"), Mapping):
         return [("layer", config["layer"], "config.layer")]
     return []
 
@@ -998,7 +1007,7 @@ class _LegacyWeights:
         return self.weights
 
     def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["_LegacyWeights"]:
-        if parent_class == "Bidirectional":
+        if role_of(parent_class) is Role.BIDIRECTIONAL:
             half = len(self.weights) // 2
             return [_LegacyWeights(self.weights[:half]), _LegacyWeights(self.weights[half:])]
         if len(children) == 1:
@@ -1034,7 +1043,7 @@ def _split_by_owner(
 
 def _expected_weight_count(spec: Mapping[str, Any]) -> int:
     config = spec.get("config", {})
-    if str(spec.get("class_name")) == "InputLayer":
+    if is_input_layer(str(spec.get("class_name"))):
         return 0
     return 3 if not isinstance(config, Mapping) or config.get("use_bias", True) else 2
 
@@ -1052,18 +1061,18 @@ def _infer_keras3_group(group: h5py.Group, key: str) -> RawLayer:
     if layers is not None:
         members = [(k, _child(layers, k)) for k in sorted(_member_names(layers))]
         children = tuple(("layers", _infer_keras3_group(member, k)) for k, member in members if member is not None)
-        return RawLayer(name, "Model", {"name": name}, children=children, inferred=True)
+        return RawLayer(name, LEGACY_FUNCTIONAL_CLASS, {"name": name}, children=children, inferred=True)
     forward, backward = _child(group, "forward_layer"), _child(group, "backward_layer")
     if forward is not None and backward is not None:
         children = ((paths.FORWARD, _infer_keras3_group(forward, "forward_layer")), (paths.BACKWARD, _infer_keras3_group(backward, "backward_layer")))
-        return RawLayer(name, "Bidirectional", {"name": name}, children=children, inferred=True)
+        return RawLayer(name, BIDIRECTIONAL_CLASS, {"name": name}, children=children, inferred=True)
     cells = _child(_child(group, "cell"), "cells")
     if cells is not None:
         members = [(k, _child(cells, k)) for k in sorted(_member_names(cells), key=_natural_key)]
         children = tuple((paths.stacked_cell_role(index), _infer_keras3_group(member, k)) for index, (k, member) in enumerate(members) if member is not None)
-        return RawLayer(name, "RNN", {"name": name}, children=children, inferred=True)
+        return RawLayer(name, RNN_CLASS, {"name": name}, children=children, inferred=True)
     weights = tuple(_collect_vars(group))
-    return RawLayer(name, infer_class(weights) or "Unknown", {"name": name}, weights=weights, inferred=True)
+    return RawLayer(name, infer_class(weights) or UNKNOWN_CLASS, {"name": name}, weights=weights, inferred=True)
 
 
 def _natural_key(key: str) -> tuple[str, int]:
@@ -1078,7 +1087,7 @@ def _infer_legacy_weights(handle: h5py.File) -> RawLayer:
     for name in read_list_attribute(handle, "layer_names"):
         weights = _legacy_layer_weights(_child(handle, name))
         children.append(("layers", _infer_legacy_layer(name, weights)))
-    return RawLayer("model", "Model", {"name": "model"}, children=tuple(children), inferred=True)
+    return RawLayer("model", LEGACY_FUNCTIONAL_CLASS, {"name": "model"}, children=tuple(children), inferred=True)
 
 
 def _infer_legacy_layer(name: str, weights: tuple[NamedArray, ...]) -> RawLayer:
@@ -1090,8 +1099,8 @@ def _infer_legacy_layer(name: str, weights: tuple[NamedArray, ...]) -> RawLayer:
             (paths.FORWARD, _infer_legacy_layer(f"forward_{name}", weights[:half])),
             (paths.BACKWARD, _infer_legacy_layer(f"backward_{name}", weights[half:])),
         )
-        return RawLayer(name, "Bidirectional", {"name": name}, children=children, inferred=True)
-    return RawLayer(name, infer_class(weights) or "Unknown", {"name": name}, weights=weights, inferred=True)
+        return RawLayer(name, BIDIRECTIONAL_CLASS, {"name": name}, children=children, inferred=True)
+    return RawLayer(name, infer_class(weights) or UNKNOWN_CLASS, {"name": name}, weights=weights, inferred=True)
 
 
 def _direction(weight_name: str) -> str | None:
@@ -1106,13 +1115,14 @@ def _direction(weight_name: str) -> str | None:
 def infer_class(weights: Sequence[NamedArray]) -> str | None:
     """The recurrent layer class that stores weights of these shapes, or None.
 
-    kernel (..., in, k*u), recurrent kernel (..., u, k*u): k gives the kind (1 SimpleRNN,
-    3 GRU, 4 LSTM); a kernel window in front makes it ConvLSTM; 9 or 12 per-gate arrays are
-    Keras 1; a bias twice the usual length is a CuDNN layer.
+    kernel (..., in, k*u), recurrent kernel (..., u, k*u): k gate blocks give the family; a kernel
+    window in front makes it ConvLSTM; 9 or 12 per-gate arrays are Keras 1; a bias twice the usual
+    length is a CuDNN layer (model/registry.py knows which family is which).
     """
     shapes = [tuple(w.array.shape) for w in weights]
-    if len(shapes) in (9, 12) and all(len(s) in (1, 2) for s in shapes):
-        return "GRU" if len(shapes) == 9 else "LSTM"
+    keras1 = keras1_class(len(shapes))
+    if keras1 is not None and all(len(s) in (1, 2) for s in shapes):
+        return keras1
     if len(shapes) not in (2, 3):
         return None
     kernel, recurrent = shapes[0], shapes[1]
@@ -1121,15 +1131,6 @@ def infer_class(weights: Sequence[NamedArray]) -> str | None:
     units = recurrent[-2]
     if units == 0 or recurrent[-1] % units:
         return None
-    gates = recurrent[-1] // units
+    gate_count = recurrent[-1] // units
     bias = shapes[2] if len(shapes) == 3 else None
-    if len(kernel) > 2:
-        return f"ConvLSTM{len(kernel) - 2}D" if gates == 4 else None
-    if gates == 4:
-        return "CuDNNLSTM" if bias == (8 * units,) else "LSTM"
-    if gates == 3:
-        return "CuDNNGRU" if bias == (6 * units,) else "GRU"
-    if gates == 1:
-        return "SimpleRNN"
-    return None
-
+    return class_for_layout(gate_count, len(kernel) - 2, bias == (2 * gate_count * units,))

@@ -18,7 +18,6 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from grucli.engine.feedforward import keras1_conv1d_kernel
-from grucli.engine.steps import KERAS2, KERAS3, semantics_for
 from grucli.errors import VerifyError, first_line, install_hint
 from grucli.files.inputs import InputError
 from grucli.frameworks.repairs import (
@@ -29,7 +28,15 @@ from grucli.frameworks.repairs import (
     repair_config,
 )
 from grucli.model import paths
-from grucli.model.records import MODEL_CLASSES, ModelFile, ModelLayers, RawLayer
+from grucli.model.records import ModelFile, ModelLayers, RawLayer
+from grucli.model.registry import (
+    Role,
+    is_keras1_conv1d,
+    is_model,
+    is_sequential,
+    role_of,
+)
+from grucli.model.semantics import KERAS2, KERAS3, semantics_for
 
 FRAMEWORKS = ("keras", "tf-keras")
 AUTO = "auto"  # the framework of the file's own generation: tf-keras for Keras 1/2 files when installed
@@ -374,7 +381,7 @@ def _feeding_tensor(owner: Any, nested_name: str) -> Any:
     for index, layer in enumerate(layers):
         if layer.name != nested_name:
             continue
-        if type(owner).__name__ == "Sequential":
+        if is_sequential(type(owner).__name__):
             return layers[index - 1].output if index > 0 else owner.inputs[0]
         node = layer._inbound_nodes[-1]  # noqa: SLF001 - no public API gives a nested model's fed tensor
         tensors = node.input_tensors if hasattr(node, "input_tensors") else node.arguments.keras_tensors
@@ -440,7 +447,7 @@ def _set_weights(keras_model: Any, root: RawLayer, layers: ModelLayers, prefix: 
         if raw is None or not keras_layer.weights:
             continue
         path = f"{prefix}{raw.name}"
-        if raw.class_name in MODEL_CLASSES:
+        if is_model(raw.class_name):
             _set_weights(keras_layer, raw, layers, paths.prefix(path))
             continue
         arrays = list(_weights_for(raw, path, canonical))
@@ -460,10 +467,10 @@ def _weights_for(raw: RawLayer, path: str, canonical: Mapping[str, Any]) -> Iter
         return
     if raw.children:
         for role, child in raw.children:
-            child_path = paths.join(path, role if raw.class_name in ("Bidirectional", "RNN") else child.name)
-            yield from _weights_for(child, path if raw.class_name == "RNN" and role == paths.CELL else child_path, canonical)
+            child_path = paths.join(path, role if role_of(raw.class_name) in (Role.BIDIRECTIONAL, Role.RNN) else child.name)
+            yield from _weights_for(child, path if role_of(raw.class_name) is Role.RNN and role == paths.CELL else child_path, canonical)
         return
     arrays = [np.asarray(weight.array) for weight in raw.weights]
-    if raw.class_name == "Convolution1D" and arrays:  # rebuilt as a Conv1D: its kernel as Keras 2's loader converts it
+    if is_keras1_conv1d(raw.class_name) and arrays:  # rebuilt as a Conv1D: its kernel as Keras 2's loader converts it
         arrays[0] = keras1_conv1d_kernel(arrays[0], raw.config.get("nb_filter"), raw.config.get("filter_length"))
     yield from arrays

@@ -10,18 +10,21 @@ from typing import Any, Iterator, Sequence
 
 from grucli.model import paths
 from grucli.model.records import ModelFile, ModelLayers
-
-# Keras 1 config keys and their Keras 2 names (None: no longer a setting).
-# Keras 1 Convolution1D settings and their Conv1D names (None: no longer a setting).
-KERAS1_CONV_NAMES = {
-    "nb_filter": "filters", "filter_length": "kernel_size", "subsample_length": "strides", "border_mode": "padding",
-    "bias": "use_bias", "init": "kernel_initializer", "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
-    "W_constraint": "kernel_constraint", "b_constraint": "bias_constraint", "input_dim": None, "input_length": None,
-}
-KERAS1_NAMES = {
-    "output_dim": "units", "inner_activation": "recurrent_activation", "dropout_W": "dropout",
-    "dropout_U": "recurrent_dropout", "consume_less": None, "input_dim": None, "input_length": None,
-}
+from grucli.model.registry import (
+    FUNCTIONAL_CLASS,
+    INPUT_CLASS,
+    KERAS1_SETTING_NAMES,
+    KERAS2_CONV1D_CLASS,
+    family_named,
+    family_of,
+    holds_recurrent,
+    is_cudnn_class,
+    is_input_layer,
+    is_keras1_conv1d,
+    is_legacy_functional,
+    is_sequential,
+    kind_of,
+)
 
 
 def raw_config(model: ModelFile) -> dict[str, Any]:
@@ -37,27 +40,27 @@ NESTING_KEYS = ("layer", "backward_layer", "cell", "cells")
 
 
 def repair_config(config: dict[str, Any], layers: ModelLayers, repairs: list[str], keras3: bool = False) -> dict[str, Any]:
-    reset_after = {paths.last_name(layer.path): layer.config.get("reset_after") for layer in layers.recurrent if layer.kind == "GRU"}
+    reset_after = {paths.last_name(layer.path): layer.config.get("reset_after") for layer in layers.recurrent
+                   if layer.family.two_row_bias}
     inner = config["config"]
-    if config["class_name"] == "Sequential" and set(inner) == {"layers"}:
+    if is_sequential(config["class_name"]) and set(inner) == {"layers"}:
         inner["name"] = "sequential"
         repairs.append("wrapped the Keras 2.1 list-style Sequential config in a dict")
-    if config["class_name"] == "Sequential" and isinstance(inner.get("layers"), list) and inner["layers"]:
+    if is_sequential(config["class_name"]) and isinstance(inner.get("layers"), list) and inner["layers"]:
         first = inner["layers"][0]
-        shape = first.get("config", {}).pop("batch_input_shape", None) if first.get("class_name") != "InputLayer" else None
+        shape = first.get("config", {}).pop("batch_input_shape", None) if not is_input_layer(str(first.get("class_name"))) else None
         if shape is not None:
             # Keras 3 reads a first layer's batch_input_shape as an input shape (one axis too
             # many: (None, None, 300, 1)): give the model an InputLayer of that batch shape.
-            inner["layers"].insert(0, {"class_name": "InputLayer", "config": {"batch_input_shape": shape, "name": "input"}})
+            inner["layers"].insert(0, {"class_name": INPUT_CLASS, "config": {"batch_input_shape": shape, "name": "input"}})
             repairs.append(f"moved batch_input_shape {shape} of the first layer into an InputLayer")
     for layer in _walk_configs(config):
         layer_config = layer.get("config", {})
-        if layer.get("class_name") == "Convolution1D":
-            layer["class_name"] = "Conv1D"
+        if is_keras1_conv1d(str(layer.get("class_name"))):
+            layer["class_name"] = KERAS2_CONV1D_CLASS
             repairs.append(f"{layer_config.get('name')}: Keras 1 Convolution1D read as Conv1D")
-        keras1_names = KERAS1_NAMES if layer.get("class_name") in ("GRU", "LSTM", "SimpleRNN") else (
-            {"output_dim": "units"} if layer.get("class_name") == "Dense" else
-            KERAS1_CONV_NAMES if layer.get("class_name") == "Conv1D" else {})
+        class_name = str(layer.get("class_name"))
+        keras1_names = KERAS1_SETTING_NAMES.get(class_name, {})
         renamed = [(old, new) for old, new in keras1_names.items() if old in layer_config and "units" not in layer_config]
         for old, new in renamed:
             value = layer_config.pop(old)
@@ -65,18 +68,19 @@ def repair_config(config: dict[str, Any], layers: ModelLayers, repairs: list[str
                 layer_config[new] = value
         if renamed:
             repairs.append(f"{layer_config.get('name')}: Keras 1 settings " + ", ".join(f"{o}→{n or '(dropped)'}" for o, n in renamed))
-        if layer.get("class_name") == "GRU" and "reset_after" not in layer_config:
+        family = family_named(class_name)
+        if family is not None and family.two_row_bias and "reset_after" not in layer_config:
             name = layer_config.get("name")
             value = reset_after.get(name, reset_after.get(f"forward_{name}", False))
             layer_config["reset_after"] = bool(value)
-            repairs.append(f"GRU {name}: added reset_after={bool(value)} (no key in the config; the bias shape decides)")
-        if layer.get("class_name") in ("CuDNNGRU", "CuDNNLSTM"):
-            kind = layer["class_name"][5:]
+            repairs.append(f"{class_name} {name}: added reset_after={bool(value)} (no key in the config; the bias shape decides)")
+        if is_cudnn_class(class_name):
+            kind = str(kind_of(class_name))
             layer["class_name"] = kind
             layer_config.update({"activation": "tanh", "recurrent_activation": "sigmoid"})
-            if kind == "GRU":
+            if family_of(kind).two_row_bias:
                 layer_config["reset_after"] = True
-            repairs.append(f"{layer_config.get('name')}: Cu{'DNN'}{kind} became {kind} with the equivalent settings")
+            repairs.append(f"{layer_config.get('name')}: {class_name} became {kind} with the equivalent settings")
     if keras3:
         _functional_class_names(config, repairs)
         _initial_states_as_keywords(config, repairs)
@@ -91,13 +95,13 @@ def declare_input_shape(config: dict[str, Any], shapes: Sequence[tuple[int, ...]
     it has no graph to probe: given the input it is verified on, it gets an InputLayer of that shape."""
     inner = config.get("config")
     layers = inner.get("layers") if isinstance(inner, dict) else None
-    if config.get("class_name") != "Sequential" or not layers or len(shapes) != 1 or not isinstance(layers[0], dict):
+    if not is_sequential(str(config.get("class_name"))) or not layers or len(shapes) != 1 or not isinstance(layers[0], dict):
         return
     first = layers[0].get("config", {})
-    if layers[0].get("class_name") == "InputLayer" or any(key in first for key in ("batch_shape", "batch_input_shape", "input_shape")):
+    if is_input_layer(str(layers[0].get("class_name"))) or any(key in first for key in ("batch_shape", "batch_input_shape", "input_shape")):
         return
     batch_shape = [None, *shapes[0][1:]]
-    layers.insert(0, {"class_name": "InputLayer", "config": {"batch_input_shape": batch_shape, "name": "input"}})
+    layers.insert(0, {"class_name": INPUT_CLASS, "config": {"batch_input_shape": batch_shape, "name": "input"}})
     repairs.append(f"the config declares no input shape: built with an InputLayer of the input's shape {batch_shape}")
 
 
@@ -106,12 +110,9 @@ def _functional_class_names(config: dict[str, Any], repairs: list[str]) -> None:
     subclassed Model (no inputs, no outputs); Keras 3 calls them "Functional"."""
     for layer in _walk_configs(config):
         inner = layer["config"]
-        if layer.get("class_name") == "Model" and "input_layers" in inner and "output_layers" in inner:
-            layer["class_name"] = "Functional"
+        if is_legacy_functional(str(layer.get("class_name"))) and "input_layers" in inner and "output_layers" in inner:
+            layer["class_name"] = FUNCTIONAL_CLASS
             repairs.append(f"{inner.get('name', 'the model')}: class Model (tf.keras 2.2's name for a functional model) read as Functional")
-
-
-RECURRENT_CLASSES = ("GRU", "LSTM", "SimpleRNN", "RNN", "Bidirectional", "CuDNNGRU", "CuDNNLSTM")
 
 
 def _initial_states_as_keywords(config: dict[str, Any], repairs: list[str]) -> None:
@@ -120,7 +121,7 @@ def _initial_states_as_keywords(config: dict[str, Any], repairs: list[str]) -> N
     the states as `initial_state=` (tensors placed by name, node and index, as saved)."""
     for layer in _walk_configs(config):
         nodes = layer.get("inbound_nodes")
-        if layer.get("class_name") not in RECURRENT_CLASSES or not isinstance(nodes, list):
+        if not holds_recurrent(str(layer.get("class_name"))) or not isinstance(nodes, list):
             continue
         for index, node in enumerate(nodes):
             if not (isinstance(node, list) and len(node) > 1 and all(isinstance(item, list) and len(item) >= 3 for item in node)):

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from grucli.engine.steps import KERAS2
-from grucli.model import gates
 from grucli.model.records import RecurrentLayer
+from grucli.model.semantics import KERAS2
 
 # How each activation is defined, in the notation of the equations (`clip`, `exp`, `max` elementwise).
 DEFINITIONS: dict[str, str] = {
@@ -54,60 +53,11 @@ class Equations:
 
 def layer_equations(layer: RecurrentLayer, semantics: str) -> Equations:
     """The equations of one step of `layer`, exact for its configuration."""
-    family = gates.equation_family(layer.kind)
-    act = layer.config.get("activation") or "tanh"
-    recurrent_act = layer.config.get("recurrent_activation") or "sigmoid"
-    has_bias = layer.bias is not None
-    if family == "GRU":
-        lines = _gru(act, recurrent_act, has_bias, bool(layer.config.get("reset_after")))
-        used = (recurrent_act, act)
-    elif family == "LSTM":
-        lines = _lstm(act, recurrent_act, has_bias)
-        used = (recurrent_act, act)
-    else:
-        lines = (f"h = {act}({_sum('x·W_h', 'h_prev·U_h', 'b_h' if has_bias else None)})",)
-        used = (act,)
-    if layer.kind.startswith("ConvLSTM"):
-        lines = tuple(line.replace("·", " ⊛ ") for line in lines)
+    family, settings = layer.family, layer.settings
+    act, recurrent_act = settings.shown_activation, settings.shown_recurrent_activation
+    lines = family.equations(act, recurrent_act, layer.bias is not None, bool(settings.reset_after))
+    used = (recurrent_act, act) if family.uses_recurrent_activation else (act,)
     return Equations(lines, tuple(_definitions(used, semantics)), tuple(_notes(layer)))
-
-
-def _sum(*terms: str | None) -> str:
-    return " + ".join(term for term in terms if term)
-
-
-def _gru(act: str, recurrent_act: str, has_bias: bool, reset_after: bool) -> tuple[str, ...]:
-    if reset_after:  # biases on both sides; r scales the recurrent term after its product
-        def gate(g: str) -> str:
-            return _sum(f"x·W_{g}", f"b_{g}" if has_bias else None, f"h_prev·U_{g}", f"rb_{g}" if has_bias else None)
-
-        candidate = f"hh = {act}({_sum('x·W_h', 'b_h' if has_bias else None)} + r * ({_sum('h_prev·U_h', 'rb_h' if has_bias else None)}))"
-    else:  # r scales the previous state before the product
-
-        def gate(g: str) -> str:
-            return _sum(f"x·W_{g}", f"h_prev·U_{g}", f"b_{g}" if has_bias else None)
-
-        candidate = f"hh = {act}({_sum('x·W_h', '(r * h_prev)·U_h', 'b_h' if has_bias else None)})"
-    return (
-        f"z = {recurrent_act}({gate('z')})",
-        f"r = {recurrent_act}({gate('r')})",
-        candidate,
-        "h = z * h_prev + (1 - z) * hh",
-    )
-
-
-def _lstm(act: str, recurrent_act: str, has_bias: bool) -> tuple[str, ...]:
-    def pre(g: str) -> str:
-        return _sum(f"x·W_{g}", f"h_prev·U_{g}", f"b_{g}" if has_bias else None)
-
-    return (
-        f"i = {recurrent_act}({pre('i')})",
-        f"f = {recurrent_act}({pre('f')})",
-        f"cc = {act}({pre('c')})",
-        "c = f * c_prev + i * cc",
-        f"o = {recurrent_act}({pre('o')})",
-        f"h = o * {act}(c)",
-    )
 
 
 def _definitions(used: tuple[str, ...], semantics: str) -> list[str]:
@@ -128,19 +78,20 @@ def _notes(layer: RecurrentLayer) -> list[str]:
     arrays = "kernel, recurrent_kernel, bias" + (", recurrent_bias" if layer.bias is not None and layer.bias.ndim == 2 else "")
     notes = [
         f"{names}: gate g's {arrays} (grucli inspect slices them; export keys {layer.path}/g/...)",
-        "x: this timestep's input; h_prev" + (", c_prev" if gates.equation_family(layer.kind) == "LSTM" else "")
+        "x: this timestep's input; h_prev" + (", c_prev" if layer.family.has_cell_state else "")
         + ": the state after the previous step (zeros at the first)",
     ]
-    if layer.kind.startswith("ConvLSTM"):
+    if layer.family.convolutional:
         notes.append("⊛: a convolution; x ⊛ W_g with the layer's kernel_size, strides, padding and dilation_rate, "
                      "h_prev ⊛ U_g with stride 1 and padding same")
-    if layer.config.get("go_backwards"):
+    if layer.settings.go_backwards:
         notes.append("go_backwards: the steps run from the last timestep to the first")
     if layer.source_layout == "cudnn":
-        if gates.equation_family(layer.kind) == "LSTM":
-            notes.append("converted from CuDNNLSTM: b_g is the sum of cuDNN's input and recurrent biases of gate g")
+        if layer.family.cudnn_bias == "sum":
+            notes.append(f"converted from {layer.family.cudnn_class}: b_g is the sum of cuDNN's input and recurrent biases of gate g")
         else:
-            notes.append("converted from CuDNNGRU: b_g and rb_g are cuDNN's input and recurrent biases (a reset_after=True GRU)")
+            notes.append(f"converted from {layer.family.cudnn_class}: b_g and rb_g are cuDNN's input and recurrent biases "
+                         "(a reset_after=True GRU)")
     if layer.source_layout == "keras1":
         notes.append("assembled from Keras 1 per-gate arrays: W_g, U_g, b_g are the file's W_g, U_g, b_g")
     return notes

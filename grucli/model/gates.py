@@ -12,37 +12,18 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from grucli.model.records import ArraySpec, NamedArray, RecurrentLayer
+from grucli.model.registry import family_of
 from grucli.model.stats import CHUNK_BYTES, ArrayStats, StatsAccumulator, row_chunks
-
-GATES: Mapping[str, tuple[str, ...]] = {
-    "GRU": ("z", "r", "h"),
-    "LSTM": ("i", "f", "c", "o"),
-    "SimpleRNN": ("h",),
-}
-
-GATE_MEANINGS: Mapping[str, Mapping[str, str]] = {
-    "GRU": {"z": "update gate", "r": "reset gate", "h": "candidate state"},
-    "LSTM": {"i": "input gate", "f": "forget gate", "c": "cell candidate", "o": "output gate"},
-    "SimpleRNN": {"h": "state"},
-}
-
-# Keras 1 stored one array per gate and role; its LSTM gate order was i, c, f, o.
-KERAS1_STORED_GATES: Mapping[str, tuple[str, ...]] = {"GRU": ("z", "r", "h"), "LSTM": ("i", "c", "f", "o")}
 
 ARRAY_NAMES = ("kernel", "recurrent_kernel", "bias", "recurrent_bias")
 
 
-def equation_family(kind: str) -> str:
-    """GRU, LSTM or SimpleRNN: the equations a kind follows (ConvLSTM follows LSTM's)."""
-    return "LSTM" if kind.startswith("ConvLSTM") else kind
-
-
 def gate_names(kind: str) -> tuple[str, ...]:
-    return GATES[equation_family(kind)]
+    return family_of(kind).gates
 
 
 def gate_meaning(kind: str, gate: str) -> str:
-    return GATE_MEANINGS[equation_family(kind)][gate]
+    return family_of(kind).meaning(gate)
 
 
 def gate_columns(kind: str, units: int, gate: str) -> slice:
@@ -142,10 +123,11 @@ def from_cudnn(kind: str, kernel: np.ndarray, recurrent: np.ndarray, bias: np.nd
     kernel transposed. CuDNNLSTM keeps separate input and recurrent biases (8u,) whose sum is
     the LSTM bias; CuDNNGRU's (6u,) bias is the (2, 3u) bias of a reset_after=True GRU.
     """
-    n_gates = len(gate_names(kind))
+    family = family_of(kind)
+    n_gates = len(family.gates)
     canonical_kernel = np.hstack([block.T.reshape(block.shape, order="F") for block in np.hsplit(kernel, n_gates)])
     canonical_recurrent = np.hstack([block.T for block in np.hsplit(recurrent, n_gates)])
-    if equation_family(kind) == "LSTM":
+    if family.cudnn_bias == "sum":
         canonical_bias = np.sum(np.split(bias, 2, axis=0), axis=0)
     else:
         canonical_bias = np.asarray(bias).reshape((2, -1))
@@ -158,7 +140,8 @@ def from_keras1(kind: str, arrays: Sequence[NamedArray]) -> tuple[np.ndarray, np
     Arrays are matched by their `W_<gate>` / `U_<gate>` / `b_<gate>` name suffixes when every
     one has them, else taken in Keras 1's stored order (W, U, b per gate).
     """
-    stored_gates = KERAS1_STORED_GATES[equation_family(kind)]
+    stored_gates = family_of(kind).keras1_stored_gates
+    assert stored_gates is not None, kind  # canonical_layer reads Keras 1 arrays only for such families
     by_role = _keras1_by_suffix(arrays, stored_gates) or _keras1_by_order(arrays, stored_gates)
     canonical = gate_names(kind)
     return tuple(  # type: ignore[return-value]
@@ -190,16 +173,13 @@ def describe_layout(layer: RecurrentLayer) -> list[str]:
     units = layer.units
     names = gate_names(layer.kind)
     blocks = ", ".join(f"[{i * units}:{(i + 1) * units}] {g} ({gate_meaning(layer.kind, g)})" for i, g in enumerate(names))
-    family = equation_family(layer.kind)
     lines = [f"columns of kernel, recurrent_kernel and bias: {blocks}"]
-    if family == "GRU":
-        if layer.bias is not None and layer.bias.ndim == 2:
-            lines.append(
-                f"bias {tuple(layer.bias.shape)} (reset_after=True): row 0 is the input bias (added to x·W), "
-                "row 1 the recurrent bias (added to h_prev·U); listed per gate as bias and recurrent_bias"
-            )
-        lines.append("Keras computes h = z * h_prev + (1 - z) * hh: z near 1 keeps the old state (the textbook form swaps z and 1 - z)")
-    return lines
+    if layer.family.two_row_bias and layer.bias is not None and layer.bias.ndim == 2:
+        lines.append(
+            f"bias {tuple(layer.bias.shape)} (reset_after=True): row 0 is the input bias (added to x·W), "
+            "row 1 the recurrent bias (added to h_prev·U); listed per gate as bias and recurrent_bias"
+        )
+    return lines + list(layer.family.equation_notes)
 
 
 

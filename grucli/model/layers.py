@@ -14,6 +14,7 @@ import numpy as np
 from grucli.errors import ModelFileError, SelectionError
 from grucli.model import gates, paths
 from grucli.model.records import (
+    CONV_KEYS,
     ModelFile,
     ModelLayers,
     NamedArray,
@@ -21,18 +22,21 @@ from grucli.model.records import (
     RawLayer,
     RecurrentLayer,
 )
+from grucli.model.registry import (
+    Role,
+    family_of,
+    is_cudnn_class,
+    is_unknown,
+    kind_of,
+    looks_recurrent,
+    reset_after_rule,
+    role_of,
+)
 
-LAYER_KINDS: Mapping[str, str] = {
-    "GRU": "GRU", "GRUV1": "GRU", "GRUV2": "GRU", "CuDNNGRU": "GRU", "GRUCell": "GRU",
-    "LSTM": "LSTM", "LSTMV1": "LSTM", "LSTMV2": "LSTM", "CuDNNLSTM": "LSTM", "LSTMCell": "LSTM",
-    "SimpleRNN": "SimpleRNN", "SimpleRNNCell": "SimpleRNN",
-    "ConvLSTM1D": "ConvLSTM1D", "ConvLSTM2D": "ConvLSTM2D", "ConvLSTM3D": "ConvLSTM3D",
-}
 CONTAINER_ROLES = {"layers"}
 # Settings of the RNN wrapper that apply to the cell it runs.
 SEQUENCE_KEYS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll", "time_major", "zero_output_for_mask")
 ALWAYS_SHOWN_SEQUENCE_KEYS = SEQUENCE_KEYS[:5]
-RECURRENT_HINTS = ("RNN", "GRU", "LSTM", "Cell")
 
 
 def find_layers(model: ModelFile) -> ModelLayers:
@@ -74,21 +78,21 @@ def _walk(layer: RawLayer, path: str, model: ModelFile) -> Iterator[RecurrentLay
     if _is_container(layer):
         for _, child in layer.children:
             yield from _walk(child, paths.join(path, child.name), model)
-    elif layer.class_name == "Bidirectional" and layer.children:
+    elif role_of(layer.class_name) is Role.BIDIRECTIONAL and layer.children:
         for role, child in layer.children:
-            if child.class_name == "RNN" and child.children:  # Bidirectional(RNN(cell)): read like Bidirectional(LSTM)
+            if role_of(child.class_name) is Role.RNN and child.children:  # Bidirectional(RNN(cell)): read like Bidirectional(LSTM)
                 yield from _rnn_cells(child, paths.join(path, role), model, {**layer.config, **child.config})
             else:
                 yield from _recurrent_or_skipped(child, paths.join(path, role), model, layer.config)
-    elif layer.class_name == "RNN" and layer.children:
+    elif role_of(layer.class_name) is Role.RNN and layer.children:
         yield from _rnn_cells(layer, path, model, layer.config)
-    elif layer.class_name == "TimeDistributed" and layer.children:
+    elif role_of(layer.class_name) is Role.TIME_DISTRIBUTED and layer.children:
         inner = layer.children[0][1]
-        if inner.class_name in LAYER_KINDS:
+        if kind_of(inner.class_name):
             yield from _recurrent_or_skipped(inner, path, model, layer.config)
         else:
             yield _other(layer, path, class_name=f"TimeDistributed({inner.class_name})")  # its weights: the inner layer's
-    elif layer.class_name in LAYER_KINDS:
+    elif kind_of(layer.class_name):
         yield from _recurrent_or_skipped(layer, path, model, {})
     else:
         yield _other(layer, path)
@@ -105,7 +109,7 @@ def _rnn_cells(layer: RawLayer, path: str, model: ModelFile, wrapper_config: Map
 def _recurrent_or_skipped(
     layer: RawLayer, path: str, model: ModelFile, wrapper_config: Mapping[str, Any]
 ) -> Iterator[RecurrentLayer | OtherLayer]:
-    if layer.class_name not in LAYER_KINDS:
+    if not kind_of(layer.class_name):
         yield _other(layer, path, reason=f"{layer.class_name} is not a recurrent layer or cell grucli can slice")
         return
     yield canonical_layer(layer, path, model, wrapper_config)
@@ -115,10 +119,10 @@ def _other(
     layer: RawLayer, path: str, class_name: str | None = None, weights: tuple[NamedArray, ...] | None = None, reason: str | None = None
 ) -> OtherLayer:
     weights = layer.weights if weights is None else weights
-    recurrent_like = reason is not None or any(hint in layer.class_name for hint in RECURRENT_HINTS)
+    recurrent_like = reason is not None or looks_recurrent(layer.class_name)
     if reason is None and recurrent_like:
         reason = f"{layer.class_name} is not a recurrent layer grucli understands; its weights are not sliced"
-    if reason is None and layer.class_name == "Unknown" and weights:
+    if reason is None and is_unknown(layer.class_name) and weights:
         reason = "no config, and the weight shapes match no recurrent layer"
     below = (weight for _, child in layer.children for weight in child.all_weights())
     weight_shapes = tuple((w.name, tuple(w.array.shape)) for w in (*weights, *below))
@@ -137,16 +141,20 @@ def _other(
 def canonical_layer(layer: RawLayer, path: str, model: ModelFile, wrapper_config: Mapping[str, Any]) -> RecurrentLayer:
     """A `RecurrentLayer` in canonical layout, with its config normalised across Keras versions."""
     class_name = layer.class_name
-    kind = _kind(class_name, layer)
+    kind = kind_of(class_name)
+    assert kind is not None, class_name  # _recurrent_or_skipped sends only recurrent classes here
+    family = family_of(kind)
     weights = layer.weights
     notes: list[str] = []
     if not weights:
         raise ModelFileError(f"layer {path} ({class_name}) has no weights in the file; expected a kernel, a recurrent kernel and a bias")
-    if len(weights) in (9, 12) and kind in ("GRU", "LSTM"):
+    if family.keras1_stored_gates and len(weights) == 3 * len(family.gates):
         _check_keras1_shapes(path, kind, weights)
         kernel, recurrent, bias = gates.from_keras1(kind, [NamedArray(w.name, np.asarray(w.array)) for w in weights])
         source_layout = "keras1"
-        notes.append("assembled from Keras 1 per-gate arrays (W_*, U_*, b_*)" + (", stored in gate order i, c, f, o" if kind == "LSTM" else ""))
+        stored_order = family.keras1_stored_gates
+        notes.append("assembled from Keras 1 per-gate arrays (W_*, U_*, b_*)"
+                     + (f", stored in gate order {', '.join(stored_order)}" if stored_order != family.gates else ""))
     else:
         kernel, recurrent, bias = _kernel_recurrent_bias(weights, path)
         source_layout = "keras"
@@ -156,8 +164,8 @@ def canonical_layer(layer: RawLayer, path: str, model: ModelFile, wrapper_config
             kernel, recurrent, bias = gates.from_cudnn(kind, np.asarray(kernel), np.asarray(recurrent), bias)
             source_layout = "cudnn"
             notes.append(
-                f"converted from the CuDNN{kind} layout (per-gate transposed kernels"
-                + ("; input and recurrent biases summed" if kind == "LSTM" else "; bias (6u,) read as (2, 3u)")
+                f"converted from the {family.cudnn_class} layout (per-gate transposed kernels"
+                + ("; input and recurrent biases summed" if family.cudnn_bias == "sum" else "; bias (6u,) read as (2, 3u)")
                 + ")"
             )
     units = _check_shapes(path, kind, kernel, recurrent, bias, layer.config)
@@ -181,13 +189,6 @@ def canonical_layer(layer: RawLayer, path: str, model: ModelFile, wrapper_config
         inferred=layer.inferred,
         notes=tuple(notes),
     )
-
-
-def _kind(class_name: str, layer: RawLayer) -> str:
-    if class_name == "ConvLSTMCell":
-        rank = layer.config.get("rank", 2)
-        return f"ConvLSTM{rank}D"
-    return LAYER_KINDS[class_name]
 
 
 def _kernel_recurrent_bias(weights: tuple[NamedArray, ...], path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -225,7 +226,7 @@ def _check_cudnn_shapes(path: str, kind: str, kernel: Any, recurrent: Any, bias:
     columns = len(gates.gate_names(kind)) * units
     if kernel.ndim != 2 or kernel.shape[1] != columns or recurrent.shape != (units, columns) or bias.ndim != 1:
         raise ModelFileError(
-            f"layer {path} (CuDNN{kind}): kernel {tuple(kernel.shape)}, recurrent kernel {tuple(recurrent.shape)} and "
+            f"layer {path} ({family_of(kind).cudnn_class}): kernel {tuple(kernel.shape)}, recurrent kernel {tuple(recurrent.shape)} and "
             f"bias {tuple(bias.shape)} do not fit; expected (input_dim, {columns}), ({units}, {columns}) and ({2 * columns},)"
         )
 
@@ -237,9 +238,11 @@ def _role(weight_name: str) -> str:
 def _is_cudnn(class_name: str, kind: str, recurrent: np.ndarray, bias: np.ndarray | None) -> bool:
     if bias is None or recurrent.ndim != 2:
         return False
+    family = family_of(kind)
+    if family.cudnn_class is None:
+        return False
     units = recurrent.shape[0]
-    n_gates = len(gates.gate_names(kind))
-    return class_name.startswith("CuDNN") or bias.shape == (2 * n_gates * units,)
+    return class_name == family.cudnn_class or bias.shape == (2 * len(family.gates) * units,)
 
 
 def _check_shapes(path: str, kind: str, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray | None, config: Mapping[str, Any]) -> int:
@@ -256,7 +259,7 @@ def _check_shapes(path: str, kind: str, kernel: np.ndarray, recurrent: np.ndarra
         problems.append(f"recurrent kernel {recurrent.shape}, expected (..., {units}, {expected_columns})")
     if kernel.shape[-1] != expected_columns:
         problems.append(f"kernel {kernel.shape}, expected (..., input_dim, {expected_columns})")
-    allowed_bias = [(expected_columns,)] + ([(2, expected_columns)] if kind == "GRU" else [])
+    allowed_bias = [(expected_columns,)] + ([(2, expected_columns)] if family_of(kind).two_row_bias else [])
     if bias is not None and bias.shape not in allowed_bias:
         problems.append(f"bias {bias.shape}, expected {' or '.join(str(s) for s in allowed_bias)}")
     if problems:
@@ -280,7 +283,7 @@ def activation_name(value: Any) -> str | None:
 
 def default_recurrent_activation(keras_version: str | None, class_name: str) -> str:
     """What recurrent_activation meant when a config left it out, by the Keras that saved it."""
-    if class_name.startswith("CuDNN"):
+    if is_cudnn_class(class_name):
         return "sigmoid"
     major_minor_patch = _version_tuple(keras_version)
     if major_minor_patch is None or major_minor_patch < (2, 3, 0):
@@ -311,13 +314,14 @@ def normalize_config(
     """The settings that decide what the layer computes, under their current Keras names."""
     has_config = model.has_config and not _only_name(config)
     sequence_source = {**config, **{k: wrapper_config[k] for k in SEQUENCE_KEYS if k in wrapper_config}}
-    cudnn = class_name.startswith("CuDNN") or source_layout == "cudnn"
+    family = family_of(kind)
+    cudnn = is_cudnn_class(class_name) or source_layout == "cudnn"
     if cudnn:
         activation, recurrent_activation = "tanh", "sigmoid"
     elif has_config:
         activation = activation_name(config.get("activation", "tanh"))
         recurrent_activation = activation_name(config.get("recurrent_activation", config.get("inner_activation")))
-        if recurrent_activation is None and kind != "SimpleRNN":
+        if recurrent_activation is None and family.uses_recurrent_activation:
             recurrent_activation = default_recurrent_activation(model.keras_version, class_name)
             notes.append(f"recurrent_activation not in the config: {recurrent_activation}, the default of Keras {model.keras_version or '1'}")
     else:
@@ -326,20 +330,18 @@ def normalize_config(
         # TensorFlow checkpoints (tf.keras 2, sigmoid since TF 2.0) record none; Keras 1 HDF5 neither.
         unrecorded = "Keras 3" if model.format.startswith("keras-v3") else "tf.keras 2" if model.format.startswith("tf-") else "Keras 1"
         saver = f"Keras {model.keras_version}" if model.keras_version else unrecorded
-        default = (None if kind == "SimpleRNN" else "sigmoid" if unrecorded != "Keras 1" and not model.keras_version
+        default = (None if not family.uses_recurrent_activation else "sigmoid" if unrecorded != "Keras 1" and not model.keras_version
                    else default_recurrent_activation(model.keras_version, class_name))
         defaults = f"tanh and {default}" if default else "tanh"
         notes.append(f"activations unknown: the file has no config (the defaults of {saver} are {defaults}; "
                      "pass --config with the architecture)")
     normalized: dict[str, Any] = {"activation": activation}
-    if kind != "SimpleRNN":
+    if family.uses_recurrent_activation:
         normalized["recurrent_activation"] = recurrent_activation
     normalized["use_bias"] = bias is not None
-    if kind == "GRU":
-        reset_after = bool(bias is not None and bias.ndim == 2)
-        if bias is None:
-            reset_after = bool(config.get("reset_after", model.keras_version is None or not model.keras_version.startswith("2.")))
+    if family.two_row_bias:
         declared = config.get("reset_after")
+        reset_after = reset_after_rule(None if bias is None else bias.ndim, declared, model.keras_version)
         if has_config and declared is None and bias is not None:
             notes.append(f"no reset_after key in the config; the bias shape {tuple(bias.shape)} says reset_after={reset_after}")
         elif declared is not None and bool(declared) != reset_after and bias is not None:
@@ -352,10 +354,10 @@ def normalize_config(
             normalized[key] = False if has_config else None
     normalized["dropout"] = config.get("dropout", config.get("dropout_W"))
     normalized["recurrent_dropout"] = config.get("recurrent_dropout", config.get("dropout_U"))
-    if kind == "LSTM" and "unit_forget_bias" in config:
+    if family.has_cell_state and not family.convolutional and "unit_forget_bias" in config:
         normalized["unit_forget_bias"] = config["unit_forget_bias"]
-    if kind.startswith("ConvLSTM"):
-        for key in ("kernel_size", "strides", "padding", "data_format", "dilation_rate"):
+    if family.convolutional:
+        for key in CONV_KEYS:
             if key in config:
                 normalized[key] = config[key]
     return normalized

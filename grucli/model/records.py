@@ -8,13 +8,12 @@ records are frozen: nothing downstream changes what was read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-# Layers that hold other layers, and the standard cells RNN(cell=...) runs.
-MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
-CELL_CLASSES = frozenset({"GRUCell", "LSTMCell", "SimpleRNNCell"})
+from grucli.model.registry import Family, family_of, reset_after_rule
 
 
 @dataclass(frozen=True)
@@ -116,6 +115,63 @@ class RecurrentLayer:
     source_layout: str = "keras"
     inferred: bool = False
     notes: tuple[str, ...] = field(default=())
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.kind)
+
+    @cached_property
+    def settings(self) -> "Settings":
+        """The config's settings, typed: what every command reads (`config` is what is shown)."""
+        return Settings.from_config(self.config, self.family, self.bias)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings that decide what a recurrent layer computes, under current Keras names, parsed
+    once from its normalised config (`layers.normalize_config`). None: the file does not say."""
+
+    activation: str | None
+    recurrent_activation: str | None  # None for SimpleRNN, which has none
+    use_bias: bool
+    reset_after: bool | None  # GRU only
+    return_sequences: bool
+    return_state: bool
+    go_backwards: bool
+    stateful: bool
+    zero_output_for_mask: bool
+    conv: Mapping[str, Any]  # ConvLSTM: kernel_size, strides, padding, data_format, dilation_rate as stored
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], family: Family, bias: Any) -> "Settings":
+        reset_after = None
+        if family.two_row_bias:
+            reset_after = reset_after_rule(None if bias is None else bias.ndim, config.get("reset_after"), None)
+        return cls(
+            # Keras's defaults where a hand-made config leaves a key out; None where a file has no config.
+            activation=config.get("activation", "tanh"),
+            recurrent_activation=config.get("recurrent_activation", "sigmoid") if family.uses_recurrent_activation else None,
+            use_bias=bias is not None,
+            reset_after=reset_after,
+            return_sequences=bool(config.get("return_sequences")),
+            return_state=bool(config.get("return_state")),
+            go_backwards=bool(config.get("go_backwards")),
+            stateful=bool(config.get("stateful")),
+            zero_output_for_mask=bool(config.get("zero_output_for_mask")),
+            conv={key: config[key] for key in CONV_KEYS if key in config} if family.convolutional else {},
+        )
+
+    @property
+    def shown_activation(self) -> str:
+        """The activation the equations print: Keras's default where the file has no config."""
+        return self.activation or "tanh"
+
+    @property
+    def shown_recurrent_activation(self) -> str:
+        return self.recurrent_activation or "sigmoid"
+
+
+CONV_KEYS = ("kernel_size", "strides", "padding", "data_format", "dilation_rate")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 from grucli.errors import ModelFileError
-from grucli.model.records import MODEL_CLASSES, RawLayer
+from grucli.model.records import RawLayer
+from grucli.model.registry import is_input_layer, is_model, is_sequential
 
 KERAS2_CONSTANT = "_CONSTANT_VALUE"
 
@@ -91,7 +92,7 @@ def graph_spec(model: RawLayer, source: str) -> GraphSpec:
     members = tuple(child for _, child in model.children)
     config = model.config
     entries = _layer_entries(config)
-    sequential = model.class_name == "Sequential" or isinstance(config.get("layers"), list) and not any(
+    sequential = is_sequential(model.class_name) or isinstance(config.get("layers"), list) and not any(
         _inbound_nodes(entry) for entry in entries
     )
     if sequential:
@@ -130,11 +131,11 @@ def _inbound_nodes(entry: Mapping[str, Any]) -> list[Any]:
 def _skipped_first_node(layer: RawLayer, keras2: bool) -> int:
     """1 where a Keras 2 config numbers a nested model's calls from 1, as tf-keras's
     `_should_skip_first_node` does: such a model's own input node is node 0 and is not saved."""
-    if not keras2 or layer.class_name not in MODEL_CLASSES:
+    if not keras2 or not is_model(layer.class_name):
         return 0
     members = [child for _, child in layer.children]
-    if layer.class_name == "Sequential":
-        return int(bool(members) and members[0].class_name == "InputLayer")
+    if is_sequential(layer.class_name):
+        return int(bool(members) and is_input_layer(members[0].class_name))
     return 1
 
 
