@@ -12,7 +12,10 @@ import pytest
 from conftest import real, sample
 from grucli.model.layers import find_layers
 from grucli.model.records import NamedArray
-from grucli.files.reader import infer_class, read_list_attribute, read_model, snake_case
+from grucli.files.hdf5 import read_list_attribute
+from grucli.files.inference import infer_class
+from grucli.files.reader import read_model
+from grucli.files.tree import snake_case
 
 
 @pytest.mark.parametrize("name", ["GRU", "SimpleRNN", "LSTM", "ConvLSTM2D", "StackedRNNCells", "TimeDistributed", "InputLayer", "GRUCell", "CuDNNLSTM"])
@@ -78,7 +81,7 @@ def test_infer_class_from_shapes(shapes: list[tuple[int, ...]], expected: str | 
 
 def test_keras_zip_member_is_read_in_place() -> None:
     # The stored member is read through a window on the file, not extracted or copied.
-    from grucli.files.reader import _MemberView
+    from grucli.files.keras_zip import MemberView
 
     import zipfile
 
@@ -86,11 +89,11 @@ def test_keras_zip_member_is_read_in_place() -> None:
         info = archive.getinfo("model.weights.h5")
         expected = archive.read(info)
         assert info.compress_type == zipfile.ZIP_STORED
-    from grucli.files.reader import _open_member
+    from grucli.files.keras_zip import open_member
 
     with zipfile.ZipFile(sample("k3_gru.keras")) as archive:
-        view = _open_member(sample("k3_gru.keras"), archive, info)
-    assert isinstance(view, _MemberView)
+        view = open_member(sample("k3_gru.keras"), archive, info)
+    assert isinstance(view, MemberView)
     assert view.read() == expected
     view.seek(-10, 2)
     assert view.read() == expected[-10:]

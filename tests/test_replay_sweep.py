@@ -78,10 +78,10 @@ def test_every_sample_model(name: str, tmp_path: Path, keras3: Any, tf_keras: An
         # reader, whose Keras 1 conversion test_export_truth checks against tf-keras's own).
         from grucli.model.layers import find_layers
         from grucli.files.reader import read_model
-        from grucli.frameworks.framework import Framework
+        from grucli.frameworks.framework import open_framework
 
         with read_model(path) as model_file:
-            model, _ = Framework("tf-keras").load(model_file, find_layers(model_file), False)
+            model, _ = open_framework("tf-keras").load(model_file, find_layers(model_file), False)
     elif name.startswith(TF_KERAS_FILES):
         model = tf_keras.models.load_model(path, compile=False)
     else:

@@ -281,14 +281,14 @@ def test_a_layer_fed_exactly_the_replays_input_reuses_its_run() -> None:
         replay = ModelReplay(model_file, find_layers(model_file), KERAS3)
         x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
         replay.run([x])
-        call = _same_call(replay, "gru", x, None, [])
+        call = _same_call(replay.calls, replay.dtype, "gru", x, None, [])
         assert call is not None and call.path == "gru"
         nudged = x.copy()
         nudged[1, 4, 2] = np.nextafter(nudged[1, 4, 2], np.float32(np.inf))
-        assert _same_call(replay, "gru", nudged, None, []) is None
-        assert _same_call(replay, "gru", x, np.ones((2, 5), bool), []) is None
-        assert _same_call(replay, "gru", x, None, [np.zeros((2, 4))]) is None
-        assert _same_call(replay, "other", x, None, []) is None
+        assert _same_call(replay.calls, replay.dtype, "gru", nudged, None, []) is None
+        assert _same_call(replay.calls, replay.dtype, "gru", x, np.ones((2, 5), bool), []) is None
+        assert _same_call(replay.calls, replay.dtype, "gru", x, None, [np.zeros((2, 4))]) is None
+        assert _same_call(replay.calls, replay.dtype, "other", x, None, []) is None
 
 
 def test_compare_in_blocks_finds_the_worst_value_anywhere() -> None:

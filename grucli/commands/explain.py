@@ -346,8 +346,7 @@ def explain(model_file: ModelFile, options: ExplainOptions) -> Explanation:
                          "runs once per sample (verify --trace and replay --gates cover this one)")
     inputs, description = model_inputs(model_file, options.input_path, options.batch, options.timesteps, options.seed, options.limits)
     semantics = semantics_for(model_file.keras_version, model_file.format)
-    replay = ModelReplay(model_file, found, semantics, np.float64)
-    replay.keep_layer_runs = True
+    replay = ModelReplay(model_file, found, semantics, np.float64, keep_layer_runs=True)
     replay.run(inputs)
     fed = replay.layer_runs.get(layer.path)
     if fed is None:
@@ -404,7 +403,7 @@ class _NoPredict(Exception):
 def _predict_check(model_file: ModelFile, found: ModelLayers, layer: RecurrentLayer, steps: Sequence[Step], inputs: list[np.ndarray],
                    options: ExplainOptions) -> OutputCheck:
     from grucli.commands.verify import recurrent_member
-    from grucli.frameworks.framework import AUTO, Framework, resolve_framework
+    from grucli.frameworks.framework import AUTO, open_framework, resolve_framework
 
     wanted = options.framework
     if wanted == AUTO and not _keras_installed():
@@ -414,7 +413,7 @@ def _predict_check(model_file: ModelFile, found: ModelLayers, layer: RecurrentLa
     if place.reason is not None:
         raise _NoPredict(place.reason)
     try:
-        framework = Framework(resolve_framework(wanted, model_file), command="explain")
+        framework = open_framework(resolve_framework(wanted, model_file), command="explain")
         keras_model, _ = framework.load(model_file, found, unsafe=False, inputs=inputs)
     except GrucliError as exc:
         if wanted != AUTO:  # asked for by name: its failure is the answer

@@ -26,9 +26,16 @@ from grucli.commands.verify_report import (
 from grucli.engine.graph import ModelReplay, RecurrentCall
 from grucli.engine.registry import unsupported_layer
 from grucli.errors import ModelFileError, ReplayError, VerifyError
+from grucli.files.budget import Limits
 from grucli.files.inputs import InputError, model_inputs, read_arrays
-from grucli.files.reader import Limits, read_model
-from grucli.frameworks.framework import AUTO, Framework, Probe, resolve_framework
+from grucli.files.reader import read_model
+from grucli.frameworks.framework import (
+    AUTO,
+    Framework,
+    Probe,
+    open_framework,
+    resolve_framework,
+)
 from grucli.model import paths
 from grucli.model.layers import activation_name, find_layers, require_recurrent
 from grucli.model.records import ModelFile, ModelLayers, RawLayer
@@ -73,14 +80,15 @@ def verify_model(model_file: ModelFile, path: str | Path, options: VerifyOptions
     expected = _load_expected(options.expected_path, options.limits) if options.expected_path else None
     _refuse_code(model_file, options.unsafe)
 
-    framework = Framework(resolve_framework(options.framework, model_file))
+    framework = open_framework(resolve_framework(options.framework, model_file))
     keras_model, repairs = framework.load(model_file, layers, options.unsafe, inputs)
     device, accelerated = framework.device()
     compute_dtype = _compute_dtype(model_file.root)
     atol, rtol = _tolerances(options, accelerated, compute_dtype)
     semantics = semantics_for(model_file.keras_version, model_file.format)
     dtype = np.float32 if options.dtype == "float32" else np.float64
-    warnings_: list[str] = [*_semantic_warnings(layers, model_file, semantics, framework), *_nonfinite_weights(model_file.root)]
+    semantic_failures = tuple(_semantic_failures(layers, model_file, semantics, framework))
+    warnings_: list[str] = list(_nonfinite_weights(model_file.root))
 
     top_level = [raw.name for _, raw, chain in members if not chain]
     predicted, probed = framework.predict_with_probes(keras_model, inputs, top_level)
@@ -97,9 +105,10 @@ def verify_model(model_file: ModelFile, path: str | Path, options: VerifyOptions
     else:
         end_to_end_note = f"end-to-end replay stopped at layer {blocker[0]} ({blocker[1]})"
     masks = {call.path: call.mask for call in replay.calls}
-    replay.trace = options.trace
-
-    checks, traces = _check_layers(framework, keras_model, members, probed, replay, inputs, masks, atol, rtol, options)
+    # Each layer is replayed again on its real input (probed from the framework), traced if asked.
+    layer_replay = ModelReplay(model_file, layers, semantics, dtype, trace=options.trace)
+    checks, traces = _check_layers(framework, keras_model, members, probed, layer_replay, replay.calls, inputs, masks,
+                                   atol, rtol, options)
     comparisons = {
         "replay_vs_predict": compare(replayed, predicted, atol, rtol) if replayed is not None else None,
         "replay_vs_expected": compare(replayed, expected, atol, rtol, ("the replay", "the expected output"))
@@ -113,6 +122,7 @@ def verify_model(model_file: ModelFile, path: str | Path, options: VerifyOptions
         atol=atol, rtol=rtol, dtype=options.dtype, input_description=input_description, compute_dtype=compute_dtype,
         layers=_all_checks(checks, layers, options.layer_paths),
         comparisons=comparisons, end_to_end_note=end_to_end_note, repairs=tuple(repairs), warnings=tuple(warnings_),
+        semantic_failures=semantic_failures,
         traces=tuple(traces),
     )
 
@@ -208,7 +218,7 @@ def _code_layers(layer: RawLayer, prefix: str = "") -> Iterator[tuple[str, str]]
         yield from _code_layers(child, f"{prefix}{child.name}/")
 
 
-def _semantic_warnings(layers: ModelLayers, model: ModelFile, semantics: str, framework: "Framework") -> Iterator[str]:
+def _semantic_failures(layers: ModelLayers, model: ModelFile, semantics: str, framework: "Framework") -> Iterator[str]:
     """Activations whose definition changed between the Keras that saved the file and the one installed."""
     if semantics == framework.semantics:
         return
@@ -218,7 +228,7 @@ def _semantic_warnings(layers: ModelLayers, model: ModelFile, semantics: str, fr
     for path, key, name in uses:
         if name in VERSION_DEPENDENT:
             yield (
-                f"semantics: layer {path}: {key} {name} is {DEFINITIONS[name][KERAS2]} in {saved}, which saved this file, "
+                f"layer {path}: {key} {name} is {DEFINITIONS[name][KERAS2]} in {saved}, which saved this file, "
                 f"but {DEFINITIONS[name][KERAS3]} in the installed {framework.describe()}: predict no longer computes what "
                 "the model was trained with (verify with --keras tf-keras to check the file under its own definitions)"
             )
@@ -282,7 +292,7 @@ def _selected_members(model: ModelFile, selected: Sequence[str]) -> list[tuple[s
 
 def _check_layers(
     framework: "Framework", keras_model: Any, members: Sequence[tuple[str, RawLayer, tuple[str, ...]]],
-    probed: Mapping[str, "Probe"], replay: ModelReplay,
+    probed: Mapping[str, "Probe"], replay: ModelReplay, end_to_end: Sequence[RecurrentCall],
     inputs: list[np.ndarray], masks: Mapping[str, np.ndarray | None], atol: float, rtol: float, options: VerifyOptions,
 ) -> tuple[list[LayerCheck], list[TraceTable]]:
     checks: list[LayerCheck] = []
@@ -295,7 +305,7 @@ def _check_layers(
         probe = framework.probe(keras_model, chain, raw.name, inputs) if chain else probed[raw.name]
         real_input, keras_mask, real_outputs = probe.layer_input, probe.mask, probe.outputs
         mask = keras_mask if keras_mask is not None else masks.get(path)
-        same_run = None if options.trace else _same_call(replay, path, real_input, mask, probe.initial_state)
+        same_run = None if options.trace else _same_call(end_to_end, replay.dtype, path, real_input, mask, probe.initial_state)
         if same_run is not None:  # the end-to-end replay already ran this layer on exactly this input
             outputs, run_traces = same_run.outputs, same_run.traces
         else:
@@ -306,17 +316,16 @@ def _check_layers(
     return checks, traces
 
 
-def _same_call(replay: ModelReplay, path: str, real_input: np.ndarray, mask: np.ndarray | None,
+def _same_call(end_to_end: Sequence[RecurrentCall], dtype: type, path: str, real_input: np.ndarray, mask: np.ndarray | None,
                initial_state: Sequence[np.ndarray]) -> RecurrentCall | None:
     """The end-to-end replay's call of the layer at `path`, when it was fed exactly what the
     framework fed it (same values in the replay's dtype, same mask, same initial states): its
     outputs are then what a second run would compute, bit for bit, at no second cost (a long
     sequence's replay is most of verify's own time)."""
-    calls = [call for call in replay.calls if call.path == path]
+    calls = [call for call in end_to_end if call.path == path]
     if len(calls) != 1:
         return None  # not run, or called more than once (a shared layer): run it on this input
     call = calls[0]
-    dtype = replay.dtype
     if np.shape(call.inputs) != np.shape(real_input) or not np.array_equal(np.asarray(call.inputs, dtype), np.asarray(real_input, dtype)):
         return None
     if (call.mask is None) != (mask is None) or (mask is not None and not np.array_equal(call.mask, mask)):

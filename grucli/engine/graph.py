@@ -65,7 +65,7 @@ class ModelReplay:
 
     def __init__(
         self, model: ModelFile, layers: ModelLayers, semantics: Semantics, dtype: type = np.float64, trace: bool = False,
-        progress: Callable[[str, int, int], None] | None = None,
+        progress: Callable[[str, int, int], None] | None = None, keep_layer_runs: bool = False,
     ) -> None:
         self.progress = progress  # (layer path, steps done, steps in all)
         self.model = model
@@ -75,7 +75,7 @@ class ModelReplay:
         self.trace = trace
         self.calls: list[RecurrentCall] = []
         # Off by default: keeping every layer's input costs memory on long sequences.
-        self.keep_layer_runs = False
+        self.keep_layer_runs = keep_layer_runs
         self.layer_runs: dict[str, LayerRun] = {}
         self._graphs: dict[int, GraphSpec] = {}
 

@@ -13,7 +13,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -36,9 +36,8 @@ from grucli.model.registry import (
     is_sequential,
     role_of,
 )
-from grucli.model.semantics import KERAS2, KERAS3, semantics_for
+from grucli.model.semantics import KERAS2, KERAS3, Semantics, semantics_for
 
-FRAMEWORKS = ("keras", "tf-keras")
 AUTO = "auto"  # the framework of the file's own generation: tf-keras for Keras 1/2 files when installed
 
 
@@ -50,8 +49,8 @@ def resolve_framework(requested: str, model: ModelFile) -> str:
     import importlib.util
 
     if semantics_for(model.keras_version, model.format) == KERAS2 and importlib.util.find_spec("tf_keras") is not None:
-        return "tf-keras"
-    return "keras"
+        return TfKeras.name
+    return Keras3.name
 
 
 @dataclass(frozen=True)
@@ -64,27 +63,43 @@ class Probe:
     initial_state: list[np.ndarray]  # the states the layer was called with (empty: zeros)
 
 
-class Framework:
-    """Keras 3 (any backend) or tf-keras: loading, predict, probes and the device, behind one face."""
+def open_framework(name: str, command: str = "verify") -> "Framework":
+    """The framework `--keras NAME` names (keras, tf-keras), imported."""
+    if name not in FRAMEWORKS:
+        raise InputError(f"--keras {name!r} is not one of: {', '.join((*FRAMEWORKS, AUTO))}")
+    return FRAMEWORKS[name](command)
 
-    def __init__(self, name: str, command: str = "verify") -> None:
-        if name not in FRAMEWORKS:
-            raise InputError(f"--keras {name!r} is not one of: {', '.join((*FRAMEWORKS, AUTO))}")
-        self.name = name
+
+class Framework:
+    """Keras 3 (any backend) or tf-keras: loading, predict, probes and the device, behind one face.
+
+    The two differ in a few places, each a class attribute or a method the subclasses define:
+    which package, which definitions (semantics), how a config is built, how weights are set, and
+    whether a mask reaches a layer called with initial states."""
+
+    name: ClassVar[str]
+    package: ClassVar[str]  # the module to import
+    package_hint: ClassVar[str]  # what to install, in words
+    semantics: ClassVar[Semantics]
+    keras3_repairs: ClassVar[bool]  # repair the config for Keras 3 (functional class names, nested modules, ...)
+    # Keras 3 fills in `mask` from the input only when the input is the call's one tensor argument:
+    # a layer also given initial_state ran unmasked, whatever the input carries.
+    unmasked_with_states: ClassVar[bool]
+
+    def __init__(self, command: str = "verify") -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         try:
-            module = _quiet_import("tf_keras" if name == "tf-keras" else "keras")
+            self.module = _quiet_import(self.package)
         except ImportError as exc:
-            package = "tf-keras" if name == "tf-keras" else "keras (and a backend: tensorflow, jax or torch)"
-            raise VerifyError(f"{command} needs {package}: {first_line(exc, 300)}; install it with {install_hint('verify')}") from None
-        self.module = module
-        self.backend = "tensorflow" if name == "tf-keras" else module.backend.backend()
-        self.semantics = KERAS2 if name == "tf-keras" else KERAS3
+            raise VerifyError(f"{command} needs {self.package_hint}: {first_line(exc, 300)}; "
+                              f"install it with {install_hint('verify')}") from None
+        self.backend = self._backend()
+
+    def _backend(self) -> str:
+        raise NotImplementedError
 
     def describe(self) -> str:
-        if self.name == "tf-keras":
-            return f"tf-keras {self.module.__version__}"
-        return f"Keras {self.module.__version__} ({self.backend} backend)"
+        raise NotImplementedError
 
     def device(self) -> tuple[str, bool]:
         if self.backend == "tensorflow":
@@ -128,7 +143,7 @@ class Framework:
     def _load_repaired(self, model: ModelFile, layers: ModelLayers, repairs: list[str], unsafe: bool,
                        inputs: Sequence[np.ndarray]) -> Any:
         config = raw_config(model)
-        config = repair_config(config, layers, repairs, keras3=self.name == "keras")
+        config = repair_config(config, layers, repairs, keras3=self.keras3_repairs)
         declare_input_shape(config, [x.shape for x in inputs], repairs)
         self._refuse_unknown_classes(config)
         for _ in range(20):
@@ -148,19 +163,20 @@ class Framework:
                 repairs.append(f"dropped {', '.join(keys)} from the {class_name} configs ({self.describe()} does not know them)")
         else:
             raise VerifyError(f"{self.describe()} cannot build {model.path}: too many unknown settings")
-        if model.format == "keras-v3" and self.name == "keras":
-            _set_keras3_weights(keras_model, model.root)
-        else:
-            _set_weights(keras_model, model.root, layers, "")
+        self._set_weights(keras_model, model, layers)
         return keras_model
+
+    def _set_weights(self, keras_model: Any, model: ModelFile, layers: ModelLayers) -> None:
+        _set_weights(keras_model, model.root, layers, "")
 
     def _refuse_unknown_classes(self, config: dict[str, Any]) -> None:
         """A layer class the framework does not know is custom code: never loaded from a file.
+        Keras 3 names such a class itself ("Could not locate class")."""
 
-        Keras 3 names such a class itself ("Could not locate class"); tf-keras's functional
-        rebuild fails on it with an unrelated TypeError, so it is named here first."""
-        if self.name != "tf-keras":
-            return
+    def _from_config(self, config: dict[str, Any], keras_v3: bool, unsafe: bool) -> Any:
+        raise NotImplementedError
+
+    def _refuse_unknown_tf_keras_classes(self, config: dict[str, Any]) -> None:
         from tf_keras.src.layers import serialization as tf_keras_layers
 
         tf_keras_layers.populate_deserializable_objects()
@@ -171,16 +187,7 @@ class Framework:
                                   "whose code grucli never loads from a file, or a layer of another Keras generation); "
                                   "expected Keras's own layers")
 
-    def _from_config(self, config: dict[str, Any], keras_v3: bool, unsafe: bool) -> Any:
-        if self.name == "tf-keras":
-            from tf_keras.src.saving import serialization_lib as tf_keras_serialization
-            from tf_keras.src.saving.legacy.saved_model import (
-                json_utils as tf_keras_json,
-            )
-
-            # tf-keras's safe mode is off unless a scope sets it (in_safe_mode() is None by default).
-            with tf_keras_serialization.SafeModeScope(not unsafe):
-                return self.module.models.model_from_config(_legacy_decoded(config, tf_keras_json))
+    def _keras3_from_config(self, config: dict[str, Any], keras_v3: bool, unsafe: bool) -> Any:
         from keras.src.saving import serialization_lib
 
         if keras_v3:  # a .keras config.json, read as Keras 3's own loader reads it
@@ -273,13 +280,70 @@ class Framework:
         states = [t for t in rest if not any(t is m for m in masks)]  # more inputs than x: the initial state
         if masks:
             return tensor, masks[0], states
-        if states and self.name == "keras":
-            # Keras 3 fills in `mask` from the input only when the input is the call's one tensor
-            # argument: a layer also given initial_state ran unmasked, whatever the input carries.
+        if states and self.unmasked_with_states:
             return tensor, None, states
         if getattr(tensor, "_keras_mask", None) is None:
             return tensor, None, states
         return tensor, _mask_output_layer(self.module)(tensor), states
+
+
+class Keras3(Framework):
+    """Keras 3, on whichever backend is installed (tensorflow, jax, torch)."""
+
+    name = "keras"
+    package = "keras"
+    package_hint = "keras (and a backend: tensorflow, jax or torch)"
+    semantics = KERAS3
+    keras3_repairs = True
+    unmasked_with_states = True
+
+    def _backend(self) -> str:
+        return str(self.module.backend.backend())
+
+    def describe(self) -> str:
+        return f"Keras {self.module.__version__} ({self.backend} backend)"
+
+    def _from_config(self, config: dict[str, Any], keras_v3: bool, unsafe: bool) -> Any:
+        return self._keras3_from_config(config, keras_v3, unsafe)
+
+    def _set_weights(self, keras_model: Any, model: ModelFile, layers: ModelLayers) -> None:
+        if model.format == "keras-v3":  # through Keras's own attribute walk, as its loader sets them
+            _set_keras3_weights(keras_model, model.root)
+        else:
+            super()._set_weights(keras_model, model, layers)
+
+
+class TfKeras(Framework):
+    """tf-keras (Keras 2 on TensorFlow): the definitions Keras 1/2 and tf.keras 2 files were made with."""
+
+    name = "tf-keras"
+    package = "tf_keras"
+    package_hint = "tf-keras"
+    semantics = KERAS2
+    keras3_repairs = False
+    unmasked_with_states = False
+
+    def _backend(self) -> str:
+        return "tensorflow"
+
+    def describe(self) -> str:
+        return f"tf-keras {self.module.__version__}"
+
+    def _refuse_unknown_classes(self, config: dict[str, Any]) -> None:
+        """tf-keras's functional rebuild fails on an unknown class with an unrelated TypeError, so
+        it is named here first."""
+        self._refuse_unknown_tf_keras_classes(config)
+
+    def _from_config(self, config: dict[str, Any], keras_v3: bool, unsafe: bool) -> Any:
+        from tf_keras.src.saving import serialization_lib as tf_keras_serialization
+        from tf_keras.src.saving.legacy.saved_model import json_utils as tf_keras_json
+
+        # tf-keras's safe mode is off unless a scope sets it (in_safe_mode() is None by default).
+        with tf_keras_serialization.SafeModeScope(not unsafe):
+            return self.module.models.model_from_config(_legacy_decoded(config, tf_keras_json))
+
+
+FRAMEWORKS: Mapping[str, type[Framework]] = {framework.name: framework for framework in (Keras3, TfKeras)}
 
 
 @dataclass(frozen=True)

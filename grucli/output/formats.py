@@ -227,7 +227,7 @@ def verify_json(report: "VerifyReport") -> str:
         "comparisons": {name: comparison(value) for name, value in report.comparisons.items()},
         "end_to_end": report.end_to_end_note,
         "repairs": list(report.repairs),
-        "warnings": list(report.warnings),
+        "warnings": [f"semantics: {failure}" for failure in report.semantic_failures] + list(report.warnings),
         "traces": [
             {"path": t.path, "sample": t.sample, "unit": t.unit, "inputs": _json_values(t.inputs),
              "values": {name: _json_values(v) for name, v in t.values.items()}}

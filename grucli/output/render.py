@@ -511,8 +511,8 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
             parts.extend(Text(f"non-finite: {name.replace('_vs_', ' vs ').replace('_', ' ')}: {line}", style="bold red") for line in c.nonfinite)
     if report.end_to_end_note:
         parts.append(Text(f"note: {report.end_to_end_note}", style="yellow"))
-    for warning in report.warnings:
-        parts.append(Text(f"warning: {warning.removeprefix('semantics: ')}", style="bold yellow"))
+    for warning in (*report.semantic_failures, *report.warnings):
+        parts.append(Text(f"warning: {warning}", style="bold yellow"))
     if not report.layers:
         parts.append(Text("no recurrent layer was compared", style="bold red"))
     for trace in report.traces:
