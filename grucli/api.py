@@ -2,6 +2,9 @@
 NumPy and `verify` it against Keras. The results are frozen records; errors are grucli's own
 exceptions (`grucli.errors.GrucliError` and its subclasses), never a printed line.
 
+The command line stands on this module: every command reads through `load` and computes through
+`inspect`, `explain`, `export_gates`, `export_torch`, `replay`, `verify`, `diff` or `check`.
+
     import grucli
     m = grucli.load("model.h5")                 # config="model.json" for weights-only files
     layer = m.recurrent_layers[0]                # file order; Bidirectional: NAME/forward, NAME/backward
@@ -9,20 +12,30 @@ exceptions (`grucli.errors.GrucliError` and its subclasses), never a printed lin
     grucli.replay(m, x).output                   # as model.predict(x), computed in NumPy
     grucli.verify(m, x).passed                   # needs the verify extra (Keras)
 
-Imports no TensorFlow or Keras until `verify` is called.
+Imports no TensorFlow or Keras until `verify` (or `explain` with a Keras reference) is called.
+
+May import: every package of grucli but output/ and the CLI (each command's module only when called).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from grucli.errors import SelectionError
 from grucli.files.budget import Limits
 from grucli.model.records import ModelFile, ModelLayers, RecurrentLayer
+
+if TYPE_CHECKING:
+    from grucli.commands.check import CheckReport, Thresholds
+    from grucli.commands.diff import DiffReport
+    from grucli.commands.explain import ExplainOptions, Explanation
+    from grucli.commands.inspect import InspectReport
+    from grucli.commands.torch_layout import TorchModule
+    from grucli.commands.verify_report import VerifyReport
 
 
 @dataclass(frozen=True)
@@ -116,37 +129,71 @@ def load(path: str | Path, config: str | Path | None = None, limits: Limits | No
 class ReplayResult:
     """The model's output as `model.predict` returns it (an array, or a list for several outputs),
     and per recurrent layer path its state `h` and its gates over time, (batch, timesteps, units)
-    each, timesteps in the order the layer consumed them (reversed for go_backwards layers)."""
+    each, timesteps in the order the layer consumed them (reversed for go_backwards layers).
+    `states` and `gates` are empty when the replay was asked not to keep them (gates=False)."""
 
     output: np.ndarray | list[np.ndarray]
     states: Mapping[str, np.ndarray]
     gates: Mapping[str, Mapping[str, np.ndarray]]
+    outputs: tuple[np.ndarray, ...] = field(default=(), repr=False)  # every output, as a tuple
+    layer_outputs: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)  # each recurrent layer's main output
+    trace: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)  # `{layer path}/{name}`, in the order they ran
+
+    def gate_arrays(self) -> dict[str, np.ndarray]:
+        """Every gate and state as `{layer path}/{name}`: what `grucli replay --gates` writes."""
+        return dict(self.trace)
+
+    def layer_output(self, path: str) -> np.ndarray:
+        """The main output of the recurrent layer at `path`."""
+        from grucli.errors import ReplayError
+
+        if path not in self.layer_outputs:
+            available = ", ".join(self.layer_outputs) or "none"
+            raise ReplayError(f"no recurrent layer {path!r} ran in this model; expected one of: {available}")
+        return self.layer_outputs[path]
 
 
-def replay(model: Model, inputs: np.ndarray | Sequence[np.ndarray], dtype: Any = np.float64) -> ReplayResult:
-    """Run the whole model in NumPy with the definitions of the Keras that saved it."""
+def replay(model: Model, inputs: np.ndarray | Sequence[np.ndarray], dtype: Any = np.float64, gates: bool = True,
+           progress: Callable[[str, int, int], None] | None = None) -> ReplayResult:
+    """Run the whole model in NumPy with the definitions of the Keras that saved it. `gates=False`
+    keeps no gate values (less memory on long sequences); `progress(path, steps done, steps)`."""
     from grucli.engine.graph import ModelReplay, trace_arrays
     from grucli.errors import ModelFileError
     from grucli.files.inputs import fit_input, input_specs
     from grucli.model.semantics import semantics_for
 
     if not model.file.has_config:
-        raise ModelFileError(f"{model.path} holds weights only; replay needs its architecture: load it with config=")
+        raise ModelFileError(f"{model.path} holds weights only; replay needs its architecture: pass --config MODEL.json "
+                             "(the JSON of model.to_json(), or a .keras config.json)")
     arrays = _fitted(inputs, input_specs(model.file), fit_input)
-    engine = ModelReplay(model.file, model.layers, semantics_for(model.keras_version, model.format), np.dtype(dtype).type, trace=True)
+    engine = ModelReplay(model.file, model.layers, semantics_for(model.keras_version, model.format), np.dtype(dtype).type,
+                         trace=gates, progress=progress)
     outputs = engine.run(arrays)
     states: dict[str, np.ndarray] = {}
-    gates: dict[str, dict[str, np.ndarray]] = {}
-    for key, values in trace_arrays(engine.calls).items():
+    traced: dict[str, dict[str, np.ndarray]] = {}
+    flat = trace_arrays(engine.calls)
+    for key, values in flat.items():
         path, _, name = key.rpartition("/")
         if name == "h":
             states[path] = values
         else:
-            gates.setdefault(path, {})[name] = values
-    return ReplayResult(outputs[0] if len(outputs) == 1 else list(outputs), states, gates)
+            traced.setdefault(path, {})[name] = values
+    layer_outputs: dict[str, np.ndarray] = {}
+    for call in engine.calls:  # a layer called twice (shared): its first call, as `--layer` has always given
+        layer_outputs.setdefault(call.path, call.outputs[0])
+    return ReplayResult(outputs[0] if len(outputs) == 1 else list(outputs), states, traced, tuple(outputs), layer_outputs, flat)
 
 
-def verify(model: Model, inputs: np.ndarray | Sequence[np.ndarray] | None = None, **options: Any) -> Any:
+def model_inputs(model: Model, input_path: str | Path | None, batch: int = 4, timesteps: int = 10, seed: int = 0,
+                 limits: Limits | None = None) -> tuple[list[np.ndarray], str]:
+    """The model's inputs from a file (.npy, .npz, .csv), or seeded random ones of its input shape,
+    with a description of where they came from."""
+    from grucli.files.inputs import model_inputs as read_inputs
+
+    return read_inputs(model.file, None if input_path is None else Path(input_path), batch, timesteps, seed, limits or Limits())
+
+
+def verify(model: Model, inputs: np.ndarray | Sequence[np.ndarray] | None = None, **options: Any) -> "VerifyReport":
     """Replay each recurrent layer on its real input and the whole model, and compare with Keras's
     predict (needs the verify extra). `inputs`: arrays, or None for a seeded random input; options
     as `grucli.commands.verify_report.VerifyOptions` (atol, rtol, framework, layer_paths, ...). Returns the
@@ -157,6 +204,61 @@ def verify(model: Model, inputs: np.ndarray | Sequence[np.ndarray] | None = None
 
     given = None if inputs is None else tuple(_fitted(inputs, input_specs(model.file), fit_input))
     return verify_model(model.file, model.path, VerifyOptions(**options), given)
+
+
+def inspect(model: Model, layer_paths: Sequence[str] = (), gates: Sequence[str] = (), unit: int | None = None,
+            with_values: bool = False) -> "InspectReport":
+    """Every recurrent layer (or those under `layer_paths`), sliced by gate and unit, with statistics."""
+    from grucli.commands.inspect import build_inspect_report
+
+    return build_inspect_report(model.layers, layer_paths, gates, unit, with_values)
+
+
+def explain(model: Model, options: "ExplainOptions") -> "Explanation":
+    """One unit of one layer, step by step, with every number, and its reference output."""
+    from grucli.commands.explain import explain as run_explain
+
+    return run_explain(model.file, options)
+
+
+def selected_layers(model: Model, layer_paths: Sequence[str] = ()) -> list[RecurrentLayer]:
+    """The recurrent layers under `layer_paths` (all of them when none is given), in file order."""
+    from grucli.commands.inspect import select_layers
+
+    return select_layers(model.layers.recurrent, layer_paths)
+
+
+def export_gates(model: Model, output: str | Path, layer_paths: Sequence[str] = (), force: bool = False) -> int:
+    """Write every gate slice to an .npz as `{path}/{gate}/{array}`, a block of rows at a time; the
+    number of arrays written."""
+    from grucli.model.gates import gate_export
+    from grucli.output.formats import write_npz_pieces
+
+    specs, pieces = gate_export(selected_layers(model, layer_paths))
+    write_npz_pieces(output, specs, pieces, force=force)
+    return len(specs)
+
+
+def export_torch(model: Model, layer_paths: Sequence[str] = (), approximate: bool = False) -> list["TorchModule"]:
+    """PyTorch state_dicts (nn.GRU, nn.LSTM, nn.RNN) of the recurrent layers, with their constructors."""
+    from grucli.commands.torch_layout import torch_modules
+
+    return torch_modules(selected_layers(model, layer_paths), approximate=approximate)
+
+
+def diff(a: Model, b: Model, layer_paths: Sequence[str] = (), top: int = 3, atol: float = 0.0) -> "DiffReport":
+    """Two files of one architecture compared gate by gate."""
+    from grucli.commands.diff import diff_layers
+
+    return diff_layers(a.layers, b.layers, layer_paths, top, atol)
+
+
+def check(model: Model, thresholds: "Thresholds | None" = None, layer_paths: Sequence[str] = (),
+          progress: Callable[[str, int, int], None] | None = None) -> "CheckReport":
+    """Health checks: NaN/Inf weights, dead units, saturated gates, exploding recurrent blocks."""
+    from grucli.commands.check import Thresholds, check_layers
+
+    return check_layers(model.path, selected_layers(model, layer_paths), thresholds or Thresholds(), progress)
 
 
 def _fitted(inputs: np.ndarray | Sequence[np.ndarray], specs: Sequence[Any], fit: Any) -> list[np.ndarray]:

@@ -64,6 +64,6 @@ def install_hint(extra: str) -> str:
     from pathlib import Path
 
     source = Path(__file__).resolve().parent.parent
-    if (source / "pyproject.toml").is_file() and (source / "grucli" / "cli.py").is_file():
+    if (source / "pyproject.toml").is_file() and (source / "grucli" / "api.py").is_file():
         return f"pip install -e '{source}[{extra}]'"
     return f"pip install 'grucli[{extra}]'"

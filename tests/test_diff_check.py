@@ -166,7 +166,7 @@ def test_progress_bar_appears_only_after_its_delay(delay: float, shown: bool) ->
     import subprocess
     import sys
 
-    script = (f"from grucli.output.render import DelayedProgress\nwith DelayedProgress('checking', 'gates', delay={delay}) as p:\n"
+    script = (f"from grucli.output.progress import DelayedProgress\nwith DelayedProgress('checking', 'gates', delay={delay}) as p:\n"
               "    p('gru', 1, 3)\n")
     env = {**os.environ, "FORCE_COLOR": "1", "GRUCLI_PROGRESS": "1"}  # as on a terminal
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)

@@ -39,7 +39,7 @@ def test_heatmap_cells_follow_the_weights() -> None:
 def test_heatmap_in_colour_uses_a_diverging_scale() -> None:
     from grucli.model.layers import find_layers
     from grucli.files.reader import read_model
-    from grucli.output.render import render_heatmaps
+    from grucli.output.heatmap import render_heatmaps
     from grucli.commands.inspect import build_inspect_report
 
     report = build_inspect_report(find_layers(read_model(sample("k3_gru.keras"))), (), ("r",), None, True)

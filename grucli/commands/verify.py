@@ -28,7 +28,6 @@ from grucli.engine.registry import unsupported_layer
 from grucli.errors import ModelFileError, ReplayError, VerifyError
 from grucli.files.budget import Limits
 from grucli.files.inputs import InputError, model_inputs, read_arrays
-from grucli.files.reader import read_model
 from grucli.frameworks.framework import (
     AUTO,
     Framework,
@@ -57,15 +56,11 @@ DEFINITIONS = {
 }
 
 
-def verify(path: str | Path, options: VerifyOptions) -> VerifyReport:
-    with read_model(path, options.limits, options.config_path) as model_file:
-        return verify_model(model_file, path, options)
-
-
 def verify_model(model_file: ModelFile, path: str | Path, options: VerifyOptions,
                  given: Sequence[np.ndarray] | None = None) -> VerifyReport:
-    """`verify` of a file already read; `given`: input arrays already fitted to the model's inputs
-    (the Python API), instead of options.input_path or a random input."""
+    """Replay each recurrent layer of a file already read on its real input, and the whole model,
+    and compare with the framework's predict. `given`: input arrays already fitted to the model's
+    inputs (the Python API), instead of options.input_path or a random input."""
     if not model_file.has_config:
         raise ModelFileError(f"{path} holds weights only; verify needs its architecture: pass --config MODEL.json "
                              "(the JSON of model.to_json(), or a .keras config.json)")

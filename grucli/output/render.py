@@ -1,6 +1,9 @@
-"""Rich text for people: `inspect` reports as labelled tables. The only module that imports Rich.
+"""Rich text for people: inspect, verify, diff and check reports as labelled tables, and the drawing
+the other renderers share (fitting tables to the width, hanging indents, escaping names from files).
 
 Formatters return strings; the CLI decides where they go and whether colour is on.
+
+May import: rich, numpy, commands/ records (only output/ imports Rich).
 """
 
 from __future__ import annotations
@@ -9,8 +12,6 @@ import dataclasses
 import functools
 import io
 import os
-import sys
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
@@ -24,13 +25,11 @@ from rich.text import Text
 
 from grucli.commands.inspect import ArrayReport, InspectReport, LayerReport
 from grucli.errors import printable
-from grucli.model.gates import unit_columns
 from grucli.model.records import OtherLayer
 
 if TYPE_CHECKING:
     from grucli.commands.check import CheckReport
     from grucli.commands.diff import DiffReport
-    from grucli.commands.explain import Explanation, GateStep, Step
     from grucli.commands.verify_report import Comparison, TraceTable, VerifyReport
     from grucli.model.equations import Equations
 
@@ -134,7 +133,7 @@ def _hanging(line: Text, width: int, extra: int = 4) -> Text:
     return out
 
 
-def _fitted(table: Table, width: int) -> RenderableType:
+def fitted(table: Table, width: int) -> RenderableType:
     """`table` when it fits `width`; otherwise the same cells as one record per row ("header value,
     ..."), laid out between values with continuation lines indented under the row's first value,
     so no label or value is ever cut. The title stays above either."""
@@ -179,7 +178,7 @@ def packed(pieces: Sequence[Text], width: int, separator: str = "  ·  ", indent
 
 @escaping
 def render_inspect(report: InspectReport, color: bool = False, width: int = 120) -> str:
-    parts: list[RenderableType] = [_file_header(report)]
+    parts: list[RenderableType] = [file_header(report)]
     if not report.layers:
         parts.append(Text("No recurrent layers (GRU, LSTM, SimpleRNN, ConvLSTM) found in this file.", style="yellow"))
     for layer in report.layers:
@@ -189,7 +188,7 @@ def render_inspect(report: InspectReport, color: bool = False, width: int = 120)
     return to_text(parts, color, width)
 
 
-def _file_header(report: InspectReport) -> Text:
+def file_header(report: InspectReport) -> Text:
     text = Text()
     text.append(report.path, style="bold")
     text.append("\n  format: ")
@@ -208,9 +207,9 @@ def _layer_panel(report: LayerReport, with_values: bool, width: int) -> Group:
     about = f"  {layer.class_name}  ·  {layer.units} units  ·  input_dim {layer.input_dim}"
     if report.unit is not None:
         about += f"  ·  unit {report.unit}"
-    body: list[RenderableType] = [_heading(layer.path, about, width), _config_text(report), _weights_text(report)]
+    body: list[RenderableType] = [heading(layer.path, about, width), _config_text(report), _weights_text(report)]
     body.append(Text("\n".join(f"• {line}" for line in report.layout), style="dim"))
-    body.append(_equations_text(report.equations))
+    body.append(equations_text(report.equations))
     if report.unit is not None and report.gates:
         # One unit's weights are short vectors: the numbers say more than statistics of them.
         body.extend(_unit_values(report))
@@ -226,14 +225,14 @@ def _layer_panel(report: LayerReport, with_values: bool, width: int) -> Group:
     return Group(*body)
 
 
-def _heading(path: str, about: str, width: int) -> RenderableType:
+def heading(path: str, about: str, width: int) -> RenderableType:
     """A layer's title, its path in bold, as a rule across the width, or as wrapped text where a
     rule would cut it."""
     text = Text.assemble((path, "bold"), about)
     return Rule(text, align="left") if text.cell_len + 4 <= width else text
 
 
-def _equations_text(equations: "Equations") -> Text:
+def equations_text(equations: "Equations") -> Text:
     """Each timestep's equations, exact for this layer, with the activations' definitions."""
     text = Text("equations, each timestep:", style="bold")
     for line in equations.lines:
@@ -461,7 +460,7 @@ def _others_table(others: Sequence[OtherLayer], width: int) -> Group:
         weights = ", ".join(f"{tuple(shape)}" for _, shape in other.weight_shapes) or "—"
         table.add_row(other.path, other.class_name, weights, Text(other.skipped_reason or "", style="yellow"))
     # A title of its own: as the table's title it would wrap to the width of a narrow table.
-    return Group(Text("other layers (not recurrent; weights not sliced)", style="italic"), _fitted(table, width))
+    return Group(Text("other layers (not recurrent; weights not sliced)", style="italic"), fitted(table, width))
 
 
 @escaping
@@ -490,7 +489,7 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
             table.add_row(check.path, check.class_name, "—", "—", "—", Text("FAIL: not compared", style="bold red"))
         else:
             table.add_row(check.path, check.class_name, _error(c.max_abs_err), _error(c.max_rel_err), _where(c), _verdict(c.passed))
-    parts.append(_fitted(table, width))
+    parts.append(fitted(table, width))
     for check in report.layers:
         if check.comparison is None:
             parts.append(Text(f"not compared: {check.path}: {check.note or 'no comparison was made'}", style="bold red"))
@@ -505,7 +504,7 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
             continue
         whole.add_row(label, _error(c.max_abs_err), _error(c.max_rel_err), _where(c), _verdict(c.passed))
     if whole.row_count:
-        parts.append(_fitted(whole, width))
+        parts.append(fitted(whole, width))
     for name, c in report.comparisons.items():
         if c is not None:
             parts.extend(Text(f"non-finite: {name.replace('_vs_', ' vs ').replace('_', ' ')}: {line}", style="bold red") for line in c.nonfinite)
@@ -516,7 +515,7 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
     if not report.layers:
         parts.append(Text("no recurrent layer was compared", style="bold red"))
     for trace in report.traces:
-        parts.append(_fitted(_trace_table(trace), width))
+        parts.append(fitted(_trace_table(trace), width))
     verdict = Text()
     if report.passed:
         verdict.append("PASS", style="bold green")
@@ -572,126 +571,6 @@ def _trace_table(trace: "TraceTable") -> Table:
     return table
 
 
-# --- explain ------------------------------------------------------------------------------------------
-
-EXPLAIN_MAX_STEPS = 40  # more steps are shown as the first and last 20; --json has every one
-
-
-@escaping
-def render_explain(e: "Explanation", color: bool = False, width: int = 120) -> str:
-    header = Text()
-    header.append(e.file, style="bold")
-    header.append(f"\n  layer {e.path} ({e.kind}, {e.units} unit{'s' if e.units != 1 else ''}, input_dim {e.input_dim})"
-                  f"  ·  unit {e.unit}  ·  sample {e.sample}")
-    header.append(f"\n  input: {e.input_description}  ·  {'Keras 2' if e.semantics == 'keras2' else 'Keras 3'} definitions")
-    if e.other_recurrent:
-        header.append(f"\n  other recurrent layers (--layer): {', '.join(e.other_recurrent)}", style="dim")
-    parts: list[RenderableType] = [header, _equations_text(e.equations)]
-    for note in e.activation_notes:
-        parts.append(Text(f"note: {note}", style="yellow"))
-    order = "from the last timestep to the first (go_backwards)" if e.go_backwards else "in time order"
-    parts.append(Text(f"each step, {order}: the terms of each line above, in the same order, for unit {e.unit}; "
-                      "h_prev is the whole previous state", style="dim"))
-    steps = list(e.steps)
-    shown: list["Step | None"] = list(steps)
-    if len(steps) > EXPLAIN_MAX_STEPS:
-        half = EXPLAIN_MAX_STEPS // 2
-        shown = [*steps[:half], None, *steps[-half:]]
-    for step in shown:
-        if step is None:
-            parts.append(Text(f"\n… {len(steps) - EXPLAIN_MAX_STEPS} steps not shown (grucli explain --json has every step)", style="dim"))
-        else:
-            parts.append(_step_text(step, e))
-    parts.append(_output_table(e, width))
-    return to_text(parts, color, width)
-
-
-def _n(value: float) -> str:
-    """A number as the arithmetic lines print it: 6 significant digits."""
-    return f"{value:.6g}"
-
-
-def _operand(value: float) -> str:
-    """A number inside a sum or product: negative ones in parentheses, as written by hand."""
-    return f"({_n(value)})" if value < 0 or str(_n(value)).startswith("-") else _n(value)
-
-
-def _vector(values: np.ndarray, limit: int = 8) -> str:
-    items = [_n(float(v)) for v in values]
-    if len(items) > limit:
-        items = [*items[: limit // 2], "…", *items[-limit // 2:]]
-    return "[" + ", ".join(items) + "]"
-
-
-def _step_text(step: "Step", e: "Explanation") -> Text:
-    u = e.unit
-    text = Text()
-    text.append(f"\nt = {step.t}", style="bold")
-    text.append(f"   x = {_vector(step.x)}   h_prev = {_vector(step.h_prev)}")
-    if step.c_prev is not None:
-        text.append(f"   c_prev = {_vector(step.c_prev)}")
-    if step.masked:
-        text.append("\n  masked: Keras skips this step; every state is carried over", style="yellow")
-        text.append(f"\n  h = h_prev[{u}] = {_n(step.h)}" + (f"   c = c_prev[{u}] = {_n(step.c)}" if step.c is not None else ""))
-        text.append(f"\n  output = {_n(step.output)}")
-        return text
-    by_name = {gate.name: gate for gate in step.gates}
-    width = max(len(gate.name) for gate in step.gates)
-    for gate in step.gates:
-        text.append(f"\n  {gate.name.ljust(width)} = {_gate_arithmetic(gate)}")
-        for term in gate.terms:
-            if term.products:
-                products = " + ".join(f"{_operand(a)}×{_operand(b)}" for a, b in term.products)
-                text.append(f"\n  {' ' * width}   {term.label} = {products} = {_n(term.value)}", style="dim")
-        if gate.name == "cc" and step.c_prev is not None:
-            f, i = by_name["f"].value, by_name["i"].value
-            text.append(f"\n  {'c'.ljust(width)} = f * c_prev + i * cc = {_operand(f)} * {_operand(float(step.c_prev[u]))} + "
-                        f"{_operand(i)} * {_operand(gate.value)} = {_n(step.c if step.c is not None else float('nan'))}")
-    if "hh" in by_name or "o" in by_name:  # a SimpleRNN's h is its one line above
-        text.append(f"\n  {'h'.ljust(width)} = {_state_arithmetic(step, e, by_name)}", style="bold")
-    if step.vectors and len(step.h_prev) > 1:  # the vector form: every unit of each line
-        for name, value in step.vectors.items():
-            text.append(f"\n  {name.ljust(width)} (all units) = {_vector(value)}", style="dim")
-    return text
-
-
-def _gate_arithmetic(gate: "GateStep") -> str:
-    terms = [_operand(term.value) for term in gate.terms]
-    if gate.scaled_by is not None:  # GRU reset_after candidate: the last two terms are r * (h_prev·U_h + rb_h)
-        inner_count = sum(1 for term in gate.terms if term.label in ("h_prev·U_h", "rb_h"))
-        outer, inner = terms[: len(terms) - inner_count], terms[len(terms) - inner_count:]
-        terms = [*outer, f"{_operand(gate.scaled_by)} * ({' + '.join(inner)})"]
-    return f"{gate.activation}({' + '.join(terms)}) = {gate.activation}({_n(gate.pre_activation)}) = {_n(gate.value)}"
-
-
-def _state_arithmetic(step: "Step", e: "Explanation", by_name: dict[str, "GateStep"]) -> str:
-    h_prev = float(step.h_prev[e.unit])
-    if "z" in by_name:
-        z, hh = by_name["z"].value, by_name["hh"].value
-        return f"z * h_prev + (1 - z) * hh = {_operand(z)} * {_operand(h_prev)} + (1 - {_operand(z)}) * {_operand(hh)} = {_n(step.h)}"
-    activation = by_name["cc"].activation  # an LSTM applies its activation to c as to the candidate
-    c = step.c if step.c is not None else float("nan")
-    return f"o * {activation}(c) = {_operand(by_name['o'].value)} * {activation}({_n(c)}) = {_n(step.h)}"
-
-
-def _output_table(e: "Explanation", width: int) -> RenderableType:
-    check = e.output
-    label = "predict" if check.reference == "predict" else "replay"
-    # A title of its own: as the table's title it would wrap to the width of the narrow table.
-    title = Text(f"\noutput of {e.path}, unit {e.unit}, sample {e.sample}: explain beside {label}", style="bold")
-    title.append(f"\n{label}: {check.description}", style="dim")
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
-    for column in ("t", "explain", label, "|difference|"):
-        table.add_column(column, justify="right", no_wrap=True)
-    for t, mine, theirs in zip(check.steps, check.explained, check.expected):
-        table.add_row(str(t), _n(mine), _n(theirs), f"{abs(mine - theirs):.2e}")
-    parts: list[RenderableType] = [title, _fitted(table, width)]
-    if check.note:
-        parts.append(Text(f"note: {check.note}", style="yellow"))
-    parts.append(Text(f"max |explain − {label}| = {check.max_abs_diff:.3g}"))
-    return Group(*parts)
-
-
 @escaping
 def render_diff(report: "DiffReport", color: bool = False, width: int = 120) -> str:
     header = Text()
@@ -715,7 +594,7 @@ def render_diff(report: "DiffReport", color: bool = False, width: int = 120) -> 
     else:
         beyond = f" by more than {report.atol:g}" if report.atol else ""
         verdict = Text(f"changed: {len(moved)} of {len(report.changes)} arrays moved{beyond}", style="yellow")
-    return to_text([header, _fitted(table, width), verdict], color, width)
+    return to_text([header, fitted(table, width), verdict], color, width)
 
 
 @escaping
@@ -733,7 +612,7 @@ def render_check(report: "CheckReport", color: bool = False, width: int = 120, l
         for finding in report.findings[:limit]:
             table.add_row(Text(finding.check, style="bold red"), finding.path, finding.gate,
                           "—" if finding.unit is None else str(finding.unit), finding.message)
-        parts.append(_fitted(table, width))
+        parts.append(fitted(table, width))
         if len(report.findings) > limit:
             parts.append(Text(f"… and {len(report.findings) - limit} more findings (--json lists them all)", style="dim"))
         parts.append(Text(f"FAIL: {len(report.findings)} finding(s)", style="bold red"))
@@ -742,159 +621,3 @@ def render_check(report: "CheckReport", color: bool = False, width: int = 120, l
     return to_text(parts, color, width)
 
 
-# --- heatmaps ----------------------------------------------------------------------------------------
-
-HEATMAP_MAX = 64  # cells per side; larger matrices are shown by the peak of each block
-NO_COLOR_RAMP = ("#", "=", "-", "·", "+", "*", "@")  # strong negative … strong positive
-
-
-@escaping
-def render_heatmaps(report: InspectReport, color: bool = True, width: int = 120) -> str:
-    """Each gate's matrices as a diverging heatmap (blue negative, white zero, red positive).
-
-    One colour scale per layer, its 99th percentile of |w| (larger values show at full colour),
-    so gates of a layer compare at a glance and a few outliers do not wash the rest out.
-    """
-    parts: list[RenderableType] = [_file_header(report)]
-    for layer_report in report.layers:
-        layer = layer_report.layer
-        arrays = [a for gate in layer_report.gates for a in gate.arrays if a.values is not None]
-        scale = _scale(arrays)
-        about = f"  {layer.class_name}  ·  {layer.units} units  ·  colour scale ±{scale:.3g} (99th percentile of |w|)"
-        parts.append(_heading(layer.path, about, width))
-        parts.append(_legend(scale, color))
-        for gate in layer_report.gates:
-            ordered = sorted(gate.arrays, key=lambda a: ARRAY_ORDER.index(a.name))
-            for array in ordered:
-                if array.values is not None:
-                    parts.append(_heatmap(f"{gate.gate} ({gate.meaning}) · {array.name}", array, scale, color, width))
-    return to_text(parts, color, width)
-
-
-ARRAY_ORDER = ("kernel", "recurrent_kernel", "bias", "recurrent_bias")
-
-
-def _scale(arrays: Sequence[ArrayReport]) -> float:
-    magnitudes = [np.abs(a.values[np.isfinite(a.values)]).ravel() for a in arrays if a.values is not None]
-    pooled = np.concatenate(magnitudes) if magnitudes else np.array([])
-    return float(np.percentile(pooled, 99)) if pooled.size and np.percentile(pooled, 99) > 0 else 1.0
-
-
-def _legend(scale: float, color: bool) -> Text:
-    text = Text("legend: ")
-    for level in np.linspace(-1, 1, 7):
-        text.append_text(_cell(level * scale, scale, color, 2))
-        text.append(f" {level * scale:+.2g}  ")
-    return text
-
-
-def _heatmap(title: str, array: ArrayReport, scale: float, color: bool, width: int) -> RenderableType:
-    assert array.values is not None
-    values = unit_columns(np.asarray(array.values, dtype=np.float64))
-    prefix = {"kernel": "x", "recurrent_kernel": "h"}.get(array.name, "b")
-    label_width = max(len(f"{prefix}{values.shape[0] - 1}"), 3) + 1
-    max_columns = min(HEATMAP_MAX, width - label_width - 1)
-    rows, row_step = _blocks(values.shape[0], HEATMAP_MAX)
-    columns, column_step = _blocks(values.shape[1], max_columns)
-    # Two characters make a square cell; one where two would not fit.
-    cell_width = 2 if 2 * len(columns) <= width - label_width - 1 else 1
-    block = _block_peaks(values, rows, columns)
-    text = Text(title, style="bold")
-    if row_step > 1 or column_step > 1:
-        text.append(f"  ({values.shape[0]}×{values.shape[1]} shown as {len(rows)}×{len(columns)} block peaks)", style="dim")
-    text.append("\n" + " " * label_width + _column_labels(columns, cell_width), style="dim")
-    for r, start in enumerate(rows):
-        text.append(f"\n{prefix}{start}".ljust(label_width + 1), style="dim")
-        for c in range(len(columns)):
-            text.append_text(_cell(block[r, c], scale, color, cell_width))
-    return text
-
-
-def _column_labels(columns: list[int], cell_width: int) -> str:
-    """`u0`, `u10`, ... over every tenth cell (every fifth for wide cells), free to run on."""
-    every = 5 if cell_width == 2 else 10
-    line = [" "] * (cell_width * len(columns) + 6)
-    for index in range(0, len(columns), every):
-        label = f"u{columns[index]}"
-        line[cell_width * index : cell_width * index + len(label)] = label
-    return "".join(line).rstrip()
-
-
-def _blocks(size: int, limit: int) -> tuple[list[int], int]:
-    step = int(np.ceil(size / limit)) if size > limit else 1
-    return list(range(0, size, step)), step
-
-
-def _block_peaks(values: np.ndarray, rows: list[int], columns: list[int]) -> np.ndarray:
-    """Each block's value of largest magnitude, sign kept: averages would wash weights out."""
-    row_edges = rows + [values.shape[0]]
-    column_edges = columns + [values.shape[1]]
-    out = np.empty((len(rows), len(columns)))
-    for i in range(len(rows)):
-        for j in range(len(columns)):
-            block = values[row_edges[i]:row_edges[i + 1], column_edges[j]:column_edges[j + 1]].ravel()
-            if not np.all(np.isfinite(block)):
-                out[i, j] = np.nan
-            else:
-                out[i, j] = block[np.argmax(np.abs(block))]
-    return out
-
-
-def _cell(value: float, scale: float, color: bool, width: int) -> Text:
-    if not np.isfinite(value):
-        return Text("!" * width, style="bold yellow on black" if color else "")
-    level = float(np.clip(value / scale, -1, 1))
-    if not color:
-        return Text(NO_COLOR_RAMP[int(round((level + 1) / 2 * (len(NO_COLOR_RAMP) - 1)))] * width)
-    # Diverging: white at zero, towards blue (negative) or red (positive).
-    fade = int(round(255 * (1 - abs(level))))
-    red, green, blue = (255, fade, fade) if level > 0 else (fade, fade, 255)
-    return Text(" " * width, style=f"on rgb({red},{green},{blue})")
-
-
-class DelayedProgress:
-    """A progress bar on stderr for work that takes more than a couple of seconds (a replay's
-    timesteps, a check's gates), one line per layer.
-
-    Shown only on a terminal; it appears once the work has run for `delay` seconds, so quick
-    runs print nothing.
-    """
-
-    def __init__(self, action: str, unit: str, delay: float = 2.0) -> None:
-        self._action = action
-        self._unit = unit
-        self._clock = time.monotonic
-        self._start = self._clock()
-        self._delay = delay
-        self._enabled = sys.stderr.isatty() and "NO_COLOR" not in os.environ or os.environ.get("GRUCLI_PROGRESS") == "1"
-        self._bar: Any = None
-        self._tasks: dict[str, Any] = {}
-
-    def __call__(self, path: str, done: int, total: int) -> None:
-        if not self._enabled or self._clock() - self._start < self._delay:
-            return
-        if self._bar is None:
-            from rich.progress import (
-                BarColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(TextColumn(f"{self._action} {{task.description}}", markup=False), BarColumn(),
-                                 TextColumn(f"{{task.completed}}/{{task.total}} {self._unit}", markup=False),
-                                 TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-            self._bar.start()
-        if path not in self._tasks:
-            self._tasks[path] = self._bar.add_task(printable(path), total=total)
-        self._bar.update(self._tasks[path], completed=done)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def __enter__(self) -> "DelayedProgress":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

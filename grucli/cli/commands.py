@@ -1,0 +1,373 @@
+"""The commands: each parses its options and calls the API (`grucli.api`); nothing else.
+
+May import: click, the API, cli/options, output/ (writers, progress), commands/ records for their options.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import click
+
+from grucli.cli.app import CliError, cli, say
+from grucli.cli.options import (
+    Reading,
+    binary_output,
+    emit,
+    input_options,
+    layer_option,
+    load_model,
+    model_argument,
+    output_format,
+    reading_options,
+    refuse_unsliced_layers,
+    renamed_trace,
+    skip_unsliced_option,
+)
+
+
+@cli.command(short_help="Every recurrent layer's weights, labelled by gate and unit.")
+@model_argument
+@layer_option
+@click.option("--gate", "gate_names", multiple=True, metavar="G",
+              help="Only this gate (repeatable): z, r, h for GRU; i, f, c, o for LSTM; h for SimpleRNN.")
+@click.option("--unit", type=int, metavar="N",
+              help="Only unit N: its column in every gate, i.e. the weights that feed unit N.")
+@click.option("--values", "with_values", is_flag=True,
+              help="Also print the numbers, rows and columns labelled (large matrices elided; --json has all).")
+@click.option("--heatmap", is_flag=True,
+              help="Draw each gate's matrices as colour heatmaps (blue negative, red positive; one scale per layer).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document (schema in docs/json.md) instead of tables.")
+def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], unit: int | None, with_values: bool,
+            heatmap: bool, as_json: bool, reading: Reading) -> None:
+    """Show every recurrent layer of MODEL, sliced by gate and unit, with shapes and statistics.
+
+    \b
+    Examples:
+      grucli inspect model.h5
+      grucli inspect model.keras --layer bi/forward --gate z --values
+      grucli inspect model.h5 --unit 3 --values      # the weights feeding unit 3
+      grucli inspect model.keras --json | jq '.layers[].path'
+      grucli inspect model.keras --layer gru --heatmap
+    """
+    from grucli import api
+    from grucli.output.emit import OutputFormat
+
+    report = api.inspect(load_model(model, reading), layer_paths, gate_names, unit, with_values or heatmap)
+    emit(report, OutputFormat.JSON if as_json else OutputFormat.HEATMAP if heatmap else OutputFormat.TEXT)
+
+
+@cli.command(short_help="One unit of one layer, step by step: every number of its arithmetic.")
+@model_argument
+@input_options
+@click.option("--layer", "layer_path", metavar="PATH",
+              help="The recurrent layer (default: the model's first): NAME, NAME/forward or NAME/backward, OUTER/INNER, NAME/cell_K.")
+@click.option("--sample", type=click.IntRange(min=0), default=0, show_default=True, help="The sample of the input to follow.")
+@click.option("--unit", type=click.IntRange(min=0), default=0, show_default=True, help="The unit to follow.")
+@click.option("--keras", "framework", type=click.Choice(["auto", "keras", "tf-keras", "none"]), default="auto", show_default=True,
+              help="Who computes the reference output at the end: auto is predict when Keras is installed (as in verify), "
+              "else grucli's replay; none never imports Keras (fast).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document (equations, steps, output) instead of text.")
+def explain(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, layer_path: str | None, sample: int,
+            unit: int, framework: str, as_json: bool, reading: Reading) -> None:
+    """Follow one unit of one recurrent layer through every timestep, with every number.
+
+    The layer's exact equations stand once at the top. Then, for each timestep in the order
+    the layer consumes them (from the last for go_backwards and backward directions): the
+    input x, the whole previous state h_prev (and c_prev), each gate's pre-activation as the
+    sum of its terms in the equation's order (x·W_g, h_prev·U_g, b_g, rb_g), the activation,
+    the candidate and the new state. Layers of at most 4 units and 8 inputs also show every
+    product and every unit's values. It ends with the unit's output beside predict's (when
+    Keras is installed) or the replay's. Needs no TensorFlow (--keras none).
+
+    \b
+    Examples:
+      grucli explain model.keras --input seq.csv
+      grucli explain model.h5 --input x.npy --layer bi/backward --unit 3
+      grucli explain model.keras --input seq.npy --json | jq '.steps[-1].h'
+    """
+    from grucli import api
+    from grucli.commands.explain import ExplainOptions
+
+    options = ExplainOptions(input_path, batch, timesteps, seed, layer_path, sample, unit, framework, reading.limits)
+    emit(api.explain(load_model(model, reading), options), output_format(as_json))
+
+
+@cli.command(short_help='Write every gate slice (or PyTorch state_dicts) to an .npz.')
+@model_argument
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.npz",
+              help="The .npz file to write; - writes it to stdout (piped or redirected, never to a terminal).")
+@layer_option
+@click.option("--layout", type=click.Choice(["keras", "torch"]), default="keras", show_default=True,
+              help="keras: every gate slice as {path}/{gate}/{array}. torch: PyTorch nn.GRU/nn.LSTM/nn.RNN "
+              "state_dict arrays as {path}/weight_ih_l0 ..., plus {path}/constructor.")
+@click.option("--approximate", is_flag=True,
+              help="With --layout torch: export reset_after=False GRUs too, which no nn.GRU reproduces exactly.")
+@skip_unsliced_option
+@click.option("--force", is_flag=True, help="Overwrite OUT.npz if it exists.")
+def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, approximate: bool, skip_unsliced: bool, force: bool,
+           reading: Reading) -> None:
+    """Write every gate slice of MODEL's recurrent layers to an .npz file.
+
+    Keys are {layer path}/{gate}/{array}, e.g. bi/forward/z/recurrent_kernel; arrays are
+    kernel (input_dim, units), recurrent_kernel (units, units), bias (units,) and, for a GRU
+    with reset_after=True, recurrent_bias (units,). Values equal the slices of Keras's own
+    get_weights() exactly. The file is written atomically and never overwritten without --force.
+
+    With --layout torch the arrays are a PyTorch state_dict per layer (gate order r, z, n for a
+    GRU, matrices transposed), keyed {layer path}/weight_ih_l0 and so on, with the nn.* constructor
+    that reproduces the layer in {layer path}/constructor.
+
+    \b
+    Examples:
+      grucli export model.h5 -o gates.npz
+      python -c "import numpy as np; print(np.load('gates.npz')['gru/z/kernel'])"
+      grucli export model.keras --layout torch -o torch_weights.npz
+    """
+    from grucli import api
+
+    destination = binary_output(output, ".npz file")
+    loaded = load_model(model, reading)
+    refuse_unsliced_layers(loaded, layer_paths, skip_unsliced)
+    layers = api.selected_layers(loaded, layer_paths)
+    if layout == "torch":
+        import numpy as np
+
+        from grucli.output.formats import write_npz
+
+        modules = api.export_torch(loaded, layer_paths, approximate=approximate)
+        arrays = {}
+        for module in modules:
+            arrays.update(module.arrays)
+            arrays[f"{module.path}/constructor"] = np.array(module.constructor)
+            say(f"{module.path}: {module.constructor}")
+            for note in module.notes:
+                say(f"  note: {note}")
+        write_npz(output, arrays, force=force)
+        count = len(arrays)
+    else:
+        count = api.export_gates(loaded, output, layer_paths, force=force)
+    say(f"wrote {count} arrays from {len(layers)} layer(s) to {destination}")
+
+
+@cli.command(short_help='Replay each recurrent layer in NumPy and diff against predict.')
+@model_argument
+@input_options
+@click.option("--expected", "expected_path", type=click.Path(path_type=Path), metavar="REF.npy",
+              help="Also compare the replay and predict with this stored output (.npy, or .npz for several outputs).")
+@click.option("--atol", type=float, help="Absolute tolerance. Default 1e-5 on a CPU, 2e-3 on a GPU (TF32 products).")
+@click.option("--rtol", type=float, help="Relative tolerance (times |predict|). Default 1e-5 on a CPU, 1e-3 on a GPU.")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="Precision of the NumPy replay.")
+@layer_option
+@click.option("--trace", is_flag=True, help="Print each timestep's input, gate values and state for one sample and unit "
+              "(grucli explain also shows each step's arithmetic).")
+@click.option("--sample", type=int, default=0, show_default=True, help="Sample shown by --trace.")
+@click.option("--unit", type=int, default=0, show_default=True, help="Unit shown by --trace.")
+@click.option("--keras", "framework", type=click.Choice(["auto", "keras", "tf-keras"]), default="auto", show_default=True,
+              help="Framework that runs predict: auto picks the file's own generation (tf-keras for Keras 1/2 and "
+              "tf.keras 2 files when it is installed, else Keras 3); keras is Keras 3 (backend from KERAS_BACKEND, "
+              "default tensorflow); tf-keras keeps the Keras 2 definitions, e.g. of hard_sigmoid.")
+@click.option("--unsafe", is_flag=True, help="Allow loading models with Lambda layers: runs Python code from the file.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report (schema in docs/json.md) instead of tables.")
+def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, expected_path: Path | None,
+           atol: float | None, rtol: float | None, dtype: str, layer_paths: Sequence[str], trace: bool, sample: int,
+           unit: int, framework: str, unsafe: bool, as_json: bool, reading: Reading) -> None:
+    """Replay MODEL's recurrent layers in NumPy and diff against Keras's predict.
+
+    Each recurrent layer is replayed on its real input (taken from the framework) and compared
+    with its real output, per sample, timestep and unit; the whole model is replayed end to end
+    when every layer is one the replay can run; --expected adds a stored reference output.
+
+    Exit codes: 0 every recurrent layer in scope compared and every comparison passed; 1 a
+    comparison failed, a layer in scope could not be compared (named, with the reason), NaN/Inf
+    appeared, or the installed Keras defines an activation differently from the Keras that
+    saved the file; 2 unusable file or input, or no recurrent layer; 3 internal error.
+
+    \b
+    Examples:
+      grucli verify model.keras --input seq.npy
+      grucli verify old_model.h5 --keras tf-keras --expected ref.npy --json
+      grucli verify model.keras --trace --sample 0 --unit 3
+    """
+    from grucli import api
+
+    if unsafe:
+        click.echo("warning: --unsafe lets the model file run Python code on this machine; use it only for files you trust", err=True)
+    report = api.verify(
+        load_model(model, reading), None, input_path=input_path, expected_path=expected_path, atol=atol, rtol=rtol, dtype=dtype,
+        batch=batch, timesteps=timesteps, seed=seed, trace=trace, sample=sample, unit=unit, layer_paths=tuple(layer_paths),
+        framework=framework, unsafe=unsafe, limits=reading.limits, config_path=reading.config_path,
+    )
+    emit(report, output_format(as_json))
+    sys.exit(0 if report.passed else 1)
+
+
+@cli.command(short_help='Run the whole model in NumPy, without TensorFlow.')
+@model_argument
+@input_options
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.npy",
+              help="Where to write the output (.npy; .npz for a model with several outputs); - writes it to stdout "
+              "(.npy, or .npz for several outputs; piped or redirected, never to a terminal).")
+@click.option("--gates", "gates_path", type=click.Path(path_type=Path), metavar="OUT.npz",
+              help="Also save every recurrent layer's per-timestep gates and states: keys {layer path}/{gate}, "
+              "{layer path}/h, {layer path}/c.")
+@click.option("--trace", "renamed_trace", type=click.Path(path_type=Path), hidden=True, expose_value=False,
+              callback=lambda ctx, param, value: renamed_trace(value))
+@click.option("--layer", "layer_path", metavar="PATH", help="Write this recurrent layer's output instead of the model's.")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="Precision of the replay.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, output: Path,
+           gates_path: Path | None, layer_path: str | None, dtype: str, force: bool, reading: Reading) -> None:
+    """Run MODEL's forward pass in NumPy, without TensorFlow, and save the output.
+
+    Uses the definitions of the Keras version that saved the file (Keras 2's hard_sigmoid for
+    Keras 2 files), so it also runs legacy models that Keras 3 refuses to load. Models with a
+    layer the replay cannot run are refused, naming the layer.
+
+    \b
+    Examples:
+      grucli replay old_model.h5 --input seq.npy -o out.npy
+      grucli replay model.keras --input seq.npy -o out.npy --gates gates.npz
+      grucli replay model.keras --input seq.npy -o - > out.npy
+      grucli replay model.keras --input seq.npy -o enc.npy --layer encoder/enc_gru
+    """
+    import numpy as np
+
+    from grucli import api
+    from grucli.output.formats import write_npy, write_npz
+    from grucli.output.progress import DelayedProgress
+
+    if str(output) == "-" and gates_path is not None and str(gates_path) == "-":
+        raise CliError("-o - and --gates - both ask for stdout; expected one of them to be a file path")
+    destination = binary_output(output, "output array")
+    binary_output(gates_path, "gate values")
+    loaded = load_model(model, reading)
+    if not loaded.file.has_config:
+        raise CliError(f"{model} holds weights only; replay needs its architecture: pass --config MODEL.json (the JSON of model.to_json(), or a .keras config.json)")
+    inputs, _ = api.model_inputs(loaded, input_path, batch, timesteps, seed, reading.limits)
+    for path in (output, gates_path):
+        if path is not None and str(path) != "-" and path.exists() and not force:
+            raise CliError(f"{path} already exists; pass --force to overwrite it")
+    with DelayedProgress("replaying", "steps") as progress:
+        result = api.replay(loaded, inputs, np.float32 if dtype == "float32" else np.float64, gates=gates_path is not None,
+                            progress=progress)
+    outputs = [result.layer_output(layer_path)] if layer_path is not None else list(result.outputs)
+    if len(outputs) == 1:
+        write_npy(output, outputs[0], force=force)
+    elif output.suffix == ".npz" or str(output) == "-":
+        write_npz(output, {f"output_{index}": value for index, value in enumerate(outputs)}, force=force)
+    else:
+        raise CliError(f"the model has {len(outputs)} outputs; give -o a .npz path to write them all")
+    if gates_path is not None:
+        write_npz(gates_path, result.gate_arrays(), force=force)
+    shapes = ", ".join(str(o.shape) for o in outputs)
+    source = "random input" if input_path is None else str(input_path)
+    say(f"replayed {model} on {source} {', '.join(str(x.shape) for x in inputs)}; wrote {shapes} to {destination}")
+
+
+@cli.command(short_help='Compare two files gate by gate (e.g. two checkpoints).')
+@click.argument("model_a", metavar="A", type=click.Path(path_type=Path))
+@click.argument("model_b", metavar="B", type=click.Path(path_type=Path))
+@reading_options
+@layer_option
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="How many most-changed units to name per array.")
+@click.option("--atol", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Changes up to this size count as no change (for --exit-code and the verdict).")
+@click.option("--exit-code", "exit_code", is_flag=True,
+              help="Exit 1 when any array changed by more than --atol, 0 otherwise (as git diff --exit-code).")
+@skip_unsliced_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document with a list `changes` instead of a table.")
+def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, atol: float, exit_code: bool, skip_unsliced: bool,
+         as_json: bool, reading: Reading) -> None:
+    """Compare two files of the same architecture gate by gate (e.g. two checkpoints).
+
+    Per layer, gate and array: the largest absolute change, the relative change ‖B−A‖/‖A‖ and
+    the units whose columns moved most. Files with different recurrent layers are an error.
+
+    Exit codes: 0 compared (with --exit-code: no array moved by more than --atol); 1 with
+    --exit-code, some array moved by more than --atol; 2 unusable files or different architectures.
+
+    \b
+    Examples:
+      grucli diff epoch_10.h5 epoch_20.h5 --layer encoder
+      grucli diff released.h5 rebuilt.h5 --exit-code --atol 1e-6 || echo changed
+    """
+    from grucli import api
+
+    a, b = load_model(model_a, reading, weights_only_sides=True), load_model(model_b, reading, weights_only_sides=True)
+    if reading.config_path is not None and a.file.config_path is None and b.file.config_path is None:
+        raise CliError(f"--config {reading.config_path} is given but {model_a} and {model_b} both hold their own configs; "
+                       "expected at least one weights-only file")
+    for loaded in (a, b):
+        refuse_unsliced_layers(loaded, layer_paths, skip_unsliced)
+    report = api.diff(a, b, layer_paths, top, atol)
+    emit(report, output_format(as_json))
+    if exit_code and report.changed_beyond_tolerance:
+        sys.exit(1)
+
+
+@cli.command(short_help='Health checks: NaN/Inf, dead units, saturated gates.')
+@model_argument
+@layer_option
+@click.option("--saturation-logit", type=float, default=5.0, show_default=True,
+              help="A sigmoid gate is saturated when |bias| − spread-factor·spread exceeds this (σ(5) = 0.993).")
+@click.option("--saturation-spread", type=float, default=2.0, show_default=True,
+              help="How many standard deviations of the gate's input the bias must clear to count as saturated.")
+@click.option("--max-spectral-norm", type=float, default=100.0, show_default=True,
+              help="Largest allowed spectral norm of a gate's recurrent block (trained models measured 4.6-50).")
+@skip_unsliced_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of a table.")
+def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, saturation_spread: float,
+          max_spectral_norm: float, skip_unsliced: bool, as_json: bool, reading: Reading) -> None:
+    """Health checks for CI: NaN/Inf weights, dead units, saturated gates, exploding recurrent blocks.
+
+    Each finding names the layer, gate and unit. Exit code 1 when anything is found, 0 when
+    the model is clean, 2 when the file cannot be read or has no recurrent layer.
+
+    \b
+    Example:
+      grucli check checkpoint.h5 --max-spectral-norm 50 || echo "bad checkpoint"
+    """
+    from grucli import api
+    from grucli.commands.check import Thresholds
+    from grucli.output.progress import DelayedProgress
+
+    loaded = load_model(model, reading)
+    refuse_unsliced_layers(loaded, layer_paths, skip_unsliced)
+    with DelayedProgress("checking", "gates") as progress:
+        report = api.check(loaded, Thresholds(saturation_logit, saturation_spread, max_spectral_norm), layer_paths, progress)
+    emit(report, output_format(as_json))
+    sys.exit(0 if report.passed else 1)
+
+
+@cli.command(short_help='Per-gate heatmaps and histograms to a PNG.')
+@model_argument
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.png",
+              help="The PNG to write; - writes it to stdout (piped or redirected, never to a terminal).")
+@layer_option
+@click.option("--gate", "gate_names", multiple=True, metavar="G", help="Only this gate (repeatable).")
+@click.option("--dpi", type=click.IntRange(min=30, max=600), default=110, show_default=True, help="Resolution of the PNG.")
+@click.option("--force", is_flag=True, help="Overwrite OUT.png if it exists.")
+def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequence[str], dpi: int, force: bool,
+         reading: Reading) -> None:
+    """Write per-gate heatmaps and weight histograms of MODEL's recurrent layers to a PNG.
+
+    Needs matplotlib, an optional extra: pip install 'grucli[plot]'.
+
+    \b
+    Example:
+      grucli plot model.h5 --layer gru_1 -o gru_1.png
+    """
+    from grucli import api
+    from grucli.output.plot import write_plot
+
+    destination = binary_output(output, "PNG")
+    report = api.inspect(load_model(model, reading), layer_paths, gate_names, None, with_values=True)
+    rows = write_plot(report, output, force=force, dpi=dpi)
+    say(f"wrote {rows} gate row(s) from {len(report.layers)} layer(s) to {destination}")
+
+

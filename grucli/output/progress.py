@@ -1,0 +1,80 @@
+"""A progress line on stderr for long runs, shown only after a delay and only on a terminal.
+
+May import: rich.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from grucli.errors import printable
+
+if TYPE_CHECKING:
+    pass
+
+FORMAT_NAMES = {
+    "keras-v3": "Keras 3 .keras zip",
+    "keras-v3-weights": "Keras 3 weights-only .weights.h5 (no config)",
+    "legacy-h5": "legacy HDF5 full model",
+    "legacy-h5-weights": "legacy HDF5 save_weights file (no config)",
+    "tf-checkpoint": "TensorFlow checkpoint (no config)",
+    "tf-savedmodel": "TensorFlow SavedModel folder (keras_metadata.pb + variables/)",
+    "tf-savedmodel-weights": "TensorFlow SavedModel variables (no Keras metadata: no config)",
+}
+# Matrices larger than this are elided to their corners; --json --values has every number.
+MAX_ROWS = 12
+MAX_COLUMNS = 10
+CORNER = 4
+
+
+class DelayedProgress:
+    """A progress bar on stderr for work that takes more than a couple of seconds (a replay's
+    timesteps, a check's gates), one line per layer.
+
+    Shown only on a terminal; it appears once the work has run for `delay` seconds, so quick
+    runs print nothing.
+    """
+
+    def __init__(self, action: str, unit: str, delay: float = 2.0) -> None:
+        self._action = action
+        self._unit = unit
+        self._clock = time.monotonic
+        self._start = self._clock()
+        self._delay = delay
+        self._enabled = sys.stderr.isatty() and "NO_COLOR" not in os.environ or os.environ.get("GRUCLI_PROGRESS") == "1"
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __call__(self, path: str, done: int, total: int) -> None:
+        if not self._enabled or self._clock() - self._start < self._delay:
+            return
+        if self._bar is None:
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(TextColumn(f"{self._action} {{task.description}}", markup=False), BarColumn(),
+                                 TextColumn(f"{{task.completed}}/{{task.total}} {self._unit}", markup=False),
+                                 TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self._bar.start()
+        if path not in self._tasks:
+            self._tasks[path] = self._bar.add_task(printable(path), total=total)
+        self._bar.update(self._tasks[path], completed=done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __enter__(self) -> "DelayedProgress":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
