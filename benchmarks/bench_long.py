@@ -195,9 +195,9 @@ def worker(runner_name: str, model_path: Path, kind: str, folder: Path, lengths:
         run = made
     else:
         from grucli.engine.graph import ModelReplay
-        from grucli.model.semantics import semantics_for
         from grucli.files.reader import read_model
         from grucli.model.layers import find_layers
+        from grucli.model.semantics import semantics_for
 
         model_file = read_model(model_path)
         layers = find_layers(model_file)

@@ -60,9 +60,9 @@ def per_step_costs(model_path: Path, x_path: Path, timesteps: int, repeat: int) 
     import keras
 
     from grucli.engine.graph import ModelReplay
-    from grucli.model.semantics import semantics_for
     from grucli.files.reader import read_model
     from grucli.model.layers import find_layers
+    from grucli.model.semantics import semantics_for
 
     model = keras.saving.load_model(model_path)
     x = np.load(x_path)

@@ -221,6 +221,21 @@ def explain(model: Model, options: "ExplainOptions") -> "Explanation":
     return run_explain(model.file, options)
 
 
+def refuse_unsliced(model: Model, skip: bool = False) -> list[Any]:
+    """Refuse a model whose recurrent weights grucli cannot all slice (a custom cell), unless `skip`:
+    then the layers left out are returned, for the caller to name."""
+    from grucli.model.layers import refuse_unsliced as refuse
+
+    return refuse(model.layers, skip=skip)
+
+
+def require_recurrent(model: Model) -> None:
+    """Refuse a model with no recurrent layer: a check over nothing must not pass."""
+    from grucli.model.layers import require_recurrent as require
+
+    require(model.layers)
+
+
 def selected_layers(model: Model, layer_paths: Sequence[str] = ()) -> list[RecurrentLayer]:
     """The recurrent layers under `layer_paths` (all of them when none is given), in file order."""
     from grucli.commands.inspect import select_layers

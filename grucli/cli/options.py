@@ -122,12 +122,12 @@ def skip_unsliced_option(function: F) -> F:
 
 def refuse_unsliced_layers(model: "Model", layer_paths: Sequence[str], skip: bool) -> None:
     """A command over every recurrent layer refuses weights it cannot slice, unless told to skip them."""
-    from grucli.model.layers import refuse_unsliced, require_recurrent
+    from grucli import api
 
     if not layer_paths:  # all of them: none may be dropped unsaid
-        for other in refuse_unsliced(model.layers, skip=skip):
+        for other in api.refuse_unsliced(model, skip=skip):
             say(f"skipped {other.path} ({other.class_name}): {other.skipped_reason}")
-    require_recurrent(model.layers)
+    api.require_recurrent(model)
 
 
 def binary_output(path: Path | None, what: str) -> str:

@@ -15,6 +15,7 @@ from grucli.engine import spatial
 from grucli.engine.activations import activation
 from grucli.engine.tensor import Runtime, Tensor
 from grucli.errors import ModelFileError, ReplayError
+from grucli.model.gates import keras1_conv1d_kernel
 from grucli.model.records import NamedArray, RawLayer
 from grucli.model.semantics import KERAS3
 
@@ -184,16 +185,6 @@ def _keras1_convolution_1d(layer: RawLayer, x: Tensor, replay: Runtime) -> Tenso
     if weights:
         weights[0] = NamedArray(weights[0].name, keras1_conv1d_kernel(np.asarray(weights[0].array), filters, window))
     return _convolution(1)(RawLayer(layer.name, "Conv1D", converted, tuple(weights)), x, replay)
-
-
-def keras1_conv1d_kernel(kernel: np.ndarray, filters: int, window: int) -> np.ndarray:
-    """A Keras 1 Convolution1D kernel as Conv1D's (window, input_dim, filters), as Keras 2's loader
-    converts it (any other shape is returned as stored, for the shape check to name)."""
-    if kernel.ndim == 4 and kernel.shape[:2] == (window, 1) and kernel.shape[3] == filters:  # Keras 1.2
-        return kernel[:, 0]
-    if kernel.ndim == 4 and kernel.shape[0] == filters and kernel.shape[2:] == (window, 1):  # Keras 1.1
-        return np.transpose(kernel, (2, 3, 1, 0))[:, 0]
-    return kernel
 
 
 def _pooling(rank: int, mode: str) -> Callable[[RawLayer, Tensor, Runtime], Tensor]:

@@ -17,7 +17,6 @@ from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli.engine.feedforward import keras1_conv1d_kernel
 from grucli.errors import VerifyError, first_line, install_hint
 from grucli.files.inputs import InputError
 from grucli.frameworks.repairs import (
@@ -28,6 +27,7 @@ from grucli.frameworks.repairs import (
     repair_config,
 )
 from grucli.model import paths
+from grucli.model.gates import keras1_conv1d_kernel
 from grucli.model.records import ModelFile, ModelLayers, RawLayer
 from grucli.model.registry import (
     Role,

@@ -227,3 +227,13 @@ def unit_columns(array: np.ndarray) -> np.ndarray:
     if array.ndim == 1:
         return array.reshape(1, -1) if array.size else array.reshape(1, 0)
     return array.reshape(int(np.prod(array.shape[:-1])), array.shape[-1])
+
+
+def keras1_conv1d_kernel(kernel: np.ndarray, filters: int, window: int) -> np.ndarray:
+    """A Keras 1 Convolution1D kernel as Conv1D's (window, input_dim, filters), as Keras 2's loader
+    converts it (any other shape is returned as stored, for the shape check to name)."""
+    if kernel.ndim == 4 and kernel.shape[:2] == (window, 1) and kernel.shape[3] == filters:  # Keras 1.2
+        return kernel[:, 0]
+    if kernel.ndim == 4 and kernel.shape[0] == filters and kernel.shape[2:] == (window, 1):  # Keras 1.1
+        return np.transpose(kernel, (2, 3, 1, 0))[:, 0]
+    return kernel

@@ -5,7 +5,7 @@ exit 2: never an internal error (exit 3), never a hang (the budgets bound every 
 
 The suite runs a seeded few dozen examples of each; a long run (2,000 each, see docs/security.md):
 
-    GRUCLI_FUZZ_EXAMPLES=2000 python -m pytest -n 2 tests/test_fuzz_formats.py
+    GRUCLI_FUZZ_EXAMPLES=2000 python -m pytest -n 2 tests/files/test_fuzz_formats.py
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Hypothesis flips bytes, cuts files, rewrites config values, attributes and weigh
 mean an exception no check foresaw). The normal suite runs a seeded few hundred cases; a
 long run:
 
-    GRUCLI_FUZZ_EXAMPLES=5000 python -m pytest tests/test_fuzz.py
+    GRUCLI_FUZZ_EXAMPLES=5000 python -m pytest tests/files/test_fuzz.py
 """
 
 from __future__ import annotations

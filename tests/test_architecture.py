@@ -1,0 +1,80 @@
+"""The packages import one way, as docs/development.md draws them and each package's __init__ says.
+
+model ← files ← frameworks ← commands ← api ← cli, with engine beside files (it reads only
+model/), and output drawing the commands' records. Every import counts, also those inside
+functions. Third-party packages stay where they belong: h5py in files/, Rich and matplotlib in
+output/, Click in cli/, Keras and TensorFlow in frameworks/, threadpoolctl in engine/.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "grucli"
+
+# What each part of grucli may import of grucli (besides itself).
+ALLOWED = {
+    "errors": set(),
+    "model": {"errors"},
+    "files": {"model", "errors"},
+    "engine": {"model", "errors"},
+    "frameworks": {"files", "model", "errors"},
+    "commands": {"engine", "frameworks", "files", "model", "errors"},
+    "output": {"commands", "model", "errors", "__version__"},
+    "api": {"commands", "engine", "files", "model", "output", "errors"},
+    "cli": {"api", "output", "commands", "files", "errors", "__version__"},
+    "__init__": {"api"},
+    "__main__": {"cli"},
+}
+# Where each third-party package may be imported.
+THIRD_PARTY = {
+    "h5py": {"files"}, "rich": {"output"}, "matplotlib": {"output"}, "click": {"cli"}, "threadpoolctl": {"engine"},
+    "keras": {"frameworks"}, "tensorflow": {"frameworks"}, "tf_keras": {"frameworks"}, "torch": {"frameworks"}, "jax": {"frameworks"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            if node.module == "grucli":
+                found |= {f"grucli.{alias.name}" for alias in node.names}
+    return found
+
+
+def _part(path: Path) -> str:
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda path: str(path.relative_to(PACKAGE)))
+def test_each_module_imports_only_what_its_package_may(path: Path) -> None:
+    part = _part(path)
+    imported = _imports(path)
+    inside = {name.split(".")[1] for name in imported if name.startswith("grucli.")} - {part}
+    assert inside <= ALLOWED[part], f"{part} may import {sorted(ALLOWED[part])}"
+    outside = {name.split(".")[0] for name in imported} & THIRD_PARTY.keys()
+    assert all(part in THIRD_PARTY[name] for name in outside), sorted(outside)
+
+
+def test_every_package_says_what_it_may_import() -> None:
+    for package in sorted(path for path in PACKAGE.iterdir() if (path / "__init__.py").is_file()):
+        text = (package / "__init__.py").read_text()
+        assert "May import" in text, package.name
+
+
+def test_the_rules_catch_a_wrong_import(tmp_path: Path) -> None:
+    """The check can fail: a model module importing the engine is caught."""
+    wrong = tmp_path / "wrong.py"
+    wrong.write_text("def f():\n    from grucli.engine.steps import run_layer\n    import rich\n")
+    imported = _imports(wrong)
+    assert {name.split(".")[1] for name in imported if name.startswith("grucli.")} - ALLOWED["model"] == {"engine"}
+    assert "rich" in imported
