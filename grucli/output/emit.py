@@ -42,7 +42,7 @@ def _inspect_json(report: Any, color: bool, width: int) -> str:
 
 
 def _verify_text(report: Any, color: bool, width: int) -> str:
-    from grucli.output.render import render_verify
+    from grucli.output.render_verify import render_verify
 
     return render_verify(report, color=color, width=width)
 
