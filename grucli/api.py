@@ -238,7 +238,7 @@ def require_recurrent(model: Model) -> None:
 
 def selected_layers(model: Model, layer_paths: Sequence[str] = ()) -> list[RecurrentLayer]:
     """The recurrent layers under `layer_paths` (all of them when none is given), in file order."""
-    from grucli.commands.inspect import select_layers
+    from grucli.model.layers import select_layers
 
     return select_layers(model.layers.recurrent, layer_paths)
 

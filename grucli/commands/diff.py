@@ -46,7 +46,7 @@ class DiffReport:
 
 def diff_layers(a: ModelLayers, b: ModelLayers, layer_paths: Sequence[str] = (), top: int = 3, atol: float = 0.0) -> DiffReport:
     _check_same_architecture(a, b)
-    from grucli.commands.inspect import select_layers
+    from grucli.model.layers import select_layers
 
     pairs = zip(select_layers(a.recurrent, layer_paths), select_layers(b.recurrent, layer_paths), strict=True)
     changes = tuple(change for left, right in pairs for change in _layer_changes(left, right, top))

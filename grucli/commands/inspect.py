@@ -13,8 +13,8 @@ import numpy as np
 
 from grucli.errors import SelectionError
 from grucli.model import gates
-from grucli.model import paths as paths_module
 from grucli.model.equations import Equations, layer_equations
+from grucli.model.layers import select_layers
 from grucli.model.records import ModelLayers, OtherLayer, RecurrentLayer
 from grucli.model.semantics import semantics_for
 from grucli.model.stats import ArrayStats, array_stats
@@ -55,18 +55,6 @@ class InspectReport:
     others: tuple[OtherLayer, ...]
     with_values: bool
     config_path: str | None = None  # the architecture, when given apart from a weights-only file (--config)
-
-
-def select_layers(layers: Sequence[RecurrentLayer], paths: Sequence[str]) -> list[RecurrentLayer]:
-    """The layers named by `paths`; a path also selects what is below it (`bi` → `bi/forward`)."""
-    if not paths:
-        return list(layers)
-    chosen = [layer for layer in layers if paths_module.in_scope(layer.path, paths)]
-    missing = [p for p in paths if not any(paths_module.selects(p, layer.path) for layer in layers)]
-    if missing:
-        available = ", ".join(layer.path for layer in layers) or "none"
-        raise SelectionError(f"no recurrent layer {missing[0]!r} in this model; expected one of: {available}")
-    return chosen
 
 
 def build_inspect_report(

@@ -30,7 +30,6 @@ from grucli.errors import ModelFileError, first_line
 from grucli.files import budget
 from grucli.files import regular as files
 from grucli.files.budget import Limits
-from grucli.files.checkpoint import checkpoint_prefix
 from grucli.model.records import (
     ModelFile,
 )
@@ -44,11 +43,6 @@ from grucli.files.keras_zip import (
     Keras3Weights,
     keras3_stored,
     read_keras_zip,
-)
-from grucli.files.savedmodel import (
-    checkpoint_with_config,
-    read_checkpoint,
-    read_saved_model,
 )
 from grucli.files.tree import attr_text, build_layer, parse_json
 
@@ -77,9 +71,13 @@ def _read_with_config(path: Path, config_path: Path) -> ModelFile:
         if (path / "keras_metadata.pb").exists():
             raise ModelFileError(f"{path} holds its own model config (keras_metadata.pb); --config is for folders and files "
                                  "without one")
+        from grucli.files.savedmodel import checkpoint_with_config
+
         return checkpoint_with_config(path, path / "variables" / "variables", config, config_path, "tf-savedmodel")
-    prefix = checkpoint_prefix(path)
+    prefix = files.checkpoint_prefix(path)
     if prefix is not None:
+        from grucli.files.savedmodel import checkpoint_with_config
+
         return checkpoint_with_config(path, prefix, config, config_path)
     model = _read_model(path)
     if model.has_config:
@@ -125,10 +123,15 @@ def _read_config_file(config_path: Path) -> Mapping[str, Any]:
 
 
 def _read_model(path: Path) -> ModelFile:
+    # TensorFlow's formats are imported only for them: most files are .keras or HDF5.
     if path.is_dir() and (path / "saved_model.pb").is_file():
+        from grucli.files.savedmodel import read_saved_model
+
         return read_saved_model(path)
-    prefix = checkpoint_prefix(path)
+    prefix = files.checkpoint_prefix(path)
     if prefix is not None:
+        from grucli.files.savedmodel import read_checkpoint
+
         return read_checkpoint(path, prefix)
     if not path.exists():
         raise ModelFileError(f"{path}: no such file; expected a Keras model file (.keras, .h5, .hdf5)")

@@ -7,7 +7,7 @@ root model's own name is not part of any path.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -365,3 +365,15 @@ def normalize_config(
 
 def _only_name(config: Mapping[str, Any]) -> bool:
     return set(config) <= {"name"}
+
+
+def select_layers(layers: Sequence[RecurrentLayer], wanted: Sequence[str]) -> list[RecurrentLayer]:
+    """The layers named by the paths `wanted`; a path also selects what is below it (`bi` → `bi/forward`)."""
+    if not wanted:
+        return list(layers)
+    chosen = [layer for layer in layers if paths.in_scope(layer.path, wanted)]
+    missing = [p for p in wanted if not any(paths.selects(p, layer.path) for layer in layers)]
+    if missing:
+        available = ", ".join(layer.path for layer in layers) or "none"
+        raise SelectionError(f"no recurrent layer {missing[0]!r} in this model; expected one of: {available}")
+    return chosen

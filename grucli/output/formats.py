@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping, Se
 import numpy as np
 
 from grucli import __version__
-from grucli.commands.inspect import ArrayReport, InspectReport, LayerReport
 from grucli.errors import OutputError
 from grucli.model.records import ArraySpec, OtherLayer
 
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
     from grucli.commands.check import CheckReport
     from grucli.commands.diff import DiffReport
     from grucli.commands.explain import Explanation, Step
+    from grucli.commands.inspect import ArrayReport, InspectReport, LayerReport
     from grucli.commands.verify_report import Comparison, VerifyReport
 
 SCHEMA_VERSION = 1

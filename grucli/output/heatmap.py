@@ -12,11 +12,10 @@ import numpy as np
 from rich.console import RenderableType
 from rich.text import Text
 
-from grucli.commands.inspect import ArrayReport, InspectReport
 from grucli.model.gates import unit_columns
 
 if TYPE_CHECKING:
-    pass
+    from grucli.commands.inspect import ArrayReport, InspectReport
 
 FORMAT_NAMES = {
     "keras-v3": "Keras 3 .keras zip",

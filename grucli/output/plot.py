@@ -8,14 +8,16 @@ of the gate's weights and biases.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from grucli.commands.inspect import InspectReport, LayerReport
 from grucli.errors import GrucliError, install_hint
 from grucli.model.gates import unit_columns
 from grucli.output.formats import write_atomic
+
+if TYPE_CHECKING:
+    from grucli.commands.inspect import InspectReport, LayerReport
 
 
 class PlotUnavailable(GrucliError):

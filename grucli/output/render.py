@@ -23,13 +23,13 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from grucli.commands.inspect import ArrayReport, InspectReport, LayerReport
 from grucli.errors import printable
 from grucli.model.records import OtherLayer
 
 if TYPE_CHECKING:
     from grucli.commands.check import CheckReport
     from grucli.commands.diff import DiffReport
+    from grucli.commands.inspect import ArrayReport, InspectReport, LayerReport
     from grucli.model.equations import Equations
 
 FORMAT_NAMES = {

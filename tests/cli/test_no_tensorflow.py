@@ -64,7 +64,7 @@ def test_inspect_export_check_diff_without_tensorflow(tmp_path: Path) -> None:
 def test_replay_matches_keras_without_tensorflow(tmp_path: Path, keras3: object, tf_keras: object) -> None:
     """Truth from Keras 3 / tf-keras here; the replays run in a process where those imports fail."""
     import numpy as np
-    from test_replay import model_input, predict, tf_keras_real_model
+    from tests.engine.test_replay import model_input, predict, tf_keras_real_model
 
     cases = []
     for path in sorted(SAMPLES.iterdir()):
@@ -113,7 +113,7 @@ def test_weights_with_config_without_tensorflow(tmp_path: Path, tf_keras: object
     """A weights-only file plus --config: read, replayed and checked where TensorFlow cannot load;
     the replay matches tf-keras's predict computed here."""
     import numpy as np
-    from test_config_option import REACTIONRNN, reactionrnn_model
+    from tests.files.test_config_option import REACTIONRNN, reactionrnn_model
 
     model = reactionrnn_model(tf_keras)
     (tmp_path / "model.json").write_text(model.to_json())

@@ -23,7 +23,7 @@ from grucli.engine import steps as replay
 from grucli.model.records import RecurrentLayer
 from grucli.model.semantics import KERAS3
 from grucli.engine.steps import run_layer
-from test_replay import CPU_LEVEL, max_error, predict, replay_file
+from tests.engine.test_replay import CPU_LEVEL, max_error, predict, replay_file
 
 NO_LEAST = {np.dtype(np.float64): 0, np.dtype(np.float32): 0}
 

@@ -34,7 +34,7 @@ from crafted import (
     table,
     write_checkpoint,
 )
-from test_hostile import run_measured
+from tests.files.test_hostile import run_measured
 
 MAX_SECONDS = 10.0
 MAX_RSS_MIB = 500.0

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from grucli.cli import cli
 from grucli.model.layers import find_layers
 from grucli.files.reader import read_model
-from test_no_tensorflow import BLOCKER, RUNNER
+from tests.cli.test_no_tensorflow import BLOCKER, RUNNER
 
 
 def models(tf_keras: Any) -> dict[str, Any]:

@@ -188,7 +188,7 @@ def test_checkpoint_entries_rewritten(dtype: int, shape: list[int], offset: int,
                                       flips: list[tuple[float, int]]) -> None:
     """A crafted TensorFlow checkpoint whose kernel entry claims anything (checksums kept valid, so
     every field is read), then a few bytes of its index flipped (checksums then fail)."""
-    from test_checkpoint import _entry, _gru_items, write_bundle
+    from tests.files.test_checkpoint import _entry, _gru_items, write_bundle
 
     folder = Path(tempfile.mkdtemp())
     try:

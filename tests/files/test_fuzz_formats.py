@@ -32,7 +32,7 @@ from crafted import (
 )
 from hypothesis import example, given
 from hypothesis import strategies as st
-from test_fuzz import FUZZ, JSON_VALUES, _json_paths, _replace, assert_clean
+from tests.files.test_fuzz import FUZZ, JSON_VALUES, _json_paths, _replace, assert_clean
 
 KEY_PARTS = ["layer_with_weights-0", "layer-1", "cell", "cells", "0", "1", "²", "kernel", "recurrent_kernel", "bias",
              "forward_layer", "backward_layer", "optimizer", "variables", "a/b", "", ".ATTRIBUTES", "VARIABLE_VALUE", "\n"]
