@@ -17,19 +17,6 @@ from grucli.model.gates import unit_columns
 if TYPE_CHECKING:
     from grucli.commands.inspect import ArrayReport, InspectReport
 
-FORMAT_NAMES = {
-    "keras-v3": "Keras 3 .keras zip",
-    "keras-v3-weights": "Keras 3 weights-only .weights.h5 (no config)",
-    "legacy-h5": "legacy HDF5 full model",
-    "legacy-h5-weights": "legacy HDF5 save_weights file (no config)",
-    "tf-checkpoint": "TensorFlow checkpoint (no config)",
-    "tf-savedmodel": "TensorFlow SavedModel folder (keras_metadata.pb + variables/)",
-    "tf-savedmodel-weights": "TensorFlow SavedModel variables (no Keras metadata: no config)",
-}
-# Matrices larger than this are elided to their corners; --json --values has every number.
-MAX_ROWS = 12
-MAX_COLUMNS = 10
-CORNER = 4
 from grucli.output.render import escaping, file_header, heading, to_text
 
 # --- heatmaps ----------------------------------------------------------------------------------------

@@ -8,28 +8,11 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 
 from grucli.errors import printable
-
-if TYPE_CHECKING:
-    pass
-
-FORMAT_NAMES = {
-    "keras-v3": "Keras 3 .keras zip",
-    "keras-v3-weights": "Keras 3 weights-only .weights.h5 (no config)",
-    "legacy-h5": "legacy HDF5 full model",
-    "legacy-h5-weights": "legacy HDF5 save_weights file (no config)",
-    "tf-checkpoint": "TensorFlow checkpoint (no config)",
-    "tf-savedmodel": "TensorFlow SavedModel folder (keras_metadata.pb + variables/)",
-    "tf-savedmodel-weights": "TensorFlow SavedModel variables (no Keras metadata: no config)",
-}
-# Matrices larger than this are elided to their corners; --json --values has every number.
-MAX_ROWS = 12
-MAX_COLUMNS = 10
-CORNER = 4
 
 
 class DelayedProgress:

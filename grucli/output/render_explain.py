@@ -16,19 +16,6 @@ from rich.text import Text
 if TYPE_CHECKING:
     from grucli.commands.explain import Explanation, GateStep, Step
 
-FORMAT_NAMES = {
-    "keras-v3": "Keras 3 .keras zip",
-    "keras-v3-weights": "Keras 3 weights-only .weights.h5 (no config)",
-    "legacy-h5": "legacy HDF5 full model",
-    "legacy-h5-weights": "legacy HDF5 save_weights file (no config)",
-    "tf-checkpoint": "TensorFlow checkpoint (no config)",
-    "tf-savedmodel": "TensorFlow SavedModel folder (keras_metadata.pb + variables/)",
-    "tf-savedmodel-weights": "TensorFlow SavedModel variables (no Keras metadata: no config)",
-}
-# Matrices larger than this are elided to their corners; --json --values has every number.
-MAX_ROWS = 12
-MAX_COLUMNS = 10
-CORNER = 4
 from grucli.output.render import equations_text, escaping, fitted, to_text
 
 # --- explain ------------------------------------------------------------------------------------------
