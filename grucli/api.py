@@ -3,7 +3,7 @@ NumPy and `verify` it against Keras. The results are frozen records; errors are 
 exceptions (`grucli.errors.GrucliError` and its subclasses), never a printed line.
 
 The command line stands on this module: every command reads through `load` and computes through
-`inspect`, `explain`, `export_gates`, `export_torch`, `replay`, `verify`, `diff` or `check`.
+`inspect`, `explain`, `export_gates`, `export_torch`, `convert`, `replay`, `verify`, `diff` or `check`.
 
     import grucli
     m = grucli.load("model.h5")                 # config="model.json" for weights-only files
@@ -31,6 +31,7 @@ from grucli.model.records import ModelFile, ModelLayers, RecurrentLayer
 
 if TYPE_CHECKING:
     from grucli.commands.check import CheckReport, Thresholds
+    from grucli.commands.convert import ConvertReport
     from grucli.commands.diff import DiffReport
     from grucli.commands.explain import ExplainOptions, Explanation
     from grucli.commands.inspect import InspectReport
@@ -274,6 +275,31 @@ def check(model: Model, thresholds: "Thresholds | None" = None, layer_paths: Seq
     from grucli.commands.check import Thresholds, check_layers
 
     return check_layers(model.path, selected_layers(model, layer_paths), thresholds or Thresholds(), progress)
+
+
+def convert(model: Model, output: str | Path, inputs: np.ndarray | Sequence[np.ndarray] | None = None,
+            input_path: str | Path | None = None, batch: int = 4, timesteps: int = 10, seed: int = 0, atol: float | None = None,
+            rtol: float | None = None, force: bool = False, limits: Limits | None = None) -> "ConvertReport":
+    """Write the model as ONNX (recurrent layers as native GRU, LSTM and RNN nodes) and, with ONNX
+    Runtime installed, run it on the probe input (given, from `input_path`, or seeded random) and
+    compare with the float64 replay; `.passed`, `.comparison`. Imports no TensorFlow."""
+    from grucli.commands.convert import DEFAULT_ATOL, DEFAULT_RTOL, prove, report
+    from grucli.convert.onnx_graph import convert as to_onnx
+    from grucli.files.inputs import fit_input, input_specs
+    from grucli.output.formats import write_atomic
+
+    result = to_onnx(model.file, model.layers)
+    if inputs is not None:
+        arrays = _fitted(inputs, input_specs(model.file), fit_input)
+        description = f"the given input {', '.join(str(x.shape) for x in arrays)}"
+    else:
+        arrays, description = model_inputs(model, input_path, batch, timesteps, seed, limits)
+    data = result.model.SerializeToString()
+    write_atomic(output, lambda handle: handle.write(data), force=force)
+    atol = DEFAULT_ATOL if atol is None else atol
+    rtol = DEFAULT_RTOL if rtol is None else rtol
+    comparison, not_compared = prove(result, model.file, model.layers, arrays, atol, rtol)
+    return report(model.path, output, result, description, comparison, not_compared, atol, rtol)
 
 
 def _fitted(inputs: np.ndarray | Sequence[np.ndarray], specs: Sequence[Any], fit: Any) -> list[np.ndarray]:

@@ -1,9 +1,11 @@
 """The packages import one way, as docs/development.md draws them and each package's __init__ says.
 
-model ← files ← frameworks ← commands ← api ← cli, with engine beside files (it reads only
-model/), and output drawing the commands' records. Every import counts, also those inside
+model ← files ← frameworks ← commands ← api ← cli, with engine and convert beside files (they
+read only model/, and convert the input declarations of files/), and output drawing the
+commands' records. Every import counts, also those inside
 functions. Third-party packages stay where they belong: h5py in files/, Rich and matplotlib in
-output/, Click in cli/, Keras and TensorFlow in frameworks/, threadpoolctl in engine/.
+output/, Click in cli/, Keras and TensorFlow in frameworks/, threadpoolctl in engine/, onnx in
+convert/ and ONNX Runtime in commands/ (convert's proof).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ ALLOWED = {
     "files": {"model", "errors"},
     "engine": {"model", "errors"},
     "frameworks": {"files", "model", "errors"},
-    "commands": {"engine", "frameworks", "files", "model", "errors"},
+    "convert": {"files", "model", "errors"},
+    "commands": {"engine", "frameworks", "convert", "files", "model", "errors"},
     "output": {"commands", "model", "errors", "__version__"},
-    "api": {"commands", "engine", "files", "model", "output", "errors"},
+    "api": {"commands", "engine", "convert", "files", "model", "output", "errors"},
     "cli": {"api", "output", "commands", "files", "errors", "__version__"},
     "__init__": {"api"},
     "__main__": {"cli"},
@@ -33,6 +36,7 @@ ALLOWED = {
 THIRD_PARTY = {
     "h5py": {"files"}, "rich": {"output"}, "matplotlib": {"output"}, "click": {"cli"}, "threadpoolctl": {"engine"},
     "keras": {"frameworks"}, "tensorflow": {"frameworks"}, "tf_keras": {"frameworks"}, "torch": {"frameworks"}, "jax": {"frameworks"},
+    "onnx": {"convert"}, "onnxruntime": {"commands"},
 }
 
 

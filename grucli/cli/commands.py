@@ -205,6 +205,52 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     sys.exit(0 if report.passed else 1)
 
 
+@cli.command(short_help="Write the model as ONNX, checked by ONNX Runtime against the replay.")
+@model_argument
+@input_options
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.onnx",
+              help="The .onnx file to write; - writes it to stdout (piped or redirected, never to a terminal).")
+@click.option("--atol", type=float, help="Absolute tolerance of ONNX Runtime against the replay. Default 1e-5.")
+@click.option("--rtol", type=float, help="Relative tolerance (times |replay|). Default 1e-5.")
+@click.option("--force", is_flag=True, help="Overwrite OUT.onnx if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of text.")
+def convert(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, output: Path, atol: float | None,
+            rtol: float | None, force: bool, as_json: bool, reading: Reading) -> None:
+    """Write MODEL as an ONNX file, without TensorFlow, and prove it with ONNX Runtime.
+
+    Recurrent layers become native ONNX GRU, LSTM and RNN nodes (never a Loop or Scan): gate
+    orders mapped, reset_after as linear_before_reset, each Keras version's hard_sigmoid,
+    go_backwards, Bidirectional in every merge mode, return_sequences and return_state. Dense,
+    Activation, Dropout, merges and nested models are written as the ONNX operators that compute
+    them; any other layer is refused by name (exit 2). With onnxruntime installed (pip install
+    'grucli[onnx]') the file is run on the probe input (--input, or seeded random) and compared
+    with grucli's replay, which verify compares with Keras's predict.
+
+    Exit codes: 0 written (and, with onnxruntime, within tolerance); 1 ONNX Runtime's output is
+    off; 2 a layer convert cannot write, or an unusable file or input.
+
+    \b
+    Examples:
+      grucli convert model.keras -o model.onnx
+      grucli convert old_model.h5 --input seq.npy -o model.onnx --json
+    """
+    from grucli import api
+
+    destination = binary_output(output, "ONNX file")
+    loaded = load_model(model, reading)
+    report = api.convert(loaded, output, input_path=input_path, batch=batch, timesteps=timesteps, seed=seed, atol=atol, rtol=rtol,
+                         force=force, limits=reading.limits)
+    if destination == "stdout":
+        say(f"wrote {report.nodes} ONNX nodes to stdout")
+        if report.comparison is not None and not report.comparison.passed:
+            say("ONNX Runtime's output is off from the replay; run with -o FILE to see by how much")
+    else:
+        emit(report, output_format(as_json))
+    if report.comparison is None and report.not_compared:
+        say(f"warning: not checked: {report.not_compared}")
+    sys.exit(0 if report.passed else 1)
+
+
 @cli.command(short_help='Run the whole model in NumPy, without TensorFlow.')
 @model_argument
 @input_options

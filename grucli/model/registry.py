@@ -35,6 +35,8 @@ class Family:
     cudnn_bias: str | None = None  # "sum": input + recurrent bias; "rows": the (2, 3u) bias of reset_after
     torch_gates: tuple[str, ...] | None = None  # PyTorch's gate order, None: no PyTorch module
     torch_module: str | None = None
+    onnx_op: str | None = None  # the ONNX operator that computes a layer of this family, None: none does
+    onnx_gates: tuple[str, ...] | None = None  # ONNX's gate order, in Keras's gate letters
     convolutional: bool = False  # ConvLSTM: ⊛ instead of ·, kernels with a window in front
     equation_notes: tuple[str, ...] = field(default=())
 
@@ -106,19 +108,19 @@ GRU = Family(
     meanings={"z": "update gate", "r": "reset gate", "h": "candidate state"},
     squashed_gates=("z", "r"), states=("h",), equations=_gru_equations, cell="gru",
     two_row_bias=True, keras1_stored_gates=("z", "r", "h"), cudnn_class="CuDNNGRU", cudnn_bias="rows",
-    torch_gates=("r", "z", "h"), torch_module="nn.GRU",
+    torch_gates=("r", "z", "h"), torch_module="nn.GRU", onnx_op="GRU", onnx_gates=("z", "r", "h"),
     equation_notes=("Keras computes h = z * h_prev + (1 - z) * hh: z near 1 keeps the old state (the textbook form swaps z and 1 - z)",),
 )
 LSTM = Family(
     name="LSTM", gates=("i", "f", "c", "o"), meanings=LSTM_MEANINGS,
     squashed_gates=("i", "f", "o"), states=("h", "c"), equations=_lstm_equations, cell="lstm",
     keras1_stored_gates=("i", "c", "f", "o"), cudnn_class="CuDNNLSTM", cudnn_bias="sum",
-    torch_gates=("i", "f", "c", "o"), torch_module="nn.LSTM",
+    torch_gates=("i", "f", "c", "o"), torch_module="nn.LSTM", onnx_op="LSTM", onnx_gates=("i", "o", "f", "c"),
 )
 SIMPLE_RNN = Family(
     name="SimpleRNN", gates=("h",), meanings={"h": "state"}, squashed_gates=(), states=("h",),
     equations=_simple_rnn_equations, cell="simple_rnn", uses_recurrent_activation=False,
-    torch_gates=("h",), torch_module="nn.RNN",
+    torch_gates=("h",), torch_module="nn.RNN", onnx_op="RNN", onnx_gates=("h",),
 )
 CONV_LSTM = Family(
     name="ConvLSTM", gates=("i", "f", "c", "o"), meanings=LSTM_MEANINGS,

@@ -89,6 +89,18 @@ def _check_json(report: Any, color: bool, width: int) -> str:
     return check_json(report) + "\n"
 
 
+def _convert_text(report: Any, color: bool, width: int) -> str:
+    from grucli.output.render_verify import render_convert
+
+    return render_convert(report, color=color, width=width)
+
+
+def _convert_json(report: Any, color: bool, width: int) -> str:
+    from grucli.output.formats import convert_json
+
+    return convert_json(report) + "\n"
+
+
 # Report type (module.class) → its formatters.
 FORMATTERS: Mapping[str, Mapping[OutputFormat, Formatter]] = {
     "grucli.commands.inspect.InspectReport": {
@@ -98,6 +110,7 @@ FORMATTERS: Mapping[str, Mapping[OutputFormat, Formatter]] = {
     "grucli.commands.explain.Explanation": {OutputFormat.TEXT: _explain_text, OutputFormat.JSON: _explain_json},
     "grucli.commands.diff.DiffReport": {OutputFormat.TEXT: _diff_text, OutputFormat.JSON: _diff_json},
     "grucli.commands.check.CheckReport": {OutputFormat.TEXT: _check_text, OutputFormat.JSON: _check_json},
+    "grucli.commands.convert.ConvertReport": {OutputFormat.TEXT: _convert_text, OutputFormat.JSON: _convert_json},
 }
 
 

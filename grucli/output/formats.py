@@ -22,6 +22,7 @@ from grucli.model.records import ArraySpec, OtherLayer
 
 if TYPE_CHECKING:
     from grucli.commands.check import CheckReport
+    from grucli.commands.convert import ConvertReport
     from grucli.commands.diff import DiffReport
     from grucli.commands.explain import Explanation, Step
     from grucli.commands.inspect import ArrayReport, InspectReport, LayerReport
@@ -319,3 +320,21 @@ def _step_json(step: "Step") -> dict[str, Any]:
     entry["output"] = _replace_non_finite(step.output)
     entry["masked"] = step.masked
     return entry
+
+
+def convert_json(report: "ConvertReport") -> str:
+    compared = report.comparison
+    return _dumps({
+        "file": report.path,
+        "output": report.output,
+        "nodes": report.nodes,
+        "recurrent_nodes": list(report.recurrent_nodes),
+        "input": report.input_description,
+        "atol": report.atol,
+        "rtol": report.rtol,
+        "onnxruntime_vs_replay": None if compared is None else {
+            "max_abs_err": _finite_or_none(compared.max_abs_err), "max_rel_err": _finite_or_none(compared.max_rel_err),
+            "passed": compared.passed},
+        "not_compared": report.not_compared,
+        "passed": report.passed,
+    })

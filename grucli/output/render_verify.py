@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from grucli.commands.convert import ConvertReport
     from grucli.commands.verify_report import Comparison, TraceTable, VerifyReport
 
 from grucli.output.render import escaping, fitted, packed, to_text, value_text
@@ -125,3 +126,20 @@ def _trace_table(trace: "TraceTable") -> Table:
         row += [value_text(float(values[step])) for values in trace.values.values()]
         table.add_row(*row)
     return table
+
+
+@escaping
+def render_convert(report: "ConvertReport", color: bool = False, width: int = 120) -> str:
+    """convert's result: what was written, and ONNX Runtime against the replay."""
+    parts = [Text(f"wrote {report.output}: {report.nodes} ONNX nodes from {report.path}")]
+    parts += [Text(f"  {line}") for line in report.recurrent_nodes]
+    c = report.comparison
+    if c is None:
+        parts.append(Text(f"not run: {report.not_compared}", style="bold yellow"))
+    else:
+        parts.append(Text(f"ONNX Runtime against grucli's replay on {report.input_description}:"))
+        parts.append(Text(f"  max abs err {_error(c.max_abs_err)}, max rel err {_error(c.max_rel_err)} "
+                          f"(atol {report.atol:g}, rtol {report.rtol:g})"))
+        parts.extend(Text(f"non-finite: {line}", style="bold red") for line in c.nonfinite)
+        parts.append(_verdict(c.passed))
+    return to_text(parts, color, width)

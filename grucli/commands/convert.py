@@ -1,0 +1,71 @@
+"""`convert`: a model written as ONNX, and the proof that it computes what the model computes.
+
+The ONNX graph comes from convert/; with ONNX Runtime installed it is run on the probe input and
+compared with grucli's float64 replay (which `verify` compares with Keras's predict), so an ONNX
+file grucli writes has been checked before anyone deploys it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from grucli.commands.verify_report import Comparison, compare
+from grucli.convert.onnx_graph import Converted
+from grucli.engine.graph import ModelReplay
+from grucli.errors import GrucliError
+from grucli.model.records import ModelFile, ModelLayers
+from grucli.model.semantics import semantics_for
+
+# float32 in ONNX Runtime against the float64 replay: the rounding of a float32 step, not 1e-6 absolute.
+DEFAULT_ATOL = 1e-5
+DEFAULT_RTOL = 1e-5
+
+
+@dataclass(frozen=True)
+class ConvertReport:
+    path: str
+    output: str
+    nodes: int
+    recurrent_nodes: tuple[str, ...]
+    input_description: str
+    comparison: Comparison | None  # ONNX Runtime against the replay; None when it could not run
+    not_compared: str | None  # why there is no comparison
+    atol: float
+    rtol: float
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison is None or self.comparison.passed
+
+
+def prove(result: Converted, model_file: ModelFile, layers: ModelLayers, inputs: Sequence[np.ndarray],
+          atol: float, rtol: float) -> tuple[Comparison | None, str | None]:
+    """ONNX Runtime's outputs on `inputs` compared with the replay's; (None, why) without ONNX Runtime."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None, "onnxruntime is not installed (pip install 'grucli[onnx]'), so the file was not run"
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {name: np.asarray(x, np.float32) for name, x in zip(result.inputs, inputs)}
+    try:
+        ran = session.run(None, feeds)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors, reported as such
+        raise ConvertRunError(f"ONNX Runtime could not run the converted model: {str(exc).splitlines()[0][:300]}") from None
+    replay = ModelReplay(model_file, layers, semantics_for(model_file.keras_version, model_file.format), np.float64)
+    expected = replay.run(list(inputs))
+    return compare([np.asarray(y, np.float64) for y in ran], expected, atol, rtol, ("ONNX Runtime", "the replay")), None
+
+
+class ConvertRunError(GrucliError):
+    """ONNX Runtime refused or failed to run the written model."""
+
+
+def report(path: str | Path, output: str | Path, result: Converted, description: str, comparison: Comparison | None,
+           not_compared: str | None, atol: float, rtol: float) -> ConvertReport:
+    return ConvertReport(str(path), str(output), len(result.model.graph.node), result.recurrent_nodes, description, comparison,
+                         not_compared, atol, rtol)

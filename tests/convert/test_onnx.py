@@ -1,0 +1,177 @@
+"""`grucli convert`: the ONNX file ONNX Runtime runs computes what Keras's predict computes.
+
+Models are built here as users build them (Sequential and functional, stacked, Bidirectional in
+every merge mode, states returned, two branches merged, Keras 2's hard_sigmoid), saved, converted
+by grucli without TensorFlow, run by ONNX Runtime, and compared with Keras's own predict and with
+grucli's float64 replay, at batch 1 and batch 7.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from grucli.cli import cli
+from tests.cli.test_no_tensorflow import BLOCKER, RUNNER
+
+onnx = pytest.importorskip("onnx", reason="convert builds ONNX with the onnx package (pip install -e '.[test]')")
+onnxruntime = pytest.importorskip("onnxruntime", reason="ONNX Runtime runs the converted file (pip install -e '.[test]')")
+
+FEATURES = 5
+# Small layers over a few steps: float32 rounding in Keras and in ONNX Runtime stays within
+# tf2onnx's own bar (rtol 1e-5, atol 1e-6); the errors measured are about 2e-7.
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _sequential(keras: Any, *layers: Any) -> Any:
+    return keras.Sequential([keras.Input((None, FEATURES)), *layers])
+
+
+def _functional_branches(keras: Any) -> Any:
+    L = keras.layers
+    x = keras.Input((None, FEATURES))
+    forward = L.GRU(4, return_sequences=True)(x)
+    backward = L.LSTM(3, return_sequences=True, go_backwards=True)(x)
+    return keras.Model(x, L.Dense(3, activation="softmax")(L.Concatenate()([forward, backward])))
+
+
+def _states(keras: Any) -> Any:
+    x = keras.Input((None, FEATURES))
+    output, h, c = keras.layers.LSTM(4, return_state=True)(x)
+    return keras.Model(x, [output, h, c])
+
+
+def _merged(keras: Any) -> Any:
+    L = keras.layers
+    x = keras.Input((None, FEATURES))
+    a, b = L.GRU(4)(x), L.SimpleRNN(4)(x)
+    return keras.Model(x, [L.Add()([a, b]), L.Average()([a, b]), L.Subtract()([a, b]), L.Multiply()([a, b]), L.Maximum()([a, b])])
+
+
+CATALOGUE: dict[str, Callable[[Any], Any]] = {
+    "gru_reset_after": lambda k: _sequential(k, k.layers.GRU(4, return_sequences=True), k.layers.Dense(2)),
+    "gru_reset_before": lambda k: _sequential(k, k.layers.GRU(4, reset_after=False)),
+    "gru_without_bias": lambda k: _sequential(k, k.layers.GRU(4, use_bias=False, return_sequences=True)),
+    "gru_go_backwards": lambda k: _sequential(k, k.layers.GRU(4, go_backwards=True, return_sequences=True)),
+    "lstm_stacked": lambda k: _sequential(k, k.layers.LSTM(4, return_sequences=True), k.layers.Dropout(0.5), k.layers.LSTM(3)),
+    "lstm_hard_sigmoid_keras3": lambda k: _sequential(k, k.layers.LSTM(4, recurrent_activation="hard_sigmoid", return_sequences=True)),
+    "simple_rnn_relu": lambda k: _sequential(k, k.layers.SimpleRNN(4, activation="relu", return_sequences=True)),
+    "simple_rnn_backwards": lambda k: _sequential(k, k.layers.SimpleRNN(4, go_backwards=True)),
+    "rnn_gru_cell": lambda k: _sequential(k, k.layers.RNN(k.layers.GRUCell(4), return_sequences=True)),
+    **{f"bidirectional_{mode}": (lambda mode: lambda k: _sequential(
+        k, k.layers.Bidirectional(k.layers.GRU(4, return_sequences=True), merge_mode=mode)))(mode)
+       for mode in ("concat", "sum", "ave", "mul")},
+    "bidirectional_none": lambda k: (lambda x: k.Model(x, k.layers.Bidirectional(k.layers.LSTM(4), merge_mode=None)(x)))(
+        k.Input((None, FEATURES))),
+    "bidirectional_states": lambda k: (lambda x: k.Model(x, k.layers.Bidirectional(k.layers.GRU(4, return_state=True))(x)))(
+        k.Input((None, FEATURES))),
+    "lstm_states": _states,
+    "two_branches": _functional_branches,
+    "merges": _merged,
+}
+
+
+def _saved(keras: Any, build: Callable[[Any], Any], folder: Path, seed: int = 0) -> tuple[Path, Any]:
+    model = build(keras)
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape).astype("float32") for w in model.get_weights()])
+    path = folder / "model.keras"
+    model.save(path)
+    return path, model
+
+
+def _run(onnx_path: Path, x: np.ndarray) -> list[np.ndarray]:
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})
+
+
+def _as_list(outputs: Any) -> list[np.ndarray]:
+    return [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+
+
+@pytest.mark.parametrize("name", list(CATALOGUE))
+def test_onnx_runtime_matches_keras_predict(keras3: Any, tmp_path: Path, name: str) -> None:
+    path, model = _saved(keras3, CATALOGUE[name], tmp_path)
+    result = CliRunner().invoke(cli, ["convert", str(path), "-o", str(tmp_path / "model.onnx")])
+    assert result.exit_code == 0, result.stderr
+    assert "pass" in result.stdout  # ONNX Runtime against the replay, on convert's own probe
+    graph = onnx.load(tmp_path / "model.onnx").graph
+    ops = [node.op_type for node in graph.node]
+    assert not {"Loop", "Scan"} & set(ops)
+    assert {"GRU", "LSTM", "RNN"} & set(ops)
+    for batch in (1, 7):
+        x = np.random.default_rng(batch).normal(size=(batch, 6, FEATURES)).astype("float32")
+        expected = _as_list(model.predict(x, verbose=0))
+        ran = _run(tmp_path / "model.onnx", x)
+        assert len(ran) == len(expected)
+        for got, want in zip(ran, expected):
+            np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("name", ["gru_reset_before", "bidirectional_concat", "lstm_states", "two_branches"])
+def test_onnx_runtime_matches_the_float64_replay(keras3: Any, tmp_path: Path, name: str) -> None:
+    import grucli
+
+    path, _ = _saved(keras3, CATALOGUE[name], tmp_path)
+    with grucli.load(path) as model:
+        report = grucli.api.convert(model, tmp_path / "model.onnx", inputs=np.zeros((1, 4, FEATURES), np.float32))
+        assert report.passed and report.comparison is not None
+        for batch in (1, 7):
+            x = np.random.default_rng(batch).normal(size=(batch, 9, FEATURES)).astype("float32")
+            replayed = grucli.replay(model, x, gates=False).outputs
+            ran = _run(tmp_path / "model.onnx", x)
+            for got, want in zip(ran, replayed):
+                # float32 steps against float64 ones: a few float32 roundings of values near 1
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_keras2_hard_sigmoid_is_keras2s(tf_keras: Any, tmp_path: Path) -> None:
+    """A tf-keras file's hard_sigmoid is clip(0.2x + 0.5, 0, 1), not Keras 3's x/6: the ONNX node says so."""
+    model = tf_keras.Sequential([tf_keras.Input((None, FEATURES)),
+                                 tf_keras.layers.GRU(4, recurrent_activation="hard_sigmoid", return_sequences=True)])
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(scale=1.5, size=w.shape).astype("float32") for w in model.get_weights()])
+    model.save(tmp_path / "old.h5")
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "old.h5"), "-o", str(tmp_path / "old.onnx")])
+    assert result.exit_code == 0, result.stderr
+    x = rng.normal(size=(3, 8, FEATURES)).astype("float32")
+    np.testing.assert_allclose(_run(tmp_path / "old.onnx", x)[0], model.predict(x, verbose=0), rtol=RTOL, atol=ATOL)
+    gru = next(node for node in onnx.load(tmp_path / "old.onnx").graph.node if node.op_type == "GRU")
+    alphas = next(attribute.floats for attribute in gru.attribute if attribute.name == "activation_alpha")
+    assert list(alphas) == pytest.approx([0.2])
+
+
+def test_a_layer_convert_cannot_write_is_refused_by_name(keras3: Any, tmp_path: Path) -> None:
+    build = lambda k: _sequential(k, k.layers.Conv1D(3, 2), k.layers.GRU(4))  # noqa: E731
+    path, _ = _saved(keras3, build, tmp_path)
+    result = CliRunner().invoke(cli, ["convert", str(path), "-o", str(tmp_path / "model.onnx")])
+    assert result.exit_code == 2
+    assert result.stderr == "Error: layer conv1d (Conv1D) is not one convert can write as ONNX\n"
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_initial_state_is_refused_not_dropped(keras3: Any, tmp_path: Path) -> None:
+    L = keras3.layers
+    source, target = keras3.Input((None, FEATURES)), keras3.Input((None, FEATURES))
+    _, h = L.GRU(4, return_state=True, name="encoder")(source)
+    build = lambda k: k.Model([source, target], L.GRU(4, name="decoder")(target, initial_state=[h]))  # noqa: E731
+    path, _ = _saved(keras3, build, tmp_path)
+    result = CliRunner().invoke(cli, ["convert", str(path), "-o", str(tmp_path / "model.onnx")])
+    assert result.exit_code == 2
+    assert result.stderr == "Error: layer decoder (GRU) is called with initial_state, which convert does not write yet\n"
+
+
+def test_convert_imports_no_tensorflow(tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parents[2] / "sample_models"
+    runs = [["convert", str(sample / name), "-o", str(tmp_path / f"{index}.onnx")]
+            for index, name in enumerate(["k3_bidir_concat.keras", "k3_lstm.h5", "k3_gru_reset_before.keras"])]
+    result = subprocess.run([sys.executable, "-c", f"RUNS = {runs!r}\n" + BLOCKER + RUNNER], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LEAKED []" in result.stderr
+    assert len(list(tmp_path.glob("*.onnx"))) == 3
