@@ -51,7 +51,7 @@ def prove(result: Converted, model_file: ModelFile, layers: ModelLayers, inputs:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {name: np.asarray(x, np.float32) for name, x in zip(result.inputs, inputs)}
+    feeds = {name: np.asarray(x, dtype) for name, dtype, x in zip(result.inputs, result.input_types, inputs)}
     try:
         ran = session.run(None, feeds)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors, reported as such

@@ -54,6 +54,7 @@ class Converted:
 
     model: Any  # onnx.ModelProto
     inputs: tuple[str, ...]
+    input_types: tuple[Any, ...]  # the NumPy dtype each input takes: float32, or int64 token ids
     outputs: tuple[str, ...]
     recurrent_nodes: tuple[str, ...]  # "path: GRU" for every recurrent layer, as the ONNX node that computes it
     notes: tuple[str, ...] = field(default=())
@@ -96,17 +97,20 @@ class _Builder:
             name = f"output_{index}" if len(outputs) > 1 else "output"
             self.nodes.append(helper.make_node("Identity", [symbol.name], [name]))
             graph_outputs.append(helper.make_tensor_value_info(name, proto.FLOAT, [None] * symbol.rank))
+        # An input a vocabulary is declared for (it feeds an Embedding) takes token ids.
+        types = [np.int64 if spec.vocabulary is not None else np.float32 for spec in specs]
         graph_inputs = [
-            helper.make_tensor_value_info(symbol.name, proto.FLOAT, ["batch", *[d if d is not None else f"{symbol.name}_axis{i + 1}"
-                                                                                for i, d in enumerate(spec.shape or ())]])
-            for symbol, spec in zip(inputs, specs)
+            helper.make_tensor_value_info(symbol.name, proto.INT64 if dtype is np.int64 else proto.FLOAT,
+                                          ["batch", *[d if d is not None else f"{symbol.name}_axis{i + 1}" for i, d in enumerate(spec.shape or ())]])
+            for symbol, spec, dtype in zip(inputs, specs, types)
         ]
         graph = helper.make_graph(self.nodes, paths.last_name(self.file.root.name) or "model", graph_inputs, graph_outputs,
                                   self.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="grucli")
         model.ir_version = IR_VERSION
         self.onnx.checker.check_model(model, full_check=True)
-        return Converted(model, tuple(s.name for s in inputs), tuple(o.name for o in graph_outputs), tuple(self.recurrent_nodes))
+        return Converted(model, tuple(s.name for s in inputs), tuple(types), tuple(o.name for o in graph_outputs),
+                         tuple(self.recurrent_nodes))
 
     def run_model(self, model: RawLayer, prefix: str, inputs: list[Symbol]) -> list[Symbol]:
         spec = graph_spec(model, self.file.path)
@@ -237,6 +241,17 @@ def _dense(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
     if use_bias:
         y = b.one("Add", [y, b.constant(weights[1], "bias")])
     return [Symbol(b.activation(activation_name(layer.config.get("activation", "linear")), y, path), x.rank)]
+
+
+def _embedding(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
+    x = _one_tensor(layer, path, x)
+    if layer.config.get("mask_zero"):
+        raise ConvertError(f"layer {path} (Embedding) has mask_zero=True; convert does not write masks yet")
+    weights = [np.asarray(w.array) for w in layer.weights]
+    if len(weights) != 1 or weights[0].ndim != 2:
+        raise ConvertError(f"layer {path} (Embedding) stores {[w.shape for w in weights]}; expected one matrix (vocabulary, dim)")
+    ids = b.one("Cast", [x.name], to=b.onnx.TensorProto.INT64)  # Keras casts ids to integers, as this does
+    return [Symbol(b.one("Gather", [b.constant(weights[0], "embeddings"), ids], axis=0), x.rank + 1)]
 
 
 def _merge(op: str, scale: float | None = None) -> Callable[[_Builder, RawLayer, str, Any], list[Symbol]]:
@@ -408,7 +423,7 @@ def _bidirectional(b: _Builder, layer: RawLayer, path: str, x: Symbol) -> list[S
 IDENTITY_CLASSES = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization")
 CONVERTERS: Mapping[str, Callable[[_Builder, RawLayer, str, Any], list[Symbol]]] = {
     **{name: _identity for name in IDENTITY_CLASSES},
-    "Dense": _dense, "Activation": _activation_layer,
+    "Dense": _dense, "Activation": _activation_layer, "Embedding": _embedding,
     "Add": _merge("Add"), "Multiply": _merge("Mul"), "Maximum": _merge("Max"), "Minimum": _merge("Min"),
     "Average": _merge("Add", scale=1.0), "Subtract": _subtract, "Concatenate": _concatenate,
     **{name: _model for name in MODEL_CLASSES},

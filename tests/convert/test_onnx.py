@@ -175,3 +175,40 @@ def test_convert_imports_no_tensorflow(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "LEAKED []" in result.stderr
     assert len(list(tmp_path.glob("*.onnx"))) == 3
+
+
+REAL_FULL_MODELS = ["trafficflow_gru_keras2.1.4.h5", "trafficflow_lstm_keras2.1.4.h5", "ethnicolr_census2010_lstm_tfkeras2.5.h5",
+                    "poreplex_demux_birnn_lstmcell_tfkeras2.2.4.hdf5"]
+
+
+@pytest.mark.parametrize("name", REAL_FULL_MODELS)
+def test_published_models_convert_and_match_the_replay(tmp_path: Path, name: str) -> None:
+    """Files people published (Keras 2.1.4 hard_sigmoid GRUs and LSTMs, an Embedding + LSTM, a
+    Bidirectional RNN(LSTMCell)): ONNX Runtime computes what grucli's float64 replay computes,
+    the replay that tests/engine checks against tf-keras's predict on these files."""
+    import grucli
+    from conftest import real
+
+    with grucli.load(real(name)) as model:
+        report = grucli.api.convert(model, tmp_path / "model.onnx", batch=7, timesteps=20)
+        assert report.comparison is not None and report.passed, report.comparison
+        session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+        feeds = grucli.api.model_inputs(model, None, 1, 20, seed=5)[0]
+        ran = session.run(None, {i.name: np.asarray(x, np.int64 if "int64" in i.type else np.float32)
+                                 for i, x in zip(session.get_inputs(), feeds)})
+        replayed = grucli.replay(model, feeds, gates=False).outputs
+        for got, want in zip(ran, replayed):
+            # 64 to 128 units: a few float32 roundings of each step's sums, relative to the values
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_published_lstm_matches_tf_keras_predict(tf_keras: Any, tmp_path: Path) -> None:
+    """Keras 2.1.4's LSTMs with Keras 2's hard_sigmoid, which tf-keras loads as saved."""
+    from conftest import real
+
+    path = real("trafficflow_lstm_keras2.1.4.h5")
+    result = CliRunner().invoke(cli, ["convert", str(path), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.stderr
+    model = tf_keras.models.load_model(path, compile=False)
+    x = np.random.default_rng(2).normal(size=(7, 12, 1)).astype("float32")
+    np.testing.assert_allclose(_run(tmp_path / "m.onnx", x)[0], model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
