@@ -1,0 +1,86 @@
+"""ONNX Runtime on grucli's converted file against Keras's predict, on long sequences; and convert's
+time against Keras's own ONNX export, where that works. One run, ratios printed.
+
+    python benchmarks/bench_onnx.py
+
+- inference: GRU(256) → GRU(256) → Dense and LSTM(256) → Dense over 1000 and 4000 timesteps
+  (batch 16), each timed warm (the median of 5 runs after one), ONNX Runtime on the `.onnx`
+  that `grucli convert` wrote against `model.predict` on the same input, in this process;
+- convert: `grucli convert` (a fresh process, which includes running the file once in ONNX
+  Runtime as its proof) against `model.export(format="onnx")` of Keras 3, which on this
+  TensorFlow backend needs tf2onnx: where it fails, the line says why instead of a ratio.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+from common import ROOT, compile_package  # noqa: E402
+
+
+def _median_seconds(function: Callable[[], Any], runs: int = 5) -> float:
+    function()  # warm: graphs traced, sessions and caches made
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _models(keras: Any) -> dict[str, Any]:
+    L = keras.layers
+    rng = np.random.default_rng(0)
+    gru = keras.Sequential([keras.Input((None, 32)), L.GRU(256, return_sequences=True), L.GRU(256), L.Dense(8)])
+    lstm = keras.Sequential([keras.Input((None, 32)), L.LSTM(256), L.Dense(8)])
+    for model in (gru, lstm):
+        model.set_weights([rng.normal(scale=0.05, size=w.shape).astype("float32") for w in model.get_weights()])
+    return {"GRU(256)x2": gru, "LSTM(256)": lstm}
+
+
+def main() -> int:
+    import keras
+    import onnxruntime
+
+    compile_package()
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        print(f"{'model':12} {'steps':>6} {'predict s':>10} {'ORT s':>8} {'ORT/predict':>12}")
+        for name, model in _models(keras).items():
+            path = folder / f"{name}.keras"
+            model.save(path)
+            onnx_path = folder / f"{name}.onnx"
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "grucli", "convert", str(path), "-o", str(onnx_path), "--timesteps", "50"],
+                           check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+            convert_seconds = time.perf_counter() - start
+            session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+            for steps in (1000, 4000):
+                x = np.random.default_rng(steps).normal(size=(16, steps, 32)).astype("float32")
+                predict = _median_seconds(lambda: model.predict(x, verbose=0, batch_size=16))
+                ort = _median_seconds(lambda: session.run(None, {"input": x}))
+                print(f"{name:12} {steps:6d} {predict:10.3f} {ort:8.3f} {ort / predict:11.2f}x")
+            try:
+                start = time.perf_counter()
+                model.export(str(folder / f"{name}_keras.onnx"), format="onnx", verbose=False)
+                keras_seconds = time.perf_counter() - start
+                print(f"  convert {convert_seconds:.2f} s (fresh process, proof included); Keras export {keras_seconds:.2f} s: "
+                      f"{convert_seconds / keras_seconds:.2f}x")
+            except Exception as exc:  # noqa: BLE001 - Keras's own export failing is the finding
+                print(f"  convert {convert_seconds:.2f} s (fresh process, proof included); Keras export failed: "
+                      f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
