@@ -26,6 +26,7 @@ from grucli.model.registry import (
     MODEL_CLASSES,
     RECURRENT_LAYER_CLASSES,
     Role,
+    holds_recurrent,
     is_input_layer,
     role_of,
 )
@@ -145,11 +146,18 @@ class _Builder:
         converter = CONVERTERS.get(layer.class_name)
         if converter is None:
             raise ConvertError(f"layer {path} ({layer.class_name}) is not one convert can write as ONNX")
+        states = None
+        if holds_recurrent(layer.class_name):
+            kwargs = dict(kwargs)
+            states = _initial_states(layer, path, args, kwargs.pop("initial_state", None))
+            args = (args[0][0],) if isinstance(args[0], list) and states is not None and len(args[0]) > 1 else args
         for key, value in kwargs.items():
             if not (key in ("training", "mask") and value in (None, False)):
                 raise ConvertError(f"layer {path} ({layer.class_name}) is called with {key}, which convert does not write yet")
         if len(args) != 1:
             raise ConvertError(f"layer {path} ({layer.class_name}) is called with {len(args)} positional arguments; expected one")
+        if states is not None:
+            return _recurrent(self, layer, path, args[0], states)
         return converter(self, layer, path, args[0])
 
     # --- building blocks -----------------------------------------------------------------------
@@ -289,15 +297,28 @@ def _model(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
 # --- recurrent layers ---------------------------------------------------------------------------------------
 
 
-def _recurrent(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
+def _initial_states(layer: RawLayer, path: str, args: Sequence[Any], initial_state: Any) -> list[Symbol] | None:
+    """A recurrent layer's initial states: Keras 3 passes `initial_state=[...]`; Keras 2 saves the
+    call as one list of tensors, the input first."""
+    if initial_state is None and args and isinstance(args[0], list) and len(args[0]) > 1:
+        initial_state = args[0][1:]
+    if initial_state is None:
+        return None
+    states = initial_state if isinstance(initial_state, list) else [initial_state]
+    if not states or not all(isinstance(state, Symbol) for state in states):
+        raise ConvertError(f"layer {path} ({layer.class_name}) is given the initial state {initial_state!r}; expected tensors")
+    return states
+
+
+def _recurrent(b: _Builder, layer: RawLayer, path: str, x: Any, states: Sequence[Symbol] | None = None) -> list[Symbol]:
     x = _one_tensor(layer, path, x)
     role = role_of(layer.class_name)
     if role is Role.BIDIRECTIONAL:
-        return _bidirectional(b, layer, path, x)
+        return _bidirectional(b, layer, path, x, states)
     if role is Role.RNN and len(layer.children) > 1:
         raise ConvertError(f"layer {path} (RNN of {len(layer.children)} stacked cells) is not one convert writes yet")
     recurrent = _recurrent_layer(b, path, layer)
-    run = _recurrent_node(b, recurrent, x)
+    run = _recurrent_node(b, recurrent, x, _checked_states(recurrent, states))
     settings = recurrent.settings
     output = run.sequence if settings.return_sequences else run.last
     return [Symbol(output, 3 if settings.return_sequences else 2), *[Symbol(state, 2) for state in run.states]][
@@ -326,7 +347,14 @@ class _Run:
     states: tuple[str, ...]  # h, and c for an LSTM, each (batch, units)
 
 
-def _recurrent_node(b: _Builder, layer: RecurrentLayer, x: Symbol) -> _Run:
+def _checked_states(layer: RecurrentLayer, states: Sequence[Symbol] | None) -> Sequence[Symbol] | None:
+    if states is not None and len(states) != layer.family.state_count:
+        raise ConvertError(f"layer {layer.path} is given {len(states)} initial states; expected {layer.family.state_count} "
+                           f"({', '.join(layer.family.states)})")
+    return states
+
+
+def _recurrent_node(b: _Builder, layer: RecurrentLayer, x: Symbol, states: Sequence[Symbol] | None = None) -> _Run:
     """One ONNX GRU, LSTM or RNN node computing `layer` on `x` (batch, time, features)."""
     family, settings = layer.family, layer.settings
     op, order = family.onnx_op, family.onnx_gates
@@ -339,6 +367,9 @@ def _recurrent_node(b: _Builder, layer: RecurrentLayer, x: Symbol) -> _Run:
         bias = np.asarray(layer.bias)
         input_bias, recurrent_bias = (bias[0], bias[1]) if bias.ndim == 2 else (bias, np.zeros_like(bias))
         inputs.append(b.constant(np.concatenate([input_bias[columns], recurrent_bias[columns]])[None], "B"))
+    if states is not None:  # initial_h (and initial_c) after the empty B (when absent) and sequence_lens
+        inputs += [""] * (4 - len(inputs)) + [""]
+        inputs += [b.one("Unsqueeze", [state.name, b.int_constant([0], "axis")]) for state in states]
     activations, alphas, betas = _step_activations(b, layer, op)
     attributes: dict[str, Any] = {"hidden_size": units, "direction": "reverse" if settings.go_backwards else "forward",
                                   "activations": activations}
@@ -388,28 +419,32 @@ def _reversed_in_time(b: _Builder, sequence: str) -> str:
                            b.int_constant([1], "axis"), b.int_constant([-1], "step")])
 
 
-def _bidirectional(b: _Builder, layer: RawLayer, path: str, x: Symbol) -> list[Symbol]:
+def _bidirectional(b: _Builder, layer: RawLayer, path: str, x: Symbol, states: Sequence[Symbol] | None) -> list[Symbol]:
     directions = dict(layer.children)
     if any(role_of(child.class_name) is Role.RNN and len(child.children) > 1 for child in directions.values()):
         raise ConvertError(f"layer {path} (Bidirectional around stacked cells) is not one convert writes yet")
-    runs = []
-    for which in (paths.FORWARD, paths.BACKWARD):
-        direction_path = paths.direction(path, which)
-        runs.append((_recurrent_node(b, _recurrent_layer(b, direction_path, directions[which]), x),
-                     b.recurrent[direction_path].settings))
+    layers = [_recurrent_layer(b, paths.direction(path, which), directions[which]) for which in (paths.FORWARD, paths.BACKWARD)]
+    halves: list[Sequence[Symbol] | None] = [None, None]
+    if states is not None:  # the forward direction's states, then the backward one's
+        count = layers[0].family.state_count
+        if len(states) != count + layers[1].family.state_count:
+            raise ConvertError(f"layer {path} is given {len(states)} initial states; expected "
+                               f"{count + layers[1].family.state_count} (forward, then backward)")
+        halves = [states[:count], states[count:]]
+    runs = [(_recurrent_node(b, direction, x, half), direction.settings) for direction, half in zip(layers, halves)]
     (forward, forward_settings), (backward, _) = runs
     if forward_settings.return_sequences:  # both in time order, as Bidirectional returns them
-        halves = [forward.time_ordered, backward.time_ordered]
+        outputs = [forward.time_ordered, backward.time_ordered]
     else:
-        halves = [forward.last, backward.last]
+        outputs = [forward.last, backward.last]
     rank = 3 if forward_settings.return_sequences else 2
     merge_mode = layer.config.get("merge_mode", "concat")
     merges: Mapping[Any, Callable[[], list[str]]] = {
-        "concat": lambda: [b.one("Concat", halves, axis=-1)],
-        "sum": lambda: [b.one("Add", halves)],
-        "mul": lambda: [b.one("Mul", halves)],
-        "ave": lambda: [b.one("Mul", [b.one("Add", halves), b.constant(np.float32(0.5), "half")])],
-        None: lambda: list(halves),
+        "concat": lambda: [b.one("Concat", outputs, axis=-1)],
+        "sum": lambda: [b.one("Add", outputs)],
+        "mul": lambda: [b.one("Mul", outputs)],
+        "ave": lambda: [b.one("Mul", [b.one("Add", outputs), b.constant(np.float32(0.5), "half")])],
+        None: lambda: list(outputs),
     }
     if merge_mode not in merges:
         raise ConvertError(f"layer {path} (Bidirectional) has merge_mode={merge_mode!r}; expected concat, sum, mul, ave or None")

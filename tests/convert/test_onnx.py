@@ -156,15 +156,31 @@ def test_a_layer_convert_cannot_write_is_refused_by_name(keras3: Any, tmp_path: 
     assert not (tmp_path / "model.onnx").exists()
 
 
-def test_initial_state_is_refused_not_dropped(keras3: Any, tmp_path: Path) -> None:
-    L = keras3.layers
-    source, target = keras3.Input((None, FEATURES)), keras3.Input((None, FEATURES))
-    _, h = L.GRU(4, return_state=True, name="encoder")(source)
-    build = lambda k: k.Model([source, target], L.GRU(4, name="decoder")(target, initial_state=[h]))  # noqa: E731
-    path, _ = _saved(keras3, build, tmp_path)
+def _seq2seq(keras: Any) -> Any:
+    """An encoder's final states handed to a decoder (initial_state=), as a translator is built."""
+    L = keras.layers
+    source, target = keras.Input((None, FEATURES)), keras.Input((None, FEATURES))
+    _, h, c = L.LSTM(4, return_state=True, name="encoder")(source)
+    decoded = L.LSTM(4, return_sequences=True, name="decoder")(target, initial_state=[h, c])
+    return keras.Model([source, target], L.Dense(3, activation="softmax")(decoded))
+
+
+@pytest.mark.parametrize("framework", ["keras3", "tf_keras"])
+def test_seq2seq_with_initial_state(request: pytest.FixtureRequest, tmp_path: Path, framework: str) -> None:
+    """Keras 3 saves initial_state as a keyword, tf.keras 2 as one list [x, h, c]: both become the
+    ONNX LSTM's initial_h and initial_c."""
+    keras = request.getfixturevalue(framework)
+    model = _seq2seq(keras)
+    rng = np.random.default_rng(4)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape).astype("float32") for w in model.get_weights()])
+    path = tmp_path / ("model.keras" if framework == "keras3" else "model.h5")
+    model.save(path)
     result = CliRunner().invoke(cli, ["convert", str(path), "-o", str(tmp_path / "model.onnx")])
-    assert result.exit_code == 2
-    assert result.stderr == "Error: layer decoder (GRU) is called with initial_state, which convert does not write yet\n"
+    assert result.exit_code == 0, result.stderr
+    x = [rng.normal(size=(7, n, FEATURES)).astype("float32") for n in (6, 3)]
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    ran = session.run(None, {i.name: value for i, value in zip(session.get_inputs(), x)})
+    np.testing.assert_allclose(ran[0], model.predict(x, verbose=0), rtol=RTOL, atol=ATOL)
 
 
 def test_convert_imports_no_tensorflow(tmp_path: Path) -> None:
