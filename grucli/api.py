@@ -279,16 +279,18 @@ def check(model: Model, thresholds: "Thresholds | None" = None, layer_paths: Seq
 
 def convert(model: Model, output: str | Path, inputs: np.ndarray | Sequence[np.ndarray] | None = None,
             input_path: str | Path | None = None, batch: int = 4, timesteps: int = 10, seed: int = 0, atol: float | None = None,
-            rtol: float | None = None, force: bool = False, limits: Limits | None = None) -> "ConvertReport":
+            rtol: float | None = None, force: bool = False, limits: Limits | None = None, state_io: bool = False) -> "ConvertReport":
     """Write the model as ONNX (recurrent layers as native GRU, LSTM and RNN nodes) and, with ONNX
     Runtime installed, run it on the probe input (given, from `input_path`, or seeded random) and
-    compare with the float64 replay; `.passed`, `.comparison`. Imports no TensorFlow."""
+    compare with the float64 replay; `.passed`, `.comparison`. `state_io`: each recurrent layer's
+    initial states are inputs `{path}/h_in` (`c_in`) and its final states outputs `{path}/h_out`,
+    to run a long sequence in chunks. Imports no TensorFlow."""
     from grucli.commands.convert import DEFAULT_ATOL, DEFAULT_RTOL, prove, report
     from grucli.convert.onnx_graph import convert as to_onnx
     from grucli.files.inputs import fit_input, input_specs
     from grucli.output.formats import write_atomic
 
-    result = to_onnx(model.file, model.layers)
+    result = to_onnx(model.file, model.layers, state_io)
     if inputs is not None:
         arrays = _fitted(inputs, input_specs(model.file), fit_input)
         description = f"the given input {', '.join(str(x.shape) for x in arrays)}"

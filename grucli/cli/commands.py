@@ -212,10 +212,13 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
               help="The .onnx file to write; - writes it to stdout (piped or redirected, never to a terminal).")
 @click.option("--atol", type=float, help="Absolute tolerance of ONNX Runtime against the replay. Default 1e-5.")
 @click.option("--rtol", type=float, help="Relative tolerance (times |replay|). Default 1e-5.")
+@click.option("--state-io", is_flag=True,
+              help="Make each recurrent layer's initial states inputs PATH/h_in (and PATH/c_in) and its final states outputs "
+              "PATH/h_out (PATH/c_out): a long sequence fed in chunks, states carried, gives what one pass gives.")
 @click.option("--force", is_flag=True, help="Overwrite OUT.onnx if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of text.")
 def convert(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, output: Path, atol: float | None,
-            rtol: float | None, force: bool, as_json: bool, reading: Reading) -> None:
+            rtol: float | None, state_io: bool, force: bool, as_json: bool, reading: Reading) -> None:
     """Write MODEL as an ONNX file, without TensorFlow, and prove it with ONNX Runtime.
 
     Recurrent layers become native ONNX GRU, LSTM and RNN nodes (never a Loop or Scan): gate
@@ -239,7 +242,7 @@ def convert(model: Path, input_path: Path | None, batch: int, timesteps: int, se
     destination = binary_output(output, "ONNX file")
     loaded = load_model(model, reading)
     report = api.convert(loaded, output, input_path=input_path, batch=batch, timesteps=timesteps, seed=seed, atol=atol, rtol=rtol,
-                         force=force, limits=reading.limits)
+                         force=force, limits=reading.limits, state_io=state_io)
     if destination == "stdout":
         say(f"wrote {report.nodes} ONNX nodes to stdout")
         if report.comparison is not None and not report.comparison.passed:

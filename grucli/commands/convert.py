@@ -52,13 +52,16 @@ def prove(result: Converted, model_file: ModelFile, layers: ModelLayers, inputs:
 
     session = onnxruntime.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
     feeds = {name: np.asarray(x, dtype) for name, dtype, x in zip(result.inputs, result.input_types, inputs)}
+    batch = len(inputs[0])
+    feeds.update({name: np.zeros((batch, units), np.float32) for name, units in result.state_inputs})  # one pass from zeros
     try:
         ran = session.run(None, feeds)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors, reported as such
         raise ConvertRunError(f"ONNX Runtime could not run the converted model: {str(exc).splitlines()[0][:300]}") from None
     replay = ModelReplay(model_file, layers, semantics_for(model_file.keras_version, model_file.format), np.float64)
     expected = replay.run(list(inputs))
-    return compare([np.asarray(y, np.float64) for y in ran], expected, atol, rtol, ("ONNX Runtime", "the replay")), None
+    outputs = ran[: len(result.outputs)]  # the model's own outputs; --state-io's final states follow them
+    return compare([np.asarray(y, np.float64) for y in outputs], expected, atol, rtol, ("ONNX Runtime", "the replay")), None
 
 
 class ConvertRunError(GrucliError):

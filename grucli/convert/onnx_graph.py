@@ -58,20 +58,23 @@ class Converted:
     input_types: tuple[Any, ...]  # the NumPy dtype each input takes: float32, or int64 token ids
     outputs: tuple[str, ...]
     recurrent_nodes: tuple[str, ...]  # "path: GRU" for every recurrent layer, as the ONNX node that computes it
-    notes: tuple[str, ...] = field(default=())
+    # With state_io: each recurrent layer's initial states as inputs `{path}/h_in` (`c_in`), (batch, units)
+    # each, and its final states as outputs `{path}/h_out` (`c_out`): a long sequence fed in chunks.
+    state_inputs: tuple[tuple[str, int], ...] = field(default=())
+    state_outputs: tuple[str, ...] = field(default=())
 
 
-def convert(model_file: ModelFile, layers: ModelLayers) -> Converted:
+def convert(model_file: ModelFile, layers: ModelLayers, state_io: bool = False) -> Converted:
     """The ONNX model of a file with a config; raises ConvertError naming what cannot be written."""
     if not model_file.has_config:
         raise ConvertError(f"{model_file.path} holds weights only; convert needs its architecture: pass --config MODEL.json "
                            "(the JSON of model.to_json(), or a .keras config.json)")
-    builder = _Builder(model_file, layers, semantics_for(model_file.keras_version, model_file.format))
+    builder = _Builder(model_file, layers, semantics_for(model_file.keras_version, model_file.format), state_io)
     return builder.build()
 
 
 class _Builder:
-    def __init__(self, model_file: ModelFile, layers: ModelLayers, semantics: Semantics) -> None:
+    def __init__(self, model_file: ModelFile, layers: ModelLayers, semantics: Semantics, state_io: bool = False) -> None:
         import onnx  # imported here: reading files never needs it
 
         self.onnx = onnx
@@ -81,6 +84,9 @@ class _Builder:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self.recurrent_nodes: list[str] = []
+        self.state_io = state_io
+        self.state_inputs: list[tuple[str, int]] = []
+        self.state_outputs: list[tuple[str, str]] = []  # (graph output, the tensor it shows)
         self._names = itertools.count()
 
     # --- the graph ---------------------------------------------------------------------------
@@ -94,24 +100,24 @@ class _Builder:
                 raise ConvertError(f"the config declares no shape for input {spec.name}; convert needs the model's input shapes")
         outputs = self.run_model(self.file.root, "", inputs)
         graph_outputs = []
-        for index, symbol in enumerate(outputs):
-            name = f"output_{index}" if len(outputs) > 1 else "output"
-            self.nodes.append(helper.make_node("Identity", [symbol.name], [name]))
-            graph_outputs.append(helper.make_tensor_value_info(name, proto.FLOAT, [None] * symbol.rank))
+        named = [(f"output_{index}" if len(outputs) > 1 else "output", symbol.name, symbol.rank) for index, symbol in enumerate(outputs)]
+        for name, tensor, rank in [*named, *[(name, tensor, 2) for name, tensor in self.state_outputs]]:
+            self.nodes.append(helper.make_node("Identity", [tensor], [name]))
+            graph_outputs.append(helper.make_tensor_value_info(name, proto.FLOAT, [None] * rank))
         # An input a vocabulary is declared for (it feeds an Embedding) takes token ids.
         types = [np.int64 if spec.vocabulary is not None else np.float32 for spec in specs]
         graph_inputs = [
             helper.make_tensor_value_info(symbol.name, proto.INT64 if dtype is np.int64 else proto.FLOAT,
                                           ["batch", *[d if d is not None else f"{symbol.name}_axis{i + 1}" for i, d in enumerate(spec.shape or ())]])
             for symbol, spec, dtype in zip(inputs, specs, types)
-        ]
+        ] + [helper.make_tensor_value_info(name, proto.FLOAT, ["batch", units]) for name, units in self.state_inputs]
         graph = helper.make_graph(self.nodes, paths.last_name(self.file.root.name) or "model", graph_inputs, graph_outputs,
                                   self.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="grucli")
         model.ir_version = IR_VERSION
         self.onnx.checker.check_model(model, full_check=True)
-        return Converted(model, tuple(s.name for s in inputs), tuple(types), tuple(o.name for o in graph_outputs),
-                         tuple(self.recurrent_nodes))
+        return Converted(model, tuple(s.name for s in inputs), tuple(types), tuple(name for name, _, _ in named),
+                         tuple(self.recurrent_nodes), tuple(self.state_inputs), tuple(name for name, _ in self.state_outputs))
 
     def run_model(self, model: RawLayer, prefix: str, inputs: list[Symbol]) -> list[Symbol]:
         spec = graph_spec(model, self.file.path)
@@ -318,7 +324,12 @@ def _recurrent(b: _Builder, layer: RawLayer, path: str, x: Any, states: Sequence
     if role is Role.RNN and len(layer.children) > 1:
         raise ConvertError(f"layer {path} (RNN of {len(layer.children)} stacked cells) is not one convert writes yet")
     recurrent = _recurrent_layer(b, path, layer)
-    run = _recurrent_node(b, recurrent, x, _checked_states(recurrent, states))
+    states = _checked_states(recurrent, states)
+    if b.state_io:
+        states = _streamed_states(b, recurrent, states)
+    run = _recurrent_node(b, recurrent, x, states)
+    if b.state_io:
+        b.state_outputs += [(f"{recurrent.path}/{name}_out", state) for name, state in zip(recurrent.family.states, run.states)]
     settings = recurrent.settings
     output = run.sequence if settings.return_sequences else run.last
     return [Symbol(output, 3 if settings.return_sequences else 2), *[Symbol(state, 2) for state in run.states]][
@@ -345,6 +356,19 @@ class _Run:
     time_ordered: str  # (batch, time, units), aligned with the input's time steps
     last: str  # (batch, units): the output after the last step processed
     states: tuple[str, ...]  # h, and c for an LSTM, each (batch, units)
+
+
+def _streamed_states(b: _Builder, layer: RecurrentLayer, states: Sequence[Symbol] | None) -> list[Symbol]:
+    """--state-io: the layer's initial states become graph inputs (zeros for a sequence's first chunk)."""
+    if states is not None:
+        raise ConvertError(f"layer {layer.path} is given its initial state by the model; --state-io streams only layers that start "
+                           "from zeros")
+    if layer.settings.go_backwards:
+        raise ConvertError(f"layer {layer.path} reads its sequence backwards (go_backwards): a sequence fed in chunks does not give "
+                           "what one pass gives, so --state-io refuses it")
+    names = [f"{layer.path}/{name}_in" for name in layer.family.states]
+    b.state_inputs += [(name, layer.units) for name in names]
+    return [Symbol(name, 2) for name in names]
 
 
 def _checked_states(layer: RecurrentLayer, states: Sequence[Symbol] | None) -> Sequence[Symbol] | None:
@@ -421,6 +445,9 @@ def _reversed_in_time(b: _Builder, sequence: str) -> str:
 
 def _bidirectional(b: _Builder, layer: RawLayer, path: str, x: Symbol, states: Sequence[Symbol] | None) -> list[Symbol]:
     directions = dict(layer.children)
+    if b.state_io:
+        raise ConvertError(f"layer {path} is Bidirectional: its backward direction reads the whole sequence, so a sequence fed in "
+                           "chunks does not give what one pass gives; --state-io refuses it")
     if any(role_of(child.class_name) is Role.RNN and len(child.children) > 1 for child in directions.values()):
         raise ConvertError(f"layer {path} (Bidirectional around stacked cells) is not one convert writes yet")
     layers = [_recurrent_layer(b, paths.direction(path, which), directions[which]) for which in (paths.FORWARD, paths.BACKWARD)]

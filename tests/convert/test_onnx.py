@@ -228,3 +228,34 @@ def test_published_lstm_matches_tf_keras_predict(tf_keras: Any, tmp_path: Path) 
     model = tf_keras.models.load_model(path, compile=False)
     x = np.random.default_rng(2).normal(size=(7, 12, 1)).astype("float32")
     np.testing.assert_allclose(_run(tmp_path / "m.onnx", x)[0], model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_state_io_streams_a_long_sequence_in_chunks(keras3: Any, tmp_path: Path) -> None:
+    """--state-io: three chunks with the states carried give what one pass gives, and predict's numbers."""
+    build = lambda k: _sequential(k, k.layers.GRU(4, return_sequences=True, name="gru"),  # noqa: E731
+                                  k.layers.LSTM(3, return_sequences=True, name="lstm"), k.layers.SimpleRNN(2, return_sequences=True, name="rnn"))
+    path, model = _saved(keras3, build, tmp_path)
+    result = CliRunner().invoke(cli, ["convert", str(path), "-o", str(tmp_path / "s.onnx"), "--state-io"])
+    assert result.exit_code == 0, result.stderr
+    session = onnxruntime.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
+    state_names = [i.name for i in session.get_inputs()[1:]]
+    assert state_names == ["gru/h_in", "lstm/h_in", "lstm/c_in", "rnn/h_in"]
+    assert [o.name for o in session.get_outputs()] == ["output", "gru/h_out", "lstm/h_out", "lstm/c_out", "rnn/h_out"]
+    x = np.random.default_rng(6).normal(size=(2, 30, FEATURES)).astype("float32")
+    states = {name: np.zeros((2, int(session.get_inputs()[1 + index].shape[1])), np.float32) for index, name in enumerate(state_names)}
+    whole = session.run(None, {"input": x, **states})[0]
+    pieces = []
+    for chunk in np.split(x, [7, 19], axis=1):
+        output, *finals = session.run(None, {"input": chunk, **states})
+        states = dict(zip(state_names, finals))
+        pieces.append(output)
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(whole, model.predict(x, verbose=0), rtol=RTOL, atol=ATOL)
+
+
+def test_state_io_refuses_what_chunks_cannot_reproduce(keras3: Any, tmp_path: Path) -> None:
+    path, _ = _saved(keras3, CATALOGUE["bidirectional_concat"], tmp_path)
+    result = CliRunner().invoke(cli, ["convert", str(path), "-o", str(tmp_path / "s.onnx"), "--state-io"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: layer bi")  # named, with the reason
+    assert "Bidirectional" in result.stderr and "--state-io refuses it" in result.stderr
