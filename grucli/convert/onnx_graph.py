@@ -296,6 +296,16 @@ def _concatenate(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol
     return [Symbol(b.one("Concat", [v.name for v in values], axis=axis), values[0].rank)]
 
 
+def _time_distributed(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
+    """TimeDistributed(Dense), (Activation), (Dropout): layers that act on the last axis alone
+    compute the same on every step at once, so the inner layer is written on the whole tensor."""
+    x = _one_tensor(layer, path, x)
+    inner = layer.children[0][1] if layer.children else None
+    if inner is None or inner.class_name not in POSITION_WISE:
+        raise ConvertError(f"layer {path} is TimeDistributed({inner.class_name if inner else '?'}), which convert does not write yet")
+    return CONVERTERS[inner.class_name](b, inner, path, x)
+
+
 def _model(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
     return b.run_model(layer, paths.prefix(path), _tensors(layer, path, x))
 
@@ -322,7 +332,7 @@ def _recurrent(b: _Builder, layer: RawLayer, path: str, x: Any, states: Sequence
     if role is Role.BIDIRECTIONAL:
         return _bidirectional(b, layer, path, x, states)
     if role is Role.RNN and len(layer.children) > 1:
-        raise ConvertError(f"layer {path} (RNN of {len(layer.children)} stacked cells) is not one convert writes yet")
+        return _stacked(b, layer, path, x, states)
     recurrent = _recurrent_layer(b, path, layer)
     states = _checked_states(recurrent, states)
     if b.state_io:
@@ -356,6 +366,28 @@ class _Run:
     time_ordered: str  # (batch, time, units), aligned with the input's time steps
     last: str  # (batch, units): the output after the last step processed
     states: tuple[str, ...]  # h, and c for an LSTM, each (batch, units)
+
+
+def _stacked(b: _Builder, layer: RawLayer, path: str, x: Symbol, states: Sequence[Symbol] | None) -> list[Symbol]:
+    """RNN([cell, cell, ...]): cell k at step t needs cell k-1's output at t and its own state at
+    t-1, so the stack is a chain of whole sequences, one ONNX node per cell (a go_backwards stack
+    runs every cell from the last step, each fed the one before in time order)."""
+    if b.state_io:
+        raise ConvertError(f"layer {path} (RNN of stacked cells) is not one --state-io streams yet")
+    cells = [_recurrent_layer(b, paths.join(path, role), cell) for role, cell in layer.children]
+    counts = [cell.family.state_count for cell in cells]
+    if states is not None and len(states) != sum(counts):
+        raise ConvertError(f"layer {path} is given {len(states)} initial states; expected {sum(counts)} (each cell's, in order)")
+    sequence, finals, run = x, [], None
+    for index, cell in enumerate(cells):
+        given = None if states is None else states[sum(counts[:index]):sum(counts[:index + 1])]
+        run = _recurrent_node(b, cell, sequence, given)
+        sequence = Symbol(run.time_ordered, 3)
+        finals += [Symbol(state, 2) for state in run.states]
+    assert run is not None  # an RNN of stacked cells has two or more
+    return_sequences, return_state = bool(layer.config.get("return_sequences")), bool(layer.config.get("return_state"))
+    output = Symbol(run.sequence, 3) if return_sequences else Symbol(run.last, 2)
+    return [output, *finals] if return_state else [output]
 
 
 def _streamed_states(b: _Builder, layer: RecurrentLayer, states: Sequence[Symbol] | None) -> list[Symbol]:
@@ -483,9 +515,11 @@ def _bidirectional(b: _Builder, layer: RawLayer, path: str, x: Symbol, states: S
 
 # Every layer class convert writes, and how.
 IDENTITY_CLASSES = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization")
+# Layers that act on the last axis alone, the same at every other position (TimeDistributed adds nothing).
+POSITION_WISE = frozenset({"Dense", "Activation", *IDENTITY_CLASSES})
 CONVERTERS: Mapping[str, Callable[[_Builder, RawLayer, str, Any], list[Symbol]]] = {
     **{name: _identity for name in IDENTITY_CLASSES},
-    "Dense": _dense, "Activation": _activation_layer, "Embedding": _embedding,
+    "Dense": _dense, "Activation": _activation_layer, "Embedding": _embedding, "TimeDistributed": _time_distributed,
     "Add": _merge("Add"), "Multiply": _merge("Mul"), "Maximum": _merge("Max"), "Minimum": _merge("Min"),
     "Average": _merge("Add", scale=1.0), "Subtract": _subtract, "Concatenate": _concatenate,
     **{name: _model for name in MODEL_CLASSES},

@@ -64,6 +64,11 @@ CATALOGUE: dict[str, Callable[[Any], Any]] = {
     "simple_rnn_relu": lambda k: _sequential(k, k.layers.SimpleRNN(4, activation="relu", return_sequences=True)),
     "simple_rnn_backwards": lambda k: _sequential(k, k.layers.SimpleRNN(4, go_backwards=True)),
     "rnn_gru_cell": lambda k: _sequential(k, k.layers.RNN(k.layers.GRUCell(4), return_sequences=True)),
+    "stacked_cells": lambda k: _sequential(k, k.layers.RNN([k.layers.GRUCell(4), k.layers.LSTMCell(3)], return_sequences=True)),
+    "stacked_cells_backwards": lambda k: _sequential(k, k.layers.RNN([k.layers.LSTMCell(3), k.layers.SimpleRNNCell(2)],
+                                                                      go_backwards=True, return_sequences=True)),
+    "time_distributed_dense": lambda k: _sequential(k, k.layers.LSTM(4, return_sequences=True),
+                                                     k.layers.TimeDistributed(k.layers.Dense(3, activation="tanh"))),
     **{f"bidirectional_{mode}": (lambda mode: lambda k: _sequential(
         k, k.layers.Bidirectional(k.layers.GRU(4, return_sequences=True), merge_mode=mode)))(mode)
        for mode in ("concat", "sum", "ave", "mul")},
