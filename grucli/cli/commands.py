@@ -170,11 +170,14 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
               help="Framework that runs predict: auto picks the file's own generation (tf-keras for Keras 1/2 and "
               "tf.keras 2 files when it is installed, else Keras 3); keras is Keras 3 (backend from KERAS_BACKEND, "
               "default tensorflow); tf-keras keeps the Keras 2 definitions, e.g. of hard_sigmoid.")
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), metavar="MODEL.onnx",
+              help="Also run this ONNX file of the model (grucli convert's, or another converter's) in ONNX Runtime and compare "
+              "it with predict.")
 @click.option("--unsafe", is_flag=True, help="Allow loading models with Lambda layers: runs Python code from the file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report (schema in docs/json.md) instead of tables.")
 def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, expected_path: Path | None,
            atol: float | None, rtol: float | None, dtype: str, layer_paths: Sequence[str], trace: bool, sample: int,
-           unit: int, framework: str, unsafe: bool, as_json: bool, reading: Reading) -> None:
+           unit: int, framework: str, onnx_path: Path | None, unsafe: bool, as_json: bool, reading: Reading) -> None:
     """Replay MODEL's recurrent layers in NumPy and diff against Keras's predict.
 
     Each recurrent layer is replayed on its real input (taken from the framework) and compared
@@ -199,7 +202,7 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     report = api.verify(
         load_model(model, reading), None, input_path=input_path, expected_path=expected_path, atol=atol, rtol=rtol, dtype=dtype,
         batch=batch, timesteps=timesteps, seed=seed, trace=trace, sample=sample, unit=unit, layer_paths=tuple(layer_paths),
-        framework=framework, unsafe=unsafe, limits=reading.limits, config_path=reading.config_path,
+        framework=framework, unsafe=unsafe, limits=reading.limits, config_path=reading.config_path, onnx_path=onnx_path,
     )
     emit(report, output_format(as_json))
     sys.exit(0 if report.passed else 1)

@@ -68,6 +68,39 @@ class ConvertRunError(GrucliError):
     """ONNX Runtime refused or failed to run the written model."""
 
 
+def run_onnx_file(path: Path, inputs: Sequence[np.ndarray], max_bytes: int) -> list[np.ndarray]:
+    """An ONNX file's outputs on `inputs` in ONNX Runtime (verify --onnx): its inputs fed in order,
+    each cast to the type the file declares for it; extra inputs (--state-io's) get zero states."""
+    from grucli.files.regular import regular_file_size
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise ConvertRunError("--onnx needs onnxruntime; install it with pip install 'grucli[onnx]'")
+    size = regular_file_size(path, f"--onnx {path}")
+    if size > max_bytes:
+        raise ConvertRunError(f"--onnx {path} is {size} bytes, over the limit of {max_bytes} (--max-total-mb)")
+    import onnxruntime
+
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's refusal of the file, reported as such
+        raise ConvertRunError(f"ONNX Runtime cannot load --onnx {path}: {str(exc).splitlines()[0][:300]}") from None
+    declared = session.get_inputs()
+    if len(declared) < len(inputs):
+        raise ConvertRunError(f"--onnx {path} takes {len(declared)} inputs; the model takes {len(inputs)}")
+    batch = len(inputs[0])
+    feeds = {spec.name: np.asarray(x, np.int64 if "int64" in spec.type else np.float32) for spec, x in zip(declared, inputs)}
+    for spec in declared[len(inputs):]:
+        if len(spec.shape) != 2 or not isinstance(spec.shape[1], int):
+            raise ConvertRunError(f"--onnx {path} has the input {spec.name} of shape {spec.shape} beyond the model's; expected "
+                                  "only --state-io's (batch, units) states")
+        feeds[spec.name] = np.zeros((batch, spec.shape[1]), np.float32)
+    try:
+        ran = session.run(None, feeds)
+    except Exception as exc:  # noqa: BLE001
+        raise ConvertRunError(f"ONNX Runtime could not run --onnx {path}: {str(exc).splitlines()[0][:300]}") from None
+    return [np.asarray(y) for y in ran]
+
+
 def report(path: str | Path, output: str | Path, result: Converted, description: str, comparison: Comparison | None,
            not_compared: str | None, atol: float, rtol: float) -> ConvertReport:
     return ConvertReport(str(path), str(output), len(result.model.graph.node), result.recurrent_nodes, description, comparison,

@@ -110,6 +110,11 @@ def verify_model(model_file: ModelFile, path: str | Path, options: VerifyOptions
         if replayed is not None and expected is not None else None,
         "predict_vs_expected": compare(predicted, expected, atol, rtol, ("predict", "the expected output")) if expected is not None else None,
     }
+    if options.onnx_path is not None:
+        from grucli.commands.convert import run_onnx_file
+
+        ran = run_onnx_file(options.onnx_path, inputs, options.limits.max_total_bytes)[: len(predicted)]
+        comparisons["onnx_vs_predict"] = compare(ran, predicted, atol, rtol, ("ONNX Runtime", "predict"))
     return VerifyReport(
         path=str(path), keras_version=model_file.keras_version, semantics=semantics,
         framework=framework.describe() + (" (auto)" if options.framework == AUTO else ""),

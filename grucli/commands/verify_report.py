@@ -78,6 +78,7 @@ class VerifyOptions:
     unsafe: bool = False
     limits: Limits = Limits()
     config_path: Path | None = None  # the architecture of a weights-only file (--config)
+    onnx_path: Path | None = None  # an ONNX file of the model, run by ONNX Runtime and compared with predict (--onnx)
 
 
 @dataclass(frozen=True)

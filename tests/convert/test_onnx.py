@@ -264,3 +264,22 @@ def test_state_io_refuses_what_chunks_cannot_reproduce(keras3: Any, tmp_path: Pa
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: layer bi")  # named, with the reason
     assert "Bidirectional" in result.stderr and "--state-io refuses it" in result.stderr
+
+
+def test_verify_compares_an_onnx_file_with_predict(keras3: Any, tmp_path: Path) -> None:
+    """verify --onnx: grucli's file passes; the file of another training of the same architecture fails (exit 1)."""
+    build = CATALOGUE["lstm_stacked"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    path, _ = _saved(keras3, build, tmp_path / "a", seed=0)
+    other, _ = _saved(keras3, build, tmp_path / "b", seed=1)
+    for source, target in ((path, tmp_path / "a.onnx"), (other, tmp_path / "b.onnx")):
+        assert CliRunner().invoke(cli, ["convert", str(source), "-o", str(target)]).exit_code == 0
+    same = CliRunner().invoke(cli, ["verify", str(path), "--onnx", str(tmp_path / "a.onnx"), "--json"])
+    assert same.exit_code == 0, same.stderr
+    import json
+
+    assert json.loads(same.stdout)["comparisons"]["onnx_vs_predict"]["passed"] is True
+    wrong = CliRunner().invoke(cli, ["verify", str(path), "--onnx", str(tmp_path / "b.onnx"), "--json"])
+    assert wrong.exit_code == 1
+    assert json.loads(wrong.stdout)["comparisons"]["onnx_vs_predict"]["passed"] is False
