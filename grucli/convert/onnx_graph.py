@@ -268,6 +268,74 @@ def _embedding(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
     return [Symbol(b.one("Gather", [b.constant(weights[0], "embeddings"), ids], axis=0), x.rank + 1)]
 
 
+def _window(layer: RawLayer, path: str, key: str, default: int = 1) -> int:
+    value = layer.config.get(key, default)
+    values = [value] if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else []
+    if len(values) != 1 or not isinstance(values[0], int) or values[0] < 1:
+        raise ConvertError(f"layer {path} ({layer.class_name}) has {key}={value!r}; expected one positive integer")
+    return values[0]
+
+
+def _channels_last(layer: RawLayer, path: str) -> None:
+    if layer.config.get("data_format") not in (None, "channels_last"):
+        raise ConvertError(f"layer {path} ({layer.class_name}) has data_format={layer.config['data_format']!r}; convert writes channels_last")
+
+
+def _padding(layer: RawLayer, path: str, window: int, dilation: int = 1) -> dict[str, Any]:
+    """Keras's padding as ONNX's: valid; same pads the extra step at the end (SAME_UPPER, as
+    TensorFlow does); causal pads (window - 1)·dilation steps in front."""
+    padding = layer.config.get("padding", "valid")
+    if padding == "valid":
+        return {"pads": [0, 0]}
+    if padding == "same":
+        return {"auto_pad": "SAME_UPPER"}
+    if padding == "causal":
+        return {"pads": [(window - 1) * dilation, 0]}
+    raise ConvertError(f"layer {path} ({layer.class_name}) has padding={padding!r}; expected valid, same or causal")
+
+
+def _conv1d(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
+    """Conv1D on (batch, steps, channels): ONNX's Conv on (batch, channels, steps), transposed around it."""
+    x = _one_tensor(layer, path, x)
+    _channels_last(layer, path)
+    weights = [np.asarray(w.array) for w in layer.weights]
+    use_bias = layer.config.get("use_bias", True)
+    if len(weights) != (2 if use_bias else 1) or weights[0].ndim != 3 or layer.config.get("groups", 1) != 1:
+        raise ConvertError(f"layer {path} (Conv1D) stores {[w.shape for w in weights]}; expected a kernel (window, in, filters)"
+                           " and a bias, one group")
+    window, strides, dilation = weights[0].shape[0], _window(layer, path, "strides"), _window(layer, path, "dilation_rate")
+    inputs = [b.one("Transpose", [x.name], perm=[0, 2, 1]), b.constant(np.transpose(weights[0], (2, 1, 0)), "kernel")]
+    if use_bias:
+        inputs.append(b.constant(weights[1], "bias"))
+    y = b.one("Conv", inputs, kernel_shape=[window], strides=[strides], dilations=[dilation], **_padding(layer, path, window, dilation))
+    y = b.one("Transpose", [y], perm=[0, 2, 1])
+    return [Symbol(b.activation(activation_name(layer.config.get("activation", "linear")), y, path), 3)]
+
+
+def _pooling1d(op: str) -> Callable[[_Builder, RawLayer, str, Any], list[Symbol]]:
+    def pool(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
+        x = _one_tensor(layer, path, x)
+        _channels_last(layer, path)
+        window = _window(layer, path, "pool_size", 2)
+        strides = layer.config.get("strides") or window
+        strides = _window(layer, path, "strides", window) if not isinstance(strides, int) else strides
+        y = b.one(op, [b.one("Transpose", [x.name], perm=[0, 2, 1])], kernel_shape=[window], strides=[strides],
+                  **_padding(layer, path, window))
+        return [Symbol(b.one("Transpose", [y], perm=[0, 2, 1]), 3)]
+
+    return pool
+
+
+def _global_pooling1d(op: str) -> Callable[[_Builder, RawLayer, str, Any], list[Symbol]]:
+    def pool(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
+        x = _one_tensor(layer, path, x)
+        _channels_last(layer, path)
+        keepdims = bool(layer.config.get("keepdims", False))
+        return [Symbol(b.one(op, [x.name], axes=[1], keepdims=int(keepdims)), 3 if keepdims else 2)]
+
+    return pool
+
+
 def _merge(op: str, scale: float | None = None) -> Callable[[_Builder, RawLayer, str, Any], list[Symbol]]:
     def merge(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
         values = _tensors(layer, path, x)
@@ -520,6 +588,8 @@ POSITION_WISE = frozenset({"Dense", "Activation", *IDENTITY_CLASSES})
 CONVERTERS: Mapping[str, Callable[[_Builder, RawLayer, str, Any], list[Symbol]]] = {
     **{name: _identity for name in IDENTITY_CLASSES},
     "Dense": _dense, "Activation": _activation_layer, "Embedding": _embedding, "TimeDistributed": _time_distributed,
+    "Conv1D": _conv1d, "MaxPooling1D": _pooling1d("MaxPool"), "AveragePooling1D": _pooling1d("AveragePool"),
+    "GlobalAveragePooling1D": _global_pooling1d("ReduceMean"), "GlobalMaxPooling1D": _global_pooling1d("ReduceMax"),
     "Add": _merge("Add"), "Multiply": _merge("Mul"), "Maximum": _merge("Max"), "Minimum": _merge("Min"),
     "Average": _merge("Add", scale=1.0), "Subtract": _subtract, "Concatenate": _concatenate,
     **{name: _model for name in MODEL_CLASSES},

@@ -67,6 +67,11 @@ CATALOGUE: dict[str, Callable[[Any], Any]] = {
     "stacked_cells": lambda k: _sequential(k, k.layers.RNN([k.layers.GRUCell(4), k.layers.LSTMCell(3)], return_sequences=True)),
     "stacked_cells_backwards": lambda k: _sequential(k, k.layers.RNN([k.layers.LSTMCell(3), k.layers.SimpleRNNCell(2)],
                                                                       go_backwards=True, return_sequences=True)),
+    "conv_then_gru": lambda k: _sequential(k, k.layers.Conv1D(6, 3, padding="causal", activation="relu"),
+                                            k.layers.MaxPooling1D(2, padding="same"), k.layers.Conv1D(4, 2, strides=1, padding="same"),
+                                            k.layers.GRU(5, return_sequences=True), k.layers.GlobalAveragePooling1D(), k.layers.Dense(2)),
+    "conv_valid_dilated_then_lstm": lambda k: _sequential(k, k.layers.Conv1D(4, 2, dilation_rate=2), k.layers.AveragePooling1D(2),
+                                                           k.layers.LSTM(3, return_sequences=True), k.layers.GlobalMaxPooling1D()),
     "time_distributed_dense": lambda k: _sequential(k, k.layers.LSTM(4, return_sequences=True),
                                                      k.layers.TimeDistributed(k.layers.Dense(3, activation="tanh"))),
     **{f"bidirectional_{mode}": (lambda mode: lambda k: _sequential(
@@ -153,11 +158,12 @@ def test_keras2_hard_sigmoid_is_keras2s(tf_keras: Any, tmp_path: Path) -> None:
 
 
 def test_a_layer_convert_cannot_write_is_refused_by_name(keras3: Any, tmp_path: Path) -> None:
-    build = lambda k: _sequential(k, k.layers.Conv1D(3, 2), k.layers.GRU(4))  # noqa: E731
+    build = lambda k: _sequential(k, k.layers.Conv1D(3, 2), k.layers.LayerNormalization(), k.layers.GRU(4))  # noqa: E731
     path, _ = _saved(keras3, build, tmp_path)
     result = CliRunner().invoke(cli, ["convert", str(path), "-o", str(tmp_path / "model.onnx")])
     assert result.exit_code == 2
-    assert result.stderr == "Error: layer conv1d (Conv1D) is not one convert can write as ONNX\n"
+    assert result.stderr.startswith("Error: layer layer_normalization")
+    assert result.stderr.endswith(" (LayerNormalization) is not one convert can write as ONNX\n")
     assert not (tmp_path / "model.onnx").exists()
 
 
