@@ -336,6 +336,54 @@ def _global_pooling1d(op: str) -> Callable[[_Builder, RawLayer, str, Any], list[
     return pool
 
 
+def _last_axis(layer: RawLayer, path: str, x: Symbol) -> None:
+    axis = layer.config.get("axis", -1)
+    axes = axis if isinstance(axis, list) else [axis]
+    if len(axes) != 1 or axes[0] not in (-1, x.rank - 1):
+        raise ConvertError(f"layer {path} ({layer.class_name}) normalises axis {axis!r}; convert writes the last axis only")
+
+
+def _batch_normalization(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
+    """Inference-time BatchNormalization: (x - mean) / sqrt(variance + epsilon) · gamma + beta."""
+    x = _one_tensor(layer, path, x)
+    _last_axis(layer, path, x)
+    weights = [np.asarray(w.array, np.float32) for w in layer.weights]
+    scale, center = layer.config.get("scale", True), layer.config.get("center", True)
+    if len(weights) != 2 + int(bool(scale)) + int(bool(center)):
+        raise ConvertError(f"layer {path} (BatchNormalization) stores {len(weights)} arrays; expected gamma, beta, mean, variance")
+    gamma = weights.pop(0) if scale else None
+    beta = weights.pop(0) if center else None
+    mean, variance = weights
+    y = b.one("Sub", [x.name, b.constant(mean, "mean")])
+    root = np.sqrt(variance + np.float32(layer.config.get("epsilon", 1e-3)))
+    y = b.one("Div", [y, b.constant(root, "root")])
+    if gamma is not None:
+        y = b.one("Mul", [y, b.constant(gamma, "gamma")])
+    if beta is not None:
+        y = b.one("Add", [y, b.constant(beta, "beta")])
+    return [Symbol(y, x.rank)]
+
+
+def _layer_normalization(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
+    x = _one_tensor(layer, path, x)
+    _last_axis(layer, path, x)
+    if layer.config.get("rms_scaling"):
+        raise ConvertError(f"layer {path} (LayerNormalization) has rms_scaling=True, which convert does not write")
+    weights = [np.asarray(w.array, np.float32) for w in layer.weights]
+    scale, center = layer.config.get("scale", True), layer.config.get("center", True)
+    if len(weights) != int(bool(scale)) + int(bool(center)):
+        raise ConvertError(f"layer {path} (LayerNormalization) stores {len(weights)} arrays; expected gamma and beta")
+    features = (weights[0] if weights else None)
+    size = features.shape[0] if features is not None else None
+    if size is None:
+        raise ConvertError(f"layer {path} (LayerNormalization) without gamma or beta is not one convert writes")
+    gamma = weights.pop(0) if scale else np.ones(size, np.float32)
+    beta = weights.pop(0) if center else np.zeros(size, np.float32)
+    y = b.one("LayerNormalization", [x.name, b.constant(gamma, "gamma"), b.constant(beta, "beta")], axis=-1,
+              epsilon=float(layer.config.get("epsilon", 1e-3)))
+    return [Symbol(y, x.rank)]
+
+
 def _merge(op: str, scale: float | None = None) -> Callable[[_Builder, RawLayer, str, Any], list[Symbol]]:
     def merge(b: _Builder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
         values = _tensors(layer, path, x)
@@ -590,6 +638,7 @@ CONVERTERS: Mapping[str, Callable[[_Builder, RawLayer, str, Any], list[Symbol]]]
     "Dense": _dense, "Activation": _activation_layer, "Embedding": _embedding, "TimeDistributed": _time_distributed,
     "Conv1D": _conv1d, "MaxPooling1D": _pooling1d("MaxPool"), "AveragePooling1D": _pooling1d("AveragePool"),
     "GlobalAveragePooling1D": _global_pooling1d("ReduceMean"), "GlobalMaxPooling1D": _global_pooling1d("ReduceMax"),
+    "BatchNormalization": _batch_normalization, "LayerNormalization": _layer_normalization,
     "Add": _merge("Add"), "Multiply": _merge("Mul"), "Maximum": _merge("Max"), "Minimum": _merge("Min"),
     "Average": _merge("Add", scale=1.0), "Subtract": _subtract, "Concatenate": _concatenate,
     **{name: _model for name in MODEL_CLASSES},
