@@ -8,6 +8,8 @@ match, and each such figure must be one of float32 rounding (at most 1e-5) in bo
 
 from __future__ import annotations
 
+import importlib.util
+
 import re
 import shlex
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ from click.testing import CliRunner
 
 from grucli.cli import cli
 from tests.conftest import KERAS_READY, ROOT
+
+ONNX_READY = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
 
 README = ROOT / "README.md"
 SCIENTIFIC = re.compile(r"\d\.?\d*e[-+]\d\d")
@@ -72,6 +76,8 @@ def test_the_readme_has_its_examples() -> None:
 def test_readme_example(example: Example, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not KERAS_READY and (example.command.startswith("grucli verify") or any("predict" in line for line in example.shown)):
         pytest.skip("the example runs or shows Keras's predict (pip install -e '.[test]')")
+    if example.command.startswith("grucli convert") and not ONNX_READY:
+        pytest.skip("the example runs ONNX Runtime (pip install -e '.[test]')")
     for operator in ("|", ">", "<", "&&", ";"):
         assert operator not in example.command, f"README line {example.line}: examples are plain commands"
     arguments = shlex.split(example.command)

@@ -20,6 +20,7 @@ import numpy as np
 from grucli.convert.layers import CONVERTERS
 from grucli.convert.recurrent import initial_states, recurrent_call
 from grucli.convert.symbols import ELEMENTWISE_OPS, HARD_SIGMOID, ConvertError, Symbol
+from grucli.errors import first_line, install_hint
 from grucli.files.inputs import input_specs
 from grucli.model import paths
 from grucli.model.records import ModelFile, ModelLayers, RawLayer, RecurrentLayer
@@ -56,6 +57,11 @@ def convert(model_file: ModelFile, layers: ModelLayers, state_io: bool = False) 
     if not model_file.has_config:
         raise ConvertError(f"{model_file.path} holds weights only; convert needs its architecture: pass --config MODEL.json "
                            "(the JSON of model.to_json(), or a .keras config.json)")
+    try:
+        import onnx  # noqa: F401 - the graph is built and checked with it
+    except ImportError as exc:
+        raise ConvertError(f"convert needs the onnx package, which cannot be imported ({first_line(exc)}); "
+                           f"install it with {install_hint('onnx')}") from None
     builder = GraphBuilder(model_file, layers, semantics_for(model_file.keras_version, model_file.format), state_io)
     return builder.build()
 

@@ -144,3 +144,18 @@ def test_explain_without_tensorflow_compares_with_the_replay(tmp_path: Path) -> 
     assert result.stdout.count("explain beside replay") == 2
     assert "note: Keras is not installed, so the unit's outputs are compared with grucli's replay of the layer" in result.stdout
     assert '"reference": "replay"' in result.stdout
+
+
+def test_convert_without_onnx_says_how_to_install(tmp_path: Path) -> None:
+    """Without the onnx package, convert is a clear error (exit 2) naming the extra, never a traceback."""
+    blocker = BLOCKER.replace('BLOCKED = ("tensorflow", "keras", "tf_keras", "jax", "torch")',
+                              'BLOCKED = ("tensorflow", "keras", "tf_keras", "jax", "torch", "onnx", "onnxruntime")')
+    assert blocker != BLOCKER
+    args = ["grucli", "convert", str(SAMPLES / "k3_gru.keras"), "-o", str(tmp_path / "m.onnx")]
+    script = blocker + f"sys.argv = {args!r}\nfrom grucli.cli import main\nmain()\n"  # the command line as users run it
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Error: convert needs the onnx package, which cannot be imported (blocked import of onnx); install it with pip install" \
+        in result.stderr
+    assert "[onnx]'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "m.onnx").exists()
