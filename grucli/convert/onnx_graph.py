@@ -29,7 +29,7 @@ from grucli.model.registry import (
     is_input_layer,
 )
 from grucli.model.semantics import Semantics, semantics_for
-from grucli.model.spec import GraphSpec, Ref, graph_spec
+from grucli.model.spec import GraphSpec, graph_spec
 
 OPSET = 17
 
@@ -124,20 +124,8 @@ class GraphBuilder:
         return self._functional(spec, prefix, inputs)
 
     def _functional(self, spec: GraphSpec, prefix: str, inputs: list[Symbol]) -> list[Symbol]:
-        if len(spec.inputs) != len(inputs):
-            raise ConvertError(f"model {spec.name} takes {len(spec.inputs)} inputs; {len(inputs)} given")
-        computed: dict[Ref, Symbol] = dict(zip(spec.inputs, inputs))
-        pending = list(spec.nodes)
-        while pending:
-            ready = [node for node in pending if all(ref in computed for ref in node.call.refs())]
-            if not ready:
-                raise ConvertError(f"cannot order the layer graph of {spec.name}: the inputs of {pending[0].layer.name} are never computed")
-            for node in ready:
-                args, kwargs = node.call.resolve(computed)
-                for index, symbol in enumerate(self.call(node.layer, f"{prefix}{node.layer.name}", args, kwargs)):
-                    computed[node.output_ref(index)] = symbol
-                pending.remove(node)
-        return [computed[ref] for ref in spec.outputs]
+        return spec.evaluate(inputs, lambda node, args, kwargs: self.call(node.layer, f"{prefix}{node.layer.name}", args, kwargs),
+                             self.file.path)
 
     def call(self, layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Symbol]:
         if layer.is_operation:

@@ -22,12 +22,12 @@ from grucli.engine.steps import (
     step_input,
 )
 from grucli.engine.tensor import Tensor
-from grucli.errors import ModelFileError, ReplayError
+from grucli.errors import ReplayError
 from grucli.model import paths
 from grucli.model.records import ModelFile, ModelLayers, RawLayer, RecurrentLayer
 from grucli.model.registry import Role, is_input_layer, role_of
 from grucli.model.semantics import Semantics
-from grucli.model.spec import GraphSpec, Ref, graph_spec
+from grucli.model.spec import GraphSpec, graph_spec
 
 
 @dataclass
@@ -114,25 +114,8 @@ class ModelReplay:
         return self._graphs[key]
 
     def _run_functional(self, spec: GraphSpec, prefix: str, inputs: list[Tensor]) -> list[Tensor]:
-        if len(spec.inputs) != len(inputs):
-            raise ReplayError(f"model {spec.name} takes {len(spec.inputs)} inputs; {len(inputs)} given")
-        computed: dict[Ref, Tensor] = dict(zip(spec.inputs, inputs))
-        pending = list(spec.nodes)
-        while pending:
-            ready = [node for node in pending if all(ref in computed for ref in node.call.refs())]
-            if not ready:
-                raise ReplayError(f"cannot order the layer graph of {spec.name}: the inputs of {pending[0].layer.name} are never computed")
-            for node in ready:
-                args, kwargs = node.call.resolve(computed)
-                outputs = self._call(node.layer, f"{prefix}{node.layer.name}", args, kwargs)
-                for index, tensor in enumerate(outputs):
-                    computed[node.output_ref(index)] = tensor
-                pending.remove(node)
-        missing = [ref for ref in spec.outputs if ref not in computed]
-        if missing:
-            ref = missing[0]
-            raise ModelFileError(f"{self.model.path}: the output {[ref.layer, ref.node, ref.index]} of {spec.name} is not computed by its graph")
-        return [computed[ref] for ref in spec.outputs]
+        return spec.evaluate(inputs, lambda node, args, kwargs: self._call(node.layer, f"{prefix}{node.layer.name}", args, kwargs),
+                             self.model.path)
 
     # --- layers --------------------------------------------------------------------------------------
 

@@ -20,13 +20,14 @@ engine (`graph`) and the input shapes (`inputs`) read a `GraphSpec`, never the r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 from grucli.errors import ModelFileError
 from grucli.model.records import RawLayer
 from grucli.model.registry import is_input_layer, is_model, is_sequential
 
 KERAS2_CONSTANT = "_CONSTANT_VALUE"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,30 @@ class GraphSpec:
 
     def member(self, name: str) -> RawLayer | None:
         return next((layer for layer in self.members if layer.name == name), None)
+
+    def evaluate(self, inputs: Sequence[T], call: Callable[[NodeSpec, tuple[Any, ...], dict[str, Any]], Sequence[T]],
+                 where: str) -> list[T]:
+        """The functional graph's outputs: each node called (by `call`, with its arguments resolved)
+        once every tensor it takes is computed; the replay computes arrays, convert ONNX names."""
+        if len(self.inputs) != len(inputs):
+            raise ModelFileError(f"model {self.name} takes {len(self.inputs)} inputs; {len(inputs)} given")
+        computed: dict[Ref, T] = dict(zip(self.inputs, inputs))
+        pending = list(self.nodes)
+        while pending:
+            ready = [node for node in pending if all(ref in computed for ref in node.call.refs())]
+            if not ready:
+                raise ModelFileError(f"cannot order the layer graph of {self.name}: the inputs of {pending[0].layer.name} "
+                                     "are never computed")
+            for node in ready:
+                args, kwargs = node.call.resolve(computed)
+                for index, value in enumerate(call(node, args, kwargs)):
+                    computed[node.output_ref(index)] = value
+                pending.remove(node)
+        missing = [ref for ref in self.outputs if ref not in computed]
+        if missing:
+            ref = missing[0]
+            raise ModelFileError(f"{where}: the output {[ref.layer, ref.node, ref.index]} of {self.name} is not computed by its graph")
+        return [computed[ref] for ref in self.outputs]
 
     def consumers(self, ref_layer: str) -> list[RawLayer]:
         """The layers called on a tensor of layer `ref_layer` (an input's first consumer: its Embedding)."""
