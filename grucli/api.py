@@ -204,7 +204,7 @@ def verify(model: Model, inputs: np.ndarray | Sequence[np.ndarray] | None = None
     from grucli.files.inputs import fit_input, input_specs
 
     given = None if inputs is None else tuple(_fitted(inputs, input_specs(model.file), fit_input))
-    return verify_model(model.file, model.path, VerifyOptions(**options), given)
+    return verify_model(model.layers, model.path, VerifyOptions(**options), given)
 
 
 def inspect(model: Model, layer_paths: Sequence[str] = (), gates: Sequence[str] = (), unit: int | None = None,
@@ -219,7 +219,7 @@ def explain(model: Model, options: "ExplainOptions") -> "Explanation":
     """One unit of one layer, step by step, with every number, and its reference output."""
     from grucli.commands.explain import explain as run_explain
 
-    return run_explain(model.file, options)
+    return run_explain(model.layers, options)
 
 
 def refuse_unsliced(model: Model, skip: bool = False) -> list[Any]:

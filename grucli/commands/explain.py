@@ -25,7 +25,7 @@ from grucli.files.budget import Limits
 from grucli.files.inputs import InputError, model_inputs
 from grucli.model import gates, paths
 from grucli.model.equations import Equations, layer_equations
-from grucli.model.layers import find_layers, require_recurrent
+from grucli.model.layers import require_recurrent
 from grucli.model.records import (
     ModelFile,
     ModelLayers,
@@ -330,11 +330,12 @@ def explain_steps(layer: RecurrentLayer, fed: LayerRun, sample: int, unit: int, 
 # --- the whole command ------------------------------------------------------------------------------------
 
 
-def explain(model_file: ModelFile, options: ExplainOptions) -> Explanation:
+def explain(found: ModelLayers, options: ExplainOptions) -> Explanation:
+    """`found`: the file's layers as `grucli.load` found them (they are not found a second time)."""
+    model_file = found.file
     if not model_file.has_config:
         raise InputError(f"{model_file.path} holds weights only; explain needs its architecture to feed the layer its real input: "
                          "pass --config MODEL.json (the JSON of model.to_json(), or a .keras config.json)")
-    found = find_layers(model_file)
     layer = choose_layer(found, options.layer_path)
     if options.unit < 0 or options.unit >= layer.units:
         raise InputError(f"--unit {options.unit} is out of range; layer {layer.path} has {_count(layer.units, 'unit')} (0-{layer.units - 1})")

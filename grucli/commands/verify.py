@@ -36,7 +36,7 @@ from grucli.frameworks.framework import (
     resolve_framework,
 )
 from grucli.model import paths
-from grucli.model.layers import activation_name, find_layers, require_recurrent
+from grucli.model.layers import activation_name, require_recurrent
 from grucli.model.records import ModelFile, ModelLayers, RawLayer
 from grucli.model.registry import Role, holds_recurrent, is_model, role_of, runs_code
 from grucli.model.semantics import KERAS2, KERAS3, VERSION_DEPENDENT, semantics_for
@@ -56,15 +56,16 @@ DEFINITIONS = {
 }
 
 
-def verify_model(model_file: ModelFile, path: str | Path, options: VerifyOptions,
+def verify_model(layers: ModelLayers, path: str | Path, options: VerifyOptions,
                  given: Sequence[np.ndarray] | None = None) -> VerifyReport:
     """Replay each recurrent layer of a file already read on its real input, and the whole model,
     and compare with the framework's predict. `given`: input arrays already fitted to the model's
-    inputs (the Python API), instead of options.input_path or a random input."""
+    inputs (the Python API), instead of options.input_path or a random input. `layers`: the file's
+    layers as `grucli.load` found them (they are not found a second time)."""
+    model_file = layers.file
     if not model_file.has_config:
         raise ModelFileError(f"{path} holds weights only; verify needs its architecture: pass --config MODEL.json "
                              "(the JSON of model.to_json(), or a .keras config.json)")
-    layers = find_layers(model_file)
     require_recurrent(layers)
     members = _selected_members(model_file, options.layer_paths)
     if given is not None:
