@@ -7,8 +7,10 @@ time against Keras's own ONNX export, where that works. One run, ratios printed.
   (batch 16), each timed warm (the median of 5 runs after one), ONNX Runtime on the `.onnx`
   that `grucli convert` wrote against `model.predict` on the same input, in this process;
 - convert: `grucli convert` (a fresh process, which includes running the file once in ONNX
-  Runtime as its proof) against `model.export(format="onnx")` of Keras 3, which on this
-  TensorFlow backend needs tf2onnx: where it fails, the line says why instead of a ratio.
+  Runtime as its proof) against `model.export(format="onnx")` of Keras 3: on the TensorFlow
+  backend it needs tf2onnx (where it fails, the line says why instead of a ratio); on the PyTorch
+  backend (a process of its own) it traces the model through torch.onnx, timed without the
+  model's loading, and its file is run at the traced length and another, against grucli's.
 """
 
 from __future__ import annotations
@@ -77,8 +79,55 @@ def main() -> int:
                 print(f"  convert {convert_seconds:.2f} s (fresh process, proof included); Keras export {keras_seconds:.2f} s: "
                       f"{convert_seconds / keras_seconds:.2f}x")
             except Exception as exc:  # noqa: BLE001 - Keras's own export failing is the finding
-                print(f"  convert {convert_seconds:.2f} s (fresh process, proof included); Keras export failed: "
+                print(f"  convert {convert_seconds:.2f} s (fresh process, proof included); Keras export (TensorFlow backend) failed: "
                       f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+            print("  " + _torch_backend_export(path, folder / f"{name}_torch.onnx", onnx_path, convert_seconds))
+    return 0
+
+
+# Keras 3 on the PyTorch backend exports through torch.onnx, in a process of its own (the backend is
+# chosen at import): the model is called once (export needs that), the export timed, and the file it
+# wrote run at the length it was traced at and at another, both files against predict on that backend.
+_TORCH_EXPORT = """
+import sys, time, numpy as np, keras, onnxruntime
+source, target, ours = sys.argv[1:4]
+model = keras.saving.load_model(source)
+model.predict(np.zeros((1, 50, 32), np.float32), verbose=0)
+start = time.perf_counter()
+model.export(target, format="onnx", verbose=False)
+seconds = time.perf_counter() - start
+theirs, mine = (onnxruntime.InferenceSession(p, providers=["CPUExecutionProvider"]) for p in (target, ours))
+errors = []
+for steps in (50, 200):
+    x = np.random.default_rng(steps).normal(size=(4, steps, 32)).astype(np.float32)
+    try:
+        got = theirs.run(None, {theirs.get_inputs()[0].name: x})[0]
+        predicted = model.predict(x, verbose=0)
+        errors.append(f"{steps} steps: max |export - predict| {np.abs(got - predicted).max():.1e}, "
+                      f"|grucli - predict| {np.abs(mine.run(None, {'input': x})[0] - predicted).max():.1e}")
+    except Exception as exc:
+        errors.append(f"{steps} steps: the exported file fails ({type(exc).__name__})")
+print(f"RESULT {seconds:.3f}|{'; '.join(errors)}")
+"""
+
+
+def _torch_backend_export(path: Path, target: Path, ours: Path, convert_seconds: float) -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return "Keras export (PyTorch backend): torch is not installed"
+    ran = subprocess.run([sys.executable, "-c", _TORCH_EXPORT, str(path), str(target), str(ours)], capture_output=True, text=True,
+                         env={**os.environ, "KERAS_BACKEND": "torch"})
+    if ran.returncode != 0:
+        return f"Keras export (PyTorch backend) failed: {(ran.stderr.strip().splitlines() or ['?'])[-1][:160]}"
+    result = [line for line in ran.stdout.splitlines() if line.startswith("RESULT ")]
+    if not result:
+        return f"Keras export (PyTorch backend) printed no result: {ran.stdout.strip()[-160:]}"
+    seconds, checks = result[-1][len("RESULT "):].split("|", 1)
+    return (f"Keras export (PyTorch backend, traced at 50 steps) {float(seconds):.2f} s; convert/export "
+            f"{convert_seconds / float(seconds):.2f}x; {checks}")
+
+
     return 0
 
 

@@ -224,11 +224,15 @@ def convert(model: Path, input_path: Path | None, batch: int, timesteps: int, se
             rtol: float | None, state_io: bool, force: bool, as_json: bool, reading: Reading) -> None:
     """Write MODEL as an ONNX file, without TensorFlow, and prove it with ONNX Runtime.
 
-    Recurrent layers become native ONNX GRU, LSTM and RNN nodes (never a Loop or Scan): gate
-    orders mapped, reset_after as linear_before_reset, each Keras version's hard_sigmoid,
-    go_backwards, Bidirectional in every merge mode, return_sequences and return_state. Dense,
-    Activation, Dropout, merges and nested models are written as the ONNX operators that compute
-    them; any other layer is refused by name (exit 2). With onnxruntime installed (pip install
+    Recurrent layers become native ONNX GRU, LSTM and RNN nodes (never a Loop): gate orders
+    mapped, reset_after as linear_before_reset, each Keras version's hard_sigmoid, go_backwards,
+    Bidirectional in every merge mode, stacked cells, initial_state, return_sequences and
+    return_state; a masked layer (Masking, Embedding mask_zero) stays one node fed each row's real
+    steps with sequence_lens, for any padding. ConvLSTM, which ONNX has no operator for, is a
+    Scan. Dense, Embedding, convolutions, pooling, normalisation, reshapes, merges, attention,
+    keras.ops and TFOpLambda calls and nested models are written as the ONNX operators that
+    compute them; a Lambda or any other layer is refused by name (exit 2). A stateful layer's
+    states are inputs and outputs, as with --state-io. With onnxruntime installed (pip install
     'grucli[onnx]') the file is run on the probe input (--input, or seeded random) and compared
     with grucli's replay, which verify compares with Keras's predict.
 

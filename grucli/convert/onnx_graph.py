@@ -11,15 +11,31 @@ sequence is reversed to Keras's processing order.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli.convert.layers import CONVERTERS
+from grucli.convert.layers import (
+    CALL_CONVERTERS,
+    CONVERTERS,
+    MASK_RULES,
+    MaskRule,
+    with_explicit_mask,
+)
+from grucli.convert.operations import convert_operation
 from grucli.convert.recurrent import initial_states, recurrent_call
-from grucli.convert.symbols import ELEMENTWISE_OPS, HARD_SIGMOID, ConvertError, Symbol
+from grucli.convert.symbols import (
+    BOOL,
+    ELEMENTWISE_OPS,
+    FLOAT,
+    HARD_SIGMOID,
+    INT64,
+    ConvertError,
+    Symbol,
+)
 from grucli.errors import first_line, install_hint
 from grucli.files.inputs import input_specs
 from grucli.model import paths
@@ -27,6 +43,7 @@ from grucli.model.records import ModelFile, ModelLayers, RawLayer, RecurrentLaye
 from grucli.model.registry import (
     holds_recurrent,
     is_input_layer,
+    runs_code,
 )
 from grucli.model.semantics import Semantics, semantics_for
 from grucli.model.spec import GraphSpec, graph_spec
@@ -87,18 +104,21 @@ class GraphBuilder:
     def build(self) -> Converted:
         helper, proto = self.onnx.helper, self.onnx.TensorProto
         specs = input_specs(self.file)
-        inputs = [Symbol(f"input_{index}" if len(specs) > 1 else "input", 1 + len(spec.shape or ())) for index, spec in enumerate(specs)]
+        # An input a vocabulary is declared for (it feeds an Embedding) takes token ids.
+        types = [np.int64 if spec.vocabulary is not None else np.float32 for spec in specs]
+        inputs = [Symbol(f"input_{index}" if len(specs) > 1 else "input", 1 + len(spec.shape or ()),
+                         dtype=INT64 if dtype is np.int64 else FLOAT) for index, (spec, dtype) in enumerate(zip(specs, types))]
         for spec in specs:
             if spec.shape is None:
                 raise ConvertError(f"the config declares no shape for input {spec.name}; convert needs the model's input shapes")
         outputs = self.run_model(self.file.root, "", inputs)
         graph_outputs = []
-        named = [(f"output_{index}" if len(outputs) > 1 else "output", symbol.name, symbol.rank) for index, symbol in enumerate(outputs)]
-        for name, tensor, rank in [*named, *[(name, tensor, 2) for name, tensor in self.state_outputs]]:
+        named = [(f"output_{index}" if len(outputs) > 1 else "output", symbol.name, symbol.rank, symbol.dtype)
+                 for index, symbol in enumerate(outputs)]
+        element_types = {FLOAT: proto.FLOAT, INT64: proto.INT64, BOOL: proto.BOOL}
+        for name, tensor, rank, dtype in [*named, *[(name, tensor, 2, FLOAT) for name, tensor in self.state_outputs]]:
             self.nodes.append(helper.make_node("Identity", [tensor], [name]))
-            graph_outputs.append(helper.make_tensor_value_info(name, proto.FLOAT, [None] * rank))
-        # An input a vocabulary is declared for (it feeds an Embedding) takes token ids.
-        types = [np.int64 if spec.vocabulary is not None else np.float32 for spec in specs]
+            graph_outputs.append(helper.make_tensor_value_info(name, element_types[dtype], [None] * rank))
         graph_inputs = [
             helper.make_tensor_value_info(symbol.name, proto.INT64 if dtype is np.int64 else proto.FLOAT,
                                           ["batch", *[d if d is not None else f"{symbol.name}_axis{i + 1}" for i, d in enumerate(spec.shape or ())]])
@@ -109,7 +129,7 @@ class GraphBuilder:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="grucli")
         model.ir_version = IR_VERSION
         self.onnx.checker.check_model(model, full_check=True)
-        return Converted(model, tuple(s.name for s in inputs), tuple(types), tuple(name for name, _, _ in named),
+        return Converted(model, tuple(s.name for s in inputs), tuple(types), tuple(name for name, _, _, _ in named),
                          tuple(self.recurrent_nodes), tuple(self.state_inputs), tuple(name for name, _ in self.state_outputs))
 
     def run_model(self, model: RawLayer, prefix: str, inputs: list[Symbol]) -> list[Symbol]:
@@ -128,24 +148,56 @@ class GraphBuilder:
                              self.file.path)
 
     def call(self, layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Symbol]:
+        """One saved call of `layer`: every positional argument and keyword is used or refused by
+        name, and the mask its input carries goes on as the replay (and Keras) passes it."""
         if layer.is_operation:
-            raise ConvertError(f"layer {path} is the operation {layer.module}.{layer.class_name}, which convert does not write yet")
+            return [convert_operation(self, layer, path, args, kwargs)]
+        whole_call = CALL_CONVERTERS.get(layer.class_name)
+        if whole_call is not None:
+            return whole_call(self, layer, path, args, kwargs)
         converter = CONVERTERS.get(layer.class_name)
         if converter is None:
+            if runs_code(layer.class_name):
+                raise ConvertError(f"layer {path} ({layer.class_name}) holds Python code, which grucli never runs or converts")
             raise ConvertError(f"layer {path} ({layer.class_name}) is not one convert can write as ONNX")
-        states = None
-        if holds_recurrent(layer.class_name):
-            kwargs = dict(kwargs)
-            states = initial_states(layer, path, args, kwargs.pop("initial_state", None))
-            args = (args[0][0],) if isinstance(args[0], list) and states is not None and len(args[0]) > 1 else args
+        kwargs = dict(kwargs)
+        explicit_mask = kwargs.pop("mask", None)
+        initial_state = kwargs.pop("initial_state", None) if holds_recurrent(layer.class_name) else None
         for key, value in kwargs.items():
-            if not (key in ("training", "mask") and value in (None, False)):
+            if not (key == "training" and value in (None, False)):
                 raise ConvertError(f"layer {path} ({layer.class_name}) is called with {key}, which convert does not write yet")
         if len(args) != 1:
             raise ConvertError(f"layer {path} ({layer.class_name}) is called with {len(args)} positional arguments; expected one")
-        if states is not None:
-            return recurrent_call(self, layer, path, args[0], states)
-        return converter(self, layer, path, args[0])
+        if holds_recurrent(layer.class_name):
+            return self._recurrent(layer, path, args[0], initial_state, explicit_mask)
+        x = with_explicit_mask(layer, path, args[0], explicit_mask)
+        return self._masked_as_the_replay(layer, path, x, converter(self, layer, path, x))
+
+    def _recurrent(self, layer: RawLayer, path: str, first: Any, initial_state: Any, explicit_mask: Any) -> list[Symbol]:
+        states = initial_states(layer, path, [first], initial_state)
+        x = first[0] if isinstance(first, list) and initial_state is None and len(first) > 1 else first
+        if self.semantics == Semantics.KERAS3 and initial_state is not None and explicit_mask is None and isinstance(x, Symbol):
+            # Keras 3 fills in `mask` only when the input is the call's one tensor argument: given
+            # initial_state=, the layer runs unmasked and its output sequence carries the input's mask on.
+            outputs = recurrent_call(self, layer, path, x.with_mask(None), states)
+            return [outputs[0].with_mask(x.mask if outputs[0].mask is None and outputs[0].rank == 3 else None), *outputs[1:]]
+        return recurrent_call(self, layer, path, with_explicit_mask(layer, path, x, explicit_mask), states)
+
+    def _masked_as_the_replay(self, layer: RawLayer, path: str, x: Any, outputs: list[Symbol]) -> list[Symbol]:
+        """The outputs with the mask Keras gives them: a layer that acts on each step alone keeps its
+        input's mask, one that mixes steps drops it; one that computes its own (Embedding, Masking,
+        merges, nested models) has set it; a masked input to any other is refused."""
+        inputs = x if isinstance(x, list) else [x]
+        if not any(isinstance(value, Symbol) and value.mask is not None for value in inputs):
+            return outputs
+        rule = MASK_RULES.get(layer.class_name)
+        if rule is None:
+            raise ConvertError(f"layer {path} ({layer.class_name}) is fed a masked tensor; convert does not write how it treats a mask")
+        if rule is MaskRule.KEEP:
+            return [output.with_mask(inputs[0].mask) for output in outputs]
+        if rule is MaskRule.DROP:
+            return [output.with_mask(None) for output in outputs]
+        return outputs
 
     # --- building blocks -----------------------------------------------------------------------
 
@@ -157,10 +209,25 @@ class GraphBuilder:
         self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
         return name
 
-    def int_constant(self, values: Sequence[int], base: str) -> str:
+    def constant_of(self, array: np.ndarray, base: str) -> str:
+        """A constant of the array's own element type (float32, int64 or bool)."""
+        name = self.name(base)
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def int_constant(self, values: Sequence[int] | int, base: str) -> str:
         name = self.name(base)
         self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
         return name
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[list[Any]]:
+        """Nodes made inside the block go to the list it yields (a Scan's body), not the graph."""
+        outer, self.nodes = self.nodes, []
+        try:
+            yield self.nodes
+        finally:
+            self.nodes = outer
 
     def node(self, op: str, inputs: Sequence[str], outputs: int = 1, **attributes: Any) -> list[str]:
         names = [self.name(op.lower()) for _ in range(outputs)]

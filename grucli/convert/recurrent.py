@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from grucli.convert.conv_recurrent import conv_lstm_call
+from grucli.convert.masks import compact, expanded, final_state, reversed_in_time
 from grucli.convert.symbols import (
     HARD_SIGMOID,
     RECURRENT_ACTIVATIONS,
@@ -44,34 +46,40 @@ def initial_states(layer: RawLayer, path: str, args: Sequence[Any], initial_stat
 
 
 def recurrent_call(b: GraphBuilder, layer: RawLayer, path: str, x: Any, states: Sequence[Symbol] | None = None) -> list[Symbol]:
+    """A recurrent layer, RNN(cell), an RNN of stacked cells or Bidirectional on `x`, masked by
+    the mask `x` carries; its output sequence carries that mask on, as Keras's does."""
     x = one_tensor(layer, path, x)
     role = role_of(layer.class_name)
     if role is Role.BIDIRECTIONAL:
         return _bidirectional(b, layer, path, x, states)
     if role is Role.RNN and len(layer.children) > 1:
         return _stacked(b, layer, path, x, states)
-    recurrent = _recurrent_layer(b, path, layer)
-    states = _checked_states(recurrent, states)
-    if b.state_io:
-        states = _streamed_states(b, recurrent, states)
-    run = _recurrent_node(b, recurrent, x, states)
-    if b.state_io:
-        b.state_outputs += [(f"{recurrent.path}/{name}_out", state) for name, state in zip(recurrent.family.states, run.states)]
+    recurrent = _recurrent_layer(b, path, layer, scan_allowed=True)
     settings = recurrent.settings
-    output = run.sequence if settings.return_sequences else run.last
-    return [Symbol(output, 3 if settings.return_sequences else 2), *[Symbol(state, 2) for state in run.states]][
-        : 1 + (len(run.states) if settings.return_state else 0)]
+    states = _checked_states(recurrent, states)
+    if recurrent.family.convolutional:
+        return conv_lstm_call(b, recurrent, x, states)
+    streamed = b.state_io or settings.stateful
+    if streamed:
+        states = _streamed_states(b, recurrent, states)
+    run = _run_chain(b, [recurrent], x, [states], settings.go_backwards, settings.zero_output_for_mask)
+    if streamed:
+        b.state_outputs += [(f"{recurrent.path}/{name}_out", state) for name, state in zip(recurrent.family.states, run.states)]
+    return _layer_outputs(run, x.mask, settings.return_sequences, settings.return_state)
 
 
-def _recurrent_layer(b: GraphBuilder, path: str, raw: RawLayer) -> RecurrentLayer:
+def _layer_outputs(run: _Run, mask: str | None, return_sequences: bool, return_state: bool) -> list[Symbol]:
+    output = Symbol(run.sequence, 3, mask) if return_sequences else Symbol(run.last, 2)
+    return [output, *[Symbol(state, 2) for state in run.states]] if return_state else [output]
+
+
+def _recurrent_layer(b: GraphBuilder, path: str, raw: RawLayer, scan_allowed: bool = False) -> RecurrentLayer:
+    """The layer's weights and settings; a ConvLSTM (a Scan, no ONNX operator) only where `scan_allowed`."""
     if path not in b.recurrent:
         raise ConvertError(f"no weights were found for recurrent layer {path} ({raw.class_name})")
     layer = b.recurrent[path]
-    settings = layer.settings
-    if layer.family.onnx_op is None:
+    if layer.family.onnx_op is None and not (scan_allowed and layer.family.convolutional):
         raise ConvertError(f"layer {path} ({layer.kind}) has no ONNX recurrent operator; convert does not write it")
-    if settings.stateful:
-        raise ConvertError(f"layer {path} is stateful; convert does not write stateful layers yet")
     if layer.config.get("time_major"):
         raise ConvertError(f"layer {path} is time_major; convert does not write it")
     return layer
@@ -82,37 +90,57 @@ class _Run:
     sequence: str  # (batch, time, units), in Keras's processing order
     time_ordered: str  # (batch, time, units), aligned with the input's time steps
     last: str  # (batch, units): the output after the last step processed
-    states: tuple[str, ...]  # h, and c for an LSTM, each (batch, units)
+    states: tuple[str, ...]  # every layer's final states (h, and c for an LSTM), each (batch, units), in order
+
+
+def _run_chain(b: GraphBuilder, cells: Sequence[RecurrentLayer], x: Symbol, states: Sequence[Sequence[Symbol] | None],
+               backwards: bool, zero_output: bool) -> _Run:
+    """One recurrent layer, or a stack of cells (cell k at step t reads cell k-1's output at t and
+    its own state at t-1, so the stack is a chain of whole sequences, one ONNX node per cell),
+    run on `x` from the first step or, `backwards`, from the last; masked by x.mask."""
+    if x.mask is None:
+        sequence, finals, run = x, [], None
+        for cell, given in zip(cells, states):
+            run = _recurrent_node(b, cell, sequence, given, backwards)
+            sequence = Symbol(run.time_ordered, 3)  # a go_backwards stack feeds each cell the one before in time order
+            finals += run.states
+        assert run is not None  # a chain has one cell or more
+        return _Run(run.sequence, run.time_ordered, run.last, tuple(finals))
+    steps, mask = (reversed_in_time(b, x.name), reversed_in_time(b, x.mask)) if backwards else (x.name, x.mask)
+    compaction = compact(b, Symbol(steps, 3), mask)
+    sequence, finals = compaction.x, []
+    for cell, given in zip(cells, states):
+        run = _recurrent_node(b, cell, sequence, given, False, compaction.lens)
+        sequence = Symbol(run.sequence, 3)
+        finals += [final_state(b, compaction, state, None if given is None else start.name)
+                   for state, start in zip(run.states, given or [None] * len(run.states))]
+    output = expanded(b, compaction, sequence.name, zero_output)  # in processing order
+    last = b.one("Squeeze", [b.one("Gather", [output, b.int_constant([-1], "last")], axis=1), b.int_constant([1], "axis")])
+    return _Run(output, reversed_in_time(b, output) if backwards else output, last, tuple(finals))
 
 
 def _stacked(b: GraphBuilder, layer: RawLayer, path: str, x: Symbol, states: Sequence[Symbol] | None) -> list[Symbol]:
-    """RNN([cell, cell, ...]): cell k at step t needs cell k-1's output at t and its own state at
-    t-1, so the stack is a chain of whole sequences, one ONNX node per cell (a go_backwards stack
-    runs every cell from the last step, each fed the one before in time order)."""
-    if b.state_io:
-        raise ConvertError(f"layer {path} (RNN of stacked cells) is not one --state-io streams yet")
+    """RNN([cell, cell, ...]): the initial states are each cell's, in order."""
+    if b.state_io or layer.config.get("stateful"):
+        raise ConvertError(f"layer {path} (RNN of stacked cells) is not one --state-io or a stateful model streams yet")
     cells = [_recurrent_layer(b, paths.join(path, role), cell) for role, cell in layer.children]
     counts = [cell.family.state_count for cell in cells]
     if states is not None and len(states) != sum(counts):
         raise ConvertError(f"layer {path} is given {len(states)} initial states; expected {sum(counts)} (each cell's, in order)")
-    sequence, finals, run = x, [], None
-    for index, cell in enumerate(cells):
-        given = None if states is None else states[sum(counts[:index]):sum(counts[:index + 1])]
-        run = _recurrent_node(b, cell, sequence, given)
-        sequence = Symbol(run.time_ordered, 3)
-        finals += [Symbol(state, 2) for state in run.states]
-    assert run is not None  # an RNN of stacked cells has two or more
-    return_sequences, return_state = bool(layer.config.get("return_sequences")), bool(layer.config.get("return_state"))
-    output = Symbol(run.sequence, 3) if return_sequences else Symbol(run.last, 2)
-    return [output, *finals] if return_state else [output]
+    given = [None if states is None else states[sum(counts[:index]):sum(counts[:index + 1])] for index in range(len(cells))]
+    # The stack's output is the last cell's: its zero_output_for_mask says what a masked step gives.
+    run = _run_chain(b, cells, x, given, bool(layer.config.get("go_backwards")), cells[-1].settings.zero_output_for_mask)
+    return _layer_outputs(run, x.mask, bool(layer.config.get("return_sequences")), bool(layer.config.get("return_state")))
 
 
 def _streamed_states(b: GraphBuilder, layer: RecurrentLayer, states: Sequence[Symbol] | None) -> list[Symbol]:
-    """--state-io: the layer's initial states become graph inputs (zeros for a sequence's first chunk)."""
+    """--state-io, and every stateful layer: the layer's initial states become graph inputs (zeros
+    for a sequence's first chunk) and its final states outputs, so the caller carries the state from
+    one call to the next, as Keras carries a stateful layer's between predict calls."""
     if states is not None:
         raise ConvertError(f"layer {layer.path} is given its initial state by the model; --state-io streams only layers that start "
                            "from zeros")
-    if layer.settings.go_backwards:
+    if layer.settings.go_backwards and not layer.settings.stateful:
         raise ConvertError(f"layer {layer.path} reads its sequence backwards (go_backwards): a sequence fed in chunks does not give "
                            "what one pass gives, so --state-io refuses it")
     names = [f"{layer.path}/{name}_in" for name in layer.family.states]
@@ -127,8 +155,10 @@ def _checked_states(layer: RecurrentLayer, states: Sequence[Symbol] | None) -> S
     return states
 
 
-def _recurrent_node(b: GraphBuilder, layer: RecurrentLayer, x: Symbol, states: Sequence[Symbol] | None = None) -> _Run:
-    """One ONNX GRU, LSTM or RNN node computing `layer` on `x` (batch, time, features)."""
+def _recurrent_node(b: GraphBuilder, layer: RecurrentLayer, x: Symbol, states: Sequence[Symbol] | None, backwards: bool,
+                    lens: str | None = None) -> _Run:
+    """One ONNX GRU, LSTM or RNN node computing `layer` on `x` (batch, time, features), over the
+    first `lens` steps of each row where given."""
     family, settings = layer.family, layer.settings
     op, order = family.onnx_op, family.onnx_gates
     assert op is not None and order is not None, layer.kind  # _recurrent_layer refuses families without one
@@ -136,15 +166,14 @@ def _recurrent_node(b: GraphBuilder, layer: RecurrentLayer, x: Symbol, states: S
     columns = np.concatenate([np.arange(units) + family.gates.index(gate) * units for gate in order])
     kernel, recurrent = np.asarray(layer.kernel)[:, columns], np.asarray(layer.recurrent_kernel)[:, columns]
     inputs = [b.one("Transpose", [x.name], perm=[1, 0, 2]), b.constant(kernel.T[None], "W"), b.constant(recurrent.T[None], "R")]
-    if layer.bias is not None:
-        bias = np.asarray(layer.bias)
-        input_bias, recurrent_bias = (bias[0], bias[1]) if bias.ndim == 2 else (bias, np.zeros_like(bias))
-        inputs.append(b.constant(np.concatenate([input_bias[columns], recurrent_bias[columns]])[None], "B"))
-    if states is not None:  # initial_h (and initial_c) after the empty B (when absent) and sequence_lens
-        inputs += [""] * (4 - len(inputs)) + [""]
+    bias = np.zeros((2, len(columns)), np.float32) if layer.bias is None else np.asarray(layer.bias)
+    input_bias, recurrent_bias = (bias[0], bias[1]) if bias.ndim == 2 else (bias, np.zeros_like(bias))
+    inputs.append(b.constant(np.concatenate([input_bias[columns], recurrent_bias[columns]])[None], "B"))
+    inputs.append(lens or "")
+    if states is not None:
         inputs += [b.one("Unsqueeze", [state.name, b.int_constant([0], "axis")]) for state in states]
     activations, alphas, betas = _step_activations(b, layer, op)
-    attributes: dict[str, Any] = {"hidden_size": units, "direction": "reverse" if settings.go_backwards else "forward",
+    attributes: dict[str, Any] = {"hidden_size": units, "direction": "reverse" if backwards else "forward",
                                   "activations": activations}
     if alphas:
         attributes["activation_alpha"] = alphas
@@ -153,10 +182,10 @@ def _recurrent_node(b: GraphBuilder, layer: RecurrentLayer, x: Symbol, states: S
     if family.two_row_bias:  # GRU: reset_after=True applies r after the recurrent product, as linear_before_reset=1
         attributes["linear_before_reset"] = int(bool(settings.reset_after))
     outputs = b.node(op, inputs, outputs=1 + family.state_count, **attributes)
-    b.recurrent_nodes.append(f"{layer.path}: ONNX {op}")
+    b.recurrent_nodes.append(f"{layer.path}: ONNX {op}" + (" (masked: sequence_lens)" if lens else ""))
     y = b.one("Squeeze", [outputs[0], b.int_constant([1], "axis")])  # (time, batch, units)
     time_ordered = b.one("Transpose", [y], perm=[1, 0, 2])
-    sequence = _reversed_in_time(b, time_ordered) if settings.go_backwards else time_ordered
+    sequence = reversed_in_time(b, time_ordered) if backwards else time_ordered
     states = tuple(b.one("Squeeze", [state, b.int_constant([0], "axis")]) for state in outputs[1:])
     return _Run(sequence, time_ordered, states[0], states)
 
@@ -187,11 +216,6 @@ def _step_activations(b: GraphBuilder, layer: RecurrentLayer, op: str) -> tuple[
     return activations, alphas, betas
 
 
-def _reversed_in_time(b: GraphBuilder, sequence: str) -> str:
-    return b.one("Slice", [sequence, b.int_constant([-1], "start"), b.int_constant([-(2**62)], "end"),
-                           b.int_constant([1], "axis"), b.int_constant([-1], "step")])
-
-
 def _bidirectional(b: GraphBuilder, layer: RawLayer, path: str, x: Symbol, states: Sequence[Symbol] | None) -> list[Symbol]:
     directions = dict(layer.children)
     if b.state_io:
@@ -199,6 +223,8 @@ def _bidirectional(b: GraphBuilder, layer: RawLayer, path: str, x: Symbol, state
                            "chunks does not give what one pass gives; --state-io refuses it")
     if any(role_of(child.class_name) is Role.RNN and len(child.children) > 1 for child in directions.values()):
         raise ConvertError(f"layer {path} (Bidirectional around stacked cells) is not one convert writes yet")
+    if any(child.config.get("stateful") for child in directions.values()):
+        raise ConvertError(f"layer {path} is a stateful Bidirectional layer, which convert does not write")
     layers = [_recurrent_layer(b, paths.direction(path, which), directions[which]) for which in (paths.FORWARD, paths.BACKWARD)]
     halves: list[Sequence[Symbol] | None] = [None, None]
     if states is not None:  # the forward direction's states, then the backward one's
@@ -207,10 +233,13 @@ def _bidirectional(b: GraphBuilder, layer: RawLayer, path: str, x: Symbol, state
             raise ConvertError(f"layer {path} is given {len(states)} initial states; expected "
                                f"{count + layers[1].family.state_count} (forward, then backward)")
         halves = [states[:count], states[count:]]
-    runs = [(_recurrent_node(b, direction, x, half), direction.settings) for direction, half in zip(layers, halves)]
-    (forward, forward_settings), (backward, _) = runs
-    if forward_settings.return_sequences:  # both in time order, as Bidirectional returns them
-        outputs = [forward.time_ordered, backward.time_ordered]
+    forward_settings = layers[0].settings
+    # Bidirectional forces zero_output_for_mask = return_sequences on both directions.
+    forward, backward = [_run_chain(b, [direction], x, [half], direction.settings.go_backwards, bool(forward_settings.return_sequences))
+                         for direction, half in zip(layers, halves)]
+    if forward_settings.return_sequences:  # Bidirectional flips the backward direction's sequence, whichever way it ran
+        flipped = backward.time_ordered if layers[1].settings.go_backwards else reversed_in_time(b, backward.sequence)
+        outputs = [forward.sequence, flipped]
     else:
         outputs = [forward.last, backward.last]
     rank = 3 if forward_settings.return_sequences else 2
@@ -224,7 +253,8 @@ def _bidirectional(b: GraphBuilder, layer: RawLayer, path: str, x: Symbol, state
     }
     if merge_mode not in merges:
         raise ConvertError(f"layer {path} (Bidirectional) has merge_mode={merge_mode!r}; expected concat, sum, mul, ave or None")
-    merged = [Symbol(name, rank) for name in merges[merge_mode]()]
+    mask = x.mask if forward_settings.return_sequences else None
+    merged = [Symbol(name, rank, mask) for name in merges[merge_mode]()]
     if forward_settings.return_state:
-        merged += [Symbol(state, 2) for run, _ in runs for state in run.states]
+        merged += [Symbol(state, 2) for run in (forward, backward) for state in run.states]
     return merged

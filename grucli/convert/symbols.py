@@ -6,7 +6,7 @@ May import: numpy, model/ (semantics), errors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from grucli.errors import GrucliError
@@ -18,12 +18,22 @@ class ConvertError(GrucliError):
     """The model holds something grucli cannot write as ONNX that computes the same (the message names it)."""
 
 
+FLOAT, INT64, BOOL = "float32", "int64", "bool"  # the element types convert's tensors have
+
+
 @dataclass(frozen=True)
 class Symbol:
-    """A tensor of the graph being built: its ONNX name and rank (batch axis included)."""
+    """A tensor of the graph being built: its ONNX name, rank (batch axis included) and element
+    type, and the Keras mask it carries, as Keras passes masks from layer to layer: the name of a
+    bool (batch, time) tensor, or None."""
 
     name: str
     rank: int
+    mask: str | None = None
+    dtype: str = FLOAT
+
+    def with_mask(self, mask: str | None) -> "Symbol":
+        return replace(self, mask=mask)
 
 
 ELEMENTWISE_OPS: Mapping[str, tuple[str, dict[str, Any]]] = {

@@ -14,6 +14,7 @@ import numpy as np
 from grucli.engine.feedforward import stored_weights
 from grucli.engine.tensor import Tensor
 from grucli.errors import ModelFileError, ReplayError
+from grucli.model.attention import mha_projections
 from grucli.model.records import RawLayer
 from grucli.model.semantics import KERAS3
 
@@ -90,10 +91,6 @@ def _attention_scores(layer: RawLayer, path: str, query: np.ndarray, key: np.nda
 # The call's parameters in Keras's order (`mha(query, value, key=None, ...)`).
 MHA_PARAMETERS = ("query", "value", "key", "query_mask", "value_mask", "key_mask", "attention_mask",
                   "return_attention_scores", "training", "use_causal_mask")
-# Where each projection's weights sit: Keras 3 names the sublayers query_dense ... output_dense,
-# tf-keras query, key, value and attention_output.
-_PROJECTIONS = {"query": ("query_dense", "query"), "key": ("key_dense", "key"), "value": ("value_dense", "value"),
-                "output": ("output_dense", "attention_output")}
 
 
 def multi_head_attention(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any], semantics: str,
@@ -115,7 +112,7 @@ def multi_head_attention(layer: RawLayer, path: str, args: Sequence[Any], kwargs
     output_shape = config.get("output_shape")
     out_dim = query.value.shape[-1] if not output_shape else (output_shape[0] if isinstance(output_shape, list) else output_shape)
     use_bias = bool(config.get("use_bias", True))
-    projections = _mha_weights(layer, path, {
+    projections = mha_projections(layer, path, {
         "query": ((query.value.shape[-1], heads, key_dim), (heads, key_dim)),
         "key": ((key.value.shape[-1], heads, key_dim), (heads, key_dim)),
         "value": ((value.value.shape[-1], heads, value_dim), (heads, value_dim)),
@@ -170,22 +167,6 @@ def _check_mha_config(layer: RawLayer, path: str) -> None:
     for setting, default in (("use_gate", False), ("sliding_window", None)):
         if config.get(setting, default) != default:
             raise ReplayError(f"layer {path} (MultiHeadAttention) has {setting}={config[setting]!r}, which the replay does not run")
-
-
-def _mha_weights(layer: RawLayer, path: str, shapes: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]],
-                 use_bias: bool) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    found: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-    for role, (kernel_shape, bias_shape) in shapes.items():
-        owned = [w for w in layer.weights if any(f"/{sub}/" in f"/{w.name}" for sub in _PROJECTIONS[role])]
-        kernels = [w for w in owned if w.array.shape == kernel_shape]
-        biases = [w for w in owned if w.array.shape == bias_shape] if use_bias else []
-        if len(kernels) != 1 or len(owned) != 1 + int(use_bias) or use_bias and len(biases) != 1:
-            raise ModelFileError(f"layer {path} (MultiHeadAttention) stores {[(w.name, w.array.shape) for w in owned] or 'no weights'} "
-                                 f"for its {role} projection; expected a kernel {kernel_shape}" + (f" and a bias {bias_shape}" if use_bias else ""))
-        found[role] = (np.asarray(kernels[0].array), np.asarray(biases[0].array) if use_bias else None)
-    if sum(1 + int(use_bias) for _ in shapes) != len(layer.weights):
-        raise ModelFileError(f"layer {path} (MultiHeadAttention) stores {len(layer.weights)} weights; expected {4 * (1 + int(use_bias))}")
-    return found
 
 
 def _mha_allowed(path: str, call: Mapping[str, Any], query: Tensor, value: Tensor, key: Tensor, shape: tuple[int, ...]) -> np.ndarray:

@@ -19,6 +19,7 @@ from grucli.engine.tensor import Tensor
 from grucli.errors import ReplayError
 from grucli.model.records import RawLayer
 from grucli.model.semantics import KERAS3
+from grucli.model.tf_functions import TF_SIGNATURES, TfSignature, bind, slice_spec_key
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ def _check_settings(path: str, name: str, settings: Mapping[str, Any]) -> None:
         raise ReplayError(f"operation {path} ({name}) has axis={axis!r}; expected an integer, a list of them or null")
     if "keepdims" in settings and not isinstance(settings["keepdims"], bool):
         raise ReplayError(f"operation {path} ({name}) has keepdims={settings['keepdims']!r}; expected true or false")
+    if settings.get("initial") is not None:
+        raise ReplayError(f"operation {path} ({name}) has initial={settings['initial']!r}; the replay runs it without one")
     for flag in ("sparse", "ragged"):
         if settings.get(flag):
             raise ReplayError(f"operation {path} ({name}) has {flag}={settings[flag]!r}; the replay runs dense tensors only")
@@ -119,7 +122,8 @@ def _binary(function: Callable[[Any, Any], Any]) -> Operation:
 
 
 def _reduction(function: Callable[..., Any]) -> Operation:
-    return Operation(1, ("axis", "keepdims"), lambda operands, settings: function(
+    # keras.ops.max and min save `initial` (None unless given), which _check_settings lets through only as None.
+    return Operation(1, ("axis", "keepdims", "initial"), lambda operands, settings: function(
         operands[0], axis=_axis(settings), keepdims=bool(settings.get("keepdims", False))))
 
 
@@ -216,13 +220,11 @@ OPERATIONS: Mapping[str, Operation] = {
 
 @dataclass(frozen=True)
 class TfFunction:
-    """How the replay runs one TensorFlow function saved in a TFOpLambda."""
+    """How the replay runs one TensorFlow function saved in a TFOpLambda: its signature
+    (model/tf_functions.py) and what it computes from the bound arguments."""
 
-    parameters: tuple[str, ...]  # in TensorFlow's order
-    compute: Callable[[Mapping[str, Any]], Any]
-    defaults: Mapping[str, Any]  # optional parameters; any other value for the `fixed` ones is refused
-    fixed: tuple[str, ...] = ()  # parameters the replay runs only at their default
-    takes_list: str | None = None  # the parameter that is a list of tensors (concat, stack)
+    signature: TfSignature
+    compute: Callable[..., Any]  # takes the bound parameters as keywords
 
 
 def run_tf_function(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Tensor:
@@ -232,88 +234,32 @@ def run_tf_function(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Map
         known = ", ".join(f"tf.{name}" for name in sorted(TF_FUNCTIONS))
         raise ReplayError(f"layer {path} ({layer.class_name}) calls tf.{function_name}, which the replay cannot run; it runs: {known}")
     function = TF_FUNCTIONS[function_name]
-    bound = _bind(function, f"{path} (tf.{function_name})", args, kwargs)
+    where = f"{path} (tf.{function_name})"
+    bound = bind(function.signature, where, args, kwargs, ReplayError, lambda value: isinstance(value, Tensor))
+    values = {key: [_operand(item, where, key) for item in value] if key == function.signature.takes_list
+              else value.value if isinstance(value, Tensor) else value for key, value in bound.items()}
     try:
         with np.errstate(all="ignore"):
-            value = function.compute(bound)
+            value = function.compute(**values)
     except (ValueError, np.exceptions.AxisError) as exc:  # numpy's words for shapes and axes that do not fit
-        raise ReplayError(f"layer {path} (tf.{function_name}) cannot run on {_shapes(bound)}: {exc}") from None
+        raise ReplayError(f"layer {path} (tf.{function_name}) cannot run on {_shapes(values)}: {exc}") from None
     # A TFOpLambda passes no mask on (tf-keras computes none for it), like Keras 3 operations.
     return Tensor(np.asarray(value))
-
-
-def _bind(function: TfFunction, where: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    if len(args) > len(function.parameters):
-        raise ReplayError(f"layer {where} is called with {len(args)} positional arguments; it takes {len(function.parameters)}")
-    bound: dict[str, Any] = dict(zip(function.parameters, args))
-    for key, value in kwargs.items():
-        if key == "name":  # the TensorFlow op's name: no effect on the value
-            continue
-        if key not in function.parameters:
-            raise ReplayError(f"layer {where} is called with {key}=, which the replay does not support")
-        if key in bound:
-            raise ReplayError(f"layer {where} is given {key} twice")
-        bound[key] = value
-    for key in function.fixed:
-        if key in bound and bound[key] != function.defaults[key]:
-            raise ReplayError(f"layer {where} is called with {key}={bound[key]!r}, which the replay does not support")
-    missing = [key for key in function.parameters if key not in bound and key not in function.defaults]
-    if missing:
-        raise ReplayError(f"layer {where} is called without {missing[0]}; expected it")
-    for key, value in bound.items():
-        if key == function.takes_list:
-            value = [value] if isinstance(value, Tensor) else value  # `tf.concat([g], 1)` is saved as a call on g
-            if not isinstance(value, list) or not value:
-                raise ReplayError(f"layer {where} is called with {key}={value!r}; expected a list of tensors")
-            bound[key] = [_operand(item, where, key) for item in value]
-        elif isinstance(value, Tensor):
-            bound[key] = value.value
-    return {**function.defaults, **bound}
 
 
 def _shapes(bound: Mapping[str, Any]) -> str:
     return ", ".join(f"{key} {np.shape(value)}" for key, value in bound.items() if isinstance(value, np.ndarray))
 
 
-def _tf_slice_spec(value: Any, where: str) -> Any:
-    """tf-keras's saved `slice_spec`: {start, stop, step} objects for slices, `__ellipsis__`, integers, None."""
-    def decoded(item: Any) -> Any:
-        if isinstance(item, Mapping) and set(item) == {"start", "stop", "step"}:
-            return slice(item["start"], item["stop"], item["step"])
-        if isinstance(item, Mapping) and item.get("class_name") == "__ellipsis__":
-            return Ellipsis
-        return item
-
-    key = [decoded(item) for item in value] if isinstance(value, list) else decoded(value)
-    return index_key(key, where, "getitem")
-
-
-def _tf(parameters: str, compute: Callable[..., Any], fixed: Mapping[str, Any] | None = None, takes_list: str | None = None,
-        **defaults: Any) -> TfFunction:
-    """A TfFunction whose `compute` takes the bound parameters as keywords."""
-    names = tuple(parameters.split())
-    return TfFunction(names, lambda bound: compute(**{key: bound[key] for key in names}),
-                      {**defaults, **(fixed or {})}, tuple(fixed or ()), takes_list)
-
-
 def _tf_axis(axis: Any) -> Any:
     return tuple(axis) if isinstance(axis, list) else axis
 
 
-def _tf_binary(function: Callable[[Any, Any], Any]) -> TfFunction:
-    return _tf("x y", lambda x, y: function(x, y))
+def _tf_reduction(function: Callable[..., Any]) -> Callable[..., Any]:
+    return lambda input_tensor, axis, keepdims: function(input_tensor, axis=_tf_axis(axis), keepdims=bool(keepdims))
 
 
-def _tf_unary(function: Callable[[Any], Any], parameter: str = "x") -> TfFunction:
-    return _tf(parameter, lambda **bound: function(bound[parameter]))
-
-
-def _tf_reduction(function: Callable[..., Any]) -> TfFunction:
-    return _tf("input_tensor axis keepdims", lambda input_tensor, axis, keepdims: function(
-        input_tensor, axis=_tf_axis(axis), keepdims=bool(keepdims)), axis=None, keepdims=False)
-
-
-def _tf_matmul(a: np.ndarray, b: np.ndarray, transpose_a: bool, transpose_b: bool) -> np.ndarray:
+def _tf_matmul(a: np.ndarray, b: np.ndarray, transpose_a: bool, transpose_b: bool, **fixed: Any) -> np.ndarray:
     return np.matmul(np.swapaxes(a, -1, -2) if transpose_a else a, np.swapaxes(b, -1, -2) if transpose_b else b)
 
 
@@ -321,8 +267,12 @@ def _tf_squeeze(input: np.ndarray, axis: Any, squeeze_dims: Any) -> np.ndarray:
     return np.squeeze(input, axis=_tf_axis(axis if axis is not None else squeeze_dims))
 
 
-TF_FUNCTIONS: Mapping[str, TfFunction] = {
-    **{name: _tf_binary(function) for name, function in {
+def _tf_transpose(a: np.ndarray, perm: Any, conjugate: bool) -> np.ndarray:
+    return np.transpose(a, None if perm is None else tuple(perm))
+
+
+_TF_COMPUTE: Mapping[str, Callable[..., Any]] = {
+    **{name: (lambda function: lambda x, y: function(x, y))(function) for name, function in {
         "__operators__.add": np.add, "math.add": np.add, "math.subtract": np.subtract, "math.multiply": np.multiply,
         "math.truediv": np.true_divide, "math.divide": np.true_divide, "math.pow": np.power,
         "math.maximum": np.maximum, "math.minimum": np.minimum, "math.squared_difference": lambda x, y: np.square(x - y),
@@ -330,44 +280,39 @@ TF_FUNCTIONS: Mapping[str, TfFunction] = {
         "math.greater_equal": np.greater_equal, "math.less": np.less, "math.less_equal": np.less_equal,
         "math.logical_and": np.logical_and, "math.logical_or": np.logical_or,
     }.items()},
-    "math.logical_not": _tf_unary(np.logical_not),
-    **{name: _tf_unary(function) for name, function in {
+    **{name: (lambda function: lambda x: function(x))(function) for name, function in {
+        "math.logical_not": np.logical_not,
         "math.exp": np.exp, "math.log": np.log, "math.sqrt": np.sqrt, "math.square": np.square, "math.abs": np.abs,
         "math.negative": np.negative, "math.sign": np.sign, "math.reciprocal": np.reciprocal, "math.log1p": np.log1p,
         "math.expm1": np.expm1, "math.tanh": np.tanh, "math.sigmoid": activation("sigmoid", KERAS3),
         "math.floor": np.floor, "math.ceil": np.ceil,
     }.items()},
-    **{name: _tf_unary(activation(function, KERAS3), "features") for name, function in {
+    **{name: (lambda function: lambda features: function(features))(activation(function, KERAS3)) for name, function in {
         "nn.relu": "relu", "nn.relu6": "relu6", "nn.elu": "elu", "nn.selu": "selu", "math.softsign": "softsign",
         "math.softplus": "softplus",
     }.items()},
-    "nn.silu": _tf("features beta", lambda features, beta: features * activation("sigmoid", KERAS3)(beta * features), beta=1.0),
-    "nn.leaky_relu": _tf("features alpha", lambda features, alpha: np.where(features >= 0, features, alpha * features), alpha=0.2),
-    "nn.gelu": _tf("features approximate", lambda features, approximate: _gelu(features, bool(approximate)), approximate=False),
-    "nn.softmax": _tf("logits axis", lambda logits, axis: _softmax(logits, -1 if axis is None else axis), axis=None),
-    "nn.log_softmax": _tf("logits axis", lambda logits, axis: _softmax(logits, -1 if axis is None else axis, log=True), axis=None),
+    "nn.silu": lambda features, beta: features * activation("sigmoid", KERAS3)(beta * features),
+    "nn.leaky_relu": lambda features, alpha: np.where(features >= 0, features, alpha * features),
+    "nn.gelu": lambda features, approximate: _gelu(features, bool(approximate)),
+    "nn.softmax": lambda logits, axis: _softmax(logits, -1 if axis is None else axis),
+    "nn.log_softmax": lambda logits, axis: _softmax(logits, -1 if axis is None else axis, log=True),
     **{name: _tf_reduction(function) for name, function in {
         "math.reduce_mean": np.mean, "math.reduce_sum": np.sum, "math.reduce_max": np.max, "math.reduce_min": np.min,
         "math.reduce_any": np.any, "math.reduce_all": np.all, "math.reduce_prod": np.prod,
     }.items()},
-    "reshape": _tf("tensor shape", lambda tensor, shape: np.reshape(tensor, tuple(shape))),
-    "transpose": _tf("a perm conjugate", lambda a, perm, conjugate: np.transpose(a, None if perm is None else tuple(perm)),
-                     fixed={"conjugate": False}, perm=None),
-    "compat.v1.transpose": _tf("a perm conjugate", lambda a, perm, conjugate: np.transpose(a, None if perm is None else tuple(perm)),
-                               fixed={"conjugate": False}, perm=None),
-    "expand_dims": _tf("input axis", lambda input, axis: np.expand_dims(input, axis)),
-    "squeeze": _tf("input axis squeeze_dims", _tf_squeeze, axis=None, squeeze_dims=None),
-    "compat.v1.squeeze": _tf("input axis squeeze_dims", _tf_squeeze, axis=None, squeeze_dims=None),
-    "concat": _tf("values axis", lambda values, axis: np.concatenate(values, axis=axis), takes_list="values"),
-    "stack": _tf("values axis", lambda values, axis: np.stack(values, axis=axis), takes_list="values", axis=0),
-    "linalg.matmul": _tf("a b transpose_a transpose_b adjoint_a adjoint_b a_is_sparse b_is_sparse output_type", lambda a, b, transpose_a,
-                         transpose_b, adjoint_a, adjoint_b, a_is_sparse, b_is_sparse, output_type: _tf_matmul(a, b, bool(transpose_a), bool(transpose_b)),
-                         fixed={"adjoint_a": False, "adjoint_b": False, "a_is_sparse": False, "b_is_sparse": False, "output_type": None},
-                         transpose_a=False, transpose_b=False),
-    "where": _tf("condition x y", lambda condition, x, y: _tf_where(condition, x, y)),
-    "cast": _tf("x dtype", lambda x, dtype: np.asarray(x).astype(_tf_dtype(dtype))),
-    "__operators__.getitem": _tf("tensor slice_spec", lambda tensor, slice_spec: np.asarray(tensor)[_tf_slice_spec(slice_spec, "getitem")]),
+    "reshape": lambda tensor, shape: np.reshape(tensor, tuple(shape)),
+    "transpose": _tf_transpose, "compat.v1.transpose": _tf_transpose,
+    "expand_dims": lambda input, axis: np.expand_dims(input, axis),
+    "squeeze": _tf_squeeze, "compat.v1.squeeze": _tf_squeeze,
+    "concat": lambda values, axis: np.concatenate(values, axis=axis),
+    "stack": lambda values, axis: np.stack(values, axis=axis),
+    "linalg.matmul": _tf_matmul,
+    "where": lambda condition, x, y: _tf_where(condition, x, y),
+    "cast": lambda x, dtype: np.asarray(x).astype(_tf_dtype(dtype)),
+    "__operators__.getitem": lambda tensor, slice_spec: np.asarray(tensor)[index_key(slice_spec_key(slice_spec), "", "getitem")],
 }
+
+TF_FUNCTIONS: Mapping[str, TfFunction] = {name: TfFunction(TF_SIGNATURES[name], compute) for name, compute in _TF_COMPUTE.items()}
 
 
 def _tf_where(condition: np.ndarray, x: Any, y: Any) -> np.ndarray:

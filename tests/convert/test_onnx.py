@@ -8,6 +8,7 @@ grucli's float64 replay, at batch 1 and batch 7.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -163,12 +164,12 @@ def test_keras2_hard_sigmoid_is_keras2s(tf_keras: Any, tmp_path: Path) -> None:
 
 
 def test_a_layer_convert_cannot_write_is_refused_by_name(keras3: Any, tmp_path: Path) -> None:
-    build = lambda k: _sequential(k, k.layers.Conv1D(3, 2), k.layers.ZeroPadding1D(1), k.layers.GRU(4))  # noqa: E731
+    build = lambda k: _sequential(k, k.layers.Conv1D(3, 2), k.layers.UnitNormalization(), k.layers.GRU(4))  # noqa: E731
     path, _ = _saved(keras3, build, tmp_path)
     result = CliRunner().invoke(cli, ["convert", str(path), "-o", str(tmp_path / "model.onnx")])
     assert result.exit_code == 2
-    assert result.stderr.startswith("Error: layer zero_padding1d")
-    assert result.stderr.endswith(" (ZeroPadding1D) is not one convert can write as ONNX\n")
+    assert result.stderr.startswith("Error: layer unit_normalization")
+    assert result.stderr.endswith(" (UnitNormalization) is not one convert can write as ONNX\n")
     assert not (tmp_path / "model.onnx").exists()
 
 
@@ -202,22 +203,23 @@ def test_seq2seq_with_initial_state(request: pytest.FixtureRequest, tmp_path: Pa
 def test_convert_imports_no_tensorflow(tmp_path: Path) -> None:
     sample = Path(__file__).resolve().parents[2] / "sample_models"
     runs = [["convert", str(sample / name), "-o", str(tmp_path / f"{index}.onnx")]
-            for index, name in enumerate(["k3_bidir_concat.keras", "k3_lstm.h5", "k3_gru_reset_before.keras"])]
+            for index, name in enumerate(["k3_bidir_concat.keras", "k3_lstm.h5", "k3_gru_reset_before.keras",
+                                          "k3_embedding_mask.keras", "k3_conv_lstm1d.keras"])]
     result = subprocess.run([sys.executable, "-c", f"RUNS = {runs!r}\n" + BLOCKER + RUNNER], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "LEAKED []" in result.stderr
-    assert len(list(tmp_path.glob("*.onnx"))) == 3
+    assert len(list(tmp_path.glob("*.onnx"))) == 5
 
 
 REAL_FULL_MODELS = ["trafficflow_gru_keras2.1.4.h5", "trafficflow_lstm_keras2.1.4.h5", "ethnicolr_census2010_lstm_tfkeras2.5.h5",
-                    "poreplex_demux_birnn_lstmcell_tfkeras2.2.4.hdf5"]
+                    "poreplex_demux_birnn_lstmcell_tfkeras2.2.4.hdf5", "katakana_seq2seq_lstm_tfkeras2.2.4.h5"]
 
 
 @pytest.mark.parametrize("name", REAL_FULL_MODELS)
 def test_published_models_convert_and_match_the_replay(tmp_path: Path, name: str) -> None:
     """Files people published (Keras 2.1.4 hard_sigmoid GRUs and LSTMs, an Embedding + LSTM, a
-    Bidirectional RNN(LSTMCell)): ONNX Runtime computes what grucli's float64 replay computes,
-    the replay that tests/engine checks against tf-keras's predict on these files."""
+    Bidirectional RNN(LSTMCell), a masked seq2seq): ONNX Runtime computes what grucli's float64
+    replay computes and what tf-keras's predict computes (verify --onnx)."""
     import grucli
     from conftest import real
 
@@ -232,6 +234,9 @@ def test_published_models_convert_and_match_the_replay(tmp_path: Path, name: str
         for got, want in zip(ran, replayed):
             # 64 to 128 units: a few float32 roundings of each step's sums, relative to the values
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        if importlib.util.find_spec("tensorflow") is not None:  # and Keras's predict, as verify --onnx runs it
+            checked = grucli.verify(model, feeds, onnx_path=tmp_path / "model.onnx", atol=1e-5, rtol=1e-4)
+            assert checked.comparisons["onnx_vs_predict"].passed, checked.comparisons["onnx_vs_predict"]
 
 
 def test_published_lstm_matches_tf_keras_predict(tf_keras: Any, tmp_path: Path) -> None:

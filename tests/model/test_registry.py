@@ -17,7 +17,8 @@ from grucli.model import registry
 from grucli.model.registry import FAMILIES, KINDS, Role, family_of, kind_of, reset_after_rule, role_of
 
 PACKAGE = Path(__file__).resolve().parents[2] / "grucli"
-REGISTRIES = {PACKAGE / "model" / "registry.py", PACKAGE / "engine" / "registry.py"}
+# The family and class registry, the replay's layer registry, and convert's (CONVERTERS, MASK_RULES).
+REGISTRIES = {PACKAGE / "model" / "registry.py", PACKAGE / "engine" / "registry.py", PACKAGE / "convert" / "layers.py"}
 
 # Every class name either registry knows, and the family names.
 CLASS_NAMES = sorted(set(registry.CLASS_KINDS) | set(registry.ROLES) | registry.LISTING_CELLS | registry.CODE_CLASSES
