@@ -16,28 +16,17 @@ time against Keras's own ONNX export, where that works. One run, ratios printed.
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-from common import ROOT, compile_package  # noqa: E402
-
-
-def _median_seconds(function: Callable[[], Any], runs: int = 5) -> float:
-    function()  # warm: graphs traced, sessions and caches made
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from common import ROOT, compile_package, median_seconds  # noqa: E402
 
 
 def _models(keras: Any) -> dict[str, Any]:
@@ -69,8 +58,8 @@ def main() -> int:
             session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
             for steps in (1000, 4000):
                 x = np.random.default_rng(steps).normal(size=(16, steps, 32)).astype("float32")
-                predict = _median_seconds(lambda: model.predict(x, verbose=0, batch_size=16))
-                ort = _median_seconds(lambda: session.run(None, {"input": x}))
+                predict = median_seconds(lambda: model.predict(x, verbose=0, batch_size=16))
+                ort = median_seconds(lambda: session.run(None, {"input": x}))
                 print(f"{name:12} {steps:6d} {predict:10.3f} {ort:8.3f} {ort / predict:11.2f}x")
             try:
                 start = time.perf_counter()

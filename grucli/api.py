@@ -3,7 +3,8 @@ NumPy and `verify` it against Keras. The results are frozen records; errors are 
 exceptions (`grucli.errors.GrucliError` and its subclasses), never a printed line.
 
 The command line stands on this module: every command reads through `load` and computes through
-`inspect`, `explain`, `export_gates`, `export_torch`, `convert`, `replay`, `verify`, `diff` or `check`.
+`inspect`, `explain`, `export_gates`, `export_torch`, `convert`, `replay`, `verify`, `diff`, `check`,
+`activities` (plot --activations) or `report`.
 
     import grucli
     m = grucli.load("model.h5")                 # config="model.json" for weights-only files
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from grucli.commands.diff import DiffReport
     from grucli.commands.explain import ExplainOptions, Explanation
     from grucli.commands.inspect import InspectReport
+    from grucli.commands.pictures import ActivityReport
+    from grucli.commands.report import ModelReport
     from grucli.commands.torch_layout import TorchModule
     from grucli.commands.verify_report import VerifyReport
 
@@ -302,6 +305,57 @@ def convert(model: Model, output: str | Path, inputs: np.ndarray | Sequence[np.n
     rtol = DEFAULT_RTOL if rtol is None else rtol
     comparison, not_compared = prove(result, model.file, model.layers, arrays, atol, rtol)
     return report(model.path, output, result, description, comparison, not_compared, atol, rtol)
+
+
+def activities(model: Model, inputs: np.ndarray | Sequence[np.ndarray], layer_paths: Sequence[str] = (), sample: int = 0,
+               units: Sequence[int] | None = None, description: str = "given", allow_none: bool = False) -> "ActivityReport":
+    """Each recurrent layer's gates and states over time for one sample (plot --activations, report):
+    one replay with its trace, the arrays replay --gates writes, in the order each layer consumes
+    its steps, masked steps NaN, averaged over blocks beyond a picture's size (the record says so)."""
+    from grucli.commands.pictures import layer_activities
+    from grucli.files.inputs import fit_input, input_specs
+
+    return layer_activities(model.layers, _fitted(inputs, input_specs(model.file), fit_input), description, layer_paths, sample, units,
+                            allow_none)
+
+
+def report(model: Model, inputs: np.ndarray | Sequence[np.ndarray] | None = None, description: str = "given", sample: int = 0,
+           with_verify: bool | None = None, thresholds: "Thresholds | None" = None) -> "ModelReport":
+    """Everything the HTML report shows: settings, equations and weights per layer; with `inputs`,
+    the activations over time and (with_verify; None: where Keras is installed) verify's result;
+    check's findings. What cannot be computed (a model the replay cannot run, no Keras) is kept
+    with its reason, never dropped silently."""
+    import importlib.util
+
+    from grucli.commands.report import build_report
+    from grucli.errors import ReplayError, VerifyError
+
+    found_activities, activities_missing = None, "no input was given (--input, or --random for a seeded one)"
+    verified, verify_missing = None, "no input was given, so verify did not run"
+    if inputs is not None and not model.file.has_config:
+        activities_missing = verify_missing = (f"{model.path} holds weights only: the replay needs its architecture "
+                                               "(--config MODEL.json)")
+    elif inputs is not None:
+        try:
+            found_activities = activities(model, inputs, sample=sample, description=description, allow_none=True)
+            activities_missing = "; ".join(f"{path}: {why}" for path, why in found_activities.skipped) or None
+        except ReplayError as exc:  # a layer the replay cannot run: the weights are still shown
+            activities_missing = f"grucli cannot replay this model: {exc}"
+        keras_here = any(importlib.util.find_spec(name) is not None for name in ("keras", "tf_keras"))
+        if with_verify is False:
+            verify_missing = "verify was not asked for (--no-verify)"
+        elif not keras_here and with_verify:
+            raise VerifyError("report --verify needs Keras (keras or tf-keras), which is not installed; install it with "
+                              "pip install 'grucli[verify]', or leave --verify out")
+        elif not keras_here:
+            verify_missing = "Keras is not installed (pip install 'grucli[verify]'), so predict was not compared"
+        else:
+            try:
+                verified, verify_missing = verify(model, inputs), None
+            except (VerifyError, ReplayError) as exc:
+                verify_missing = f"verify could not run: {exc}"
+    return build_report(model.layers, found_activities, activities_missing, verified, verify_missing,
+                        check(model, thresholds), description if inputs is not None else None)
 
 
 def _fitted(inputs: np.ndarray | Sequence[np.ndarray], specs: Sequence[Any], fit: Any) -> list[np.ndarray]:

@@ -78,6 +78,8 @@ def test_readme_example(example: Example, tmp_path: Path, monkeypatch: pytest.Mo
         pytest.skip("the example runs or shows Keras's predict (pip install -e '.[test]')")
     if example.command.startswith("grucli convert") and not ONNX_READY:
         pytest.skip("the example runs ONNX Runtime (pip install -e '.[test]')")
+    if example.command.startswith("grucli plot") and importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("the example draws with matplotlib (pip install -e '.[test]')")
     for operator in ("|", ">", "<", "&&", ";"):
         assert operator not in example.command, f"README line {example.line}: examples are plain commands"
     arguments = shlex.split(example.command)

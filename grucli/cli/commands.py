@@ -25,6 +25,7 @@ from grucli.cli.options import (
     refuse_unsliced_layers,
     renamed_trace,
     skip_unsliced_option,
+    units_callback,
 )
 
 
@@ -400,30 +401,109 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
     sys.exit(0 if report.passed else 1)
 
 
-@cli.command(short_help='Per-gate heatmaps and histograms to a PNG.')
+@cli.command(short_help="Weight heatmaps per gate, or gates and states over time (--activations), to a PNG.")
 @model_argument
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.png",
               help="The PNG to write; - writes it to stdout (piped or redirected, never to a terminal).")
 @layer_option
-@click.option("--gate", "gate_names", multiple=True, metavar="G", help="Only this gate (repeatable).")
+@click.option("--gate", "gate_names", multiple=True, metavar="G", help="Only this gate (repeatable; weights only).")
+@click.option("--activations", is_flag=True,
+              help="Draw each layer's gates and states over time on an input (--input, or seeded random) instead of its weights.")
+@input_options
+@click.option("--sample", type=click.IntRange(min=0), default=0, show_default=True, help="The sample of the input to draw (--activations).")
+@click.option("--units", "units_text", metavar="LIST", callback=units_callback,
+              help="The units to draw, e.g. 0-15,32 (--activations). Default: all, averaged over blocks beyond 128.")
 @click.option("--dpi", type=click.IntRange(min=30, max=600), default=110, show_default=True, help="Resolution of the PNG.")
 @click.option("--force", is_flag=True, help="Overwrite OUT.png if it exists.")
-def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequence[str], dpi: int, force: bool,
-         reading: Reading) -> None:
-    """Write per-gate heatmaps and weight histograms of MODEL's recurrent layers to a PNG.
+def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequence[str], activations: bool, input_path: Path | None,
+         batch: int, timesteps: int, seed: int, sample: int, units_text: list[int] | None, dpi: int, force: bool, reading: Reading) -> None:
+    """Write heatmaps of MODEL's recurrent layers to a PNG.
+
+    Without --activations: per gate, the kernel and recurrent kernel as heatmaps and a histogram of
+    the gate's weights. With --activations: per layer, its input and every gate and state after
+    its activation (GRU z, r, hh, h; LSTM i, f, cc, c, o, h) as units × timesteps, in the order
+    the layer consumes its steps (marked for a backward direction), masked steps grey, each with
+    its own colour scale; from one replay, the numbers replay --gates writes. Layers of more than
+    128 units or inputs of more than 400 steps are averaged over blocks, which the title says.
 
     Needs matplotlib, an optional extra: pip install 'grucli[plot]'.
 
     \b
-    Example:
+    Examples:
       grucli plot model.h5 --layer gru_1 -o gru_1.png
+      grucli plot model.keras --activations --input x.npy -o gates.png
     """
     from grucli import api
-    from grucli.output.plot import write_plot
 
     destination = binary_output(output, "PNG")
-    report = api.inspect(load_model(model, reading), layer_paths, gate_names, None, with_values=True)
-    rows = write_plot(report, output, force=force, dpi=dpi)
-    say(f"wrote {rows} gate row(s) from {len(report.layers)} layer(s) to {destination}")
+    if not activations and (units_text is not None or sample != 0 or input_path is not None):
+        raise CliError("--input, --sample and --units choose what --activations draws; expected --activations with them")
+    if activations and gate_names:
+        raise CliError("--gate chooses weight heatmaps; --activations draws every gate and state of a layer (choose layers with --layer)")
+    loaded = load_model(model, reading)
+    if not activations:
+        from grucli.output.plot import write_plot
+
+        report = api.inspect(loaded, layer_paths, gate_names, None, with_values=True)
+        rows = write_plot(report, output, force=force, dpi=dpi)
+        say(f"wrote {rows} gate row(s) from {len(report.layers)} layer(s) to {destination}")
+        return
+    from grucli.output.plot import write_activity_plot
+
+    if not loaded.file.has_config:
+        raise CliError(f"{model} holds weights only; its activations need its architecture: pass --config MODEL.json "
+                       "(the JSON of model.to_json(), or a .keras config.json)")
+    inputs, description = api.model_inputs(loaded, input_path, batch, timesteps, seed, reading.limits)
+    found = api.activities(loaded, inputs, layer_paths, sample, units_text, description)
+    maps = write_activity_plot(found, output, force=force, dpi=dpi)
+    say(f"wrote {maps} heatmap(s) of {len(found.layers)} layer(s), sample {sample} of {description}, to {destination}")
+    for path, why in found.skipped:
+        say(f"  {path} not drawn: {why}")
 
 
+@cli.command(short_help="One self-contained HTML page: weights, equations, activations, verify and check.")
+@model_argument
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.html", help="The HTML file to write.")
+@input_options
+@click.option("--random", "use_random", is_flag=True, help="Without --input, draw the activations on a seeded random input.")
+@click.option("--sample", type=click.IntRange(min=0), default=0, show_default=True, help="The sample whose activations are drawn.")
+@click.option("--verify/--no-verify", "with_verify", default=None,
+              help="Compare the replay with Keras's predict on the input. Default: where Keras is installed.")
+@click.option("--force", is_flag=True, help="Overwrite OUT.html if it exists.")
+def report(model: Path, output: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, use_random: bool, sample: int,
+           with_verify: bool | None, force: bool, reading: Reading) -> None:
+    """Write one HTML page about MODEL that opens from disk in any browser (nothing is loaded
+    from the network: its script, style and numbers are inline).
+
+    The page holds the file's format and Keras version; per recurrent layer its settings, its
+    exact step equations and its weights per gate as heatmaps (pointing at a cell shows gate,
+    unit, input row and value); with an input (--input, or --random), each layer's gates and
+    states over time with the same pointing, and verify's result against Keras's predict where
+    Keras is installed; and check's findings. Big layers are averaged over blocks (each picture
+    says so). A model grucli cannot replay still gets its weights, with the reason.
+
+    \b
+    Examples:
+      grucli report model.keras -o model.html
+      grucli report model.h5 --input seq.npy -o model.html
+      grucli report model.keras --random --no-verify -o model.html
+    """
+    from grucli import api
+    from grucli.output.html_report import write_report
+
+    if str(output) == "-":
+        raise CliError("-o - is not taken for an HTML page; expected a file path")
+    if output.exists() and not force:
+        raise CliError(f"{output} already exists; pass --force to overwrite it")
+    loaded = load_model(model, reading)
+    inputs, description = None, None
+    if input_path is not None or use_random:
+        if not loaded.file.has_config:
+            raise CliError(f"{model} holds weights only; its activations need its architecture: pass --config MODEL.json")
+        inputs, description = api.model_inputs(loaded, input_path, batch, timesteps, seed, reading.limits)
+    found = api.report(loaded, inputs, description or "given", sample, with_verify)
+    size = write_report(found, output, force=force)
+    say(f"wrote {output} ({size / 1e6:.2f} MB): {len(found.layers)} recurrent layer(s)"
+        + ("" if found.activities_missing is None else f"; activations: {found.activities_missing}")
+        + (f"; verify {'passed' if found.verify.passed else 'FAILED'}" if found.verify is not None
+           else f"; verify: {found.verify_missing}" if inputs is not None and with_verify is not False else ""))

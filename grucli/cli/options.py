@@ -208,3 +208,19 @@ def width() -> int:
     return columns if columns > 40 else 120
 
 
+
+
+def units_callback(context: click.Context, parameter: click.Parameter, value: str | None) -> list[int] | None:
+    """--units 0-15,32: unit numbers and inclusive ranges, in the order given, each once."""
+    if value is None:
+        return None
+    units: list[int] = []
+    for part in value.split(","):
+        bounds = part.strip().split("-")
+        if not part.strip() or len(bounds) > 2 or not all(bound.strip().isdigit() for bound in bounds):
+            raise click.BadParameter(f"{value!r} is not a list of units; expected numbers and ranges like 0-15,32")
+        first, last = int(bounds[0]), int(bounds[-1])
+        if last < first:
+            raise click.BadParameter(f"the range {part.strip()} runs backwards; expected FIRST-LAST with FIRST ≤ LAST")
+        units += [unit for unit in range(first, last + 1) if unit not in units]
+    return units

@@ -61,11 +61,10 @@ def check_layers(path: str, layers: Sequence[RecurrentLayer], thresholds: Thresh
 
 def _layer_findings(layer: RecurrentLayer, thresholds: Thresholds, progress: Progress | None) -> Iterator[Finding]:
     names = gates.gate_names(layer.kind)
-    for done, gate in enumerate(names):
+    # One gate's columns at a time: a large layer never needs all its gates in memory.
+    for done, (gate, arrays) in enumerate(gates.gate_arrays_by_gate(layer)):
         if progress is not None:
             progress(layer.path, done, len(names))
-        # One gate's columns at a time: a large layer never needs all its gates in memory.
-        arrays = {name: gates.gate_array(layer, gate, name) for name in gates.gate_array_names(layer)}
         yield from _non_finite(layer.path, gate, arrays)
         yield from _dead_units(layer.path, gate, arrays)
         if gate in layer.family.squashed_gates and "bias" in arrays:

@@ -285,7 +285,7 @@ def gru_cell(
     reset_after = bool(layer.settings.reset_after)
     batch, timesteps, _ = x.shape
     outputs = _Outputs(batch, timesteps, (units,), mask, zero_output, dtype, initial_state[0], STEP_ORDER)
-    traced = _tracer(("z", "r", "hh", "h"), (batch, timesteps, units), dtype, trace)
+    traced = _tracer(tuple(layer.family.traced), (batch, timesteps, units), dtype, trace)
     step = _StepOperand(x, units, dtype)
     # Without reset_after, r · h_tm1 is multiplied by U_h: each unit's candidate reads every unit's r.
     units_apart = reset_after and elementwise(layer.settings.activation, layer.settings.recurrent_activation)
@@ -405,7 +405,7 @@ def _lstm_steps(
     returned (ConvLSTM's convolutions)."""
     h_tm1, c_tm1 = initial_state
     outputs = _Outputs(h_tm1.shape[0], timesteps, tuple(h_tm1.shape[1:]), mask, zero_output, dtype, h_tm1, order)
-    traced = _tracer(("i", "f", "cc", "c", "o", "h"), outputs.sequence.shape, dtype, trace)
+    traced = _tracer(tuple(layer.family.traced), outputs.sequence.shape, dtype, trace)
     cells = [_LSTMUnits(layer, part, gate_inputs_of(part), layout, outputs, traced, c_tm1[..., part], semantics, dtype, order)
              for part in parts]
     _run_steps(timesteps, load, [cell.step for cell in cells], outputs, progress, traced)
@@ -486,7 +486,7 @@ def simple_rnn_cell(
     step = _StepOperand(x, layer.units, dtype)
     batch, timesteps, _ = x.shape
     outputs = _Outputs(batch, timesteps, (layer.units,), mask, zero_output, dtype, initial_state[0], STEP_ORDER)
-    traced = _tracer(("h",), (batch, timesteps, layer.units), dtype, trace)
+    traced = _tracer(tuple(layer.family.traced), (batch, timesteps, layer.units), dtype, trace)
 
     def part_of_step(part: slice) -> parallel.StepPart:
         weights = _step_matrix(recurrent_kernel[:, part], bias[part], kernel[:, part], dtype=dtype)

@@ -44,6 +44,32 @@ def slice_gates(layer: RecurrentLayer) -> dict[str, dict[str, np.ndarray]]:
     return {gate: {name: gate_array(layer, gate, name) for name in gate_array_names(layer)} for gate in gate_names(layer.kind)}
 
 
+# A layer whose arrays hold less than this is read whole once, then sliced by gate: many small
+# reads of column slices cost more than one read (a zip-stored .keras reads in small pieces).
+READ_WHOLE_BELOW = 64 * 2**20
+
+
+def gate_arrays_by_gate(layer: RecurrentLayer) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """(gate, its arrays) for each gate in turn: a small layer read once, a big one a gate's
+    columns at a time (never all its gates in memory)."""
+    names = gate_array_names(layer)
+    size = sum(int(np.prod(np.shape(array))) * 8 for array in (layer.kernel, layer.recurrent_kernel))
+    if size >= READ_WHOLE_BELOW:
+        for gate in gate_names(layer.kind):
+            yield gate, {name: gate_array(layer, gate, name) for name in names}
+        return
+    whole = {"kernel": np.asarray(layer.kernel), "recurrent_kernel": np.asarray(layer.recurrent_kernel)}
+    bias = None if layer.bias is None else np.asarray(layer.bias)
+    for gate in gate_names(layer.kind):
+        columns = gate_columns(layer.kind, layer.units, gate)
+        arrays = {name: whole[name][..., columns] for name in ("kernel", "recurrent_kernel")}
+        if bias is not None:
+            arrays["bias"] = bias[0, columns] if bias.ndim == 2 else bias[columns]
+            if "recurrent_bias" in names:
+                arrays["recurrent_bias"] = bias[1, columns]
+        yield gate, arrays
+
+
 def gate_array_names(layer: RecurrentLayer) -> tuple[str, ...]:
     if layer.bias is None:
         return ("kernel", "recurrent_kernel")

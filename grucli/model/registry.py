@@ -39,6 +39,9 @@ class Family:
     onnx_gates: tuple[str, ...] | None = None  # ONNX's gate order, in Keras's gate letters
     convolutional: bool = False  # ConvLSTM: ⊛ instead of ·, kernels with a window in front
     equation_notes: tuple[str, ...] = field(default=())
+    # What the cell records at every step (replay --gates, the pictures), after its activation, in
+    # the order the step computes it, with what each is: gates, candidates and states.
+    traced: Mapping[str, str] = field(default_factory=dict)
 
     def meaning(self, gate: str) -> str:
         return self.meanings[gate]
@@ -102,6 +105,7 @@ def _simple_rnn_equations(act: str, recurrent_act: str, has_bias: bool, reset_af
 
 
 LSTM_MEANINGS = {"i": "input gate", "f": "forget gate", "c": "cell candidate", "o": "output gate"}
+LSTM_TRACED = {"i": "input gate", "f": "forget gate", "cc": "cell candidate", "c": "cell state", "o": "output gate", "h": "state"}
 
 GRU = Family(
     name="GRU", gates=("z", "r", "h"),
@@ -110,22 +114,24 @@ GRU = Family(
     two_row_bias=True, keras1_stored_gates=("z", "r", "h"), cudnn_class="CuDNNGRU", cudnn_bias="rows",
     torch_gates=("r", "z", "h"), torch_module="nn.GRU", onnx_op="GRU", onnx_gates=("z", "r", "h"),
     equation_notes=("Keras computes h = z * h_prev + (1 - z) * hh: z near 1 keeps the old state (the textbook form swaps z and 1 - z)",),
+    traced={"z": "update gate", "r": "reset gate", "hh": "candidate state", "h": "state"},
 )
 LSTM = Family(
     name="LSTM", gates=("i", "f", "c", "o"), meanings=LSTM_MEANINGS,
     squashed_gates=("i", "f", "o"), states=("h", "c"), equations=_lstm_equations, cell="lstm",
     keras1_stored_gates=("i", "c", "f", "o"), cudnn_class="CuDNNLSTM", cudnn_bias="sum",
     torch_gates=("i", "f", "c", "o"), torch_module="nn.LSTM", onnx_op="LSTM", onnx_gates=("i", "o", "f", "c"),
+    traced=LSTM_TRACED,
 )
 SIMPLE_RNN = Family(
     name="SimpleRNN", gates=("h",), meanings={"h": "state"}, squashed_gates=(), states=("h",),
     equations=_simple_rnn_equations, cell="simple_rnn", uses_recurrent_activation=False,
-    torch_gates=("h",), torch_module="nn.RNN", onnx_op="RNN", onnx_gates=("h",),
+    torch_gates=("h",), torch_module="nn.RNN", onnx_op="RNN", onnx_gates=("h",), traced={"h": "state"},
 )
 CONV_LSTM = Family(
     name="ConvLSTM", gates=("i", "f", "c", "o"), meanings=LSTM_MEANINGS,
     squashed_gates=("i", "f", "o"), states=("h", "c"), equations=_conv_lstm_equations, cell="conv_lstm",
-    convolutional=True,
+    convolutional=True, traced=LSTM_TRACED,
 )
 FAMILIES = (GRU, LSTM, SIMPLE_RNN, CONV_LSTM)
 
