@@ -271,13 +271,8 @@ def _concatenate(b: GraphBuilder, layer: RawLayer, path: str, x: Any) -> list[Sy
         if axis % rank != rank - 1 or rank < 3:
             raise ConvertError(f"layer {path} (Concatenate) joins masked tensors on axis {axis}; convert writes the features axis only")
         # Along the features, Keras 3 keeps a step where any input keeps it (an unmasked input keeps
-        # every step), Keras 2 / tf-keras where every masked input does.
-        masks = [value.mask for value in values]
-        if b.semantics == Semantics.KERAS3:
-            mask = None if any(m is None for m in masks) else _reduce(b, "Or", [m for m in masks if m is not None])
-            mask = mask if mask is not None else None
-        else:
-            mask = _reduce(b, "And", [m for m in masks if m is not None])
+        # every step: no mask), Keras 2 / tf-keras where every masked input does: as the merges.
+        mask = _merged_mask(b, layer, path, values)
     return [Symbol(b.one("Concat", [v.name for v in values], axis=axis), rank, mask)]
 
 

@@ -227,16 +227,17 @@ def test_published_models_convert_and_match_the_replay(tmp_path: Path, name: str
         report = grucli.api.convert(model, tmp_path / "model.onnx", batch=7, timesteps=20)
         assert report.comparison is not None and report.passed, report.comparison
         session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
-        feeds = grucli.api.model_inputs(model, None, 1, 20, seed=5)[0]
-        ran = session.run(None, {i.name: np.asarray(x, np.int64 if "int64" in i.type else np.float32)
-                                 for i, x in zip(session.get_inputs(), feeds)})
-        replayed = grucli.replay(model, feeds, gates=False).outputs
-        for got, want in zip(ran, replayed):
-            # 64 to 128 units: a few float32 roundings of each step's sums, relative to the values
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-        if importlib.util.find_spec("tensorflow") is not None:  # and Keras's predict, as verify --onnx runs it
-            checked = grucli.verify(model, feeds, onnx_path=tmp_path / "model.onnx", atol=1e-5, rtol=1e-4)
-            assert checked.comparisons["onnx_vs_predict"].passed, checked.comparisons["onnx_vs_predict"]
+        for batch in (1, 7):
+            feeds = grucli.api.model_inputs(model, None, batch, 20, seed=5 + batch)[0]
+            ran = session.run(None, {i.name: np.asarray(x, np.int64 if "int64" in i.type else np.float32)
+                                     for i, x in zip(session.get_inputs(), feeds)})
+            replayed = grucli.replay(model, feeds, gates=False).outputs
+            for got, want in zip(ran, replayed):
+                # 64 to 128 units: a few float32 roundings of each step's sums, relative to the values
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+            if importlib.util.find_spec("tensorflow") is not None:  # and Keras's predict, as verify --onnx runs it
+                checked = grucli.verify(model, feeds, onnx_path=tmp_path / "model.onnx", atol=1e-5, rtol=1e-4)
+                assert checked.comparisons["onnx_vs_predict"].passed, checked.comparisons["onnx_vs_predict"]
 
 
 def test_published_lstm_matches_tf_keras_predict(tf_keras: Any, tmp_path: Path) -> None:

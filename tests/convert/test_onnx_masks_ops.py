@@ -361,3 +361,30 @@ def test_tf_keras_operations_match_predict(tf_keras: Any, tmp_path: Path) -> Non
     for batch in (1, 7):
         inputs = [rng.normal(size=(batch, STEPS, FEATURES)).astype("float32")]
         _check_against_keras_and_replay(model, tmp_path / "ops.h5", tmp_path / "ops.onnx", inputs)
+
+
+def test_a_masked_softmax_is_refused_by_name(keras3: Any, tmp_path: Path) -> None:
+    """The replay does not run a Softmax over masked steps, and convert does not write one."""
+    build = lambda k: _masking(k, k.layers.GRU(4, return_sequences=True), k.layers.Softmax())  # noqa: E731
+    path, _ = _saved(keras3, build, tmp_path)
+    result = CliRunner().invoke(cli, ["convert", str(path), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: layer softmax")
+    assert result.stderr.endswith("(Softmax) is fed a masked tensor; convert does not write how it treats a mask\n"), result.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_keras3_masked_multiply_is_refused_by_name(keras3: Any, tmp_path: Path) -> None:
+    """Keras 3 multiplies masked steps as 1 (Multiply._merge_function): refused, not written as a plain Mul."""
+    L = keras3.layers
+
+    def build(k: Any) -> Any:
+        x = k.Input((None, FEATURES))
+        masked = L.Masking(0.0)(x)
+        return k.Model(x, L.Multiply()([L.GRU(3, return_sequences=True)(masked), L.LSTM(3, return_sequences=True)(masked)]))
+
+    path, _ = _saved(keras3, build, tmp_path)
+    result = CliRunner().invoke(cli, ["convert", str(path), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2
+    assert result.stderr.endswith("(Multiply) merges masked tensors, which Keras 3 computes step by step with the masks; "
+                                  "convert does not write it\n"), result.stderr

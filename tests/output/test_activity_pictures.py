@@ -161,6 +161,10 @@ def test_plot_activations_command(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert result.stderr == f"wrote 10 heatmap(s) of 2 layer(s), sample 0 of random, seed 0, (4, 5, 3), to {target}\n"
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = CliRunner().invoke(cli, ["plot", str(sample("k3_bidir_concat.keras")), "--activations", "--layer", "bi/backward",
+                                      "--sample", "3", "-o", str(tmp_path / "back.png")])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith("wrote 5 heatmap(s) of 1 layer(s), sample 3 of random")
 
 
 @pytest.mark.parametrize("arguments, message", [
