@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from grucli.convert.symbols import BOOL, FLOAT, ConvertError, Symbol, tensors
-from grucli.model.attention import PROJECTIONS, mha_projections
+from grucli.model.attention import PROJECTIONS, bind_mha_call, mha_projections
 from grucli.model.records import RawLayer
 from grucli.model.semantics import Semantics
 
@@ -115,12 +115,8 @@ def _and(b: GraphBuilder, first: str | None, second: str | None) -> str | None:
 
 # --- MultiHeadAttention ---------------------------------------------------------------------------------
 
-MHA_PARAMETERS = ("query", "value", "key", "query_mask", "value_mask", "key_mask", "attention_mask",
-                  "return_attention_scores", "training", "use_causal_mask")
-
-
 def _multi_head_attention(b: GraphBuilder, layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Symbol]:
-    call = _bind_mha(path, args, kwargs)
+    call = bind_mha_call(path, args, kwargs, ConvertError, "convert")
     query, value = call["query"], call["value"]
     key = call.get("key") if call.get("key") is not None else value
     for role, tensor in (("query", query), ("value", value), ("key", key)):
@@ -176,21 +172,6 @@ def _last_dimension(layer: RawLayer, path: str, role: str) -> int:
     if len(kernels) != 1:
         raise ConvertError(f"layer {path} (MultiHeadAttention) stores no single {role} kernel; convert needs one")
     return int(kernels[0].array.shape[0])
-
-
-def _bind_mha(path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    if not 1 <= len(args) <= len(MHA_PARAMETERS):
-        raise ConvertError(f"layer {path} (MultiHeadAttention) is called with {len(args)} positional arguments; expected query, value[, key]")
-    call = dict(zip(MHA_PARAMETERS, args))
-    for name, item in kwargs.items():
-        if name not in MHA_PARAMETERS or name in call:
-            raise ConvertError(f"layer {path} (MultiHeadAttention) is called with {name}=, which convert does not write")
-        call[name] = item
-    if call.get("training") not in (None, False):
-        raise ConvertError(f"layer {path} (MultiHeadAttention) is called with training={call['training']!r}; convert writes inference")
-    if "value" not in call:
-        raise ConvertError(f"layer {path} (MultiHeadAttention) is called without a value; expected mha(query, value)")
-    return call
 
 
 def _mha_allowed(b: GraphBuilder, path: str, call: Mapping[str, Any], query: Symbol, value: Symbol, key: Symbol) -> str | None:

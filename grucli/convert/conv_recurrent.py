@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from grucli.convert.symbols import ConvertError, Symbol
+from grucli.model.layers import conv_lstm_settings
 from grucli.model.records import RecurrentLayer
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def conv_lstm_call(b: GraphBuilder, layer: RecurrentLayer, x: Symbol, states: Se
         raise ConvertError(f"layer {layer.path} ({layer.kind}) is stateful or streamed (--state-io); convert does not stream ConvLSTM")
     if x.rank != rank + 3:
         raise ConvertError(f"layer {layer.path} ({layer.kind}) is fed a tensor of rank {x.rank}; expected (batch, time, {rank} axes, channels)")
-    strides, padding, dilations = _conv_settings(layer, rank)
+    strides, padding, dilations = conv_lstm_settings(layer, ConvertError, "convert")
     units = layer.units
     order = [layer.family.gates.index(gate) for gate in ("i", "f", "c", "o")]
     columns = np.concatenate([np.arange(units) + index * units for index in order])  # Keras's i, f, c, o, whatever the record's order
@@ -84,35 +85,17 @@ def _step_body(b: GraphBuilder, layer: RecurrentLayer, recurrent_kernel: np.ndar
                              [helper.make_tensor_value_info(name, proto.FLOAT, value) for name in outputs])
 
 
-def _conv(b: GraphBuilder, x: str, kernel: np.ndarray, bias: np.ndarray | None, rank: int, strides: list[int], dilations: list[int],
-          padding: str) -> str:
+def _conv(b: GraphBuilder, x: str, kernel: np.ndarray, bias: np.ndarray | None, rank: int, strides: Sequence[int],
+          dilations: Sequence[int], padding: str) -> str:
     """A channels-last convolution: ONNX's Conv on channels first, transposed around it."""
     first = b.one("Transpose", [x], perm=[0, rank + 1, *range(1, rank + 1)])
     inputs = [first, b.constant(np.transpose(kernel, (rank + 1, rank, *range(rank))), "kernel")]
     if bias is not None:
         inputs.append(b.constant(bias, "bias"))
     pads: dict[str, Any] = {"auto_pad": "SAME_UPPER"} if padding == "same" else {"pads": [0] * 2 * rank}
-    y = b.one("Conv", inputs, kernel_shape=list(kernel.shape[:rank]), strides=strides, dilations=dilations, **pads)
+    y = b.one("Conv", inputs, kernel_shape=list(kernel.shape[:rank]), strides=list(strides), dilations=list(dilations), **pads)
     return b.one("Transpose", [y], perm=[0, *range(2, rank + 2), 1])
 
 
 def _dims(b: GraphBuilder, shape: str, start: int, end: int) -> str:
     return b.one("Slice", [shape, b.int_constant([start], "start"), b.int_constant([end], "end")])
-
-
-def _conv_settings(layer: RecurrentLayer, rank: int) -> tuple[list[int], str, list[int]]:
-    config = layer.settings.conv
-
-    def per_axis(key: str) -> list[int]:
-        value = config.get(key, 1)
-        values = [value] * rank if isinstance(value, int) and not isinstance(value, bool) else value
-        if not isinstance(values, list) or len(values) != rank or not all(isinstance(v, int) and v >= 1 for v in values):
-            raise ConvertError(f"layer {layer.path} ({layer.kind}) has {key}={value!r}; expected {rank} positive integers")
-        return list(values)
-
-    padding = config.get("padding", "valid")
-    if padding not in ("valid", "same"):
-        raise ConvertError(f"layer {layer.path} ({layer.kind}) has padding={padding!r}; expected valid or same")
-    if config.get("data_format") not in (None, "channels_last"):
-        raise ConvertError(f"layer {layer.path} ({layer.kind}) has data_format={config['data_format']!r}; convert writes channels_last")
-    return per_axis("strides"), padding, per_axis("dilation_rate")

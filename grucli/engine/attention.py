@@ -14,7 +14,7 @@ import numpy as np
 from grucli.engine.feedforward import stored_weights
 from grucli.engine.tensor import Tensor
 from grucli.errors import ModelFileError, ReplayError
-from grucli.model.attention import mha_projections
+from grucli.model.attention import bind_mha_call, mha_projections
 from grucli.model.records import RawLayer
 from grucli.model.semantics import KERAS3
 
@@ -89,16 +89,12 @@ def _attention_scores(layer: RawLayer, path: str, query: np.ndarray, key: np.nda
 # --- MultiHeadAttention ---------------------------------------------------------------------------------
 
 # The call's parameters in Keras's order (`mha(query, value, key=None, ...)`).
-MHA_PARAMETERS = ("query", "value", "key", "query_mask", "value_mask", "key_mask", "attention_mask",
-                  "return_attention_scores", "training", "use_causal_mask")
-
-
 def multi_head_attention(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any], semantics: str,
                          dtype: type) -> list[Tensor]:
     """Keras's MultiHeadAttention on (batch, time, features) inputs: per-head projections, scaled dot
     scores, the masks of query, value and key tensors (and `attention_mask`, causal) combined, the
     softmax, the weighted values and the output projection. The output carries the query's mask."""
-    call = _bind_mha(path, args, kwargs)
+    call = bind_mha_call(path, args, kwargs, ReplayError, "the replay")
     query, value = call["query"], call["value"]
     key = call.get("key") if call.get("key") is not None else value
     for role, tensor in (("query", query), ("value", value), ("key", key)):
@@ -136,21 +132,6 @@ def multi_head_attention(layer: RawLayer, path: str, args: Sequence[Any], kwargs
     output = output if bias is None else output + bias.astype(dtype)
     result = Tensor(output, query.mask)
     return [result, Tensor(weights)] if with_scores else [result]
-
-
-def _bind_mha(path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    if len(args) > len(MHA_PARAMETERS) or len(args) < 1:
-        raise ReplayError(f"layer {path} (MultiHeadAttention) is called with {len(args)} positional arguments; expected query, value[, key]")
-    call = dict(zip(MHA_PARAMETERS, args))
-    for name, item in kwargs.items():
-        if name not in MHA_PARAMETERS or name in call:
-            raise ReplayError(f"layer {path} (MultiHeadAttention) is called with {name}=, which the replay does not support")
-        call[name] = item
-    if call.get("training") not in (None, False):
-        raise ReplayError(f"layer {path} (MultiHeadAttention) is called with training={call['training']!r}; the replay runs inference")
-    if "value" not in call:
-        raise ReplayError(f"layer {path} (MultiHeadAttention) is called without a value; expected mha(query, value)")
-    return call
 
 
 def _check_mha_config(layer: RawLayer, path: str) -> None:

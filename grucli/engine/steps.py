@@ -28,6 +28,7 @@ from grucli.engine.activations import (
 )
 from grucli.errors import ReplayError
 from grucli.model import gates
+from grucli.model.layers import conv_lstm_settings
 from grucli.model.records import RecurrentLayer, Settings
 from grucli.model.semantics import KERAS3
 
@@ -503,25 +504,7 @@ def simple_rnn_cell(
 
 def conv_settings(layer: RecurrentLayer) -> tuple[tuple[int, ...], str, tuple[int, ...]]:
     """A ConvLSTM's input convolution: strides, padding and dilation per spatial axis (validated)."""
-    rank = layer.kernel.ndim - 2
-    config = layer.settings.conv
-
-    def per_axis(key: str) -> tuple[int, ...]:
-        value = config.get(key, 1)
-        values = [value] * rank if isinstance(value, int) else value
-        if not isinstance(values, list) or len(values) != rank or not all(isinstance(v, int) and v >= 1 for v in values):
-            raise ReplayError(f"layer {layer.path} ({layer.kind}) has {key}={value!r}; expected {rank} positive integers")
-        return tuple(values)
-
-    padding = config.get("padding", "valid")
-    if padding not in ("valid", "same"):
-        raise ReplayError(f"layer {layer.path} ({layer.kind}) has padding={padding!r}; expected valid or same")
-    if config.get("data_format") not in (None, "channels_last"):
-        raise ReplayError(f"layer {layer.path} ({layer.kind}) has data_format={config['data_format']!r}; the replay runs channels_last")
-    strides, dilation = per_axis("strides"), per_axis("dilation_rate")
-    if max(strides) > 1 and max(dilation) > 1:
-        raise ReplayError(f"layer {layer.path} ({layer.kind}) has both strides and dilation above 1, which Keras refuses")
-    return strides, padding, dilation
+    return conv_lstm_settings(layer, ReplayError, "the replay")
 
 
 def conv_state_shape(layer: RecurrentLayer, spatial_shape: tuple[int, ...]) -> tuple[int, ...]:

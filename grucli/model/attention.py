@@ -1,18 +1,18 @@
-"""Where a MultiHeadAttention layer keeps its weights: the query, key, value and output
-projections, found by their sublayer names (Keras 3 `query_dense` ... `output_dense`, tf-keras
-`query`, `key`, `value`, `attention_output`) and checked against the shapes its call needs.
-Read by the replay and by convert.
+"""What the replay and convert both read about a MultiHeadAttention layer: where it keeps its
+weights (the query, key, value and output projections, found by their sublayer names: Keras 3
+`query_dense` ... `output_dense`, tf-keras `query`, `key`, `value`, `attention_output`, checked
+against the shapes its call needs) and how a saved call binds to its parameters.
 
 May import: numpy, model/records, errors.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from grucli.errors import ModelFileError
+from grucli.errors import GrucliError, ModelFileError
 from grucli.model.records import RawLayer
 
 PROJECTIONS: Mapping[str, tuple[str, str]] = {"query": ("query_dense", "query"), "key": ("key_dense", "key"),
@@ -34,3 +34,26 @@ def mha_projections(layer: RawLayer, path: str, shapes: Mapping[str, tuple[tuple
     if sum(1 + int(use_bias) for _ in shapes) != len(layer.weights):
         raise ModelFileError(f"layer {path} (MultiHeadAttention) stores {len(layer.weights)} weights; expected {4 * (1 + int(use_bias))}")
     return found
+
+
+# MultiHeadAttention's call parameters in Keras's order (`mha(query, value, key=None, ...)`).
+MHA_PARAMETERS = ("query", "value", "key", "query_mask", "value_mask", "key_mask", "attention_mask",
+                  "return_attention_scores", "training", "use_causal_mask")
+
+
+def bind_mha_call(path: str, args: Sequence[Any], kwargs: Mapping[str, Any], error: type[GrucliError],
+                  who: str) -> dict[str, Any]:
+    """A saved MultiHeadAttention call by parameter; `error` names what does not bind (`who`: the
+    replay or convert, in its words)."""
+    if not 1 <= len(args) <= len(MHA_PARAMETERS):
+        raise error(f"layer {path} (MultiHeadAttention) is called with {len(args)} positional arguments; expected query, value[, key]")
+    call = dict(zip(MHA_PARAMETERS, args))
+    for name, item in kwargs.items():
+        if name not in MHA_PARAMETERS or name in call:
+            raise error(f"layer {path} (MultiHeadAttention) is called with {name}=, which {who} does not support")
+        call[name] = item
+    if call.get("training") not in (None, False):
+        raise error(f"layer {path} (MultiHeadAttention) is called with training={call['training']!r}; {who} runs inference")
+    if "value" not in call:
+        raise error(f"layer {path} (MultiHeadAttention) is called without a value; expected mha(query, value)")
+    return call

@@ -11,7 +11,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli.errors import ModelFileError, SelectionError
+from grucli.errors import GrucliError, ModelFileError, SelectionError
 from grucli.model import gates, paths
 from grucli.model.records import (
     CONV_KEYS,
@@ -377,3 +377,28 @@ def select_layers(layers: Sequence[RecurrentLayer], wanted: Sequence[str]) -> li
         available = ", ".join(layer.path for layer in layers) or "none"
         raise SelectionError(f"no recurrent layer {missing[0]!r} in this model; expected one of: {available}")
     return chosen
+
+
+def conv_lstm_settings(layer: RecurrentLayer, error: type[GrucliError], who: str) -> tuple[tuple[int, ...], str, tuple[int, ...]]:
+    """A ConvLSTM's input convolution: strides, padding and dilation per spatial axis, validated
+    (`error` and `who`, the replay or convert, name what is refused)."""
+    rank = layer.kernel.ndim - 2
+    config = layer.settings.conv
+
+    def per_axis(key: str) -> tuple[int, ...]:
+        value = config.get(key, 1)
+        values = [value] * rank if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(values, list) or len(values) != rank or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+            raise error(f"layer {layer.path} ({layer.kind}) has {key}={value!r}; expected {rank} positive integers")
+        return tuple(values)
+
+    padding = config.get("padding", "valid")
+    if padding not in ("valid", "same"):
+        raise error(f"layer {layer.path} ({layer.kind}) has padding={padding!r}; expected valid or same")
+    if config.get("data_format") not in (None, "channels_last"):
+        raise error(f"layer {layer.path} ({layer.kind}) has data_format={config['data_format']!r}; {who} runs channels_last")
+    strides, dilation = per_axis("strides"), per_axis("dilation_rate")
+    if max(strides) > 1 and max(dilation) > 1:
+        raise error(f"layer {layer.path} ({layer.kind}) has both strides and dilation above 1, which Keras refuses")
+    return strides, padding, dilation
