@@ -174,13 +174,12 @@ class GraphBuilder:
         return self._masked_as_the_replay(layer, path, x, converter(self, layer, path, x))
 
     def _recurrent(self, layer: RawLayer, path: str, first: Any, initial_state: Any, explicit_mask: Any) -> list[Symbol]:
-        states = initial_states(layer, path, [first], initial_state)
-        x = first[0] if isinstance(first, list) and initial_state is None and len(first) > 1 else first
+        x, states = initial_states(layer, path, first, initial_state)
         if self.semantics == Semantics.KERAS3 and initial_state is not None and explicit_mask is None and isinstance(x, Symbol):
             # Keras 3 fills in `mask` only when the input is the call's one tensor argument: given
             # initial_state=, the layer runs unmasked and its output sequence carries the input's mask on.
             outputs = recurrent_call(self, layer, path, x.with_mask(None), states)
-            return [outputs[0].with_mask(x.mask if outputs[0].mask is None and outputs[0].rank == 3 else None), *outputs[1:]]
+            return [outputs[0].with_mask(x.mask if outputs[0].rank == 3 else None), *outputs[1:]]
         return recurrent_call(self, layer, path, with_explicit_mask(layer, path, x, explicit_mask), states)
 
     def _masked_as_the_replay(self, layer: RawLayer, path: str, x: Any, outputs: list[Symbol]) -> list[Symbol]:
@@ -205,9 +204,8 @@ class GraphBuilder:
         return f"{base}_{next(self._names)}"
 
     def constant(self, array: np.ndarray, base: str) -> str:
-        name = self.name(base)
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
-        return name
+        """A float32 constant (weights, scales)."""
+        return self.constant_of(np.asarray(array, dtype=np.float32), base)
 
     def constant_of(self, array: np.ndarray, base: str) -> str:
         """A constant of the array's own element type (float32, int64 or bool)."""
@@ -216,9 +214,8 @@ class GraphBuilder:
         return name
 
     def int_constant(self, values: Sequence[int] | int, base: str) -> str:
-        name = self.name(base)
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
-        return name
+        """An int64 constant (axes, shapes, indices)."""
+        return self.constant_of(np.asarray(values, dtype=np.int64), base)
 
     @contextlib.contextmanager
     def collecting(self) -> Iterator[list[Any]]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from grucli.convert.symbols import BOOL, FLOAT, INT64, ConvertError, Symbol
+from grucli.model.operations import index_key, operation_settings
 from grucli.model.records import RawLayer
 from grucli.model.tf_functions import TF_SIGNATURES, bind, slice_spec_key
 
@@ -44,19 +45,12 @@ def convert_operation(b: GraphBuilder, layer: RawLayer, path: str, args: Sequenc
     if operation is None:
         raise ConvertError(f"layer {path} is the operation {layer.module}.{name}, which convert does not write; it writes: "
                            f"{', '.join(sorted(OPERATIONS))}")
-    unused = sorted(set(layer.config) - {"name", *operation.settings})
-    if unused:
-        raise ConvertError(f"operation {path} ({name}) has the setting {unused[0]}={layer.config[unused[0]]!r}, which convert does not write")
-    if kwargs:
-        raise ConvertError(f"operation {path} ({name}) is called with {', '.join(sorted(kwargs))}, which convert does not write")
-    if len(args) != operation.arity:
-        raise ConvertError(f"operation {path} ({name}) is called with {len(args)} arguments; expected {operation.arity}")
+    settings = operation_settings(layer, path, operation.settings, operation.arity, args, kwargs, ConvertError, "convert")
     operands = list(args[0]) if operation.takes_list else list(args)
     if operation.takes_list and (not isinstance(args[0], list) or not all(isinstance(a, Symbol) for a in operands)):
         raise ConvertError(f"operation {path} ({name}) is called on {args[0]!r}; expected a list of tensors")
     if name != "GetItem" and not all(isinstance(o, Symbol) or _is_number(o) for o in operands):
         raise ConvertError(f"operation {path} ({name}) has the arguments {operands!r}; expected tensors or numbers")
-    settings = {key: layer.config[key] for key in operation.settings if key in layer.config}
     return operation.write(b, operands, settings, f"operation {path} ({name})")
 
 
@@ -252,12 +246,8 @@ def _get_item(b: GraphBuilder, operands: list[Operand], settings: Mapping[str, A
     x, key = operands
     if not isinstance(x, Symbol):
         raise ConvertError(f"{where} indexes {x!r}; expected a tensor")
-    items = list(key) if isinstance(key, (list, tuple)) else [key]
-    for item in items:
-        fits = item is None or item is Ellipsis or isinstance(item, int) and not isinstance(item, bool) or isinstance(item, slice) and all(
-            bound is None or isinstance(bound, int) and not isinstance(bound, bool) for bound in (item.start, item.stop, item.step))
-        if not fits:
-            raise ConvertError(f"{where} indexes with {item!r}; convert writes integer, slice, ... and None indices")
+    checked = index_key(key, where, ConvertError, "convert", lambda item: isinstance(item, Symbol))
+    items = list(checked) if isinstance(checked, tuple) else [checked]
     if items.count(Ellipsis) > 1:
         raise ConvertError(f"{where} indexes with more than one ...")
     explicit = sum(1 for item in items if item is not None and item is not Ellipsis)

@@ -32,17 +32,17 @@ if TYPE_CHECKING:
     from grucli.convert.onnx_graph import GraphBuilder
 
 
-def initial_states(layer: RawLayer, path: str, args: Sequence[Any], initial_state: Any) -> list[Symbol] | None:
-    """A recurrent layer's initial states: Keras 3 passes `initial_state=[...]`; Keras 2 saves the
-    call as one list of tensors, the input first."""
-    if initial_state is None and args and isinstance(args[0], list) and len(args[0]) > 1:
-        initial_state = args[0][1:]
+def initial_states(layer: RawLayer, path: str, first: Any, initial_state: Any) -> tuple[Any, list[Symbol] | None]:
+    """A recurrent layer's input and initial states: Keras 3 passes `initial_state=[...]`; Keras 2
+    saves the call as one list of tensors, the input first."""
+    if initial_state is None and isinstance(first, list) and len(first) > 1:
+        first, initial_state = first[0], first[1:]
     if initial_state is None:
-        return None
+        return first, None
     states = initial_state if isinstance(initial_state, list) else [initial_state]
     if not states or not all(isinstance(state, Symbol) for state in states):
         raise ConvertError(f"layer {path} ({layer.class_name}) is given the initial state {initial_state!r}; expected tensors")
-    return states
+    return first, states
 
 
 def recurrent_call(b: GraphBuilder, layer: RawLayer, path: str, x: Any, states: Sequence[Symbol] | None = None) -> list[Symbol]:

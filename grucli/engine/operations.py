@@ -17,6 +17,7 @@ import numpy as np
 from grucli.engine.activations import activation
 from grucli.engine.tensor import Tensor
 from grucli.errors import ReplayError
+from grucli.model.operations import index_key, operation_settings
 from grucli.model.records import RawLayer
 from grucli.model.semantics import KERAS3
 from grucli.model.tf_functions import TF_SIGNATURES, TfSignature, bind, slice_spec_key
@@ -43,21 +44,14 @@ def run_operation(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mappi
         known = ", ".join(sorted(OPERATIONS))
         raise ReplayError(f"layer {path} is the operation {layer.module}.{name}, which the replay cannot run; it runs: {known}")
     operation = OPERATIONS[name]
-    unused = sorted(set(layer.config) - {"name", *operation.settings})
-    if unused:
-        raise ReplayError(f"operation {path} ({name}) has the setting {unused[0]}={layer.config[unused[0]]!r}, which the replay does not use")
-    if kwargs:
-        raise ReplayError(f"operation {path} ({name}) is called with {', '.join(sorted(kwargs))}, which the replay does not support")
-    if len(args) != operation.arity:
-        raise ReplayError(f"operation {path} ({name}) is called with {len(args)} arguments; expected {operation.arity}")
+    settings = operation_settings(layer, path, operation.settings, operation.arity, args, kwargs, ReplayError, "the replay")
     if operation.takes_list:
         if not isinstance(args[0], list) or not args[0]:
             raise ReplayError(f"operation {path} ({name}) is called on {args[0]!r}; expected a list of tensors")
         operands = [_operand(arg, path, name) for arg in args[0]]
     else:
-        operands = [index_key(arg, path, name) if position == operation.index_argument else _operand(arg, path, name)
+        operands = [_index_key(arg, f"operation {path} ({name})") if position == operation.index_argument else _operand(arg, path, name)
                     for position, arg in enumerate(args)]
-    settings = {key: layer.config[key] for key in operation.settings if key in layer.config}
     missing = [key for key in operation.required if settings.get(key) is None]
     if missing:
         raise ReplayError(f"operation {path} ({name}) has no {missing[0]} setting; expected one")
@@ -90,18 +84,8 @@ def _check_settings(path: str, name: str, settings: Mapping[str, Any]) -> None:
         raise ReplayError(f"operation {path} ({name}) has dtype={dtype!r}; expected one of {', '.join(NUMPY_DTYPES)}")
 
 
-def index_key(value: Any, path: str, name: str) -> Any:
-    """The key of `x[key]` as NumPy takes it. Keras 3 saves a tuple key as a list of integers,
-    slices, `...` and None (new axes); a tensor in it (gathering) is refused."""
-    items = value if isinstance(value, list) else [value]
-    for item in items:
-        fits = (item is None or item is Ellipsis or isinstance(item, int) and not isinstance(item, bool)
-                or isinstance(item, slice) and all(bound is None or isinstance(bound, int) and not isinstance(bound, bool)
-                                                    for bound in (item.start, item.stop, item.step)))
-        if not fits:
-            shown = "a tensor" if isinstance(item, Tensor) else repr(item)
-            raise ReplayError(f"operation {path} ({name}) indexes with {shown}; the replay runs integer, slice, ... and None indices")
-    return tuple(items) if isinstance(value, list) else value
+def _index_key(value: Any, where: str) -> Any:
+    return index_key(value, where, ReplayError, "the replay", lambda item: isinstance(item, Tensor))
 
 
 def _operand(value: Any, path: str, name: str) -> np.ndarray | int | float | bool:
@@ -309,7 +293,7 @@ _TF_COMPUTE: Mapping[str, Callable[..., Any]] = {
     "linalg.matmul": _tf_matmul,
     "where": lambda condition, x, y: _tf_where(condition, x, y),
     "cast": lambda x, dtype: np.asarray(x).astype(_tf_dtype(dtype)),
-    "__operators__.getitem": lambda tensor, slice_spec: np.asarray(tensor)[index_key(slice_spec_key(slice_spec), "", "getitem")],
+    "__operators__.getitem": lambda tensor, slice_spec: np.asarray(tensor)[_index_key(slice_spec_key(slice_spec), "tf.__operators__.getitem")],
 }
 
 TF_FUNCTIONS: Mapping[str, TfFunction] = {name: TfFunction(TF_SIGNATURES[name], compute) for name, compute in _TF_COMPUTE.items()}
