@@ -293,12 +293,13 @@ def convert(model: Model, output: str | Path, inputs: np.ndarray | Sequence[np.n
     from grucli.files.inputs import fit_input, input_specs
     from grucli.output.formats import write_atomic
 
-    result = to_onnx(model.file, model.layers, state_io)
     if inputs is not None:
         arrays = _fitted(inputs, input_specs(model.file), fit_input)
         description = f"the given input {', '.join(str(x.shape) for x in arrays)}"
     else:
         arrays, description = model_inputs(model, input_path, batch, timesteps, seed, limits)
+    # An input the config declares no shape for takes its rank from the probe input, as the replay does.
+    result = to_onnx(model.file, model.layers, state_io, given_inputs=arrays)
     data = result.model.SerializeToString()
     write_atomic(output, lambda handle: handle.write(data), force=force)
     atol = DEFAULT_ATOL if atol is None else atol

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 
@@ -33,6 +34,45 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     """An exception's message, first line only, for an `Error:` line (its type if it says nothing)."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:limit]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Keras 3 sets its messages in bold
+_TRACEBACK_FRAME = re.compile(r'^File ".*", line \d+')
+_NOISE = ("in user code:", "Traceback (most recent call last):")
+_ARGUMENT_LISTS = ("Call arguments received by", "Arguments received by")
+
+
+def framework_cause(exc: BaseException, limit: int = 400) -> str:
+    """A framework's error as one line that keeps its cause: TensorFlow wraps a failed predict in
+    "in user code:", a traceback of its own functions and the call's arguments, with the reason
+    last ("Input 0 of layer "gru" is incompatible ...: expected shape=(512, None, 26), found
+    shape=(32, 25, 26)"). The traceback and the argument list are dropped; the reason block Keras
+    heads with "Exception encountered when calling ..." is kept whole, else the last two lines."""
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines()]
+    kept: list[str] = []
+    skip_code = False
+    for line in lines:
+        if line.startswith(_ARGUMENT_LISTS):
+            break  # what follows lists the call's arguments (• inputs=..., • mask=None), not the cause
+        if skip_code:
+            skip_code = False
+            continue
+        if _TRACEBACK_FRAME.match(line):
+            skip_code = True  # the frame's line of code follows it
+            continue
+        if line and line not in _NOISE and not line.startswith("raise "):
+            kept.append(line)
+    if not kept:
+        return first_line(exc, limit)
+    # Keras's "Exception encountered when calling ..." heads the reason block that follows it.
+    headers = [index for index, line in enumerate(kept) if "Exception encountered" in line]
+    cause = " ".join(kept[headers[-1]:] if headers else kept[-2:])
+    return cause if len(cause) <= limit else "…" + cause[-(limit - 1):]
+
+
+def counted(count: int, noun: str) -> str:
+    """"1 unit", "4 units": a count and its noun, in the singular where there is one."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def describe(exc: BaseException) -> str:

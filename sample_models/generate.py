@@ -130,6 +130,21 @@ def write_keras3() -> None:
             model.save_weights(HERE / f"{stem}.weights.h5")
 
 
+def write_seq2seq() -> None:
+    """A two-input encoder-decoder, as Keras's seq2seq example builds it: the decoder starts from the
+    encoder's states. Its inputs have names of their own, which convert's ONNX graph keeps."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(7)
+    source, target = keras.Input((None, 3), name="encoder_inputs"), keras.Input((None, 2), name="decoder_inputs")
+    _, h, c = L.LSTM(4, return_state=True, name="encoder")(source)
+    decoded = L.LSTM(4, return_sequences=True, name="decoder")(target, initial_state=[h, c])
+    model = keras.Model([source, target], L.Dense(2, activation="softmax", name="next_token")(decoded))
+    randomize(model, seed=300)
+    model.save(HERE / "k3_seq2seq.keras")
+
+
 def write_tf_keras() -> None:
     import tf_keras as tk
 
@@ -241,6 +256,7 @@ def main() -> int:
         if old.suffix in {".keras", ".h5"}:
             old.unlink()
     write_keras3()
+    write_seq2seq()
     write_tf_keras()
     write_keras1_files()
     write_cudnn_gru_weights()

@@ -26,10 +26,11 @@ ALLOWED = {
     "frameworks": {"files", "model", "errors"},
     "convert": {"files", "model", "errors"},
     "commands": {"engine", "frameworks", "convert", "files", "model", "errors"},
-    "output": {"commands", "model", "errors", "__version__"},
+    "output": {"commands", "model", "errors", "version"},
     "api": {"commands", "engine", "convert", "files", "model", "output", "errors"},
-    "cli": {"api", "output", "commands", "files", "errors", "__version__"},
-    "__init__": {"api"},
+    "cli": {"api", "output", "commands", "files", "errors", "version"},
+    "__init__": {"api", "version"},
+    "version": set(),
     "__main__": {"cli"},
 }
 # Where each third-party package may be imported.
@@ -82,3 +83,78 @@ def test_the_rules_catch_a_wrong_import(tmp_path: Path) -> None:
     imported = _imports(wrong)
     assert {name.split(".")[1] for name in imported if name.startswith("grucli.")} - ALLOWED["model"] == {"engine"}
     assert "rich" in imported
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Which grucli modules each grucli module imports (any import: at the top, inside functions,
+    under TYPE_CHECKING), resolved to modules: `from grucli.convert import layers` names
+    grucli.convert.layers."""
+    modules = {_module_name(path): path for path in MODULES}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        for imported in _imports(path) | _from_imports(path):
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                found.add(imported)
+        graph[name] = found
+    return graph
+
+
+def _from_imports(path: Path) -> set[str]:
+    return {f"{node.module}.{alias.name}" for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 for alias in node.names}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    """Imports run one way between modules too, not only between packages: convert/'s builder,
+    converters and walk in that order (symbols ← builder ← converters ← layers ← onnx_graph)."""
+    graph = _import_graph()
+    assert _cycles(graph) == []
+    assert "grucli.convert.onnx_graph" not in set().union(*(graph[name] for name in graph if name.startswith("grucli.convert.")))
+
+
+def test_the_cycle_check_can_fail() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]

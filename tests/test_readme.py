@@ -116,3 +116,28 @@ def same_line(produced: str, shown: str) -> bool:
         return False
     pairs = zip(SCIENTIFIC.findall(produced), SCIENTIFIC.findall(shown))
     return all(abs(float(a)) <= FLOAT32_ROUNDING and abs(float(b)) <= FLOAT32_ROUNDING for a, b in pairs)
+
+
+@pytest.mark.skipif(not (ONNX_READY and KERAS_READY), reason="runs ONNX Runtime and Keras's predict (pip install -e '.[test]')")
+def test_the_convert_sections_python_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The seq2seq fed to ONNX Runtime by its Keras input names, after the convert example above it;
+    what it computes is what Keras's predict computes on the same arrays."""
+    import keras
+    import numpy as np
+
+    readme = README.read_text(encoding="utf-8")
+    section = readme[readme.index("## Run it elsewhere"):readme.index("## Pictures")]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    (tmp_path / "sample_models").symlink_to(ROOT / "sample_models")
+    monkeypatch.chdir(tmp_path)
+    converted = CliRunner().invoke(cli, ["convert", "sample_models/k3_seq2seq.keras", "-o", "seq2seq.onnx"])
+    assert converted.exit_code == 0, converted.output
+    namespace: dict[str, object] = {}
+    exec(compile(code.group(1), "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    assert capsys.readouterr().out.splitlines() == ["(1, 4, 2)"]
+    model = keras.saving.load_model(ROOT / "sample_models" / "k3_seq2seq.keras")
+    expected = model.predict({"encoder_inputs": namespace["source"], "decoder_inputs": namespace["target"]}, verbose=0)
+    # 4 units over 7 + 4 steps, then a softmax: float32 rounding near 1e-7
+    np.testing.assert_allclose(namespace["probabilities"], expected, rtol=1e-5, atol=1e-6)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import click
 
-from grucli import __version__
+from grucli.version import __version__
 from grucli.errors import GrucliError, describe, printable
 
 INTERNAL_ERROR = 3  # a bug in grucli, as opposed to 2: something the user can fix

@@ -37,6 +37,10 @@ class ConvertReport:
     not_compared: str | None  # why there is no comparison
     atol: float
     rtol: float
+    inputs: tuple[str, ...] = ()  # the graph's inputs as a user feeds them: "encoder_inputs float32 (batch, any, 3)"
+    outputs: tuple[str, ...] = ()  # the graph's outputs, named after the Keras model's
+    state_inputs: tuple[str, ...] = ()  # --state-io (and stateful layers): PATH/h_in ...
+    state_outputs: tuple[str, ...] = ()  # PATH/h_out ...
 
     @property
     def passed(self) -> bool:
@@ -68,9 +72,15 @@ class ConvertRunError(GrucliError):
     """ONNX Runtime refused or failed to run the written model."""
 
 
-def run_onnx_file(path: Path, inputs: Sequence[np.ndarray], max_bytes: int) -> list[np.ndarray]:
-    """An ONNX file's outputs on `inputs` in ONNX Runtime (verify --onnx): its inputs fed in order,
-    each cast to the type the file declares for it; extra inputs (--state-io's) get zero states."""
+# The NumPy type of each element type an ONNX graph input may take.
+ORT_INPUT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+                   "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+
+
+def run_onnx_file(path: Path, inputs: Sequence[np.ndarray], max_bytes: int, names: Sequence[str] = ()) -> list[np.ndarray]:
+    """An ONNX file's outputs on `inputs` in ONNX Runtime (verify --onnx): fed by the Keras input
+    `names` where the file's inputs carry them (grucli's do), else in order; each cast to the type
+    the file declares for it; extra inputs (--state-io's) get zero states."""
     from grucli.files.regular import regular_file_size
 
     if importlib.util.find_spec("onnxruntime") is None:
@@ -87,9 +97,20 @@ def run_onnx_file(path: Path, inputs: Sequence[np.ndarray], max_bytes: int) -> l
     declared = session.get_inputs()
     if len(declared) < len(inputs):
         raise ConvertRunError(f"--onnx {path} takes {len(declared)} inputs; the model takes {len(inputs)}")
+    by_name = {spec.name: spec for spec in declared}
+    if names and all(name in by_name for name in names):
+        fed = [by_name[name] for name in names]
+    else:
+        fed = list(declared[: len(inputs)])
+    unknown = [spec for spec in fed if spec.type not in ORT_INPUT_TYPES]
+    if unknown:
+        raise ConvertRunError(f"--onnx {path} declares its input {unknown[0].name} as {unknown[0].type}; expected float, int32, "
+                              "int64 or bool")
     batch = len(inputs[0])
-    feeds = {spec.name: np.asarray(x, np.int64 if "int64" in spec.type else np.float32) for spec, x in zip(declared, inputs)}
-    for spec in declared[len(inputs):]:
+    feeds = {spec.name: np.asarray(x, ORT_INPUT_TYPES[spec.type]) for spec, x in zip(fed, inputs)}
+    for spec in declared:
+        if spec.name in feeds:
+            continue
         if len(spec.shape) != 2 or not isinstance(spec.shape[1], int):
             raise ConvertRunError(f"--onnx {path} has the input {spec.name} of shape {spec.shape} beyond the model's; expected "
                                   "only --state-io's (batch, units) states")
@@ -104,4 +125,5 @@ def run_onnx_file(path: Path, inputs: Sequence[np.ndarray], max_bytes: int) -> l
 def report(path: str | Path, output: str | Path, result: Converted, description: str, comparison: Comparison | None,
            not_compared: str | None, atol: float, rtol: float) -> ConvertReport:
     return ConvertReport(str(path), str(output), len(result.model.graph.node), result.recurrent_nodes, description, comparison,
-                         not_compared, atol, rtol)
+                         not_compared, atol, rtol, result.input_signatures(), result.outputs,
+                         tuple(f"{name} float32 (batch, {units})" for name, units in result.state_inputs), result.state_outputs)

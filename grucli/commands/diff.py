@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from grucli.errors import GrucliError
+from grucli.errors import GrucliError, counted
 from grucli.model import gates
 from grucli.model.records import ModelLayers, RecurrentLayer
 
@@ -64,8 +64,8 @@ def _check_same_architecture(a: ModelLayers, b: ModelLayers) -> None:
     problems = [f"{path} only in {a.file.path}" for path in left if path not in right]
     problems += [f"{path} only in {b.file.path}" for path in right if path not in left]
     problems += [
-        f"{path}: {left[path][0]}({left[path][1]} units, input {left[path][2]}, bias {left[path][4]}) vs "
-        f"{right[path][0]}({right[path][1]} units, input {right[path][2]}, bias {right[path][4]})"
+        f"{path}: {left[path][0]}({counted(left[path][1], 'unit')}, input {left[path][2]}, bias {left[path][4]}) vs "
+        f"{right[path][0]}({counted(right[path][1], 'unit')}, input {right[path][2]}, bias {right[path][4]})"
         for path in left if path in right and left[path] != right[path]
     ]
     if problems:

@@ -55,6 +55,9 @@ class InspectReport:
     others: tuple[OtherLayer, ...]
     with_values: bool
     config_path: str | None = None  # the architecture, when given apart from a weights-only file (--config)
+    saved_by: str = "an unrecorded Keras version"  # ModelFile.saved_by: the version, and where it was read
+    version_source: str = "file"  # where keras_version was read: the file, or the --config JSON ("config")
+    notes: tuple[str, ...] = ()  # how the file was written, where a reader should know
 
 
 def build_inspect_report(
@@ -80,6 +83,9 @@ def build_inspect_report(
         others=model.others if not layer_paths else (),
         with_values=with_values,
         config_path=file.config_path,
+        saved_by=file.saved_by,
+        version_source=file.version_source,
+        notes=file.notes,
     )
 
 

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from grucli.errors import counted
 from grucli.engine.graph import LayerRun, ModelReplay
 from grucli.files.inputs import InputError
 from grucli.model.gates import gate_arrays_by_gate, gate_meaning
@@ -144,7 +145,7 @@ def _activity(layer: RecurrentLayer, fed: LayerRun, sample: int, units: Sequence
         raise InputError(f"--sample {sample} is out of range; the input has {batch} sample(s) (0-{batch - 1})")
     shown_units = tuple(range(layer.units)) if units is None else tuple(units)
     if any(not 0 <= unit < layer.units for unit in shown_units) or not shown_units:
-        raise InputError(f"--units {_listed(units)} is out of range for layer {layer.path}, which has {layer.units} units (0-{layer.units - 1})")
+        raise InputError(f"--units {_listed(units)} is out of range for layer {layer.path}, which has {counted(layer.units, 'unit')} (0-{layer.units - 1})")
     order = np.arange(timesteps)[::-1] if fed.go_backwards else np.arange(timesteps)  # consumption order
     mask = np.ones(timesteps, bool) if fed.mask is None else np.asarray(fed.mask[sample], bool)[order]
     blocks = Blocks(_starts(len(shown_units), MAX_UNITS), _starts(timesteps, MAX_STEPS))

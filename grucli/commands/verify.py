@@ -25,9 +25,9 @@ from grucli.commands.verify_report import (
 )
 from grucli.engine.graph import ModelReplay, RecurrentCall
 from grucli.engine.registry import unsupported_layer
-from grucli.errors import ModelFileError, ReplayError, VerifyError
+from grucli.errors import ModelFileError, ReplayError, VerifyError, counted
 from grucli.files.budget import Limits
-from grucli.files.inputs import InputError, model_inputs, read_arrays
+from grucli.files.inputs import InputError, input_specs, model_inputs, read_arrays
 from grucli.frameworks.framework import (
     AUTO,
     Framework,
@@ -114,10 +114,12 @@ def verify_model(layers: ModelLayers, path: str | Path, options: VerifyOptions,
     if options.onnx_path is not None:
         from grucli.commands.convert import run_onnx_file
 
-        ran = run_onnx_file(options.onnx_path, inputs, options.limits.max_total_bytes)[: len(predicted)]
+        names = [spec.name for spec in input_specs(model_file)]
+        ran = run_onnx_file(options.onnx_path, inputs, options.limits.max_total_bytes, names)[: len(predicted)]
         comparisons["onnx_vs_predict"] = compare(ran, predicted, atol, rtol, ("ONNX Runtime", "predict"))
     return VerifyReport(
-        path=str(path), keras_version=model_file.keras_version, semantics=semantics,
+        path=str(path), keras_version=model_file.keras_version, semantics=semantics, saved_by=model_file.saved_by,
+        version_source=model_file.version_source,
         framework=framework.describe() + (" (auto)" if options.framework == AUTO else ""),
         device=device, precision=_precision(compute_dtype, device, accelerated),
         atol=atol, rtol=rtol, dtype=options.dtype, input_description=input_description, compute_dtype=compute_dtype,
@@ -354,7 +356,7 @@ def _trace_tables(
         if not 0 <= options.sample < batch:
             raise InputError(f"--sample {options.sample} is out of range; the input has {batch} samples (0-{batch - 1})")
         if not 0 <= options.unit < units:
-            raise InputError(f"--unit {options.unit} is out of range; layer {path} has {units} units (0-{units - 1})")
+            raise InputError(f"--unit {options.unit} is out of range; layer {path} has {counted(units, 'unit')} (0-{units - 1})")
         yield TraceTable(
             path=path, sample=options.sample, unit=options.unit, steps=tuple(range(timesteps)),
             inputs=layer_input[options.sample],

@@ -103,6 +103,8 @@ class VerifyReport:
     # Activations the installed framework defines otherwise than the Keras that saved the file:
     # predict does not compute what the model was trained with, so verify fails.
     semantic_failures: tuple[str, ...] = field(default=())
+    saved_by: str = "an unrecorded Keras version"  # ModelFile.saved_by
+    version_source: str = "file"  # where keras_version was read: the file, or the --config JSON ("config")
 
     @property
     def passed(self) -> bool:

@@ -12,17 +12,16 @@ May import: numpy, convert/symbols, model/, errors.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from grucli.convert.builder import GraphBuilder
 from grucli.convert.symbols import BOOL, FLOAT, ConvertError, Symbol, tensors
 from grucli.model.attention import PROJECTIONS, bind_mha_call, mha_projections
 from grucli.model.records import RawLayer
 from grucli.model.semantics import Semantics
 
-if TYPE_CHECKING:
-    from grucli.convert.onnx_graph import GraphBuilder
 
 CallConverter = Callable[["GraphBuilder", RawLayer, str, Sequence[Any], Mapping[str, Any]], list[Symbol]]
 

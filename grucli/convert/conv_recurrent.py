@@ -12,16 +12,15 @@ May import: numpy, convert/symbols, model/, errors.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from grucli.convert.builder import GraphBuilder
 from grucli.convert.symbols import ConvertError, Symbol
 from grucli.model.layers import conv_lstm_settings
 from grucli.model.records import RecurrentLayer
 
-if TYPE_CHECKING:
-    from grucli.convert.onnx_graph import GraphBuilder
 
 
 def conv_lstm_call(b: GraphBuilder, layer: RecurrentLayer, x: Symbol, states: Sequence[Symbol] | None) -> list[Symbol]:

@@ -1,17 +1,20 @@
 """Every other layer convert writes, and the registries of all of them: `CONVERTERS` (dense,
-embedding, masking, convolution, pooling, normalisation, shapes, merges, nested models) and
+embedding, masking, convolution, pooling, normalisation, shapes, merges, recurrent layers; the
+walk in onnx_graph.py writes nested models and TimeDistributed around any of them) and
 `MASK_RULES` (what each does with a mask it is fed, as the replay and Keras do).
 
-May import: numpy, convert/symbols, convert/masks, convert/recurrent, model/, errors.
+May import: numpy, convert/ (symbols, builder and the converters: not onnx_graph, which walks with them), model/, errors.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
+from grucli.convert.builder import GraphBuilder
 from grucli.convert.attention import ATTENTION_CONVERTERS, CallConverter
 from grucli.convert.masks import masking, not_equal_mask
 from grucli.convert.operations import convert_tf_function
@@ -20,14 +23,9 @@ from grucli.convert.symbols import BOOL, ConvertError, Symbol, one_tensor, tenso
 from grucli.model import paths
 from grucli.model.layers import activation_name
 from grucli.model.records import RawLayer
-from grucli.model.registry import (
-    MODEL_CLASSES,
-    RECURRENT_LAYER_CLASSES,
-)
+from grucli.model.registry import MODEL_CLASSES, RECURRENT_LAYER_CLASSES, merge_values_follow_masks
 from grucli.model.semantics import Semantics
 
-if TYPE_CHECKING:
-    from grucli.convert.onnx_graph import GraphBuilder
 
 
 def _identity(b: GraphBuilder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
@@ -242,7 +240,7 @@ def _merge(op: str, scale: bool = False) -> Callable[[GraphBuilder, RawLayer, st
     def merge(b: GraphBuilder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
         values = tensors(layer, path, x)
         masked = any(value.mask is not None for value in values)
-        if masked and b.semantics == Semantics.KERAS3 and layer.class_name in KERAS3_MASKED_MERGES:
+        if masked and merge_values_follow_masks(layer.class_name, b.semantics == Semantics.KERAS3):
             raise ConvertError(f"layer {path} ({layer.class_name}) merges masked tensors, which Keras 3 computes step by step "
                                "with the masks; convert does not write it")
         y = _reduce(b, op, [value.name for value in values])
@@ -304,20 +302,6 @@ def _dot(b: GraphBuilder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
 def _l2_normalized(b: GraphBuilder, x: str, axis: int) -> str:
     squares = b.one("ReduceSum", [b.one("Mul", [x, x]), b.int_constant([axis], "axis")], keepdims=1)
     return b.one("Div", [x, b.one("Sqrt", [b.one("Max", [squares, b.constant(np.float32(1e-12), "epsilon")])])])
-
-
-def _time_distributed(b: GraphBuilder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
-    """TimeDistributed(Dense), (Activation), (Dropout): layers that act on the last axis alone
-    compute the same on every step at once, so the inner layer is written on the whole tensor."""
-    x = one_tensor(layer, path, x)
-    inner = layer.children[0][1] if layer.children else None
-    if inner is None or inner.class_name not in POSITION_WISE:
-        raise ConvertError(f"layer {path} is TimeDistributed({inner.class_name if inner else '?'}), which convert does not write yet")
-    return CONVERTERS[inner.class_name](b, inner, path, x)
-
-
-def _model(b: GraphBuilder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
-    return b.run_model(layer, paths.prefix(path), tensors(layer, path, x))
 
 
 # --- shapes -------------------------------------------------------------------------------------------
@@ -449,14 +433,9 @@ IDENTITY_CLASSES = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "Gaussian
 POSITION_WISE = frozenset({"Dense", "Activation", *IDENTITY_CLASSES})
 
 
-# Keras 3 merges whose masked inputs change the values (not only the mask); refused when masked.
-KERAS3_MASKED_MERGES = frozenset({"Multiply", "Maximum", "Minimum"})
-
-
 CONVERTERS: Mapping[str, Callable[[GraphBuilder, RawLayer, str, Any], list[Symbol]]] = {
     **{name: _identity for name in IDENTITY_CLASSES},
     "Dense": _dense, "Activation": _activation_layer, "Embedding": _embedding, "Masking": _masking,
-    "TimeDistributed": _time_distributed,
     "Conv1D": _convolution(1), "Conv2D": _convolution(2),
     "MaxPooling1D": _pooling(1, "MaxPool"), "AveragePooling1D": _pooling(1, "AveragePool"),
     "MaxPooling2D": _pooling(2, "MaxPool"), "AveragePooling2D": _pooling(2, "AveragePool"),
@@ -469,7 +448,6 @@ CONVERTERS: Mapping[str, Callable[[GraphBuilder, RawLayer, str, Any], list[Symbo
     "Softmax": _softmax,
     "Add": _merge("Add"), "Multiply": _merge("Mul"), "Maximum": _merge("Max"), "Minimum": _merge("Min"),
     "Average": _merge("Add", scale=True), "Subtract": _subtract, "Concatenate": _concatenate, "Dot": _dot,
-    **{name: _model for name in MODEL_CLASSES},
     **{name: recurrent_call for name in RECURRENT_LAYER_CLASSES},
 }
 

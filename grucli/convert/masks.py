@@ -16,14 +16,12 @@ May import: numpy, convert/symbols, errors.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from grucli.convert.builder import GraphBuilder
 from grucli.convert.symbols import BOOL, Symbol
 
-if TYPE_CHECKING:
-    from grucli.convert.onnx_graph import GraphBuilder
 
 
 def not_equal_mask(b: GraphBuilder, x: str, value: str) -> str:

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from grucli.convert.builder import GraphBuilder
 from grucli.convert.symbols import BOOL, FLOAT, INT64, ConvertError, Symbol
 from grucli.model.operations import index_key, operation_settings
 from grucli.model.records import RawLayer
 from grucli.model.tf_functions import TF_SIGNATURES, bind, slice_spec_key
 
-if TYPE_CHECKING:
-    from grucli.convert.onnx_graph import GraphBuilder
 
 Operand = Any  # a Symbol or a Python number
 

@@ -8,10 +8,11 @@ May import: numpy, convert/symbols, model/, errors.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from grucli.convert.builder import GraphBuilder
 from grucli.convert.conv_recurrent import conv_lstm_call
 from grucli.convert.masks import compact, expanded, final_state, reversed_in_time
 from grucli.convert.symbols import (
@@ -28,8 +29,6 @@ from grucli.model.registry import (
     role_of,
 )
 
-if TYPE_CHECKING:
-    from grucli.convert.onnx_graph import GraphBuilder
 
 
 def initial_states(layer: RawLayer, path: str, first: Any, initial_state: Any) -> tuple[Any, list[Symbol] | None]:

@@ -18,7 +18,7 @@ class ConvertError(GrucliError):
     """The model holds something grucli cannot write as ONNX that computes the same (the message names it)."""
 
 
-FLOAT, INT64, BOOL = "float32", "int64", "bool"  # the element types convert's tensors have
+FLOAT, INT64, INT32, BOOL = "float32", "int64", "int32", "bool"  # the element types convert's tensors have
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from grucli.engine.tensor import Runtime, Tensor
 from grucli.errors import ModelFileError, ReplayError
 from grucli.model.gates import keras1_conv1d_kernel
 from grucli.model.records import NamedArray, RawLayer
+from grucli.model.registry import merge_values_follow_masks
 from grucli.model.semantics import KERAS3
 
 IDENTITY = {
@@ -365,8 +366,8 @@ def merge(layer: RawLayer, path: str, inputs: list[Tensor], semantics: str) -> T
     if len(set(shapes)) != 1 or (arity is not None and len(values) != arity):
         expected = "two inputs of one shape" if arity == 2 else "inputs of one shape"
         raise ReplayError(f"layer {path} ({name}) is called on shapes {shapes}; expected {expected}")
-    if semantics == KERAS3 and name in KERAS3_MASKED_MERGES and any(t.mask is not None for t in inputs):
-        return KERAS3_MASKED_MERGES[name](inputs)
+    if merge_values_follow_masks(name, semantics == KERAS3) and any(t.mask is not None for t in inputs):
+        return MASK_AWARE_MERGES[name](inputs)
     return Tensor(MERGE_REDUCTIONS[name](np.stack(values)), _merged_mask(inputs, semantics))
 
 
@@ -403,7 +404,8 @@ def _keras3_masked_extreme(function: Callable[[np.ndarray, np.ndarray], np.ndarr
     return merge
 
 
-KERAS3_MASKED_MERGES: Mapping[str, Callable[[list[Tensor]], Tensor]] = {
+# How each merge of model.registry.KERAS3_MASK_AWARE_MERGES computes its values under masks.
+MASK_AWARE_MERGES: Mapping[str, Callable[[list[Tensor]], Tensor]] = {
     "Multiply": _keras3_masked_multiply,
     "Maximum": _keras3_masked_extreme(np.maximum),
     "Minimum": _keras3_masked_extreme(np.minimum),

@@ -35,6 +35,7 @@ from grucli.model.registry import (
     TIME_DISTRIBUTED_CLASS,
     Role,
     holds_recurrent,
+    is_model,
     is_standard_cell,
     role_of,
 )
@@ -138,10 +139,15 @@ def _time_distributed(runner: Runner, layer: RawLayer, path: str, args: Sequence
     inner = layer.children[0][1]
     if holds_recurrent(inner.class_name):
         return runner.call_time_distributed_recurrent(layer, path, x)
+    if x.value.ndim < 3:
+        raise ReplayError(f"layer {path} (TimeDistributed) is fed shape {x.value.shape}; expected (batch, steps, ...)")
     batch, timesteps = x.value.shape[:2]
     flat = Tensor(x.value.reshape((batch * timesteps,) + x.value.shape[2:]))
-    out = SIMPLE_LAYERS[inner.class_name](inner, flat, runner).value
-    return [Tensor(out.reshape((batch, timesteps) + out.shape[1:]), x.mask)]
+    if is_model(inner.class_name):  # a nested model on every step: its outputs, each unfolded
+        outputs = [t.value for t in runner.run_model(inner, paths.prefix(path), [flat])]
+    else:
+        outputs = [SIMPLE_LAYERS[inner.class_name](inner, flat, runner).value]
+    return [Tensor(out.reshape((batch, timesteps) + out.shape[1:]), x.mask) for out in outputs]
 
 
 # --- what an entry cannot run ----------------------------------------------------------------------------
@@ -162,6 +168,9 @@ def _time_distributed_refusal(layer: RawLayer) -> str | None:
     inner = layer.children[0][1]
     if inner.class_name in SIMPLE_LAYERS or role_of(inner.class_name) is Role.RECURRENT:
         return None
+    if is_model(inner.class_name):
+        found = unsupported_layer(inner)
+        return None if found is None else f"TimeDistributed({inner.class_name}) holding {found[0]} ({found[1]})"
     return f"TimeDistributed({inner.class_name})"
 
 

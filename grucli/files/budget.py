@@ -9,7 +9,6 @@ layers and checkpoint entries. Imports nothing of grucli's but its errors.
 
 from __future__ import annotations
 
-import contextvars
 from dataclasses import dataclass
 
 from grucli.errors import ModelFileError
@@ -119,20 +118,3 @@ def size(count: int) -> str:
         if count >= scale:
             return f"{count / scale:.1f} {unit}"
     return f"{count} bytes"
-
-
-_CURRENT: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("grucli_read_budget", default=None)
-
-
-def current() -> Budget:
-    """The budget of the read in progress (a fresh default one outside `read_model`)."""
-    budget = _CURRENT.get()
-    return budget if budget is not None else Budget(Limits())
-
-
-def charging(budget: Budget) -> contextvars.Token[Budget | None]:
-    return _CURRENT.set(budget)
-
-
-def release(token: contextvars.Token[Budget | None]) -> None:
-    _CURRENT.reset(token)

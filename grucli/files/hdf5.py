@@ -6,13 +6,13 @@ May import: h5py, numpy, files/tree, files/budget, model/, errors.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
 
 from grucli.errors import ModelFileError, first_line
-from grucli.files import budget
+from grucli.files.budget import Budget, check_shape
 from grucli.model import paths
 from grucli.model.records import (
     NamedArray,
@@ -24,12 +24,13 @@ from grucli.model.registry import (
     role_of,
 )
 
-if TYPE_CHECKING:
-    pass
 from grucli.files.tree import MAX_CONFIG_DEPTH, attr_text, spec_name
+from grucli.files.windows_names import JoinedGroup
+
+Group = h5py.Group | JoinedGroup  # a group of a file, or of a file saved on Windows read with '/' (windows_names)
 
 
-def get_member(group: h5py.Group, key: str) -> h5py.Group | h5py.Dataset | None:
+def get_member(group: Group, key: str) -> h5py.Group | h5py.Dataset | None:
     """`group[key]`, refusing links that leave the file (HDF5 external links)."""
     try:
         link = group.get(key, getlink=True)
@@ -44,14 +45,14 @@ def get_member(group: h5py.Group, key: str) -> h5py.Group | h5py.Dataset | None:
     return group.get(key)
 
 
-def child_group(group: h5py.Group | None, key: str) -> h5py.Group | None:
+def child_group(group: Group | None, key: str) -> Group | None:
     if group is None or key not in group:
         return None
     item = get_member(group, key)
-    return item if isinstance(item, h5py.Group) else None
+    return item if isinstance(item, (h5py.Group, JoinedGroup)) else None
 
 
-def find_by_vars_name(members: h5py.Group, name: str) -> h5py.Group | None:
+def find_by_vars_name(members: Group, name: str) -> Group | None:
     # Since Keras 3.6 each vars group carries the layer's user-visible name.
     for key in member_names(members):
         candidate = child_group(members, key)
@@ -61,7 +62,7 @@ def find_by_vars_name(members: h5py.Group, name: str) -> h5py.Group | None:
     return None
 
 
-def member_names(group: h5py.Group) -> list[str]:
+def member_names(group: Group) -> list[str]:
     """A group's member names; h5py hands back bytes for a name that is not UTF-8 (a damaged file)."""
     names = list(group)
     for name in names:
@@ -70,7 +71,7 @@ def member_names(group: h5py.Group) -> list[str]:
     return names
 
 
-def collect_vars(group: h5py.Group, depth: int = 0) -> Iterable[NamedArray]:
+def collect_vars(group: Group, budget: Budget, depth: int = 0) -> Iterable[NamedArray]:
     """The group's own `vars/0..n` in numeric order, then its sub-objects' (alphabetical)."""
     if depth > MAX_CONFIG_DEPTH:
         raise ModelFileError(f"{group.name[:60]}… nests groups more than {MAX_CONFIG_DEPTH} deep; expected a Keras weights file")
@@ -79,11 +80,11 @@ def collect_vars(group: h5py.Group, depth: int = 0) -> Iterable[NamedArray]:
         for key in sorted((k for k in member_names(vars_group) if paths.index_number(k) is not None), key=int):
             item = get_member(vars_group, key)
             if isinstance(item, h5py.Dataset):
-                yield NamedArray(item.name.lstrip("/"), read_dataset(item))
+                yield NamedArray(item.name.lstrip("/"), read_dataset(item, budget))
     for key in sorted(member_names(group)):
         sub = child_group(group, key)
         if key != "vars" and sub is not None:
-            yield from collect_vars(sub, depth + 1)
+            yield from collect_vars(sub, budget, depth + 1)
 
 
 class LazyDataset:
@@ -125,14 +126,14 @@ class LazyDataset:
         return self[()].astype(dtype)
 
 
-def read_dataset(dataset: h5py.Dataset) -> LazyDataset:
+def read_dataset(dataset: h5py.Dataset, budget: Budget) -> LazyDataset:
     """A weight array, after checking what it declares: size, storage inside the file, numbers."""
     if dataset.is_virtual or dataset.external:
         raise ModelFileError(f"dataset {dataset.name} keeps its data in other files; grucli reads only the model file itself")
     dtype = dataset.dtype
-    budget.check_shape(tuple(dataset.shape or ()), f"dataset {dataset.name}")
+    check_shape(tuple(dataset.shape or ()), f"dataset {dataset.name}")
     declared = int(np.prod(dataset.shape, dtype=np.float64)) * dtype.itemsize if dataset.shape is not None else 0
-    budget.current().array(declared, f"dataset {dataset.name} declares shape {dataset.shape}")
+    budget.array(declared, f"dataset {dataset.name} declares shape {dataset.shape}")
     bfloat16 = attr_text(dataset.attrs.get("dtype")) == "bfloat16" or (dtype.kind == "V" and dtype.itemsize == 2)
     if not bfloat16 and dtype.kind not in "fiub":
         raise ModelFileError(f"dataset {dataset.name} holds {dtype} values; expected numbers")
@@ -178,7 +179,7 @@ def read_list_attribute(group: h5py.Group, name: str) -> list[str]:
     return [str(attr_text(value)) for value in np.atleast_1d(np.asarray(values, dtype=object)) if attr_text(value) is not None]
 
 
-def legacy_layer_weights(group: h5py.Group | None) -> tuple[NamedArray, ...]:
+def legacy_layer_weights(group: h5py.Group | None, budget: Budget) -> tuple[NamedArray, ...]:
     if group is None:
         return ()
     arrays = []
@@ -186,21 +187,22 @@ def legacy_layer_weights(group: h5py.Group | None) -> tuple[NamedArray, ...]:
         item = get_member(group, name) if name else None
         if not isinstance(item, h5py.Dataset):
             raise ModelFileError(f"weight {name!r} is listed in {group.name} but not stored there")
-        arrays.append(NamedArray(name, read_dataset(item)))
+        arrays.append(NamedArray(name, read_dataset(item, budget)))
     return tuple(arrays)
 
 
 class LegacyRoot:
     """The top-level model of a legacy file: each layer's weights are in its own group."""
 
-    def __init__(self, group: h5py.Group) -> None:
+    def __init__(self, group: h5py.Group, budget: Budget) -> None:
         self.group = group
+        self.budget = budget
 
     def own(self) -> tuple[NamedArray, ...]:
         return ()
 
     def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["_LegacyWeights"]:
-        return [_LegacyWeights(legacy_layer_weights(child_group(self.group, spec_name(spec)))) for _, spec in children]
+        return [_LegacyWeights(legacy_layer_weights(child_group(self.group, spec_name(spec)), self.budget)) for _, spec in children]
 
 
 class _LegacyWeights:

@@ -7,11 +7,11 @@ May import: files/hdf5, files/tree, files/budget, model/, errors.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import h5py
 
-from grucli.files import budget
+from grucli.files.budget import Budget
 from grucli.model import paths
 from grucli.model.records import (
     NamedArray,
@@ -26,9 +26,8 @@ from grucli.model.registry import (
     keras1_class,
 )
 
-if TYPE_CHECKING:
-    pass
 from grucli.files.hdf5 import (
+    Group,
     child_group,
     collect_vars,
     legacy_layer_weights,
@@ -39,27 +38,29 @@ from grucli.files.hdf5 import (
 from grucli.files.tree import attr_text
 
 
-def infer_keras3_group(group: h5py.Group, key: str) -> RawLayer:
+def infer_keras3_group(group: Group, key: str, budget: Budget) -> RawLayer:
     """Infer a layer subtree from a Keras 3 weights group (no config to go by)."""
-    budget.current().layer(f"{group.name}")
+    budget.layer(f"{group.name}")
     vars_group = child_group(group, "vars")
     name = attr_text(vars_group.attrs.get("name")) if vars_group is not None else None
     name = name or key
     layers = child_group(group, "layers")
     if layers is not None:
         members = [(k, child_group(layers, k)) for k in sorted(member_names(layers))]
-        children = tuple(("layers", infer_keras3_group(member, k)) for k, member in members if member is not None)
+        children = tuple(("layers", infer_keras3_group(member, k, budget)) for k, member in members if member is not None)
         return RawLayer(name, LEGACY_FUNCTIONAL_CLASS, {"name": name}, children=children, inferred=True)
     forward, backward = child_group(group, "forward_layer"), child_group(group, "backward_layer")
     if forward is not None and backward is not None:
-        children = ((paths.FORWARD, infer_keras3_group(forward, "forward_layer")), (paths.BACKWARD, infer_keras3_group(backward, "backward_layer")))
+        children = ((paths.FORWARD, infer_keras3_group(forward, "forward_layer", budget)),
+                    (paths.BACKWARD, infer_keras3_group(backward, "backward_layer", budget)))
         return RawLayer(name, BIDIRECTIONAL_CLASS, {"name": name}, children=children, inferred=True)
     cells = child_group(child_group(group, "cell"), "cells")
     if cells is not None:
         members = [(k, child_group(cells, k)) for k in sorted(member_names(cells), key=natural_key)]
-        children = tuple((paths.stacked_cell_role(index), infer_keras3_group(member, k)) for index, (k, member) in enumerate(members) if member is not None)
+        children = tuple((paths.stacked_cell_role(index), infer_keras3_group(member, k, budget))
+                         for index, (k, member) in enumerate(members) if member is not None)
         return RawLayer(name, RNN_CLASS, {"name": name}, children=children, inferred=True)
-    weights = tuple(collect_vars(group))
+    weights = tuple(collect_vars(group, budget))
     return RawLayer(name, infer_class(weights) or UNKNOWN_CLASS, {"name": name}, weights=weights, inferred=True)
 
 
@@ -70,22 +71,22 @@ def natural_key(key: str) -> tuple[str, int]:
     return (match.group(1), int(match.group(2) or -1))
 
 
-def infer_legacy_weights(handle: h5py.File) -> RawLayer:
+def infer_legacy_weights(handle: h5py.File, budget: Budget) -> RawLayer:
     children = []
     for name in read_list_attribute(handle, "layer_names"):
-        weights = legacy_layer_weights(child_group(handle, name))
-        children.append(("layers", infer_legacy_layer(name, weights)))
+        weights = legacy_layer_weights(child_group(handle, name), budget)
+        children.append(("layers", infer_legacy_layer(name, weights, budget)))
     return RawLayer("model", LEGACY_FUNCTIONAL_CLASS, {"name": "model"}, children=tuple(children), inferred=True)
 
 
-def infer_legacy_layer(name: str, weights: tuple[NamedArray, ...]) -> RawLayer:
-    budget.current().layer(f"layer {name}")
+def infer_legacy_layer(name: str, weights: tuple[NamedArray, ...], budget: Budget) -> RawLayer:
+    budget.layer(f"layer {name}")
     directions = [_direction(w.name) for w in weights]
     if weights and "forward" in directions and "backward" in directions and len(weights) % 2 == 0:
         half = len(weights) // 2
         children = (
-            (paths.FORWARD, infer_legacy_layer(f"forward_{name}", weights[:half])),
-            (paths.BACKWARD, infer_legacy_layer(f"backward_{name}", weights[half:])),
+            (paths.FORWARD, infer_legacy_layer(f"forward_{name}", weights[:half], budget)),
+            (paths.BACKWARD, infer_legacy_layer(f"backward_{name}", weights[half:], budget)),
         )
         return RawLayer(name, BIDIRECTIONAL_CLASS, {"name": name}, children=children, inferred=True)
     return RawLayer(name, infer_class(weights) or UNKNOWN_CLASS, {"name": name}, weights=weights, inferred=True)

@@ -7,6 +7,7 @@ inputs that feed an Embedding get integer ids below its vocabulary size.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zipfile
 from dataclasses import dataclass
@@ -34,14 +35,29 @@ class InputSpec:
     name: str
     shape: tuple[int | None, ...] | None  # None: the config declares none (an --input then gives it)
     vocabulary: int | None = None
-    batch: int | None = None  # a fixed batch size (stateful models must be fed exactly that many samples)
+    batch: int | None = None  # a fixed batch size: predict runs the input in batches of it
     undeclared: str | None = None  # why the shape is unknown, for the error a random input gets
+    dtype: str | None = None  # the element type the input layer declares ("float32", "int32"), None where it declares none
+    stateful: bool = False  # the model has stateful layers: they carry each row's state from one batch to the next
 
     def describe(self) -> str:
-        batch = "batch" if self.batch is None else f"batch of exactly {self.batch}"
+        if self.batch is None:
+            batch = "batch"
+        elif self.stateful:
+            batch = f"batch of exactly {self.batch}"
+        else:
+            batch = f"batch a multiple of {self.batch}"
         if self.shape is None:
             return f"({batch}, ...) of any shape (the config declares none)"
         return f"({batch}, " + ", ".join("any" if d is None else str(d) for d in self.shape) + ")"
+
+    def fits_batch(self, rows: int) -> bool:
+        """Whether `rows` samples can be fed: any number; with a fixed batch, whole batches of it
+        (predict splits them); with stateful layers too, exactly one batch (Keras would carry the
+        state of one batch's rows into the next's, which a run from zero state does not)."""
+        if self.batch is None:
+            return True
+        return rows == self.batch if self.stateful else rows > 0 and rows % self.batch == 0
 
 
 def input_specs(model: ModelFile) -> list[InputSpec]:
@@ -52,12 +68,19 @@ def input_specs(model: ModelFile) -> list[InputSpec]:
         missing = [ref.layer for ref, layer in zip(spec.inputs, declaring) if layer is None]
         if missing:
             raise ModelFileError(f"{model.path}: the config's input_layers name {missing[0]!r}, which is not among its layers")
-        return [_spec(layer, next(iter(spec.consumers(layer.name)), None)) for layer in declaring if layer is not None]
-    layers = [m for m in spec.members if not is_input_layer(m.class_name)]
-    first_input = next((m for m in spec.members if is_input_layer(m.class_name)), None)
-    if not layers:
-        raise InputError("the model has no layers to feed")
-    return [_spec(first_input or layers[0], layers[0])]
+        specs = [_spec(layer, next(iter(spec.consumers(layer.name)), None)) for layer in declaring if layer is not None]
+    else:
+        layers = [m for m in spec.members if not is_input_layer(m.class_name)]
+        first_input = next((m for m in spec.members if is_input_layer(m.class_name)), None)
+        if not layers:
+            raise InputError("the model has no layers to feed")
+        specs = [_spec(first_input or layers[0], layers[0])]
+    stateful = _has_stateful_layer(model.root)
+    return [dataclasses.replace(one, stateful=stateful) for one in specs] if stateful else specs
+
+
+def _has_stateful_layer(layer: RawLayer) -> bool:
+    return bool(layer.config.get("stateful")) or any(_has_stateful_layer(child) for _, child in layer.children)
 
 
 def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
@@ -74,11 +97,22 @@ def _spec(declaring: RawLayer, consumer: RawLayer | None) -> InputSpec:
     elif "input_dim" in config and not takes_token_ids(declaring.class_name):  # Keras 1
         dims = (config.get("input_length"), int(config["input_dim"]))
     else:
-        return InputSpec(declaring.name, None, _vocabulary(consumer), None, _undeclared(declaring))
+        return InputSpec(declaring.name, None, _vocabulary(consumer), None, _undeclared(declaring), _dtype(declaring))
     if any(d is not None and d < 1 for d in (batch, *dims)):
         declared = list(dims) if batch is None else [batch, *dims]
         raise InputError(f"the config of {declaring.name} declares input shape {declared}; expected positive dimensions")
-    return InputSpec(declaring.name, dims, _vocabulary(consumer), batch)
+    return InputSpec(declaring.name, dims, _vocabulary(consumer), batch, dtype=_dtype(declaring))
+
+
+def _dtype(declaring: RawLayer) -> str | None:
+    """The element type an input layer declares: a name ("int32"), or Keras 3's DTypePolicy naming one."""
+    if not is_input_layer(declaring.class_name):
+        return None  # a first layer's dtype is what it computes in, not what its input is
+    value = declaring.config.get("dtype")
+    if isinstance(value, Mapping):
+        inner = value.get("config")
+        value = inner.get("name") if isinstance(inner, Mapping) else None
+    return value if isinstance(value, str) else None
 
 
 def _vocabulary(consumer: RawLayer | None) -> int | None:
@@ -283,8 +317,13 @@ def fit_input(array: np.ndarray, spec: InputSpec, source: Path | str) -> np.ndar
         array = array[None]
     elif array.ndim == 1 and expected_rank == 3 and spec.shape[-1] == 1:
         array = array.reshape(1, -1, 1)  # a bare series for a one-feature model
-    if array.ndim != expected_rank or any(d is not None and d != g for d, g in zip((spec.batch, *spec.shape), array.shape)):
-        raise InputError(f"input {source} has shape {array.shape}; the model's input {spec.name} expects {spec.describe()}")
+    if (array.ndim != expected_rank or any(d is not None and d != g for d, g in zip(spec.shape, array.shape[1:]))
+            or not spec.fits_batch(array.shape[0])):
+        why = ""
+        if array.ndim == expected_rank and spec.batch is not None and not spec.fits_batch(array.shape[0]):
+            why = (" (its stateful layers carry each row's state from one batch to the next)" if spec.stateful else
+                   f" (the model fixes its batch: predict runs it in batches of {spec.batch})")
+        raise InputError(f"input {source} has shape {array.shape}; the model's input {spec.name} expects {spec.describe()}{why}")
     return _ids_or_values(array, spec, source)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import h5py
 
 from grucli.errors import ModelFileError, first_line
-from grucli.files import budget
+from grucli.files.budget import Budget, size
 from grucli.model import paths
 from grucli.model.records import (
     ModelFile,
@@ -29,26 +29,29 @@ from grucli.model.registry import (
 if TYPE_CHECKING:
     import zipfile
 from grucli.files.hdf5 import (
+    Group,
     child_group,
     collect_vars,
     find_by_vars_name,
     refuse_unclaimed,
 )
 from grucli.files.tree import attr_text, build_layer, parse_json, snake_case, spec_name
+from grucli.files.windows_names import NOTE as WINDOWS_NAMES_NOTE
+from grucli.files.windows_names import joined_root
 
 ZIP_SIGNATURE = b"PK\x03\x04"
 
 
-def read_keras_zip(path: Path) -> ModelFile:
+def read_keras_zip(path: Path, budget: Budget) -> ModelFile:
     import zipfile  # only .keras files need it (and its bz2/lzma imports)
 
     try:
-        return _read_zip_archive(path, zipfile)
+        return _read_zip_archive(path, zipfile, budget)
     except zipfile.BadZipFile as exc:
         raise ModelFileError(f"cannot read {path}: the file is corrupt or truncated ({first_line(exc)})") from None
 
 
-def _read_zip_archive(path: Path, zipfile: Any) -> ModelFile:
+def _read_zip_archive(path: Path, zipfile: Any, budget: Budget) -> ModelFile:
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
         for name in sorted(names):
@@ -64,16 +67,17 @@ def _read_zip_archive(path: Path, zipfile: Any) -> ModelFile:
                     "expected model.weights.h5 (re-save the model with the default weights format)"
                 )
             raise ModelFileError(f"{path} is a zip without model.weights.h5; expected a Keras 3 .keras file")
-        config = parse_json(read_member(path, archive, "config.json", budget.current().config), f"{path}: config.json")
+        config = parse_json(read_member(path, archive, "config.json", budget.config), f"{path}: config.json", budget)
         metadata = (
-            parse_json(read_member(path, archive, "metadata.json", budget.current().config), f"{path}: metadata.json")
+            parse_json(read_member(path, archive, "metadata.json", budget.config), f"{path}: metadata.json", budget)
             if "metadata.json" in names else {}
         )
-        member = open_member(path, archive, archive.getinfo("model.weights.h5"))
+        member = open_member(path, archive, archive.getinfo("model.weights.h5"), budget)
         weights = h5py.File(member, "r")
         try:
-            root = build_layer(config, Keras3Weights(weights), "config.json")
-            refuse_unclaimed(root, keras3_stored(weights), f"{path}: model.weights.h5")
+            groups = joined_root(weights, budget, f"{path}: model.weights.h5")
+            root = build_layer(config, Keras3Weights(groups, budget), "config.json", budget)
+            refuse_unclaimed(root, keras3_stored(groups), f"{path}: model.weights.h5")
         except BaseException:
             weights.close()
             member.close()
@@ -88,6 +92,7 @@ def _read_zip_archive(path: Path, zipfile: Any) -> ModelFile:
         has_config=True,
         root=root,
         closer=lambda: (weights.close(), member.close()),
+        notes=(WINDOWS_NAMES_NOTE,) if groups is not weights else (),
     )
 
 
@@ -137,11 +142,11 @@ def read_member(path: Path, archive: "zipfile.ZipFile", name: str, charge: Calla
     with archive.open(info) as member:
         data = member.read(info.file_size + 1)
     if len(data) > info.file_size:
-        raise ModelFileError(f"{what} inflates past the {budget.size(info.file_size)} its header declares; the zip is crafted or corrupt")
+        raise ModelFileError(f"{what} inflates past the {size(info.file_size)} its header declares; the zip is crafted or corrupt")
     return data
 
 
-def open_member(path: Path, archive: "zipfile.ZipFile", info: "zipfile.ZipInfo") -> io.IOBase:
+def open_member(path: Path, archive: "zipfile.ZipFile", info: "zipfile.ZipInfo", budget: Budget) -> io.IOBase:
     if info.compress_type == 0:  # zipfile.ZIP_STORED
         with path.open("rb") as handle:
             handle.seek(info.header_offset)
@@ -151,7 +156,7 @@ def open_member(path: Path, archive: "zipfile.ZipFile", info: "zipfile.ZipInfo")
         name_length, extra_length = struct.unpack("<HH", header[26:30])
         return MemberView(path, info.header_offset + 30 + name_length + extra_length, info.file_size)
     # A compressed member must be inflated in memory (HDF5 needs random access): bounded.
-    return io.BytesIO(read_member(path, archive, info.filename, budget.current().array))
+    return io.BytesIO(read_member(path, archive, info.filename, budget.array))
 
 
 class Keras3Weights:
@@ -162,24 +167,25 @@ class Keras3Weights:
     Every `vars` group holds the owner's variables as datasets `0`, `1`, ... in creation order.
     """
 
-    def __init__(self, group: h5py.Group | None) -> None:
+    def __init__(self, group: Group | None, budget: Budget) -> None:
         self.group = group
+        self.budget = budget
 
     def own(self) -> tuple[NamedArray, ...]:
-        return tuple(collect_vars(self.group)) if self.group is not None else ()
+        return tuple(collect_vars(self.group, self.budget)) if self.group is not None else ()
 
     def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["Keras3Weights"]:
         group = self.group
         if group is None:
-            return [Keras3Weights(None) for _ in children]
+            return [Keras3Weights(None, self.budget) for _ in children]
         if children and children[0][0] == "layers":
             return self._split_layer_list(parent_class, children)
         if _is_stacked(children):
             cells = child_group(child_group(group, "cell"), "cells")
             keys = _list_member_keys([spec for _, spec in children], skip_input_layers=False)
-            return [Keras3Weights(child_group(cells, key)) for key in keys]
+            return [Keras3Weights(child_group(cells, key), self.budget) for key in keys]
         attribute = {"forward": "forward_layer", "backward": "backward_layer", "cell": "cell", "layer": "layer"}
-        return [Keras3Weights(child_group(group, attribute.get(role, role))) for role, _ in children]
+        return [Keras3Weights(child_group(group, attribute.get(role, role)), self.budget) for role, _ in children]
 
     def _split_layer_list(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["Keras3Weights"]:
         members = child_group(self.group, "layers")
@@ -190,7 +196,7 @@ class Keras3Weights:
             group = child_group(members, key) if key is not None else None
             if group is None and members is not None:
                 group = find_by_vars_name(members, spec_name(spec))
-            found.append(Keras3Weights(group))
+            found.append(Keras3Weights(group, self.budget))
         return found
 
 
@@ -216,7 +222,7 @@ def _list_member_keys(specs: Sequence[Mapping[str, Any]], skip_input_layers: boo
     return keys
 
 
-def keras3_stored(handle: h5py.Group) -> list[str]:
+def keras3_stored(handle: Group) -> list[str]:
     """Every dataset under a Keras 3 weights file's `layers` group (its optimizer lives elsewhere)."""
     layers = child_group(handle, "layers")
     found: list[str] = []

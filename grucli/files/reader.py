@@ -22,20 +22,13 @@ from __future__ import annotations
 import dataclasses
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import h5py
 
 from grucli.errors import ModelFileError, first_line
-from grucli.files import budget
 from grucli.files import regular as files
-from grucli.files.budget import Limits
-from grucli.model.records import (
-    ModelFile,
-)
-
-if TYPE_CHECKING:
-    pass
+from grucli.files.budget import Budget, Limits
 from grucli.files.hdf5 import LegacyRoot, child_group, legacy_stored, refuse_unclaimed
 from grucli.files.inference import infer_keras3_group, infer_legacy_weights
 from grucli.files.keras_zip import (
@@ -45,6 +38,9 @@ from grucli.files.keras_zip import (
     read_keras_zip,
 )
 from grucli.files.tree import attr_text, build_layer, parse_json
+from grucli.files.windows_names import NOTE as WINDOWS_NAMES_NOTE
+from grucli.files.windows_names import joined_root
+from grucli.model.records import ModelFile
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -54,18 +50,16 @@ def read_model(path: str | Path, limits: Limits | None = None, config_path: str 
 
     `config_path` names the architecture of a weights-only file: the JSON of `model.to_json()`
     or a `.keras` zip's config.json. With it the weights get their real layers, names and classes.
-    Everything read is charged to one `Budget` of `limits` (see `grucli.files.budget`)."""
-    token = budget.charging(budget.Budget(limits or Limits()))
-    try:
-        if config_path is None:
-            return _read_model(Path(path))
-        return _read_with_config(Path(path), Path(config_path))
-    finally:
-        budget.release(token)
+    Everything read is charged to one `Budget` of `limits` (see `grucli.files.budget`), handed to
+    every reader that reads a part of the file."""
+    budget = Budget(limits or Limits())
+    if config_path is None:
+        return _read_model(Path(path), budget)
+    return _read_with_config(Path(path), Path(config_path), budget)
 
 
-def _read_with_config(path: Path, config_path: Path) -> ModelFile:
-    config = _read_config_file(config_path)
+def _read_with_config(path: Path, config_path: Path, budget: Budget) -> ModelFile:
+    config = _read_config_file(config_path, budget)
     if path.is_dir() and (path / "saved_model.pb").is_file():
         # A SavedModel's variables are a checkpoint, placed by its object graph like any other.
         if (path / "keras_metadata.pb").exists():
@@ -73,13 +67,13 @@ def _read_with_config(path: Path, config_path: Path) -> ModelFile:
                                  "without one")
         from grucli.files.savedmodel import checkpoint_with_config
 
-        return checkpoint_with_config(path, path / "variables" / "variables", config, config_path, "tf-savedmodel")
+        return checkpoint_with_config(path, path / "variables" / "variables", config, config_path, budget, "tf-savedmodel")
     prefix = files.checkpoint_prefix(path)
     if prefix is not None:
         from grucli.files.savedmodel import checkpoint_with_config
 
-        return checkpoint_with_config(path, prefix, config, config_path)
-    model = _read_model(path)
+        return checkpoint_with_config(path, prefix, config, config_path, budget)
+    model = _read_model(path, budget)
     if model.has_config:
         model.close()
         raise ModelFileError(f"{path} holds its own model config; --config is for weights-only files (.h5 from save_weights, .weights.h5)")
@@ -92,47 +86,52 @@ def _read_with_config(path: Path, config_path: Path) -> ModelFile:
     try:
         where = str(config_path)
         if model.format == "legacy-h5-weights":
-            root = build_layer(config, LegacyRoot(handle), where)
+            root = build_layer(config, LegacyRoot(handle, budget), where, budget)
             refuse_unclaimed(root, legacy_stored(handle), str(path))
             # The Keras that saved the weights trained them: its version decides the definitions.
             version = model.keras_version or attr_text(config.get("keras_version"))
-            built = ModelFile(str(path), "legacy-h5", version, model.backend or attr_text(config.get("backend")), True, root)
+            source = "file" if model.keras_version or not version else "config"
+            built = ModelFile(str(path), "legacy-h5", version, model.backend or attr_text(config.get("backend")), True, root,
+                              version_source=source)
         else:  # keras-v3-weights: the layout of a .keras zip's model.weights.h5
-            root = build_layer(config, Keras3Weights(handle), where)
-            refuse_unclaimed(root, keras3_stored(handle), str(path))
-            built = ModelFile(str(path), "keras-v3", attr_text(config.get("keras_version")), None, True, root)
+            groups = joined_root(handle, budget, str(path))
+            root = build_layer(config, Keras3Weights(groups, budget), where, budget)
+            refuse_unclaimed(root, keras3_stored(groups), str(path))
+            version = attr_text(config.get("keras_version"))
+            built = ModelFile(str(path), "keras-v3", version, None, True, root, version_source="config" if version else "file",
+                              notes=model.notes)
     except BaseException:
         handle.close()
         raise
     return dataclasses.replace(built, closer=handle.close, config_path=str(config_path))
 
 
-def _read_config_file(config_path: Path) -> Mapping[str, Any]:
+def _read_config_file(config_path: Path, budget: Budget) -> Mapping[str, Any]:
     if not config_path.exists():
         raise ModelFileError(f"--config {config_path}: no such file; expected the JSON of model.to_json() or a .keras config.json")
-    budget.current().config(files.regular_file_size(config_path, f"--config {config_path}"), f"--config {config_path}")
+    budget.config(files.regular_file_size(config_path, f"--config {config_path}"), f"--config {config_path}")
     try:
         raw = config_path.read_bytes()
     except OSError as exc:
         raise ModelFileError(f"cannot read --config {config_path}: {exc.strerror or exc}") from None
-    config = parse_json(raw, f"--config {config_path}")
+    config = parse_json(raw, f"--config {config_path}", budget)
     if not isinstance(config, Mapping) or "class_name" not in config or not isinstance(config.get("config"), (Mapping, list)):
         raise ModelFileError(f"--config {config_path} is not a Keras model config; expected an object with class_name and config "
                              "(the JSON of model.to_json() or a .keras config.json)")
     return config
 
 
-def _read_model(path: Path) -> ModelFile:
+def _read_model(path: Path, budget: Budget) -> ModelFile:
     # TensorFlow's formats are imported only for them: most files are .keras or HDF5.
     if path.is_dir() and (path / "saved_model.pb").is_file():
         from grucli.files.savedmodel import read_saved_model
 
-        return read_saved_model(path)
+        return read_saved_model(path, budget)
     prefix = files.checkpoint_prefix(path)
     if prefix is not None:
         from grucli.files.savedmodel import read_checkpoint
 
-        return read_checkpoint(path, prefix)
+        return read_checkpoint(path, prefix, budget)
     if not path.exists():
         raise ModelFileError(f"{path}: no such file; expected a Keras model file (.keras, .h5, .hdf5)")
     if path.is_dir():
@@ -146,9 +145,9 @@ def _read_model(path: Path) -> ModelFile:
         raise ModelFileError(f"cannot open {path}: {exc.strerror or exc}") from None
     try:
         if head.startswith(ZIP_SIGNATURE):
-            return read_keras_zip(path)
+            return read_keras_zip(path, budget)
         if head == HDF5_SIGNATURE:
-            return _read_hdf5_path(path)
+            return _read_hdf5_path(path, budget)
     except ModelFileError:
         raise
     except MemoryError:
@@ -160,36 +159,38 @@ def _read_model(path: Path) -> ModelFile:
     raise ModelFileError(f"{path} is neither a Keras .keras zip nor an HDF5 file (.h5, .hdf5)")
 
 
-def _read_hdf5_path(path: Path) -> ModelFile:
+def _read_hdf5_path(path: Path, budget: Budget) -> ModelFile:
     handle = h5py.File(path, "r")
     try:
-        model = _read_hdf5(path, handle)
+        model = _read_hdf5(path, handle, budget)
     except BaseException:
         handle.close()
         raise
     return dataclasses.replace(model, closer=handle.close)
 
 
-def _read_hdf5(path: Path, handle: h5py.File) -> ModelFile:
+def _read_hdf5(path: Path, handle: h5py.File, budget: Budget) -> ModelFile:
     attrs = handle.attrs
     if "model_config" in attrs:
         raw_config = attr_text(attrs["model_config"]) or "null"
-        budget.current().config(len(raw_config), f"{path}: model_config")
-        config = parse_json(raw_config, f"{path}: model_config")
+        budget.config(len(raw_config), f"{path}: model_config")
+        config = parse_json(raw_config, f"{path}: model_config", budget)
         if not isinstance(config, Mapping) or "class_name" not in config:
             raise ModelFileError(f"{path}: model_config has no class_name; expected a Keras model config")
         weights_group = child_group(handle, "model_weights") or handle
         version = attr_text(attrs.get("keras_version")) or attr_text(weights_group.attrs.get("keras_version"))
         backend = attr_text(attrs.get("backend")) or attr_text(weights_group.attrs.get("backend"))
-        root = build_layer(config, LegacyRoot(weights_group), "model_config")
+        root = build_layer(config, LegacyRoot(weights_group, budget), "model_config", budget)
         refuse_unclaimed(root, legacy_stored(weights_group), str(path))
         return ModelFile(str(path), "legacy-h5", version, backend, True, root)
     if "layer_names" in attrs or any(key.startswith("layer_names") for key in attrs):
-        root = infer_legacy_weights(handle)
+        root = infer_legacy_weights(handle, budget)
         return ModelFile(str(path), "legacy-h5-weights", attr_text(attrs.get("keras_version")), attr_text(attrs.get("backend")), False, root)
-    if child_group(handle, "layers") is not None or child_group(handle, "vars") is not None:
-        root = infer_keras3_group(handle, "model")
-        return ModelFile(str(path), "keras-v3-weights", None, None, False, root)
+    groups = joined_root(handle, budget, str(path))
+    if child_group(groups, "layers") is not None or child_group(groups, "vars") is not None:
+        root = infer_keras3_group(groups, "model", budget)
+        notes = (WINDOWS_NAMES_NOTE,) if groups is not handle else ()
+        return ModelFile(str(path), "keras-v3-weights", None, None, False, root, notes=notes)
     raise ModelFileError(
         f"{path} is an HDF5 file with no Keras model in it; expected a model_config or layer_names "
         "attribute (legacy .h5) or a layers/ group (Keras 3 .weights.h5)"

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from grucli.errors import ModelFileError
-from grucli.files import budget, checkpoint
+from grucli.files import checkpoint
+from grucli.files.budget import Budget
 from grucli.files import regular as files
 from grucli.model import paths
 from grucli.model.records import (
@@ -35,7 +36,7 @@ from grucli.files.inference import infer_legacy_layer, natural_key
 from grucli.files.tree import attr_text, build_layer, parse_json, spec_name
 
 
-def read_saved_model(path: Path) -> ModelFile:
+def read_saved_model(path: Path, budget: Budget) -> ModelFile:
     """A SavedModel folder: the architecture from its Keras metadata, the weights from variables/."""
     prefix = path / "variables" / "variables"
     files.confined(prefix.parent, path)
@@ -44,24 +45,24 @@ def read_saved_model(path: Path) -> ModelFile:
     files.confined(source, path)
     try:
         if source.name == "keras_metadata.pb":
-            metadata = checkpoint.saved_model_layers(path, budget.current())
+            metadata = checkpoint.saved_model_layers(path, budget)
         else:
-            metadata = checkpoint.saved_model_pb_layers(path, budget.current())
+            metadata = checkpoint.saved_model_pb_layers(path, budget)
     except OSError as exc:
         raise ModelFileError(f"cannot read {source}: {exc.strerror or exc}") from None
-    root = parse_json(metadata.get("", "{}"), f"{source}: the root object") if "" in metadata else {}
+    root = parse_json(metadata.get("", "{}"), f"{source}: the root object", budget) if "" in metadata else {}
     config = _untupled(root.get("model_config")) if isinstance(root, Mapping) else None
     if not isinstance(config, Mapping) or "class_name" not in config:
-        return read_checkpoint(path, prefix, saved_model=True)  # a model without a config (subclassed): weights only
+        return read_checkpoint(path, prefix, budget, saved_model=True)  # a model without a config (subclassed): weights only
     names = {}
     members = _model_members(config)
     for object_path, text in metadata.items():
-        node = parse_json(text, f"{source}: object {object_path}")
+        node = parse_json(text, f"{source}: object {object_path}", budget)
         if isinstance(node, Mapping) and isinstance(node.get("name"), str):
             names[object_path] = node["name"]
             _check_member_metadata(node, object_path, members, source)
-    variables = _checkpoint_contents(path, prefix).variables
-    root_layer = build_layer(config, _CheckpointWeights(variables, "", names), str(source))
+    variables = _checkpoint_contents(path, prefix, budget).variables
+    root_layer = build_layer(config, _CheckpointWeights(variables, "", names), str(source), budget)
     refuse_unclaimed(root_layer, variables, f"{path}/variables")
     return ModelFile(str(path), "tf-savedmodel", attr_text(root.get("keras_version")), attr_text(root.get("backend")), True, root_layer)
 
@@ -139,14 +140,13 @@ class _CheckpointContents:
     config: bytes | None
 
 
-def _checkpoint_contents(path: Path, prefix: Path) -> _CheckpointContents:
+def _checkpoint_contents(path: Path, prefix: Path, charge: Budget) -> _CheckpointContents:
     """A checkpoint's contents; the index and the graph are read once."""
     if not Path(f"{prefix}.index").exists():
         raise ModelFileError(f"{path}: no {prefix.name}.index; expected a TensorFlow checkpoint's index beside its data shards")
     folder = path if path.is_dir() else prefix.parent
     for part in (Path(f"{prefix}.index"), *prefix.parent.glob(f"{glob.escape(prefix.name)}.data-*")):
         files.confined(part, folder)
-    charge = budget.current()
     try:
         entries = checkpoint.read_index(prefix, charge)
         shards = checkpoint.parse_header(entries[""])
@@ -196,14 +196,14 @@ class _CheckpointWeights:
         return _CheckpointWeights(self.variables, f"{self.path}/{relative}" if self.path else relative, self.names)
 
 
-def read_checkpoint(path: Path, prefix: Path, saved_model: bool = False) -> ModelFile:
-    contents = _checkpoint_contents(path, prefix)
+def read_checkpoint(path: Path, prefix: Path, budget: Budget, saved_model: bool = False) -> ModelFile:
+    contents = _checkpoint_contents(path, prefix, budget)
     variables = contents.variables
-    config = _stored_model_config(contents, prefix)
+    config = _stored_model_config(contents, prefix, budget)
     if config is not None and contents.graph is not None:
         # Early TF 2 checkpoints stored the model's own config: the architecture, as --config gives it.
         return _placed(path, contents, config, f"{prefix}.index: {checkpoint.ROOT_CONFIG_KEY}", None,
-                       "tf-savedmodel" if saved_model else "tf-checkpoint")
+                       "tf-savedmodel" if saved_model else "tf-checkpoint", budget)
     if not variables:
         raise ModelFileError(f"{path}: the checkpoint holds no model variables (only optimizer state or counters)")
     groups: dict[str, list[tuple[tuple[int, int, int, str], NamedArray]]] = {}
@@ -211,7 +211,7 @@ def read_checkpoint(path: Path, prefix: Path, saved_model: bool = False) -> Mode
         group, rest = _checkpoint_owner(name)
         groups.setdefault(group, []).append((_checkpoint_order(rest), array))
     children = tuple(
-        ("layers", infer_legacy_layer(group, tuple(weight for _, weight in sorted(weights, key=lambda item: item[0]))))
+        ("layers", infer_legacy_layer(group, tuple(weight for _, weight in sorted(weights, key=lambda item: item[0])), budget))
         for group, weights in sorted(groups.items(), key=lambda item: natural_key(item[0]))
     )
     root = RawLayer("model", LEGACY_FUNCTIONAL_CLASS, {"name": "model"}, children=children, inferred=True)
@@ -237,34 +237,36 @@ def _checkpoint_order(rest: str) -> tuple[int, int, int, str]:
     return direction, cell, variable, rest
 
 
-def checkpoint_with_config(path: Path, prefix: Path, config: Mapping[str, Any], config_path: Path,
+def checkpoint_with_config(path: Path, prefix: Path, config: Mapping[str, Any], config_path: Path, budget: Budget,
                             format: str = "tf-checkpoint") -> ModelFile:
     """A TensorFlow checkpoint plus its architecture: tf-keras names a model's members `layer-N`
     (N: the position in `model.layers`) in the object graph, which places each config layer."""
-    contents = _checkpoint_contents(path, prefix)
+    contents = _checkpoint_contents(path, prefix, budget)
     if contents.graph is None:
         raise ModelFileError(f"{path} has no object graph, which places each layer of --config {config_path}; "
                              "expected a checkpoint written by tf.keras (model.save_weights)")
-    return _placed(path, contents, config, str(config_path), str(config_path), format)
+    return _placed(path, contents, config, str(config_path), str(config_path), format, budget)
 
 
 def _placed(path: Path, contents: _CheckpointContents, config: Mapping[str, Any], where: str, config_path: str | None,
-            format: str) -> ModelFile:
+            format: str, budget: Budget) -> ModelFile:
     """A checkpoint's variables given to the layers of `config`, placed by the object graph."""
     assert contents.graph is not None
     names: dict[str, str] = {}
     _place_members(contents.graph, 0, config, names, contents.variables)
-    root = build_layer(config, _CheckpointWeights(contents.variables, "", names), where)
+    root = build_layer(config, _CheckpointWeights(contents.variables, "", names), where, budget)
     refuse_unclaimed(root, contents.variables, str(path))
+    # A checkpoint records no Keras version: the config's says which Keras wrote the architecture.
     version = attr_text(config.get("keras_version"))
-    return ModelFile(str(path), format, version, "tensorflow", True, root, config_path=config_path)
+    return ModelFile(str(path), format, version, "tensorflow", True, root, config_path=config_path,
+                     version_source="config" if config_path is not None and version else "file")
 
 
-def _stored_model_config(contents: _CheckpointContents, prefix: Path) -> Mapping[str, Any] | None:
+def _stored_model_config(contents: _CheckpointContents, prefix: Path, budget: Budget) -> Mapping[str, Any] | None:
     """The root's stored config when it describes a model (a layer's own is no architecture)."""
     if contents.config is None:
         return None
-    config = parse_json(contents.config, f"{prefix}.index: {checkpoint.ROOT_CONFIG_KEY}")
+    config = parse_json(contents.config, f"{prefix}.index: {checkpoint.ROOT_CONFIG_KEY}", budget)
     if isinstance(config, Mapping) and is_model(str(config.get("class_name"))) and isinstance(config.get("config"), (Mapping, list)):
         return config
     return None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 import numpy as np
 
 from grucli.errors import ModelFileError, first_line
-from grucli.files import budget
+from grucli.files.budget import Budget
 from grucli.files.schema import validate_inbound_nodes, validate_layer_config
 from grucli.model import paths
 from grucli.model.records import (
@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 MAX_CONFIG_DEPTH = 200  # real configs nest a few dozen levels; the walkers below recurse per level
 
 
-def parse_json(raw: bytes | str, where: str) -> Any:
-    budget.current().json(raw, where)
+def parse_json(raw: bytes | str, where: str, budget: Budget) -> Any:
+    """A JSON text of a file, its values charged to the read's `budget` before it is parsed."""
+    budget.json(raw, where)
     try:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -74,15 +75,16 @@ class WeightSource(Protocol):
     def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> Sequence["WeightSource"]: ...
 
 
-def build_layer(spec: Any, source: WeightSource, where: str) -> RawLayer:
-    """A layer (and its sub-layers) from its config; `where` is its JSON path, named in errors."""
+def build_layer(spec: Any, source: WeightSource, where: str, budget: Budget) -> RawLayer:
+    """A layer (and its sub-layers) from its config; `where` is its JSON path, named in errors; each
+    layer charged to the read's `budget`."""
     if not isinstance(spec, Mapping):
         raise ModelFileError(f"{where}: a layer config is a {type(spec).__name__}, expected a JSON object")
     class_name = str(spec.get("class_name", "?"))
     module = spec.get("module")
     config = spec.get("config", {})
     config_map: Mapping[str, Any] = config if isinstance(config, Mapping) else {"layers": config}
-    budget.current().layer(where)
+    budget.layer(where)
     validate_layer_config(config_map, f"{where}.config")
     _validate_graph(config_map, f"{where}.config")
     name = spec_name(spec)
@@ -96,7 +98,7 @@ def build_layer(spec: Any, source: WeightSource, where: str) -> RawLayer:
         return RawLayer(**common, weights=source.own())
     sources = source.split(class_name, [(role, child) for role, child, _ in children])
     built = tuple(
-        (role, build_layer(child, child_source, f"{where}.{suffix}")) for (role, child, suffix), child_source in zip(children, sources)
+        (role, build_layer(child, child_source, f"{where}.{suffix}", budget)) for (role, child, suffix), child_source in zip(children, sources)
     )
     return RawLayer(**common, children=built)
 

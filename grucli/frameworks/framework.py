@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli.errors import VerifyError, first_line, install_hint
+from grucli.errors import VerifyError, first_line, framework_cause, install_hint
 from grucli.files.inputs import InputError
 from grucli.frameworks.repairs import (
     declare_input_shape,
@@ -205,9 +205,9 @@ class Framework:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 _reset_states(keras_model)
-                output = keras_model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
+                output = _predict(keras_model, keras_model, inputs)
         except Exception as exc:  # noqa: BLE001
-            raise VerifyError(f"{self.describe()} predict failed: {first_line(exc, 300)}") from None
+            raise VerifyError(f"{self.describe()} predict failed: {framework_cause(exc)}") from None
         return [np.asarray(o) for o in (output if isinstance(output, (list, tuple)) else [output])]
 
     def predict_with_probes(
@@ -229,7 +229,7 @@ class Framework:
         except VerifyError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise VerifyError(f"{self.describe()} predict failed: {first_line(exc, 300)}") from None
+            raise VerifyError(f"{self.describe()} predict failed: {framework_cause(exc)}") from None
         predicted, rest = values[: len(keras_model.outputs)], values[len(keras_model.outputs):]
         probed = {}
         for name, layout in layouts.items():
@@ -262,7 +262,7 @@ class Framework:
             # Every run starts from zero state: a stateful layer would otherwise carry on from
             # the state the previous run (predict, another probe) left behind.
             _reset_states(owner)
-            values = probe.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
+            values = _predict(probe, owner, inputs)
         return [np.asarray(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
 
     def _input_and_mask(self, symbolic: Any) -> tuple[Any, Any, list[Any]]:
@@ -375,6 +375,13 @@ def _mask_output_layer(module: Any) -> Any:
 
 
 _PROBE_IDS = itertools.count()
+
+
+def _predict(runner: Any, owner: Any, inputs: list[np.ndarray]) -> Any:
+    """`runner.predict` in batches of the size `owner` fixes (batch_input_shape, a stateful
+    model's batch_shape), which Keras's default batch of 32 would not fit; 32 where none is fixed."""
+    fixed = next((int(t.shape[0]) for t in owner.inputs if t.shape[0] is not None), None)
+    return runner.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0, batch_size=fixed or 32)
 
 
 def _reset_states(model: Any) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from grucli.errors import GrucliError, ModelFileError, SelectionError
+from grucli.errors import GrucliError, ModelFileError, SelectionError, counted
 from grucli.model import gates, paths
 from grucli.model.records import (
     CONV_KEYS,
@@ -252,7 +252,7 @@ def _check_shapes(path: str, kind: str, kernel: np.ndarray, recurrent: np.ndarra
     units = int(recurrent.shape[-2])
     declared = config.get("units", config.get("output_dim", config.get("filters")))
     if isinstance(declared, int) and declared != units:
-        raise ModelFileError(f"layer {path}: the config says {declared} units but the recurrent kernel {recurrent.shape} holds {units}")
+        raise ModelFileError(f"layer {path}: the config says {counted(declared, 'unit')} but the recurrent kernel {recurrent.shape} holds {units}")
     expected_columns = n_gates * units
     problems = []
     if recurrent.shape[-1] != expected_columns:
@@ -263,7 +263,7 @@ def _check_shapes(path: str, kind: str, kernel: np.ndarray, recurrent: np.ndarra
     if bias is not None and bias.shape not in allowed_bias:
         problems.append(f"bias {bias.shape}, expected {' or '.join(str(s) for s in allowed_bias)}")
     if problems:
-        raise ModelFileError(f"layer {path} ({kind}, {units} units): " + "; ".join(problems))
+        raise ModelFileError(f"layer {path} ({kind}, {counted(units, 'unit')}): " + "; ".join(problems))
     return units
 
 

@@ -79,6 +79,13 @@ class ModelFile:
     root: RawLayer
     closer: Callable[[], object] | None = field(default=None, repr=False, compare=False)
     config_path: str | None = None  # the architecture, when given apart from a weights-only file (--config)
+    version_source: str = "file"  # where keras_version was read: "file", or "config" (the --config JSON's, the file records none)
+    notes: tuple[str, ...] = ()  # how the file was written, where a reader should know (names repaired on reading)
+
+    @property
+    def saved_by(self) -> str:
+        """Which Keras saved the file, as reports name it, saying where a version not in the file came from."""
+        return saved_by(self.keras_version, self.version_source)
 
     def close(self) -> None:
         """Close the file; arrays not read by then cannot be read any more."""
@@ -90,6 +97,15 @@ class ModelFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def saved_by(keras_version: str | None, version_source: str = "file") -> str:
+    """"Keras 2.15.0"; where the version is the --config JSON's (a checkpoint records none), it says so."""
+    if not keras_version:
+        return "an unrecorded Keras version"
+    if version_source == "config":
+        return f"Keras {keras_version} (the version the --config JSON records; the file records none)"
+    return f"Keras {keras_version}"
 
 
 @dataclass(frozen=True)

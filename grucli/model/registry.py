@@ -240,6 +240,10 @@ SEQUENTIAL_CLASS = "Sequential"
 RECURRENT_LAYER_CLASSES = frozenset(name for name in CLASS_KINDS if name not in CELL_CLASSES) | {RNN_CLASS, BIDIRECTIONAL_CLASS}
 # Layers that run Python code from the file (verify refuses them unless --unsafe).
 CODE_CLASSES = frozenset({"Lambda"})
+# Keras 3 merges whose values, not only their output mask, follow their inputs' masks (Multiply counts a
+# masked step as 1, Maximum and Minimum skip it: `Merge._apply_merge_op_and_or_mask`). Keras 1/2 and
+# tf-keras merges compute their values as if unmasked. The replay computes these; convert refuses them.
+KERAS3_MASK_AWARE_MERGES = frozenset({"Multiply", "Maximum", "Minimum"})
 # Layers whose input is integer ids (inputs are drawn as ids, and checked to be whole numbers).
 TOKEN_ID_CLASSES = frozenset({"Embedding"})
 # Keras 1's Convolution1D, whose kernel Keras 2's loader reshapes (rebuilt as a Conv1D).
@@ -304,6 +308,11 @@ def runs_code(class_name: str) -> bool:
 
 def takes_token_ids(class_name: str) -> bool:
     return class_name in TOKEN_ID_CLASSES
+
+
+def merge_values_follow_masks(class_name: str, keras3: bool) -> bool:
+    """Whether this merge layer's values (not only its mask) depend on its inputs' masks."""
+    return keras3 and class_name in KERAS3_MASK_AWARE_MERGES
 
 
 def is_keras1_conv1d(class_name: str) -> bool:

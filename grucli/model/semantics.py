@@ -32,10 +32,11 @@ VERSION_DEPENDENT = frozenset({"hard_sigmoid", "hard_silu", "hard_swish"})
 
 
 def semantics_for(keras_version: str | None, file_format: str) -> Semantics:
-    """KERAS3 for files saved by Keras 3, KERAS2 for Keras 1/2 and tf.keras 2 files."""
-    if file_format.startswith("keras-v3"):
-        return KERAS3
-    if keras_version is None:
-        return KERAS2  # legacy HDF5 without a version: Keras 1
-    major = re.match(r"[0-9]{1,9}", keras_version)  # ASCII digits only ("²".isdigit() is True), and few of them
-    return KERAS3 if major and int(major.group()) >= 3 else KERAS2
+    """KERAS3 for files saved by Keras 3, KERAS2 for Keras 1/2 and tf.keras 2 files.
+
+    The recorded version decides: tf.keras 2.13 and later (and tf-keras) also write the .keras zip
+    format of Keras 3, with their own, Keras 2 definitions. A .keras file without a version is Keras 3's."""
+    major = re.match(r"[0-9]{1,9}", keras_version) if keras_version else None  # ASCII digits only ("²".isdigit() is True)
+    if major:
+        return KERAS3 if int(major.group()) >= 3 else KERAS2
+    return KERAS3 if file_format.startswith("keras-v3") else KERAS2  # legacy HDF5 without a version: Keras 1

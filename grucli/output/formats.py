@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping, Se
 
 import numpy as np
 
-from grucli import __version__
+from grucli.version import __version__
 from grucli.errors import OutputError
 from grucli.model.records import ArraySpec, OtherLayer
 
@@ -39,9 +39,11 @@ def inspect_json(report: InspectReport) -> str:
         "file": report.path,
         "format": report.format,
         "keras_version": report.keras_version,
+        "keras_version_source": report.version_source,
         "backend": report.backend,
         "has_config": report.has_config,
         "config_path": report.config_path,
+        "notes": list(report.notes),
         "layers": [_layer_json(layer) for layer in report.layers],
         "other_layers": [_other_json(other) for other in report.others],
     }
@@ -216,6 +218,7 @@ def verify_json(report: "VerifyReport") -> str:
         "precision": report.precision,
         "framework": report.framework,
         "keras_version": report.keras_version,
+        "keras_version_source": report.version_source,
         "semantics": report.semantics,
         "replay_dtype": report.dtype,
         "compute_dtype": report.compute_dtype,
@@ -329,6 +332,10 @@ def convert_json(report: "ConvertReport") -> str:
         "output": report.output,
         "nodes": report.nodes,
         "recurrent_nodes": list(report.recurrent_nodes),
+        "graph_inputs": list(report.inputs),
+        "graph_outputs": list(report.outputs),
+        "state_inputs": list(report.state_inputs),
+        "state_outputs": list(report.state_outputs),
         "input": report.input_description,
         "atol": report.atol,
         "rtol": report.rtol,

@@ -12,6 +12,7 @@ import numpy as np
 from rich.console import RenderableType
 from rich.text import Text
 
+from grucli.errors import counted
 from grucli.model.gates import unit_columns
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def render_heatmaps(report: InspectReport, color: bool = True, width: int = 120)
         layer = layer_report.layer
         arrays = [a for gate in layer_report.gates for a in gate.arrays if a.values is not None]
         scale = _scale(arrays)
-        about = f"  {layer.class_name}  ·  {layer.units} units  ·  colour scale ±{scale:.3g} (99th percentile of |w|)"
+        about = f"  {layer.class_name}  ·  {counted(layer.units, 'unit')}  ·  colour scale ±{scale:.3g} (99th percentile of |w|)"
         parts.append(heading(layer.path, about, width))
         parts.append(_legend(scale, color))
         for gate in layer_report.gates:

@@ -23,7 +23,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from grucli.errors import printable
+from grucli.errors import counted, printable
 from grucli.model.records import OtherLayer
 
 if TYPE_CHECKING:
@@ -194,16 +194,18 @@ def file_header(report: InspectReport) -> Text:
     text.append(FORMAT_NAMES.get(report.format, report.format) if report.config_path is None else
                 f"{FORMAT_NAMES.get(report.format + '-weights', report.format).removesuffix(' (no config)')} "
                 f"+ architecture from --config {report.config_path}")
-    text.append(f"  ·  saved by Keras {report.keras_version}" if report.keras_version else "  ·  Keras version: not recorded")
+    text.append(f"  ·  saved by {report.saved_by}" if report.keras_version else "  ·  Keras version: not recorded")
     if report.backend:
         text.append(f"  ·  backend: {report.backend}")
+    for note in report.notes:
+        text.append(f"\n  note: {note}", style="yellow")
     text.append(f"\n  recurrent layers: {len(report.layers)}")
     return text
 
 
 def _layer_panel(report: LayerReport, with_values: bool, width: int) -> Group:
     layer = report.layer
-    about = f"  {layer.class_name}  ·  {layer.units} units  ·  input_dim {layer.input_dim}"
+    about = f"  {layer.class_name}  ·  {counted(layer.units, 'unit')}  ·  input_dim {layer.input_dim}"
     if report.unit is not None:
         about += f"  ·  unit {report.unit}"
     body: list[RenderableType] = [heading(layer.path, about, width), _config_text(report), _weights_text(report)]
@@ -219,7 +221,7 @@ def _layer_panel(report: LayerReport, with_values: bool, width: int) -> Group:
     elif report.unit is None:
         body.append(Text("no gate selected in this layer", style="yellow"))
     else:
-        body.append(Text(f"this layer has {layer.units} units; the selected unit is not among them", style="yellow"))
+        body.append(Text(f"this layer has {counted(layer.units, 'unit')}; the selected unit is not among them", style="yellow"))
     body.append(Text(""))
     return Group(*body)
 

@@ -16,6 +16,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from grucli.commands.explain import Explanation, GateStep, Step
 
+from grucli.errors import counted
 from grucli.output.render import equations_text, escaping, fitted, to_text
 
 # --- explain ------------------------------------------------------------------------------------------
@@ -27,7 +28,7 @@ EXPLAIN_MAX_STEPS = 40  # more steps are shown as the first and last 20; --json 
 def render_explain(e: "Explanation", color: bool = False, width: int = 120) -> str:
     header = Text()
     header.append(e.file, style="bold")
-    header.append(f"\n  layer {e.path} ({e.kind}, {e.units} unit{'s' if e.units != 1 else ''}, input_dim {e.input_dim})"
+    header.append(f"\n  layer {e.path} ({e.kind}, {counted(e.units, 'unit')}, input_dim {e.input_dim})"
                   f"  ·  unit {e.unit}  ·  sample {e.sample}")
     header.append(f"\n  input: {e.input_description}  ·  {'Keras 2' if e.semantics == 'keras2' else 'Keras 3'} definitions")
     if e.other_recurrent:

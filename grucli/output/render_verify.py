@@ -26,8 +26,7 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
     header = Text()
     header.append(report.path, style="bold")
     # No recorded version: a Keras 1 HDF5 file, or a weights file whose --config does not say.
-    saved = (f"saved by {'Keras ' + report.keras_version if report.keras_version else 'an unrecorded Keras version'}"
-             f" ({'Keras 2' if report.semantics == 'keras2' else 'Keras 3'} definitions)")
+    saved = f"saved by {report.saved_by} ({'Keras 2' if report.semantics == 'keras2' else 'Keras 3'} definitions)"
     header.append("\n")
     header.append_text(packed([Text(saved), Text(f"predict: {report.framework} on {report.device}")], width, lead="  ", indent="    "))
     header.append("\n")
@@ -132,6 +131,10 @@ def _trace_table(trace: "TraceTable") -> Table:
 def render_convert(report: "ConvertReport", color: bool = False, width: int = 120) -> str:
     """convert's result: what was written, and ONNX Runtime against the replay."""
     parts = [Text(f"wrote {report.output}: {report.nodes} ONNX nodes from {report.path}")]
+    parts.append(Text(f"  inputs: {', '.join(report.inputs)}"))
+    parts.append(Text(f"  outputs: {', '.join(report.outputs)}"))
+    if report.state_inputs:
+        parts.append(Text(f"  state inputs: {', '.join(report.state_inputs)}; state outputs: {', '.join(report.state_outputs)}"))
     parts += [Text(f"  {line}") for line in report.recurrent_nodes]
     c = report.comparison
     if c is None:

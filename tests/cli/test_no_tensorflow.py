@@ -64,7 +64,7 @@ def test_inspect_export_check_diff_without_tensorflow(tmp_path: Path) -> None:
 def test_replay_matches_keras_without_tensorflow(tmp_path: Path, keras3: object, tf_keras: object) -> None:
     """Truth from Keras 3 / tf-keras here; the replays run in a process where those imports fail."""
     import numpy as np
-    from tests.engine.test_replay import model_input, predict, tf_keras_real_model
+    from tests.engine.test_replay import model_input, model_inputs, predict, tf_keras_real_model
 
     cases = []
     for path in sorted(SAMPLES.iterdir()):
@@ -81,10 +81,11 @@ def test_replay_matches_keras_without_tensorflow(tmp_path: Path, keras3: object,
     runs = []
     expected = {}
     for index, (path, model) in enumerate(cases):
-        if len(model.inputs) > 1:  # the seq2seq: one array per named input
-            xs = [np.random.default_rng(index + k).integers(0, 40, size=(3, *t.shape[1:])) for k, t in enumerate(model.inputs)]
+        if len(model.inputs) > 1:  # the seq2seq models: one array per named input
+            xs = model_inputs(model, seed=index)
             source = tmp_path / f"x{index}.npz"
-            np.savez(source, **{layer.name: x for layer, x in zip(model._input_layers, xs)})  # noqa: SLF001 - the input names
+            names = [entry[0] for entry in model.get_config()["input_layers"]]  # the Keras inputs' names
+            np.savez(source, **dict(zip(names, xs)))
             outputs = predict(model, xs)
         else:
             x = model_input(model, seed=index)

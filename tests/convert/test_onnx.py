@@ -107,6 +107,14 @@ def _run(onnx_path: Path, x: np.ndarray) -> list[np.ndarray]:
     return session.run(None, {session.get_inputs()[0].name: x})
 
 
+ORT_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def feeds(session: Any, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays fed in order, each as the element type the graph declares for its input."""
+    return {spec.name: np.asarray(x, ORT_TYPES[spec.type]) for spec, x in zip(session.get_inputs(), arrays)}
+
+
 def _as_list(outputs: Any) -> list[np.ndarray]:
     return [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
@@ -228,15 +236,14 @@ def test_published_models_convert_and_match_the_replay(tmp_path: Path, name: str
         assert report.comparison is not None and report.passed, report.comparison
         session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
         for batch in (1, 7):
-            feeds = grucli.api.model_inputs(model, None, batch, 20, seed=5 + batch)[0]
-            ran = session.run(None, {i.name: np.asarray(x, np.int64 if "int64" in i.type else np.float32)
-                                     for i, x in zip(session.get_inputs(), feeds)})
-            replayed = grucli.replay(model, feeds, gates=False).outputs
+            inputs = grucli.api.model_inputs(model, None, batch, 20, seed=5 + batch)[0]
+            ran = session.run(None, feeds(session, inputs))
+            replayed = grucli.replay(model, inputs, gates=False).outputs
             for got, want in zip(ran, replayed):
                 # 64 to 128 units: a few float32 roundings of each step's sums, relative to the values
                 np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
             if importlib.util.find_spec("tensorflow") is not None:  # and Keras's predict, as verify --onnx runs it
-                checked = grucli.verify(model, feeds, onnx_path=tmp_path / "model.onnx", atol=1e-5, rtol=1e-4)
+                checked = grucli.verify(model, inputs, onnx_path=tmp_path / "model.onnx", atol=1e-5, rtol=1e-4)
                 assert checked.comparisons["onnx_vs_predict"].passed, checked.comparisons["onnx_vs_predict"]
 
 
@@ -262,13 +269,15 @@ def test_state_io_streams_a_long_sequence_in_chunks(keras3: Any, tmp_path: Path)
     session = onnxruntime.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
     state_names = [i.name for i in session.get_inputs()[1:]]
     assert state_names == ["gru/h_in", "lstm/h_in", "lstm/c_in", "rnn/h_in"]
-    assert [o.name for o in session.get_outputs()] == ["output", "gru/h_out", "lstm/h_out", "lstm/c_out", "rnn/h_out"]
+    # the model's own names: its input's, and its last layer's for its output
+    assert session.get_inputs()[0].name == model.get_config()["layers"][0]["config"]["name"]  # the InputLayer's
+    assert [o.name for o in session.get_outputs()] == ["rnn", "gru/h_out", "lstm/h_out", "lstm/c_out", "rnn/h_out"]
     x = np.random.default_rng(6).normal(size=(2, 30, FEATURES)).astype("float32")
     states = {name: np.zeros((2, int(session.get_inputs()[1 + index].shape[1])), np.float32) for index, name in enumerate(state_names)}
-    whole = session.run(None, {"input": x, **states})[0]
+    whole = session.run(None, {session.get_inputs()[0].name: x, **states})[0]
     pieces = []
     for chunk in np.split(x, [7, 19], axis=1):
-        output, *finals = session.run(None, {"input": chunk, **states})
+        output, *finals = session.run(None, {session.get_inputs()[0].name: chunk, **states})
         states = dict(zip(state_names, finals))
         pieces.append(output)
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole, rtol=0, atol=1e-6)

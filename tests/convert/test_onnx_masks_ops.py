@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from grucli.cli import cli
-from tests.convert.test_onnx import RTOL, ATOL, _as_list, _saved
+from tests.convert.test_onnx import ATOL, RTOL, _as_list, _saved, feeds
 
 onnx = pytest.importorskip("onnx", reason="convert builds ONNX with the onnx package (pip install -e '.[test]')")
 onnxruntime = pytest.importorskip("onnxruntime", reason="ONNX Runtime runs the converted file (pip install -e '.[test]')")
@@ -105,8 +105,7 @@ def _inputs(model: Any, batch: int, seed: int, pattern: str) -> list[np.ndarray]
 
 def _run(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {spec.name: np.asarray(x, np.int64 if "int64" in spec.type else np.float32)
-                              for spec, x in zip(session.get_inputs(), inputs)})
+    return session.run(None, feeds(session, inputs))
 
 
 def _converted(path: Path, target: Path) -> Any:
@@ -312,7 +311,7 @@ def test_stateful_layer_takes_and_gives_its_state(tf_keras: Any, tmp_path: Path)
     states = {name: np.zeros((3, int(session.get_inputs()[1 + k].shape[1])), np.float32) for k, name in enumerate(names)}
     model.reset_states()
     for chunk in np.split(x, [5, 9], axis=1):
-        output, *finals = session.run(None, {"input": chunk, **states})
+        output, *finals = session.run(None, {session.get_inputs()[0].name: chunk, **states})
         states = dict(zip(names, finals))
         np.testing.assert_allclose(output, model.predict(chunk, batch_size=3, verbose=0), rtol=RTOL, atol=ATOL)
 

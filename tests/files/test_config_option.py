@@ -126,3 +126,23 @@ def test_a_config_that_does_not_fit_the_weights_is_a_bad_file(tf_keras: Any, tmp
     result = run("inspect", str(real(REACTIONRNN)), "--config", str(tmp_path / "model.json"))
     assert result.exit_code == 2 and result.stderr.startswith("Error: "), result.stderr
     assert "internal error" not in result.stderr
+
+
+def test_the_saved_by_label_says_where_the_version_came_from(tf_keras: Any, tmp_path: Path) -> None:
+    """A TF checkpoint records no Keras version: the one shown is the --config JSON's, and says so."""
+    layers = tf_keras.layers
+    model = tf_keras.Sequential([tf_keras.Input((4, 2)), layers.GRU(1)])
+    model.save_weights(tmp_path / "ckpt" / "weights")
+    (tmp_path / "model.json").write_text(model.to_json())
+    inspected = run("inspect", str(tmp_path / "ckpt"), "--config", str(tmp_path / "model.json"))
+    assert inspected.exit_code == 0, inspected.output
+    text = " ".join(inspected.stdout.split())  # as one line, however the header wraps
+    assert f"saved by Keras {tf_keras.__version__} (the version the --config JSON records; the file records none)" in text
+    assert "GRU  ·  1 unit  ·  input_dim 2" in inspected.stdout  # one unit, in the singular
+    document = json.loads(run("inspect", str(tmp_path / "ckpt"), "--config", str(tmp_path / "model.json"), "--json").stdout)
+    assert document["keras_version_source"] == "config"
+    verified = run("verify", str(tmp_path / "ckpt"), "--config", str(tmp_path / "model.json"))
+    assert "(the version the --config JSON records; the file records none)" in " ".join(verified.stdout.split())
+    own = json.loads(run("inspect", str(sample("q_gru1.keras")), "--json").stdout)
+    assert own["keras_version_source"] == "file"
+    assert "saved by Keras 3.15.1\n" in run("inspect", str(sample("q_gru1.keras"))).stdout + "\n"

@@ -89,10 +89,11 @@ def test_keras_zip_member_is_read_in_place() -> None:
         info = archive.getinfo("model.weights.h5")
         expected = archive.read(info)
         assert info.compress_type == zipfile.ZIP_STORED
+    from grucli.files.budget import Budget, Limits
     from grucli.files.keras_zip import open_member
 
     with zipfile.ZipFile(sample("k3_gru.keras")) as archive:
-        view = open_member(sample("k3_gru.keras"), archive, info)
+        view = open_member(sample("k3_gru.keras"), archive, info, Budget(Limits()))
     assert isinstance(view, MemberView)
     assert view.read() == expected
     view.seek(-10, 2)
