@@ -11,7 +11,7 @@ from typing import Any
 
 from grucli.version import __version__
 
-__all__ = ["load", "replay", "verify", "__version__"]
+__all__ = ["__version__", "load", "replay", "verify"]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,9 +20,10 @@ May import: every package of grucli but output/ and the CLI (each command's modu
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -75,8 +76,14 @@ class Layer:
         if name not in self.gates:
             raise SelectionError(f"layer {self.path} ({self.kind}) has no gate {name!r}; expected one of: {', '.join(self.gates)}")
         arrays = {array: gate_array(self.source, name, array) for array in gate_array_names(self.source)}
-        return Gate(name, gate_meaning(self.kind, name), arrays["kernel"], arrays["recurrent_kernel"], arrays.get("bias"),
-                    arrays.get("recurrent_bias"))
+        return Gate(
+            name,
+            gate_meaning(self.kind, name),
+            arrays["kernel"],
+            arrays["recurrent_kernel"],
+            arrays.get("bias"),
+            arrays.get("recurrent_bias"),
+        )
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,7 @@ class Model:
     def close(self) -> None:
         self.file.close()
 
-    def __enter__(self) -> "Model":
+    def __enter__(self) -> Model:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -124,8 +131,10 @@ def load(path: str | Path, config: str | Path | None = None, limits: Limits | No
     except BaseException:
         model_file.close()
         raise
-    layers = tuple(Layer(layer.path, layer.kind, layer.units, layer.input_dim, gate_names(layer.kind), layer.config, layer)
-                   for layer in found.recurrent)
+    layers = tuple(
+        Layer(layer.path, layer.kind, layer.units, layer.input_dim, gate_names(layer.kind), layer.config, layer)
+        for layer in found.recurrent
+    )
     return Model(str(path), model_file.format, model_file.keras_version, layers, found)
 
 
@@ -157,8 +166,13 @@ class ReplayResult:
         return self.layer_outputs[path]
 
 
-def replay(model: Model, inputs: np.ndarray | Sequence[np.ndarray], dtype: Any = np.float64, gates: bool = True,
-           progress: Callable[[str, int, int], None] | None = None) -> ReplayResult:
+def replay(
+    model: Model,
+    inputs: np.ndarray | Sequence[np.ndarray],
+    dtype: Any = np.float64,
+    gates: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ReplayResult:
     """Run the whole model in NumPy with the definitions of the Keras that saved it. `gates=False`
     keeps no gate values (less memory on long sequences); `progress(path, steps done, steps)`."""
     from grucli.engine.graph import ModelReplay, trace_arrays
@@ -167,11 +181,14 @@ def replay(model: Model, inputs: np.ndarray | Sequence[np.ndarray], dtype: Any =
     from grucli.model.semantics import semantics_for
 
     if not model.file.has_config:
-        raise ModelFileError(f"{model.path} holds weights only; replay needs its architecture: pass --config MODEL.json "
-                             "(the JSON of model.to_json(), or a .keras config.json)")
+        raise ModelFileError(
+            f"{model.path} holds weights only; replay needs its architecture: pass --config MODEL.json "
+            "(the JSON of model.to_json(), or a .keras config.json)"
+        )
     arrays = _fitted(inputs, input_specs(model.file), fit_input)
-    engine = ModelReplay(model.file, model.layers, semantics_for(model.keras_version, model.format), np.dtype(dtype).type,
-                         trace=gates, progress=progress)
+    engine = ModelReplay(
+        model.file, model.layers, semantics_for(model.keras_version, model.format), np.dtype(dtype).type, trace=gates, progress=progress
+    )
     outputs = engine.run(arrays)
     states: dict[str, np.ndarray] = {}
     traced: dict[str, dict[str, np.ndarray]] = {}
@@ -188,8 +205,9 @@ def replay(model: Model, inputs: np.ndarray | Sequence[np.ndarray], dtype: Any =
     return ReplayResult(outputs[0] if len(outputs) == 1 else list(outputs), states, traced, tuple(outputs), layer_outputs, flat)
 
 
-def model_inputs(model: Model, input_path: str | Path | None, batch: int = 4, timesteps: int = 10, seed: int = 0,
-                 limits: Limits | None = None) -> tuple[list[np.ndarray], str]:
+def model_inputs(
+    model: Model, input_path: str | Path | None, batch: int = 4, timesteps: int = 10, seed: int = 0, limits: Limits | None = None
+) -> tuple[list[np.ndarray], str]:
     """The model's inputs from a file (.npy, .npz, .csv), or seeded random ones of its input shape,
     with a description of where they came from."""
     from grucli.files.inputs import model_inputs as read_inputs
@@ -197,7 +215,7 @@ def model_inputs(model: Model, input_path: str | Path | None, batch: int = 4, ti
     return read_inputs(model.file, None if input_path is None else Path(input_path), batch, timesteps, seed, limits or Limits())
 
 
-def verify(model: Model, inputs: np.ndarray | Sequence[np.ndarray] | None = None, **options: Any) -> "VerifyReport":
+def verify(model: Model, inputs: np.ndarray | Sequence[np.ndarray] | None = None, **options: Any) -> VerifyReport:
     """Replay each recurrent layer on its real input and the whole model, and compare with Keras's
     predict (needs the verify extra). `inputs`: arrays, or None for a seeded random input; options
     as `grucli.commands.verify_report.VerifyOptions` (atol, rtol, framework, layer_paths, ...). Returns the
@@ -210,15 +228,16 @@ def verify(model: Model, inputs: np.ndarray | Sequence[np.ndarray] | None = None
     return verify_model(model.layers, model.path, VerifyOptions(**options), given)
 
 
-def inspect(model: Model, layer_paths: Sequence[str] = (), gates: Sequence[str] = (), unit: int | None = None,
-            with_values: bool = False) -> "InspectReport":
+def inspect(
+    model: Model, layer_paths: Sequence[str] = (), gates: Sequence[str] = (), unit: int | None = None, with_values: bool = False
+) -> InspectReport:
     """Every recurrent layer (or those under `layer_paths`), sliced by gate and unit, with statistics."""
     from grucli.commands.inspect import build_inspect_report
 
     return build_inspect_report(model.layers, layer_paths, gates, unit, with_values)
 
 
-def explain(model: Model, options: "ExplainOptions") -> "Explanation":
+def explain(model: Model, options: ExplainOptions) -> Explanation:
     """One unit of one layer, step by step, with every number, and its reference output."""
     from grucli.commands.explain import explain as run_explain
 
@@ -258,31 +277,46 @@ def export_gates(model: Model, output: str | Path, layer_paths: Sequence[str] = 
     return len(specs)
 
 
-def export_torch(model: Model, layer_paths: Sequence[str] = (), approximate: bool = False) -> list["TorchModule"]:
+def export_torch(model: Model, layer_paths: Sequence[str] = (), approximate: bool = False) -> list[TorchModule]:
     """PyTorch state_dicts (nn.GRU, nn.LSTM, nn.RNN) of the recurrent layers, with their constructors."""
     from grucli.commands.torch_layout import torch_modules
 
     return torch_modules(selected_layers(model, layer_paths), approximate=approximate)
 
 
-def diff(a: Model, b: Model, layer_paths: Sequence[str] = (), top: int = 3, atol: float = 0.0) -> "DiffReport":
+def diff(a: Model, b: Model, layer_paths: Sequence[str] = (), top: int = 3, atol: float = 0.0) -> DiffReport:
     """Two files of one architecture compared gate by gate."""
     from grucli.commands.diff import diff_layers
 
     return diff_layers(a.layers, b.layers, layer_paths, top, atol)
 
 
-def check(model: Model, thresholds: "Thresholds | None" = None, layer_paths: Sequence[str] = (),
-          progress: Callable[[str, int, int], None] | None = None) -> "CheckReport":
+def check(
+    model: Model,
+    thresholds: Thresholds | None = None,
+    layer_paths: Sequence[str] = (),
+    progress: Callable[[str, int, int], None] | None = None,
+) -> CheckReport:
     """Health checks: NaN/Inf weights, dead units, saturated gates, exploding recurrent blocks."""
     from grucli.commands.check import Thresholds, check_layers
 
     return check_layers(model.path, selected_layers(model, layer_paths), thresholds or Thresholds(), progress)
 
 
-def convert(model: Model, output: str | Path, inputs: np.ndarray | Sequence[np.ndarray] | None = None,
-            input_path: str | Path | None = None, batch: int = 4, timesteps: int = 10, seed: int = 0, atol: float | None = None,
-            rtol: float | None = None, force: bool = False, limits: Limits | None = None, state_io: bool = False) -> "ConvertReport":
+def convert(
+    model: Model,
+    output: str | Path,
+    inputs: np.ndarray | Sequence[np.ndarray] | None = None,
+    input_path: str | Path | None = None,
+    batch: int = 4,
+    timesteps: int = 10,
+    seed: int = 0,
+    atol: float | None = None,
+    rtol: float | None = None,
+    force: bool = False,
+    limits: Limits | None = None,
+    state_io: bool = False,
+) -> ConvertReport:
     """Write the model as ONNX (recurrent layers as native GRU, LSTM and RNN nodes) and, with ONNX
     Runtime installed, run it on the probe input (given, from `input_path`, or seeded random) and
     compare with the float64 replay; `.passed`, `.comparison`. `state_io`: each recurrent layer's
@@ -308,20 +342,34 @@ def convert(model: Model, output: str | Path, inputs: np.ndarray | Sequence[np.n
     return report(model.path, output, result, description, comparison, not_compared, atol, rtol)
 
 
-def activities(model: Model, inputs: np.ndarray | Sequence[np.ndarray], layer_paths: Sequence[str] = (), sample: int = 0,
-               units: Sequence[int] | None = None, description: str = "given", allow_none: bool = False) -> "ActivityReport":
+def activities(
+    model: Model,
+    inputs: np.ndarray | Sequence[np.ndarray],
+    layer_paths: Sequence[str] = (),
+    sample: int = 0,
+    units: Sequence[int] | None = None,
+    description: str = "given",
+    allow_none: bool = False,
+) -> ActivityReport:
     """Each recurrent layer's gates and states over time for one sample (plot --activations, report):
     one replay with its trace, the arrays replay --gates writes, in the order each layer consumes
     its steps, masked steps NaN, averaged over blocks beyond a picture's size (the record says so)."""
     from grucli.commands.pictures import layer_activities
     from grucli.files.inputs import fit_input, input_specs
 
-    return layer_activities(model.layers, _fitted(inputs, input_specs(model.file), fit_input), description, layer_paths, sample, units,
-                            allow_none)
+    return layer_activities(
+        model.layers, _fitted(inputs, input_specs(model.file), fit_input), description, layer_paths, sample, units, allow_none
+    )
 
 
-def report(model: Model, inputs: np.ndarray | Sequence[np.ndarray] | None = None, description: str = "given", sample: int = 0,
-           with_verify: bool | None = None, thresholds: "Thresholds | None" = None) -> "ModelReport":
+def report(
+    model: Model,
+    inputs: np.ndarray | Sequence[np.ndarray] | None = None,
+    description: str = "given",
+    sample: int = 0,
+    with_verify: bool | None = None,
+    thresholds: Thresholds | None = None,
+) -> ModelReport:
     """Everything the HTML report shows: settings, equations and weights per layer; with `inputs`,
     the activations over time and (with_verify; None: where Keras is installed) verify's result;
     check's findings. What cannot be computed (a model the replay cannot run, no Keras) is kept
@@ -331,11 +379,12 @@ def report(model: Model, inputs: np.ndarray | Sequence[np.ndarray] | None = None
     from grucli.commands.report import build_report
     from grucli.errors import ReplayError, VerifyError
 
-    found_activities, activities_missing = None, "no input was given (--input, or --random for a seeded one)"
-    verified, verify_missing = None, "no input was given, so verify did not run"
+    found_activities: ActivityReport | None = None
+    activities_missing: str | None = "no input was given (--input, or --random for a seeded one)"
+    verified: VerifyReport | None = None
+    verify_missing: str | None = "no input was given, so verify did not run"
     if inputs is not None and not model.file.has_config:
-        activities_missing = verify_missing = (f"{model.path} holds weights only: the replay needs its architecture "
-                                               "(--config MODEL.json)")
+        activities_missing = verify_missing = f"{model.path} holds weights only: the replay needs its architecture (--config MODEL.json)"
     elif inputs is not None:
         try:
             found_activities = activities(model, inputs, sample=sample, description=description, allow_none=True)
@@ -346,8 +395,10 @@ def report(model: Model, inputs: np.ndarray | Sequence[np.ndarray] | None = None
         if with_verify is False:
             verify_missing = "verify was not asked for (--no-verify)"
         elif not keras_here and with_verify:
-            raise VerifyError("report --verify needs Keras (keras or tf-keras), which is not installed; install it with "
-                              "pip install 'grucli[verify]', or leave --verify out")
+            raise VerifyError(
+                "report --verify needs Keras (keras or tf-keras), which is not installed; install it with "
+                "pip install 'grucli[verify]', or leave --verify out"
+            )
         elif not keras_here:
             verify_missing = "Keras is not installed (pip install 'grucli[verify]'), so predict was not compared"
         else:
@@ -355,8 +406,15 @@ def report(model: Model, inputs: np.ndarray | Sequence[np.ndarray] | None = None
                 verified, verify_missing = verify(model, inputs), None
             except (VerifyError, ReplayError) as exc:
                 verify_missing = f"verify could not run: {exc}"
-    return build_report(model.layers, found_activities, activities_missing, verified, verify_missing,
-                        check(model, thresholds), description if inputs is not None else None)
+    return build_report(
+        model.layers,
+        found_activities,
+        activities_missing,
+        verified,
+        verify_missing,
+        check(model, thresholds),
+        description if inputs is not None else None,
+    )
 
 
 def _fitted(inputs: np.ndarray | Sequence[np.ndarray], specs: Sequence[Any], fit: Any) -> list[np.ndarray]:

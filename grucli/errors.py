@@ -66,12 +66,12 @@ def framework_cause(exc: BaseException, limit: int = 400) -> str:
         return first_line(exc, limit)
     # Keras's "Exception encountered when calling ..." heads the reason block that follows it.
     headers = [index for index, line in enumerate(kept) if "Exception encountered" in line]
-    cause = " ".join(kept[headers[-1]:] if headers else kept[-2:])
-    return cause if len(cause) <= limit else "…" + cause[-(limit - 1):]
+    cause = " ".join(kept[headers[-1] :] if headers else kept[-2:])
+    return cause if len(cause) <= limit else "…" + cause[-(limit - 1) :]
 
 
 def counted(count: int, noun: str) -> str:
-    """"1 unit", "4 units": a count and its noun, in the singular where there is one."""
+    """ "1 unit", "4 units": a count and its noun, in the singular where there is one."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 

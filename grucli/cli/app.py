@@ -9,17 +9,19 @@ May import: click, errors, and (for --version) the package.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
 import sys
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from grucli.version import __version__
 from grucli.errors import GrucliError, describe, printable
+from grucli.version import __version__
 
 INTERNAL_ERROR = 3  # a bug in grucli, as opposed to 2: something the user can fix
 
@@ -109,8 +111,6 @@ def cli() -> None:
     """
 
 
-
-
 def main() -> None:
     """The `grucli` command: runs one command, then ends the process at once."""
     # One command, then exit: start-up creates some 10^5 long-lived objects (modules, classes) that
@@ -134,15 +134,11 @@ def exit_now(code: object) -> None:
         # there): a command that loaded a framework ends as Python ends, less only the teardown.
         import atexit
 
-        atexit._run_exitfuncs()  # noqa: SLF001 - the documented handlers, run by hand before os._exit
+        atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(BrokenPipeError, ValueError):  # the reader went away (`| head`), or the stream is closed
             stream.flush()
-        except (BrokenPipeError, ValueError):  # the reader went away (`| head`), or the stream is closed
-            pass
     os._exit(code or 0)
 
 
 FRAMEWORK_MODULES = frozenset({"tensorflow", "keras", "tf_keras", "torch", "jax"})
-
-

@@ -6,8 +6,8 @@ May import: click, the API, cli/options, output/ (writers, progress), commands/ 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import click
 
@@ -32,17 +32,34 @@ from grucli.cli.options import (
 @cli.command(short_help="Every recurrent layer's weights, labelled by gate and unit.")
 @model_argument
 @layer_option
-@click.option("--gate", "gate_names", multiple=True, metavar="G",
-              help="Only this gate (repeatable): z, r, h for GRU; i, f, c, o for LSTM; h for SimpleRNN.")
-@click.option("--unit", type=int, metavar="N",
-              help="Only unit N: its column in every gate, i.e. the weights that feed unit N.")
-@click.option("--values", "with_values", is_flag=True,
-              help="Also print the numbers, rows and columns labelled (large matrices elided; --json has all).")
-@click.option("--heatmap", is_flag=True,
-              help="Draw each gate's matrices as colour heatmaps (blue negative, red positive; one scale per layer).")
+@click.option(
+    "--gate",
+    "gate_names",
+    multiple=True,
+    metavar="G",
+    help="Only this gate (repeatable): z, r, h for GRU; i, f, c, o for LSTM; h for SimpleRNN.",
+)
+@click.option("--unit", type=int, metavar="N", help="Only unit N: its column in every gate, i.e. the weights that feed unit N.")
+@click.option(
+    "--values",
+    "with_values",
+    is_flag=True,
+    help="Also print the numbers, rows and columns labelled (large matrices elided; --json has all).",
+)
+@click.option(
+    "--heatmap", is_flag=True, help="Draw each gate's matrices as colour heatmaps (blue negative, red positive; one scale per layer)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document (schema in docs/json.md) instead of tables.")
-def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], unit: int | None, with_values: bool,
-            heatmap: bool, as_json: bool, reading: Reading) -> None:
+def inspect(
+    model: Path,
+    layer_paths: Sequence[str],
+    gate_names: Sequence[str],
+    unit: int | None,
+    with_values: bool,
+    heatmap: bool,
+    as_json: bool,
+    reading: Reading,
+) -> None:
     """Show every recurrent layer of MODEL, sliced by gate and unit, with shapes and statistics.
 
     \b
@@ -63,16 +80,37 @@ def inspect(model: Path, layer_paths: Sequence[str], gate_names: Sequence[str], 
 @cli.command(short_help="One unit of one layer, step by step: every number of its arithmetic.")
 @model_argument
 @input_options
-@click.option("--layer", "layer_path", metavar="PATH",
-              help="The recurrent layer (default: the model's first): NAME, NAME/forward or NAME/backward, OUTER/INNER, NAME/cell_K.")
+@click.option(
+    "--layer",
+    "layer_path",
+    metavar="PATH",
+    help="The recurrent layer (default: the model's first): NAME, NAME/forward or NAME/backward, OUTER/INNER, NAME/cell_K.",
+)
 @click.option("--sample", type=click.IntRange(min=0), default=0, show_default=True, help="The sample of the input to follow.")
 @click.option("--unit", type=click.IntRange(min=0), default=0, show_default=True, help="The unit to follow.")
-@click.option("--keras", "framework", type=click.Choice(["auto", "keras", "tf-keras", "none"]), default="auto", show_default=True,
-              help="Who computes the reference output at the end: auto is predict when Keras is installed (as in verify), "
-              "else grucli's replay; none never imports Keras (fast).")
+@click.option(
+    "--keras",
+    "framework",
+    type=click.Choice(["auto", "keras", "tf-keras", "none"]),
+    default="auto",
+    show_default=True,
+    help="Who computes the reference output at the end: auto is predict when Keras is installed (as in verify), "
+    "else grucli's replay; none never imports Keras (fast).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document (equations, steps, output) instead of text.")
-def explain(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, layer_path: str | None, sample: int,
-            unit: int, framework: str, as_json: bool, reading: Reading) -> None:
+def explain(
+    model: Path,
+    input_path: Path | None,
+    batch: int,
+    timesteps: int,
+    seed: int,
+    layer_path: str | None,
+    sample: int,
+    unit: int,
+    framework: str,
+    as_json: bool,
+    reading: Reading,
+) -> None:
     """Follow one unit of one recurrent layer through every timestep, with every number.
 
     The layer's exact equations stand once at the top. Then, for each timestep in the order
@@ -96,20 +134,40 @@ def explain(model: Path, input_path: Path | None, batch: int, timesteps: int, se
     emit(api.explain(load_model(model, reading), options), output_format(as_json))
 
 
-@cli.command(short_help='Write every gate slice (or PyTorch state_dicts) to an .npz.')
+@cli.command(short_help="Write every gate slice (or PyTorch state_dicts) to an .npz.")
 @model_argument
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.npz",
-              help="The .npz file to write; - writes it to stdout (piped or redirected, never to a terminal).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    metavar="OUT.npz",
+    help="The .npz file to write; - writes it to stdout (piped or redirected, never to a terminal).",
+)
 @layer_option
-@click.option("--layout", type=click.Choice(["keras", "torch"]), default="keras", show_default=True,
-              help="keras: every gate slice as {path}/{gate}/{array}. torch: PyTorch nn.GRU/nn.LSTM/nn.RNN "
-              "state_dict arrays as {path}/weight_ih_l0 ..., plus {path}/constructor.")
-@click.option("--approximate", is_flag=True,
-              help="With --layout torch: export reset_after=False GRUs too, which no nn.GRU reproduces exactly.")
+@click.option(
+    "--layout",
+    type=click.Choice(["keras", "torch"]),
+    default="keras",
+    show_default=True,
+    help="keras: every gate slice as {path}/{gate}/{array}. torch: PyTorch nn.GRU/nn.LSTM/nn.RNN "
+    "state_dict arrays as {path}/weight_ih_l0 ..., plus {path}/constructor.",
+)
+@click.option(
+    "--approximate", is_flag=True, help="With --layout torch: export reset_after=False GRUs too, which no nn.GRU reproduces exactly."
+)
 @skip_unsliced_option
 @click.option("--force", is_flag=True, help="Overwrite OUT.npz if it exists.")
-def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, approximate: bool, skip_unsliced: bool, force: bool,
-           reading: Reading) -> None:
+def export(
+    model: Path,
+    output: Path,
+    layer_paths: Sequence[str],
+    layout: str,
+    approximate: bool,
+    skip_unsliced: bool,
+    force: bool,
+    reading: Reading,
+) -> None:
     """Write every gate slice of MODEL's recurrent layers to an .npz file.
 
     Keys are {layer path}/{gate}/{array}, e.g. bi/forward/z/recurrent_kernel; arrays are
@@ -153,32 +211,68 @@ def export(model: Path, output: Path, layer_paths: Sequence[str], layout: str, a
     say(f"wrote {count} arrays from {len(layers)} layer(s) to {destination}")
 
 
-@cli.command(short_help='Replay each recurrent layer in NumPy and diff against predict.')
+@cli.command(short_help="Replay each recurrent layer in NumPy and diff against predict.")
 @model_argument
 @input_options
-@click.option("--expected", "expected_path", type=click.Path(path_type=Path), metavar="REF.npy",
-              help="Also compare the replay and predict with this stored output (.npy, or .npz for several outputs).")
+@click.option(
+    "--expected",
+    "expected_path",
+    type=click.Path(path_type=Path),
+    metavar="REF.npy",
+    help="Also compare the replay and predict with this stored output (.npy, or .npz for several outputs).",
+)
 @click.option("--atol", type=float, help="Absolute tolerance. Default 1e-5 on a CPU, 2e-3 on a GPU (TF32 products).")
 @click.option("--rtol", type=float, help="Relative tolerance (times |predict|). Default 1e-5 on a CPU, 1e-3 on a GPU.")
-@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
-              help="Precision of the NumPy replay.")
+@click.option(
+    "--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="Precision of the NumPy replay."
+)
 @layer_option
-@click.option("--trace", is_flag=True, help="Print each timestep's input, gate values and state for one sample and unit "
-              "(grucli explain also shows each step's arithmetic).")
+@click.option(
+    "--trace",
+    is_flag=True,
+    help="Print each timestep's input, gate values and state for one sample and unit (grucli explain also shows each step's arithmetic).",
+)
 @click.option("--sample", type=int, default=0, show_default=True, help="Sample shown by --trace.")
 @click.option("--unit", type=int, default=0, show_default=True, help="Unit shown by --trace.")
-@click.option("--keras", "framework", type=click.Choice(["auto", "keras", "tf-keras"]), default="auto", show_default=True,
-              help="Framework that runs predict: auto picks the file's own generation (tf-keras for Keras 1/2 and "
-              "tf.keras 2 files when it is installed, else Keras 3); keras is Keras 3 (backend from KERAS_BACKEND, "
-              "default tensorflow); tf-keras keeps the Keras 2 definitions, e.g. of hard_sigmoid.")
-@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), metavar="MODEL.onnx",
-              help="Also run this ONNX file of the model (grucli convert's, or another converter's) in ONNX Runtime and compare "
-              "it with predict.")
+@click.option(
+    "--keras",
+    "framework",
+    type=click.Choice(["auto", "keras", "tf-keras"]),
+    default="auto",
+    show_default=True,
+    help="Framework that runs predict: auto picks the file's own generation (tf-keras for Keras 1/2 and "
+    "tf.keras 2 files when it is installed, else Keras 3); keras is Keras 3 (backend from KERAS_BACKEND, "
+    "default tensorflow); tf-keras keeps the Keras 2 definitions, e.g. of hard_sigmoid.",
+)
+@click.option(
+    "--onnx",
+    "onnx_path",
+    type=click.Path(path_type=Path),
+    metavar="MODEL.onnx",
+    help="Also run this ONNX file of the model (grucli convert's, or another converter's) in ONNX Runtime and compare it with predict.",
+)
 @click.option("--unsafe", is_flag=True, help="Allow loading models with Lambda layers: runs Python code from the file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report (schema in docs/json.md) instead of tables.")
-def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, expected_path: Path | None,
-           atol: float | None, rtol: float | None, dtype: str, layer_paths: Sequence[str], trace: bool, sample: int,
-           unit: int, framework: str, onnx_path: Path | None, unsafe: bool, as_json: bool, reading: Reading) -> None:
+def verify(
+    model: Path,
+    input_path: Path | None,
+    batch: int,
+    timesteps: int,
+    seed: int,
+    expected_path: Path | None,
+    atol: float | None,
+    rtol: float | None,
+    dtype: str,
+    layer_paths: Sequence[str],
+    trace: bool,
+    sample: int,
+    unit: int,
+    framework: str,
+    onnx_path: Path | None,
+    unsafe: bool,
+    as_json: bool,
+    reading: Reading,
+) -> None:
     """Replay MODEL's recurrent layers in NumPy and diff against Keras's predict.
 
     Each recurrent layer is replayed on its real input (taken from the framework) and compared
@@ -201,9 +295,25 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     if unsafe:
         click.echo("warning: --unsafe lets the model file run Python code on this machine; use it only for files you trust", err=True)
     report = api.verify(
-        load_model(model, reading), None, input_path=input_path, expected_path=expected_path, atol=atol, rtol=rtol, dtype=dtype,
-        batch=batch, timesteps=timesteps, seed=seed, trace=trace, sample=sample, unit=unit, layer_paths=tuple(layer_paths),
-        framework=framework, unsafe=unsafe, limits=reading.limits, config_path=reading.config_path, onnx_path=onnx_path,
+        load_model(model, reading),
+        None,
+        input_path=input_path,
+        expected_path=expected_path,
+        atol=atol,
+        rtol=rtol,
+        dtype=dtype,
+        batch=batch,
+        timesteps=timesteps,
+        seed=seed,
+        trace=trace,
+        sample=sample,
+        unit=unit,
+        layer_paths=tuple(layer_paths),
+        framework=framework,
+        unsafe=unsafe,
+        limits=reading.limits,
+        config_path=reading.config_path,
+        onnx_path=onnx_path,
     )
     emit(report, output_format(as_json))
     sys.exit(0 if report.passed else 1)
@@ -212,17 +322,38 @@ def verify(model: Path, input_path: Path | None, batch: int, timesteps: int, see
 @cli.command(short_help="Write the model as ONNX, checked by ONNX Runtime against the replay.")
 @model_argument
 @input_options
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.onnx",
-              help="The .onnx file to write; - writes it to stdout (piped or redirected, never to a terminal).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    metavar="OUT.onnx",
+    help="The .onnx file to write; - writes it to stdout (piped or redirected, never to a terminal).",
+)
 @click.option("--atol", type=float, help="Absolute tolerance of ONNX Runtime against the replay. Default 1e-5.")
 @click.option("--rtol", type=float, help="Relative tolerance (times |replay|). Default 1e-5.")
-@click.option("--state-io", is_flag=True,
-              help="Make each recurrent layer's initial states inputs PATH/h_in (and PATH/c_in) and its final states outputs "
-              "PATH/h_out (PATH/c_out): a long sequence fed in chunks, states carried, gives what one pass gives.")
+@click.option(
+    "--state-io",
+    is_flag=True,
+    help="Make each recurrent layer's initial states inputs PATH/h_in (and PATH/c_in) and its final states outputs "
+    "PATH/h_out (PATH/c_out): a long sequence fed in chunks, states carried, gives what one pass gives.",
+)
 @click.option("--force", is_flag=True, help="Overwrite OUT.onnx if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of text.")
-def convert(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, output: Path, atol: float | None,
-            rtol: float | None, state_io: bool, force: bool, as_json: bool, reading: Reading) -> None:
+def convert(
+    model: Path,
+    input_path: Path | None,
+    batch: int,
+    timesteps: int,
+    seed: int,
+    output: Path,
+    atol: float | None,
+    rtol: float | None,
+    state_io: bool,
+    force: bool,
+    as_json: bool,
+    reading: Reading,
+) -> None:
     """Write MODEL as an ONNX file, without TensorFlow, and prove it with ONNX Runtime.
 
     Recurrent layers become native ONNX GRU, LSTM and RNN nodes (never a Loop): gate orders
@@ -249,8 +380,19 @@ def convert(model: Path, input_path: Path | None, batch: int, timesteps: int, se
 
     destination = binary_output(output, "ONNX file")
     loaded = load_model(model, reading)
-    report = api.convert(loaded, output, input_path=input_path, batch=batch, timesteps=timesteps, seed=seed, atol=atol, rtol=rtol,
-                         force=force, limits=reading.limits, state_io=state_io)
+    report = api.convert(
+        loaded,
+        output,
+        input_path=input_path,
+        batch=batch,
+        timesteps=timesteps,
+        seed=seed,
+        atol=atol,
+        rtol=rtol,
+        force=force,
+        limits=reading.limits,
+        state_io=state_io,
+    )
     if destination == "stdout":
         say(f"wrote {report.nodes} ONNX nodes to stdout")
         if report.comparison is not None and not report.comparison.passed:
@@ -262,23 +404,49 @@ def convert(model: Path, input_path: Path | None, batch: int, timesteps: int, se
     sys.exit(0 if report.passed else 1)
 
 
-@cli.command(short_help='Run the whole model in NumPy, without TensorFlow.')
+@cli.command(short_help="Run the whole model in NumPy, without TensorFlow.")
 @model_argument
 @input_options
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.npy",
-              help="Where to write the output (.npy; .npz for a model with several outputs); - writes it to stdout "
-              "(.npy, or .npz for several outputs; piped or redirected, never to a terminal).")
-@click.option("--gates", "gates_path", type=click.Path(path_type=Path), metavar="OUT.npz",
-              help="Also save every recurrent layer's per-timestep gates and states: keys {layer path}/{gate}, "
-              "{layer path}/h, {layer path}/c.")
-@click.option("--trace", "renamed_trace", type=click.Path(path_type=Path), hidden=True, expose_value=False,
-              callback=lambda ctx, param, value: renamed_trace(value))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    metavar="OUT.npy",
+    help="Where to write the output (.npy; .npz for a model with several outputs); - writes it to stdout "
+    "(.npy, or .npz for several outputs; piped or redirected, never to a terminal).",
+)
+@click.option(
+    "--gates",
+    "gates_path",
+    type=click.Path(path_type=Path),
+    metavar="OUT.npz",
+    help="Also save every recurrent layer's per-timestep gates and states: keys {layer path}/{gate}, {layer path}/h, {layer path}/c.",
+)
+@click.option(
+    "--trace",
+    "renamed_trace",
+    type=click.Path(path_type=Path),
+    hidden=True,
+    expose_value=False,
+    callback=lambda ctx, param, value: renamed_trace(value),
+)
 @click.option("--layer", "layer_path", metavar="PATH", help="Write this recurrent layer's output instead of the model's.")
-@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
-              help="Precision of the replay.")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="Precision of the replay.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
-def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, output: Path,
-           gates_path: Path | None, layer_path: str | None, dtype: str, force: bool, reading: Reading) -> None:
+def replay(
+    model: Path,
+    input_path: Path | None,
+    batch: int,
+    timesteps: int,
+    seed: int,
+    output: Path,
+    gates_path: Path | None,
+    layer_path: str | None,
+    dtype: str,
+    force: bool,
+    reading: Reading,
+) -> None:
     """Run MODEL's forward pass in NumPy, without TensorFlow, and save the output.
 
     Uses the definitions of the Keras version that saved the file (Keras 2's hard_sigmoid for
@@ -304,14 +472,18 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     binary_output(gates_path, "gate values")
     loaded = load_model(model, reading)
     if not loaded.file.has_config:
-        raise CliError(f"{model} holds weights only; replay needs its architecture: pass --config MODEL.json (the JSON of model.to_json(), or a .keras config.json)")
+        raise CliError(
+            f"{model} holds weights only; replay needs its architecture: pass --config MODEL.json "
+            "(the JSON of model.to_json(), or a .keras config.json)"
+        )
     inputs, _ = api.model_inputs(loaded, input_path, batch, timesteps, seed, reading.limits)
     for path in (output, gates_path):
         if path is not None and str(path) != "-" and path.exists() and not force:
             raise CliError(f"{path} already exists; pass --force to overwrite it")
     with DelayedProgress("replaying", "steps") as progress:
-        result = api.replay(loaded, inputs, np.float32 if dtype == "float32" else np.float64, gates=gates_path is not None,
-                            progress=progress)
+        result = api.replay(
+            loaded, inputs, np.float32 if dtype == "float32" else np.float64, gates=gates_path is not None, progress=progress
+        )
     outputs = [result.layer_output(layer_path)] if layer_path is not None else list(result.outputs)
     if len(outputs) == 1:
         write_npy(output, outputs[0], force=force)
@@ -326,20 +498,38 @@ def replay(model: Path, input_path: Path | None, batch: int, timesteps: int, see
     say(f"replayed {model} on {source} {', '.join(str(x.shape) for x in inputs)}; wrote {shapes} to {destination}")
 
 
-@cli.command(short_help='Compare two files gate by gate (e.g. two checkpoints).')
+@cli.command(short_help="Compare two files gate by gate (e.g. two checkpoints).")
 @click.argument("model_a", metavar="A", type=click.Path(path_type=Path))
 @click.argument("model_b", metavar="B", type=click.Path(path_type=Path))
 @reading_options
 @layer_option
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="How many most-changed units to name per array.")
-@click.option("--atol", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Changes up to this size count as no change (for --exit-code and the verdict).")
-@click.option("--exit-code", "exit_code", is_flag=True,
-              help="Exit 1 when any array changed by more than --atol, 0 otherwise (as git diff --exit-code).")
+@click.option(
+    "--atol",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Changes up to this size count as no change (for --exit-code and the verdict).",
+)
+@click.option(
+    "--exit-code",
+    "exit_code",
+    is_flag=True,
+    help="Exit 1 when any array changed by more than --atol, 0 otherwise (as git diff --exit-code).",
+)
 @skip_unsliced_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document with a list `changes` instead of a table.")
-def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, atol: float, exit_code: bool, skip_unsliced: bool,
-         as_json: bool, reading: Reading) -> None:
+def diff(
+    model_a: Path,
+    model_b: Path,
+    layer_paths: Sequence[str],
+    top: int,
+    atol: float,
+    exit_code: bool,
+    skip_unsliced: bool,
+    as_json: bool,
+    reading: Reading,
+) -> None:
     """Compare two files of the same architecture gate by gate (e.g. two checkpoints).
 
     Per layer, gate and array: the largest absolute change, the relative change ‖B−A‖/‖A‖ and
@@ -357,8 +547,10 @@ def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, ato
 
     a, b = load_model(model_a, reading, weights_only_sides=True), load_model(model_b, reading, weights_only_sides=True)
     if reading.config_path is not None and a.file.config_path is None and b.file.config_path is None:
-        raise CliError(f"--config {reading.config_path} is given but {model_a} and {model_b} both hold their own configs; "
-                       "expected at least one weights-only file")
+        raise CliError(
+            f"--config {reading.config_path} is given but {model_a} and {model_b} both hold their own configs; "
+            "expected at least one weights-only file"
+        )
     for loaded in (a, b):
         refuse_unsliced_layers(loaded, layer_paths, skip_unsliced)
     report = api.diff(a, b, layer_paths, top, atol)
@@ -367,19 +559,42 @@ def diff(model_a: Path, model_b: Path, layer_paths: Sequence[str], top: int, ato
         sys.exit(1)
 
 
-@cli.command(short_help='Health checks: NaN/Inf, dead units, saturated gates.')
+@cli.command(short_help="Health checks: NaN/Inf, dead units, saturated gates.")
 @model_argument
 @layer_option
-@click.option("--saturation-logit", type=float, default=5.0, show_default=True,
-              help="A sigmoid gate is saturated when |bias| − spread-factor·spread exceeds this (σ(5) = 0.993).")
-@click.option("--saturation-spread", type=float, default=2.0, show_default=True,
-              help="How many standard deviations of the gate's input the bias must clear to count as saturated.")
-@click.option("--max-spectral-norm", type=float, default=100.0, show_default=True,
-              help="Largest allowed spectral norm of a gate's recurrent block (trained models measured 4.6-50).")
+@click.option(
+    "--saturation-logit",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="A sigmoid gate is saturated when |bias| − spread-factor·spread exceeds this (σ(5) = 0.993).",
+)
+@click.option(
+    "--saturation-spread",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="How many standard deviations of the gate's input the bias must clear to count as saturated.",
+)
+@click.option(
+    "--max-spectral-norm",
+    type=float,
+    default=100.0,
+    show_default=True,
+    help="Largest allowed spectral norm of a gate's recurrent block (trained models measured 4.6-50).",
+)
 @skip_unsliced_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of a table.")
-def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, saturation_spread: float,
-          max_spectral_norm: float, skip_unsliced: bool, as_json: bool, reading: Reading) -> None:
+def check(
+    model: Path,
+    layer_paths: Sequence[str],
+    saturation_logit: float,
+    saturation_spread: float,
+    max_spectral_norm: float,
+    skip_unsliced: bool,
+    as_json: bool,
+    reading: Reading,
+) -> None:
     """Health checks for CI: NaN/Inf weights, dead units, saturated gates, exploding recurrent blocks.
 
     Each finding names the layer, gate and unit. Exit code 1 when anything is found, 0 when
@@ -403,20 +618,48 @@ def check(model: Path, layer_paths: Sequence[str], saturation_logit: float, satu
 
 @cli.command(short_help="Weight heatmaps per gate, or gates and states over time (--activations), to a PNG.")
 @model_argument
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.png",
-              help="The PNG to write; - writes it to stdout (piped or redirected, never to a terminal).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    metavar="OUT.png",
+    help="The PNG to write; - writes it to stdout (piped or redirected, never to a terminal).",
+)
 @layer_option
 @click.option("--gate", "gate_names", multiple=True, metavar="G", help="Only this gate (repeatable; weights only).")
-@click.option("--activations", is_flag=True,
-              help="Draw each layer's gates and states over time on an input (--input, or seeded random) instead of its weights.")
+@click.option(
+    "--activations",
+    is_flag=True,
+    help="Draw each layer's gates and states over time on an input (--input, or seeded random) instead of its weights.",
+)
 @input_options
 @click.option("--sample", type=click.IntRange(min=0), default=0, show_default=True, help="The sample of the input to draw (--activations).")
-@click.option("--units", "units_text", metavar="LIST", callback=units_callback,
-              help="The units to draw, e.g. 0-15,32 (--activations). Default: all, averaged over blocks beyond 128.")
+@click.option(
+    "--units",
+    "units_text",
+    metavar="LIST",
+    callback=units_callback,
+    help="The units to draw, e.g. 0-15,32 (--activations). Default: all, averaged over blocks beyond 128.",
+)
 @click.option("--dpi", type=click.IntRange(min=30, max=600), default=110, show_default=True, help="Resolution of the PNG.")
 @click.option("--force", is_flag=True, help="Overwrite OUT.png if it exists.")
-def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequence[str], activations: bool, input_path: Path | None,
-         batch: int, timesteps: int, seed: int, sample: int, units_text: list[int] | None, dpi: int, force: bool, reading: Reading) -> None:
+def plot(
+    model: Path,
+    output: Path,
+    layer_paths: Sequence[str],
+    gate_names: Sequence[str],
+    activations: bool,
+    input_path: Path | None,
+    batch: int,
+    timesteps: int,
+    seed: int,
+    sample: int,
+    units_text: list[int] | None,
+    dpi: int,
+    force: bool,
+    reading: Reading,
+) -> None:
     """Write heatmaps of MODEL's recurrent layers to a PNG.
 
     Without --activations: per gate, the kernel and recurrent kernel as heatmaps and a histogram of
@@ -451,8 +694,10 @@ def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequ
     from grucli.output.plot import write_activity_plot
 
     if not loaded.file.has_config:
-        raise CliError(f"{model} holds weights only; its activations need its architecture: pass --config MODEL.json "
-                       "(the JSON of model.to_json(), or a .keras config.json)")
+        raise CliError(
+            f"{model} holds weights only; its activations need its architecture: pass --config MODEL.json "
+            "(the JSON of model.to_json(), or a .keras config.json)"
+        )
     inputs, description = api.model_inputs(loaded, input_path, batch, timesteps, seed, reading.limits)
     found = api.activities(loaded, inputs, layer_paths, sample, units_text, description)
     maps = write_activity_plot(found, output, force=force, dpi=dpi)
@@ -467,11 +712,26 @@ def plot(model: Path, output: Path, layer_paths: Sequence[str], gate_names: Sequ
 @input_options
 @click.option("--random", "use_random", is_flag=True, help="Without --input, draw the activations on a seeded random input.")
 @click.option("--sample", type=click.IntRange(min=0), default=0, show_default=True, help="The sample whose activations are drawn.")
-@click.option("--verify/--no-verify", "with_verify", default=None,
-              help="Compare the replay with Keras's predict on the input. Default: where Keras is installed.")
+@click.option(
+    "--verify/--no-verify",
+    "with_verify",
+    default=None,
+    help="Compare the replay with Keras's predict on the input. Default: where Keras is installed.",
+)
 @click.option("--force", is_flag=True, help="Overwrite OUT.html if it exists.")
-def report(model: Path, output: Path, input_path: Path | None, batch: int, timesteps: int, seed: int, use_random: bool, sample: int,
-           with_verify: bool | None, force: bool, reading: Reading) -> None:
+def report(
+    model: Path,
+    output: Path,
+    input_path: Path | None,
+    batch: int,
+    timesteps: int,
+    seed: int,
+    use_random: bool,
+    sample: int,
+    with_verify: bool | None,
+    force: bool,
+    reading: Reading,
+) -> None:
     """Write one HTML page about MODEL that opens from disk in any browser (nothing is loaded
     from the network: its script, style and numbers are inline).
 
@@ -503,7 +763,14 @@ def report(model: Path, output: Path, input_path: Path | None, batch: int, times
         inputs, description = api.model_inputs(loaded, input_path, batch, timesteps, seed, reading.limits)
     found = api.report(loaded, inputs, description or "given", sample, with_verify)
     size = write_report(found, output, force=force)
-    say(f"wrote {output} ({size / 1e6:.2f} MB): {len(found.layers)} recurrent layer(s)"
+    say(
+        f"wrote {output} ({size / 1e6:.2f} MB): {len(found.layers)} recurrent layer(s)"
         + ("" if found.activities_missing is None else f"; activations: {found.activities_missing}")
-        + (f"; verify {'passed' if found.verify.passed else 'FAILED'}" if found.verify is not None
-           else f"; verify: {found.verify_missing}" if inputs is not None and with_verify is not False else ""))
+        + (
+            f"; verify {'passed' if found.verify.passed else 'FAILED'}"
+            if found.verify is not None
+            else f"; verify: {found.verify_missing}"
+            if inputs is not None and with_verify is not False
+            else ""
+        )
+    )

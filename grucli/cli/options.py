@@ -10,8 +10,9 @@ import dataclasses
 import functools
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -46,27 +47,47 @@ def reading_options(function: F) -> F:
     @functools.wraps(function)
     def command(**kwargs: Any) -> Any:
         chosen = {name: kwargs.pop(name) for name in LIMIT_OPTIONS if name in kwargs}
-        limits = dataclasses.replace(Limits(), **{_limit_field(name): value * MIB if _in_mib(name) else value
-                                                  for name, value in chosen.items()})
+        limits = dataclasses.replace(
+            Limits(), **{_limit_field(name): value * MIB if _in_mib(name) else value for name, value in chosen.items()}
+        )
         return function(reading=Reading(limits, kwargs.pop("config_path")), **kwargs)
 
     command = click.option(
-        "--config", "config_path", type=click.Path(path_type=Path), metavar="MODEL.json",
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        metavar="MODEL.json",
         help="The architecture of a weights-only file: the JSON of model.to_json() or a .keras zip's config.json. "
         "The weights then get their real layer names and classes, and replay and verify work.",
     )(command)
     defaults = Limits()
     for flag, field, default, text in (
-        ("--max-layers", "max_layers", defaults.max_layers,
-         "Most layers (and checkpoint variables) to read; configs may hold 100 JSON values per layer, checkpoint indexes 50 keys."),
-        ("--max-config-mb", "max_config_bytes", defaults.max_config_bytes // MIB,
-         "Largest config, metadata record or checkpoint index to read, in MiB."),
-        ("--max-total-mb", "max_total_bytes", defaults.max_total_bytes // MIB,
-         "Most MiB of weight arrays to read from one file, all arrays together."),
+        (
+            "--max-layers",
+            "max_layers",
+            defaults.max_layers,
+            "Most layers (and checkpoint variables) to read; configs may hold 100 JSON values per layer, checkpoint indexes 50 keys.",
+        ),
+        (
+            "--max-config-mb",
+            "max_config_bytes",
+            defaults.max_config_bytes // MIB,
+            "Largest config, metadata record or checkpoint index to read, in MiB.",
+        ),
+        (
+            "--max-total-mb",
+            "max_total_bytes",
+            defaults.max_total_bytes // MIB,
+            "Most MiB of weight arrays to read from one file, all arrays together.",
+        ),
     ):
         command = click.option(flag, field, type=click.IntRange(min=1), default=default, show_default=True, help=text)(command)
     return click.option(
-        "--max-mb", "max_mb", type=click.IntRange(min=1), default=4096, show_default=True,
+        "--max-mb",
+        "max_mb",
+        type=click.IntRange(min=1),
+        default=4096,
+        show_default=True,
         help="Largest weight array or compressed zip member to load, in MiB. Every limit is checked before "
         "reading (model files are untrusted input).",
     )(command)
@@ -82,11 +103,13 @@ def _in_mib(option: str) -> bool:
 
 def renamed_trace(value: Path | None) -> None:
     if value is not None:
-        raise CliError(f"replay --trace {value} is now --gates {value} (it writes every gate's values to an .npz); "
-                       "--trace prints a per-step table in verify, and grucli explain shows each step's arithmetic")
+        raise CliError(
+            f"replay --trace {value} is now --gates {value} (it writes every gate's values to an .npz); "
+            "--trace prints a per-step table in verify, and grucli explain shows each step's arithmetic"
+        )
 
 
-def load_model(path: Path, reading: Reading, weights_only_sides: bool = False) -> "Model":
+def load_model(path: Path, reading: Reading, weights_only_sides: bool = False) -> Model:
     """Read a model file through the API, closed again when the command ends (arrays are read lazily).
 
     With --config the file must be weights-only; `weights_only_sides` (diff) applies it only to
@@ -107,7 +130,10 @@ def load_model(path: Path, reading: Reading, weights_only_sides: bool = False) -
 
 def layer_option(function: F) -> F:
     return click.option(
-        "--layer", "layer_paths", multiple=True, metavar="PATH",
+        "--layer",
+        "layer_paths",
+        multiple=True,
+        metavar="PATH",
         help="Only this layer (repeatable). Paths: NAME, NAME/forward and NAME/backward for Bidirectional, "
         "OUTER/INNER for nested models, NAME/cell_K for stacked cells; a prefix selects what is below it.",
     )(function)
@@ -115,12 +141,13 @@ def layer_option(function: F) -> F:
 
 def skip_unsliced_option(function: F) -> F:
     return click.option(
-        "--skip-unsliced", is_flag=True,
+        "--skip-unsliced",
+        is_flag=True,
         help="Leave out layers that hold recurrent weights grucli cannot slice (a custom cell, say) instead of refusing the file.",
     )(function)
 
 
-def refuse_unsliced_layers(model: "Model", layer_paths: Sequence[str], skip: bool) -> None:
+def refuse_unsliced_layers(model: Model, layer_paths: Sequence[str], skip: bool) -> None:
     """A command over every recurrent layer refuses weights it cannot slice, unless told to skip them."""
     from grucli import api
 
@@ -136,34 +163,53 @@ def binary_output(path: Path | None, what: str) -> str:
     if path is None or str(path) != "-":
         return str(path)
     if sys.stdout.isatty():
-        raise CliError(f"-o - writes the {what} to stdout, which is a terminal here; redirect it (-o - > out) or pipe it, "
-                       "or give a file path")
+        raise CliError(
+            f"-o - writes the {what} to stdout, which is a terminal here; redirect it (-o - > out) or pipe it, or give a file path"
+        )
     return "stdout"
 
 
 def input_options(function: F) -> F:
     """--input, --batch, --timesteps, --seed: shared by the commands that run a model."""
     options = [
-        click.option("--input", "input_path", type=click.Path(path_type=Path), metavar="X",
-                     help="Input: .npy, .npz (one named array per model input) or .csv (one sequence: a row per timestep, "
-                     "a column per feature; a header row is skipped). A single sequence gets a batch axis. "
-                     "Default: seeded random input of the model's shape."),
+        click.option(
+            "--input",
+            "input_path",
+            type=click.Path(path_type=Path),
+            metavar="X",
+            help="Input: .npy, .npz (one named array per model input) or .csv (one sequence: a row per timestep, "
+            "a column per feature; a header row is skipped). A single sequence gets a batch axis. "
+            "Default: seeded random input of the model's shape.",
+        ),
         click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Samples in the random input."),
-        click.option("--timesteps", type=click.IntRange(min=1), default=10, show_default=True,
-                     help="Timesteps of the random input when the model accepts any length."),
+        click.option(
+            "--timesteps",
+            type=click.IntRange(min=1),
+            default=10,
+            show_default=True,
+            help="Timesteps of the random input when the model accepts any length.",
+        ),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input."),
-        click.option("--max-input-mb", "max_input_bytes", type=click.IntRange(min=1), default=Limits().max_input_bytes // MIB,
-                     show_default=True,
-                     help="Largest input (and --expected output) to read, as its headers declare, and largest random input, in MiB."),
-        click.option("--max-timesteps", "max_timesteps", type=click.IntRange(min=1), default=Limits().max_timesteps,
-                     show_default=True,
-                     help="Most timesteps of a random input (a config may declare millions)."),
+        click.option(
+            "--max-input-mb",
+            "max_input_bytes",
+            type=click.IntRange(min=1),
+            default=Limits().max_input_bytes // MIB,
+            show_default=True,
+            help="Largest input (and --expected output) to read, as its headers declare, and largest random input, in MiB.",
+        ),
+        click.option(
+            "--max-timesteps",
+            "max_timesteps",
+            type=click.IntRange(min=1),
+            default=Limits().max_timesteps,
+            show_default=True,
+            help="Most timesteps of a random input (a config may declare millions).",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
     return function
-
-
 
 
 def output_format(as_json: bool) -> Any:
@@ -206,8 +252,6 @@ def width() -> int:
         except (OSError, ValueError):
             return 120
     return columns if columns > 40 else 120
-
-
 
 
 def units_callback(context: click.Context, parameter: click.Parameter, value: str | None) -> list[int] | None:

@@ -12,8 +12,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -78,15 +78,21 @@ def _non_finite(path: str, gate: str, arrays: dict[str, np.ndarray]) -> Iterator
         for check, test in (("nan", np.isnan), ("inf", np.isinf)):
             counts = test(columns).sum(axis=0)
             for unit in np.flatnonzero(counts):
-                yield Finding(check, path, gate, int(unit), name, float(counts[unit]),
-                              f"{path} gate {gate} unit {unit}: {int(counts[unit])} {check.upper()} value(s) in {name}")
+                yield Finding(
+                    check,
+                    path,
+                    gate,
+                    int(unit),
+                    name,
+                    float(counts[unit]),
+                    f"{path} gate {gate} unit {unit}: {int(counts[unit])} {check.upper()} value(s) in {name}",
+                )
 
 
 def _dead_units(path: str, gate: str, arrays: dict[str, np.ndarray]) -> Iterator[Finding]:
     magnitude = sum(np.abs(gates.unit_columns(np.asarray(a, np.float64))).sum(axis=0) for a in arrays.values())
     for unit in np.flatnonzero(magnitude == 0):
-        yield Finding("dead", path, gate, int(unit), None, 0.0,
-                      f"{path} gate {gate} unit {unit}: every weight and bias feeding it is zero")
+        yield Finding("dead", path, gate, int(unit), None, 0.0, f"{path} gate {gate} unit {unit}: every weight and bias feeding it is zero")
 
 
 def _saturated(path: str, gate: str, arrays: dict[str, np.ndarray], thresholds: Thresholds) -> Iterator[Finding]:
@@ -98,9 +104,16 @@ def _saturated(path: str, gate: str, arrays: dict[str, np.ndarray], thresholds: 
     margin = np.abs(bias) - thresholds.saturation_spread * spread
     for unit in np.flatnonzero(margin > thresholds.saturation_logit):
         state = "open" if bias[unit] > 0 else "shut"
-        yield Finding("saturated", path, gate, int(unit), "bias", float(bias[unit]),
-                      f"{path} gate {gate} unit {unit}: bias {bias[unit]:.3g} against input spread {spread[unit]:.3g}; "
-                      f"the gate is stuck {state} for typical inputs")
+        yield Finding(
+            "saturated",
+            path,
+            gate,
+            int(unit),
+            "bias",
+            float(bias[unit]),
+            f"{path} gate {gate} unit {unit}: bias {bias[unit]:.3g} against input spread {spread[unit]:.3g}; "
+            f"the gate is stuck {state} for typical inputs",
+        )
 
 
 def _spectral_norm(path: str, gate: str, recurrent: np.ndarray, thresholds: Thresholds) -> Iterator[Finding]:
@@ -109,9 +122,15 @@ def _spectral_norm(path: str, gate: str, recurrent: np.ndarray, thresholds: Thre
         return  # non-finite weights are reported above; ConvLSTM kernels are not matrices
     norm = spectral_norm(matrix)
     if norm > thresholds.max_spectral_norm:
-        yield Finding("spectral_norm", path, gate, None, "recurrent_kernel", norm,
-                      f"{path} gate {gate}: recurrent block spectral norm {norm:.3g} exceeds {thresholds.max_spectral_norm:g}; "
-                      "the state may explode")
+        yield Finding(
+            "spectral_norm",
+            path,
+            gate,
+            None,
+            "recurrent_kernel",
+            norm,
+            f"{path} gate {gate}: recurrent block spectral norm {norm:.3g} exceeds {thresholds.max_spectral_norm:g}; the state may explode",
+        )
 
 
 EXACT_UP_TO = 512  # larger blocks: Lanczos instead of a full SVD (O(n³): minutes at 4096)

@@ -8,9 +8,9 @@ file grucli writes has been checked before anyone deploys it.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -47,8 +47,9 @@ class ConvertReport:
         return self.comparison is None or self.comparison.passed
 
 
-def prove(result: Converted, model_file: ModelFile, layers: ModelLayers, inputs: Sequence[np.ndarray],
-          atol: float, rtol: float) -> tuple[Comparison | None, str | None]:
+def prove(
+    result: Converted, model_file: ModelFile, layers: ModelLayers, inputs: Sequence[np.ndarray], atol: float, rtol: float
+) -> tuple[Comparison | None, str | None]:
     """ONNX Runtime's outputs on `inputs` compared with the replay's; (None, why) without ONNX Runtime."""
     if importlib.util.find_spec("onnxruntime") is None:
         return None, "onnxruntime is not installed (pip install 'grucli[onnx]'), so the file was not run"
@@ -73,8 +74,13 @@ class ConvertRunError(GrucliError):
 
 
 # The NumPy type of each element type an ONNX graph input may take.
-ORT_INPUT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
-                   "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+ORT_INPUT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
 
 
 def run_onnx_file(path: Path, inputs: Sequence[np.ndarray], max_bytes: int, names: Sequence[str] = ()) -> list[np.ndarray]:
@@ -104,16 +110,19 @@ def run_onnx_file(path: Path, inputs: Sequence[np.ndarray], max_bytes: int, name
         fed = list(declared[: len(inputs)])
     unknown = [spec for spec in fed if spec.type not in ORT_INPUT_TYPES]
     if unknown:
-        raise ConvertRunError(f"--onnx {path} declares its input {unknown[0].name} as {unknown[0].type}; expected float, int32, "
-                              "int64 or bool")
+        raise ConvertRunError(
+            f"--onnx {path} declares its input {unknown[0].name} as {unknown[0].type}; expected float, int32, int64 or bool"
+        )
     batch = len(inputs[0])
-    feeds = {spec.name: np.asarray(x, ORT_INPUT_TYPES[spec.type]) for spec, x in zip(fed, inputs)}
+    feeds: dict[str, np.ndarray] = {spec.name: np.asarray(x, ORT_INPUT_TYPES[spec.type]) for spec, x in zip(fed, inputs)}
     for spec in declared:
         if spec.name in feeds:
             continue
         if len(spec.shape) != 2 or not isinstance(spec.shape[1], int):
-            raise ConvertRunError(f"--onnx {path} has the input {spec.name} of shape {spec.shape} beyond the model's; expected "
-                                  "only --state-io's (batch, units) states")
+            raise ConvertRunError(
+                f"--onnx {path} has the input {spec.name} of shape {spec.shape} beyond the model's; expected "
+                "only --state-io's (batch, units) states"
+            )
         feeds[spec.name] = np.zeros((batch, spec.shape[1]), np.float32)
     try:
         ran = session.run(None, feeds)
@@ -122,8 +131,28 @@ def run_onnx_file(path: Path, inputs: Sequence[np.ndarray], max_bytes: int, name
     return [np.asarray(y) for y in ran]
 
 
-def report(path: str | Path, output: str | Path, result: Converted, description: str, comparison: Comparison | None,
-           not_compared: str | None, atol: float, rtol: float) -> ConvertReport:
-    return ConvertReport(str(path), str(output), len(result.model.graph.node), result.recurrent_nodes, description, comparison,
-                         not_compared, atol, rtol, result.input_signatures(), result.outputs,
-                         tuple(f"{name} float32 (batch, {units})" for name, units in result.state_inputs), result.state_outputs)
+def report(
+    path: str | Path,
+    output: str | Path,
+    result: Converted,
+    description: str,
+    comparison: Comparison | None,
+    not_compared: str | None,
+    atol: float,
+    rtol: float,
+) -> ConvertReport:
+    return ConvertReport(
+        str(path),
+        str(output),
+        len(result.model.graph.node),
+        result.recurrent_nodes,
+        description,
+        comparison,
+        not_compared,
+        atol,
+        rtol,
+        result.input_signatures(),
+        result.outputs,
+        tuple(f"{name} float32 (batch, {units})" for name, units in result.state_inputs),
+        result.state_outputs,
+    )

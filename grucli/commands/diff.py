@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -53,9 +54,24 @@ def diff_layers(a: ModelLayers, b: ModelLayers, layer_paths: Sequence[str] = (),
     return DiffReport(a.file.path, b.file.path, changes, atol)
 
 
-def _signature(layer: RecurrentLayer) -> tuple[object, ...]:
+class _Signature(NamedTuple):
+    """What must match for two layers' arrays to be compared gate by gate."""
+
+    kind: str
+    units: int
+    input_dim: int
+    kernel_shape: tuple[int, ...]
+    bias_shape: tuple[int, ...] | None
+
+
+def _signature(layer: RecurrentLayer) -> _Signature:
     bias = None if layer.bias is None else tuple(layer.bias.shape)
-    return (layer.kind, layer.units, layer.input_dim, tuple(layer.kernel.shape), bias)
+    return _Signature(layer.kind, layer.units, layer.input_dim, tuple(layer.kernel.shape), bias)
+
+
+def _described(signature: _Signature) -> str:
+    units = counted(signature.units, "unit")
+    return f"{signature.kind}({units}, input {signature.input_dim}, bias {signature.bias_shape})"
 
 
 def _check_same_architecture(a: ModelLayers, b: ModelLayers) -> None:
@@ -64,9 +80,7 @@ def _check_same_architecture(a: ModelLayers, b: ModelLayers) -> None:
     problems = [f"{path} only in {a.file.path}" for path in left if path not in right]
     problems += [f"{path} only in {b.file.path}" for path in right if path not in left]
     problems += [
-        f"{path}: {left[path][0]}({counted(left[path][1], 'unit')}, input {left[path][2]}, bias {left[path][4]}) vs "
-        f"{right[path][0]}({counted(right[path][1], 'unit')}, input {right[path][2]}, bias {right[path][4]})"
-        for path in left if path in right and left[path] != right[path]
+        f"{path}: {_described(left[path])} vs {_described(right[path])}" for path in left if path in right and left[path] != right[path]
     ]
     if problems:
         raise ArchitectureError("the two files have different recurrent layers, expected the same architecture: " + "; ".join(problems))
@@ -85,10 +99,14 @@ def _layer_changes(a: RecurrentLayer, b: RecurrentLayer, top: int) -> list[GateC
             base = float(np.linalg.norm(before))
             per_unit = np.sqrt((gates.unit_columns(delta) ** 2).sum(axis=0))
             order = np.argsort(-per_unit, kind="stable")[:top]
-            changes.append(GateChange(
-                path=a.path, gate=gate, array=name,
-                max_abs_change=float(np.abs(delta).max()) if delta.size else 0.0,
-                rel_change=float(np.linalg.norm(delta)) / base if base > 0 else None,
-                top_units=tuple((int(unit), float(per_unit[unit])) for unit in order if per_unit[unit] > 0),
-            ))
+            changes.append(
+                GateChange(
+                    path=a.path,
+                    gate=gate,
+                    array=name,
+                    max_abs_change=float(np.abs(delta).max()) if delta.size else 0.0,
+                    rel_change=float(np.linalg.norm(delta)) / base if base > 0 else None,
+                    top_units=tuple((int(unit), float(per_unit[unit])) for unit in order if per_unit[unit] > 0),
+                )
+            )
     return changes

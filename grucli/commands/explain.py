@@ -12,9 +12,9 @@ predict's (Keras, when installed) or with the replay's own run of the layer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from grucli.model.records import (
     RecurrentLayer,
 )
 from grucli.model.registry import Role, role_of
-from grucli.model.semantics import KERAS2, semantics_for
+from grucli.model.semantics import KERAS2, Semantics, semantics_for
 
 # Layers at most this small also get the vector form: every unit's gates, and the products written out.
 SMALL_UNITS = 4
@@ -125,7 +125,7 @@ class ExplainOptions:
     sample: int
     unit: int
     framework: str  # auto, keras, tf-keras or none
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
 
 
 # --- choosing the layer -----------------------------------------------------------------------------
@@ -137,20 +137,25 @@ def choose_layer(found: ModelLayers, wanted: str | None) -> RecurrentLayer:
     explainable = [layer for layer in found.recurrent if not layer.family.convolutional]
     if wanted is None:
         if not explainable:
-            raise InputError(f"explain follows one unit of a GRU, LSTM or SimpleRNN; this model has only "
-                             f"{', '.join(f'{l.path} ({l.kind})' for l in found.recurrent)}, whose units are spatial maps")
+            raise InputError(
+                f"explain follows one unit of a GRU, LSTM or SimpleRNN; this model has only "
+                f"{', '.join(f'{layer.path} ({layer.kind})' for layer in found.recurrent)}, whose units are spatial maps"
+            )
         return explainable[0]
     for layer in found.recurrent:
         if layer.path == wanted.rstrip(paths.SEPARATOR):
             if layer.family.convolutional:
-                raise InputError(f"layer {layer.path} is a {layer.kind}, whose units are spatial maps; explain follows one unit "
-                                 "of a GRU, LSTM or SimpleRNN (grucli replay --gates OUT.npz writes its gate values)")
+                raise InputError(
+                    f"layer {layer.path} is a {layer.kind}, whose units are spatial maps; explain follows one unit "
+                    "of a GRU, LSTM or SimpleRNN (grucli replay --gates OUT.npz writes its gate values)"
+                )
             return layer
     below = [layer.path for layer in found.recurrent if paths.selects(wanted, layer.path)]
     if below:
-        raise InputError(f"--layer {wanted} holds {len(below)} recurrent layers ({', '.join(below)}); explain follows one: "
-                         f"pass one of those paths")
-    raise InputError(f"no recurrent layer {wanted!r} in this model; expected one of: {', '.join(l.path for l in found.recurrent)}")
+        raise InputError(
+            f"--layer {wanted} holds {len(below)} recurrent layers ({', '.join(below)}); explain follows one: pass one of those paths"
+        )
+    raise InputError(f"no recurrent layer {wanted!r} in this model; expected one of: {', '.join(layer.path for layer in found.recurrent)}")
 
 
 # --- one step, every number -----------------------------------------------------------------------------
@@ -169,19 +174,23 @@ class GateWeights:
 def gate_weights(layer: RecurrentLayer) -> dict[str, GateWeights]:
     """The gate slices `export` writes, as float64."""
     names = gates.gate_array_names(layer)
-    weights = {}
-    for gate in gates.gate_names(layer.kind):
-        def read(name: str) -> np.ndarray | None:
-            return gates.gate_array(layer, gate, name).astype(np.float64) if name in names else None
 
-        weights[gate] = GateWeights(read("kernel"), read("recurrent_kernel"), read("bias"), read("recurrent_bias"))
-    return weights
+    def read(gate: str, name: str) -> np.ndarray:
+        return gates.gate_array(layer, gate, name).astype(np.float64)
+
+    def read_bias(gate: str, name: str) -> np.ndarray | None:
+        return read(gate, name) if name in names else None  # a layer without bias, or a one-row bias
+
+    return {
+        gate: GateWeights(read(gate, "kernel"), read(gate, "recurrent_kernel"), read_bias(gate, "bias"), read_bias(gate, "recurrent_bias"))
+        for gate in gates.gate_names(layer.kind)
+    }
 
 
 class UnitStepper:
     """Runs a layer step by step for all units, and records one unit's arithmetic."""
 
-    def __init__(self, layer: RecurrentLayer, semantics: str, unit: int, small: bool) -> None:
+    def __init__(self, layer: RecurrentLayer, semantics: Semantics, unit: int, small: bool) -> None:
         self.layer = layer
         self.family = layer.family
         self.unit = unit
@@ -213,8 +222,15 @@ class UnitStepper:
         """This unit's gates and every unit's new vectors: z, r, hh, h (GRU); i, f, cc, c, o, h; h."""
         return self._steps[self.family.cell](x, h_prev, c_prev)
 
-    def _gate(self, gate: str, name: str, act_name: str, act: Callable[[np.ndarray], np.ndarray], terms: list[tuple[Term, np.ndarray]],
-              scaled: tuple[np.ndarray, list[tuple[Term, np.ndarray]]] | None = None) -> tuple[GateStep, np.ndarray]:
+    def _gate(
+        self,
+        gate: str,
+        name: str,
+        act_name: str,
+        act: Callable[[np.ndarray], np.ndarray],
+        terms: list[tuple[Term, np.ndarray]],
+        scaled: tuple[np.ndarray, list[tuple[Term, np.ndarray]]] | None = None,
+    ) -> tuple[GateStep, np.ndarray]:
         """Sum the terms in the equation's order, apply the activation; all units, one recorded."""
         pre = np.zeros_like(terms[0][1])
         for _, values in terms:
@@ -277,8 +293,11 @@ class UnitStepper:
         vectors: dict[str, np.ndarray] = {}
         for gate, name in (("i", "i"), ("f", "f"), ("c", "cc"), ("o", "o")):
             x_g, h_g = self._input_terms(gate, x, h_prev)
-            terms = [(self._term(f"x·W_{gate}", x_g, x, w[gate].W), x_g), (self._term(f"h_prev·U_{gate}", h_g, h_prev, w[gate].U), h_g),
-                     *self._bias_terms(gate, "b")]
+            terms = [
+                (self._term(f"x·W_{gate}", x_g, x, w[gate].W), x_g),
+                (self._term(f"h_prev·U_{gate}", h_g, h_prev, w[gate].U), h_g),
+                *self._bias_terms(gate, "b"),
+            ]
             act_name, act = (self.act_name, self.act) if gate == "c" else (self.rec_act_name, self.rec_act)
             step, vectors[name] = self._gate(gate, name, act_name, act, terms)
             recorded.append(step)
@@ -294,7 +313,7 @@ class UnitStepper:
         return [step], {"h": h}
 
 
-def explain_steps(layer: RecurrentLayer, fed: LayerRun, sample: int, unit: int, semantics: str, small: bool) -> list[Step]:
+def explain_steps(layer: RecurrentLayer, fed: LayerRun, sample: int, unit: int, semantics: Semantics, small: bool) -> list[Step]:
     """Every step of `unit` for one sample of what the layer was fed, in processing order."""
     stepper = UnitStepper(layer, semantics, unit, small)
     x_all = np.asarray(fed.inputs[sample], np.float64)
@@ -318,11 +337,20 @@ def explain_steps(layer: RecurrentLayer, fed: LayerRun, sample: int, unit: int, 
             output = np.zeros(layer.units) if fed.zero_output_for_mask else previous_output
         else:
             output = vectors["h"]
-        steps.append(Step(
-            t=t, x=x_all[t].copy(), h_prev=h_prev.copy(), c_prev=None if c_prev is None else c_prev.copy(), gates=tuple(recorded),
-            h=float(new_h[unit]), c=None if new_c is None else float(new_c[unit]), output=float(output[unit]), masked=masked,
-            vectors={name: value.copy() for name, value in vectors.items()} if small else {},
-        ))
+        steps.append(
+            Step(
+                t=t,
+                x=x_all[t].copy(),
+                h_prev=h_prev.copy(),
+                c_prev=None if c_prev is None else c_prev.copy(),
+                gates=tuple(recorded),
+                h=float(new_h[unit]),
+                c=None if new_c is None else float(new_c[unit]),
+                output=float(output[unit]),
+                masked=masked,
+                vectors={name: value.copy() for name, value in vectors.items()} if small else {},
+            )
+        )
         h_prev, c_prev, previous_output = new_h, new_c, output
     return steps
 
@@ -334,17 +362,23 @@ def explain(found: ModelLayers, options: ExplainOptions) -> Explanation:
     """`found`: the file's layers as `grucli.load` found them (they are not found a second time)."""
     model_file = found.file
     if not model_file.has_config:
-        raise InputError(f"{model_file.path} holds weights only; explain needs its architecture to feed the layer its real input: "
-                         "pass --config MODEL.json (the JSON of model.to_json(), or a .keras config.json)")
+        raise InputError(
+            f"{model_file.path} holds weights only; explain needs its architecture to feed the layer its real input: "
+            "pass --config MODEL.json (the JSON of model.to_json(), or a .keras config.json)"
+        )
     layer = choose_layer(found, options.layer_path)
     if options.unit < 0 or options.unit >= layer.units:
-        raise InputError(f"--unit {options.unit} is out of range; layer {layer.path} has {_count(layer.units, 'unit')} (0-{layer.units - 1})")
+        raise InputError(
+            f"--unit {options.unit} is out of range; layer {layer.path} has {_count(layer.units, 'unit')} (0-{layer.units - 1})"
+        )
     from grucli.commands.verify import recurrent_member
 
     if role_of(recurrent_member(model_file, layer.path)[1].class_name) is Role.TIME_DISTRIBUTED:
         # Its steps run once per outer step, folded into the batch: no one sample to follow.
-        raise InputError(f"layer {layer.path} is a {layer.kind} inside TimeDistributed; explain follows a recurrent layer that "
-                         "runs once per sample (verify --trace and replay --gates cover this one)")
+        raise InputError(
+            f"layer {layer.path} is a {layer.kind} inside TimeDistributed; explain follows a recurrent layer that "
+            "runs once per sample (verify --trace and replay --gates cover this one)"
+        )
     inputs, description = model_inputs(model_file, options.input_path, options.batch, options.timesteps, options.seed, options.limits)
     semantics = semantics_for(model_file.keras_version, model_file.format)
     replay = ModelReplay(model_file, found, semantics, np.float64, keep_layer_runs=True)
@@ -359,10 +393,21 @@ def explain(found: ModelLayers, options: ExplainOptions) -> Explanation:
     steps = explain_steps(layer, fed, options.sample, options.unit, semantics, small)
     output = _output_check(model_file, found, layer, fed, steps, inputs, options)
     return Explanation(
-        file=str(model_file.path), path=layer.path, kind=layer.kind, units=layer.units, input_dim=layer.input_dim, unit=options.unit, sample=options.sample,
-        semantics=semantics, input_description=description, equations=layer_equations(layer, semantics),
-        activation_notes=tuple(_activation_notes(layer, semantics)), go_backwards=fed.go_backwards, steps=tuple(steps),
-        output=output, other_recurrent=tuple(other.path for other in found.recurrent if other.path != layer.path),
+        file=str(model_file.path),
+        path=layer.path,
+        kind=layer.kind,
+        units=layer.units,
+        input_dim=layer.input_dim,
+        unit=options.unit,
+        sample=options.sample,
+        semantics=semantics,
+        input_description=description,
+        equations=layer_equations(layer, semantics),
+        activation_notes=tuple(_activation_notes(layer, semantics)),
+        go_backwards=fed.go_backwards,
+        steps=tuple(steps),
+        output=output,
+        other_recurrent=tuple(other.path for other in found.recurrent if other.path != layer.path),
     )
 
 
@@ -370,21 +415,32 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def _activation_notes(layer: RecurrentLayer, semantics: str) -> list[str]:
+def _activation_notes(layer: RecurrentLayer, semantics: Semantics) -> list[str]:
     used = {layer.settings.activation, layer.settings.recurrent_activation}
     if "hard_sigmoid" not in used:
         return []
     if semantics == KERAS2:
-        return ["hard_sigmoid here is Keras 1/2's clip(0.2 * v + 0.5, 0, 1), as in the Keras that saved this file; "
-                "Keras 3 defines it as clip(v / 6 + 0.5, 0, 1), so Keras 3 gives other numbers for this file"]
+        return [
+            (
+                "hard_sigmoid here is Keras 1/2's clip(0.2 * v + 0.5, 0, 1), as in the Keras that saved this file; "
+                "Keras 3 defines it as clip(v / 6 + 0.5, 0, 1), so Keras 3 gives other numbers for this file"
+            )
+        ]
     return ["hard_sigmoid here is Keras 3's clip(v / 6 + 0.5, 0, 1); Keras 2 and tf.keras 2 defined it as clip(0.2 * v + 0.5, 0, 1)"]
 
 
 # --- the reference: predict, or the replay ----------------------------------------------------------------
 
 
-def _output_check(model_file: ModelFile, found: ModelLayers, layer: RecurrentLayer, fed: LayerRun, steps: Sequence[Step],
-                  inputs: list[np.ndarray], options: ExplainOptions) -> OutputCheck:
+def _output_check(
+    model_file: ModelFile,
+    found: ModelLayers,
+    layer: RecurrentLayer,
+    fed: LayerRun,
+    steps: Sequence[Step],
+    inputs: list[np.ndarray],
+    options: ExplainOptions,
+) -> OutputCheck:
     note = None
     if options.framework != NO_KERAS:
         try:
@@ -401,8 +457,14 @@ class _NoPredict(Exception):
     """predict's output cannot be shown (Keras missing, or this direction merged away); the reason says why."""
 
 
-def _predict_check(model_file: ModelFile, found: ModelLayers, layer: RecurrentLayer, steps: Sequence[Step], inputs: list[np.ndarray],
-                   options: ExplainOptions) -> OutputCheck:
+def _predict_check(
+    model_file: ModelFile,
+    found: ModelLayers,
+    layer: RecurrentLayer,
+    steps: Sequence[Step],
+    inputs: list[np.ndarray],
+    options: ExplainOptions,
+) -> OutputCheck:
     from grucli.commands.verify import recurrent_member
     from grucli.frameworks.framework import AUTO, open_framework, resolve_framework
 
@@ -435,15 +497,16 @@ def _predict_check(model_file: ModelFile, found: ModelLayers, layer: RecurrentLa
 
 
 def _keras_installed() -> bool:
+    return any(_installed(name) for name in ("keras", "tf_keras"))
+
+
+def _installed(name: str) -> bool:
     import importlib.util
 
-    for name in ("keras", "tf_keras"):
-        try:
-            if importlib.util.find_spec(name) is not None:
-                return True
-        except (ImportError, ValueError):  # a broken or blocked installation counts as none
-            continue
-    return False
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a broken or blocked installation counts as none
+        return False
 
 
 @dataclass(frozen=True)
@@ -458,7 +521,7 @@ class OutputPlace:
 
 
 def _place_in_output(raw: RawLayer, member_path: str, layer: RecurrentLayer) -> OutputPlace:
-    relative = layer.path[len(member_path):].strip(paths.SEPARATOR).split(paths.SEPARATOR) if layer.path != member_path else []
+    relative = layer.path[len(member_path) :].strip(paths.SEPARATOR).split(paths.SEPARATOR) if layer.path != member_path else []
     if role_of(raw.class_name) is Role.TIME_DISTRIBUTED:
         return OutputPlace(False, reason="the layer runs inside TimeDistributed")
     if role_of(raw.class_name) is not Role.BIDIRECTIONAL:
@@ -474,16 +537,21 @@ def _place_in_output(raw: RawLayer, member_path: str, layer: RecurrentLayer) -> 
     elif merge_mode is None:
         place = OutputPlace(return_sequences, output_index=1 if backward else 0, time_order=backward)
     else:
-        return OutputPlace(return_sequences, reason=f"predict's output merges both directions of {member_path} (merge_mode "
-                           f"{merge_mode}), so this direction is compared with grucli's replay of it")
+        return OutputPlace(
+            return_sequences,
+            reason=f"predict's output merges both directions of {member_path} (merge_mode "
+            f"{merge_mode}), so this direction is compared with grucli's replay of it",
+        )
     return _place_in_rnn(inner, member_path, relative[1:], place)
 
 
 def _place_in_rnn(raw: RawLayer, member_path: str, relative: Sequence[str], place: OutputPlace) -> OutputPlace:
     """An RNN of stacked cells outputs its last cell's sequence: earlier cells are not in predict's output."""
     if role_of(raw.class_name) is Role.RNN and len(raw.children) > 1 and relative and relative[0] != raw.children[-1][0]:
-        return OutputPlace(place.return_sequences, reason=f"predict's output of {member_path} is its last cell's, so cell "
-                           f"{relative[0]} is compared with grucli's replay of it")
+        return OutputPlace(
+            place.return_sequences,
+            reason=f"predict's output of {member_path} is its last cell's, so cell {relative[0]} is compared with grucli's replay of it",
+        )
     return place
 
 
@@ -494,7 +562,8 @@ def _units(raw: RawLayer) -> int:
     return int(raw.config.get("units", 0))
 
 
-def _check(reference: str, description: str, steps: Sequence[int], explained: Sequence[float], expected: Sequence[float],
-           note: str | None) -> OutputCheck:
+def _check(
+    reference: str, description: str, steps: Sequence[int], explained: Sequence[float], expected: Sequence[float], note: str | None
+) -> OutputCheck:
     diff = float(np.max(np.abs(np.subtract(explained, expected)))) if explained else 0.0
     return OutputCheck(reference, description, tuple(steps), tuple(explained), tuple(expected), diff, note)

@@ -6,8 +6,8 @@ thing and the formatters only format.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from grucli.model import gates
 from grucli.model.equations import Equations, layer_equations
 from grucli.model.layers import select_layers
 from grucli.model.records import ModelLayers, OtherLayer, RecurrentLayer
-from grucli.model.semantics import semantics_for
+from grucli.model.semantics import Semantics, semantics_for
 from grucli.model.stats import ArrayStats, array_stats
 
 
@@ -106,7 +106,9 @@ def _check_unit(layers: Sequence[RecurrentLayer], unit: int | None) -> None:
         raise SelectionError(f"--unit {unit} is out of range; the selected layers have at most {widest} units (0-{widest - 1})")
 
 
-def _layer_report(layer: RecurrentLayer, gate_filter: Sequence[str], unit: int | None, with_values: bool, semantics: str) -> LayerReport:
+def _layer_report(
+    layer: RecurrentLayer, gate_filter: Sequence[str], unit: int | None, with_values: bool, semantics: Semantics
+) -> LayerReport:
     shown_unit = unit if unit is not None and unit < layer.units else None
     gate_reports = []
     if unit is None or shown_unit is not None:
@@ -116,14 +118,23 @@ def _layer_report(layer: RecurrentLayer, gate_filter: Sequence[str], unit: int |
             if gate_filter and gate not in gate_filter:
                 continue
             # One unit's weights are a few short vectors: always shown, --values or not.
-            arrays = tuple(_array_report(layer, gate, name, shown_unit, with_values or shown_unit is not None, streamed.get((gate, name)))
-                           for name in gates.gate_array_names(layer))
+            arrays = tuple(
+                _array_report(layer, gate, name, shown_unit, with_values or shown_unit is not None, streamed.get((gate, name)))
+                for name in gates.gate_array_names(layer)
+            )
             gate_reports.append(GateReport(gate, gates.gate_meaning(layer.kind, gate), arrays))
-    return LayerReport(layer=layer, gates=tuple(gate_reports), unit=shown_unit, layout=tuple(gates.describe_layout(layer)),
-                       equations=layer_equations(layer, semantics))
+    return LayerReport(
+        layer=layer,
+        gates=tuple(gate_reports),
+        unit=shown_unit,
+        layout=tuple(gates.describe_layout(layer)),
+        equations=layer_equations(layer, semantics),
+    )
 
 
-def _array_report(layer: RecurrentLayer, gate: str, name: str, unit: int | None, with_values: bool, stats: ArrayStats | None) -> ArrayReport:
+def _array_report(
+    layer: RecurrentLayer, gate: str, name: str, unit: int | None, with_values: bool, stats: ArrayStats | None
+) -> ArrayReport:
     if stats is not None:
         shape = _gate_shape(layer, name)
         return ArrayReport(name, shape, stats, None)
@@ -134,7 +145,7 @@ def _array_report(layer: RecurrentLayer, gate: str, name: str, unit: int | None,
 
 def _gate_shape(layer: RecurrentLayer, name: str) -> tuple[int, ...]:
     if name == "kernel":
-        return tuple(layer.kernel.shape[:-1]) + (layer.units,)
+        return (*layer.kernel.shape[:-1], layer.units)
     if name == "recurrent_kernel":
-        return tuple(layer.recurrent_kernel.shape[:-1]) + (layer.units,)
+        return (*layer.recurrent_kernel.shape[:-1], layer.units)
     return (layer.units,)

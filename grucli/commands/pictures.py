@@ -13,13 +13,14 @@ May import: numpy, engine/, files/, model/, errors.
 from __future__ import annotations
 
 import functools
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from grucli.errors import counted
 from grucli.engine.graph import LayerRun, ModelReplay
+from grucli.errors import counted
 from grucli.files.inputs import InputError
 from grucli.model.gates import gate_arrays_by_gate, gate_meaning
 from grucli.model.records import ModelLayers, RecurrentLayer
@@ -42,13 +43,16 @@ class Blocks:
     @functools.cached_property
     def whole(self) -> bool:
         return all(b - a == 1 for a, b in zip(self.row_starts, self.row_starts[1:])) and all(
-            b - a == 1 for a, b in zip(self.column_starts, self.column_starts[1:]))
+            b - a == 1 for a, b in zip(self.column_starts, self.column_starts[1:])
+        )
 
     def note(self, rows: str, columns: str) -> str | None:
         if self.whole:
             return None
-        return (f"averaged over blocks: {self.row_starts[-1]} {rows} shown as {len(self.row_starts) - 1}, "
-                f"{self.column_starts[-1]} {columns} as {len(self.column_starts) - 1}")
+        return (
+            f"averaged over blocks: {self.row_starts[-1]} {rows} shown as {len(self.row_starts) - 1}, "
+            f"{self.column_starts[-1]} {columns} as {len(self.column_starts) - 1}"
+        )
 
 
 @dataclass(frozen=True)
@@ -92,15 +96,24 @@ class ActivityReport:
     skipped: tuple[tuple[str, str], ...] = ()  # (layer path, why it is not drawn), for layers not asked for by name
 
 
-def layer_activities(found: ModelLayers, inputs: Sequence[np.ndarray], description: str, layer_paths: Sequence[str] = (),
-                     sample: int = 0, units: Sequence[int] | None = None, allow_none: bool = False) -> ActivityReport:
+def layer_activities(
+    found: ModelLayers,
+    inputs: Sequence[np.ndarray],
+    description: str,
+    layer_paths: Sequence[str] = (),
+    sample: int = 0,
+    units: Sequence[int] | None = None,
+    allow_none: bool = False,
+) -> ActivityReport:
     """Replay the model once on `inputs`, keeping every recurrent layer's trace, and lay out the
     chosen sample's gates and states per layer (`allow_none`: no layer to draw is no error, the
     report says why in `skipped`)."""
     model_file = found.file
     if not model_file.has_config:
-        raise InputError(f"{model_file.path} holds weights only; the activations need its architecture to feed each layer its "
-                         "input: pass --config MODEL.json (the JSON of model.to_json(), or a .keras config.json)")
+        raise InputError(
+            f"{model_file.path} holds weights only; the activations need its architecture to feed each layer its "
+            "input: pass --config MODEL.json (the JSON of model.to_json(), or a .keras config.json)"
+        )
     semantics = semantics_for(model_file.keras_version, model_file.format)
     replay = ModelReplay(model_file, found, semantics, np.float64, trace=True, keep_layer_runs=True)
     replay.run(list(inputs))
@@ -110,8 +123,10 @@ def layer_activities(found: ModelLayers, inputs: Sequence[np.ndarray], descripti
         skipped += [(layer.path, _not_drawn(layer)) for layer in chosen if layer.family.convolutional]
         chosen = [layer for layer in chosen if not layer.family.convolutional]
     if not chosen and not allow_none:
-        raise InputError(f"{model_file.path}: no recurrent layer whose activations can be drawn ran in the replay: "
-                         + "; ".join(f"{path}: {why}" for path, why in skipped))
+        raise InputError(
+            f"{model_file.path}: no recurrent layer whose activations can be drawn ran in the replay: "
+            + "; ".join(f"{path}: {why}" for path, why in skipped)
+        )
     layers = tuple(_activity(layer, replay.layer_runs[layer.path], sample, units) for layer in chosen)
     return ActivityReport(str(model_file.path), description, layers, tuple(skipped) if not layer_paths else ())
 
@@ -130,22 +145,28 @@ def _chosen_layers(found: ModelLayers, replay: ModelReplay, layer_paths: Sequenc
     for wanted in layer_paths:
         matches = [layer for layer in known if layer.path == wanted or layer.path.startswith(f"{wanted}/")]
         if not matches:
-            raise InputError(f"--layer {wanted} is not a recurrent layer the replay ran; expected one of: "
-                             f"{', '.join(layer.path for layer in known)}")
+            raise InputError(
+                f"--layer {wanted} is not a recurrent layer the replay ran; expected one of: {', '.join(layer.path for layer in known)}"
+            )
         chosen += [layer for layer in matches if layer not in chosen]
     return chosen
 
 
 def _activity(layer: RecurrentLayer, fed: LayerRun, sample: int, units: Sequence[int] | None) -> LayerActivity:
     if layer.family.convolutional:
-        raise InputError(f"layer {layer.path} is a {layer.kind}, whose gates are maps over space at every step; the activations "
-                         "are drawn for GRU, LSTM and SimpleRNN layers (pass --layer to choose them)")
+        raise InputError(
+            f"layer {layer.path} is a {layer.kind}, whose gates are maps over space at every step; the activations "
+            "are drawn for GRU, LSTM and SimpleRNN layers (pass --layer to choose them)"
+        )
     batch, timesteps = fed.inputs.shape[:2]
     if not 0 <= sample < batch:
         raise InputError(f"--sample {sample} is out of range; the input has {batch} sample(s) (0-{batch - 1})")
     shown_units = tuple(range(layer.units)) if units is None else tuple(units)
     if any(not 0 <= unit < layer.units for unit in shown_units) or not shown_units:
-        raise InputError(f"--units {_listed(units)} is out of range for layer {layer.path}, which has {counted(layer.units, 'unit')} (0-{layer.units - 1})")
+        raise InputError(
+            f"--units {_listed(units)} is out of range for layer {layer.path}, which has {counted(layer.units, 'unit')} "
+            f"(0-{layer.units - 1})"
+        )
     order = np.arange(timesteps)[::-1] if fed.go_backwards else np.arange(timesteps)  # consumption order
     mask = np.ones(timesteps, bool) if fed.mask is None else np.asarray(fed.mask[sample], bool)[order]
     blocks = Blocks(_starts(len(shown_units), MAX_UNITS), _starts(timesteps, MAX_STEPS))
@@ -163,10 +184,18 @@ def _activity(layer: RecurrentLayer, fed: LayerRun, sample: int, units: Sequence
     feature_blocks = Blocks(_starts(inputs.shape[0], MAX_UNITS), blocks.column_starts)
     masked_blocks = _block_means(np.where(mask, 0.0, np.nan)[None, :], Blocks((0, 1), blocks.column_starts))[0]
     return LayerActivity(
-        path=layer.path, kind=layer.kind, sample=sample, steps=tuple(int(t) for t in order), backwards=fed.go_backwards,
-        units=shown_units, inputs=_block_means(inputs, feature_blocks), feature_starts=feature_blocks.row_starts,
+        path=layer.path,
+        kind=layer.kind,
+        sample=sample,
+        steps=tuple(int(t) for t in order),
+        backwards=fed.go_backwards,
+        units=shown_units,
+        inputs=_block_means(inputs, feature_blocks),
+        feature_starts=feature_blocks.row_starts,
         masked=~np.isfinite(masked_blocks),
-        quantities=tuple(quantities), blocks=blocks, downsampled=blocks.note("units", "steps"),
+        quantities=tuple(quantities),
+        blocks=blocks,
+        downsampled=blocks.note("units", "steps"),
     )
 
 
@@ -177,7 +206,7 @@ def _listed(units: Sequence[int] | None) -> str:
 def _starts(size: int, most: int) -> tuple[int, ...]:
     """Block boundaries: one block per row up to `most` rows, else `most` blocks as even as can be."""
     count = min(size, most)
-    return tuple(int(round(k * size / count)) for k in range(count + 1)) if count else (0,)
+    return tuple(round(k * size / count) for k in range(count + 1)) if count else (0,)
 
 
 def _block_means(matrix: np.ndarray, blocks: Blocks) -> np.ndarray:
@@ -187,7 +216,7 @@ def _block_means(matrix: np.ndarray, blocks: Blocks) -> np.ndarray:
     rows, columns = blocks.row_starts, blocks.column_starts
     out = np.full((len(rows) - 1, len(columns) - 1), np.nan)
     with np.errstate(invalid="ignore"):
-        for i, (r0, r1) in enumerate(zip(rows, rows[1:])):
+        for i, (r0, r1) in enumerate(itertools.pairwise(rows)):
             band = matrix[r0:r1]
             finite = np.isfinite(band)
             sums = np.add.reduceat(np.where(finite, band, 0.0).sum(axis=0), list(columns[:-1]))
@@ -221,6 +250,15 @@ def weight_maps(layer: RecurrentLayer) -> tuple[WeightMap, ...]:
             values = values.reshape(-1, values.shape[-1])  # a ConvLSTM window's cells and channels as rows
             blocks = Blocks(_starts(values.shape[0], MAX_WEIGHT_ROWS), _starts(values.shape[1], MAX_WEIGHT_UNITS))
             rows = "input features" if array == "kernel" else "previous-state units"
-            maps.append(WeightMap(gate, gate_meaning(layer.kind, gate), array, _block_means(values, blocks),
-                                  (values.shape[0], values.shape[1]), blocks, blocks.note(rows, "units")))
+            maps.append(
+                WeightMap(
+                    gate,
+                    gate_meaning(layer.kind, gate),
+                    array,
+                    _block_means(values, blocks),
+                    (values.shape[0], values.shape[1]),
+                    blocks,
+                    blocks.note(rows, "units"),
+                )
+            )
     return tuple(maps)

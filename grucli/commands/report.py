@@ -53,27 +53,60 @@ class ModelReport:
 
 def layer_settings(layer: RecurrentLayer) -> tuple[tuple[str, str], ...]:
     settings = layer.settings
-    rows = [("kind", layer.kind), ("units", str(layer.units)), ("input features", str(layer.input_dim)),
-            ("activation", str(settings.activation))]
+    rows = [
+        ("kind", layer.kind),
+        ("units", str(layer.units)),
+        ("input features", str(layer.input_dim)),
+        ("activation", str(settings.activation)),
+    ]
     if layer.family.uses_recurrent_activation:
         rows.append(("recurrent_activation", str(settings.recurrent_activation)))
     if settings.reset_after is not None:
         rows.append(("reset_after", str(settings.reset_after)))
-    rows += [("use_bias", str(settings.use_bias)), ("return_sequences", str(settings.return_sequences)),
-             ("return_state", str(settings.return_state)), ("go_backwards", str(settings.go_backwards)),
-             ("stateful", str(settings.stateful))]
+    rows += [
+        ("use_bias", str(settings.use_bias)),
+        ("return_sequences", str(settings.return_sequences)),
+        ("return_state", str(settings.return_state)),
+        ("go_backwards", str(settings.go_backwards)),
+        ("stateful", str(settings.stateful)),
+    ]
     return tuple(rows)
 
 
-def build_report(found: ModelLayers, activities: ActivityReport | None, activities_missing: str | None, verify: VerifyReport | None,
-                 verify_missing: str | None, check: CheckReport, input_description: str | None) -> ModelReport:
+def build_report(
+    found: ModelLayers,
+    activities: ActivityReport | None,
+    activities_missing: str | None,
+    verify: VerifyReport | None,
+    verify_missing: str | None,
+    check: CheckReport,
+    input_description: str | None,
+) -> ModelReport:
     model_file: ModelFile = found.file
     semantics = semantics_for(model_file.keras_version, model_file.format)
     by_path = {activity.path: activity for activity in activities.layers} if activities is not None else {}
     sections = tuple(
-        LayerSection(layer.path, layer.kind, layer.units, layer.input_dim, layer_settings(layer), layer_equations(layer, semantics),
-                     weight_maps(layer), by_path.get(layer.path))
+        LayerSection(
+            layer.path,
+            layer.kind,
+            layer.units,
+            layer.input_dim,
+            layer_settings(layer),
+            layer_equations(layer, semantics),
+            weight_maps(layer),
+            by_path.get(layer.path),
+        )
         for layer in found.recurrent
     )
-    return ModelReport(str(model_file.path), model_file.format, model_file.keras_version, semantics, sections, input_description,
-                       activities_missing, verify, verify_missing, check)
+    return ModelReport(
+        str(model_file.path),
+        model_file.format,
+        model_file.keras_version,
+        semantics,
+        sections,
+        input_description,
+        activities_missing,
+        verify,
+        verify_missing,
+        check,
+    )

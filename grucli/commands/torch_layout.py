@@ -10,8 +10,8 @@ PyTorch equivalent. LSTM gates i, f, g, o are Keras's i, f, c, o; its two biases
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -70,11 +70,20 @@ def _module(path: str, directions: list[RecurrentLayer], approximate: bool) -> T
         options.append(f"nonlinearity='{settings.activation}'")
     if len(directions) == 2:
         options.append("bidirectional=True")
-        notes.append("PyTorch concatenates the two directions' outputs (forward first), as Keras's merge_mode='concat'; for sum/ave/mul, split the last axis in two and merge by hand")
+        notes.append(
+            "PyTorch concatenates the two directions' outputs (forward first), as Keras's merge_mode='concat'; "
+            "for sum/ave/mul, split the last axis in two and merge by hand"
+        )
     elif settings.go_backwards:
-        notes.append("the Keras layer reads the sequence backwards (go_backwards): give PyTorch the time-reversed input; the output sequence then matches Keras's, in processing order")
+        notes.append(
+            "the Keras layer reads the sequence backwards (go_backwards): give PyTorch the time-reversed input; "
+            "the output sequence then matches Keras's, in processing order"
+        )
     if not settings.return_sequences:
-        notes.append("the Keras layer returns only its last output: take output[:, -1]" + (" for the forward half and output[:, 0] for the backward half" if len(directions) == 2 else ""))
+        notes.append(
+            "the Keras layer returns only its last output: take output[:, -1]"
+            + (" for the forward half and output[:, 0] for the backward half" if len(directions) == 2 else "")
+        )
     return TorchModule(path, f"{family.torch_module}({', '.join(options)})", arrays, tuple(notes))
 
 
@@ -86,7 +95,9 @@ def _check_equivalence(layer: RecurrentLayer, approximate: bool) -> list[str]:
             raise TorchLayoutError(f"layer {layer.path}: activation {activation!r}; nn.RNN offers only tanh and relu")
         return []
     if activation is None or recurrent_activation is None:
-        raise TorchLayoutError(f"layer {layer.path}: its activations are unknown (weights-only file); PyTorch's {family.torch_module} needs tanh and sigmoid")
+        raise TorchLayoutError(
+            f"layer {layer.path}: its activations are unknown (weights-only file); PyTorch's {family.torch_module} needs tanh and sigmoid"
+        )
     if (activation, recurrent_activation) != ("tanh", "sigmoid"):
         raise TorchLayoutError(
             f"layer {layer.path}: activation {activation!r} and recurrent_activation {recurrent_activation!r}; "
@@ -99,7 +110,12 @@ def _check_equivalence(layer: RecurrentLayer, approximate: bool) -> list[str]:
                 "(r * h)·U, while nn.GRU applies it after, r * (h·U); no nn.GRU computes the same. "
                 "Pass --approximate to export it anyway (outputs will differ)"
             )
-        return [f"APPROXIMATE: {layer.path} has reset_after=False; nn.GRU applies the reset gate after the recurrent product, so its outputs differ from Keras's"]
+        return [
+            (
+                f"APPROXIMATE: {layer.path} has reset_after=False; nn.GRU applies the reset gate after the recurrent product, "
+                "so its outputs differ from Keras's"
+            )
+        ]
     return []
 
 

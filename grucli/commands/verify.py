@@ -11,8 +11,9 @@ with `predict`; and both with an expected output when one is given.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,23 +57,25 @@ DEFINITIONS = {
 }
 
 
-def verify_model(layers: ModelLayers, path: str | Path, options: VerifyOptions,
-                 given: Sequence[np.ndarray] | None = None) -> VerifyReport:
+def verify_model(layers: ModelLayers, path: str | Path, options: VerifyOptions, given: Sequence[np.ndarray] | None = None) -> VerifyReport:
     """Replay each recurrent layer of a file already read on its real input, and the whole model,
     and compare with the framework's predict. `given`: input arrays already fitted to the model's
     inputs (the Python API), instead of options.input_path or a random input. `layers`: the file's
     layers as `grucli.load` found them (they are not found a second time)."""
     model_file = layers.file
     if not model_file.has_config:
-        raise ModelFileError(f"{path} holds weights only; verify needs its architecture: pass --config MODEL.json "
-                             "(the JSON of model.to_json(), or a .keras config.json)")
+        raise ModelFileError(
+            f"{path} holds weights only; verify needs its architecture: pass --config MODEL.json "
+            "(the JSON of model.to_json(), or a .keras config.json)"
+        )
     require_recurrent(layers)
     members = _selected_members(model_file, options.layer_paths)
     if given is not None:
         inputs, input_description = list(given), f"given arrays {', '.join(str(x.shape) for x in given)}"
     else:
-        inputs, input_description = model_inputs(model_file, options.input_path, options.batch, options.timesteps, options.seed,
-                                                  options.limits)
+        inputs, input_description = model_inputs(
+            model_file, options.input_path, options.batch, options.timesteps, options.seed, options.limits
+        )
     expected = _load_expected(options.expected_path, options.limits) if options.expected_path else None
     _refuse_code(model_file, options.unsafe)
 
@@ -103,13 +106,15 @@ def verify_model(layers: ModelLayers, path: str | Path, options: VerifyOptions,
     masks = {call.path: call.mask for call in replay.calls}
     # Each layer is replayed again on its real input (probed from the framework), traced if asked.
     layer_replay = ModelReplay(model_file, layers, semantics, dtype, trace=options.trace)
-    checks, traces = _check_layers(framework, keras_model, members, probed, layer_replay, replay.calls, inputs, masks,
-                                   atol, rtol, options)
+    checks, traces = _check_layers(framework, keras_model, members, probed, layer_replay, replay.calls, inputs, masks, atol, rtol, options)
     comparisons = {
         "replay_vs_predict": compare(replayed, predicted, atol, rtol) if replayed is not None else None,
         "replay_vs_expected": compare(replayed, expected, atol, rtol, ("the replay", "the expected output"))
-        if replayed is not None and expected is not None else None,
-        "predict_vs_expected": compare(predicted, expected, atol, rtol, ("predict", "the expected output")) if expected is not None else None,
+        if replayed is not None and expected is not None
+        else None,
+        "predict_vs_expected": compare(predicted, expected, atol, rtol, ("predict", "the expected output"))
+        if expected is not None
+        else None,
     }
     if options.onnx_path is not None:
         from grucli.commands.convert import run_onnx_file
@@ -118,13 +123,24 @@ def verify_model(layers: ModelLayers, path: str | Path, options: VerifyOptions,
         ran = run_onnx_file(options.onnx_path, inputs, options.limits.max_total_bytes, names)[: len(predicted)]
         comparisons["onnx_vs_predict"] = compare(ran, predicted, atol, rtol, ("ONNX Runtime", "predict"))
     return VerifyReport(
-        path=str(path), keras_version=model_file.keras_version, semantics=semantics, saved_by=model_file.saved_by,
+        path=str(path),
+        keras_version=model_file.keras_version,
+        semantics=semantics,
+        saved_by=model_file.saved_by,
         version_source=model_file.version_source,
         framework=framework.describe() + (" (auto)" if options.framework == AUTO else ""),
-        device=device, precision=_precision(compute_dtype, device, accelerated),
-        atol=atol, rtol=rtol, dtype=options.dtype, input_description=input_description, compute_dtype=compute_dtype,
+        device=device,
+        precision=_precision(compute_dtype, device, accelerated),
+        atol=atol,
+        rtol=rtol,
+        dtype=options.dtype,
+        input_description=input_description,
+        compute_dtype=compute_dtype,
         layers=_all_checks(checks, layers, options.layer_paths),
-        comparisons=comparisons, end_to_end_note=end_to_end_note, repairs=tuple(repairs), warnings=tuple(warnings_),
+        comparisons=comparisons,
+        end_to_end_note=end_to_end_note,
+        repairs=tuple(repairs),
+        warnings=tuple(warnings_),
         semantic_failures=semantic_failures,
         traces=tuple(traces),
     )
@@ -141,8 +157,10 @@ def _tolerances(options: VerifyOptions, accelerated: bool, compute_dtype: str) -
 
 def _precision(compute_dtype: str, device: str, accelerated: bool) -> str:
     if compute_dtype in LOW_PRECISION:
-        return (f"{compute_dtype} compute (mixed-precision policy) on {device}; the tolerance allows "
-                f"{LOW_PRECISION_ULPS} {compute_dtype} ulps ({LOW_PRECISION[compute_dtype]:.2g} each)")
+        return (
+            f"{compute_dtype} compute (mixed-precision policy) on {device}; the tolerance allows "
+            f"{LOW_PRECISION_ULPS} {compute_dtype} ulps ({LOW_PRECISION[compute_dtype]:.2g} each)"
+        )
     return f"{compute_dtype} predict on {device}" + (" (matrix products may use TF32)" if accelerated else "")
 
 
@@ -209,8 +227,7 @@ def _refuse_code(model: ModelFile, unsafe: bool) -> None:
         return
     for name, class_name in _code_layers(model.root):
         raise VerifyError(
-            f"layer {name} is a {class_name}: loading it would run Python code stored in the file; "
-            "pass --unsafe only for a file you trust"
+            f"layer {name} is a {class_name}: loading it would run Python code stored in the file; pass --unsafe only for a file you trust"
         )
 
 
@@ -221,7 +238,7 @@ def _code_layers(layer: RawLayer, prefix: str = "") -> Iterator[tuple[str, str]]
         yield from _code_layers(child, f"{prefix}{child.name}/")
 
 
-def _semantic_failures(layers: ModelLayers, model: ModelFile, semantics: str, framework: "Framework") -> Iterator[str]:
+def _semantic_failures(layers: ModelLayers, model: ModelFile, semantics: str, framework: Framework) -> Iterator[str]:
     """Activations whose definition changed between the Keras that saved the file and the one installed."""
     if semantics == framework.semantics:
         return
@@ -294,9 +311,17 @@ def _selected_members(model: ModelFile, selected: Sequence[str]) -> list[tuple[s
 
 
 def _check_layers(
-    framework: "Framework", keras_model: Any, members: Sequence[tuple[str, RawLayer, tuple[str, ...]]],
-    probed: Mapping[str, "Probe"], replay: ModelReplay, end_to_end: Sequence[RecurrentCall],
-    inputs: list[np.ndarray], masks: Mapping[str, np.ndarray | None], atol: float, rtol: float, options: VerifyOptions,
+    framework: Framework,
+    keras_model: Any,
+    members: Sequence[tuple[str, RawLayer, tuple[str, ...]]],
+    probed: Mapping[str, Probe],
+    replay: ModelReplay,
+    end_to_end: Sequence[RecurrentCall],
+    inputs: list[np.ndarray],
+    masks: Mapping[str, np.ndarray | None],
+    atol: float,
+    rtol: float,
+    options: VerifyOptions,
 ) -> tuple[list[LayerCheck], list[TraceTable]]:
     checks: list[LayerCheck] = []
     traces: list[TraceTable] = []
@@ -319,8 +344,14 @@ def _check_layers(
     return checks, traces
 
 
-def _same_call(end_to_end: Sequence[RecurrentCall], dtype: type, path: str, real_input: np.ndarray, mask: np.ndarray | None,
-               initial_state: Sequence[np.ndarray]) -> RecurrentCall | None:
+def _same_call(
+    end_to_end: Sequence[RecurrentCall],
+    dtype: type,
+    path: str,
+    real_input: np.ndarray,
+    mask: np.ndarray | None,
+    initial_state: Sequence[np.ndarray],
+) -> RecurrentCall | None:
     """The end-to-end replay's call of the layer at `path`, when it was fed exactly what the
     framework fed it (same values in the replay's dtype, same mask, same initial states): its
     outputs are then what a second run would compute, bit for bit, at no second cost (a long
@@ -331,11 +362,12 @@ def _same_call(end_to_end: Sequence[RecurrentCall], dtype: type, path: str, real
     call = calls[0]
     if np.shape(call.inputs) != np.shape(real_input) or not np.array_equal(np.asarray(call.inputs, dtype), np.asarray(real_input, dtype)):
         return None
-    if (call.mask is None) != (mask is None) or (mask is not None and not np.array_equal(call.mask, mask)):
+    if (call.mask is None) != (mask is None) or (mask is not None and call.mask is not None and not np.array_equal(call.mask, mask)):
         return None
     called_with = call.initial_state or []
     if len(called_with) != len(initial_state) or not all(
-            np.array_equal(np.asarray(a, dtype), np.asarray(b, dtype)) for a, b in zip(called_with, initial_state)):
+        np.array_equal(np.asarray(a, dtype), np.asarray(b, dtype)) for a, b in zip(called_with, initial_state)
+    ):
         return None
     return call
 
@@ -350,17 +382,20 @@ def _trace_tables(
         if not gates:
             continue
         if layer is not None and layer.family.convolutional:
-            raise InputError(f"--trace prints one unit of a GRU, LSTM or SimpleRNN; layer {path} is a {layer.kind}, whose units are "
-                             "spatial maps: leave it out with --layer, or write its gate values with grucli replay --gates OUT.npz")
+            raise InputError(
+                f"--trace prints one unit of a GRU, LSTM or SimpleRNN; layer {path} is a {layer.kind}, whose units are "
+                "spatial maps: leave it out with --layer, or write its gate values with grucli replay --gates OUT.npz"
+            )
         batch, timesteps, units = next(iter(gates.values())).shape
         if not 0 <= options.sample < batch:
             raise InputError(f"--sample {options.sample} is out of range; the input has {batch} samples (0-{batch - 1})")
         if not 0 <= options.unit < units:
             raise InputError(f"--unit {options.unit} is out of range; layer {path} has {counted(units, 'unit')} (0-{units - 1})")
         yield TraceTable(
-            path=path, sample=options.sample, unit=options.unit, steps=tuple(range(timesteps)),
+            path=path,
+            sample=options.sample,
+            unit=options.unit,
+            steps=tuple(range(timesteps)),
             inputs=layer_input[options.sample],
             values={name: values[options.sample, :, options.unit] for name, values in gates.items()},
         )
-
-

@@ -7,9 +7,10 @@ Keras; `verify` builds them.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class VerifyOptions:
     layer_paths: tuple[str, ...] = ()
     framework: str = "auto"
     unsafe: bool = False
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     config_path: Path | None = None  # the architecture of a weights-only file (--config)
     onnx_path: Path | None = None  # an ONNX file of the model, run by ONNX Runtime and compared with predict (--onnx)
 
@@ -116,7 +117,10 @@ class VerifyReport:
 
 
 def compare(
-    actual: Sequence[np.ndarray] | None, reference: Sequence[np.ndarray] | None, atol: float, rtol: float,
+    actual: Sequence[np.ndarray] | None,
+    reference: Sequence[np.ndarray] | None,
+    atol: float,
+    rtol: float,
     names: tuple[str, str] = ("the replay", "predict"),
 ) -> Comparison | None:
     """Max absolute and relative error over all outputs; passes where |a-b| <= atol + rtol*|b| everywhere.
@@ -175,8 +179,8 @@ def _finite_errors(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> tu
     error_max = relative_max = 0.0
     excess_max, excess_index = -math.inf, 0
     for start in range(0, flat_a.size, COMPARE_BLOCK):
-        block_a = np.asarray(flat_a[start:start + COMPARE_BLOCK], np.float64)
-        block_b = np.asarray(flat_b[start:start + COMPARE_BLOCK], np.float64)
+        block_a = np.asarray(flat_a[start : start + COMPARE_BLOCK], np.float64)
+        block_b = np.asarray(flat_b[start : start + COMPARE_BLOCK], np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
             error = np.abs(np.subtract(block_a, block_b))
         if not np.isfinite(error).all():
@@ -216,7 +220,7 @@ def _first_in_time(bad: np.ndarray) -> str:
     return f"sample {first[0]}" + (f", unit {first[-1]}" if bad.ndim > 1 else "")
 
 
-def _location(index: tuple[int, ...]) -> Location:
+def _location(index: tuple[Any, ...]) -> Location:  # np.unravel_index: NumPy integers
     if len(index) >= 3:
         return Location(int(index[0]), int(index[1]), int(index[-1]), tuple(int(i) for i in index[2:-1]))
     return Location(int(index[0]), None, int(index[-1]) if len(index) > 1 else 0)

@@ -12,16 +12,16 @@ May import: numpy, convert/symbols, model/, errors.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from grucli.convert.builder import GraphBuilder
 from grucli.convert.symbols import BOOL, FLOAT, ConvertError, Symbol, tensors
-from grucli.model.attention import PROJECTIONS, bind_mha_call, mha_projections
+from grucli.model.attention import PROJECTIONS, bind_mha_call, mha_projections, mha_settings
 from grucli.model.records import RawLayer
 from grucli.model.semantics import Semantics
-
 
 CallConverter = Callable[["GraphBuilder", RawLayer, str, Sequence[Any], Mapping[str, Any]], list[Symbol]]
 
@@ -52,15 +52,18 @@ def _attention(b: GraphBuilder, layer: RawLayer, path: str, args: Sequence[Any],
         kept = b.one("Unsqueeze", [query_mask, b.int_constant([-1], "axis")])
         output = b.one("Where", [kept, output, b.one("ConstantOfShape", [b.one("Shape", [output])])])
     result = [Symbol(output, 3, query_mask)]
-    return result + [Symbol(weights, 3)] if kwargs.get("return_attention_scores") else result
+    return [*result, Symbol(weights, 3)] if kwargs.get("return_attention_scores") else result
 
 
 def _attention_masks(layer: RawLayer, path: str, inputs: list[Symbol], explicit: Any) -> tuple[str | None, str | None]:
     """(query mask, value mask): those saved as `mask=[q, v]`, or else the inputs' own, as the replay reads them."""
     if explicit is None:
         return inputs[0].mask, inputs[1].mask
-    if isinstance(explicit, list) and len(explicit) in (2, 3) and all(m is None or isinstance(m, Symbol) and m.dtype == BOOL
-                                                                      for m in explicit):
+    if (
+        isinstance(explicit, list)
+        and len(explicit) in (2, 3)
+        and all(m is None or (isinstance(m, Symbol) and m.dtype == BOOL) for m in explicit)
+    ):
         return tuple(None if m is None else m.name for m in explicit[:2])  # type: ignore[return-value]
     raise ConvertError(f"layer {path} ({layer.class_name}) is called with mask={explicit!r}; expected [query mask, value mask]")
 
@@ -71,8 +74,9 @@ def _scores(b: GraphBuilder, layer: RawLayer, path: str, query: str, key: str) -
     weights = [np.asarray(w.array, np.float32) for w in layer.weights]
     if name == "AdditiveAttention":
         _expect(layer, path, weights, 1 if use_scale else 0, "a scale per feature")
-        summed = b.one("Add", [b.one("Unsqueeze", [query, b.int_constant([2], "axis")]),
-                               b.one("Unsqueeze", [key, b.int_constant([1], "axis")])])  # (batch, Tq, Tv, dim)
+        summed = b.one(
+            "Add", [b.one("Unsqueeze", [query, b.int_constant([2], "axis")]), b.one("Unsqueeze", [key, b.int_constant([1], "axis")])]
+        )  # (batch, Tq, Tv, dim)
         tanh = b.one("Tanh", [summed])
         if use_scale:
             tanh = b.one("Mul", [tanh, b.constant(weights[0], "scale")])
@@ -85,8 +89,9 @@ def _scores(b: GraphBuilder, layer: RawLayer, path: str, query: str, key: str) -
     if mode == "dot":
         scores = b.one("MatMul", [query, b.one("Transpose", [key], perm=[0, 2, 1])])
         return b.one("Mul", [scores, scale]) if scale else scores
-    summed = b.one("Add", [b.one("Unsqueeze", [query, b.int_constant([2], "axis")]),
-                           b.one("Unsqueeze", [key, b.int_constant([1], "axis")])])
+    summed = b.one(
+        "Add", [b.one("Unsqueeze", [query, b.int_constant([2], "axis")]), b.one("Unsqueeze", [key, b.int_constant([1], "axis")])]
+    )
     summed = b.one("Mul", [summed, scale]) if scale else summed
     reduced = b.one("ReduceSum", [b.one("Tanh", [summed]), b.int_constant([-1], "axis")], keepdims=0)
     return b.one("Mul", [reduced, b.constant(weights[-1], "concat_weight")])
@@ -101,8 +106,9 @@ def _causal(b: GraphBuilder, query: str, key: str) -> str:
     """bool (1, Tq, Tk): key step j is at or before query step i."""
     steps = [b.one("Squeeze", [b.one("Gather", [b.one("Shape", [t]), b.int_constant([1], "axis")])]) for t in (query, key)]
     rows, columns = (b.one("Range", [b.int_constant(0, "start"), n, b.int_constant(1, "delta")]) for n in steps)
-    allowed = b.one("LessOrEqual", [b.one("Unsqueeze", [columns, b.int_constant([0], "axis")]),
-                                    b.one("Unsqueeze", [rows, b.int_constant([1], "axis")])])
+    allowed = b.one(
+        "LessOrEqual", [b.one("Unsqueeze", [columns, b.int_constant([0], "axis")]), b.one("Unsqueeze", [rows, b.int_constant([1], "axis")])]
+    )
     return b.one("Unsqueeze", [allowed, b.int_constant([0], "axis")])
 
 
@@ -114,31 +120,31 @@ def _and(b: GraphBuilder, first: str | None, second: str | None) -> str | None:
 
 # --- MultiHeadAttention ---------------------------------------------------------------------------------
 
+
 def _multi_head_attention(b: GraphBuilder, layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Symbol]:
     call = bind_mha_call(path, args, kwargs, ConvertError, "convert")
     query, value = call["query"], call["value"]
-    key = call.get("key") if call.get("key") is not None else value
+    key = call["key"] if call.get("key") is not None else value
     for role, tensor in (("query", query), ("value", value), ("key", key)):
         if not isinstance(tensor, Symbol) or tensor.rank != 3:
-            raise ConvertError(f"layer {path} (MultiHeadAttention) has the {role} {tensor!r}; convert writes (batch, time, features) tensors")
-    config = layer.config
-    if config.get("attention_axes") not in (None, [1], 1, [-2]) or config.get("use_gate", False) or config.get("sliding_window"):
-        raise ConvertError(f"layer {path} (MultiHeadAttention) has attention_axes={config.get('attention_axes')!r}, use_gate or "
-                           "sliding_window; convert writes attention over time")
-    heads, key_dim = config.get("num_heads"), config.get("key_dim")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (heads, key_dim)):
-        raise ConvertError(f"layer {path} (MultiHeadAttention) has num_heads={heads!r}, key_dim={key_dim!r}; expected positive integers")
-    value_dim = int(config.get("value_dim") or key_dim)
-    use_bias = bool(config.get("use_bias", True))
+            raise ConvertError(
+                f"layer {path} (MultiHeadAttention) has the {role} {tensor!r}; convert writes (batch, time, features) tensors"
+            )
+    settings = mha_settings(layer, path, ConvertError, "convert")
+    heads, key_dim, value_dim, use_bias = settings.heads, settings.key_dim, settings.value_dim, settings.use_bias
     features = {role: _last_dimension(layer, path, role) for role in ("query", "key", "value")}
-    output_shape = config.get("output_shape")
-    out_dim = features["query"] if not output_shape else (output_shape[0] if isinstance(output_shape, list) else output_shape)
-    projections = mha_projections(layer, path, {
-        "query": ((features["query"], heads, key_dim), (heads, key_dim)),
-        "key": ((features["key"], heads, key_dim), (heads, key_dim)),
-        "value": ((features["value"], heads, value_dim), (heads, value_dim)),
-        "output": ((heads, value_dim, out_dim), (out_dim,)),
-    }, use_bias)
+    out_dim = features["query"] if settings.output_dim is None else settings.output_dim
+    projections = mha_projections(
+        layer,
+        path,
+        {
+            "query": ((features["query"], heads, key_dim), (heads, key_dim)),
+            "key": ((features["key"], heads, key_dim), (heads, key_dim)),
+            "value": ((features["value"], heads, value_dim), (heads, value_dim)),
+            "output": ((heads, value_dim, out_dim), (out_dim,)),
+        },
+        use_bias,
+    )
 
     def project(x: str, role: str, size: int) -> str:
         """(batch, T, features) → (batch, heads, T, size)."""
@@ -191,8 +197,11 @@ def _mha_allowed(b: GraphBuilder, path: str, call: Mapping[str, Any], query: Sym
     if attention_mask is not None:
         if not isinstance(attention_mask, Symbol) or attention_mask.rank != 3:
             raise ConvertError(f"layer {path} (MultiHeadAttention) is called with an attention_mask that is not a (batch, Tq, Tk) tensor")
-        given = attention_mask.name if attention_mask.dtype == BOOL else b.one(
-            "Greater", [_as_float(b, attention_mask), b.constant(np.float32(0.5), "half")])
+        given = (
+            attention_mask.name
+            if attention_mask.dtype == BOOL
+            else b.one("Greater", [_as_float(b, attention_mask), b.constant(np.float32(0.5), "half")])
+        )
         allowed = _and(b, allowed, given)
     return None if allowed is None else b.one("Unsqueeze", [allowed, b.int_constant([1], "axis")])
 
@@ -206,15 +215,20 @@ def _masked_softmax(b: GraphBuilder, scores: str, allowed: str | None, zero_mask
         return b.one("Softmax", [scores], axis=-1)
     full = b.one("Expand", [allowed, b.one("Shape", [scores])])
     masked = b.one("Where", [full, scores, b.constant(np.float32(-np.inf), "minus_inf")])
-    any_allowed = b.one("Greater", [b.one("ReduceMax", [b.one("Cast", [full], to=b.onnx.TensorProto.FLOAT)], axes=[-1], keepdims=1),
-                                    b.constant(np.float32(0), "zero")])
+    any_allowed = b.one(
+        "Greater",
+        [
+            b.one("ReduceMax", [b.one("Cast", [full], to=b.onnx.TensorProto.FLOAT)], axes=[-1], keepdims=1),
+            b.constant(np.float32(0), "zero"),
+        ],
+    )
     masked = b.one("Where", [any_allowed, masked, b.constant(np.float32(0), "zero")])  # an empty row: uniform weights
     weights = b.one("Softmax", [masked], axis=-1)
     return b.one("Where", [any_allowed, weights, b.constant(np.float32(0), "zero")]) if zero_masked_rows else weights
 
 
 def _keywords(layer: RawLayer, path: str, kwargs: Mapping[str, Any], used: Sequence[str]) -> None:
-    for key, value in kwargs.items():
+    for key in kwargs:
         if key not in used:
             raise ConvertError(f"layer {path} ({layer.class_name}) is called with {key}=, which convert does not write")
     if kwargs.get("training") not in (None, False):
@@ -222,5 +236,7 @@ def _keywords(layer: RawLayer, path: str, kwargs: Mapping[str, Any], used: Seque
 
 
 ATTENTION_CONVERTERS: Mapping[str, CallConverter] = {
-    "Attention": _attention, "AdditiveAttention": _attention, "MultiHeadAttention": _multi_head_attention,
+    "Attention": _attention,
+    "AdditiveAttention": _attention,
+    "MultiHeadAttention": _multi_head_attention,
 }

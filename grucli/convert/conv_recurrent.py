@@ -12,7 +12,8 @@ May import: numpy, convert/symbols, model/, errors.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,6 @@ from grucli.convert.builder import GraphBuilder
 from grucli.convert.symbols import ConvertError, Symbol
 from grucli.model.layers import conv_lstm_settings
 from grucli.model.records import RecurrentLayer
-
 
 
 def conv_lstm_call(b: GraphBuilder, layer: RecurrentLayer, x: Symbol, states: Sequence[Symbol] | None) -> list[Symbol]:
@@ -32,7 +32,9 @@ def conv_lstm_call(b: GraphBuilder, layer: RecurrentLayer, x: Symbol, states: Se
     if b.state_io or settings.stateful:
         raise ConvertError(f"layer {layer.path} ({layer.kind}) is stateful or streamed (--state-io); convert does not stream ConvLSTM")
     if x.rank != rank + 3:
-        raise ConvertError(f"layer {layer.path} ({layer.kind}) is fed a tensor of rank {x.rank}; expected (batch, time, {rank} axes, channels)")
+        raise ConvertError(
+            f"layer {layer.path} ({layer.kind}) is fed a tensor of rank {x.rank}; expected (batch, time, {rank} axes, channels)"
+        )
     strides, padding, dilations = conv_lstm_settings(layer, ConvertError, "convert")
     units = layer.units
     order = [layer.family.gates.index(gate) for gate in ("i", "f", "c", "o")]
@@ -47,8 +49,9 @@ def conv_lstm_call(b: GraphBuilder, layer: RecurrentLayer, x: Symbol, states: Se
     unfolded = b.one("Reshape", [projected, b.one("Concat", [_dims(b, shape, 0, 2), _dims(b, projected_shape, 1, rank + 2)], axis=0)])
 
     if states is None:
-        state_shape = b.one("Concat", [_dims(b, shape, 0, 1), _dims(b, projected_shape, 1, rank + 1), b.int_constant([units], "units")],
-                            axis=0)
+        state_shape = b.one(
+            "Concat", [_dims(b, shape, 0, 1), _dims(b, projected_shape, 1, rank + 1), b.int_constant([units], "units")], axis=0
+        )
         zeros = b.one("ConstantOfShape", [state_shape])
         initial = [zeros, zeros]
     else:
@@ -57,9 +60,16 @@ def conv_lstm_call(b: GraphBuilder, layer: RecurrentLayer, x: Symbol, states: Se
         initial = [state.name for state in states]
 
     body = _step_body(b, layer, recurrent_kernel[..., columns], rank, units)
-    h_last, c_last, sequence = b.node("Scan", [*initial, unfolded], outputs=3, body=body, num_scan_inputs=1,
-                                      scan_input_axes=[1], scan_output_axes=[1],
-                                      scan_input_directions=[1 if settings.go_backwards else 0])
+    h_last, c_last, sequence = b.node(
+        "Scan",
+        [*initial, unfolded],
+        outputs=3,
+        body=body,
+        num_scan_inputs=1,
+        scan_input_axes=[1],
+        scan_output_axes=[1],
+        scan_input_directions=[1 if settings.go_backwards else 0],
+    )
     b.recurrent_nodes.append(f"{layer.path}: ONNX Scan (a {layer.kind} step: no ONNX operator computes it)")
     output = Symbol(sequence, rank + 3) if settings.return_sequences else Symbol(h_last, rank + 2)
     return [output, Symbol(h_last, rank + 2), Symbol(c_last, rank + 2)] if settings.return_state else [output]
@@ -79,13 +89,24 @@ def _step_body(b: GraphBuilder, layer: RecurrentLayer, recurrent_kernel: np.ndar
         h = b.one("Mul", [o, b.activation(settings.activation, c, layer.path)])
         outputs = [b.one("Identity", [h]), b.one("Identity", [c]), b.one("Identity", [h])]
     value = [None] * (rank + 2)
-    return helper.make_graph(nodes, b.name("conv_lstm_step"),
-                             [helper.make_tensor_value_info(name, proto.FLOAT, value) for name in names],
-                             [helper.make_tensor_value_info(name, proto.FLOAT, value) for name in outputs])
+    return helper.make_graph(
+        nodes,
+        b.name("conv_lstm_step"),
+        [helper.make_tensor_value_info(name, proto.FLOAT, value) for name in names],
+        [helper.make_tensor_value_info(name, proto.FLOAT, value) for name in outputs],
+    )
 
 
-def _conv(b: GraphBuilder, x: str, kernel: np.ndarray, bias: np.ndarray | None, rank: int, strides: Sequence[int],
-          dilations: Sequence[int], padding: str) -> str:
+def _conv(
+    b: GraphBuilder,
+    x: str,
+    kernel: np.ndarray,
+    bias: np.ndarray | None,
+    rank: int,
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    padding: str,
+) -> str:
     """A channels-last convolution: ONNX's Conv on channels first, transposed around it."""
     first = b.one("Transpose", [x], perm=[0, rank + 1, *range(1, rank + 1)])
     inputs = [first, b.constant(np.transpose(kernel, (rank + 1, rank, *range(rank))), "kernel")]

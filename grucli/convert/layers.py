@@ -14,18 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from grucli.convert.builder import GraphBuilder
 from grucli.convert.attention import ATTENTION_CONVERTERS, CallConverter
+from grucli.convert.builder import GraphBuilder
 from grucli.convert.masks import masking, not_equal_mask
 from grucli.convert.operations import convert_tf_function
 from grucli.convert.recurrent import recurrent_call
 from grucli.convert.symbols import BOOL, ConvertError, Symbol, one_tensor, tensors
-from grucli.model import paths
 from grucli.model.layers import activation_name
 from grucli.model.records import RawLayer
 from grucli.model.registry import MODEL_CLASSES, RECURRENT_LAYER_CLASSES, merge_values_follow_masks
 from grucli.model.semantics import Semantics
-
 
 
 def _identity(b: GraphBuilder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
@@ -72,8 +70,9 @@ def with_explicit_mask(layer: RawLayer, path: str, x: Any, mask: Any) -> Any:
     if mask is None:
         return x
     if not isinstance(x, Symbol) or not isinstance(mask, Symbol) or mask.rank != 2 or x.rank < 3:
-        raise ConvertError(f"layer {path} ({layer.class_name}) is called with mask {mask!r} on {x!r}; expected a (batch, time) "
-                           "mask of a sequence")
+        raise ConvertError(
+            f"layer {path} ({layer.class_name}) is called with mask {mask!r} on {x!r}; expected a (batch, time) mask of a sequence"
+        )
     if mask.dtype != BOOL:
         raise ConvertError(f"layer {path} ({layer.class_name}) is called with a mask of type {mask.dtype}; expected bool")
     return x.with_mask(mask.name)
@@ -82,15 +81,20 @@ def with_explicit_mask(layer: RawLayer, path: str, x: Any, mask: Any) -> Any:
 def _per_axis(layer: RawLayer, path: str, key: str, rank: int, default: Any = 1) -> list[int]:
     value = layer.config.get(key, default)
     values = [value] * rank if isinstance(value, int) and not isinstance(value, bool) else value
-    if not isinstance(values, (list, tuple)) or len(values) != rank or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+    if (
+        not isinstance(values, (list, tuple))
+        or len(values) != rank
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)
+    ):
         raise ConvertError(f"layer {path} ({layer.class_name}) has {key}={value!r}; expected {rank} positive integer(s)")
     return list(values)
 
 
 def _channels_last(layer: RawLayer, path: str) -> None:
     if layer.config.get("data_format") not in (None, "channels_last"):
-        raise ConvertError(f"layer {path} ({layer.class_name}) has data_format={layer.config['data_format']!r}; convert writes channels_last")
+        raise ConvertError(
+            f"layer {path} ({layer.class_name}) has data_format={layer.config['data_format']!r}; convert writes channels_last"
+        )
 
 
 def _padding(layer: RawLayer, path: str, windows: list[int], dilations: list[int]) -> dict[str, Any]:
@@ -116,14 +120,22 @@ def _channels_back(b: GraphBuilder, y: str, rank: int) -> str:
 
 def _convolution(rank: int) -> Callable[[GraphBuilder, RawLayer, str, Any], list[Symbol]]:
     """Conv1D / Conv2D on channels-last input: ONNX's Conv on channels first, transposed around it."""
+
     def convolution(b: GraphBuilder, layer: RawLayer, path: str, x: Any) -> list[Symbol]:
         x = one_tensor(layer, path, x)
         _channels_last(layer, path)
         weights = [np.asarray(w.array) for w in layer.weights]
         use_bias = layer.config.get("use_bias", True)
-        if len(weights) != (2 if use_bias else 1) or weights[0].ndim != rank + 2 or layer.config.get("groups", 1) != 1 or x.rank != rank + 2:
-            raise ConvertError(f"layer {path} ({layer.class_name}) stores {[w.shape for w in weights]} for input of rank {x.rank}; "
-                               f"expected a kernel (window..., in, filters) and a bias, one group")
+        if (
+            len(weights) != (2 if use_bias else 1)
+            or weights[0].ndim != rank + 2
+            or layer.config.get("groups", 1) != 1
+            or x.rank != rank + 2
+        ):
+            raise ConvertError(
+                f"layer {path} ({layer.class_name}) stores {[w.shape for w in weights]} for input of rank {x.rank}; "
+                f"expected a kernel (window..., in, filters) and a bias, one group"
+            )
         windows = list(weights[0].shape[:rank])
         strides, dilations = _per_axis(layer, path, "strides", rank), _per_axis(layer, path, "dilation_rate", rank)
         kernel = np.transpose(weights[0], (rank + 1, rank, *range(rank)))  # (filters, in, window...)
@@ -144,8 +156,9 @@ def _pooling(rank: int, op: str) -> Callable[[GraphBuilder, RawLayer, str, Any],
         windows = _per_axis(layer, path, "pool_size", rank, 2)
         strides = windows if layer.config.get("strides") is None else _per_axis(layer, path, "strides", rank)
         # Average pooling over "same" padding divides by the cells inside the input (count_include_pad=0), as Keras does.
-        y = b.one(op, [_channels_first(b, x.name, rank)], kernel_shape=windows, strides=strides,
-                  **_padding(layer, path, windows, [1] * rank))
+        y = b.one(
+            op, [_channels_first(b, x.name, rank)], kernel_shape=windows, strides=strides, **_padding(layer, path, windows, [1] * rank)
+        )
         return [Symbol(_channels_back(b, y, rank), x.rank)]
 
     return pool
@@ -204,14 +217,18 @@ def _layer_normalization(b: GraphBuilder, layer: RawLayer, path: str, x: Any) ->
     scale, center = layer.config.get("scale", True), layer.config.get("center", True)
     if len(weights) != int(bool(scale)) + int(bool(center)):
         raise ConvertError(f"layer {path} (LayerNormalization) stores {len(weights)} arrays; expected gamma and beta")
-    features = (weights[0] if weights else None)
+    features = weights[0] if weights else None
     size = features.shape[0] if features is not None else None
     if size is None:
         raise ConvertError(f"layer {path} (LayerNormalization) without gamma or beta is not one convert writes")
     gamma = weights.pop(0) if scale else np.ones(size, np.float32)
     beta = weights.pop(0) if center else np.zeros(size, np.float32)
-    y = b.one("LayerNormalization", [x.name, b.constant(gamma, "gamma"), b.constant(beta, "beta")], axis=-1,
-              epsilon=float(layer.config.get("epsilon", 1e-3)))
+    y = b.one(
+        "LayerNormalization",
+        [x.name, b.constant(gamma, "gamma"), b.constant(beta, "beta")],
+        axis=-1,
+        epsilon=float(layer.config.get("epsilon", 1e-3)),
+    )
     return [Symbol(y, x.rank)]
 
 
@@ -241,8 +258,10 @@ def _merge(op: str, scale: bool = False) -> Callable[[GraphBuilder, RawLayer, st
         values = tensors(layer, path, x)
         masked = any(value.mask is not None for value in values)
         if masked and merge_values_follow_masks(layer.class_name, b.semantics == Semantics.KERAS3):
-            raise ConvertError(f"layer {path} ({layer.class_name}) merges masked tensors, which Keras 3 computes step by step "
-                               "with the masks; convert does not write it")
+            raise ConvertError(
+                f"layer {path} ({layer.class_name}) merges masked tensors, which Keras 3 computes step by step "
+                "with the masks; convert does not write it"
+            )
         y = _reduce(b, op, [value.name for value in values])
         if scale:  # Average: the sum over the count
             y = b.one("Mul", [y, b.constant(np.float32(1.0 / len(values)), "scale")])
@@ -368,9 +387,15 @@ def _upsampling_1d(b: GraphBuilder, layer: RawLayer, path: str, x: Any) -> list[
         raise ConvertError(f"layer {path} (UpSampling1D) has size={size!r} on rank {x.rank}; expected a positive size on a sequence")
     # each step repeated `size` times in place: (batch, steps, 1, features) tiled, then merged back
     tiled = b.one("Tile", [b.one("Unsqueeze", [x.name, b.int_constant([2], "axis")]), b.int_constant([1, 1, size, 1], "repeats")])
-    merged = b.one("Concat", [b.one("Slice", [b.one("Shape", [x.name]), b.int_constant([0], "s"), b.int_constant([1], "e")]),
-                              b.int_constant([-1], "steps"),
-                              b.one("Slice", [b.one("Shape", [x.name]), b.int_constant([2], "s"), b.int_constant([3], "e")])], axis=0)
+    merged = b.one(
+        "Concat",
+        [
+            b.one("Slice", [b.one("Shape", [x.name]), b.int_constant([0], "s"), b.int_constant([1], "e")]),
+            b.int_constant([-1], "steps"),
+            b.one("Slice", [b.one("Shape", [x.name]), b.int_constant([2], "s"), b.int_constant([3], "e")]),
+        ],
+        axis=0,
+    )
     return [Symbol(b.one("Reshape", [tiled, merged]), 3)]
 
 
@@ -425,8 +450,15 @@ def _softmax(b: GraphBuilder, layer: RawLayer, path: str, x: Any) -> list[Symbol
 # --- the registries ------------------------------------------------------------------------------------
 
 
-IDENTITY_CLASSES = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-                    "ActivityRegularization")
+IDENTITY_CLASSES = (
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+)
 
 
 # Layers that act on the last axis alone, the same at every other position (TimeDistributed adds nothing).
@@ -434,27 +466,53 @@ POSITION_WISE = frozenset({"Dense", "Activation", *IDENTITY_CLASSES})
 
 
 CONVERTERS: Mapping[str, Callable[[GraphBuilder, RawLayer, str, Any], list[Symbol]]] = {
-    **{name: _identity for name in IDENTITY_CLASSES},
-    "Dense": _dense, "Activation": _activation_layer, "Embedding": _embedding, "Masking": _masking,
-    "Conv1D": _convolution(1), "Conv2D": _convolution(2),
-    "MaxPooling1D": _pooling(1, "MaxPool"), "AveragePooling1D": _pooling(1, "AveragePool"),
-    "MaxPooling2D": _pooling(2, "MaxPool"), "AveragePooling2D": _pooling(2, "AveragePool"),
-    "GlobalAveragePooling1D": _global_pooling(1, "ReduceMean"), "GlobalMaxPooling1D": _global_pooling(1, "ReduceMax"),
-    "GlobalAveragePooling2D": _global_pooling(2, "ReduceMean"), "GlobalMaxPooling2D": _global_pooling(2, "ReduceMax"),
-    "BatchNormalization": _batch_normalization, "LayerNormalization": _layer_normalization,
-    "Flatten": _flatten, "Reshape": _reshape, "RepeatVector": _repeat_vector, "Permute": _permute,
-    "ZeroPadding1D": _zero_padding_1d, "Cropping1D": _cropping_1d, "UpSampling1D": _upsampling_1d,
-    "ReLU": _relu, "LeakyReLU": _leaky_relu, "PReLU": _prelu, "ELU": _elu, "ThresholdedReLU": _thresholded_relu,
+    **dict.fromkeys(IDENTITY_CLASSES, _identity),
+    "Dense": _dense,
+    "Activation": _activation_layer,
+    "Embedding": _embedding,
+    "Masking": _masking,
+    "Conv1D": _convolution(1),
+    "Conv2D": _convolution(2),
+    "MaxPooling1D": _pooling(1, "MaxPool"),
+    "AveragePooling1D": _pooling(1, "AveragePool"),
+    "MaxPooling2D": _pooling(2, "MaxPool"),
+    "AveragePooling2D": _pooling(2, "AveragePool"),
+    "GlobalAveragePooling1D": _global_pooling(1, "ReduceMean"),
+    "GlobalMaxPooling1D": _global_pooling(1, "ReduceMax"),
+    "GlobalAveragePooling2D": _global_pooling(2, "ReduceMean"),
+    "GlobalMaxPooling2D": _global_pooling(2, "ReduceMax"),
+    "BatchNormalization": _batch_normalization,
+    "LayerNormalization": _layer_normalization,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "RepeatVector": _repeat_vector,
+    "Permute": _permute,
+    "ZeroPadding1D": _zero_padding_1d,
+    "Cropping1D": _cropping_1d,
+    "UpSampling1D": _upsampling_1d,
+    "ReLU": _relu,
+    "LeakyReLU": _leaky_relu,
+    "PReLU": _prelu,
+    "ELU": _elu,
+    "ThresholdedReLU": _thresholded_relu,
     "Softmax": _softmax,
-    "Add": _merge("Add"), "Multiply": _merge("Mul"), "Maximum": _merge("Max"), "Minimum": _merge("Min"),
-    "Average": _merge("Add", scale=True), "Subtract": _subtract, "Concatenate": _concatenate, "Dot": _dot,
-    **{name: recurrent_call for name in RECURRENT_LAYER_CLASSES},
+    "Add": _merge("Add"),
+    "Multiply": _merge("Mul"),
+    "Maximum": _merge("Max"),
+    "Minimum": _merge("Min"),
+    "Average": _merge("Add", scale=True),
+    "Subtract": _subtract,
+    "Concatenate": _concatenate,
+    "Dot": _dot,
+    **dict.fromkeys(RECURRENT_LAYER_CLASSES, recurrent_call),
 }
 
 
 # Layers written from their whole saved call (several tensors, keywords).
 CALL_CONVERTERS: Mapping[str, CallConverter] = {
-    **ATTENTION_CONVERTERS, "TFOpLambda": convert_tf_function, "SlicingOpLambda": convert_tf_function,
+    **ATTENTION_CONVERTERS,
+    "TFOpLambda": convert_tf_function,
+    "SlicingOpLambda": convert_tf_function,
 }
 
 
@@ -466,11 +524,50 @@ class MaskRule(enum.Enum):
     OWN = "own"  # computes its output mask itself (the converter sets it)
 
 
+# Layers that act on each step alone: the input's mask goes on.
+_KEEP_MASK = (
+    *POSITION_WISE,
+    "BatchNormalization",
+    "LayerNormalization",
+    "ReLU",
+    "LeakyReLU",
+    "PReLU",
+    "ELU",
+    "ThresholdedReLU",
+    "TimeDistributed",
+)
+# Layers that mix or reshape steps: no mask goes on.
+_DROP_MASK = (
+    "Conv1D",
+    "Conv2D",
+    "MaxPooling1D",
+    "AveragePooling1D",
+    "GlobalMaxPooling1D",
+    "Flatten",
+    "Reshape",
+    "RepeatVector",
+    "Permute",
+    "ZeroPadding1D",
+    "Cropping1D",
+    "UpSampling1D",
+    "Dot",
+)
+# Layers that compute their output mask themselves.
+_OWN_MASK = (
+    "Embedding",
+    "Masking",
+    "GlobalAveragePooling1D",
+    "Add",
+    "Multiply",
+    "Maximum",
+    "Minimum",
+    "Average",
+    "Subtract",
+    "Concatenate",
+    *MODEL_CLASSES,
+)
 MASK_RULES: Mapping[str, MaskRule] = {
-    **{name: MaskRule.KEEP for name in (*POSITION_WISE, "BatchNormalization", "LayerNormalization", "ReLU", "LeakyReLU", "PReLU",
-                                        "ELU", "ThresholdedReLU", "TimeDistributed")},
-    **{name: MaskRule.DROP for name in ("Conv1D", "Conv2D", "MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D", "Flatten",
-                                        "Reshape", "RepeatVector", "Permute", "ZeroPadding1D", "Cropping1D", "UpSampling1D", "Dot")},
-    **{name: MaskRule.OWN for name in ("Embedding", "Masking", "GlobalAveragePooling1D", "Add", "Multiply", "Maximum", "Minimum",
-                                       "Average", "Subtract", "Concatenate", *MODEL_CLASSES)},
+    **dict.fromkeys(_KEEP_MASK, MaskRule.KEEP),
+    **dict.fromkeys(_DROP_MASK, MaskRule.DROP),
+    **dict.fromkeys(_OWN_MASK, MaskRule.OWN),
 }

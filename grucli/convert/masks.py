@@ -23,7 +23,6 @@ from grucli.convert.builder import GraphBuilder
 from grucli.convert.symbols import BOOL, Symbol
 
 
-
 def not_equal_mask(b: GraphBuilder, x: str, value: str) -> str:
     """bool: x != value, elementwise."""
     return b.one("Not", [b.one("Equal", [x, value])])
@@ -44,8 +43,16 @@ def masking(b: GraphBuilder, x: Symbol, mask_value: float) -> Symbol:
 
 def reversed_in_time(b: GraphBuilder, sequence: str) -> str:
     """A (batch, time, ...) tensor with its time axis reversed."""
-    return b.one("Slice", [sequence, b.int_constant([-1], "start"), b.int_constant([-(2**62)], "end"),
-                           b.int_constant([1], "axis"), b.int_constant([-1], "step")])
+    return b.one(
+        "Slice",
+        [
+            sequence,
+            b.int_constant([-1], "start"),
+            b.int_constant([-(2**62)], "end"),
+            b.int_constant([1], "axis"),
+            b.int_constant([-1], "step"),
+        ],
+    )
 
 
 @dataclass(frozen=True)

@@ -71,24 +71,30 @@ class Converted:
 
     def input_signatures(self) -> tuple[str, ...]:
         """Each graph input as a user feeds it: "encoder_inputs float32 (batch, any, 3)"."""
-        return tuple(f"{name} {np.dtype(dtype).name} (batch, {', '.join(str(d) if isinstance(d, int) else 'any' for d in dims)})"
-                     for name, dtype, dims in zip(self.inputs, self.input_types, self.input_dims))
+        return tuple(
+            f"{name} {np.dtype(dtype).name} (batch, {', '.join(str(d) if isinstance(d, int) else 'any' for d in dims)})"
+            for name, dtype, dims in zip(self.inputs, self.input_types, self.input_dims)
+        )
 
 
-def convert(model_file: ModelFile, layers: ModelLayers, state_io: bool = False,
-            given_inputs: Sequence[np.ndarray] | None = None) -> Converted:
+def convert(
+    model_file: ModelFile, layers: ModelLayers, state_io: bool = False, given_inputs: Sequence[np.ndarray] | None = None
+) -> Converted:
     """The ONNX model of a file with a config; raises ConvertError naming what cannot be written.
 
     `given_inputs` (the probe input: --input) give the rank of an input the config declares no
     shape for, as they give the replay its shape."""
     if not model_file.has_config:
-        raise ConvertError(f"{model_file.path} holds weights only; convert needs its architecture: pass --config MODEL.json "
-                           "(the JSON of model.to_json(), or a .keras config.json)")
+        raise ConvertError(
+            f"{model_file.path} holds weights only; convert needs its architecture: pass --config MODEL.json "
+            "(the JSON of model.to_json(), or a .keras config.json)"
+        )
     try:
         import onnx  # noqa: F401 - the graph is built and checked with it
     except ImportError as exc:
-        raise ConvertError(f"convert needs the onnx package, which cannot be imported ({first_line(exc)}); "
-                           f"install it with {install_hint('onnx')}") from None
+        raise ConvertError(
+            f"convert needs the onnx package, which cannot be imported ({first_line(exc)}); install it with {install_hint('onnx')}"
+        ) from None
     semantics = semantics_for(model_file.keras_version, model_file.format)
     builder = GraphBuilder({layer.path: layer for layer in layers.recurrent}, semantics, state_io)
     return ModelWalk(model_file, builder).build(given_inputs)
@@ -121,26 +127,39 @@ class ModelWalk:
         outputs = self.run_model(self.file.root, "", inputs)
         state_names = [name for name, _ in b.state_inputs] + [name for name, _ in b.state_outputs]
         # Inner tensors were named first; an output whose Keras name one of them took gets a suffix.
-        output_names = _unique(_output_layer_names(self.file.root, self.file.path, len(outputs)),
-                               reserved=(*b.used, *state_names))
-        elements = {FLOAT: b.onnx.TensorProto.FLOAT, INT64: b.onnx.TensorProto.INT64, INT32: b.onnx.TensorProto.INT32,
-                    BOOL: b.onnx.TensorProto.BOOL}
+        output_names = _unique(_output_layer_names(self.file.root, self.file.path, len(outputs)), reserved=(*b.used, *state_names))
+        elements = {
+            FLOAT: b.onnx.TensorProto.FLOAT,
+            INT64: b.onnx.TensorProto.INT64,
+            INT32: b.onnx.TensorProto.INT32,
+            BOOL: b.onnx.TensorProto.BOOL,
+        }
         graph_outputs = []
         shown = [(name, symbol.name, symbol.rank, symbol.dtype) for name, symbol in zip(output_names, outputs)]
         for name, tensor, rank, dtype in [*shown, *[(name, tensor, 2, FLOAT) for name, tensor in b.state_outputs]]:
             b.nodes.append(helper.make_node("Identity", [tensor], [name]))
             graph_outputs.append(helper.make_tensor_value_info(name, elements[dtype], [None] * rank))
-        graph_inputs = [helper.make_tensor_value_info(name, elements[graph_input.dtype], ["batch", *graph_input.dims])
-                        for name, graph_input in zip(input_names, declared)]
+        graph_inputs = [
+            helper.make_tensor_value_info(name, elements[graph_input.dtype], ["batch", *graph_input.dims])
+            for name, graph_input in zip(input_names, declared)
+        ]
         graph_inputs += [helper.make_tensor_value_info(name, elements[FLOAT], ["batch", units]) for name, units in b.state_inputs]
         graph = helper.make_graph(b.nodes, paths.last_name(self.file.root.name) or "model", graph_inputs, graph_outputs, b.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="grucli")
         model.ir_version = IR_VERSION
         b.onnx.checker.check_model(model, full_check=True)
         from_input = tuple(spec.name for spec in specs if spec.shape is None)
-        return Converted(model, tuple(input_names), tuple(NUMPY_TYPES[graph_input.dtype] for graph_input in declared),
-                         tuple(output_names), tuple(b.recurrent_nodes), tuple(b.state_inputs), tuple(name for name, _ in b.state_outputs),
-                         from_input, tuple(graph_input.dims for graph_input in declared))
+        return Converted(
+            model,
+            tuple(input_names),
+            tuple(NUMPY_TYPES[graph_input.dtype] for graph_input in declared),
+            tuple(output_names),
+            tuple(b.recurrent_nodes),
+            tuple(b.state_inputs),
+            tuple(name for name, _ in b.state_outputs),
+            from_input,
+            tuple(graph_input.dims for graph_input in declared),
+        )
 
     def _entering(self, name: str, graph_input: _GraphInput, spec: InputSpec) -> Symbol:
         """A graph input as the layers inside read it: token ids as int64, other values as float32
@@ -161,8 +180,9 @@ class ModelWalk:
                     continue
                 values = self.call(member, f"{prefix}{member.name}", (values[0] if len(values) == 1 else values,), {})
             return values
-        return spec.evaluate(inputs, lambda node, args, kwargs: self.call(node.layer, f"{prefix}{node.layer.name}", args, kwargs),
-                             self.file.path)
+        return spec.evaluate(
+            inputs, lambda node, args, kwargs: self.call(node.layer, f"{prefix}{node.layer.name}", args, kwargs), self.file.path
+        )
 
     def call(self, layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Symbol]:
         """One saved call of `layer`: every positional argument and keyword is used or refused by
@@ -221,14 +241,17 @@ class ModelWalk:
         if x.rank < 3:
             raise ConvertError(f"layer {path} (TimeDistributed) is fed a tensor of rank {x.rank}; expected (batch, steps, ...)")
         if holds_recurrent(inner.class_name) and x.mask is not None:
-            raise ConvertError(f"layer {path} (TimeDistributed) is fed a masked sequence; convert, as the replay, runs a recurrent "
-                               "layer in TimeDistributed on unmasked input only")
+            raise ConvertError(
+                f"layer {path} (TimeDistributed) is fed a masked sequence; convert, as the replay, runs a recurrent "
+                "layer in TimeDistributed on unmasked input only"
+            )
         b = self.b
         shape = b.one("Shape", [x.name])
         batch_and_steps = b.one("Slice", [shape, b.int_constant([0], "start"), b.int_constant([2], "end")])
         rest = b.one("Slice", [shape, b.int_constant([2], "start"), b.int_constant([x.rank], "end")])
-        folded = Symbol(b.one("Reshape", [x.name, b.one("Concat", [b.int_constant([-1], "batch_steps"), rest], axis=0)]), x.rank - 1,
-                        dtype=x.dtype)
+        folded = Symbol(
+            b.one("Reshape", [x.name, b.one("Concat", [b.int_constant([-1], "batch_steps"), rest], axis=0)]), x.rank - 1, dtype=x.dtype
+        )
         if holds_recurrent(inner.class_name):
             # The replay reports a recurrent layer in TimeDistributed at the wrapper's path, as inspect lists it.
             outputs = recurrent_call(b, inner, path, folded)
@@ -270,8 +293,9 @@ def _graph_input(spec: InputSpec, index: int, given: Sequence[np.ndarray] | None
     if spec.shape is not None:
         return _GraphInput(spec.name, dtype, tuple(d if d is not None else f"{spec.name}_axis{i + 1}" for i, d in enumerate(spec.shape)))
     if given is None or index >= len(given):
-        raise ConvertError(f"{spec.undeclared or f'the config declares no shape for input {spec.name}'}; convert takes the input's "
-                           "rank from --input")
+        raise ConvertError(
+            f"{spec.undeclared or f'the config declares no shape for input {spec.name}'}; convert takes the input's rank from --input"
+        )
     rank = np.ndim(given[index])
     return _GraphInput(spec.name, dtype, tuple(f"{spec.name}_axis{i}" for i in range(1, rank)))
 
@@ -288,7 +312,9 @@ def _output_layer_names(model: RawLayer, source: str, count: int) -> list[str]:
 def _unique(names: Sequence[str], reserved: Sequence[str]) -> list[str]:
     """`names` made unique as tf.keras makes `model.output_names` unique (lstm, lstm_1, lstm_2),
     and distinct from the `reserved` names of the graph's other inputs and outputs."""
-    taken, counts, unique = set(reserved), {}, []
+    taken = set(reserved)
+    counts: dict[str, int] = {}
+    unique: list[str] = []
     for name in names:
         proposal = name
         while proposal in taken:

@@ -13,8 +13,9 @@ May import: numpy, convert/symbols, model/, errors.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,6 @@ from grucli.convert.symbols import BOOL, FLOAT, INT64, ConvertError, Symbol
 from grucli.model.operations import index_key, operation_settings
 from grucli.model.records import RawLayer
 from grucli.model.tf_functions import TF_SIGNATURES, bind, slice_spec_key
-
 
 Operand = Any  # a Symbol or a Python number
 
@@ -42,8 +42,9 @@ def convert_operation(b: GraphBuilder, layer: RawLayer, path: str, args: Sequenc
     name = layer.class_name
     operation = OPERATIONS.get(name)
     if operation is None:
-        raise ConvertError(f"layer {path} is the operation {layer.module}.{name}, which convert does not write; it writes: "
-                           f"{', '.join(sorted(OPERATIONS))}")
+        raise ConvertError(
+            f"layer {path} is the operation {layer.module}.{name}, which convert does not write; it writes: {', '.join(sorted(OPERATIONS))}"
+        )
     settings = operation_settings(layer, path, operation.settings, operation.arity, args, kwargs, ConvertError, "convert")
     operands = list(args[0]) if operation.takes_list else list(args)
     if operation.takes_list and (not isinstance(args[0], list) or not all(isinstance(a, Symbol) for a in operands)):
@@ -62,8 +63,17 @@ def _is_number(value: Any) -> bool:
 _ONNX_TYPES = {FLOAT: 1, INT64: 7, BOOL: 9}  # TensorProto.FLOAT, INT64, BOOL
 _NUMPY = {FLOAT: np.float32, INT64: np.int64, BOOL: np.bool_}
 # Keras dtypes convert writes, by the element type it gives them (integers as int64: the values are the same).
-_DTYPES = {"float32": FLOAT, "float16": FLOAT, "float64": FLOAT, "int32": INT64, "int64": INT64, "int16": INT64, "int8": INT64,
-           "uint8": INT64, "bool": BOOL}
+_DTYPES = {
+    "float32": FLOAT,
+    "float16": FLOAT,
+    "float64": FLOAT,
+    "int32": INT64,
+    "int64": INT64,
+    "int16": INT64,
+    "int8": INT64,
+    "uint8": INT64,
+    "bool": BOOL,
+}
 
 
 def _cast(b: GraphBuilder, x: Symbol, dtype: str) -> Symbol:
@@ -81,8 +91,10 @@ def _operands(b: GraphBuilder, operands: list[Operand], where: str, dtype: str |
         if dtype != FLOAT and any(isinstance(o, float) for o in operands):
             dtype = FLOAT  # an integer tensor meeting 0.5 is computed in float32
     rank = max(s.rank for s in symbols)
-    return [_cast(b, o, dtype) if isinstance(o, Symbol) else
-            Symbol(b.constant_of(np.asarray(o, _NUMPY[dtype]), "number"), rank, dtype=dtype) for o in operands]
+    return [
+        _cast(b, o, dtype) if isinstance(o, Symbol) else Symbol(b.constant_of(np.asarray(o, _NUMPY[dtype]), "number"), rank, dtype=dtype)
+        for o in operands
+    ]
 
 
 # --- writers -------------------------------------------------------------------------------------------
@@ -90,6 +102,7 @@ def _operands(b: GraphBuilder, operands: list[Operand], where: str, dtype: str |
 
 def _binary(op: str, result: str | None = None, dtype: str | None = None) -> Operation:
     """An elementwise operation of two operands, broadcast as NumPy does; `result` the element type it gives."""
+
     def write(b: GraphBuilder, operands: list[Operand], settings: Mapping[str, Any], where: str) -> Symbol:
         x, y = _operands(b, operands, where, dtype)
         return Symbol(b.one(op, [x.name, y.name]), max(x.rank, y.rank), dtype=result or x.dtype)
@@ -123,6 +136,7 @@ def _axes(settings: Mapping[str, Any], rank: int, where: str, required: bool = F
 
 def _reduction(op: str, logical: bool = False) -> Operation:
     """Sum, Mean, Max, Min over `axis` (every axis when None); Any and All as Max and Min of the values as 0/1."""
+
     def write(b: GraphBuilder, operands: list[Operand], settings: Mapping[str, Any], where: str) -> Symbol:
         (x,) = _operands(b, operands, where, FLOAT)
         if settings.get("initial") is not None:  # keras.ops.max and min save initial=None unless given
@@ -149,8 +163,9 @@ def _reduction(op: str, logical: bool = False) -> Operation:
 def _expand_dims(b: GraphBuilder, operands: list[Operand], settings: Mapping[str, Any], where: str) -> Symbol:
     (x,) = _operands(b, operands, where)
     axis = settings.get("axis")
-    axes = axis if isinstance(axis, list) else [axis]
-    if not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
+    given = axis if isinstance(axis, list) else [axis]
+    axes = [a for a in given if isinstance(a, int) and not isinstance(a, bool)]
+    if len(axes) != len(given):
         raise ConvertError(f"{where} has axis={axis!r}; expected an integer or a list of them")
     rank = x.rank + len(axes)
     return Symbol(b.one("Unsqueeze", [x.name, b.int_constant([a % rank for a in axes], "axes")]), rank, dtype=x.dtype)
@@ -230,7 +245,9 @@ def _where(b: GraphBuilder, operands: list[Operand], settings: Mapping[str, Any]
     condition, *values = operands
     if not isinstance(condition, Symbol):
         raise ConvertError(f"{where} has the condition {condition!r}; expected a tensor")
-    x, y = _operands(b, values, where) if any(isinstance(v, Symbol) for v in values) else _operands(b, [condition, *values], where, FLOAT)[1:]
+    x, y = (
+        _operands(b, values, where) if any(isinstance(v, Symbol) for v in values) else _operands(b, [condition, *values], where, FLOAT)[1:]
+    )
     test = _cast(b, condition, BOOL)
     return Symbol(b.one("Where", [test.name, x.name, y.name]), max(test.rank, x.rank, y.rank), dtype=x.dtype)
 
@@ -254,7 +271,7 @@ def _get_item(b: GraphBuilder, operands: list[Operand], settings: Mapping[str, A
         raise ConvertError(f"{where} indexes {explicit} axes of a rank-{x.rank} tensor")
     if Ellipsis in items:
         at = items.index(Ellipsis)
-        items = items[:at] + [slice(None)] * (x.rank - explicit) + items[at + 1:]
+        items = items[:at] + [slice(None)] * (x.rank - explicit) + items[at + 1 :]
     starts, ends, axes, steps, dropped, new_axes = [], [], [], [], [], []
     axis = 0  # the input axis the next item indexes
     out_axis = 0  # where that axis is in the output, once integers are dropped
@@ -282,8 +299,16 @@ def _get_item(b: GraphBuilder, operands: list[Operand], settings: Mapping[str, A
         axis += 1
     y = x.name
     if axes:
-        y = b.one("Slice", [y, b.int_constant(starts, "starts"), b.int_constant(ends, "ends"), b.int_constant(axes, "axes"),
-                            b.int_constant(steps, "steps")])
+        y = b.one(
+            "Slice",
+            [
+                y,
+                b.int_constant(starts, "starts"),
+                b.int_constant(ends, "ends"),
+                b.int_constant(axes, "axes"),
+                b.int_constant(steps, "steps"),
+            ],
+        )
     if dropped:
         y = b.one("Squeeze", [y, b.int_constant(dropped, "axes")])
     rank = x.rank - len(dropped)
@@ -332,35 +357,73 @@ def _times_hard_sigmoid(b: GraphBuilder, x: str) -> str:
 
 
 OPERATIONS: Mapping[str, Operation] = {
-    "Add": _binary("Add"), "Subtract": _binary("Sub"), "Multiply": _binary("Mul"),
-    "Divide": _binary("Div", dtype=FLOAT), "TrueDivide": _binary("Div", dtype=FLOAT), "Power": _binary("Pow", dtype=FLOAT),
-    "Maximum": _binary("Max"), "Minimum": _binary("Min"),
-    "Equal": _binary("Equal", BOOL), "NotEqual": Operation(2, (), lambda b, o, s, w: _not(b, _binary("Equal", BOOL).write(b, o, s, w))),
-    "Greater": _binary("Greater", BOOL), "GreaterEqual": _binary("GreaterOrEqual", BOOL), "Less": _binary("Less", BOOL),
+    "Add": _binary("Add"),
+    "Subtract": _binary("Sub"),
+    "Multiply": _binary("Mul"),
+    "Divide": _binary("Div", dtype=FLOAT),
+    "TrueDivide": _binary("Div", dtype=FLOAT),
+    "Power": _binary("Pow", dtype=FLOAT),
+    "Maximum": _binary("Max"),
+    "Minimum": _binary("Min"),
+    "Equal": _binary("Equal", BOOL),
+    "NotEqual": Operation(2, (), lambda b, o, s, w: _not(b, _binary("Equal", BOOL).write(b, o, s, w))),
+    "Greater": _binary("Greater", BOOL),
+    "GreaterEqual": _binary("GreaterOrEqual", BOOL),
+    "Less": _binary("Less", BOOL),
     "LessEqual": _binary("LessOrEqual", BOOL),
-    "LogicalAnd": _binary("And", BOOL, BOOL), "LogicalOr": _binary("Or", BOOL, BOOL), "LogicalNot": _unary(_op("Not"), BOOL),
-    "Any": _reduction("ReduceMax", logical=True), "All": _reduction("ReduceMin", logical=True), "Mean": _reduction("ReduceMean"),
-    "Sum": _reduction("ReduceSum"), "Max": _reduction("ReduceMax"), "Min": _reduction("ReduceMin"),
-    "ExpandDims": Operation(1, ("axis",), _expand_dims), "Squeeze": Operation(1, ("axis",), _squeeze),
-    "ZerosLike": _filled(0), "OnesLike": _filled(1),
-    "ConvertToTensor": Operation(1, ("dtype", "sparse", "ragged"), _cast_operation), "Cast": Operation(1, ("dtype",), _cast_operation),
-    "Concatenate": Operation(1, ("axis",), _concatenate, takes_list=True), "Stack": Operation(1, ("axis",), _stack, takes_list=True),
-    "GetItem": Operation(2, (), _get_item), "Reshape": Operation(1, ("newshape",), _reshape),
-    "Transpose": Operation(1, ("axes",), _transpose), "Matmul": Operation(2, (), _matmul), "Where": Operation(3, (), _where),
-    "Exp": _unary(_op("Exp")), "Log": _unary(_op("Log")), "Sqrt": _unary(_op("Sqrt")), "Square": _unary(lambda b, x: b.one("Mul", [x, x])),
-    "Absolute": _unary(_op("Abs")), "Abs": _unary(_op("Abs")), "Negative": _unary(_op("Neg")), "Sign": _unary(_op("Sign")),
-    "Reciprocal": _unary(_op("Reciprocal")), "Log1p": _unary(lambda b, x: b.one("Log", [_plus_one(b, x)])),
+    "LogicalAnd": _binary("And", BOOL, BOOL),
+    "LogicalOr": _binary("Or", BOOL, BOOL),
+    "LogicalNot": _unary(_op("Not"), BOOL),
+    "Any": _reduction("ReduceMax", logical=True),
+    "All": _reduction("ReduceMin", logical=True),
+    "Mean": _reduction("ReduceMean"),
+    "Sum": _reduction("ReduceSum"),
+    "Max": _reduction("ReduceMax"),
+    "Min": _reduction("ReduceMin"),
+    "ExpandDims": Operation(1, ("axis",), _expand_dims),
+    "Squeeze": Operation(1, ("axis",), _squeeze),
+    "ZerosLike": _filled(0),
+    "OnesLike": _filled(1),
+    "ConvertToTensor": Operation(1, ("dtype", "sparse", "ragged"), _cast_operation),
+    "Cast": Operation(1, ("dtype",), _cast_operation),
+    "Concatenate": Operation(1, ("axis",), _concatenate, takes_list=True),
+    "Stack": Operation(1, ("axis",), _stack, takes_list=True),
+    "GetItem": Operation(2, (), _get_item),
+    "Reshape": Operation(1, ("newshape",), _reshape),
+    "Transpose": Operation(1, ("axes",), _transpose),
+    "Matmul": Operation(2, (), _matmul),
+    "Where": Operation(3, (), _where),
+    "Exp": _unary(_op("Exp")),
+    "Log": _unary(_op("Log")),
+    "Sqrt": _unary(_op("Sqrt")),
+    "Square": _unary(lambda b, x: b.one("Mul", [x, x])),
+    "Absolute": _unary(_op("Abs")),
+    "Abs": _unary(_op("Abs")),
+    "Negative": _unary(_op("Neg")),
+    "Sign": _unary(_op("Sign")),
+    "Reciprocal": _unary(_op("Reciprocal")),
+    "Log1p": _unary(lambda b, x: b.one("Log", [_plus_one(b, x)])),
     "Expm1": _unary(lambda b, x: b.one("Sub", [b.one("Exp", [x]), b.constant(np.float32(1), "one")])),
-    "Floor": _unary(_op("Floor")), "Ceil": _unary(_op("Ceil")), "Sin": _unary(_op("Sin")), "Cos": _unary(_op("Cos")),
-    "Tanh": _unary(_op("Tanh")), "Sigmoid": _unary(_op("Sigmoid")), "Relu": _unary(_op("Relu")),
+    "Floor": _unary(_op("Floor")),
+    "Ceil": _unary(_op("Ceil")),
+    "Sin": _unary(_op("Sin")),
+    "Cos": _unary(_op("Cos")),
+    "Tanh": _unary(_op("Tanh")),
+    "Sigmoid": _unary(_op("Sigmoid")),
+    "Relu": _unary(_op("Relu")),
     "Relu6": _unary(lambda b, x: b.one("Clip", [x, b.constant(np.float32(0), "zero"), b.constant(np.float32(6), "six")])),
-    "Softplus": _unary(_op("Softplus")), "Softsign": _unary(_op("Softsign")),
-    "Silu": _unary(lambda b, x: b.one("Mul", [x, b.one("Sigmoid", [x])])), "Swish": _unary(lambda b, x: b.one("Mul", [x, b.one("Sigmoid", [x])])),
-    "LogSigmoid": _unary(lambda b, x: b.one("Neg", [b.one("Softplus", [b.one("Neg", [x])])])), "Selu": _unary(_op("Selu")),
+    "Softplus": _unary(_op("Softplus")),
+    "Softsign": _unary(_op("Softsign")),
+    "Silu": _unary(lambda b, x: b.one("Mul", [x, b.one("Sigmoid", [x])])),
+    "Swish": _unary(lambda b, x: b.one("Mul", [x, b.one("Sigmoid", [x])])),
+    "LogSigmoid": _unary(lambda b, x: b.one("Neg", [b.one("Softplus", [b.one("Neg", [x])])])),
+    "Selu": _unary(_op("Selu")),
     "Mish": _unary(lambda b, x: b.one("Mul", [x, b.one("Tanh", [b.one("Softplus", [x])])])),
     "HardSigmoid": _unary(_op("HardSigmoid", alpha=1.0 / 6.0, beta=0.5)),  # Keras 3: relu6(x + 3) / 6
-    "HardSilu": _unary(_times_hard_sigmoid), "HardSwish": _unary(_times_hard_sigmoid),
-    "Softmax": _softmax(log=False), "LogSoftmax": _softmax(log=True),
+    "HardSilu": _unary(_times_hard_sigmoid),
+    "HardSwish": _unary(_times_hard_sigmoid),
+    "Softmax": _softmax(log=False),
+    "LogSoftmax": _softmax(log=True),
     "Elu": _with_setting("alpha", 1.0, lambda b, x, alpha: b.one("Elu", [x], alpha=alpha)),
     "LeakyRelu": _with_setting("negative_slope", 0.2, lambda b, x, slope: b.one("LeakyRelu", [x], alpha=slope)),
     "Gelu": Operation(1, ("approximate",), _gelu),
@@ -377,8 +440,11 @@ def _not(b: GraphBuilder, x: Symbol) -> Symbol:
 # written as the keras.ops operation that computes the same.
 
 
-def _as(operation: str, operands: tuple[str, ...], settings: Callable[[Mapping[str, Any]], Mapping[str, Any]] = lambda bound: {},
-        ) -> Callable[[GraphBuilder, Mapping[str, Any], str], Symbol]:
+def _as(
+    operation: str,
+    operands: tuple[str, ...],
+    settings: Callable[[Mapping[str, Any]], Mapping[str, Any]] = lambda bound: {},
+) -> Callable[[GraphBuilder, Mapping[str, Any], str], Symbol]:
     def write(b: GraphBuilder, bound: Mapping[str, Any], where: str) -> Symbol:
         values = [bound[name] for name in operands]
         listed = OPERATIONS[operation].takes_list
@@ -410,8 +476,10 @@ def _reduce_prod(b: GraphBuilder, bound: Mapping[str, Any], where: str) -> Symbo
 
 def _tf_matmul(b: GraphBuilder, bound: Mapping[str, Any], where: str) -> Symbol:
     x, y = _operands(b, [bound["a"], bound["b"]], where, FLOAT)
-    swapped = [Symbol(b.one("Transpose", [v.name], perm=[*range(v.rank - 2), v.rank - 1, v.rank - 2]), v.rank) if flag else v
-               for v, flag in ((x, bound["transpose_a"]), (y, bound["transpose_b"]))]
+    swapped = [
+        Symbol(b.one("Transpose", [v.name], perm=[*range(v.rank - 2), v.rank - 1, v.rank - 2]), v.rank) if flag else v
+        for v, flag in ((x, bound["transpose_a"]), (y, bound["transpose_b"]))
+    ]
     return OPERATIONS["Matmul"].write(b, swapped, {}, where)
 
 
@@ -430,18 +498,58 @@ def _tf_getitem(b: GraphBuilder, bound: Mapping[str, Any], where: str) -> Symbol
     return OPERATIONS["GetItem"].write(b, [bound["tensor"], slice_spec_key(bound["slice_spec"])], {}, where)
 
 
-_BINARY = {"__operators__.add": "Add", "math.add": "Add", "math.subtract": "Subtract", "math.multiply": "Multiply",
-           "math.truediv": "TrueDivide", "math.divide": "TrueDivide", "math.pow": "Power", "math.maximum": "Maximum",
-           "math.minimum": "Minimum", "math.equal": "Equal", "math.not_equal": "NotEqual", "math.greater": "Greater",
-           "math.greater_equal": "GreaterEqual", "math.less": "Less", "math.less_equal": "LessEqual",
-           "math.logical_and": "LogicalAnd", "math.logical_or": "LogicalOr"}
-_UNARY = {"math.logical_not": "LogicalNot", "math.exp": "Exp", "math.log": "Log", "math.sqrt": "Sqrt", "math.square": "Square",
-          "math.abs": "Abs", "math.negative": "Negative", "math.sign": "Sign", "math.reciprocal": "Reciprocal", "math.log1p": "Log1p",
-          "math.expm1": "Expm1", "math.tanh": "Tanh", "math.sigmoid": "Sigmoid", "math.floor": "Floor", "math.ceil": "Ceil"}
-_FEATURES = {"nn.relu": "Relu", "nn.relu6": "Relu6", "nn.elu": "Elu", "nn.selu": "Selu", "math.softsign": "Softsign",
-             "math.softplus": "Softplus"}
-_REDUCTIONS = {"math.reduce_mean": "Mean", "math.reduce_sum": "Sum", "math.reduce_max": "Max", "math.reduce_min": "Min",
-               "math.reduce_any": "Any", "math.reduce_all": "All"}
+_BINARY = {
+    "__operators__.add": "Add",
+    "math.add": "Add",
+    "math.subtract": "Subtract",
+    "math.multiply": "Multiply",
+    "math.truediv": "TrueDivide",
+    "math.divide": "TrueDivide",
+    "math.pow": "Power",
+    "math.maximum": "Maximum",
+    "math.minimum": "Minimum",
+    "math.equal": "Equal",
+    "math.not_equal": "NotEqual",
+    "math.greater": "Greater",
+    "math.greater_equal": "GreaterEqual",
+    "math.less": "Less",
+    "math.less_equal": "LessEqual",
+    "math.logical_and": "LogicalAnd",
+    "math.logical_or": "LogicalOr",
+}
+_UNARY = {
+    "math.logical_not": "LogicalNot",
+    "math.exp": "Exp",
+    "math.log": "Log",
+    "math.sqrt": "Sqrt",
+    "math.square": "Square",
+    "math.abs": "Abs",
+    "math.negative": "Negative",
+    "math.sign": "Sign",
+    "math.reciprocal": "Reciprocal",
+    "math.log1p": "Log1p",
+    "math.expm1": "Expm1",
+    "math.tanh": "Tanh",
+    "math.sigmoid": "Sigmoid",
+    "math.floor": "Floor",
+    "math.ceil": "Ceil",
+}
+_FEATURES = {
+    "nn.relu": "Relu",
+    "nn.relu6": "Relu6",
+    "nn.elu": "Elu",
+    "nn.selu": "Selu",
+    "math.softsign": "Softsign",
+    "math.softplus": "Softplus",
+}
+_REDUCTIONS = {
+    "math.reduce_mean": "Mean",
+    "math.reduce_sum": "Sum",
+    "math.reduce_max": "Max",
+    "math.reduce_min": "Min",
+    "math.reduce_any": "Any",
+    "math.reduce_all": "All",
+}
 
 
 def _softmax_axis(bound: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -456,19 +564,27 @@ TF_WRITERS: Mapping[str, Callable[[GraphBuilder, Mapping[str, Any], str], Symbol
     "nn.silu": _silu,
     "nn.leaky_relu": _as("LeakyRelu", ("features",), lambda bound: {"negative_slope": bound["alpha"]}),
     "nn.gelu": _as("Gelu", ("features",), lambda bound: {"approximate": bool(bound["approximate"])}),
-    "nn.softmax": _as("Softmax", ("logits",), _softmax_axis), "nn.log_softmax": _as("LogSoftmax", ("logits",), _softmax_axis),
-    **{name: _as(operation, ("input_tensor",), lambda bound: {"axis": bound["axis"], "keepdims": bool(bound["keepdims"])})
-       for name, operation in _REDUCTIONS.items()},
+    "nn.softmax": _as("Softmax", ("logits",), _softmax_axis),
+    "nn.log_softmax": _as("LogSoftmax", ("logits",), _softmax_axis),
+    **{
+        name: _as(operation, ("input_tensor",), lambda bound: {"axis": bound["axis"], "keepdims": bool(bound["keepdims"])})
+        for name, operation in _REDUCTIONS.items()
+    },
     "math.reduce_prod": _reduce_prod,
-    "reshape": _as("Reshape", ("tensor",), lambda bound: {"newshape": list(bound["shape"]) if isinstance(bound["shape"], (list, tuple))
-                                                          else bound["shape"]}),
+    "reshape": _as(
+        "Reshape",
+        ("tensor",),
+        lambda bound: {"newshape": list(bound["shape"]) if isinstance(bound["shape"], (list, tuple)) else bound["shape"]},
+    ),
     "transpose": _as("Transpose", ("a",), lambda bound: {"axes": bound["perm"]}),
     "compat.v1.transpose": _as("Transpose", ("a",), lambda bound: {"axes": bound["perm"]}),
     "expand_dims": _as("ExpandDims", ("input",), lambda bound: {"axis": bound["axis"]}),
-    "squeeze": _tf_squeeze, "compat.v1.squeeze": _tf_squeeze,
+    "squeeze": _tf_squeeze,
+    "compat.v1.squeeze": _tf_squeeze,
     "concat": _as("Concatenate", ("values",), lambda bound: {"axis": bound["axis"]}),
     "stack": _as("Stack", ("values",), lambda bound: {"axis": bound["axis"]}),
-    "linalg.matmul": _tf_matmul, "where": _tf_where,
+    "linalg.matmul": _tf_matmul,
+    "where": _tf_where,
     "cast": _as("Cast", ("x",), lambda bound: {"dtype": bound["dtype"]}),
     "__operators__.getitem": _tf_getitem,
 }
@@ -478,8 +594,10 @@ def convert_tf_function(b: GraphBuilder, layer: RawLayer, path: str, args: Seque
     """A TFOpLambda or SlicingOpLambda call, bound to its TensorFlow function's parameters."""
     name = layer.config.get("function")
     if not isinstance(name, str) or name not in TF_WRITERS:
-        raise ConvertError(f"layer {path} ({layer.class_name}) calls tf.{name}, which convert does not write; it writes: "
-                           f"{', '.join(f'tf.{known}' for known in sorted(TF_WRITERS))}")
+        raise ConvertError(
+            f"layer {path} ({layer.class_name}) calls tf.{name}, which convert does not write; it writes: "
+            f"{', '.join(f'tf.{known}' for known in sorted(TF_WRITERS))}"
+        )
     where = f"layer {path} (tf.{name})"
     bound = bind(TF_SIGNATURES[name], f"{path} (tf.{name})", args, kwargs, ConvertError, lambda value: isinstance(value, Symbol))
     # A TFOpLambda passes no mask on (tf-keras computes none for it).

@@ -7,8 +7,9 @@ May import: numpy, convert/symbols, model/, errors.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,6 @@ from grucli.model.registry import (
     Role,
     role_of,
 )
-
 
 
 def initial_states(layer: RawLayer, path: str, first: Any, initial_state: Any) -> tuple[Any, list[Symbol] | None]:
@@ -92,13 +92,20 @@ class _Run:
     states: tuple[str, ...]  # every layer's final states (h, and c for an LSTM), each (batch, units), in order
 
 
-def _run_chain(b: GraphBuilder, cells: Sequence[RecurrentLayer], x: Symbol, states: Sequence[Sequence[Symbol] | None],
-               backwards: bool, zero_output: bool) -> _Run:
+def _run_chain(
+    b: GraphBuilder,
+    cells: Sequence[RecurrentLayer],
+    x: Symbol,
+    states: Sequence[Sequence[Symbol] | None],
+    backwards: bool,
+    zero_output: bool,
+) -> _Run:
     """One recurrent layer, or a stack of cells (cell k at step t reads cell k-1's output at t and
     its own state at t-1, so the stack is a chain of whole sequences, one ONNX node per cell),
     run on `x` from the first step or, `backwards`, from the last; masked by x.mask."""
+    finals: list[str] = []
     if x.mask is None:
-        sequence, finals, run = x, [], None
+        sequence, run = x, None
         for cell, given in zip(cells, states):
             run = _recurrent_node(b, cell, sequence, given, backwards)
             sequence = Symbol(run.time_ordered, 3)  # a go_backwards stack feeds each cell the one before in time order
@@ -107,12 +114,12 @@ def _run_chain(b: GraphBuilder, cells: Sequence[RecurrentLayer], x: Symbol, stat
         return _Run(run.sequence, run.time_ordered, run.last, tuple(finals))
     steps, mask = (reversed_in_time(b, x.name), reversed_in_time(b, x.mask)) if backwards else (x.name, x.mask)
     compaction = compact(b, Symbol(steps, 3), mask)
-    sequence, finals = compaction.x, []
+    sequence = compaction.x
     for cell, given in zip(cells, states):
         run = _recurrent_node(b, cell, sequence, given, False, compaction.lens)
         sequence = Symbol(run.sequence, 3)
-        finals += [final_state(b, compaction, state, None if given is None else start.name)
-                   for state, start in zip(run.states, given or [None] * len(run.states))]
+        starts: list[str | None] = [None] * len(run.states) if given is None else [start.name for start in given]
+        finals += [final_state(b, compaction, state, start) for state, start in zip(run.states, starts)]
     output = expanded(b, compaction, sequence.name, zero_output)  # in processing order
     last = b.one("Squeeze", [b.one("Gather", [output, b.int_constant([-1], "last")], axis=1), b.int_constant([1], "axis")])
     return _Run(output, reversed_in_time(b, output) if backwards else output, last, tuple(finals))
@@ -126,7 +133,7 @@ def _stacked(b: GraphBuilder, layer: RawLayer, path: str, x: Symbol, states: Seq
     counts = [cell.family.state_count for cell in cells]
     if states is not None and len(states) != sum(counts):
         raise ConvertError(f"layer {path} is given {len(states)} initial states; expected {sum(counts)} (each cell's, in order)")
-    given = [None if states is None else states[sum(counts[:index]):sum(counts[:index + 1])] for index in range(len(cells))]
+    given = [None if states is None else states[sum(counts[:index]) : sum(counts[: index + 1])] for index in range(len(cells))]
     # The stack's output is the last cell's: its zero_output_for_mask says what a masked step gives.
     run = _run_chain(b, cells, x, given, bool(layer.config.get("go_backwards")), cells[-1].settings.zero_output_for_mask)
     return _layer_outputs(run, x.mask, bool(layer.config.get("return_sequences")), bool(layer.config.get("return_state")))
@@ -137,11 +144,14 @@ def _streamed_states(b: GraphBuilder, layer: RecurrentLayer, states: Sequence[Sy
     for a sequence's first chunk) and its final states outputs, so the caller carries the state from
     one call to the next, as Keras carries a stateful layer's between predict calls."""
     if states is not None:
-        raise ConvertError(f"layer {layer.path} is given its initial state by the model; --state-io streams only layers that start "
-                           "from zeros")
+        raise ConvertError(
+            f"layer {layer.path} is given its initial state by the model; --state-io streams only layers that start from zeros"
+        )
     if layer.settings.go_backwards and not layer.settings.stateful:
-        raise ConvertError(f"layer {layer.path} reads its sequence backwards (go_backwards): a sequence fed in chunks does not give "
-                           "what one pass gives, so --state-io refuses it")
+        raise ConvertError(
+            f"layer {layer.path} reads its sequence backwards (go_backwards): a sequence fed in chunks does not give "
+            "what one pass gives, so --state-io refuses it"
+        )
     names = [f"{layer.path}/{name}_in" for name in layer.family.states]
     b.state_inputs += [(name, layer.units) for name in names]
     return [Symbol(name, 2) for name in names]
@@ -149,13 +159,16 @@ def _streamed_states(b: GraphBuilder, layer: RecurrentLayer, states: Sequence[Sy
 
 def _checked_states(layer: RecurrentLayer, states: Sequence[Symbol] | None) -> Sequence[Symbol] | None:
     if states is not None and len(states) != layer.family.state_count:
-        raise ConvertError(f"layer {layer.path} is given {len(states)} initial states; expected {layer.family.state_count} "
-                           f"({', '.join(layer.family.states)})")
+        raise ConvertError(
+            f"layer {layer.path} is given {len(states)} initial states; expected {layer.family.state_count} "
+            f"({', '.join(layer.family.states)})"
+        )
     return states
 
 
-def _recurrent_node(b: GraphBuilder, layer: RecurrentLayer, x: Symbol, states: Sequence[Symbol] | None, backwards: bool,
-                    lens: str | None = None) -> _Run:
+def _recurrent_node(
+    b: GraphBuilder, layer: RecurrentLayer, x: Symbol, states: Sequence[Symbol] | None, backwards: bool, lens: str | None = None
+) -> _Run:
     """One ONNX GRU, LSTM or RNN node computing `layer` on `x` (batch, time, features), over the
     first `lens` steps of each row where given."""
     family, settings = layer.family, layer.settings
@@ -172,8 +185,7 @@ def _recurrent_node(b: GraphBuilder, layer: RecurrentLayer, x: Symbol, states: S
     if states is not None:
         inputs += [b.one("Unsqueeze", [state.name, b.int_constant([0], "axis")]) for state in states]
     activations, alphas, betas = _step_activations(b, layer, op)
-    attributes: dict[str, Any] = {"hidden_size": units, "direction": "reverse" if backwards else "forward",
-                                  "activations": activations}
+    attributes: dict[str, Any] = {"hidden_size": units, "direction": "reverse" if backwards else "forward", "activations": activations}
     if alphas:
         attributes["activation_alpha"] = alphas
     if betas:
@@ -185,8 +197,8 @@ def _recurrent_node(b: GraphBuilder, layer: RecurrentLayer, x: Symbol, states: S
     y = b.one("Squeeze", [outputs[0], b.int_constant([1], "axis")])  # (time, batch, units)
     time_ordered = b.one("Transpose", [y], perm=[1, 0, 2])
     sequence = reversed_in_time(b, time_ordered) if backwards else time_ordered
-    states = tuple(b.one("Squeeze", [state, b.int_constant([0], "axis")]) for state in outputs[1:])
-    return _Run(sequence, time_ordered, states[0], states)
+    final = tuple(b.one("Squeeze", [state, b.int_constant([0], "axis")]) for state in outputs[1:])
+    return _Run(sequence, time_ordered, final[0], final)
 
 
 def _step_activations(b: GraphBuilder, layer: RecurrentLayer, op: str) -> tuple[list[str], list[float], list[float]]:
@@ -218,8 +230,10 @@ def _step_activations(b: GraphBuilder, layer: RecurrentLayer, op: str) -> tuple[
 def _bidirectional(b: GraphBuilder, layer: RawLayer, path: str, x: Symbol, states: Sequence[Symbol] | None) -> list[Symbol]:
     directions = dict(layer.children)
     if b.state_io:
-        raise ConvertError(f"layer {path} is Bidirectional: its backward direction reads the whole sequence, so a sequence fed in "
-                           "chunks does not give what one pass gives; --state-io refuses it")
+        raise ConvertError(
+            f"layer {path} is Bidirectional: its backward direction reads the whole sequence, so a sequence fed in "
+            "chunks does not give what one pass gives; --state-io refuses it"
+        )
     if any(role_of(child.class_name) is Role.RNN and len(child.children) > 1 for child in directions.values()):
         raise ConvertError(f"layer {path} (Bidirectional around stacked cells) is not one convert writes yet")
     if any(child.config.get("stateful") for child in directions.values()):
@@ -229,13 +243,17 @@ def _bidirectional(b: GraphBuilder, layer: RawLayer, path: str, x: Symbol, state
     if states is not None:  # the forward direction's states, then the backward one's
         count = layers[0].family.state_count
         if len(states) != count + layers[1].family.state_count:
-            raise ConvertError(f"layer {path} is given {len(states)} initial states; expected "
-                               f"{count + layers[1].family.state_count} (forward, then backward)")
+            raise ConvertError(
+                f"layer {path} is given {len(states)} initial states; expected "
+                f"{count + layers[1].family.state_count} (forward, then backward)"
+            )
         halves = [states[:count], states[count:]]
     forward_settings = layers[0].settings
     # Bidirectional forces zero_output_for_mask = return_sequences on both directions.
-    forward, backward = [_run_chain(b, [direction], x, [half], direction.settings.go_backwards, bool(forward_settings.return_sequences))
-                         for direction, half in zip(layers, halves)]
+    forward, backward = [
+        _run_chain(b, [direction], x, [half], direction.settings.go_backwards, bool(forward_settings.return_sequences))
+        for direction, half in zip(layers, halves)
+    ]
     if forward_settings.return_sequences:  # Bidirectional flips the backward direction's sequence, whichever way it ran
         flipped = backward.time_ordered if layers[1].settings.go_backwards else reversed_in_time(b, backward.sequence)
         outputs = [forward.sequence, flipped]

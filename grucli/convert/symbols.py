@@ -6,8 +6,9 @@ May import: numpy, model/ (semantics), errors.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
 from grucli.errors import GrucliError
 from grucli.model.records import RawLayer
@@ -32,13 +33,19 @@ class Symbol:
     mask: str | None = None
     dtype: str = FLOAT
 
-    def with_mask(self, mask: str | None) -> "Symbol":
+    def with_mask(self, mask: str | None) -> Symbol:
         return replace(self, mask=mask)
 
 
 ELEMENTWISE_OPS: Mapping[str, tuple[str, dict[str, Any]]] = {
-    "tanh": ("Tanh", {}), "sigmoid": ("Sigmoid", {}), "relu": ("Relu", {}), "elu": ("Elu", {"alpha": 1.0}),
-    "selu": ("Selu", {}), "softsign": ("Softsign", {}), "softplus": ("Softplus", {}), "exponential": ("Exp", {}),
+    "tanh": ("Tanh", {}),
+    "sigmoid": ("Sigmoid", {}),
+    "relu": ("Relu", {}),
+    "elu": ("Elu", {"alpha": 1.0}),
+    "selu": ("Selu", {}),
+    "softsign": ("Softsign", {}),
+    "softplus": ("Softplus", {}),
+    "exponential": ("Exp", {}),
     "softmax": ("Softmax", {"axis": -1}),
 }
 
@@ -49,8 +56,13 @@ HARD_SIGMOID: Mapping[Semantics, tuple[float, float]] = {KERAS2: (0.2, 0.5), Sem
 
 # The activations ONNX's GRU, LSTM and RNN apply inside the step, with the alpha and beta they take.
 RECURRENT_ACTIVATIONS: Mapping[str, tuple[str, tuple[float, ...], tuple[float, ...]]] = {
-    "tanh": ("Tanh", (), ()), "sigmoid": ("Sigmoid", (), ()), "relu": ("Relu", (), ()), "linear": ("Affine", (1.0,), (0.0,)),
-    "softsign": ("Softsign", (), ()), "softplus": ("Softplus", (), ()), "elu": ("Elu", (1.0,), ()),
+    "tanh": ("Tanh", (), ()),
+    "sigmoid": ("Sigmoid", (), ()),
+    "relu": ("Relu", (), ()),
+    "linear": ("Affine", (1.0,), (0.0,)),
+    "softsign": ("Softsign", (), ()),
+    "softplus": ("Softplus", (), ()),
+    "elu": ("Elu", (1.0,), ()),
 }
 
 

@@ -7,12 +7,12 @@ May import: numpy, model/semantics, errors.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from grucli.errors import ReplayError
-from grucli.model.semantics import KERAS2, KERAS3
+from grucli.model.semantics import KERAS2, KERAS3, Semantics
 
 Activation = Callable[[np.ndarray], np.ndarray]
 
@@ -76,7 +76,7 @@ COMMON_ACTIVATIONS: Mapping[str, Activation] = {
 HARD_SIGMOID = {KERAS2: _hard_sigmoid_keras2, KERAS3: _hard_sigmoid_keras3}
 
 
-def activation(name: str | None, semantics: str) -> Activation:
+def activation(name: str | None, semantics: Semantics) -> Activation:
     if name is None or name == "linear":
         return COMMON_ACTIVATIONS["linear"]
     if name == "hard_sigmoid":
@@ -85,11 +85,14 @@ def activation(name: str | None, semantics: str) -> Activation:
         hard = HARD_SIGMOID[semantics]
         return lambda x: x * hard(x)
     if name not in COMMON_ACTIVATIONS:
-        raise ReplayError(f"activation {name!r} is not one the replay knows; expected one of: {', '.join(sorted([*COMMON_ACTIVATIONS, 'hard_sigmoid', 'hard_silu']))}")
+        raise ReplayError(
+            f"activation {name!r} is not one the replay knows; expected one of: "
+            f"{', '.join(sorted([*COMMON_ACTIVATIONS, 'hard_sigmoid', 'hard_silu']))}"
+        )
     return COMMON_ACTIVATIONS[name]
 
 
-def activation_in_place(name: str | None, semantics: str) -> Activation:
+def activation_in_place(name: str | None, semantics: Semantics) -> Activation:
     """The activation `name` as a function that overwrites its argument and returns it: the step
     loops apply it to buffers they own. The common ones run as in-place ufuncs."""
     if name is None or name == "linear":
@@ -158,7 +161,7 @@ def elementwise(*names: str | None) -> bool:
     return all(name in ELEMENTWISE for name in names)
 
 
-def activation_side_by_side(name: str | None, semantics: str, units: int) -> Activation:
+def activation_side_by_side(name: str | None, semantics: Semantics, units: int) -> Activation:
     """The in-place activation `name` over gates of `units` columns each, side by side on the last
     axis (a GRU's z and r, an LSTM's i and f): one pass where it is elementwise, else gate by gate."""
     act = activation_in_place(name, semantics)
@@ -167,7 +170,7 @@ def activation_side_by_side(name: str | None, semantics: str, units: int) -> Act
 
     def gate_by_gate(v: np.ndarray) -> np.ndarray:
         for start in range(0, v.shape[-1], units):
-            act(v[..., start:start + units])
+            act(v[..., start : start + units])
         return v
 
     return gate_by_gate

@@ -7,16 +7,17 @@ as `mask=`), the causal mask, the softmax and the weighted values. Where the fra
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from grucli.engine.feedforward import stored_weights
 from grucli.engine.tensor import Tensor
-from grucli.errors import ModelFileError, ReplayError
-from grucli.model.attention import bind_mha_call, mha_projections
+from grucli.errors import ReplayError
+from grucli.model.attention import bind_mha_call, mha_projections, mha_settings
 from grucli.model.records import RawLayer
-from grucli.model.semantics import KERAS3
+from grucli.model.semantics import KERAS3, Semantics
 
 ATTENTION = {"Attention", "AdditiveAttention"}
 
@@ -28,11 +29,14 @@ def attention(layer: RawLayer, path: str, inputs: list[Tensor], kwargs: Mapping[
     name = layer.class_name
     if len(inputs) not in (2, 3):
         raise ReplayError(f"layer {path} ({name}) is called on {len(inputs)} tensors; expected [query, value] or [query, value, key]")
-    query, value = inputs[0].value.astype(dtype), inputs[1].value.astype(dtype)
+    query: np.ndarray = inputs[0].value.astype(dtype)
+    value: np.ndarray = inputs[1].value.astype(dtype)
     key = inputs[2].value.astype(dtype) if len(inputs) == 3 else value
     if query.ndim != 3 or value.ndim != 3 or key.shape != value.shape[:2] + key.shape[2:] or query.shape[-1] != key.shape[-1]:
-        raise ReplayError(f"layer {path} ({name}) is called on shapes {[t.value.shape for t in inputs]}; expected "
-                          "(batch, Tq, dim) queries and (batch, Tv, dim) values and keys")
+        raise ReplayError(
+            f"layer {path} ({name}) is called on shapes {[t.value.shape for t in inputs]}; expected "
+            "(batch, Tq, dim) queries and (batch, Tv, dim) values and keys"
+        )
     query_mask, value_mask = _attention_masks(path, name, inputs, kwargs.get("mask"))
     scores = _attention_scores(layer, path, query, key, dtype)
     allowed = np.ones(scores.shape, bool) if value_mask is None else np.broadcast_to(value_mask[:, None, :], scores.shape)
@@ -69,14 +73,14 @@ def _attention_scores(layer: RawLayer, path: str, query: np.ndarray, key: np.nda
     use_scale = bool(config.get("use_scale", name == "AdditiveAttention"))
     dim = query.shape[-1]
     if name == "AdditiveAttention":
-        scale = stored_weights(layer, [(dim,)] if use_scale else [], "a scale per feature" if use_scale else "no weights")
-        factor = scale[0].astype(dtype) if use_scale else 1.0
+        scales = stored_weights(layer, [(dim,)] if use_scale else [], "a scale per feature" if use_scale else "no weights")
+        factor: np.ndarray | float = scales[0].astype(dtype) if use_scale else 1.0
         return np.sum(factor * np.tanh(query[:, :, None, :] + key[:, None, :, :]), axis=-1)
     mode = config.get("score_mode", "dot")
     if mode not in ("dot", "concat"):
         raise ReplayError(f"layer {path} (Attention) has score_mode={mode!r}; expected dot or concat")
-    shapes = [()] * (int(use_scale) + int(mode == "concat"))
-    stored = iter(w.astype(dtype) for w in stored_weights(layer, shapes, "a scalar scale and/or concat weight"))
+    shapes: list[tuple[int | None, ...]] = [()] * (int(use_scale) + int(mode == "concat"))
+    stored: Iterator[np.ndarray] = iter([w.astype(dtype) for w in stored_weights(layer, shapes, "a scalar scale and/or concat weight")])
     scale = next(stored) if use_scale else None
     if mode == "dot":
         scores = query @ np.swapaxes(key, -2, -1)
@@ -88,32 +92,35 @@ def _attention_scores(layer: RawLayer, path: str, query: np.ndarray, key: np.nda
 
 # --- MultiHeadAttention ---------------------------------------------------------------------------------
 
+
 # The call's parameters in Keras's order (`mha(query, value, key=None, ...)`).
-def multi_head_attention(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any], semantics: str,
-                         dtype: type) -> list[Tensor]:
+def multi_head_attention(
+    layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mapping[str, Any], semantics: Semantics, dtype: type
+) -> list[Tensor]:
     """Keras's MultiHeadAttention on (batch, time, features) inputs: per-head projections, scaled dot
     scores, the masks of query, value and key tensors (and `attention_mask`, causal) combined, the
     softmax, the weighted values and the output projection. The output carries the query's mask."""
     call = bind_mha_call(path, args, kwargs, ReplayError, "the replay")
     query, value = call["query"], call["value"]
-    key = call.get("key") if call.get("key") is not None else value
+    key = call["key"] if call.get("key") is not None else value
     for role, tensor in (("query", query), ("value", value), ("key", key)):
         if not isinstance(tensor, Tensor) or tensor.value.ndim != 3:
             shown = tensor.value.shape if isinstance(tensor, Tensor) else repr(tensor)
             raise ReplayError(f"layer {path} (MultiHeadAttention) has the {role} {shown}; the replay runs (batch, time, features) tensors")
-    _check_mha_config(layer, path)
-    config = layer.config
-    heads, key_dim = int(config["num_heads"]), int(config["key_dim"])
-    value_dim = int(config.get("value_dim") or key_dim)
-    output_shape = config.get("output_shape")
-    out_dim = query.value.shape[-1] if not output_shape else (output_shape[0] if isinstance(output_shape, list) else output_shape)
-    use_bias = bool(config.get("use_bias", True))
-    projections = mha_projections(layer, path, {
-        "query": ((query.value.shape[-1], heads, key_dim), (heads, key_dim)),
-        "key": ((key.value.shape[-1], heads, key_dim), (heads, key_dim)),
-        "value": ((value.value.shape[-1], heads, value_dim), (heads, value_dim)),
-        "output": ((heads, value_dim, out_dim), (out_dim,)),
-    }, use_bias)
+    settings = mha_settings(layer, path, ReplayError, "the replay")
+    heads, key_dim, value_dim, use_bias = settings.heads, settings.key_dim, settings.value_dim, settings.use_bias
+    out_dim = query.value.shape[-1] if settings.output_dim is None else settings.output_dim
+    projections = mha_projections(
+        layer,
+        path,
+        {
+            "query": ((query.value.shape[-1], heads, key_dim), (heads, key_dim)),
+            "key": ((key.value.shape[-1], heads, key_dim), (heads, key_dim)),
+            "value": ((value.value.shape[-1], heads, value_dim), (heads, value_dim)),
+            "output": ((heads, value_dim, out_dim), (out_dim,)),
+        },
+        use_bias,
+    )
 
     def project(x: np.ndarray, role: str) -> np.ndarray:
         kernel, bias = projections[role]
@@ -132,22 +139,6 @@ def multi_head_attention(layer: RawLayer, path: str, args: Sequence[Any], kwargs
     output = output if bias is None else output + bias.astype(dtype)
     result = Tensor(output, query.mask)
     return [result, Tensor(weights)] if with_scores else [result]
-
-
-def _check_mha_config(layer: RawLayer, path: str) -> None:
-    config = layer.config
-    for key in ("num_heads", "key_dim"):
-        if not isinstance(config.get(key), int) or isinstance(config.get(key), bool) or config[key] < 1:
-            raise ModelFileError(f"layer {path} (MultiHeadAttention) has {key}={config.get(key)!r}; expected a positive integer")
-    axes = config.get("attention_axes")
-    if axes not in (None, [1], 1, [-2]):
-        raise ReplayError(f"layer {path} (MultiHeadAttention) has attention_axes={axes!r}; the replay runs attention over time (axis 1)")
-    output_shape = config.get("output_shape")
-    if output_shape is not None and not (isinstance(output_shape, int) or isinstance(output_shape, list) and len(output_shape) == 1):
-        raise ReplayError(f"layer {path} (MultiHeadAttention) has output_shape={output_shape!r}; the replay runs one output dimension")
-    for setting, default in (("use_gate", False), ("sliding_window", None)):
-        if config.get(setting, default) != default:
-            raise ReplayError(f"layer {path} (MultiHeadAttention) has {setting}={config[setting]!r}, which the replay does not run")
 
 
 def _mha_allowed(path: str, call: Mapping[str, Any], query: Tensor, value: Tensor, key: Tensor, shape: tuple[int, ...]) -> np.ndarray:

@@ -7,7 +7,8 @@ the shapes the call needs before use, and settings the replay does not run are r
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -15,14 +16,21 @@ from grucli.engine import spatial
 from grucli.engine.activations import activation
 from grucli.engine.tensor import Runtime, Tensor
 from grucli.errors import ModelFileError, ReplayError
-from grucli.model.gates import keras1_conv1d_kernel
+from grucli.model.gates import keras1_conv1d_kernel, keras1_conv1d_sizes
 from grucli.model.records import NamedArray, RawLayer
 from grucli.model.registry import merge_values_follow_masks
-from grucli.model.semantics import KERAS3
+from grucli.model.semantics import KERAS3, Semantics
 
 IDENTITY = {
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "InputLayer",
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "InputLayer",
 }
 
 
@@ -34,8 +42,9 @@ def stored_weights(layer: RawLayer, shapes: Sequence[tuple[int | None, ...]], wh
     )
     if not fits:
         expected = ", ".join(str(tuple("n" if d is None else d for d in shape)) for shape in shapes)
-        raise ModelFileError(f"layer {layer.name} ({layer.class_name}) stores weights of shapes {found or 'none'}; "
-                             f"expected {what}: {expected or 'none'}")
+        raise ModelFileError(
+            f"layer {layer.name} ({layer.class_name}) stores weights of shapes {found or 'none'}; expected {what}: {expected or 'none'}"
+        )
     return [np.asarray(w.array) for w in layer.weights]
 
 
@@ -43,9 +52,12 @@ def _dense(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
     features = x.value.shape[-1]
     use_bias = layer.config.get("use_bias", True)
     units = layer.config.get("units", layer.config.get("output_dim"))  # Keras 1 says output_dim
-    weights = stored_weights(layer, [(features, units), (units,)][: 1 + bool(use_bias)],
-                       f"a kernel for {features} input features" + (" and a bias" if use_bias else ""))
-    y = x.value.astype(replay.dtype) @ weights[0].astype(replay.dtype)
+    weights = stored_weights(
+        layer,
+        [(features, units), (units,)][: 1 + bool(use_bias)],
+        f"a kernel for {features} input features" + (" and a bias" if use_bias else ""),
+    )
+    y: np.ndarray = x.value.astype(replay.dtype) @ weights[0].astype(replay.dtype)
     if use_bias:
         y = y + weights[1].astype(replay.dtype)
     return Tensor(activation(_activation_of(layer), replay.semantics)(y), x.mask)
@@ -58,7 +70,7 @@ def _activation_of(layer: RawLayer) -> str | None:
 
 
 def _embedding(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
-    table = stored_weights(layer, [(None, None)], "one (vocabulary, dimensions) table")[0].astype(replay.dtype)
+    table: np.ndarray = stored_weights(layer, [(None, None)], "one (vocabulary, dimensions) table")[0].astype(replay.dtype)
     if x.value.dtype.kind == "f" and not np.all(np.mod(x.value, 1) == 0):
         raise ReplayError(f"layer {layer.name} (Embedding) is fed fractions; expected integer ids")
     ids = np.asarray(x.value).astype(np.int64)
@@ -86,7 +98,9 @@ def _require_last_axis(layer: RawLayer, x: Tensor, unsupported: str = "") -> Non
     axis = layer.config.get("axis", -1)
     axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
     if axis not in (-1, x.value.ndim - 1) or unsupported:
-        raise ReplayError(f"layer {layer.name} ({layer.class_name}) normalises axis {axis!r}{unsupported}; the replay runs the last axis only")
+        raise ReplayError(
+            f"layer {layer.name} ({layer.class_name}) normalises axis {axis!r}{unsupported}; the replay runs the last axis only"
+        )
 
 
 def _affine_weights(layer: RawLayer, features: int, statistics: tuple[str, ...]) -> tuple[Any, Any, list[np.ndarray]]:
@@ -127,7 +141,11 @@ def _spatial_settings(layer: RawLayer, rank: int, window_key: str) -> tuple[tupl
     if config.get("groups", 1) != 1:
         raise ReplayError(f"layer {layer.name} ({layer.class_name}) has groups={config['groups']!r}; the replay runs groups=1")
     window = _per_axis(layer, config.get(window_key), rank, window_key)
-    strides = window if config.get("strides") is None and window_key == "pool_size" else _per_axis(layer, config.get("strides", 1), rank, "strides")
+    strides = (
+        window
+        if config.get("strides") is None and window_key == "pool_size"
+        else _per_axis(layer, config.get("strides", 1), rank, "strides")
+    )
     dilation = _per_axis(layer, config.get("dilation_rate", 1), rank, "dilation_rate")
     padding = config.get("padding", "valid")
     if padding not in ("valid", "same", "causal") or (padding == "causal" and rank != 1):
@@ -139,7 +157,9 @@ def _spatial_settings(layer: RawLayer, rank: int, window_key: str) -> tuple[tupl
 
 def _require_channels_last(layer: RawLayer) -> None:
     if layer.config.get("data_format") not in (None, "channels_last"):
-        raise ReplayError(f"layer {layer.name} ({layer.class_name}) has data_format={layer.config['data_format']!r}; the replay runs channels_last")
+        raise ReplayError(
+            f"layer {layer.name} ({layer.class_name}) has data_format={layer.config['data_format']!r}; the replay runs channels_last"
+        )
 
 
 def _per_axis(layer: RawLayer, value: Any, rank: int, key: str) -> tuple[int, ...]:
@@ -153,7 +173,9 @@ def _convolution(rank: int) -> Callable[[RawLayer, Tensor, Runtime], Tensor]:
     def run(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
         window, strides, padding, dilation = _spatial_settings(layer, rank, "kernel_size")
         if x.value.ndim != rank + 2:
-            raise ReplayError(f"layer {layer.name} ({layer.class_name}) is fed shape {x.value.shape}; expected (batch, {rank} spatial axes, channels)")
+            raise ReplayError(
+                f"layer {layer.name} ({layer.class_name}) is fed shape {x.value.shape}; expected (batch, {rank} spatial axes, channels)"
+            )
         filters, use_bias = layer.config.get("filters"), layer.config.get("use_bias", True)
         shapes = [(*window, x.value.shape[-1], filters), (filters,)][: 1 + bool(use_bias)]
         weights = stored_weights(layer, shapes, f"a kernel for {x.value.shape[-1]} channels" + (" and a bias" if use_bias else ""))
@@ -174,12 +196,13 @@ def _keras1_convolution_1d(layer: RawLayer, x: Tensor, replay: Runtime) -> Tenso
     unknown = sorted({"atrous_rate", "dim_ordering"} & set(config))
     if unknown:
         raise ReplayError(f"layer {layer.name} (Convolution1D) has {unknown[0]}={config[unknown[0]]!r}, which the replay does not run")
-    filters, window = config.get("nb_filter"), config.get("filter_length")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (filters, window)):
-        raise ModelFileError(f"layer {layer.name} (Convolution1D) has nb_filter={filters!r}, filter_length={window!r}; expected positive integers")
+    filters, window = keras1_conv1d_sizes(config, layer.name)
     converted = {
-        "filters": filters, "kernel_size": [window], "strides": [config.get("subsample_length", 1)],
-        "padding": config.get("border_mode", "valid"), "activation": config.get("activation", "linear"),
+        "filters": filters,
+        "kernel_size": [window],
+        "strides": [config.get("subsample_length", 1)],
+        "padding": config.get("border_mode", "valid"),
+        "activation": config.get("activation", "linear"),
         "use_bias": config.get("bias", True),
     }
     weights = list(layer.weights)
@@ -192,7 +215,9 @@ def _pooling(rank: int, mode: str) -> Callable[[RawLayer, Tensor, Runtime], Tens
     def run(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
         window, strides, padding, _ = _spatial_settings(layer, rank, "pool_size")
         if x.value.ndim != rank + 2:
-            raise ReplayError(f"layer {layer.name} ({layer.class_name}) is fed shape {x.value.shape}; expected (batch, {rank} spatial axes, channels)")
+            raise ReplayError(
+                f"layer {layer.name} ({layer.class_name}) is fed shape {x.value.shape}; expected (batch, {rank} spatial axes, channels)"
+            )
         return Tensor(spatial.pool(x.value, window, strides, padding, mode))
 
     return run
@@ -238,7 +263,9 @@ def _prelu(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
     shared = layer.config.get("shared_axes") or []
     shared = [shared] if isinstance(shared, int) else shared
     shape = tuple(1 if axis + 1 in shared else size for axis, size in enumerate(x.value.shape[1:]))
-    alpha = stored_weights(layer, [shape], f"one alpha per feature of {x.value.shape[1:]} (shared_axes={shared})")[0].astype(replay.dtype)
+    alpha: np.ndarray = stored_weights(layer, [shape], f"one alpha per feature of {x.value.shape[1:]} (shared_axes={shared})")[0].astype(
+        replay.dtype
+    )
     return Tensor(np.maximum(x.value, 0) - alpha * np.maximum(-x.value, 0), x.mask)
 
 
@@ -306,7 +333,7 @@ def _cropping_1d(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
     before, after = _time_amounts(layer, "cropping")
     if before + after >= x.value.shape[1]:
         raise ReplayError(f"layer {layer.name} (Cropping1D) crops {before + after} of {x.value.shape[1]} steps")
-    return Tensor(x.value[:, before:x.value.shape[1] - after])
+    return Tensor(x.value[:, before : x.value.shape[1] - after])
 
 
 def _upsampling_1d(layer: RawLayer, x: Tensor, replay: Runtime) -> Tensor:
@@ -326,38 +353,58 @@ SIMPLE_LAYERS: Mapping[str, Callable[[RawLayer, Tensor, Runtime], Tensor]] = {
     "Flatten": lambda layer, x, replay: Tensor(x.value.reshape((x.value.shape[0], -1))),
     "Reshape": _reshape,
     "RepeatVector": _repeat,
-    "Conv1D": _convolution(1), "Conv2D": _convolution(2), "Convolution1D": _keras1_convolution_1d,
-    "MaxPooling1D": _pooling(1, "max"), "MaxPooling2D": _pooling(2, "max"),
-    "AveragePooling1D": _pooling(1, "average"), "AveragePooling2D": _pooling(2, "average"),
-    "GlobalMaxPooling1D": _global_pooling(1, "max"), "GlobalMaxPooling2D": _global_pooling(2, "max"),
-    "GlobalAveragePooling1D": _global_pooling(1, "average"), "GlobalAveragePooling2D": _global_pooling(2, "average"),
+    "Conv1D": _convolution(1),
+    "Conv2D": _convolution(2),
+    "Convolution1D": _keras1_convolution_1d,
+    "MaxPooling1D": _pooling(1, "max"),
+    "MaxPooling2D": _pooling(2, "max"),
+    "AveragePooling1D": _pooling(1, "average"),
+    "AveragePooling2D": _pooling(2, "average"),
+    "GlobalMaxPooling1D": _global_pooling(1, "max"),
+    "GlobalMaxPooling2D": _global_pooling(2, "max"),
+    "GlobalAveragePooling1D": _global_pooling(1, "average"),
+    "GlobalAveragePooling2D": _global_pooling(2, "average"),
     "LayerNormalization": _layer_normalization,
-    "ReLU": _relu, "LeakyReLU": _leaky_relu, "Softmax": _softmax_layer, "Permute": _permute,
-    "PReLU": _prelu, "ELU": _elu, "ThresholdedReLU": _thresholded_relu,
-    "ZeroPadding1D": _zero_padding_1d, "Cropping1D": _cropping_1d, "UpSampling1D": _upsampling_1d,
+    "ReLU": _relu,
+    "LeakyReLU": _leaky_relu,
+    "Softmax": _softmax_layer,
+    "Permute": _permute,
+    "PReLU": _prelu,
+    "ELU": _elu,
+    "ThresholdedReLU": _thresholded_relu,
+    "ZeroPadding1D": _zero_padding_1d,
+    "Cropping1D": _cropping_1d,
+    "UpSampling1D": _upsampling_1d,
 }
 
 
-def concatenate(layer: RawLayer, path: str, inputs: list[Tensor], semantics: str) -> Tensor:
+def concatenate(layer: RawLayer, path: str, inputs: list[Tensor], semantics: Semantics) -> Tensor:
     values = [t.value for t in inputs]
     shapes = [v.shape for v in values]
     axis = layer.config.get("axis", -1)
     rank = values[0].ndim
-    if not isinstance(axis, int) or not -rank <= axis < rank or any(v.ndim != rank for v in values) or any(
-        np.delete(np.array(shape), axis % rank).tolist() != np.delete(np.array(shapes[0]), axis % rank).tolist() for shape in shapes
+    if (
+        not isinstance(axis, int)
+        or not -rank <= axis < rank
+        or any(v.ndim != rank for v in values)
+        or any(np.delete(np.array(shape), axis % rank).tolist() != np.delete(np.array(shapes[0]), axis % rank).tolist() for shape in shapes)
     ):
         raise ReplayError(f"layer {path} ({layer.class_name}) cannot join shapes {shapes} on axis {axis}")
-    full = [np.ones(t.value.shape, bool) if t.mask is None else np.broadcast_to(
-        t.mask.reshape(t.mask.shape + (1,) * (t.value.ndim - t.mask.ndim)), t.value.shape) for t in inputs]
-    mask = None
+    full = [
+        np.ones(t.value.shape, bool)
+        if t.mask is None
+        else np.broadcast_to(t.mask.reshape(t.mask.shape + (1,) * (t.value.ndim - t.mask.ndim)), t.value.shape)
+        for t in inputs
+    ]
+    mask: np.ndarray | None = None
     if any(t.mask is not None for t in inputs):
         # Keras 3 keeps a position where any joined mask keeps it; Keras 2 / tf-keras where every one does.
         joined = np.concatenate(full, axis=axis)
-        mask = joined.any(axis=-1) if semantics == KERAS3 else joined.all(axis=-1)
+        mask = np.asarray(joined.any(axis=-1) if semantics == KERAS3 else joined.all(axis=-1))
     return Tensor(np.concatenate(values, axis=axis), mask)
 
 
-def merge(layer: RawLayer, path: str, inputs: list[Tensor], semantics: str) -> Tensor:
+def merge(layer: RawLayer, path: str, inputs: list[Tensor], semantics: Semantics) -> Tensor:
     """Add, Subtract, Multiply, Average, Maximum, Minimum: inputs of one shape, reduced elementwise."""
     name = layer.class_name
     values = [t.value for t in inputs]
@@ -381,14 +428,16 @@ def _keras3_masked_multiply(inputs: list[Tensor]) -> Tensor:
     masks = [_feature_mask(t) for t in inputs]
     factors = [t.value if mask is None else np.where(mask, t.value, 1) for t, mask in zip(inputs, masks)]
     output = np.prod(np.stack(factors), axis=0)
-    if any(mask is None for mask in masks):
+    present = [mask for mask in masks if mask is not None]
+    if len(present) != len(masks):
         return Tensor(output)
-    either = np.logical_or.reduce(masks)
+    either = np.logical_or.reduce(present)
     return Tensor(np.where(either, output, 0), either.any(axis=-1))
 
 
 def _keras3_masked_extreme(function: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[[list[Tensor]], Tensor]:
     """Keras 3's Maximum / Minimum of masked inputs (`_apply_merge_op_and_or_mask`), step for step."""
+
     def merge(inputs: list[Tensor]) -> Tensor:
         output, output_mask = inputs[0].value, _feature_mask(inputs[0])
         for t in inputs[1:]:
@@ -399,7 +448,7 @@ def _keras3_masked_extreme(function: Callable[[np.ndarray, np.ndarray], np.ndarr
                 output = np.where(output_mask, output, x)
             output_mask = np.logical_or(output_mask, mask) if mask is not None and output_mask is not None else None
             output = function(output, x)
-        return Tensor(output, None if output_mask is None else output_mask.any(axis=-1))
+        return Tensor(output, None if output_mask is None else np.asarray(output_mask.any(axis=-1)))
 
     return merge
 
@@ -412,18 +461,18 @@ MASK_AWARE_MERGES: Mapping[str, Callable[[list[Tensor]], Tensor]] = {
 }
 
 
-def _merged_mask(inputs: list[Tensor], semantics: str) -> np.ndarray | None:
+def _merged_mask(inputs: list[Tensor], semantics: Semantics) -> np.ndarray | None:
     """The output mask of a merge layer, as the Keras that saved the file computes it (`compute_mask`).
 
     Keras 3: Add, Multiply, ... keep a step where any input keeps it, and only when every input
     is masked. Keras 2 / tf-keras: a step only where every mask keeps it.
     """
-    masks = [t.mask for t in inputs]
-    if all(mask is None for mask in masks):
+    present = [t.mask for t in inputs if t.mask is not None]
+    if not present:
         return None
     if semantics == KERAS3:
-        return None if any(mask is None for mask in masks) else np.logical_or.reduce(masks)
-    return np.logical_and.reduce([mask for mask in masks if mask is not None])
+        return None if len(present) != len(inputs) else np.logical_or.reduce(present)
+    return np.logical_and.reduce(present)
 
 
 MERGE_REDUCTIONS: Mapping[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -436,6 +485,7 @@ MERGE_REDUCTIONS: Mapping[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 MERGE_ARITY: Mapping[str, int] = {"Subtract": 2}
 # Every merge layer: Concatenate joins, the others reduce.
-MERGES: Mapping[str, Callable[[RawLayer, str, list[Tensor], str], Tensor]] = {
-    "Concatenate": concatenate, **{name: merge for name in MERGE_REDUCTIONS},
+MERGES: Mapping[str, Callable[[RawLayer, str, list[Tensor], Semantics], Tensor]] = {
+    "Concatenate": concatenate,
+    **dict.fromkeys(MERGE_REDUCTIONS, merge),
 }

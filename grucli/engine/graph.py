@@ -1,15 +1,17 @@
 """A whole model's forward pass in NumPy: the layer graph of the file's config, layer by layer.
 
 Runs Sequential and Functional models (Keras 2 and Keras 3 config formats, nested models) made
-of the layers in the layer registry (`engine/registry.py`: `feedforward`, `attention`, `operations` and the recurrent layers here),
-with Keras's mask propagation (Masking, Embedding with mask_zero, Keras 3's explicit masks). Every recurrent layer's input, mask and outputs are recorded so `verify` can
-compare them one by one.
+of the layers in the layer registry (`engine/registry.py`: `feedforward`, `attention`,
+`operations` and the recurrent layers here), with Keras's mask propagation (Masking, Embedding
+with mask_zero, Keras 3's explicit masks). Every recurrent layer's input, mask and outputs are
+recorded so `verify` can compare them one by one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,8 +66,14 @@ class ModelReplay:
     """Replays a model file; build once, `run` on any input."""
 
     def __init__(
-        self, model: ModelFile, layers: ModelLayers, semantics: Semantics, dtype: type = np.float64, trace: bool = False,
-        progress: Callable[[str, int, int], None] | None = None, keep_layer_runs: bool = False,
+        self,
+        model: ModelFile,
+        layers: ModelLayers,
+        semantics: Semantics,
+        dtype: type = np.float64,
+        trace: bool = False,
+        progress: Callable[[str, int, int], None] | None = None,
+        keep_layer_runs: bool = False,
     ) -> None:
         self.progress = progress  # (layer path, steps done, steps in all)
         self.model = model
@@ -114,8 +122,9 @@ class ModelReplay:
         return self._graphs[key]
 
     def _run_functional(self, spec: GraphSpec, prefix: str, inputs: list[Tensor]) -> list[Tensor]:
-        return spec.evaluate(inputs, lambda node, args, kwargs: self._call(node.layer, f"{prefix}{node.layer.name}", args, kwargs),
-                             self.model.path)
+        return spec.evaluate(
+            inputs, lambda node, args, kwargs: self._call(node.layer, f"{prefix}{node.layer.name}", args, kwargs), self.model.path
+        )
 
     # --- layers --------------------------------------------------------------------------------------
 
@@ -131,8 +140,9 @@ class ModelReplay:
         self.calls.append(RecurrentCall(path, layer.class_name, x.value, x.mask, outputs, traces))
         return [Tensor(value) for value in outputs]
 
-    def call_recurrent(self, layer: RawLayer, path: str, x: Tensor, initial_state: list[np.ndarray] | None,
-                        output_mask: np.ndarray | None = None) -> list[Tensor]:
+    def call_recurrent(
+        self, layer: RawLayer, path: str, x: Tensor, initial_state: list[np.ndarray] | None, output_mask: np.ndarray | None = None
+    ) -> list[Tensor]:
         """Runs the layer on `x` (masked by x.mask); its output sequence carries x.mask on, or
         `output_mask` where given."""
         outputs, traces = self.recurrent_outputs(layer, path, x.value, x.mask, initial_state)
@@ -143,7 +153,12 @@ class ModelReplay:
         return [Tensor(value, sequence_mask if index == 0 else None) for index, value in enumerate(outputs)]
 
     def recurrent_outputs(
-        self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None, initial_state: Sequence[np.ndarray] | None = None,
+        self,
+        layer: RawLayer,
+        path: str,
+        x: np.ndarray,
+        mask: np.ndarray | None,
+        initial_state: Sequence[np.ndarray] | None = None,
     ) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
         """Outputs of one recurrent layer (as Keras returns them) and each direction's gate trace.
 
@@ -162,15 +177,22 @@ class ModelReplay:
         return layer_outputs(run, recurrent.settings), {path: run.trace}
 
     def _bidirectional(
-        self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None, initial_state: Sequence[np.ndarray] | None,
+        self,
+        layer: RawLayer,
+        path: str,
+        x: np.ndarray,
+        mask: np.ndarray | None,
+        initial_state: Sequence[np.ndarray] | None,
     ) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
         config = layer.config
         directions = dict(layer.children)
         direction_paths = [paths.direction(path, which) for which in (paths.FORWARD, paths.BACKWARD)]
         forward_config = self._direction_config(directions[paths.FORWARD], direction_paths[0])
         return_sequences = bool(forward_config.get("return_sequences"))
-        counts = [self._state_count(directions[which], direction_path)
-                  for which, direction_path in zip((paths.FORWARD, paths.BACKWARD), direction_paths)]
+        counts = [
+            self._state_count(directions[which], direction_path)
+            for which, direction_path in zip((paths.FORWARD, paths.BACKWARD), direction_paths)
+        ]
         halves = _split_states(initial_state, counts, path)
         # Bidirectional forces zero_output_for_mask = return_sequences on both directions.
         runs, traces = [], {}
@@ -188,7 +210,13 @@ class ModelReplay:
         return merged, traces
 
     def _direction(
-        self, raw: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None, states: list[np.ndarray] | None, zero_output: bool,
+        self,
+        raw: RawLayer,
+        path: str,
+        x: np.ndarray,
+        mask: np.ndarray | None,
+        states: list[np.ndarray] | None,
+        zero_output: bool,
     ) -> tuple[RecurrentRun, dict[str, dict[str, np.ndarray]]]:
         """One direction of a Bidirectional layer: a recurrent layer, RNN(cell) or an RNN of stacked cells."""
         if path not in self.recurrent and role_of(raw.class_name) is Role.RNN and len(raw.children) > 1:
@@ -206,14 +234,24 @@ class ModelReplay:
         return sum(self._state_count(cell, paths.join(path, role)) for role, cell in raw.children)
 
     def _stacked(
-        self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None, initial_state: Sequence[np.ndarray] | None,
+        self,
+        layer: RawLayer,
+        path: str,
+        x: np.ndarray,
+        mask: np.ndarray | None,
+        initial_state: Sequence[np.ndarray] | None,
     ) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
         run, traces = self._stack(layer, path, x, mask, initial_state, None)
         output = run.sequence if layer.config.get("return_sequences") else run.last_output
         return ([output, *run.states] if layer.config.get("return_state") else [output]), traces
 
     def _stack(
-        self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None, initial_state: Sequence[np.ndarray] | None,
+        self,
+        layer: RawLayer,
+        path: str,
+        x: np.ndarray,
+        mask: np.ndarray | None,
+        initial_state: Sequence[np.ndarray] | None,
         zero_output: bool | None,
     ) -> tuple[RecurrentRun, dict[str, dict[str, np.ndarray]]]:
         """An RNN of stacked cells, its sequence in processing order like `run_layer`'s.
@@ -230,8 +268,9 @@ class ModelReplay:
         run = None
         for index, (cell, cell_states) in enumerate(zip(cells, _split_states(initial_state, counts, path))):
             last = index == len(cells) - 1  # the stack's output: what zero_output_for_mask governs
-            run = self._run_layer(cell, sequence, mask, cell_states, go_backwards=backwards,
-                                  zero_output_for_mask=zero_output if last else None)
+            run = self._run_layer(
+                cell, sequence, mask, cell_states, go_backwards=backwards, zero_output_for_mask=zero_output if last else None
+            )
             sequence = run.sequence[:, ::-1] if backwards else run.sequence
             states += run.states
             traces[cell.path] = run.trace
@@ -239,16 +278,33 @@ class ModelReplay:
         return RecurrentRun(run.sequence, run.last_output, states), traces
 
     def _run_layer(
-        self, layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, initial_state: Sequence[np.ndarray] | None,
-        go_backwards: bool | None = None, zero_output_for_mask: bool | None = None,
+        self,
+        layer: RecurrentLayer,
+        x: np.ndarray,
+        mask: np.ndarray | None,
+        initial_state: Sequence[np.ndarray] | None,
+        go_backwards: bool | None = None,
+        zero_output_for_mask: bool | None = None,
     ) -> RecurrentRun:
         """`run_layer`, keeping what the layer was fed when `keep_layer_runs` is on."""
-        run = run_layer(layer, x, mask, self.semantics, self.dtype, self.trace, zero_output_for_mask=zero_output_for_mask,
-                        go_backwards=go_backwards, progress=self._progress_for(layer.path), initial_state=initial_state)
+        run = run_layer(
+            layer,
+            x,
+            mask,
+            self.semantics,
+            self.dtype,
+            self.trace,
+            zero_output_for_mask=zero_output_for_mask,
+            go_backwards=go_backwards,
+            progress=self._progress_for(layer.path),
+            initial_state=initial_state,
+        )
         if self.keep_layer_runs:
             backwards = layer.settings.go_backwards if go_backwards is None else go_backwards
             zero_output = layer.settings.zero_output_for_mask if zero_output_for_mask is None else zero_output_for_mask
-            states = None if initial_state is None else tuple(np.asarray(state, self.dtype) for state in initial_state)
+            states: tuple[np.ndarray, ...] | None = (
+                None if initial_state is None else tuple(np.asarray(state, self.dtype) for state in initial_state)
+            )
             self.layer_runs[layer.path] = LayerRun(layer.path, np.asarray(x, self.dtype), mask, backwards, zero_output, states, run)
         return run
 
@@ -264,13 +320,19 @@ class ModelReplay:
         return self.recurrent[path]
 
     def _time_distributed_recurrent(
-        self, layer: RawLayer, path: str, x: np.ndarray, mask: np.ndarray | None,
+        self,
+        layer: RawLayer,
+        path: str,
+        x: np.ndarray,
+        mask: np.ndarray | None,
     ) -> tuple[list[np.ndarray], dict[str, dict[str, np.ndarray]]]:
         """TimeDistributed(GRU): the recurrent layer runs on each outer step's sequence, the outer
         steps folded into the batch; grucli reports it at the wrapper's path."""
         if mask is not None:
-            raise ReplayError(f"layer {path} (TimeDistributed) is fed a masked sequence; the replay runs a recurrent layer in "
-                              "TimeDistributed on unmasked input only")
+            raise ReplayError(
+                f"layer {path} (TimeDistributed) is fed a masked sequence; the replay runs a recurrent layer in "
+                "TimeDistributed on unmasked input only"
+            )
         if x.ndim != 4:
             raise ReplayError(f"layer {path} (TimeDistributed) is fed shape {x.shape}; expected (batch, outer steps, timesteps, features)")
         batch, outer = x.shape[:2]
@@ -285,9 +347,10 @@ def _split_states(states: Sequence[np.ndarray] | None, counts: Sequence[int], pa
         return [None] * len(counts)
     if len(states) != sum(counts):
         raise ReplayError(f"layer {path} is given {len(states)} initial states; expected {sum(counts)}")
-    split, start = [], 0
+    split: list[list[np.ndarray] | None] = []
+    start = 0
     for count in counts:
-        split.append(list(states[start:start + count]))
+        split.append(list(states[start : start + count]))
         start += count
     return split
 

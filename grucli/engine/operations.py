@@ -9,8 +9,9 @@ from its whole call: positional arguments (tensors or numbers) and its own setti
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,8 +51,10 @@ def run_operation(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mappi
             raise ReplayError(f"operation {path} ({name}) is called on {args[0]!r}; expected a list of tensors")
         operands = [_operand(arg, path, name) for arg in args[0]]
     else:
-        operands = [_index_key(arg, f"operation {path} ({name})") if position == operation.index_argument else _operand(arg, path, name)
-                    for position, arg in enumerate(args)]
+        operands = [
+            _index_key(arg, f"operation {path} ({name})") if position == operation.index_argument else _operand(arg, path, name)
+            for position, arg in enumerate(args)
+        ]
     missing = [key for key in operation.required if settings.get(key) is None]
     if missing:
         raise ReplayError(f"operation {path} ({name}) has no {missing[0]} setting; expected one")
@@ -69,8 +72,9 @@ def run_operation(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Mappi
 
 def _check_settings(path: str, name: str, settings: Mapping[str, Any]) -> None:
     axis = settings.get("axis")
-    if axis is not None and not (isinstance(axis, int) and not isinstance(axis, bool)
-                                 or isinstance(axis, list) and all(isinstance(a, int) for a in axis)):
+    if axis is not None and not (
+        (isinstance(axis, int) and not isinstance(axis, bool)) or (isinstance(axis, list) and all(isinstance(a, int) for a in axis))
+    ):
         raise ReplayError(f"operation {path} ({name}) has axis={axis!r}; expected an integer, a list of them or null")
     if "keepdims" in settings and not isinstance(settings["keepdims"], bool):
         raise ReplayError(f"operation {path} ({name}) has keepdims={settings['keepdims']!r}; expected true or false")
@@ -101,14 +105,22 @@ def _axis(settings: Mapping[str, Any]) -> int | tuple[int, ...] | None:
     return tuple(axis) if isinstance(axis, list) else axis
 
 
+def _softmax_axis(settings: Mapping[str, Any]) -> int | tuple[int, ...]:
+    axis = settings.get("axis", -1)
+    return tuple(axis) if isinstance(axis, list) else -1 if axis is None else axis
+
+
 def _binary(function: Callable[[Any, Any], Any]) -> Operation:
     return Operation(2, (), lambda operands, settings: function(operands[0], operands[1]))
 
 
 def _reduction(function: Callable[..., Any]) -> Operation:
     # keras.ops.max and min save `initial` (None unless given), which _check_settings lets through only as None.
-    return Operation(1, ("axis", "keepdims", "initial"), lambda operands, settings: function(
-        operands[0], axis=_axis(settings), keepdims=bool(settings.get("keepdims", False))))
+    return Operation(
+        1,
+        ("axis", "keepdims", "initial"),
+        lambda operands, settings: function(operands[0], axis=_axis(settings), keepdims=bool(settings.get("keepdims", False))),
+    )
 
 
 def _unary(function: Callable[[Any], Any], settings: tuple[str, ...] = ()) -> Operation:
@@ -123,7 +135,7 @@ def _softmax(x: np.ndarray, axis: int | tuple[int, ...], log: bool = False) -> n
 
 def _gelu(x: np.ndarray, approximate: bool) -> np.ndarray:
     if approximate:  # keras.ops.gelu's default
-        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
     return 0.5 * x * (1.0 + np.vectorize(math.erf, otypes=[float])(x / np.sqrt(2.0)))
 
 
@@ -140,54 +152,112 @@ def _like(fill: int) -> Operation:
 
 
 NUMPY_DTYPES: Mapping[str, type] = {
-    "float16": np.float16, "float32": np.float32, "float64": np.float64, "bool": np.bool_,
-    "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64, "uint8": np.uint8,
+    "float16": np.float16,
+    "float32": np.float32,
+    "float64": np.float64,
+    "bool": np.bool_,
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "uint8": np.uint8,
 }
 
 # `keras.ops` (and the Python operators that call them) by their saved class names.
 OPERATIONS: Mapping[str, Operation] = {
-    "Add": _binary(np.add), "Subtract": _binary(np.subtract), "Multiply": _binary(np.multiply),
-    "Divide": _binary(np.true_divide), "TrueDivide": _binary(np.true_divide), "Power": _binary(np.power),
-    "Maximum": _binary(np.maximum), "Minimum": _binary(np.minimum),
-    "Equal": _binary(np.equal), "NotEqual": _binary(np.not_equal), "Greater": _binary(np.greater),
-    "GreaterEqual": _binary(np.greater_equal), "Less": _binary(np.less), "LessEqual": _binary(np.less_equal),
-    "LogicalAnd": _binary(np.logical_and), "LogicalOr": _binary(np.logical_or),
+    "Add": _binary(np.add),
+    "Subtract": _binary(np.subtract),
+    "Multiply": _binary(np.multiply),
+    "Divide": _binary(np.true_divide),
+    "TrueDivide": _binary(np.true_divide),
+    "Power": _binary(np.power),
+    "Maximum": _binary(np.maximum),
+    "Minimum": _binary(np.minimum),
+    "Equal": _binary(np.equal),
+    "NotEqual": _binary(np.not_equal),
+    "Greater": _binary(np.greater),
+    "GreaterEqual": _binary(np.greater_equal),
+    "Less": _binary(np.less),
+    "LessEqual": _binary(np.less_equal),
+    "LogicalAnd": _binary(np.logical_and),
+    "LogicalOr": _binary(np.logical_or),
     "LogicalNot": Operation(1, (), lambda operands, settings: np.logical_not(operands[0])),
-    "Any": _reduction(np.any), "All": _reduction(np.all), "Mean": _reduction(np.mean), "Sum": _reduction(np.sum),
-    "Max": _reduction(np.max), "Min": _reduction(np.min),
-    "ExpandDims": Operation(1, ("axis",), lambda operands, settings: np.expand_dims(operands[0], _axis(settings)), required=("axis",)),
-    "ZerosLike": _like(0), "OnesLike": _like(1),
-    "ConvertToTensor": Operation(1, ("dtype", "sparse", "ragged"), lambda operands, settings: np.asarray(
-        operands[0], dtype=NUMPY_DTYPES[settings["dtype"]] if settings.get("dtype") else None)),
-    "Cast": Operation(1, ("dtype",), lambda operands, settings: np.asarray(operands[0]).astype(NUMPY_DTYPES[settings["dtype"]]),
-                      required=("dtype",)),
-    "Concatenate": Operation(1, ("axis",), lambda operands, settings: np.concatenate(operands, axis=settings.get("axis", 0)),
-                             takes_list=True),
+    "Any": _reduction(np.any),
+    "All": _reduction(np.all),
+    "Mean": _reduction(np.mean),
+    "Sum": _reduction(np.sum),
+    "Max": _reduction(np.max),
+    "Min": _reduction(np.min),
+    "ExpandDims": Operation(1, ("axis",), lambda operands, settings: np.expand_dims(operands[0], settings["axis"]), required=("axis",)),
+    "ZerosLike": _like(0),
+    "OnesLike": _like(1),
+    "ConvertToTensor": Operation(
+        1,
+        ("dtype", "sparse", "ragged"),
+        lambda operands, settings: np.asarray(operands[0], dtype=NUMPY_DTYPES[settings["dtype"]] if settings.get("dtype") else None),
+    ),
+    "Cast": Operation(
+        1, ("dtype",), lambda operands, settings: np.asarray(operands[0]).astype(NUMPY_DTYPES[settings["dtype"]]), required=("dtype",)
+    ),
+    "Concatenate": Operation(
+        1, ("axis",), lambda operands, settings: np.concatenate(operands, axis=settings.get("axis", 0)), takes_list=True
+    ),
     "Stack": Operation(1, ("axis",), lambda operands, settings: np.stack(operands, axis=settings.get("axis", 0)), takes_list=True),
     "GetItem": Operation(2, (), lambda operands, settings: np.asarray(operands[0])[operands[1]], index_argument=1),
-    "Reshape": Operation(1, ("newshape",), lambda operands, settings: np.reshape(operands[0], tuple(settings["newshape"])),
-                         required=("newshape",)),
-    "Transpose": Operation(1, ("axes",), lambda operands, settings: np.transpose(
-        operands[0], None if settings.get("axes") is None else tuple(settings["axes"]))),
+    "Reshape": Operation(
+        1, ("newshape",), lambda operands, settings: np.reshape(operands[0], tuple(settings["newshape"])), required=("newshape",)
+    ),
+    "Transpose": Operation(
+        1,
+        ("axes",),
+        lambda operands, settings: np.transpose(operands[0], None if settings.get("axes") is None else tuple(settings["axes"])),
+    ),
     "Squeeze": Operation(1, ("axis",), lambda operands, settings: np.squeeze(operands[0], axis=_axis(settings))),
     "Matmul": _binary(np.matmul),
     "Where": Operation(3, (), lambda operands, settings: np.where(np.asarray(operands[0], dtype=bool), operands[1], operands[2])),
     # Elementwise math (keras.ops.numpy) and activations (keras.ops.nn, Keras 3's definitions).
-    "Exp": _unary(np.exp), "Log": _unary(np.log), "Sqrt": _unary(np.sqrt), "Square": _unary(np.square),
-    "Absolute": _unary(np.abs), "Abs": _unary(np.abs), "Negative": _unary(np.negative), "Sign": _unary(np.sign),
-    "Reciprocal": _unary(np.reciprocal), "Log1p": _unary(np.log1p), "Expm1": _unary(np.expm1),
-    "Floor": _unary(np.floor), "Ceil": _unary(np.ceil), "Sin": _unary(np.sin), "Cos": _unary(np.cos),
+    "Exp": _unary(np.exp),
+    "Log": _unary(np.log),
+    "Sqrt": _unary(np.sqrt),
+    "Square": _unary(np.square),
+    "Absolute": _unary(np.abs),
+    "Abs": _unary(np.abs),
+    "Negative": _unary(np.negative),
+    "Sign": _unary(np.sign),
+    "Reciprocal": _unary(np.reciprocal),
+    "Log1p": _unary(np.log1p),
+    "Expm1": _unary(np.expm1),
+    "Floor": _unary(np.floor),
+    "Ceil": _unary(np.ceil),
+    "Sin": _unary(np.sin),
+    "Cos": _unary(np.cos),
     "Tanh": _unary(np.tanh),
-    **{name: _unary(activation(function, KERAS3)) for name, function in {
-        "Sigmoid": "sigmoid", "Relu": "relu", "Relu6": "relu6", "Softplus": "softplus", "Softsign": "softsign",
-        "Silu": "silu", "Swish": "silu", "LogSigmoid": "log_sigmoid", "Selu": "selu", "Mish": "mish",
-        "HardSigmoid": "hard_sigmoid", "HardSilu": "hard_silu", "HardSwish": "hard_silu",
-    }.items()},
-    "Softmax": Operation(1, ("axis",), lambda operands, settings: _softmax(operands[0], _axis({"axis": settings.get("axis", -1)}))),
-    "LogSoftmax": Operation(1, ("axis",), lambda operands, settings: _softmax(operands[0], _axis({"axis": settings.get("axis", -1)}), log=True)),
+    **{
+        name: _unary(activation(function, KERAS3))
+        for name, function in {
+            "Sigmoid": "sigmoid",
+            "Relu": "relu",
+            "Relu6": "relu6",
+            "Softplus": "softplus",
+            "Softsign": "softsign",
+            "Silu": "silu",
+            "Swish": "silu",
+            "LogSigmoid": "log_sigmoid",
+            "Selu": "selu",
+            "Mish": "mish",
+            "HardSigmoid": "hard_sigmoid",
+            "HardSilu": "hard_silu",
+            "HardSwish": "hard_silu",
+        }.items()
+    },
+    "Softmax": Operation(1, ("axis",), lambda operands, settings: _softmax(operands[0], _softmax_axis(settings))),
+    "LogSoftmax": Operation(1, ("axis",), lambda operands, settings: _softmax(operands[0], _softmax_axis(settings), log=True)),
     "Elu": Operation(1, ("alpha",), lambda operands, settings: _elu(operands[0], float(settings.get("alpha", 1.0)))),
-    "LeakyRelu": Operation(1, ("negative_slope",), lambda operands, settings: np.where(
-        operands[0] >= 0, operands[0], float(settings.get("negative_slope", 0.2)) * operands[0])),
+    "LeakyRelu": Operation(
+        1,
+        ("negative_slope",),
+        lambda operands, settings: np.where(operands[0] >= 0, operands[0], float(settings.get("negative_slope", 0.2)) * operands[0]),
+    ),
     "Gelu": Operation(1, ("approximate",), lambda operands, settings: _gelu(operands[0], bool(settings.get("approximate", True)))),
 }
 
@@ -220,8 +290,14 @@ def run_tf_function(layer: RawLayer, path: str, args: Sequence[Any], kwargs: Map
     function = TF_FUNCTIONS[function_name]
     where = f"{path} (tf.{function_name})"
     bound = bind(function.signature, where, args, kwargs, ReplayError, lambda value: isinstance(value, Tensor))
-    values = {key: [_operand(item, where, key) for item in value] if key == function.signature.takes_list
-              else value.value if isinstance(value, Tensor) else value for key, value in bound.items()}
+    values = {
+        key: [_operand(item, where, key) for item in value]
+        if key == function.signature.takes_list
+        else value.value
+        if isinstance(value, Tensor)
+        else value
+        for key, value in bound.items()
+    }
     try:
         with np.errstate(all="ignore"):
             value = function.compute(**values)
@@ -255,45 +331,117 @@ def _tf_transpose(a: np.ndarray, perm: Any, conjugate: bool) -> np.ndarray:
     return np.transpose(a, None if perm is None else tuple(perm))
 
 
+# TensorFlow's functions bind their saved arguments by name: each NumPy function is wrapped in one
+# whose parameters carry TensorFlow's names (x, y; features).
+
+
+def _of_x_y(function: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def compute(x: Any, y: Any) -> Any:
+        return function(x, y)
+
+    return compute
+
+
+def _of_x(function: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def compute(x: Any) -> Any:
+        return function(x)
+
+    return compute
+
+
+def _of_features(function: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def compute(features: Any) -> Any:
+        return function(features)
+
+    return compute
+
+
+_TF_BINARY: Mapping[str, Callable[[Any, Any], Any]] = {
+    "__operators__.add": np.add,
+    "math.add": np.add,
+    "math.subtract": np.subtract,
+    "math.multiply": np.multiply,
+    "math.truediv": np.true_divide,
+    "math.divide": np.true_divide,
+    "math.pow": np.power,
+    "math.maximum": np.maximum,
+    "math.minimum": np.minimum,
+    "math.squared_difference": lambda x, y: np.square(x - y),
+    "math.equal": np.equal,
+    "math.not_equal": np.not_equal,
+    "math.greater": np.greater,
+    "math.greater_equal": np.greater_equal,
+    "math.less": np.less,
+    "math.less_equal": np.less_equal,
+    "math.logical_and": np.logical_and,
+    "math.logical_or": np.logical_or,
+}
+
+
+_TF_UNARY: Mapping[str, Callable[[Any], Any]] = {
+    "math.logical_not": np.logical_not,
+    "math.exp": np.exp,
+    "math.log": np.log,
+    "math.sqrt": np.sqrt,
+    "math.square": np.square,
+    "math.abs": np.abs,
+    "math.negative": np.negative,
+    "math.sign": np.sign,
+    "math.reciprocal": np.reciprocal,
+    "math.log1p": np.log1p,
+    "math.expm1": np.expm1,
+    "math.tanh": np.tanh,
+    "math.sigmoid": activation("sigmoid", KERAS3),
+    "math.floor": np.floor,
+    "math.ceil": np.ceil,
+}
+
+
+_TF_ACTIVATIONS: Mapping[str, str] = {
+    "nn.relu": "relu",
+    "nn.relu6": "relu6",
+    "nn.elu": "elu",
+    "nn.selu": "selu",
+    "math.softsign": "softsign",
+    "math.softplus": "softplus",
+}
+
+
+_TF_REDUCTIONS: Mapping[str, Callable[..., Any]] = {
+    "math.reduce_mean": np.mean,
+    "math.reduce_sum": np.sum,
+    "math.reduce_max": np.max,
+    "math.reduce_min": np.min,
+    "math.reduce_any": np.any,
+    "math.reduce_all": np.all,
+    "math.reduce_prod": np.prod,
+}
+
+
 _TF_COMPUTE: Mapping[str, Callable[..., Any]] = {
-    **{name: (lambda function: lambda x, y: function(x, y))(function) for name, function in {
-        "__operators__.add": np.add, "math.add": np.add, "math.subtract": np.subtract, "math.multiply": np.multiply,
-        "math.truediv": np.true_divide, "math.divide": np.true_divide, "math.pow": np.power,
-        "math.maximum": np.maximum, "math.minimum": np.minimum, "math.squared_difference": lambda x, y: np.square(x - y),
-        "math.equal": np.equal, "math.not_equal": np.not_equal, "math.greater": np.greater,
-        "math.greater_equal": np.greater_equal, "math.less": np.less, "math.less_equal": np.less_equal,
-        "math.logical_and": np.logical_and, "math.logical_or": np.logical_or,
-    }.items()},
-    **{name: (lambda function: lambda x: function(x))(function) for name, function in {
-        "math.logical_not": np.logical_not,
-        "math.exp": np.exp, "math.log": np.log, "math.sqrt": np.sqrt, "math.square": np.square, "math.abs": np.abs,
-        "math.negative": np.negative, "math.sign": np.sign, "math.reciprocal": np.reciprocal, "math.log1p": np.log1p,
-        "math.expm1": np.expm1, "math.tanh": np.tanh, "math.sigmoid": activation("sigmoid", KERAS3),
-        "math.floor": np.floor, "math.ceil": np.ceil,
-    }.items()},
-    **{name: (lambda function: lambda features: function(features))(activation(function, KERAS3)) for name, function in {
-        "nn.relu": "relu", "nn.relu6": "relu6", "nn.elu": "elu", "nn.selu": "selu", "math.softsign": "softsign",
-        "math.softplus": "softplus",
-    }.items()},
+    **{name: _of_x_y(function) for name, function in _TF_BINARY.items()},
+    **{name: _of_x(function) for name, function in _TF_UNARY.items()},
+    **{name: _of_features(activation(function, KERAS3)) for name, function in _TF_ACTIVATIONS.items()},
     "nn.silu": lambda features, beta: features * activation("sigmoid", KERAS3)(beta * features),
     "nn.leaky_relu": lambda features, alpha: np.where(features >= 0, features, alpha * features),
     "nn.gelu": lambda features, approximate: _gelu(features, bool(approximate)),
     "nn.softmax": lambda logits, axis: _softmax(logits, -1 if axis is None else axis),
     "nn.log_softmax": lambda logits, axis: _softmax(logits, -1 if axis is None else axis, log=True),
-    **{name: _tf_reduction(function) for name, function in {
-        "math.reduce_mean": np.mean, "math.reduce_sum": np.sum, "math.reduce_max": np.max, "math.reduce_min": np.min,
-        "math.reduce_any": np.any, "math.reduce_all": np.all, "math.reduce_prod": np.prod,
-    }.items()},
+    **{name: _tf_reduction(function) for name, function in _TF_REDUCTIONS.items()},
     "reshape": lambda tensor, shape: np.reshape(tensor, tuple(shape)),
-    "transpose": _tf_transpose, "compat.v1.transpose": _tf_transpose,
+    "transpose": _tf_transpose,
+    "compat.v1.transpose": _tf_transpose,
     "expand_dims": lambda input, axis: np.expand_dims(input, axis),
-    "squeeze": _tf_squeeze, "compat.v1.squeeze": _tf_squeeze,
+    "squeeze": _tf_squeeze,
+    "compat.v1.squeeze": _tf_squeeze,
     "concat": lambda values, axis: np.concatenate(values, axis=axis),
     "stack": lambda values, axis: np.stack(values, axis=axis),
     "linalg.matmul": _tf_matmul,
     "where": lambda condition, x, y: _tf_where(condition, x, y),
     "cast": lambda x, dtype: np.asarray(x).astype(_tf_dtype(dtype)),
-    "__operators__.getitem": lambda tensor, slice_spec: np.asarray(tensor)[_index_key(slice_spec_key(slice_spec), "tf.__operators__.getitem")],
+    "__operators__.getitem": lambda tensor, slice_spec: np.asarray(tensor)[
+        _index_key(slice_spec_key(slice_spec), "tf.__operators__.getitem")
+    ],
 }
 
 TF_FUNCTIONS: Mapping[str, TfFunction] = {name: TfFunction(TF_SIGNATURES[name], compute) for name, compute in _TF_COMPUTE.items()}

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from types import TracebackType
-from typing import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -99,7 +100,7 @@ class StepsSideBySide:
 class _Worker:
     """A daemon thread that computes one part of each step it is handed."""
 
-    def __init__(self, part: StepPart, errors: Mapping[str, str]) -> None:
+    def __init__(self, part: StepPart, errors: Any) -> None:  # np.geterr()'s settings
         self._part = part
         self._errors = errors
         self._step: int | None = None
@@ -124,7 +125,7 @@ class _Worker:
                 return
             try:
                 self._part(self._step)
-            except BaseException as error:  # handed to the caller's thread, which raises it
+            except BaseException as error:  # noqa: BLE001 - any error, Ctrl-C too, is handed to the caller's thread, which raises it
                 self._error = error
             self._done.release()
 

@@ -12,8 +12,9 @@ May import: numpy, engine/ (the layer implementations), model/, errors. The runn
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -54,8 +55,9 @@ class Runner(Protocol):
 
     def run_model(self, model: RawLayer, prefix: str, inputs: list[Tensor]) -> list[Tensor]: ...
 
-    def call_recurrent(self, layer: RawLayer, path: str, x: Tensor, initial_state: list[np.ndarray] | None,
-                       output_mask: np.ndarray | None = None) -> list[Tensor]: ...
+    def call_recurrent(
+        self, layer: RawLayer, path: str, x: Tensor, initial_state: list[np.ndarray] | None, output_mask: np.ndarray | None = None
+    ) -> list[Tensor]: ...
 
     def call_time_distributed_recurrent(self, layer: RawLayer, path: str, x: Tensor) -> list[Tensor]: ...
 
@@ -81,8 +83,10 @@ class Entry:
         if not self.own_call:
             _check_keywords(layer, path, kwargs, self.keywords)
             if len(args) != 1:
-                raise ReplayError(f"layer {path} ({layer.class_name}) is called with {len(args)} positional arguments; "
-                                  "the replay runs layers called on one input")
+                raise ReplayError(
+                    f"layer {path} ({layer.class_name}) is called with {len(args)} positional arguments; "
+                    "the replay runs layers called on one input"
+                )
         return self.run(runner, layer, path, args, kwargs)
 
 
@@ -142,12 +146,12 @@ def _time_distributed(runner: Runner, layer: RawLayer, path: str, args: Sequence
     if x.value.ndim < 3:
         raise ReplayError(f"layer {path} (TimeDistributed) is fed shape {x.value.shape}; expected (batch, steps, ...)")
     batch, timesteps = x.value.shape[:2]
-    flat = Tensor(x.value.reshape((batch * timesteps,) + x.value.shape[2:]))
+    flat = Tensor(x.value.reshape((batch * timesteps, *x.value.shape[2:])))
     if is_model(inner.class_name):  # a nested model on every step: its outputs, each unfolded
         outputs = [t.value for t in runner.run_model(inner, paths.prefix(path), [flat])]
     else:
         outputs = [SIMPLE_LAYERS[inner.class_name](inner, flat, runner).value]
-    return [Tensor(out.reshape((batch, timesteps) + out.shape[1:]), x.mask) for out in outputs]
+    return [Tensor(out.reshape((batch, timesteps, *out.shape[1:])), x.mask) for out in outputs]
 
 
 # --- what an entry cannot run ----------------------------------------------------------------------------

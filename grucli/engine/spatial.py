@@ -8,7 +8,7 @@ Pure functions of arrays; `graph` reads the layer configs and calls them.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -20,8 +20,9 @@ def same_padding(size: int, window: int, stride: int, dilation: int = 1) -> tupl
     return total // 2, total - total // 2
 
 
-def _pads(shape: Sequence[int], windows: Sequence[int], strides: Sequence[int], dilations: Sequence[int],
-          padding: str) -> list[tuple[int, int]]:
+def _pads(
+    shape: Sequence[int], windows: Sequence[int], strides: Sequence[int], dilations: Sequence[int], padding: str
+) -> list[tuple[int, int]]:
     if padding == "valid":
         return [(0, 0)] * len(windows)
     if padding == "same":
@@ -36,8 +37,7 @@ def _windows(x: np.ndarray, windows: Sequence[int], strides: Sequence[int], dila
     rank = len(windows)
     extents = [(w - 1) * d + 1 for w, d in zip(windows, dilations)]
     view = np.lib.stride_tricks.sliding_window_view(x, extents, axis=tuple(range(1, rank + 1)))
-    index = (slice(None),) + tuple(slice(None, None, s) for s in strides) + (slice(None),) + tuple(
-        slice(None, None, d) for d in dilations)
+    index = (slice(None), *(slice(None, None, s) for s in strides), slice(None), *(slice(None, None, d) for d in dilations))
     return view[index]
 
 
@@ -45,7 +45,7 @@ def convolve(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int], padding:
     """x (batch, *spatial, in), kernel (*window, in, out) → (batch, *out_spatial, out)."""
     rank = kernel.ndim - 2
     windows = kernel.shape[:rank]
-    pads = _pads(x.shape[1:1 + rank], windows, strides, dilations, padding)
+    pads = _pads(x.shape[1 : 1 + rank], windows, strides, dilations, padding)
     padded = np.pad(x, [(0, 0), *pads, (0, 0)])
     patches = _windows(padded, windows, strides, dilations)  # (batch, *out, in, *window)
     letters = "uvw"[:rank]
@@ -56,13 +56,13 @@ def pool(x: np.ndarray, windows: Sequence[int], strides: Sequence[int], padding:
     """Max or average pooling of x (batch, *spatial, channels)."""
     rank = len(windows)
     ones = [1] * rank
-    pads = _pads(x.shape[1:1 + rank], windows, strides, ones, padding)
+    pads = _pads(x.shape[1 : 1 + rank], windows, strides, ones, padding)
     spatial_axes = tuple(range(-rank, 0))
     if mode == "max":
         padded = np.pad(x, [(0, 0), *pads, (0, 0)], constant_values=-np.inf)
         return _windows(padded, windows, strides, ones).max(axis=spatial_axes)
     padded = np.pad(x, [(0, 0), *pads, (0, 0)])
-    inside = np.pad(np.ones(x.shape[1:1 + rank] + (1,), x.dtype), [*pads, (0, 0)])[None]
+    inside = np.pad(np.ones((*x.shape[1 : 1 + rank], 1), x.dtype), [*pads, (0, 0)])[None]
     totals = _windows(padded, windows, strides, ones).sum(axis=spatial_axes)
     counts = _windows(inside, windows, strides, ones).sum(axis=spatial_axes)
     return totals / counts

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import mmap
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from grucli.errors import ReplayError
 from grucli.model import gates
 from grucli.model.layers import conv_lstm_settings
 from grucli.model.records import RecurrentLayer, Settings
-from grucli.model.semantics import KERAS3
+from grucli.model.semantics import KERAS3, Semantics
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all) of the layer being replayed
 
@@ -55,7 +56,7 @@ def run_layer(
     layer: RecurrentLayer,
     inputs: np.ndarray,
     mask: np.ndarray | None = None,
-    semantics: str = KERAS3,
+    semantics: Semantics = KERAS3,
     dtype: type = np.float64,
     trace: bool = False,
     zero_output_for_mask: bool | None = None,
@@ -74,7 +75,9 @@ def run_layer(
     convolutional = family.convolutional
     rank = layer.kernel.ndim - 2 if convolutional else 0  # ConvLSTM: spatial axes of each step
     if convolutional and inputs.ndim != rank + 3:
-        raise ReplayError(f"layer {layer.path} ({layer.kind}) expects input (batch, timesteps, {rank} spatial axes, channels), got shape {inputs.shape}")
+        raise ReplayError(
+            f"layer {layer.path} ({layer.kind}) expects input (batch, timesteps, {rank} spatial axes, channels), got shape {inputs.shape}"
+        )
     if not convolutional and inputs.ndim != 3:
         raise ReplayError(f"layer {layer.path} expects input (batch, timesteps, features), got shape {inputs.shape}")
     if not convolutional and inputs.shape[-1] != layer.input_dim:
@@ -100,25 +103,22 @@ def step_input(inputs: np.ndarray, dtype: type) -> np.ndarray:
     return x if x.dtype in (np.float32, np.float64) else x.astype(dtype)
 
 
-def _initial_states(layer: RecurrentLayer, shape: tuple[int, ...], given: Sequence[np.ndarray] | None,
-                    dtype: type) -> list[np.ndarray]:
+def _initial_states(layer: RecurrentLayer, shape: tuple[int, ...], given: Sequence[np.ndarray] | None, dtype: type) -> list[np.ndarray]:
     """The states the first step starts from: zeros, or the given ones after checking their shapes."""
     count = layer.family.state_count  # [h], or [h, c] for the LSTMs
     if given is None:
         return [np.zeros(shape, dtype) for _ in range(count)]
     shapes = [tuple(np.shape(state)) for state in given]
     if len(given) != count or any(found != shape for found in shapes):
-        raise ReplayError(
-            f"layer {layer.path} is given initial states of shapes {shapes}; expected {count} of shape {shape}"
-        )
+        raise ReplayError(f"layer {layer.path} is given initial states of shapes {shapes}; expected {count} of shape {shape}")
     return [np.asarray(state, dtype=dtype) for state in given]
 
 
 def _weights(layer: RecurrentLayer, dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """kernel, recurrent kernel, input bias, recurrent bias (zeros where the layer has none)."""
     columns = layer.kernel.shape[-1]
-    kernel = np.asarray(layer.kernel).astype(dtype)
-    recurrent_kernel = np.asarray(layer.recurrent_kernel).astype(dtype)
+    kernel: np.ndarray = np.asarray(layer.kernel).astype(dtype)
+    recurrent_kernel: np.ndarray = np.asarray(layer.recurrent_kernel).astype(dtype)
     if layer.bias is None:
         return kernel, recurrent_kernel, np.zeros(columns, dtype), np.zeros(columns, dtype)
     if layer.bias.ndim == 2:
@@ -146,7 +146,8 @@ def _weights(layer: RecurrentLayer, dtype: type) -> tuple[np.ndarray, np.ndarray
 # mixing layouts in one pass is slower than either.
 
 CONV_BLOCK_STEPS = 16  # ConvLSTM: timesteps per input-convolution block (bounded memory, few calls)
-STEP_ORDER = "F"  # the layout of the step buffers of the dense cells (above)
+Order = Literal["C", "F"]  # a step buffer's memory layout
+STEP_ORDER: Order = "F"  # the layout of the step buffers of the dense cells (above)
 
 
 def _step_matrix(*blocks: np.ndarray, dtype: type) -> np.ndarray:
@@ -171,22 +172,23 @@ class _StepOperand:
         self._x = x  # float32 or float64 (step_input): cast a step at a time as it is loaded
         self._units = units
         self.whole = np.ones((batch, units + 1 + features), dtype, order=STEP_ORDER)
-        self.state_and_one = self.whole[:, :units + 1]
+        self.state_and_one = self.whole[:, : units + 1]
         self.one_and_input = self.whole[:, units:]
 
     def load(self, t: int, h_tm1: np.ndarray) -> None:
-        np.copyto(self.whole[:, :self._units], h_tm1)
-        np.copyto(self.whole[:, self._units + 1:], self._x[:, t])
+        np.copyto(self.whole[:, : self._units], h_tm1)
+        np.copyto(self.whole[:, self._units + 1 :], self._x[:, t])
 
 
 def _time_major_blocks(x: np.ndarray, dtype: type) -> Iterator[np.ndarray]:
     """x (batch, time, ...) as contiguous (steps, batch, ...) blocks of CONV_BLOCK_STEPS timesteps."""
     for start in range(0, x.shape[1], CONV_BLOCK_STEPS):
-        yield np.ascontiguousarray(x[:, start:start + CONV_BLOCK_STEPS].swapaxes(0, 1), dtype=dtype)
+        yield np.ascontiguousarray(x[:, start : start + CONV_BLOCK_STEPS].swapaxes(0, 1), dtype=dtype)
 
 
-def _conv_projections(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, dtype: type, strides: tuple[int, ...], padding: str,
-                      dilation: tuple[int, ...]) -> Iterator[np.ndarray]:
+def _conv_projections(
+    x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, dtype: type, strides: tuple[int, ...], padding: str, dilation: tuple[int, ...]
+) -> Iterator[np.ndarray]:
     """ConvLSTM's x_t ⊛ W + b for each timestep, a block of steps convolved at once (time folded
     into the batch); row-major like the convolution that makes them."""
     batch = x.shape[0]
@@ -224,11 +226,20 @@ class _Outputs:
     the output repeats the previous one (or is zero with zero_output_for_mask), as Keras does.
     """
 
-    def __init__(self, batch: int, timesteps: int, state_shape: tuple[int, ...], mask: np.ndarray | None, zero_output: bool,
-                 dtype: type, initial_state: np.ndarray, order: str) -> None:
+    def __init__(
+        self,
+        batch: int,
+        timesteps: int,
+        state_shape: tuple[int, ...],
+        mask: np.ndarray | None,
+        zero_output: bool,
+        dtype: type,
+        initial_state: np.ndarray,
+        order: Order,
+    ) -> None:
         self.sequence = _array_to_fill((batch, timesteps, *state_shape), dtype)
-        self._new = [np.empty((batch, *state_shape), dtype, order=order) for _ in range(2)]
-        self.state = np.array(initial_state, dtype, order=order)
+        self._new: list[np.ndarray] = [np.empty((batch, *state_shape), dtype, order=order) for _ in range(2)]
+        self.state: np.ndarray = np.array(initial_state, dtype, order=order)
         # (batch, time, 1, ...): a step's mask broadcast over every state axis
         self.mask = None if mask is None else np.asarray(mask, bool).reshape(mask.shape + (1,) * len(state_shape))
         self.zero_output = zero_output
@@ -266,10 +277,10 @@ def _side_by_side(first: slice, second: slice) -> tuple[slice, slice, slice]:
     both = slice(min(first.start, second.start), max(first.stop, second.stop))
     if both.stop - both.start != (first.stop - first.start) + (second.stop - second.start):
         raise AssertionError(f"gates at columns {first} and {second} are not side by side")
-    return both, *(slice(gate.start - both.start, gate.stop - both.start) for gate in (first, second))
+    return both, slice(first.start - both.start, first.stop - both.start), slice(second.start - both.start, second.stop - both.start)
 
 
-def _step_buffers(leading: tuple[int, ...], dtype: type, order: str) -> Callable[[int], np.ndarray]:
+def _step_buffers(leading: tuple[int, ...], dtype: type, order: Order) -> Callable[[int], np.ndarray]:
     """Allocates a step's buffers once: `buffer(n)` is an empty (*leading, n) array in `order`."""
     return lambda last_axis: np.empty((*leading, last_axis), dtype, order=order)
 
@@ -279,8 +290,15 @@ def _tracer(names: Sequence[str], shape: tuple[int, ...], dtype: type, trace: bo
 
 
 def gru_cell(
-    layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
-    progress: Progress | None, initial_state: list[np.ndarray],
+    layer: RecurrentLayer,
+    x: np.ndarray,
+    mask: np.ndarray | None,
+    semantics: Semantics,
+    dtype: type,
+    trace: bool,
+    zero_output: bool,
+    progress: Progress | None,
+    initial_state: list[np.ndarray],
 ) -> RecurrentRun:
     units = layer.units
     reset_after = bool(layer.settings.reset_after)
@@ -297,8 +315,14 @@ def gru_cell(
     return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.final_state()], traced)
 
 
-def _run_steps(timesteps: int, load: Callable[[int, np.ndarray], None], parts: Sequence[parallel.StepPart], outputs: _Outputs,
-               progress: Progress | None, traced: dict[str, np.ndarray]) -> None:
+def _run_steps(
+    timesteps: int,
+    load: Callable[[int, np.ndarray], None],
+    parts: Sequence[parallel.StepPart],
+    outputs: _Outputs,
+    progress: Progress | None,
+    traced: dict[str, np.ndarray],
+) -> None:
     """The step loop of every cell: step t loads its operand (`load(t, h_tm1)`), runs each part
     of the step (each range of units; two side by side, `parallel`), then commits the new state."""
     with parallel.StepsSideBySide(parts) as run_step:
@@ -316,8 +340,18 @@ class _GRUUnits:
     """A range of a GRU's units (all of them, or half, `parallel`): its weights, its buffers and
     its part of each step, which reads like Keras's GRUCell.call."""
 
-    def __init__(self, layer: RecurrentLayer, part: slice, step: _StepOperand, weights: tuple[np.ndarray, ...], reset_after: bool,
-                 outputs: _Outputs, traced: dict[str, np.ndarray], semantics: str, dtype: type) -> None:
+    def __init__(
+        self,
+        layer: RecurrentLayer,
+        part: slice,
+        step: _StepOperand,
+        weights: tuple[np.ndarray, ...],
+        reset_after: bool,
+        outputs: _Outputs,
+        traced: dict[str, np.ndarray],
+        semantics: Semantics,
+        dtype: type,
+    ) -> None:
         kernel, recurrent_kernel, input_bias, recurrent_bias = weights
         zr_ = gates.columns_of_units(layer.kind, layer.units, part, "zr")
         h_ = gates.columns_of_units(layer.kind, layer.units, part, "h")
@@ -335,7 +369,13 @@ class _GRUUnits:
         else:
             self.recurrent_kernel_h = _step_matrix(recurrent_kernel[:, h_], dtype=dtype)
         buffer = _step_buffers((outputs.state.shape[0],), dtype, STEP_ORDER)
-        self.zr, self.x_h, self.recurrent_h, self.hh, self.keep_share = buffer(2 * units), buffer(units), buffer(units), buffer(units), buffer(units)
+        self.zr, self.x_h, self.recurrent_h, self.hh, self.keep_share = (
+            buffer(2 * units),
+            buffer(units),
+            buffer(units),
+            buffer(units),
+            buffer(units),
+        )
         self.reset_state = None if reset_after else buffer(layer.units)
 
     def step(self, t: int) -> None:
@@ -359,8 +399,15 @@ class _GRUUnits:
 
 
 def lstm_cell(
-    layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
-    progress: Progress | None, initial_state: list[np.ndarray],
+    layer: RecurrentLayer,
+    x: np.ndarray,
+    mask: np.ndarray | None,
+    semantics: Semantics,
+    dtype: type,
+    trace: bool,
+    zero_output: bool,
+    progress: Progress | None,
+    initial_state: list[np.ndarray],
 ) -> RecurrentRun:
     kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
     step = _StepOperand(x, layer.units, dtype)
@@ -372,10 +419,25 @@ def lstm_cell(
         weights = _step_matrix(recurrent_kernel[:, columns] * factors, bias[columns] * factors, kernel[:, columns] * factors, dtype=dtype)
         return lambda t, h_tm1, out: np.matmul(step.whole, weights, out=out)
 
-    parts = parallel.unit_ranges(layer.units, step.whole.size * 4 * layer.units, dtype,
-                                 elementwise(layer.settings.activation, layer.settings.recurrent_activation))
-    return _lstm_steps(layer, x.shape[1], step.load, gate_inputs_of, parts, layout, mask, semantics, dtype, trace, zero_output, progress,
-                       initial_state, STEP_ORDER)
+    parts = parallel.unit_ranges(
+        layer.units, step.whole.size * 4 * layer.units, dtype, elementwise(layer.settings.activation, layer.settings.recurrent_activation)
+    )
+    return _lstm_steps(
+        layer,
+        x.shape[1],
+        step.load,
+        gate_inputs_of,
+        parts,
+        layout,
+        mask,
+        semantics,
+        dtype,
+        trace,
+        zero_output,
+        progress,
+        initial_state,
+        STEP_ORDER,
+    )
 
 
 # Step t's x_t·W + h_tm1·U + b for some of the units (in a layout, below), given h_tm1 and a
@@ -395,9 +457,20 @@ def _tanh_and_sigmoid(layer: RecurrentLayer) -> bool:
 
 
 def _lstm_steps(
-    layer: RecurrentLayer, timesteps: int, load: Callable[[int, np.ndarray], None], gate_inputs_of: Callable[[slice], GateInputs],
-    parts: Sequence[slice], layout: Layout, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
-    progress: Progress | None, initial_state: list[np.ndarray], order: str,
+    layer: RecurrentLayer,
+    timesteps: int,
+    load: Callable[[int, np.ndarray], None],
+    gate_inputs_of: Callable[[slice], GateInputs],
+    parts: Sequence[slice],
+    layout: Layout,
+    mask: np.ndarray | None,
+    semantics: Semantics,
+    dtype: type,
+    trace: bool,
+    zero_output: bool,
+    progress: Progress | None,
+    initial_state: list[np.ndarray],
+    order: Order,
 ) -> RecurrentRun:
     """The LSTM step loop. Step t first calls `load(t, h_tm1)`, then each range of units in
     `parts` (two run side by side, `parallel`) computes its gates and states from
@@ -407,8 +480,9 @@ def _lstm_steps(
     h_tm1, c_tm1 = initial_state
     outputs = _Outputs(h_tm1.shape[0], timesteps, tuple(h_tm1.shape[1:]), mask, zero_output, dtype, h_tm1, order)
     traced = _tracer(tuple(layer.family.traced), outputs.sequence.shape, dtype, trace)
-    cells = [_LSTMUnits(layer, part, gate_inputs_of(part), layout, outputs, traced, c_tm1[..., part], semantics, dtype, order)
-             for part in parts]
+    cells = [
+        _LSTMUnits(layer, part, gate_inputs_of(part), layout, outputs, traced, c_tm1[..., part], semantics, dtype, order) for part in parts
+    ]
     _run_steps(timesteps, load, [cell.step for cell in cells], outputs, progress, traced)
     c_tm1 = np.concatenate([cell.c_tm1 for cell in cells], axis=-1)
     return RecurrentRun(outputs.sequence, outputs.sequence[:, -1], [outputs.final_state(), c_tm1], traced)
@@ -418,8 +492,19 @@ class _LSTMUnits:
     """A range of an LSTM's units (all of them, or half, `parallel`): its buffers, its part of
     the cell state c, and its part of each step, which reads like Keras's LSTMCell.call."""
 
-    def __init__(self, layer: RecurrentLayer, part: slice, gate_inputs: GateInputs, layout: Layout, outputs: _Outputs,
-                 traced: dict[str, np.ndarray], c_tm1: np.ndarray, semantics: str, dtype: type, order: str) -> None:
+    def __init__(
+        self,
+        layer: RecurrentLayer,
+        part: slice,
+        gate_inputs: GateInputs,
+        layout: Layout,
+        outputs: _Outputs,
+        traced: dict[str, np.ndarray],
+        c_tm1: np.ndarray,
+        semantics: Semantics,
+        dtype: type,
+        order: Order,
+    ) -> None:
         units = c_tm1.shape[-1]
         self.part, self.gate_inputs, self.outputs, self.traced = part, gate_inputs, outputs, traced
         self.act = activation_in_place(layer.settings.activation, semantics)
@@ -430,8 +515,13 @@ class _LSTMUnits:
         self.ifo_ = slice(0, 3 * units)  # the exp form's sigmoid gates
         self.step = self.step_by_exp if layout == LSTM_BY_EXP else self.step_as_keras
         buffer = _step_buffers(c_tm1.shape[:-1], dtype, order)
-        self.z, self.c_buffers, self.input_share, self.tanh_c = buffer(4 * units), (buffer(units), buffer(units)), buffer(units), buffer(units)
-        self.c_tm1 = np.array(c_tm1, dtype, order=order)
+        self.z, self.c_buffers, self.input_share, self.tanh_c = (
+            buffer(4 * units),
+            (buffer(units), buffer(units)),
+            buffer(units),
+            buffer(units),
+        )
+        self.c_tm1: np.ndarray = np.array(c_tm1, dtype, order=order)
 
     def step_as_keras(self, t: int) -> None:
         act, rec_act, c_tm1 = self.act, self.rec_act, self.c_tm1
@@ -479,8 +569,15 @@ class _LSTMUnits:
 
 
 def simple_rnn_cell(
-    layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
-    progress: Progress | None, initial_state: list[np.ndarray],
+    layer: RecurrentLayer,
+    x: np.ndarray,
+    mask: np.ndarray | None,
+    semantics: Semantics,
+    dtype: type,
+    trace: bool,
+    zero_output: bool,
+    progress: Progress | None,
+    initial_state: list[np.ndarray],
 ) -> RecurrentRun:
     act = activation_in_place(layer.settings.activation, semantics)
     kernel, recurrent_kernel, bias, _ = _weights(layer, dtype)
@@ -518,8 +615,15 @@ def conv_state_shape(layer: RecurrentLayer, spatial_shape: tuple[int, ...]) -> t
 
 
 def conv_lstm_cell(
-    layer: RecurrentLayer, x: np.ndarray, mask: np.ndarray | None, semantics: str, dtype: type, trace: bool, zero_output: bool,
-    progress: Progress | None, initial_state: list[np.ndarray],
+    layer: RecurrentLayer,
+    x: np.ndarray,
+    mask: np.ndarray | None,
+    semantics: Semantics,
+    dtype: type,
+    trace: bool,
+    zero_output: bool,
+    progress: Progress | None,
+    initial_state: list[np.ndarray],
 ) -> RecurrentRun:
     """ConvLSTM1D/2D/3D: an LSTM whose kernel products are convolutions, the input's with the
     layer's strides, padding and dilation, the state's with "same" padding and stride 1."""
@@ -537,15 +641,32 @@ def conv_lstm_cell(
         return z
 
     every_unit = [slice(0, layer.units)]  # a convolution's filters are not split between threads
-    return _lstm_steps(layer, x.shape[1], lambda t, h_tm1: None, lambda part: gate_inputs, every_unit, LSTM_AS_KERAS, mask, semantics,
-                       dtype, trace, zero_output, progress, initial_state, "C")
+    return _lstm_steps(
+        layer,
+        x.shape[1],
+        lambda t, h_tm1: None,
+        lambda part: gate_inputs,
+        every_unit,
+        LSTM_AS_KERAS,
+        mask,
+        semantics,
+        dtype,
+        trace,
+        zero_output,
+        progress,
+        initial_state,
+        "C",
+    )
 
 
 PROGRESS_EVERY = 256  # steps between progress reports: cheap next to a step's matrix product
 
 # Each family's cell, by the name its record gives (model/registry.py).
 CELLS: Mapping[str, Callable[..., RecurrentRun]] = {
-    "gru": gru_cell, "lstm": lstm_cell, "simple_rnn": simple_rnn_cell, "conv_lstm": conv_lstm_cell,
+    "gru": gru_cell,
+    "lstm": lstm_cell,
+    "simple_rnn": simple_rnn_cell,
+    "conv_lstm": conv_lstm_cell,
 }
 
 

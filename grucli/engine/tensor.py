@@ -7,6 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
+from grucli.model.semantics import Semantics
+
 
 @dataclass
 class Tensor:
@@ -18,4 +20,4 @@ class Runtime(Protocol):
     """What a layer implementation needs to know of the replay running it."""
 
     dtype: type  # float64 or float32: the precision of the replay
-    semantics: str  # KERAS2 or KERAS3: whose definitions (hard_sigmoid, merge masks) apply
+    semantics: Semantics  # KERAS2 or KERAS3: whose definitions (hard_sigmoid, merge masks) apply

@@ -40,6 +40,9 @@ class Limits:
         return 50 * self.max_layers
 
 
+DEFAULT_LIMITS = Limits()  # frozen: one instance serves every default
+
+
 class Budget:
     """One read's running costs, charged before each piece is read; over a limit is a refused file."""
 
@@ -54,14 +57,20 @@ class Budget:
         """A weight array of `nbytes` (as read into memory) is about to be read or described."""
         self.arrays += 1
         if self.arrays > 10 * self.limits.max_layers:
-            raise _over(f"{what}: the file holds more than {10 * self.limits.max_layers} weight arrays",
-                        "the limit (10 per layer of --max-layers)", "--max-layers")
+            raise _over(
+                f"{what}: the file holds more than {10 * self.limits.max_layers} weight arrays",
+                "the limit (10 per layer of --max-layers)",
+                "--max-layers",
+            )
         if nbytes > self.limits.max_bytes:
             raise _over(f"{what} ({size(nbytes)})", f"the limit of {size(self.limits.max_bytes)} per array", "--max-mb")
         self.array_bytes += nbytes
         if self.array_bytes > self.limits.max_total_bytes:
-            raise _over(f"{what} brings the file's arrays to {size(self.array_bytes)}",
-                        f"the limit of {size(self.limits.max_total_bytes)} for all arrays together", "--max-total-mb")
+            raise _over(
+                f"{what} brings the file's arrays to {size(self.array_bytes)}",
+                f"the limit of {size(self.limits.max_total_bytes)} for all arrays together",
+                "--max-total-mb",
+            )
 
     def config(self, nbytes: int, what: str) -> None:
         """A config, metadata record or checkpoint index of `nbytes` is about to be read."""
@@ -71,11 +80,15 @@ class Budget:
     def json(self, raw: bytes | str, what: str) -> None:
         """A JSON text is about to be parsed: its values (counted by their separators, an upper
         bound) are charged first, so no text parses into more objects than the budget allows."""
-        separators = sum(raw.count(mark) for mark in ((b",", b"[", b"{") if isinstance(raw, bytes) else (",", "[", "{")))
+        text = raw.decode("latin-1") if isinstance(raw, bytes) else raw  # one byte, one character: the same counts
+        separators = sum(text.count(mark) for mark in (",", "[", "{"))
         self.json_values += separators + 1
         if self.json_values > self.limits.max_json_values:
-            raise _over(f"{what} brings the file's configs to {self.json_values} JSON values or more",
-                        f"the limit of {self.limits.max_json_values} (100 per layer of --max-layers)", "--max-layers")
+            raise _over(
+                f"{what} brings the file's configs to {self.json_values} JSON values or more",
+                f"the limit of {self.limits.max_json_values} (100 per layer of --max-layers)",
+                "--max-layers",
+            )
 
     def layer(self, what: str) -> None:
         """One more layer (from a config or inferred from stored weights)."""
@@ -85,7 +98,9 @@ class Budget:
 
     def entries(self, count: int, what: str) -> None:
         if count > self.limits.max_entries:
-            raise _over(f"{what} holds more than {self.limits.max_entries} keys", "the limit (50 per layer of --max-layers)", "--max-layers")
+            raise _over(
+                f"{what} holds more than {self.limits.max_entries} keys", "the limit (50 per layer of --max-layers)", "--max-layers"
+            )
 
     def variables(self, count: int, what: str) -> None:
         """Model variables of a checkpoint (a layer holds a handful: kernel, recurrent kernel, bias, ...)."""

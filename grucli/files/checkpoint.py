@@ -16,11 +16,12 @@ The protobuf messages are decoded by the small wire-format reader here rather th
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import struct
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import google_crc32c
 import numpy as np
@@ -36,9 +37,19 @@ MAX_RANK = 32
 
 # TensorFlow DataType values and the NumPy dtypes they are stored as (bfloat16 as raw uint16).
 DTYPES: dict[int, np.dtype] = {
-    1: np.dtype("<f4"), 2: np.dtype("<f8"), 3: np.dtype("<i4"), 4: np.dtype("u1"), 5: np.dtype("<i2"), 6: np.dtype("i1"),
-    9: np.dtype("<i8"), 10: np.dtype("?"), 14: np.dtype("<u2"), 17: np.dtype("<u2"), 19: np.dtype("<f2"),
-    22: np.dtype("<u4"), 23: np.dtype("<u8"),
+    1: np.dtype("<f4"),
+    2: np.dtype("<f8"),
+    3: np.dtype("<i4"),
+    4: np.dtype("u1"),
+    5: np.dtype("<i2"),
+    6: np.dtype("i1"),
+    9: np.dtype("<i8"),
+    10: np.dtype("?"),
+    14: np.dtype("<u2"),
+    17: np.dtype("<u2"),
+    19: np.dtype("<f2"),
+    22: np.dtype("<u4"),
+    23: np.dtype("<u8"),
 }
 BFLOAT16 = 14
 STRING = 7
@@ -91,14 +102,18 @@ def read_index(prefix: Path, budget: Budget) -> dict[str, bytes]:
         handle_reader = _Bytes(handle, f"{where} block handle")
         offset, size = handle_reader.varint(), handle_reader.varint()
         if offset < next_block:
-            raise CheckpointError(f"{where}: the index points at a data block at offset {offset}, inside or before the one "
-                                  "it listed earlier; the table is corrupt")
+            raise CheckpointError(
+                f"{where}: the index points at a data block at offset {offset}, inside or before the one "
+                "it listed earlier; the table is corrupt"
+            )
         next_block = offset + size + BLOCK_TRAILER
         for key, value in _block_entries(data, offset, size, where):
             if previous_key is not None and key <= previous_key:
                 order = "repeats" if key == previous_key else "comes before"
-                raise CheckpointError(f"{where}: key {_shown(key)} {order} the key before it ({_shown(previous_key)}); "
-                                      "TensorFlow writes each key once, in order: the table is corrupt")
+                raise CheckpointError(
+                    f"{where}: key {_shown(key)} {order} the key before it ({_shown(previous_key)}); "
+                    "TensorFlow writes each key once, in order: the table is corrupt"
+                )
             previous_key = key
             entries[_decoded_key(key, where)] = value
             budget.entries(len(entries), where)
@@ -126,17 +141,21 @@ def _shown(key: bytes) -> str:
 def _block_entries(data: bytes, offset: int, size: int, where: str) -> Iterator[tuple[bytes, bytes]]:
     if offset < 0 or size < 4 or offset + size + BLOCK_TRAILER > len(data):
         raise CheckpointError(f"{where}: a block at offset {offset} of {size} bytes lies past the end of the file ({len(data)} bytes)")
-    contents = data[offset:offset + size]
-    compression, stored_crc = data[offset + size], struct.unpack("<I", data[offset + size + 1:offset + size + 5])[0]
+    contents = data[offset : offset + size]
+    compression, stored_crc = data[offset + size], struct.unpack("<I", data[offset + size + 1 : offset + size + 5])[0]
     if _unmask(stored_crc) != google_crc32c.value(contents + bytes([compression])):
         raise CheckpointError(f"{where}: the block at offset {offset} fails its crc32c check; the file is corrupt")
     if compression != 0:
-        raise CheckpointError(f"{where}: the block at offset {offset} is compressed (type {compression}); "
-                              "TensorFlow writes checkpoint indexes uncompressed, expected type 0")
+        raise CheckpointError(
+            f"{where}: the block at offset {offset} is compressed (type {compression}); "
+            "TensorFlow writes checkpoint indexes uncompressed, expected type 0"
+        )
     (restarts,) = struct.unpack("<I", contents[-4:])
     end = size - 4 - 4 * restarts
     if restarts < 1 or end < 0:
-        raise CheckpointError(f"{where}: the block at offset {offset} declares {restarts} restart points, which do not fit its {size} bytes")
+        raise CheckpointError(
+            f"{where}: the block at offset {offset} declares {restarts} restart points, which do not fit its {size} bytes"
+        )
     reader = _Bytes(contents[:end], f"{where} block at {offset}")
     key = b""
     while not reader.done():
@@ -144,8 +163,10 @@ def _block_entries(data: bytes, offset: int, size: int, where: str) -> Iterator[
         if shared > len(key):
             raise CheckpointError(f"{where}: a key in the block at offset {offset} shares {shared} bytes with a {len(key)}-byte key")
         if shared + unshared > MAX_KEY_BYTES:
-            raise CheckpointError(f"{where}: a key in the block at offset {offset} is {shared + unshared} bytes long, over "
-                                  f"{MAX_KEY_BYTES}; TensorFlow's keys are object paths, the table is crafted or corrupt")
+            raise CheckpointError(
+                f"{where}: a key in the block at offset {offset} is {shared + unshared} bytes long, over "
+                f"{MAX_KEY_BYTES}; TensorFlow's keys are object paths, the table is crafted or corrupt"
+            )
         key = key[:shared] + reader.take(unshared)
         yield key, reader.take(value_size)
 
@@ -157,7 +178,7 @@ def _crc32c(data: memoryview) -> int:
     """crc32c of a buffer, a bounded chunk at a time (the C extension takes only read-only bytes)."""
     crc = 0
     for start in range(0, len(data), CRC_CHUNK):
-        crc = google_crc32c.extend(crc, bytes(data[start:start + CRC_CHUNK]))
+        crc = google_crc32c.extend(crc, bytes(data[start : start + CRC_CHUNK]))
     return crc
 
 
@@ -199,9 +220,10 @@ class _Bytes:
 
     def take(self, count: int) -> bytes:
         if count < 0 or self.position + count > len(self.data):
-            raise CheckpointError(f"{self.where}: {count} bytes are declared where {len(self.data) - self.position} remain; "
-                                  "the file is truncated or corrupt")
-        chunk = self.data[self.position:self.position + count]
+            raise CheckpointError(
+                f"{self.where}: {count} bytes are declared where {len(self.data) - self.position} remain; the file is truncated or corrupt"
+            )
+        chunk = self.data[self.position : self.position + count]
         self.position += count
         return chunk
 
@@ -229,7 +251,8 @@ def _signed(value: int) -> int:
 def parse_entry(value: bytes, name: str) -> BundleEntry:
     """A `BundleEntryProto`: dtype 1, shape 2, shard_id 3, offset 4, size 5, crc32c 6, slices 7."""
     where = f"checkpoint entry {name!r}"
-    dtype, shape, shard, offset, size, crc = 0, (), 0, 0, 0, None
+    dtype, shard, offset, size, crc = 0, 0, 0, 0, None
+    shape: tuple[int, ...] = ()
     for number, field in _Bytes(value, where).fields():
         if number == 1 and isinstance(field, int):
             dtype = field
@@ -287,8 +310,9 @@ def parse_header(value: bytes) -> int:
 # --- tensors -------------------------------------------------------------------------------------------------
 
 
-def read_variables(prefix: Path, shards: int, entries: dict[str, bytes], key_paths: Mapping[str, str],
-                   budget: Budget) -> list[tuple[str, np.ndarray]]:
+def read_variables(
+    prefix: Path, shards: int, entries: dict[str, bytes], key_paths: Mapping[str, str], budget: Budget
+) -> list[tuple[str, np.ndarray]]:
     """The model's variables (object path → values), every one charged and placed before any is read:
     their count, each size and their total against the budget, and their byte ranges, which in a
     bundle TensorFlow wrote never overlap (a file whose variables all point at the same bytes
@@ -309,17 +333,20 @@ def _checked_size(entry: BundleEntry, name: str) -> int:
         raise CheckpointError(f"checkpoint variable {name!r} is {kind}; expected a numeric weight")
     needed = math.prod(entry.shape) * DTYPES[entry.dtype].itemsize
     if needed != entry.size:
-        raise CheckpointError(f"checkpoint variable {name!r} declares shape {entry.shape} ({needed} bytes) "
-                              f"but {entry.size} bytes; the file is inconsistent")
+        raise CheckpointError(
+            f"checkpoint variable {name!r} declares shape {entry.shape} ({needed} bytes) but {entry.size} bytes; the file is inconsistent"
+        )
     return needed * (2 if entry.dtype == BFLOAT16 else 1)  # bfloat16 is widened to float32
 
 
 def _refuse_overlaps(found: list[tuple[str, BundleEntry]]) -> None:
     placed = sorted((entry.shard, entry.offset, entry.offset + entry.size, name) for name, entry in found if entry.size)
-    for (shard, _, end, name), (next_shard, start, _, next_name) in zip(placed, placed[1:]):
+    for (shard, _, end, name), (next_shard, start, _, next_name) in itertools.pairwise(placed):
         if shard == next_shard and start < end:
-            raise CheckpointError(f"checkpoint variables {name!r} and {next_name!r} share bytes of data shard {shard}; "
-                                  "TensorFlow stores each variable in its own bytes, the file is crafted or corrupt")
+            raise CheckpointError(
+                f"checkpoint variables {name!r} and {next_name!r} share bytes of data shard {shard}; "
+                "TensorFlow stores each variable in its own bytes, the file is crafted or corrupt"
+            )
 
 
 def read_tensor(prefix: Path, shards: int, entry: BundleEntry, name: str) -> np.ndarray:
@@ -328,7 +355,7 @@ def read_tensor(prefix: Path, shards: int, entry: BundleEntry, name: str) -> np.
     _checked_size(entry, name)
     dtype = DTYPES[entry.dtype]
     values = np.empty(entry.shape, dtype=dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype)
-    _read_shard_into(prefix, shards, entry, name, memoryview(values.reshape(-1).view(np.uint8)))
+    _read_shard_into(prefix, shards, entry, name, memoryview(values.reshape(-1).view(np.uint8).data))
     if entry.dtype == BFLOAT16:
         return (values.astype(np.uint32) << 16).view(np.float32)
     return values if values.dtype.isnative else values.astype(dtype.newbyteorder("="))
@@ -342,8 +369,10 @@ def _shard_path(prefix: Path, shards: int, entry: BundleEntry, name: str) -> Pat
         raise CheckpointError(f"{shard} is missing; a checkpoint needs every data shard beside its .index")
     stored = regular_file_size(shard)
     if entry.offset + entry.size > stored:
-        raise CheckpointError(f"checkpoint variable {name!r} lies at bytes {entry.offset}..{entry.offset + entry.size} of {shard}, "
-                              f"which has {stored}; the file is truncated")
+        raise CheckpointError(
+            f"checkpoint variable {name!r} lies at bytes {entry.offset}..{entry.offset + entry.size} of {shard}, "
+            f"which has {stored}; the file is truncated"
+        )
     return shard
 
 
@@ -366,8 +395,18 @@ VARIABLE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 # Object-graph children that are not the model's layers: lists of the same variables, the
 # optimizer, saving machinery. A variable is named by its path through the layers.
-NOT_LAYERS = {"variables", "trainable_variables", "non_trainable_variables", "optimizer", "keras_api", "save_counter",
-              "_default_save_signature", "signatures", "_self_saveable_object_factories", "_trackable_saved_model_saver"}
+NOT_LAYERS = {
+    "variables",
+    "trainable_variables",
+    "non_trainable_variables",
+    "optimizer",
+    "keras_api",
+    "save_counter",
+    "_default_save_signature",
+    "signatures",
+    "_self_saveable_object_factories",
+    "_trackable_saved_model_saver",
+}
 MAX_GRAPH_NODES = 1_000_000
 
 
@@ -430,8 +469,10 @@ def object_graph(prefix: Path, shards: int, entries: dict[str, bytes], budget: B
                     raise CheckpointError(f"the checkpoint object graph refers to node {child} of {len(nodes)}")
                 path = f"{node_paths[node]}/{name}" if node_paths[node] else name
                 if depth > MAX_GRAPH_DEPTH or len(path) > MAX_PATH_BYTES:
-                    raise CheckpointError(f"the checkpoint object graph nests objects more than {MAX_GRAPH_DEPTH} deep or names one "
-                                          f"by a path over {MAX_PATH_BYTES} bytes; the file is crafted or corrupt")
+                    raise CheckpointError(
+                        f"the checkpoint object graph nests objects more than {MAX_GRAPH_DEPTH} deep or names one "
+                        f"by a path over {MAX_PATH_BYTES} bytes; the file is crafted or corrupt"
+                    )
                 node_paths[child] = path
                 following.append(child)
         frontier = following
@@ -445,8 +486,10 @@ def _refuse_shared_paths(variables: Mapping[str, str]) -> None:
     seen: dict[str, str] = {}
     for key, path in sorted(variables.items()):
         if path in seen:
-            raise CheckpointError(f"the checkpoint object graph gives keys {seen[path]!r} and {key!r} the same object "
-                                  f"({path or 'the root'}); each variable object holds one value, the file is corrupt")
+            raise CheckpointError(
+                f"the checkpoint object graph gives keys {seen[path]!r} and {key!r} the same object "
+                f"({path or 'the root'}); each variable object holds one value, the file is corrupt"
+            )
         seen[path] = key
 
 
@@ -491,9 +534,9 @@ def _string_scalar(prefix: Path, shards: int, entry: BundleEntry, budget: Budget
     if entry.dtype != STRING or entry.shape != ():
         raise CheckpointError(f"the checkpoint's {key} is not a string scalar; the file is inconsistent")
     budget.config(entry.size, f"the checkpoint's {key}")
-    raw = bytearray(entry.size)
-    _read_shard_into(prefix, shards, dataclasses.replace(entry, crc32c=None), key, memoryview(raw))
-    raw = bytes(raw)
+    buffer = bytearray(entry.size)
+    _read_shard_into(prefix, shards, dataclasses.replace(entry, crc32c=None), key, memoryview(buffer))
+    raw = bytes(buffer)
     where = f"the checkpoint's {key}"
     reader = _Bytes(raw, where)
     length = reader.varint()
@@ -547,8 +590,11 @@ def saved_model_pb_layers(folder: Path, budget: Budget) -> dict[str, str]:
             continue
         for inner, graph in _Bytes(meta_graph, f"{pb} meta graph").fields():
             if inner == 7 and isinstance(graph, bytes):
-                nodes = [_saved_object(node) for field_number, node in _Bytes(graph, f"{pb} object graph").fields()
-                         if field_number == 1 and isinstance(node, bytes)]
+                nodes = [
+                    _saved_object(node)
+                    for field_number, node in _Bytes(graph, f"{pb} object graph").fields()
+                    if field_number == 1 and isinstance(node, bytes)
+                ]
                 budget.entries(len(nodes), f"{pb} object graph")
         break  # the first meta graph is the one Keras saved (tag "serve")
     found: dict[str, str] = {}

@@ -6,13 +6,16 @@ May import: h5py, numpy, files/tree, files/budget, model/, errors.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeAlias
 
 import h5py
 import numpy as np
 
 from grucli.errors import ModelFileError, first_line
 from grucli.files.budget import Budget, check_shape
+from grucli.files.tree import MAX_CONFIG_DEPTH, attr_text, spec_name
+from grucli.files.windows_names import JoinedGroup
 from grucli.model import paths
 from grucli.model.records import (
     NamedArray,
@@ -24,10 +27,7 @@ from grucli.model.registry import (
     role_of,
 )
 
-from grucli.files.tree import MAX_CONFIG_DEPTH, attr_text, spec_name
-from grucli.files.windows_names import JoinedGroup
-
-Group = h5py.Group | JoinedGroup  # a group of a file, or of a file saved on Windows read with '/' (windows_names)
+Group: TypeAlias = "h5py.Group | JoinedGroup"  # a group of a file, or of a file saved on Windows read with '/' (windows_names)
 
 
 def get_member(group: Group, key: str) -> h5py.Group | h5py.Dataset | None:
@@ -64,7 +64,7 @@ def find_by_vars_name(members: Group, name: str) -> Group | None:
 
 def member_names(group: Group) -> list[str]:
     """A group's member names; h5py hands back bytes for a name that is not UTF-8 (a damaged file)."""
-    names = list(group)
+    names: list[str] = list(group)
     for name in names:
         if not isinstance(name, str):
             raise ModelFileError(f"{group.name} has a member whose name is not text ({name!r}); the file is corrupt")
@@ -147,8 +147,10 @@ def refuse_unclaimed(root: RawLayer, stored: Iterable[str], where: str) -> None:
     claimed = {_weight_id(weight) for weight in root.all_weights()}
     for name in stored:
         if name not in claimed:
-            raise ModelFileError(f"{where}: the weights hold {name}, which no layer of the config takes; expected a config "
-                                 "that matches the weights (a layer missing from the config would shift the others' weights)")
+            raise ModelFileError(
+                f"{where}: the weights hold {name}, which no layer of the config takes; expected a config "
+                "that matches the weights (a layer missing from the config would shift the others' weights)"
+            )
 
 
 def _weight_id(weight: NamedArray) -> str:
@@ -158,7 +160,7 @@ def _weight_id(weight: NamedArray) -> str:
 
 def legacy_stored(group: h5py.Group) -> list[str]:
     """Every weight a legacy file lists, by layer (`layer_names`) and weight (`weight_names`)."""
-    found = []
+    found: list[str] = []
     for name in read_list_attribute(group, "layer_names"):
         layer = child_group(group, name)
         if layer is not None:
@@ -201,7 +203,7 @@ class LegacyRoot:
     def own(self) -> tuple[NamedArray, ...]:
         return ()
 
-    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["_LegacyWeights"]:
+    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list[_LegacyWeights]:
         return [_LegacyWeights(legacy_layer_weights(child_group(self.group, spec_name(spec)), self.budget)) for _, spec in children]
 
 
@@ -214,22 +216,22 @@ class _LegacyWeights:
     def own(self) -> tuple[NamedArray, ...]:
         return self.weights
 
-    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["_LegacyWeights"]:
+    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list[_LegacyWeights]:
         if role_of(parent_class) is Role.BIDIRECTIONAL:
             half = len(self.weights) // 2
             return [_LegacyWeights(self.weights[:half]), _LegacyWeights(self.weights[half:])]
         if len(children) == 1:
             return [_LegacyWeights(self.weights)]
-        return [_LegacyWeights(part) for part in _split_by_owner(self.weights, [spec_name(s) for _, s in children], [s for _, s in children])]
+        return [
+            _LegacyWeights(part) for part in _split_by_owner(self.weights, [spec_name(s) for _, s in children], [s for _, s in children])
+        ]
 
 
 def weight_segments(weight_name: str) -> list[str]:
     return [segment.split(":")[0] for segment in weight_name.split("/")]
 
 
-def _split_by_owner(
-    weights: tuple[NamedArray, ...], names: list[str], specs: list[Mapping[str, Any]]
-) -> list[tuple[NamedArray, ...]]:
+def _split_by_owner(weights: tuple[NamedArray, ...], names: list[str], specs: list[Mapping[str, Any]]) -> list[tuple[NamedArray, ...]]:
     """Give each sub-layer the weights whose names mention it, else consume them in order."""
     parts: list[list[NamedArray]] = [[] for _ in names]
     unclaimed = []

@@ -7,11 +7,21 @@ May import: files/hdf5, files/tree, files/budget, model/, errors.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import h5py
 
 from grucli.files.budget import Budget
+from grucli.files.hdf5 import (
+    Group,
+    child_group,
+    collect_vars,
+    legacy_layer_weights,
+    member_names,
+    read_list_attribute,
+    weight_segments,
+)
+from grucli.files.tree import attr_text
 from grucli.model import paths
 from grucli.model.records import (
     NamedArray,
@@ -25,17 +35,6 @@ from grucli.model.registry import (
     class_for_layout,
     keras1_class,
 )
-
-from grucli.files.hdf5 import (
-    Group,
-    child_group,
-    collect_vars,
-    legacy_layer_weights,
-    member_names,
-    read_list_attribute,
-    weight_segments,
-)
-from grucli.files.tree import attr_text
 
 
 def infer_keras3_group(group: Group, key: str, budget: Budget) -> RawLayer:
@@ -51,14 +50,19 @@ def infer_keras3_group(group: Group, key: str, budget: Budget) -> RawLayer:
         return RawLayer(name, LEGACY_FUNCTIONAL_CLASS, {"name": name}, children=children, inferred=True)
     forward, backward = child_group(group, "forward_layer"), child_group(group, "backward_layer")
     if forward is not None and backward is not None:
-        children = ((paths.FORWARD, infer_keras3_group(forward, "forward_layer", budget)),
-                    (paths.BACKWARD, infer_keras3_group(backward, "backward_layer", budget)))
+        children = (
+            (paths.FORWARD, infer_keras3_group(forward, "forward_layer", budget)),
+            (paths.BACKWARD, infer_keras3_group(backward, "backward_layer", budget)),
+        )
         return RawLayer(name, BIDIRECTIONAL_CLASS, {"name": name}, children=children, inferred=True)
     cells = child_group(child_group(group, "cell"), "cells")
     if cells is not None:
         members = [(k, child_group(cells, k)) for k in sorted(member_names(cells), key=natural_key)]
-        children = tuple((paths.stacked_cell_role(index), infer_keras3_group(member, k, budget))
-                         for index, (k, member) in enumerate(members) if member is not None)
+        children = tuple(
+            (paths.stacked_cell_role(index), infer_keras3_group(member, k, budget))
+            for index, (k, member) in enumerate(members)
+            if member is not None
+        )
         return RawLayer(name, RNN_CLASS, {"name": name}, children=children, inferred=True)
     weights = tuple(collect_vars(group, budget))
     return RawLayer(name, infer_class(weights) or UNKNOWN_CLASS, {"name": name}, weights=weights, inferred=True)

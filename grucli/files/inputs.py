@@ -10,14 +10,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from grucli.errors import GrucliError, ModelFileError
-from grucli.files.budget import Limits, size
+from grucli.files.budget import DEFAULT_LIMITS, Limits, size
 from grucli.files.regular import regular_file_size
 from grucli.model.records import ModelFile, RawLayer
 from grucli.model.registry import is_input_layer, takes_token_ids
@@ -120,8 +121,9 @@ def _vocabulary(consumer: RawLayer | None) -> int | None:
         return None
     vocabulary = consumer.config.get("input_dim")
     if vocabulary is None or vocabulary < 1:
-        raise InputError(f"the config of Embedding {consumer.name} declares a vocabulary of {vocabulary} ids (input_dim); "
-                         "expected at least 1")
+        raise InputError(
+            f"the config of Embedding {consumer.name} declares a vocabulary of {vocabulary} ids (input_dim); expected at least 1"
+        )
     return int(vocabulary)
 
 
@@ -137,12 +139,14 @@ def _undeclared(declaring: RawLayer) -> str:
     for _, inner in declaring.children:
         for key in SHAPE_KEYS:
             if key in inner.config:
-                return (f"the config of {declaring.name} declares no input shape, only its wrapped layer {inner.name} does "
-                        f"({key} {inner.config[key]}), which may or may not include the time axis; pass --input")
+                return (
+                    f"the config of {declaring.name} declares no input shape, only its wrapped layer {inner.name} does "
+                    f"({key} {inner.config[key]}), which may or may not include the time axis; pass --input"
+                )
     return f"the config of {declaring.name} does not declare an input shape; pass --input"
 
 
-def load_inputs(path: str | Path, specs: Sequence[InputSpec], limits: Limits = Limits()) -> list[np.ndarray]:
+def load_inputs(path: str | Path, specs: Sequence[InputSpec], limits: Limits = DEFAULT_LIMITS) -> list[np.ndarray]:
     """Read `path` and fit it to `specs`: add a batch axis to a single sequence, and so on."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -191,7 +195,7 @@ def read_arrays(path: Path, what: str, limits: Limits) -> list[np.ndarray]:
 def npz_names(path: Path) -> list[str]:
     """The array names of an .npz, as NumPy names them (member names without `.npy`)."""
     with zipfile.ZipFile(path) as archive:
-        return [name[:-4] if name.endswith(".npy") else name for name in archive.namelist()]
+        return [name.removesuffix(".npy") for name in archive.namelist()]
 
 
 def _npz_members(path: Path, what: str, limits: Limits) -> list[np.ndarray]:
@@ -201,8 +205,10 @@ def _npz_members(path: Path, what: str, limits: Limits) -> list[np.ndarray]:
         for info in archive.infolist():
             member_what = f"{what} member {info.filename}"
             if info.file_size > left + NPY_HEADER_ROOM:  # what zipfile will inflate, whatever the header says
-                raise InputError(f"{member_what} inflates to {size(info.file_size)}, over what is left of the input limit "
-                                 f"({size(max(left, 0))}); expected a smaller input (raise the limit with --max-input-mb)")
+                raise InputError(
+                    f"{member_what} inflates to {size(info.file_size)}, over what is left of the input limit "
+                    f"({size(max(left, 0))}); expected a smaller input (raise the limit with --max-input-mb)"
+                )
             with archive.open(info) as member:
                 left -= _charge_header(member, member_what, left)
                 member.seek(0)
@@ -225,22 +231,26 @@ def _charge_header(handle: Any, what: str, left: int) -> int:
         raise InputError(f"{what} holds Python objects (pickle); grucli never unpickles input, expected a numeric array")
     declared = math.prod(shape) * dtype.itemsize
     if declared > left:
-        raise InputError(f"{what} declares shape {shape} of {dtype} ({size(declared)}), over what is left of the input limit "
-                         f"({size(max(left, 0))}); expected a smaller input (raise the limit with --max-input-mb)")
+        raise InputError(
+            f"{what} declares shape {shape} of {dtype} ({size(declared)}), over what is left of the input limit "
+            f"({size(max(left, 0))}); expected a smaller input (raise the limit with --max-input-mb)"
+        )
     return declared
 
 
 CSV_EXPANSION = 16  # parsed into lists of Python floats, CSV text takes about 16 times its size
 
 
-def read_csv(path: Path, limits: Limits = Limits()) -> np.ndarray:
+def read_csv(path: Path, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """One sequence: a row per timestep, a column per feature, numbers separated by commas. A first
     row that is not all numbers is a header (feature names) and is skipped."""
     text_size = regular_file(path, f"input {path}")
     if text_size * CSV_EXPANSION > limits.max_input_bytes:
-        raise InputError(f"input {path} is {size(text_size)} of CSV text, which parses into about {size(text_size * CSV_EXPANSION)}, "
-                         f"over the input limit of {size(limits.max_input_bytes)}; expected a smaller input, or .npy "
-                         "(raise the limit with --max-input-mb)")
+        raise InputError(
+            f"input {path} is {size(text_size)} of CSV text, which parses into about {size(text_size * CSV_EXPANSION)}, "
+            f"over the input limit of {size(limits.max_input_bytes)}; expected a smaller input, or .npy "
+            "(raise the limit with --max-input-mb)"
+        )
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -254,12 +264,16 @@ def read_csv(path: Path, limits: Limits = Limits()) -> np.ndarray:
     values = []
     for number, row in enumerate(rows):
         if len(row) != width:
-            raise InputError(f"input {path}: a row has {len(row)} values where the first has {width}; expected a row per timestep, "
-                             "each with one value per feature")
+            raise InputError(
+                f"input {path}: a row has {len(row)} values where the first has {width}; expected a row per timestep, "
+                "each with one value per feature"
+            )
         for cell in row:
             if not _is_number(cell):
-                raise InputError(f"input {path}: {cell.strip()!r} in row {number + 1} of the data is not a number; expected numbers only "
-                                 "(a header row may come first)")
+                raise InputError(
+                    f"input {path}: {cell.strip()!r} in row {number + 1} of the data is not a number; expected numbers only "
+                    "(a header row may come first)"
+                )
         values.append([float(cell) for cell in row])
     return np.array(values, dtype=np.float64)
 
@@ -275,22 +289,28 @@ def _is_number(cell: str) -> bool:
 def _fit_csv(array: np.ndarray, spec: InputSpec, path: Path) -> np.ndarray:
     """A CSV is one sequence: say so when its rows and columns do not fit the model's input."""
     if spec.shape is None:
-        raise InputError(f"input {path} is a CSV, but the model's input {spec.name} has no declared shape to fit it to; "
-                         "use .npy with the batch axis first")
+        raise InputError(
+            f"input {path} is a CSV, but the model's input {spec.name} has no declared shape to fit it to; "
+            "use .npy with the batch axis first"
+        )
     if len(spec.shape) == 1 and array.shape[1] == 1:
         return array[:, 0]  # token ids, one per row, for an Embedding
     if len(spec.shape) != 2:
-        raise InputError(f"input {path} is a CSV (a table: timesteps × features); the model's input {spec.name} expects "
-                         f"{spec.describe()}, which a table cannot hold; use .npy")
+        raise InputError(
+            f"input {path} is a CSV (a table: timesteps × features); the model's input {spec.name} expects "
+            f"{spec.describe()}, which a table cannot hold; use .npy"
+        )
     timesteps, features = spec.shape
     rows, columns = array.shape
     if (timesteps is None or timesteps == rows) and (features is None or features == columns):
         return array
     wanted_rows = "any number of rows" if timesteps is None else f"{timesteps} rows"
     hint = " (a single row of values is one timestep; put one value per line)" if rows == 1 and columns > 1 else ""
-    raise InputError(f"input {path} has {rows} row{'s' if rows != 1 else ''} × {columns} column{'s' if columns != 1 else ''}; "
-                     f"each row is one timestep and each column one feature, so the model's input {spec.name} expects "
-                     f"{wanted_rows} of {features} column{'s' if features != 1 else ''}{hint}")
+    raise InputError(
+        f"input {path} has {rows} row{'s' if rows != 1 else ''} × {columns} column{'s' if columns != 1 else ''}; "
+        f"each row is one timestep and each column one feature, so the model's input {spec.name} expects "
+        f"{wanted_rows} of {features} column{'s' if features != 1 else ''}{hint}"
+    )
 
 
 def _npz_arrays(archive: Mapping[str, np.ndarray], specs: Sequence[InputSpec], path: Path) -> list[np.ndarray]:
@@ -309,20 +329,28 @@ def fit_input(array: np.ndarray, spec: InputSpec, source: Path | str) -> np.ndar
         raise InputError(f"input {source} has dtype {array.dtype}; expected numbers")
     if spec.shape is None:  # nothing declared: the input, batch axis first, is the shape
         if array.ndim < 2:
-            raise InputError(f"input {source} has shape {array.shape}; the model's input {spec.name} declares no shape, "
-                             "so grucli expects the batch axis first and at least one more")
+            raise InputError(
+                f"input {source} has shape {array.shape}; the model's input {spec.name} declares no shape, "
+                "so grucli expects the batch axis first and at least one more"
+            )
         return _ids_or_values(array, spec, source)
     expected_rank = len(spec.shape) + 1
     if array.ndim == expected_rank - 1:
         array = array[None]
     elif array.ndim == 1 and expected_rank == 3 and spec.shape[-1] == 1:
         array = array.reshape(1, -1, 1)  # a bare series for a one-feature model
-    if (array.ndim != expected_rank or any(d is not None and d != g for d, g in zip(spec.shape, array.shape[1:]))
-            or not spec.fits_batch(array.shape[0])):
+    if (
+        array.ndim != expected_rank
+        or any(d is not None and d != g for d, g in zip(spec.shape, array.shape[1:]))
+        or not spec.fits_batch(array.shape[0])
+    ):
         why = ""
         if array.ndim == expected_rank and spec.batch is not None and not spec.fits_batch(array.shape[0]):
-            why = (" (its stateful layers carry each row's state from one batch to the next)" if spec.stateful else
-                   f" (the model fixes its batch: predict runs it in batches of {spec.batch})")
+            why = (
+                " (its stateful layers carry each row's state from one batch to the next)"
+                if spec.stateful
+                else f" (the model fixes its batch: predict runs it in batches of {spec.batch})"
+            )
         raise InputError(f"input {source} has shape {array.shape}; the model's input {spec.name} expects {spec.describe()}{why}")
     return _ids_or_values(array, spec, source)
 
@@ -332,13 +360,16 @@ def _ids_or_values(array: np.ndarray, spec: InputSpec, source: Path | str) -> np
         if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
             raise InputError(f"input {source} feeds an Embedding and must hold integer ids; it holds fractions")
         if array.size and (array.min() < 0 or array.max() >= spec.vocabulary):
-            raise InputError(f"input {source} holds ids {int(array.min())}..{int(array.max())}; the Embedding accepts 0..{spec.vocabulary - 1}")
+            raise InputError(
+                f"input {source} holds ids {int(array.min())}..{int(array.max())}; the Embedding accepts 0..{spec.vocabulary - 1}"
+            )
         return array.astype(np.int64)
     return array.astype(np.float32) if array.dtype.kind in "biu" else array
 
 
-def model_inputs(model: ModelFile, path: str | Path | None, batch: int, timesteps: int, seed: int,
-                 limits: Limits = Limits()) -> tuple[list[np.ndarray], str]:
+def model_inputs(
+    model: ModelFile, path: str | Path | None, batch: int, timesteps: int, seed: int, limits: Limits = DEFAULT_LIMITS
+) -> tuple[list[np.ndarray], str]:
     """The model's inputs, from `path` or seeded random ones, and how a report names them."""
     specs = input_specs(model)
     if path is not None:
@@ -351,7 +382,7 @@ def model_inputs(model: ModelFile, path: str | Path | None, batch: int, timestep
     return inputs, description
 
 
-def random_inputs(specs: Sequence[InputSpec], batch: int, timesteps: int, seed: int, limits: Limits = Limits()) -> list[np.ndarray]:
+def random_inputs(specs: Sequence[InputSpec], batch: int, timesteps: int, seed: int, limits: Limits = DEFAULT_LIMITS) -> list[np.ndarray]:
     """Seeded random inputs of the model's shapes, bounded before any is made: a config may declare
     ten million timesteps, which no replay of a random probe needs."""
     for spec in specs:
@@ -360,12 +391,16 @@ def random_inputs(specs: Sequence[InputSpec], batch: int, timesteps: int, seed: 
     shapes = [(spec.batch or batch, *(timesteps if d is None else d for d in spec.shape or ())) for spec in specs]
     for spec, shape in zip(specs, shapes):
         if len(shape) > 1 and shape[1] > limits.max_timesteps:
-            raise InputError(f"a random input for {spec.name} would have {shape[1]} timesteps (shape {shape}), over the limit of "
-                             f"{limits.max_timesteps}; pass --input, or raise the limit with --max-timesteps")
+            raise InputError(
+                f"a random input for {spec.name} would have {shape[1]} timesteps (shape {shape}), over the limit of "
+                f"{limits.max_timesteps}; pass --input, or raise the limit with --max-timesteps"
+            )
     total = sum(math.prod(shape) for shape in shapes) * 8  # ids are int64, values float32: 8 bytes bounds both
     if total > limits.max_input_bytes:
-        raise InputError(f"a random input of shapes {', '.join(map(str, shapes))} takes {size(total)}, over the input limit of "
-                         f"{size(limits.max_input_bytes)}; pass --input or a smaller --batch (or raise the limit with --max-input-mb)")
+        raise InputError(
+            f"a random input of shapes {', '.join(map(str, shapes))} takes {size(total)}, over the input limit of "
+            f"{size(limits.max_input_bytes)}; pass --input or a smaller --batch (or raise the limit with --max-input-mb)"
+        )
     rng = np.random.default_rng(seed)
     arrays = []
     for spec, shape in zip(specs, shapes):

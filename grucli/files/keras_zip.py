@@ -9,8 +9,9 @@ from __future__ import annotations
 import io
 import re
 import struct
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import h5py
 
@@ -70,7 +71,8 @@ def _read_zip_archive(path: Path, zipfile: Any, budget: Budget) -> ModelFile:
         config = parse_json(read_member(path, archive, "config.json", budget.config), f"{path}: config.json", budget)
         metadata = (
             parse_json(read_member(path, archive, "metadata.json", budget.config), f"{path}: metadata.json", budget)
-            if "metadata.json" in names else {}
+            if "metadata.json" in names
+            else {}
         )
         member = open_member(path, archive, archive.getinfo("model.weights.h5"), budget)
         weights = h5py.File(member, "r")
@@ -91,9 +93,14 @@ def _read_zip_archive(path: Path, zipfile: Any, budget: Budget) -> ModelFile:
         backend=None,
         has_config=True,
         root=root,
-        closer=lambda: (weights.close(), member.close()),
+        closer=lambda: _close(weights, member),
         notes=(WINDOWS_NAMES_NOTE,) if groups is not weights else (),
     )
+
+
+def _close(*handles: Any) -> None:
+    for handle in handles:
+        handle.close()
 
 
 class MemberView(io.RawIOBase):
@@ -133,7 +140,7 @@ class MemberView(io.RawIOBase):
         super().close()
 
 
-def read_member(path: Path, archive: "zipfile.ZipFile", name: str, charge: Callable[[int, str], None]) -> bytes:
+def read_member(path: Path, archive: zipfile.ZipFile, name: str, charge: Callable[[int, str], None]) -> bytes:
     """A zip member's bytes, charged (`Budget.config` or `Budget.array`) at its declared size, and
     never more read than that: a header that understates a bomb's size does not raise the limit."""
     info = archive.getinfo(name)
@@ -146,7 +153,7 @@ def read_member(path: Path, archive: "zipfile.ZipFile", name: str, charge: Calla
     return data
 
 
-def open_member(path: Path, archive: "zipfile.ZipFile", info: "zipfile.ZipInfo", budget: Budget) -> io.IOBase:
+def open_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: Budget) -> io.IOBase:
     if info.compress_type == 0:  # zipfile.ZIP_STORED
         with path.open("rb") as handle:
             handle.seek(info.header_offset)
@@ -174,7 +181,7 @@ class Keras3Weights:
     def own(self) -> tuple[NamedArray, ...]:
         return tuple(collect_vars(self.group, self.budget)) if self.group is not None else ()
 
-    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["Keras3Weights"]:
+    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Keras3Weights]:
         group = self.group
         if group is None:
             return [Keras3Weights(None, self.budget) for _ in children]
@@ -183,11 +190,11 @@ class Keras3Weights:
         if _is_stacked(children):
             cells = child_group(child_group(group, "cell"), "cells")
             keys = _list_member_keys([spec for _, spec in children], skip_input_layers=False)
-            return [Keras3Weights(child_group(cells, key), self.budget) for key in keys]
+            return [Keras3Weights(None if key is None else child_group(cells, key), self.budget) for key in keys]
         attribute = {"forward": "forward_layer", "backward": "backward_layer", "cell": "cell", "layer": "layer"}
         return [Keras3Weights(child_group(group, attribute.get(role, role)), self.budget) for role, _ in children]
 
-    def _split_layer_list(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["Keras3Weights"]:
+    def _split_layer_list(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Keras3Weights]:
         members = child_group(self.group, "layers")
         specs = [spec for _, spec in children]
         keys = _list_member_keys(specs, skip_input_layers=is_sequential(parent_class))

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import h5py
 
@@ -63,8 +64,7 @@ def _read_with_config(path: Path, config_path: Path, budget: Budget) -> ModelFil
     if path.is_dir() and (path / "saved_model.pb").is_file():
         # A SavedModel's variables are a checkpoint, placed by its object graph like any other.
         if (path / "keras_metadata.pb").exists():
-            raise ModelFileError(f"{path} holds its own model config (keras_metadata.pb); --config is for folders and files "
-                                 "without one")
+            raise ModelFileError(f"{path} holds its own model config (keras_metadata.pb); --config is for folders and files without one")
         from grucli.files.savedmodel import checkpoint_with_config
 
         return checkpoint_with_config(path, path / "variables" / "variables", config, config_path, budget, "tf-savedmodel")
@@ -91,15 +91,17 @@ def _read_with_config(path: Path, config_path: Path, budget: Budget) -> ModelFil
             # The Keras that saved the weights trained them: its version decides the definitions.
             version = model.keras_version or attr_text(config.get("keras_version"))
             source = "file" if model.keras_version or not version else "config"
-            built = ModelFile(str(path), "legacy-h5", version, model.backend or attr_text(config.get("backend")), True, root,
-                              version_source=source)
+            built = ModelFile(
+                str(path), "legacy-h5", version, model.backend or attr_text(config.get("backend")), True, root, version_source=source
+            )
         else:  # keras-v3-weights: the layout of a .keras zip's model.weights.h5
             groups = joined_root(handle, budget, str(path))
             root = build_layer(config, Keras3Weights(groups, budget), where, budget)
             refuse_unclaimed(root, keras3_stored(groups), str(path))
             version = attr_text(config.get("keras_version"))
-            built = ModelFile(str(path), "keras-v3", version, None, True, root, version_source="config" if version else "file",
-                              notes=model.notes)
+            built = ModelFile(
+                str(path), "keras-v3", version, None, True, root, version_source="config" if version else "file", notes=model.notes
+            )
     except BaseException:
         handle.close()
         raise
@@ -116,8 +118,10 @@ def _read_config_file(config_path: Path, budget: Budget) -> Mapping[str, Any]:
         raise ModelFileError(f"cannot read --config {config_path}: {exc.strerror or exc}") from None
     config = parse_json(raw, f"--config {config_path}", budget)
     if not isinstance(config, Mapping) or "class_name" not in config or not isinstance(config.get("config"), (Mapping, list)):
-        raise ModelFileError(f"--config {config_path} is not a Keras model config; expected an object with class_name and config "
-                             "(the JSON of model.to_json() or a .keras config.json)")
+        raise ModelFileError(
+            f"--config {config_path} is not a Keras model config; expected an object with class_name and config "
+            "(the JSON of model.to_json() or a .keras config.json)"
+        )
     return config
 
 
@@ -135,8 +139,10 @@ def _read_model(path: Path, budget: Budget) -> ModelFile:
     if not path.exists():
         raise ModelFileError(f"{path}: no such file; expected a Keras model file (.keras, .h5, .hdf5)")
     if path.is_dir():
-        raise ModelFileError(f"{path} is a directory; expected a Keras model file (.keras, .h5, .hdf5), a SavedModel "
-                             "folder (saved_model.pb and variables/) or a TensorFlow checkpoint folder")
+        raise ModelFileError(
+            f"{path} is a directory; expected a Keras model file (.keras, .h5, .hdf5), a SavedModel "
+            "folder (saved_model.pb and variables/) or a TensorFlow checkpoint folder"
+        )
     files.regular_file_size(path, f"{path}")
     try:
         with path.open("rb") as handle:
@@ -185,7 +191,9 @@ def _read_hdf5(path: Path, handle: h5py.File, budget: Budget) -> ModelFile:
         return ModelFile(str(path), "legacy-h5", version, backend, True, root)
     if "layer_names" in attrs or any(key.startswith("layer_names") for key in attrs):
         root = infer_legacy_weights(handle, budget)
-        return ModelFile(str(path), "legacy-h5-weights", attr_text(attrs.get("keras_version")), attr_text(attrs.get("backend")), False, root)
+        return ModelFile(
+            str(path), "legacy-h5-weights", attr_text(attrs.get("keras_version")), attr_text(attrs.get("backend")), False, root
+        )
     groups = joined_root(handle, budget, str(path))
     if child_group(groups, "layers") is not None or child_group(groups, "vars") is not None:
         root = infer_keras3_group(groups, "model", budget)

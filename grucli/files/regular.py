@@ -37,8 +37,9 @@ def confined(path: Path, folder: Path) -> Path:
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
         raise ModelFileError(f"cannot resolve {path}: {exc}") from None
     if resolved != root and root not in resolved.parents:
-        raise ModelFileError(f"{path} leads outside the model's folder {folder} (to {resolved}); "
-                             "grucli reads a model folder's own files only")
+        raise ModelFileError(
+            f"{path} leads outside the model's folder {folder} (to {resolved}); grucli reads a model folder's own files only"
+        )
     return path
 
 

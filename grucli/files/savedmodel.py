@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import glob
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any
 
 from grucli.errors import ModelFileError
 from grucli.files import checkpoint
-from grucli.files.budget import Budget
 from grucli.files import regular as files
+from grucli.files.budget import Budget
+from grucli.files.hdf5 import refuse_unclaimed
+from grucli.files.inference import infer_legacy_layer, natural_key
+from grucli.files.tree import attr_text, build_layer, parse_json, spec_name
 from grucli.model import paths
 from grucli.model.records import (
     ModelFile,
@@ -28,12 +32,6 @@ from grucli.model.registry import (
     is_model,
     is_sequential,
 )
-
-if TYPE_CHECKING:
-    pass
-from grucli.files.hdf5 import refuse_unclaimed
-from grucli.files.inference import infer_legacy_layer, natural_key
-from grucli.files.tree import attr_text, build_layer, parse_json, spec_name
 
 
 def read_saved_model(path: Path, budget: Budget) -> ModelFile:
@@ -85,8 +83,7 @@ def _model_members(config: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any
     return found
 
 
-def _check_member_metadata(node: Mapping[str, Any], object_path: str, members: Mapping[str, list[Mapping[str, Any]]],
-                           where: Path) -> None:
+def _check_member_metadata(node: Mapping[str, Any], object_path: str, members: Mapping[str, list[Mapping[str, Any]]], where: Path) -> None:
     """A model member's own metadata must describe the layer the root config has.
 
     tf-keras revives a SavedModel's layers from these per-layer records (and their saved graphs),
@@ -97,8 +94,10 @@ def _check_member_metadata(node: Mapping[str, Any], object_path: str, members: M
     name, class_name = node["name"], node.get("class_name")
     candidates = members.get(name, [])
     if not candidates:
-        raise ModelFileError(f"{where}: object {object_path} describes a layer {name!r} ({class_name}) that the model config "
-                             "does not have; expected per-layer metadata that agrees with the model config")
+        raise ModelFileError(
+            f"{where}: object {object_path} describes a layer {name!r} ({class_name}) that the model config "
+            "does not have; expected per-layer metadata that agrees with the model config"
+        )
     stored = _without_object_ids(_untupled(node.get("config")))
     for spec in candidates:
         same_config = "config" not in node or _without_object_ids(_untupled(spec.get("config"))) == stored
@@ -106,8 +105,10 @@ def _check_member_metadata(node: Mapping[str, Any], object_path: str, members: M
             return
     found = candidates[0].get("class_name")
     what = f"a {class_name}" if found != class_name else f"a {class_name} with another config"
-    raise ModelFileError(f"{where}: layer {name!r} is {what} in its own metadata but a {found} in the model config; "
-                         "expected per-layer metadata that agrees with the model config (a crafted file)")
+    raise ModelFileError(
+        f"{where}: layer {name!r} is {what} in its own metadata but a {found} in the model config; "
+        "expected per-layer metadata that agrees with the model config (a crafted file)"
+    )
 
 
 def _without_object_ids(value: Any) -> Any:
@@ -136,7 +137,7 @@ class _CheckpointContents:
     → values, optimizer state skipped), its object graph and the root's stored config (None without)."""
 
     variables: dict[str, NamedArray]
-    graph: "checkpoint.ObjectGraph | None"
+    graph: checkpoint.ObjectGraph | None
     config: bytes | None
 
 
@@ -169,30 +170,30 @@ class _CheckpointWeights:
 
     def own(self) -> tuple[NamedArray, ...]:
         start = f"{self.path}/" if self.path else ""
-        mine = [(name[len(start):], array) for name, array in self.variables.items() if name.startswith(start)]
+        mine = [(name[len(start) :], array) for name, array in self.variables.items() if name.startswith(start)]
         return tuple(array for _, array in sorted(mine, key=lambda item: _checkpoint_order(item[0])))
 
-    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list["_CheckpointWeights"]:
+    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> list[_CheckpointWeights]:
         return [self._child(role, spec) for role, spec in children]
 
-    def _child(self, role: str, spec: Mapping[str, Any]) -> "_CheckpointWeights":
+    def _child(self, role: str, spec: Mapping[str, Any]) -> _CheckpointWeights:
         if role in (paths.FORWARD, paths.BACKWARD):
             return self._at(f"{role}_layer")
         if role == paths.CELL:
             return self._at("cell")
         if paths.is_stacked_cell_role(role):
-            return self._at(f"cell/cells/{role[len('cell_'):]}")
+            return self._at(f"cell/cells/{role[len('cell_') :]}")
         if role == "layer":
             return self._at("layer")
         # A model's member: the object whose metadata carries its name (layers without weights have none).
         name = spec_name(spec)
         prefix = f"{self.path}/" if self.path else ""
         for object_path, object_name in self.names.items():
-            if object_name == name and object_path.startswith(prefix) and "/" not in object_path[len(prefix):]:
+            if object_name == name and object_path.startswith(prefix) and "/" not in object_path[len(prefix) :]:
                 return _CheckpointWeights(self.variables, object_path, self.names)
         return _CheckpointWeights({}, f"{prefix}{name}", self.names)
 
-    def _at(self, relative: str) -> "_CheckpointWeights":
+    def _at(self, relative: str) -> _CheckpointWeights:
         return _CheckpointWeights(self.variables, f"{self.path}/{relative}" if self.path else relative, self.names)
 
 
@@ -202,8 +203,15 @@ def read_checkpoint(path: Path, prefix: Path, budget: Budget, saved_model: bool 
     config = _stored_model_config(contents, prefix, budget)
     if config is not None and contents.graph is not None:
         # Early TF 2 checkpoints stored the model's own config: the architecture, as --config gives it.
-        return _placed(path, contents, config, f"{prefix}.index: {checkpoint.ROOT_CONFIG_KEY}", None,
-                       "tf-savedmodel" if saved_model else "tf-checkpoint", budget)
+        return _placed(
+            path,
+            contents,
+            config,
+            f"{prefix}.index: {checkpoint.ROOT_CONFIG_KEY}",
+            None,
+            "tf-savedmodel" if saved_model else "tf-checkpoint",
+            budget,
+        )
     if not variables:
         raise ModelFileError(f"{path}: the checkpoint holds no model variables (only optimizer state or counters)")
     groups: dict[str, list[tuple[tuple[int, int, int, str], NamedArray]]] = {}
@@ -232,24 +240,30 @@ def _checkpoint_order(rest: str) -> tuple[int, int, int, str]:
     kernel, recurrent kernel, bias (the index sorts keys alphabetically)."""
     segments = rest.split("/")
     direction = 1 if "backward_layer" in segments else 0
-    cell = next((number for i, s in enumerate(segments[:-1]) if s == "cells" and (number := paths.index_number(segments[i + 1])) is not None), 0)
+    cell = next(
+        (number for i, s in enumerate(segments[:-1]) if s == "cells" and (number := paths.index_number(segments[i + 1])) is not None), 0
+    )
     variable = {"kernel": 0, "recurrent_kernel": 1, "bias": 2}.get(segments[-1], 3)
     return direction, cell, variable, rest
 
 
-def checkpoint_with_config(path: Path, prefix: Path, config: Mapping[str, Any], config_path: Path, budget: Budget,
-                            format: str = "tf-checkpoint") -> ModelFile:
+def checkpoint_with_config(
+    path: Path, prefix: Path, config: Mapping[str, Any], config_path: Path, budget: Budget, format: str = "tf-checkpoint"
+) -> ModelFile:
     """A TensorFlow checkpoint plus its architecture: tf-keras names a model's members `layer-N`
     (N: the position in `model.layers`) in the object graph, which places each config layer."""
     contents = _checkpoint_contents(path, prefix, budget)
     if contents.graph is None:
-        raise ModelFileError(f"{path} has no object graph, which places each layer of --config {config_path}; "
-                             "expected a checkpoint written by tf.keras (model.save_weights)")
+        raise ModelFileError(
+            f"{path} has no object graph, which places each layer of --config {config_path}; "
+            "expected a checkpoint written by tf.keras (model.save_weights)"
+        )
     return _placed(path, contents, config, str(config_path), str(config_path), format, budget)
 
 
-def _placed(path: Path, contents: _CheckpointContents, config: Mapping[str, Any], where: str, config_path: str | None,
-            format: str, budget: Budget) -> ModelFile:
+def _placed(
+    path: Path, contents: _CheckpointContents, config: Mapping[str, Any], where: str, config_path: str | None, format: str, budget: Budget
+) -> ModelFile:
     """A checkpoint's variables given to the layers of `config`, placed by the object graph."""
     assert contents.graph is not None
     names: dict[str, str] = {}
@@ -258,8 +272,16 @@ def _placed(path: Path, contents: _CheckpointContents, config: Mapping[str, Any]
     refuse_unclaimed(root, contents.variables, str(path))
     # A checkpoint records no Keras version: the config's says which Keras wrote the architecture.
     version = attr_text(config.get("keras_version"))
-    return ModelFile(str(path), format, version, "tensorflow", True, root, config_path=config_path,
-                     version_source="config" if config_path is not None and version else "file")
+    return ModelFile(
+        str(path),
+        format,
+        version,
+        "tensorflow",
+        True,
+        root,
+        config_path=config_path,
+        version_source="config" if config_path is not None and version else "file",
+    )
 
 
 def _stored_model_config(contents: _CheckpointContents, prefix: Path, budget: Budget) -> Mapping[str, Any] | None:
@@ -272,15 +294,16 @@ def _stored_model_config(contents: _CheckpointContents, prefix: Path, budget: Bu
     return None
 
 
-def _place_members(graph: "checkpoint.ObjectGraph", node: int, spec: Mapping[str, Any], names: dict[str, str],
-                   variables: Mapping[str, Any]) -> None:
+def _place_members(
+    graph: checkpoint.ObjectGraph, node: int, spec: Mapping[str, Any], names: dict[str, str], variables: Mapping[str, Any]
+) -> None:
     """Name the objects of a model's members after the config's layers (nested models too)."""
     inner = spec.get("config")
     layers = inner.get("layers") if isinstance(inner, Mapping) else inner
     if not isinstance(layers, list) or not 0 <= node < len(graph.children):
         return
     members = [layer for layer in layers if isinstance(layer, Mapping)]
-    numbered = {paths.index_number(name[len("layer-"):]): child for child, name in graph.children[node] if name.startswith("layer-")}
+    numbered = {paths.index_number(name[len("layer-") :]): child for child, name in graph.children[node] if name.startswith("layer-")}
     if is_sequential(str(spec.get("class_name"))) and not _input_layer_tracked(graph, numbered, members, variables):
         members = [layer for layer in members if not is_input_layer(str(layer.get("class_name")))]
     for index, child in numbered.items():
@@ -292,8 +315,9 @@ def _place_members(graph: "checkpoint.ObjectGraph", node: int, spec: Mapping[str
             _place_members(graph, child, member, names, variables)
 
 
-def _input_layer_tracked(graph: "checkpoint.ObjectGraph", numbered: Mapping[int | None, int], members: list[Mapping[str, Any]],
-                         variables: Mapping[str, Any]) -> bool:
+def _input_layer_tracked(
+    graph: checkpoint.ObjectGraph, numbered: Mapping[int | None, int], members: list[Mapping[str, Any]], variables: Mapping[str, Any]
+) -> bool:
     """Whether a Sequential's `layer-0` is its InputLayer: tf-keras's Sequential.layers leaves the
     InputLayer out, the early TF 2 releases tracked it, numbering every layer one on. Told apart
     by the count of numbered members and by `layer-0` holding no variable (an InputLayer has none):

@@ -11,7 +11,8 @@ Keys grucli does not read are left alone: a file may hold settings of newer Kera
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from grucli.errors import ModelFileError
 
@@ -48,7 +49,7 @@ def _int_or_ints(value: Any) -> bool:
 
 
 def _padding(value: Any) -> bool:
-    """"same"/"valid"/"causal", or ZeroPadding's amounts: 2, [1, 2], [[1, 1], [2, 2]]."""
+    """ "same"/"valid"/"causal", or ZeroPadding's amounts: 2, [1, 2], [[1, 1], [2, 2]]."""
     return isinstance(value, str) or _is_int(value) or _list_of(_int_or_ints)(value)
 
 
@@ -66,10 +67,27 @@ def _activation(value: Any) -> bool:
     return isinstance(value.get("class_name"), str)
 
 
-NUMERIC_DTYPES = frozenset({
-    "float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "bool", "float8_e4m3fn", "float8_e5m2", "int4", "uint4",
-})
+NUMERIC_DTYPES = frozenset(
+    {
+        "float16",
+        "float32",
+        "float64",
+        "bfloat16",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "bool",
+        "float8_e4m3fn",
+        "float8_e5m2",
+        "int4",
+        "uint4",
+    }
+)
 
 
 def _dtype(value: Any) -> bool:
@@ -119,10 +137,24 @@ _KEY_EXPECTATIONS: Mapping[str, str] = {
     **dict.fromkeys(("units", "output_dim", "filters", "n", "rank"), "an integer ≥ 0"),
     "input_dim": "an integer ≥ 0",
     "input_length": "an integer ≥ 0 or null",
-    **dict.fromkeys((
-        "use_bias", "reset_after", "return_sequences", "return_state", "go_backwards", "stateful", "unroll",
-        "time_major", "zero_output_for_mask", "unit_forget_bias", "mask_zero", "center", "scale",
-    ), "true or false"),
+    **dict.fromkeys(
+        (
+            "use_bias",
+            "reset_after",
+            "return_sequences",
+            "return_state",
+            "go_backwards",
+            "stateful",
+            "unroll",
+            "time_major",
+            "zero_output_for_mask",
+            "unit_forget_bias",
+            "mask_zero",
+            "center",
+            "scale",
+        ),
+        "true or false",
+    ),
     **dict.fromkeys(("dropout", "recurrent_dropout", "dropout_W", "dropout_U", "mask_value", "epsilon"), "a number"),
     **dict.fromkeys(("activation", "recurrent_activation", "inner_activation"), "an activation name"),
     **dict.fromkeys(("batch_shape", "batch_input_shape", "input_shape"), "a list of dimensions (integers or null)"),
@@ -181,8 +213,13 @@ def validate_inbound_nodes(nodes: Any, where: str) -> None:
 
 def _keras2_constant(item: Any) -> bool:
     """tf.keras 2's constant first argument (`1.0 - g`): ["_CONSTANT_VALUE", -1, value, kwargs]."""
-    return isinstance(item, list) and len(item) >= 3 and item[0] == "_CONSTANT_VALUE" and isinstance(
-        item[2], (int, float)) and not isinstance(item[2], bool)
+    return (
+        isinstance(item, list)
+        and len(item) >= 3
+        and item[0] == "_CONSTANT_VALUE"
+        and isinstance(item[2], (int, float))
+        and not isinstance(item[2], bool)
+    )
 
 
 def _validate_keras_tensors(value: Any, where: str) -> None:
@@ -197,7 +234,7 @@ def _validate_keras_tensors(value: Any, where: str) -> None:
             config = value.get("config")
             for bound in ("start", "stop", "step"):
                 found = config.get(bound) if isinstance(config, Mapping) else config
-                if not (found is None or isinstance(found, int) and not isinstance(found, bool)):
+                if not (found is None or (isinstance(found, int) and not isinstance(found, bool))):
                     raise ConfigError(f"{where}.config.{bound}: expected an integer or null, found {_shown(found)}")
             return
         for key, item in value.items():

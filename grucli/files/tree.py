@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -26,10 +27,6 @@ from grucli.model.registry import (
     Role,
     role_of,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 MAX_CONFIG_DEPTH = 200  # real configs nest a few dozen levels; the walkers below recurse per level
 
@@ -72,7 +69,7 @@ class WeightSource(Protocol):
 
     def own(self) -> tuple[NamedArray, ...]: ...
 
-    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> Sequence["WeightSource"]: ...
+    def split(self, parent_class: str, children: Sequence[tuple[str, Mapping[str, Any]]]) -> Sequence[WeightSource]: ...
 
 
 def build_layer(spec: Any, source: WeightSource, where: str, budget: Budget) -> RawLayer:
@@ -91,16 +88,19 @@ def build_layer(spec: Any, source: WeightSource, where: str, budget: Budget) -> 
     children = child_specs(class_name, config)
     if not children and class_name in WRAPPER_CLASSES:
         key = WRAPPER_CLASSES[class_name]
-        raise ModelFileError(f"{where}.config.{key}: a {class_name} wraps a layer, and its config holds none there "
-                             f"(found {_shown_value(config_map.get(key))}); expected the wrapped {key}'s config, an object")
-    common = {"name": name, "class_name": class_name, "config": config_map, "module": module if isinstance(module, str) else None}
+        raise ModelFileError(
+            f"{where}.config.{key}: a {class_name} wraps a layer, and its config holds none there "
+            f"(found {_shown_value(config_map.get(key))}); expected the wrapped {key}'s config, an object"
+        )
+    module_name = module if isinstance(module, str) else None
     if not children:
-        return RawLayer(**common, weights=source.own())
+        return RawLayer(name, class_name, config_map, weights=source.own(), module=module_name)
     sources = source.split(class_name, [(role, child) for role, child, _ in children])
     built = tuple(
-        (role, build_layer(child, child_source, f"{where}.{suffix}", budget)) for (role, child, suffix), child_source in zip(children, sources)
+        (role, build_layer(child, child_source, f"{where}.{suffix}", budget))
+        for (role, child, suffix), child_source in zip(children, sources)
     )
-    return RawLayer(**common, children=built)
+    return RawLayer(name, class_name, config_map, children=built, module=module_name)
 
 
 def _shown_value(value: Any) -> str:

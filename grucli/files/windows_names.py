@@ -26,8 +26,7 @@ from grucli.files.budget import Budget
 from grucli.files.tree import MAX_CONFIG_DEPTH
 
 WINDOWS_SEPARATOR = "\\"
-NOTE = ("weight groups are named with '\\' (tf.keras 2.x saving on Windows, keras-team/keras#18528); "
-        "grucli reads each '\\' as '/'")
+NOTE = "weight groups are named with '\\' (tf.keras 2.x saving on Windows, keras-team/keras#18528); grucli reads each '\\' as '/'"
 
 
 def has_windows_names(handle: h5py.Group) -> bool:
@@ -46,8 +45,15 @@ def joined_root(handle: h5py.Group, budget: Budget, where: str) -> h5py.Group | 
     return JoinedGroup("", objects, renamed_below)
 
 
-def _index(group: h5py.Group, real_path: str, objects: dict[str, h5py.Group | h5py.Dataset], renamed_below: set[str],
-           budget: Budget, where: str, depth: int) -> None:
+def _index(
+    group: h5py.Group,
+    real_path: str,
+    objects: dict[str, h5py.Group | h5py.Dataset],
+    renamed_below: set[str],
+    budget: Budget,
+    where: str,
+    depth: int,
+) -> None:
     if depth > MAX_CONFIG_DEPTH:
         raise ModelFileError(f"{group.name[:60]}… nests groups more than {MAX_CONFIG_DEPTH} deep; expected a Keras weights file")
     names = list(group)
@@ -63,8 +69,10 @@ def _index(group: h5py.Group, real_path: str, objects: dict[str, h5py.Group | h5
         real = f"{real_path}/{name}" if real_path else name
         path = real.replace(WINDOWS_SEPARATOR, "/")
         if path in objects:
-            raise ModelFileError(f"{where}: {objects[path].name} and {item.name} name the same weights once '\\' is read as '/' "
-                                 "(a file saved on Windows); refusing to guess which one the model holds")
+            raise ModelFileError(
+                f"{where}: {objects[path].name} and {item.name} name the same weights once '\\' is read as '/' "
+                "(a file saved on Windows); refusing to guess which one the model holds"
+            )
         objects[path] = item
         if WINDOWS_SEPARATOR in name:
             parts = path.split("/")
@@ -98,15 +106,16 @@ class JoinedGroup:
         return f"{self._path}/{key}" if self._path else key
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._child_path(key) in self._objects or (
-            isinstance(key, str) and self._child_path(key) in self._renamed_below)
+        return (isinstance(key, str) and self._child_path(key) in self._objects) or (
+            isinstance(key, str) and self._child_path(key) in self._renamed_below
+        )
 
     def __iter__(self) -> Iterator[str]:
         prefix = f"{self._path}/" if self._path else ""
         seen = set()
         for path in [*self._objects, *self._renamed_below]:
             if path.startswith(prefix) and path != self._path:
-                head = path[len(prefix):].split("/", 1)[0]
+                head = path[len(prefix) :].split("/", 1)[0]
                 if head and head not in seen:
                     seen.add(head)
                     yield head
@@ -126,4 +135,4 @@ class JoinedGroup:
         prefix = f"{self._path}/" if self._path else ""
         for path in sorted(self._objects):
             if path.startswith(prefix):
-                visit(path[len(prefix):], self._objects[path])
+                visit(path[len(prefix) :], self._objects[path])

@@ -12,8 +12,9 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from grucli.frameworks.repairs import (
     repair_config,
 )
 from grucli.model import paths
-from grucli.model.gates import keras1_conv1d_kernel
+from grucli.model.gates import keras1_conv1d_kernel, keras1_conv1d_sizes
 from grucli.model.records import ModelFile, ModelLayers, RawLayer
 from grucli.model.registry import (
     Role,
@@ -63,7 +64,7 @@ class Probe:
     initial_state: list[np.ndarray]  # the states the layer was called with (empty: zeros)
 
 
-def open_framework(name: str, command: str = "verify") -> "Framework":
+def open_framework(name: str, command: str = "verify") -> Framework:
     """The framework `--keras NAME` names (keras, tf-keras), imported."""
     if name not in FRAMEWORKS:
         raise InputError(f"--keras {name!r} is not one of: {', '.join((*FRAMEWORKS, AUTO))}")
@@ -91,8 +92,9 @@ class Framework:
         try:
             self.module = _quiet_import(self.package)
         except ImportError as exc:
-            raise VerifyError(f"{command} needs {self.package_hint}: {first_line(exc, 300)}; "
-                              f"install it with {install_hint('verify')}") from None
+            raise VerifyError(
+                f"{command} needs {self.package_hint}: {first_line(exc, 300)}; install it with {install_hint('verify')}"
+            ) from None
         self.backend = self._backend()
 
     def _backend(self) -> str:
@@ -122,8 +124,7 @@ class Framework:
 
     # loading
 
-    def load(self, model: ModelFile, layers: ModelLayers, unsafe: bool,
-             inputs: Sequence[np.ndarray] = ()) -> tuple[Any, list[str]]:
+    def load(self, model: ModelFile, layers: ModelLayers, unsafe: bool, inputs: Sequence[np.ndarray] = ()) -> tuple[Any, list[str]]:
         """The Keras model built from the config grucli read and validated, given grucli's weights.
 
         No framework ever opens the file: `load_model` would revive a SavedModel from its own
@@ -140,8 +141,7 @@ class Framework:
             repairs.append("weights set from grucli's reader (the same arrays `grucli export` writes)")
         return keras_model, repairs
 
-    def _load_repaired(self, model: ModelFile, layers: ModelLayers, repairs: list[str], unsafe: bool,
-                       inputs: Sequence[np.ndarray]) -> Any:
+    def _load_repaired(self, model: ModelFile, layers: ModelLayers, repairs: list[str], unsafe: bool, inputs: Sequence[np.ndarray]) -> Any:
         config = raw_config(model)
         config = repair_config(config, layers, repairs, keras3=self.keras3_repairs)
         declare_input_shape(config, [x.shape for x in inputs], repairs)
@@ -150,7 +150,9 @@ class Framework:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    keras_model = self._from_config(copy.deepcopy(config), model.format == "keras-v3", unsafe)  # Keras pops keys from what it reads
+                    keras_model = self._from_config(
+                        copy.deepcopy(config), model.format == "keras-v3", unsafe
+                    )  # Keras pops keys from what it reads
                 break
             except Exception as exc:  # noqa: BLE001
                 # Keras 3 wraps the cause ("Error when deserializing class 'Embedding' ... Exception
@@ -183,9 +185,11 @@ class Framework:
         known = tf_keras_layers.LOCAL.ALL_OBJECTS
         for name, class_name in layer_classes(config):
             if class_name not in known:
-                raise VerifyError(f"layer {name} is a {class_name}, a class {self.describe()} does not have (a custom layer, "
-                                  "whose code grucli never loads from a file, or a layer of another Keras generation); "
-                                  "expected Keras's own layers")
+                raise VerifyError(
+                    f"layer {name} is a {class_name}, a class {self.describe()} does not have (a custom layer, "
+                    "whose code grucli never loads from a file, or a layer of another Keras generation); "
+                    "expected Keras's own layers"
+                )
 
     def _keras3_from_config(self, config: dict[str, Any], keras_v3: bool, unsafe: bool) -> Any:
         from keras.src.saving import serialization_lib
@@ -212,7 +216,7 @@ class Framework:
 
     def predict_with_probes(
         self, keras_model: Any, inputs: list[np.ndarray], names: Sequence[str]
-    ) -> tuple[list[np.ndarray], dict[str, "Probe"]]:
+    ) -> tuple[list[np.ndarray], dict[str, Probe]]:
         """predict, plus the real input, mask and outputs of each named top-level layer, in one run.
 
         One model with the original outputs and the probed tensors is traced once, so verify
@@ -230,14 +234,14 @@ class Framework:
             raise
         except Exception as exc:  # noqa: BLE001
             raise VerifyError(f"{self.describe()} predict failed: {framework_cause(exc)}") from None
-        predicted, rest = values[: len(keras_model.outputs)], values[len(keras_model.outputs):]
+        predicted, rest = values[: len(keras_model.outputs)], values[len(keras_model.outputs) :]
         probed = {}
         for name, layout in layouts.items():
             probed[name] = layout.read(rest[: len(layout.tensors)])
-            rest = rest[len(layout.tensors):]
+            rest = rest[len(layout.tensors) :]
         return predicted, probed
 
-    def probe(self, keras_model: Any, chain: tuple[str, ...], name: str, inputs: list[np.ndarray]) -> "Probe":
+    def probe(self, keras_model: Any, chain: tuple[str, ...], name: str, inputs: list[np.ndarray]) -> Probe:
         """The real input, mask (None if unmasked) and outputs of layer `name` inside nested models `chain`."""
         owner, owner_inputs = keras_model, inputs
         for nested in chain:
@@ -248,7 +252,7 @@ class Framework:
         layout = self._probe_layout(owner.get_layer(name))
         return layout.read(self._run_probe(owner, layout.tensors, owner_inputs))
 
-    def _probe_layout(self, layer: Any) -> "_ProbeLayout":
+    def _probe_layout(self, layer: Any) -> _ProbeLayout:
         """The tensors a probe model outputs for one layer: its input, outputs, initial states, mask."""
         symbolic_input, symbolic_mask, states = self._input_and_mask(layer.input)
         outputs = list(layer.output) if isinstance(layer.output, (list, tuple)) else [layer.output]
@@ -364,7 +368,7 @@ def _mask_output_layer(module: Any) -> Any:
     """A tf-keras layer that outputs the mask its input carries (as float32: 1 kept, 0 masked)."""
     import tensorflow as tf
 
-    class MaskOutput(module.layers.Layer):  # type: ignore[name-defined, misc]
+    class MaskOutput(module.layers.Layer):
         def call(self, inputs: Any, mask: Any = None) -> Any:
             return tf.cast(mask, tf.float32)
 
@@ -454,7 +458,7 @@ def _feeding_tensor(owner: Any, nested_name: str) -> Any:
             continue
         if is_sequential(type(owner).__name__):
             return layers[index - 1].output if index > 0 else owner.inputs[0]
-        node = layer._inbound_nodes[-1]  # noqa: SLF001 - no public API gives a nested model's fed tensor
+        node = layer._inbound_nodes[-1]
         tensors = node.input_tensors if hasattr(node, "input_tensors") else node.arguments.keras_tensors
         return tensors[0] if isinstance(tensors, (list, tuple)) else tensors
     raise VerifyError(f"nested model {nested_name} not found in {owner.name}")
@@ -482,10 +486,10 @@ def _set_keras3_weights(keras_model: Any, root: RawLayer) -> None:
         group, _, index = weight.name.rpartition("/vars/")
         arrays.setdefault(group if weight.name.startswith(group + "/vars/") else "", {})[index] = weight.array
 
-    class GrucliStore(saving_lib.H5IOStore):  # type: ignore[misc, name-defined]
+    class GrucliStore(saving_lib.H5IOStore):
         """Keras's weights store interface over grucli's arrays (no HDF5 file behind it)."""
 
-        def __init__(self) -> None:  # noqa: D107 - deliberately not H5IOStore's: nothing to open
+        def __init__(self) -> None:
             self.mode = "r"
 
         def __bool__(self) -> bool:
@@ -503,8 +507,13 @@ def _set_keras3_weights(keras_model: Any, root: RawLayer) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            saving_lib._load_state(keras_model, weights_store=GrucliStore(), assets_store=None,  # noqa: SLF001
-                                   inner_path="", visited_saveables=set())
+            saving_lib._load_state(
+                keras_model,
+                weights_store=GrucliStore(),
+                assets_store=None,
+                inner_path="",
+                visited_saveables=set(),
+            )
     except ValueError as exc:
         raise VerifyError(f"the file's weights do not fit the model its config builds ({first_line(exc, 300)})") from None
 
@@ -543,5 +552,5 @@ def _weights_for(raw: RawLayer, path: str, canonical: Mapping[str, Any]) -> Iter
         return
     arrays = [np.asarray(weight.array) for weight in raw.weights]
     if is_keras1_conv1d(raw.class_name) and arrays:  # rebuilt as a Conv1D: its kernel as Keras 2's loader converts it
-        arrays[0] = keras1_conv1d_kernel(arrays[0], raw.config.get("nb_filter"), raw.config.get("filter_length"))
+        arrays[0] = keras1_conv1d_kernel(arrays[0], *keras1_conv1d_sizes(raw.config, path))
     yield from arrays

@@ -6,7 +6,8 @@ copy in memory, never on disk; each repair is described for the report.
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from grucli.model import paths
 from grucli.model.records import ModelFile, ModelLayers
@@ -40,8 +41,7 @@ NESTING_KEYS = ("layer", "backward_layer", "cell", "cells")
 
 
 def repair_config(config: dict[str, Any], layers: ModelLayers, repairs: list[str], keras3: bool = False) -> dict[str, Any]:
-    reset_after = {paths.last_name(layer.path): layer.config.get("reset_after") for layer in layers.recurrent
-                   if layer.family.two_row_bias}
+    reset_after = {paths.last_name(layer.path): layer.config.get("reset_after") for layer in layers.recurrent if layer.family.two_row_bias}
     inner = config["config"]
     if is_sequential(config["class_name"]) and set(inner) == {"layers"}:
         inner["name"] = "sequential"
@@ -176,8 +176,9 @@ def layer_classes(config: dict[str, Any]) -> Iterator[tuple[str, str]]:
             continue
         for key in ("layers", *NESTING_KEYS):
             nested = inner.get(key)
-            stack.extend(item for item in (nested if isinstance(nested, list) else [nested])
-                         if isinstance(item, dict) and "class_name" in item)
+            stack.extend(
+                item for item in (nested if isinstance(nested, list) else [nested]) if isinstance(item, dict) and "class_name" in item
+            )
 
 
 def _walk_configs(value: Any) -> Iterator[dict[str, Any]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from grucli.model.records import RecurrentLayer
-from grucli.model.semantics import KERAS2
+from grucli.model.semantics import KERAS2, Semantics
 
 # How each activation is defined, in the notation of the equations (`clip`, `exp`, `max` elementwise).
 DEFINITIONS: dict[str, str] = {
@@ -51,7 +51,7 @@ class Equations:
     notes: tuple[str, ...]
 
 
-def layer_equations(layer: RecurrentLayer, semantics: str) -> Equations:
+def layer_equations(layer: RecurrentLayer, semantics: Semantics) -> Equations:
     """The equations of one step of `layer`, exact for its configuration."""
     family, settings = layer.family, layer.settings
     act, recurrent_act = settings.shown_activation, settings.shown_recurrent_activation
@@ -60,7 +60,7 @@ def layer_equations(layer: RecurrentLayer, semantics: str) -> Equations:
     return Equations(lines, tuple(_definitions(used, semantics)), tuple(_notes(layer)))
 
 
-def _definitions(used: tuple[str, ...], semantics: str) -> list[str]:
+def _definitions(used: tuple[str, ...], semantics: Semantics) -> list[str]:
     lines = []
     for name in dict.fromkeys(used):
         if name == "hard_sigmoid":
@@ -78,20 +78,24 @@ def _notes(layer: RecurrentLayer) -> list[str]:
     arrays = "kernel, recurrent_kernel, bias" + (", recurrent_bias" if layer.bias is not None and layer.bias.ndim == 2 else "")
     notes = [
         f"{names}: gate g's {arrays} (grucli inspect slices them; export keys {layer.path}/g/...)",
-        "x: this timestep's input; h_prev" + (", c_prev" if layer.family.has_cell_state else "")
+        "x: this timestep's input; h_prev"
+        + (", c_prev" if layer.family.has_cell_state else "")
         + ": the state after the previous step (zeros at the first)",
     ]
     if layer.family.convolutional:
-        notes.append("⊛: a convolution; x ⊛ W_g with the layer's kernel_size, strides, padding and dilation_rate, "
-                     "h_prev ⊛ U_g with stride 1 and padding same")
+        notes.append(
+            "⊛: a convolution; x ⊛ W_g with the layer's kernel_size, strides, padding and dilation_rate, "
+            "h_prev ⊛ U_g with stride 1 and padding same"
+        )
     if layer.settings.go_backwards:
         notes.append("go_backwards: the steps run from the last timestep to the first")
     if layer.source_layout == "cudnn":
         if layer.family.cudnn_bias == "sum":
             notes.append(f"converted from {layer.family.cudnn_class}: b_g is the sum of cuDNN's input and recurrent biases of gate g")
         else:
-            notes.append(f"converted from {layer.family.cudnn_class}: b_g and rb_g are cuDNN's input and recurrent biases "
-                         "(a reset_after=True GRU)")
+            notes.append(
+                f"converted from {layer.family.cudnn_class}: b_g and rb_g are cuDNN's input and recurrent biases (a reset_after=True GRU)"
+            )
     if layer.source_layout == "keras1":
         notes.append("assembled from Keras 1 per-gate arrays: W_g, U_g, b_g are the file's W_g, U_g, b_g")
     return notes

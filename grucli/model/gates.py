@@ -7,10 +7,12 @@ axis, GRU `[z | r | h]`, LSTM and ConvLSTM `[i | f | c | o]`, SimpleRNN a single
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from grucli.errors import ModelFileError
 from grucli.model.records import ArraySpec, NamedArray, RecurrentLayer
 from grucli.model.registry import family_of
 from grucli.model.stats import CHUNK_BYTES, ArrayStats, StatsAccumulator, row_chunks
@@ -208,7 +210,6 @@ def describe_layout(layer: RecurrentLayer) -> list[str]:
     return lines + list(layer.family.equation_notes)
 
 
-
 def gate_export(layers: Sequence[RecurrentLayer]) -> tuple[list[ArraySpec], Iterator[tuple[int, np.ndarray]]]:
     """Every gate slice as an array to write, and the pieces that fill them.
 
@@ -225,7 +226,8 @@ def gate_export(layers: Sequence[RecurrentLayer]) -> tuple[list[ArraySpec], Iter
             for name in gate_array_names(layer):
                 if name in matrices:  # a gate's columns of every row
                     shape, dtype = (*matrices[name].shape[:-1], layer.units), matrices[name].dtype
-                else:  # one row of the bias
+                else:  # one row of the bias (gate_array_names lists bias arrays only for a layer that has one)
+                    assert layer.bias is not None
                     shape, dtype = (layer.units,), layer.bias.dtype
                 indices[-1][(gate, name)] = len(specs)
                 specs.append(ArraySpec(f"{layer.path}/{gate}/{name}", tuple(shape), np.dtype(dtype)))
@@ -253,6 +255,21 @@ def unit_columns(array: np.ndarray) -> np.ndarray:
     if array.ndim == 1:
         return array.reshape(1, -1) if array.size else array.reshape(1, 0)
     return array.reshape(int(np.prod(array.shape[:-1])), array.shape[-1])
+
+
+def keras1_conv1d_sizes(config: Mapping[str, Any], where: str) -> tuple[int, int]:
+    """A Keras 1 Convolution1D's nb_filter and filter_length, positive integers."""
+    filters, window = config.get("nb_filter"), config.get("filter_length")
+    if (
+        not (isinstance(filters, int) and isinstance(window, int))
+        or isinstance(filters, bool)
+        or isinstance(window, bool)
+        or min(filters, window) < 1
+    ):
+        raise ModelFileError(
+            f"layer {where} (Convolution1D) has nb_filter={filters!r}, filter_length={window!r}; expected positive integers"
+        )
+    return filters, window
 
 
 def keras1_conv1d_kernel(kernel: np.ndarray, filters: int, window: int) -> np.ndarray:

@@ -7,7 +7,8 @@ root model's own name is not part of any path.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,10 @@ def find_layers(model: ModelFile) -> ModelLayers:
     top = [child for role, child in root.children if role in CONTAINER_ROLES] if _is_container(root) else [root]
     for layer in top:
         for item in _walk(layer, layer.name, model):
-            (recurrent if isinstance(item, RecurrentLayer) else others).append(item)
+            if isinstance(item, RecurrentLayer):
+                recurrent.append(item)
+            else:
+                others.append(item)
     return ModelLayers(file=model, recurrent=tuple(recurrent), others=tuple(others))
 
 
@@ -56,9 +60,7 @@ def require_recurrent(found: ModelLayers) -> None:
     if found.recurrent:
         return
     others = ", ".join(f"{other.path} ({other.class_name})" for other in found.others) or "no layers"
-    raise SelectionError(
-        f"{found.file.path} has no recurrent layer (expected a GRU, LSTM, SimpleRNN or ConvLSTM layer); found: {others}"
-    )
+    raise SelectionError(f"{found.file.path} has no recurrent layer (expected a GRU, LSTM, SimpleRNN or ConvLSTM layer); found: {others}")
 
 
 def refuse_unsliced(found: ModelLayers, skip: bool = False) -> list[OtherLayer]:
@@ -66,7 +68,9 @@ def refuse_unsliced(found: ModelLayers, skip: bool = False) -> list[OtherLayer]:
     unsliced = [other for other in found.others if other.unsliced_recurrent]
     if unsliced and not skip:
         named = "; ".join(f"{other.path} ({other.class_name}): {other.skipped_reason}" for other in unsliced)
-        raise SelectionError(f"{found.file.path} holds recurrent weights grucli cannot slice: {named}; pass --skip-unsliced to leave them out")
+        raise SelectionError(
+            f"{found.file.path} holds recurrent weights grucli cannot slice: {named}; pass --skip-unsliced to leave them out"
+        )
     return unsliced
 
 
@@ -146,6 +150,7 @@ def canonical_layer(layer: RawLayer, path: str, model: ModelFile, wrapper_config
     family = family_of(kind)
     weights = layer.weights
     notes: list[str] = []
+    bias: np.ndarray | None
     if not weights:
         raise ModelFileError(f"layer {path} ({class_name}) has no weights in the file; expected a kernel, a recurrent kernel and a bias")
     if family.keras1_stored_gates and len(weights) == 3 * len(family.gates):
@@ -153,8 +158,10 @@ def canonical_layer(layer: RawLayer, path: str, model: ModelFile, wrapper_config
         kernel, recurrent, bias = gates.from_keras1(kind, [NamedArray(w.name, np.asarray(w.array)) for w in weights])
         source_layout = "keras1"
         stored_order = family.keras1_stored_gates
-        notes.append("assembled from Keras 1 per-gate arrays (W_*, U_*, b_*)"
-                     + (f", stored in gate order {', '.join(stored_order)}" if stored_order != family.gates else ""))
+        notes.append(
+            "assembled from Keras 1 per-gate arrays (W_*, U_*, b_*)"
+            + (f", stored in gate order {', '.join(stored_order)}" if stored_order != family.gates else "")
+        )
     else:
         kernel, recurrent, bias = _kernel_recurrent_bias(weights, path)
         source_layout = "keras"
@@ -212,7 +219,10 @@ def _check_keras1_shapes(path: str, kind: str, weights: tuple[NamedArray, ...]) 
     units = recurrents[0][0] if recurrents[0] else None
     fits = (
         len(set(kernels)) == len(set(recurrents)) == len(set(biases)) == 1
-        and len(kernels[0]) == 2 and kernels[0][1] == units and recurrents[0] == (units, units) and biases[0] == (units,)
+        and len(kernels[0]) == 2
+        and kernels[0][1] == units
+        and recurrents[0] == (units, units)
+        and biases[0] == (units,)
     )
     if not fits:
         raise ModelFileError(
@@ -232,7 +242,7 @@ def _check_cudnn_shapes(path: str, kind: str, kernel: Any, recurrent: Any, bias:
 
 
 def _role(weight_name: str) -> str:
-    return weight_name.split("/")[-1].split(":")[0]
+    return weight_name.rsplit("/", maxsplit=1)[-1].split(":", maxsplit=1)[0]
 
 
 def _is_cudnn(class_name: str, kind: str, recurrent: np.ndarray, bias: np.ndarray | None) -> bool:
@@ -245,14 +255,18 @@ def _is_cudnn(class_name: str, kind: str, recurrent: np.ndarray, bias: np.ndarra
     return class_name == family.cudnn_class or bias.shape == (2 * len(family.gates) * units,)
 
 
-def _check_shapes(path: str, kind: str, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray | None, config: Mapping[str, Any]) -> int:
+def _check_shapes(
+    path: str, kind: str, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray | None, config: Mapping[str, Any]
+) -> int:
     n_gates = len(gates.gate_names(kind))
     if recurrent.ndim < 2 or kernel.ndim != recurrent.ndim:
         raise ModelFileError(f"layer {path}: kernel {kernel.shape} and recurrent kernel {recurrent.shape} do not fit a {kind} layer")
     units = int(recurrent.shape[-2])
     declared = config.get("units", config.get("output_dim", config.get("filters")))
     if isinstance(declared, int) and declared != units:
-        raise ModelFileError(f"layer {path}: the config says {counted(declared, 'unit')} but the recurrent kernel {recurrent.shape} holds {units}")
+        raise ModelFileError(
+            f"layer {path}: the config says {counted(declared, 'unit')} but the recurrent kernel {recurrent.shape} holds {units}"
+        )
     expected_columns = n_gates * units
     problems = []
     if recurrent.shape[-1] != expected_columns:
@@ -316,6 +330,8 @@ def normalize_config(
     sequence_source = {**config, **{k: wrapper_config[k] for k in SEQUENCE_KEYS if k in wrapper_config}}
     family = family_of(kind)
     cudnn = is_cudnn_class(class_name) or source_layout == "cudnn"
+    activation: str | None
+    recurrent_activation: str | None
     if cudnn:
         activation, recurrent_activation = "tanh", "sigmoid"
     elif has_config:
@@ -323,18 +339,26 @@ def normalize_config(
         recurrent_activation = activation_name(config.get("recurrent_activation", config.get("inner_activation")))
         if recurrent_activation is None and family.uses_recurrent_activation:
             recurrent_activation = default_recurrent_activation(model.keras_version, class_name)
-            notes.append(f"recurrent_activation not in the config: {recurrent_activation}, the default of Keras {model.keras_version or '1'}")
+            notes.append(
+                f"recurrent_activation not in the config: {recurrent_activation}, the default of Keras {model.keras_version or '1'}"
+            )
     else:
         activation = recurrent_activation = None
         # Without a recorded version the layout tells the generation: Keras 3 weights files and
         # TensorFlow checkpoints (tf.keras 2, sigmoid since TF 2.0) record none; Keras 1 HDF5 neither.
         unrecorded = "Keras 3" if model.format.startswith("keras-v3") else "tf.keras 2" if model.format.startswith("tf-") else "Keras 1"
         saver = f"Keras {model.keras_version}" if model.keras_version else unrecorded
-        default = (None if not family.uses_recurrent_activation else "sigmoid" if unrecorded != "Keras 1" and not model.keras_version
-                   else default_recurrent_activation(model.keras_version, class_name))
+        default = (
+            None
+            if not family.uses_recurrent_activation
+            else "sigmoid"
+            if unrecorded != "Keras 1" and not model.keras_version
+            else default_recurrent_activation(model.keras_version, class_name)
+        )
         defaults = f"tanh and {default}" if default else "tanh"
-        notes.append(f"activations unknown: the file has no config (the defaults of {saver} are {defaults}; "
-                     "pass --config with the architecture)")
+        notes.append(
+            f"activations unknown: the file has no config (the defaults of {saver} are {defaults}; pass --config with the architecture)"
+        )
     normalized: dict[str, Any] = {"activation": activation}
     if family.uses_recurrent_activation:
         normalized["recurrent_activation"] = recurrent_activation
@@ -388,8 +412,11 @@ def conv_lstm_settings(layer: RecurrentLayer, error: type[GrucliError], who: str
     def per_axis(key: str) -> tuple[int, ...]:
         value = config.get(key, 1)
         values = [value] * rank if isinstance(value, int) and not isinstance(value, bool) else value
-        if not isinstance(values, list) or len(values) != rank or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        if (
+            not isinstance(values, list)
+            or len(values) != rank
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)
+        ):
             raise error(f"layer {layer.path} ({layer.kind}) has {key}={value!r}; expected {rank} positive integers")
         return tuple(values)
 

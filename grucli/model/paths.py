@@ -10,7 +10,7 @@ check, diff, replay and verify all name and select layers through this module.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 SEPARATOR = "/"
 FORWARD, BACKWARD = "forward", "backward"
@@ -47,7 +47,7 @@ def enclosing(path: str) -> tuple[str, ...]:
 
 
 def last_name(path: str) -> str:
-    return path.split(SEPARATOR)[-1]
+    return path.rsplit(SEPARATOR, maxsplit=1)[-1]
 
 
 def selects(selector: str, path: str) -> bool:

@@ -7,9 +7,10 @@ records are frozen: nothing downstream changes what was read.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class RawLayer:
     class_name: str
     config: Mapping[str, Any]
     weights: tuple[NamedArray, ...] = ()
-    children: tuple[tuple[str, "RawLayer"], ...] = ()
+    children: tuple[tuple[str, RawLayer], ...] = ()
     inferred: bool = False
     # Keras 3 saves `keras.ops` calls in a functional model as entries whose module is
     # `keras.src.ops.*`, with class names that merge layers also use (`Add`, `Multiply`).
@@ -92,7 +93,7 @@ class ModelFile:
         if self.closer is not None:
             self.closer()
 
-    def __enter__(self) -> "ModelFile":
+    def __enter__(self) -> ModelFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -100,7 +101,7 @@ class ModelFile:
 
 
 def saved_by(keras_version: str | None, version_source: str = "file") -> str:
-    """"Keras 2.15.0"; where the version is the --config JSON's (a checkpoint records none), it says so."""
+    """ "Keras 2.15.0"; where the version is the --config JSON's (a checkpoint records none), it says so."""
     if not keras_version:
         return "an unrecorded Keras version"
     if version_source == "config":
@@ -137,7 +138,7 @@ class RecurrentLayer:
         return family_of(self.kind)
 
     @cached_property
-    def settings(self) -> "Settings":
+    def settings(self) -> Settings:
         """The config's settings, typed: what every command reads (`config` is what is shown)."""
         return Settings.from_config(self.config, self.family, self.bias)
 
@@ -159,7 +160,7 @@ class Settings:
     conv: Mapping[str, Any]  # ConvLSTM: kernel_size, strides, padding, data_format, dilation_rate as stored
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], family: Family, bias: Any) -> "Settings":
+    def from_config(cls, config: Mapping[str, Any], family: Family, bias: Any) -> Settings:
         reset_after = None
         if family.two_row_bias:
             reset_after = reset_after_rule(None if bias is None else bias.ndim, config.get("reset_after"), None)

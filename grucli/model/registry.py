@@ -13,8 +13,9 @@ May import: the standard library only (it is the bottom of the model layer).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ def _sum(*terms: str | None) -> str:
 
 def _gru_equations(act: str, recurrent_act: str, has_bias: bool, reset_after: bool) -> tuple[str, ...]:
     if reset_after:  # biases on both sides; r scales the recurrent term after its product
+
         def gate(g: str) -> str:
             return _sum(f"x·W_{g}", f"b_{g}" if has_bias else None, f"h_prev·U_{g}", f"rb_{g}" if has_bias else None)
 
@@ -108,45 +110,96 @@ LSTM_MEANINGS = {"i": "input gate", "f": "forget gate", "c": "cell candidate", "
 LSTM_TRACED = {"i": "input gate", "f": "forget gate", "cc": "cell candidate", "c": "cell state", "o": "output gate", "h": "state"}
 
 GRU = Family(
-    name="GRU", gates=("z", "r", "h"),
+    name="GRU",
+    gates=("z", "r", "h"),
     meanings={"z": "update gate", "r": "reset gate", "h": "candidate state"},
-    squashed_gates=("z", "r"), states=("h",), equations=_gru_equations, cell="gru",
-    two_row_bias=True, keras1_stored_gates=("z", "r", "h"), cudnn_class="CuDNNGRU", cudnn_bias="rows",
-    torch_gates=("r", "z", "h"), torch_module="nn.GRU", onnx_op="GRU", onnx_gates=("z", "r", "h"),
+    squashed_gates=("z", "r"),
+    states=("h",),
+    equations=_gru_equations,
+    cell="gru",
+    two_row_bias=True,
+    keras1_stored_gates=("z", "r", "h"),
+    cudnn_class="CuDNNGRU",
+    cudnn_bias="rows",
+    torch_gates=("r", "z", "h"),
+    torch_module="nn.GRU",
+    onnx_op="GRU",
+    onnx_gates=("z", "r", "h"),
     equation_notes=("Keras computes h = z * h_prev + (1 - z) * hh: z near 1 keeps the old state (the textbook form swaps z and 1 - z)",),
     traced={"z": "update gate", "r": "reset gate", "hh": "candidate state", "h": "state"},
 )
 LSTM = Family(
-    name="LSTM", gates=("i", "f", "c", "o"), meanings=LSTM_MEANINGS,
-    squashed_gates=("i", "f", "o"), states=("h", "c"), equations=_lstm_equations, cell="lstm",
-    keras1_stored_gates=("i", "c", "f", "o"), cudnn_class="CuDNNLSTM", cudnn_bias="sum",
-    torch_gates=("i", "f", "c", "o"), torch_module="nn.LSTM", onnx_op="LSTM", onnx_gates=("i", "o", "f", "c"),
+    name="LSTM",
+    gates=("i", "f", "c", "o"),
+    meanings=LSTM_MEANINGS,
+    squashed_gates=("i", "f", "o"),
+    states=("h", "c"),
+    equations=_lstm_equations,
+    cell="lstm",
+    keras1_stored_gates=("i", "c", "f", "o"),
+    cudnn_class="CuDNNLSTM",
+    cudnn_bias="sum",
+    torch_gates=("i", "f", "c", "o"),
+    torch_module="nn.LSTM",
+    onnx_op="LSTM",
+    onnx_gates=("i", "o", "f", "c"),
     traced=LSTM_TRACED,
 )
 SIMPLE_RNN = Family(
-    name="SimpleRNN", gates=("h",), meanings={"h": "state"}, squashed_gates=(), states=("h",),
-    equations=_simple_rnn_equations, cell="simple_rnn", uses_recurrent_activation=False,
-    torch_gates=("h",), torch_module="nn.RNN", onnx_op="RNN", onnx_gates=("h",), traced={"h": "state"},
+    name="SimpleRNN",
+    gates=("h",),
+    meanings={"h": "state"},
+    squashed_gates=(),
+    states=("h",),
+    equations=_simple_rnn_equations,
+    cell="simple_rnn",
+    uses_recurrent_activation=False,
+    torch_gates=("h",),
+    torch_module="nn.RNN",
+    onnx_op="RNN",
+    onnx_gates=("h",),
+    traced={"h": "state"},
 )
 CONV_LSTM = Family(
-    name="ConvLSTM", gates=("i", "f", "c", "o"), meanings=LSTM_MEANINGS,
-    squashed_gates=("i", "f", "o"), states=("h", "c"), equations=_conv_lstm_equations, cell="conv_lstm",
-    convolutional=True, traced=LSTM_TRACED,
+    name="ConvLSTM",
+    gates=("i", "f", "c", "o"),
+    meanings=LSTM_MEANINGS,
+    squashed_gates=("i", "f", "o"),
+    states=("h", "c"),
+    equations=_conv_lstm_equations,
+    cell="conv_lstm",
+    convolutional=True,
+    traced=LSTM_TRACED,
 )
 FAMILIES = (GRU, LSTM, SIMPLE_RNN, CONV_LSTM)
 
 # A layer's kind (what grucli reports it as) and the family it follows.
 KINDS: Mapping[str, Family] = {
-    "GRU": GRU, "LSTM": LSTM, "SimpleRNN": SIMPLE_RNN,
-    "ConvLSTM1D": CONV_LSTM, "ConvLSTM2D": CONV_LSTM, "ConvLSTM3D": CONV_LSTM,
+    "GRU": GRU,
+    "LSTM": LSTM,
+    "SimpleRNN": SIMPLE_RNN,
+    "ConvLSTM1D": CONV_LSTM,
+    "ConvLSTM2D": CONV_LSTM,
+    "ConvLSTM3D": CONV_LSTM,
 }
 # Every class that is a recurrent layer or a standard cell, and its kind. Keras 2's V1/V2 names,
 # CuDNN layers and cells read like the layers they name.
 CLASS_KINDS: Mapping[str, str] = {
-    "GRU": "GRU", "GRUV1": "GRU", "GRUV2": "GRU", "CuDNNGRU": "GRU", "GRUCell": "GRU",
-    "LSTM": "LSTM", "LSTMV1": "LSTM", "LSTMV2": "LSTM", "CuDNNLSTM": "LSTM", "LSTMCell": "LSTM",
-    "SimpleRNN": "SimpleRNN", "SimpleRNNCell": "SimpleRNN",
-    "ConvLSTM1D": "ConvLSTM1D", "ConvLSTM2D": "ConvLSTM2D", "ConvLSTM3D": "ConvLSTM3D",
+    "GRU": "GRU",
+    "GRUV1": "GRU",
+    "GRUV2": "GRU",
+    "CuDNNGRU": "GRU",
+    "GRUCell": "GRU",
+    "LSTM": "LSTM",
+    "LSTMV1": "LSTM",
+    "LSTMV2": "LSTM",
+    "CuDNNLSTM": "LSTM",
+    "LSTMCell": "LSTM",
+    "SimpleRNN": "SimpleRNN",
+    "SimpleRNNCell": "SimpleRNN",
+    "ConvLSTM1D": "ConvLSTM1D",
+    "ConvLSTM2D": "ConvLSTM2D",
+    "ConvLSTM3D": "ConvLSTM3D",
 }
 # The standard cells RNN(cell=...) runs.
 CELL_CLASSES = frozenset({"GRUCell", "LSTMCell", "SimpleRNNCell"})
@@ -227,8 +280,13 @@ class Role(enum.Enum):
 
 
 ROLES: Mapping[str, Role] = {
-    "Bidirectional": Role.BIDIRECTIONAL, "TimeDistributed": Role.TIME_DISTRIBUTED, "RNN": Role.RNN,
-    "Sequential": Role.MODEL, "Functional": Role.MODEL, "Model": Role.MODEL, "InputLayer": Role.INPUT,
+    "Bidirectional": Role.BIDIRECTIONAL,
+    "TimeDistributed": Role.TIME_DISTRIBUTED,
+    "RNN": Role.RNN,
+    "Sequential": Role.MODEL,
+    "Functional": Role.MODEL,
+    "Model": Role.MODEL,
+    "InputLayer": Role.INPUT,
 }
 MODEL_CLASSES = frozenset(name for name, role in ROLES.items() if role is Role.MODEL)
 # The config key under which a wrapper holds the layer it wraps.
@@ -252,17 +310,32 @@ KERAS1_CONV1D_CLASS = "Convolution1D"
 
 # Keras 1 config keys and their Keras 2 names (None: no longer a setting), per class.
 KERAS1_RECURRENT_NAMES: Mapping[str, str | None] = {
-    "output_dim": "units", "inner_activation": "recurrent_activation", "dropout_W": "dropout",
-    "dropout_U": "recurrent_dropout", "consume_less": None, "input_dim": None, "input_length": None,
+    "output_dim": "units",
+    "inner_activation": "recurrent_activation",
+    "dropout_W": "dropout",
+    "dropout_U": "recurrent_dropout",
+    "consume_less": None,
+    "input_dim": None,
+    "input_length": None,
 }
 KERAS1_CONV_NAMES: Mapping[str, str | None] = {
-    "nb_filter": "filters", "filter_length": "kernel_size", "subsample_length": "strides", "border_mode": "padding",
-    "bias": "use_bias", "init": "kernel_initializer", "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
-    "W_constraint": "kernel_constraint", "b_constraint": "bias_constraint", "input_dim": None, "input_length": None,
+    "nb_filter": "filters",
+    "filter_length": "kernel_size",
+    "subsample_length": "strides",
+    "border_mode": "padding",
+    "bias": "use_bias",
+    "init": "kernel_initializer",
+    "W_regularizer": "kernel_regularizer",
+    "b_regularizer": "bias_regularizer",
+    "W_constraint": "kernel_constraint",
+    "b_constraint": "bias_constraint",
+    "input_dim": None,
+    "input_length": None,
 }
 KERAS1_SETTING_NAMES: Mapping[str, Mapping[str, str | None]] = {
     **{family.name: KERAS1_RECURRENT_NAMES for family in FAMILIES if not family.convolutional},
-    "Dense": {"output_dim": "units"}, "Conv1D": KERAS1_CONV_NAMES,
+    "Dense": {"output_dim": "units"},
+    "Conv1D": KERAS1_CONV_NAMES,
 }
 KERAS2_CONV1D_CLASS = "Conv1D"  # what Keras 1's Convolution1D is read as
 INPUT_CLASS = "InputLayer"

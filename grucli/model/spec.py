@@ -19,8 +19,9 @@ engine (`graph`) and the input shapes (`inputs`) read a `GraphSpec`, never the r
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from grucli.errors import ModelFileError
 from grucli.model.records import RawLayer
@@ -82,8 +83,9 @@ class GraphSpec:
     def member(self, name: str) -> RawLayer | None:
         return next((layer for layer in self.members if layer.name == name), None)
 
-    def evaluate(self, inputs: Sequence[T], call: Callable[[NodeSpec, tuple[Any, ...], dict[str, Any]], Sequence[T]],
-                 where: str) -> list[T]:
+    def evaluate(
+        self, inputs: Sequence[T], call: Callable[[NodeSpec, tuple[Any, ...], dict[str, Any]], Sequence[T]], where: str
+    ) -> list[T]:
         """The functional graph's outputs: each node called (by `call`, with its arguments resolved)
         once every tensor it takes is computed; the replay computes arrays, convert ONNX names."""
         if len(self.inputs) != len(inputs):
@@ -93,8 +95,9 @@ class GraphSpec:
         while pending:
             ready = [node for node in pending if all(ref in computed for ref in node.call.refs())]
             if not ready:
-                raise ModelFileError(f"cannot order the layer graph of {self.name}: the inputs of {pending[0].layer.name} "
-                                     "are never computed")
+                raise ModelFileError(
+                    f"cannot order the layer graph of {self.name}: the inputs of {pending[0].layer.name} are never computed"
+                )
             for node in ready:
                 args, kwargs = node.call.resolve(computed)
                 for index, value in enumerate(call(node, args, kwargs)):
@@ -117,8 +120,8 @@ def graph_spec(model: RawLayer, source: str) -> GraphSpec:
     members = tuple(child for _, child in model.children)
     config = model.config
     entries = _layer_entries(config)
-    sequential = is_sequential(model.class_name) or isinstance(config.get("layers"), list) and not any(
-        _inbound_nodes(entry) for entry in entries
+    sequential = is_sequential(model.class_name) or (
+        isinstance(config.get("layers"), list) and not any(_inbound_nodes(entry) for entry in entries)
     )
     if sequential:
         return GraphSpec(model.name, True, members, (), (), ())
@@ -132,8 +135,9 @@ def graph_spec(model: RawLayer, source: str) -> GraphSpec:
         for node_index, node in enumerate(_inbound_nodes(entry)):
             call = parse_call(node)
             nodes.append(NodeSpec(layer, call, node_index + _skipped_first_node(layer, call.keras2)))
-    return GraphSpec(model.name, False, members, tuple(_refs(config.get("input_layers"))),
-                     tuple(_refs(config.get("output_layers"))), tuple(nodes))
+    return GraphSpec(
+        model.name, False, members, tuple(_refs(config.get("input_layers"))), tuple(_refs(config.get("output_layers"))), tuple(nodes)
+    )
 
 
 # --- config graph formats (Keras 2 lists, Keras 3 dicts) ------------------------------------------------
@@ -202,8 +206,11 @@ def _keras2_decoded(value: Any) -> Any:
     """A Keras 2 call keyword: [name, node, index] (and [name, node, index, kwargs]) are tensors,
     as tf-keras's `_deserialize_keras_tensors` reads them."""
     if isinstance(value, list):
-        if 3 <= len(value) <= 4 and isinstance(value[0], str) and all(_is_count(v) for v in value[1:3]) and (
-            len(value) == 3 or isinstance(value[3], Mapping)
+        if (
+            3 <= len(value) <= 4
+            and isinstance(value[0], str)
+            and all(_is_count(v) for v in value[1:3])
+            and (len(value) == 3 or isinstance(value[3], Mapping))
         ):
             return Ref(value[0], int(value[1]), int(value[2]))
         return [_keras2_decoded(v) for v in value]

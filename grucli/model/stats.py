@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,7 @@ class StatsAccumulator:
         self.low = min(self.low, float(values.min()))
         self.high = max(self.high, float(values.max()))
 
-    def merge(self, other: "StatsAccumulator") -> None:
+    def merge(self, other: StatsAccumulator) -> None:
         """Add what another accumulator saw (another block of rows of the same array)."""
         self.size += other.size
         self.count += other.count
@@ -101,6 +102,13 @@ class StatsAccumulator:
         mean = self.total / self.count
         variance = max(self.squares / self.count - mean * mean, 0.0)
         return ArrayStats(
-            size=self.size, mean=mean, std=float(np.sqrt(variance)), min=self.low, max=self.high,
-            norm=float(np.sqrt(self.squares)), max_abs=max(abs(self.low), abs(self.high)), nan=self.nan, inf=self.inf,
+            size=self.size,
+            mean=mean,
+            std=float(np.sqrt(variance)),
+            min=self.low,
+            max=self.high,
+            norm=float(np.sqrt(self.squares)),
+            max_abs=max(abs(self.low), abs(self.high)),
+            nan=self.nan,
+            inf=self.inf,
         )

@@ -12,8 +12,9 @@ May import: model/records, errors.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from grucli.errors import GrucliError
 
@@ -30,14 +31,53 @@ def _signature(parameters: str, fixed: Mapping[str, Any] | None = None, takes_li
     return TfSignature(tuple(parameters.split()), {**defaults, **(fixed or {})}, tuple(fixed or ()), takes_list)
 
 
-BINARY = ("__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv", "math.divide", "math.pow",
-          "math.maximum", "math.minimum", "math.squared_difference", "math.equal", "math.not_equal", "math.greater",
-          "math.greater_equal", "math.less", "math.less_equal", "math.logical_and", "math.logical_or")
-UNARY = ("math.logical_not", "math.exp", "math.log", "math.sqrt", "math.square", "math.abs", "math.negative", "math.sign",
-         "math.reciprocal", "math.log1p", "math.expm1", "math.tanh", "math.sigmoid", "math.floor", "math.ceil")
+BINARY = (
+    "__operators__.add",
+    "math.add",
+    "math.subtract",
+    "math.multiply",
+    "math.truediv",
+    "math.divide",
+    "math.pow",
+    "math.maximum",
+    "math.minimum",
+    "math.squared_difference",
+    "math.equal",
+    "math.not_equal",
+    "math.greater",
+    "math.greater_equal",
+    "math.less",
+    "math.less_equal",
+    "math.logical_and",
+    "math.logical_or",
+)
+UNARY = (
+    "math.logical_not",
+    "math.exp",
+    "math.log",
+    "math.sqrt",
+    "math.square",
+    "math.abs",
+    "math.negative",
+    "math.sign",
+    "math.reciprocal",
+    "math.log1p",
+    "math.expm1",
+    "math.tanh",
+    "math.sigmoid",
+    "math.floor",
+    "math.ceil",
+)
 FEATURES_UNARY = ("nn.relu", "nn.relu6", "nn.elu", "nn.selu", "math.softsign", "math.softplus")
-REDUCTIONS = ("math.reduce_mean", "math.reduce_sum", "math.reduce_max", "math.reduce_min", "math.reduce_any", "math.reduce_all",
-              "math.reduce_prod")
+REDUCTIONS = (
+    "math.reduce_mean",
+    "math.reduce_sum",
+    "math.reduce_max",
+    "math.reduce_min",
+    "math.reduce_any",
+    "math.reduce_all",
+    "math.reduce_prod",
+)
 _TRANSPOSE = _signature("a perm conjugate", fixed={"conjugate": False}, perm=None)
 _SQUEEZE = _signature("input axis squeeze_dims", axis=None, squeeze_dims=None)
 
@@ -52,22 +92,33 @@ TF_SIGNATURES: Mapping[str, TfSignature] = {
     "nn.log_softmax": _signature("logits axis", axis=None),
     **{name: _signature("input_tensor axis keepdims", axis=None, keepdims=False) for name in REDUCTIONS},
     "reshape": _signature("tensor shape"),
-    "transpose": _TRANSPOSE, "compat.v1.transpose": _TRANSPOSE,
+    "transpose": _TRANSPOSE,
+    "compat.v1.transpose": _TRANSPOSE,
     "expand_dims": _signature("input axis"),
-    "squeeze": _SQUEEZE, "compat.v1.squeeze": _SQUEEZE,
+    "squeeze": _SQUEEZE,
+    "compat.v1.squeeze": _SQUEEZE,
     "concat": _signature("values axis", takes_list="values"),
     "stack": _signature("values axis", takes_list="values", axis=0),
-    "linalg.matmul": _signature("a b transpose_a transpose_b adjoint_a adjoint_b a_is_sparse b_is_sparse output_type",
-                                fixed={"adjoint_a": False, "adjoint_b": False, "a_is_sparse": False, "b_is_sparse": False,
-                                       "output_type": None}, transpose_a=False, transpose_b=False),
+    "linalg.matmul": _signature(
+        "a b transpose_a transpose_b adjoint_a adjoint_b a_is_sparse b_is_sparse output_type",
+        fixed={"adjoint_a": False, "adjoint_b": False, "a_is_sparse": False, "b_is_sparse": False, "output_type": None},
+        transpose_a=False,
+        transpose_b=False,
+    ),
     "where": _signature("condition x y"),
     "cast": _signature("x dtype"),
     "__operators__.getitem": _signature("tensor slice_spec"),
 }
 
 
-def bind(signature: TfSignature, where: str, args: Sequence[Any], kwargs: Mapping[str, Any], error: type[GrucliError],
-         is_tensor: Callable[[Any], bool]) -> dict[str, Any]:
+def bind(
+    signature: TfSignature,
+    where: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    error: type[GrucliError],
+    is_tensor: Callable[[Any], bool],
+) -> dict[str, Any]:
     """The call's arguments by parameter, defaults filled in; `error` names what does not bind.
     The list parameter (concat, stack) is always a list: `tf.concat([g], 1)` is saved as a call on g."""
     if len(args) > len(signature.parameters):
@@ -99,6 +150,7 @@ def bind(signature: TfSignature, where: str, args: Sequence[Any], kwargs: Mappin
 def slice_spec_key(value: Any) -> Any:
     """tf-keras's saved `slice_spec` decoded: {start, stop, step} objects are slices, `__ellipsis__`
     is `...`; integers and None stay (a list stays a list: one item per axis)."""
+
     def decoded(item: Any) -> Any:
         if isinstance(item, Mapping) and set(item) == {"start", "stop", "step"}:
             return slice(item["start"], item["stop"], item["step"])

@@ -11,7 +11,8 @@ May import: output/ (formats, render, heatmaps), and the report records by name 
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 
 class OutputFormat(enum.Enum):
@@ -104,7 +105,9 @@ def _convert_json(report: Any, color: bool, width: int) -> str:
 # Report type (module.class) → its formatters.
 FORMATTERS: Mapping[str, Mapping[OutputFormat, Formatter]] = {
     "grucli.commands.inspect.InspectReport": {
-        OutputFormat.TEXT: _inspect_text, OutputFormat.JSON: _inspect_json, OutputFormat.HEATMAP: _inspect_heatmap,
+        OutputFormat.TEXT: _inspect_text,
+        OutputFormat.JSON: _inspect_json,
+        OutputFormat.HEATMAP: _inspect_heatmap,
     },
     "grucli.commands.verify_report.VerifyReport": {OutputFormat.TEXT: _verify_text, OutputFormat.JSON: _verify_json},
     "grucli.commands.explain.Explanation": {OutputFormat.TEXT: _explain_text, OutputFormat.JSON: _explain_json},

@@ -10,15 +10,16 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from grucli.version import __version__
 from grucli.errors import OutputError
 from grucli.model.records import ArraySpec, OtherLayer
+from grucli.version import __version__
 
 if TYPE_CHECKING:
     from grucli.commands.check import CheckReport
@@ -68,8 +69,11 @@ def _layer_json(report: LayerReport) -> dict[str, Any]:
         "inferred": layer.inferred,
         "notes": list(layer.notes),
         "layout": list(report.layout),
-        "equations": {"lines": list(report.equations.lines), "definitions": list(report.equations.definitions),
-                      "notes": list(report.equations.notes)},
+        "equations": {
+            "lines": list(report.equations.lines),
+            "definitions": list(report.equations.definitions),
+            "notes": list(report.equations.notes),
+        },
         "stored_weights": [{"name": name, "shape": list(shape)} for name, shape in layer.stored_weights],
         "canonical_shapes": {
             "kernel": list(layer.kernel.shape),
@@ -136,7 +140,7 @@ def write_npy(path: str | Path, array: np.ndarray, force: bool = False) -> None:
 STDOUT = "-"  # `-o -`: the file's bytes go to standard output
 
 
-def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], force: bool = False) -> None:
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], object], force: bool = False) -> None:
     """Write through `write` to a temporary file beside `path`, then rename it into place.
 
     A reader never sees a half-written file, and an interrupted run leaves nothing behind.
@@ -150,8 +154,10 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], force: boo
         raise OutputError(f"{target} is a directory; expected a file path for the output")
     if target.exists() and not target.is_file():
         # --force replaces files only: renamed over a device node (as root, /dev/null) or a FIFO it would replace it
-        raise OutputError(f"{target} is not a regular file (a device, FIFO or socket); expected a file path for the output "
-                          "(use -o - to write to standard output)")
+        raise OutputError(
+            f"{target} is not a regular file (a device, FIFO or socket); expected a file path for the output "
+            "(use -o - to write to standard output)"
+        )
     if target.exists() and not force:
         raise OutputError(f"{target} already exists; pass --force to overwrite it")
     folder = target.parent if str(target.parent) else Path(".")
@@ -181,7 +187,7 @@ def _umask() -> int:
     return mask
 
 
-def _write_stdout(write: Callable[[BinaryIO], None]) -> None:
+def _write_stdout(write: Callable[[BinaryIO], object]) -> None:
     """The whole file made first in a temporary file (.npz writing seeks), then copied to stdout,
     so a failure half-way sends nothing."""
     import shutil
@@ -197,15 +203,23 @@ def _write_stdout(write: Callable[[BinaryIO], None]) -> None:
             pass  # the reader went away; what it read was a prefix of a complete file
 
 
-def verify_json(report: "VerifyReport") -> str:
-    def comparison(c: "Comparison | None") -> dict[str, Any] | None:
+def verify_json(report: VerifyReport) -> str:
+    def comparison(c: Comparison | None) -> dict[str, Any] | None:
         if c is None:
             return None
-        worst = None if c.worst is None else {"sample": c.worst.sample, "timestep": c.worst.timestep, "unit": c.worst.unit,
-                                          "position": list(c.worst.position)}
+        worst = (
+            None
+            if c.worst is None
+            else {"sample": c.worst.sample, "timestep": c.worst.timestep, "unit": c.worst.unit, "position": list(c.worst.position)}
+        )
         # JSON has no Inf: a comparison with NaN/Inf gives null errors and says why in `nonfinite`.
-        return {"max_abs_err": _finite_or_none(c.max_abs_err), "max_rel_err": _finite_or_none(c.max_rel_err), "passed": c.passed,
-                "worst": worst, "nonfinite": list(c.nonfinite)}
+        return {
+            "max_abs_err": _finite_or_none(c.max_abs_err),
+            "max_rel_err": _finite_or_none(c.max_rel_err),
+            "passed": c.passed,
+            "worst": worst,
+            "nonfinite": list(c.nonfinite),
+        }
 
     document = {
         "schema_version": SCHEMA_VERSION,
@@ -224,8 +238,15 @@ def verify_json(report: "VerifyReport") -> str:
         "compute_dtype": report.compute_dtype,
         "input": report.input_description,
         "layers": [
-            {"path": check.path, "class": check.class_name, **(comparison(check.comparison) or {
-                "max_abs_err": None, "max_rel_err": None, "passed": False, "worst": None, "nonfinite": []}), "note": check.note}
+            {
+                "path": check.path,
+                "class": check.class_name,
+                **(
+                    comparison(check.comparison)
+                    or {"max_abs_err": None, "max_rel_err": None, "passed": False, "worst": None, "nonfinite": []}
+                ),
+                "note": check.note,
+            }
             for check in report.layers
         ],
         "comparisons": {name: comparison(value) for name, value in report.comparisons.items()},
@@ -233,8 +254,13 @@ def verify_json(report: "VerifyReport") -> str:
         "repairs": list(report.repairs),
         "warnings": [f"semantics: {failure}" for failure in report.semantic_failures] + list(report.warnings),
         "traces": [
-            {"path": t.path, "sample": t.sample, "unit": t.unit, "inputs": _json_values(t.inputs),
-             "values": {name: _json_values(v) for name, v in t.values.items()}}
+            {
+                "path": t.path,
+                "sample": t.sample,
+                "unit": t.unit,
+                "inputs": _json_values(t.inputs),
+                "values": {name: _json_values(v) for name, v in t.values.items()},
+            }
             for t in report.traces
         ],
     }
@@ -245,7 +271,7 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def diff_json(report: "DiffReport") -> str:
+def diff_json(report: DiffReport) -> str:
     document = {
         "schema_version": SCHEMA_VERSION,
         "a": report.a,
@@ -254,15 +280,21 @@ def diff_json(report: "DiffReport") -> str:
         "atol": report.atol,
         "changed_beyond_atol": [f"{c.path}/{c.gate}/{c.array}" for c in report.changed_beyond_tolerance],
         "changes": [
-            {"path": c.path, "gate": c.gate, "array": c.array, "max_abs_change": c.max_abs_change, "rel_change": c.rel_change,
-             "top_units": [{"unit": unit, "change": change} for unit, change in c.top_units]}
+            {
+                "path": c.path,
+                "gate": c.gate,
+                "array": c.array,
+                "max_abs_change": c.max_abs_change,
+                "rel_change": c.rel_change,
+                "top_units": [{"unit": unit, "change": change} for unit, change in c.top_units],
+            }
             for c in report.changes
         ],
     }
     return _dumps(document)
 
 
-def check_json(report: "CheckReport") -> str:
+def check_json(report: CheckReport) -> str:
     document = {
         "schema_version": SCHEMA_VERSION,
         "file": report.path,
@@ -270,15 +302,22 @@ def check_json(report: "CheckReport") -> str:
         "thresholds": asdict(report.thresholds),
         "layers": list(report.layers_checked),
         "findings": [
-            {"check": f.check, "path": f.path, "gate": f.gate, "unit": f.unit, "array": f.array,
-             "value": f.value if math.isfinite(f.value) else str(f.value), "message": f.message}
+            {
+                "check": f.check,
+                "path": f.path,
+                "gate": f.gate,
+                "unit": f.unit,
+                "array": f.array,
+                "value": f.value if math.isfinite(f.value) else str(f.value),
+                "message": f.message,
+            }
             for f in report.findings
         ],
     }
     return _dumps(document)
 
 
-def explain_json(explanation: "Explanation") -> str:
+def explain_json(explanation: Explanation) -> str:
     """The `explain --json` document: the equations, then every step of one unit."""
     e = explanation
     document = {
@@ -294,8 +333,11 @@ def explain_json(explanation: "Explanation") -> str:
         "semantics": e.semantics,
         "input": e.input_description,
         "go_backwards": e.go_backwards,
-        "equations": {"lines": list(e.equations.lines), "definitions": list(e.equations.definitions),
-                      "notes": [*e.equations.notes, *e.activation_notes]},
+        "equations": {
+            "lines": list(e.equations.lines),
+            "definitions": list(e.equations.definitions),
+            "notes": [*e.equations.notes, *e.activation_notes],
+        },
         "steps": [_step_json(step) for step in e.steps],
         "output": {
             "reference": e.output.reference,
@@ -310,7 +352,7 @@ def explain_json(explanation: "Explanation") -> str:
     return _dumps(document)
 
 
-def _step_json(step: "Step") -> dict[str, Any]:
+def _step_json(step: Step) -> dict[str, Any]:
     entry: dict[str, Any] = {"t": step.t, "x": _json_values(step.x), "h_prev": _json_values(step.h_prev)}
     if step.c_prev is not None:
         entry["c_prev"] = _json_values(step.c_prev)
@@ -325,23 +367,29 @@ def _step_json(step: "Step") -> dict[str, Any]:
     return entry
 
 
-def convert_json(report: "ConvertReport") -> str:
+def convert_json(report: ConvertReport) -> str:
     compared = report.comparison
-    return _dumps({
-        "file": report.path,
-        "output": report.output,
-        "nodes": report.nodes,
-        "recurrent_nodes": list(report.recurrent_nodes),
-        "graph_inputs": list(report.inputs),
-        "graph_outputs": list(report.outputs),
-        "state_inputs": list(report.state_inputs),
-        "state_outputs": list(report.state_outputs),
-        "input": report.input_description,
-        "atol": report.atol,
-        "rtol": report.rtol,
-        "onnxruntime_vs_replay": None if compared is None else {
-            "max_abs_err": _finite_or_none(compared.max_abs_err), "max_rel_err": _finite_or_none(compared.max_rel_err),
-            "passed": compared.passed},
-        "not_compared": report.not_compared,
-        "passed": report.passed,
-    })
+    return _dumps(
+        {
+            "file": report.path,
+            "output": report.output,
+            "nodes": report.nodes,
+            "recurrent_nodes": list(report.recurrent_nodes),
+            "graph_inputs": list(report.inputs),
+            "graph_outputs": list(report.outputs),
+            "state_inputs": list(report.state_inputs),
+            "state_outputs": list(report.state_outputs),
+            "input": report.input_description,
+            "atol": report.atol,
+            "rtol": report.rtol,
+            "onnxruntime_vs_replay": None
+            if compared is None
+            else {
+                "max_abs_err": _finite_or_none(compared.max_abs_err),
+                "max_rel_err": _finite_or_none(compared.max_rel_err),
+                "passed": compared.passed,
+            },
+            "not_compared": report.not_compared,
+            "passed": report.passed,
+        }
+    )

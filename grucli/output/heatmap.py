@@ -6,7 +6,8 @@ May import: rich, numpy, output/render (the shared drawing), commands/ records.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import RenderableType
@@ -43,9 +44,11 @@ def render_heatmaps(report: InspectReport, color: bool = True, width: int = 120)
         parts.append(_legend(scale, color))
         for gate in layer_report.gates:
             ordered = sorted(gate.arrays, key=lambda a: ARRAY_ORDER.index(a.name))
-            for array in ordered:
-                if array.values is not None:
-                    parts.append(_heatmap(f"{gate.gate} ({gate.meaning}) · {array.name}", array, scale, color, width))
+            parts.extend(
+                _heatmap(f"{gate.gate} ({gate.meaning}) · {array.name}", array, scale, color, width)
+                for array in ordered
+                if array.values is not None
+            )
     return to_text(parts, color, width)
 
 
@@ -105,12 +108,12 @@ def _blocks(size: int, limit: int) -> tuple[list[int], int]:
 
 def _block_peaks(values: np.ndarray, rows: list[int], columns: list[int]) -> np.ndarray:
     """Each block's value of largest magnitude, sign kept: averages would wash weights out."""
-    row_edges = rows + [values.shape[0]]
-    column_edges = columns + [values.shape[1]]
+    row_edges = [*rows, values.shape[0]]
+    column_edges = [*columns, values.shape[1]]
     out = np.empty((len(rows), len(columns)))
     for i in range(len(rows)):
         for j in range(len(columns)):
-            block = values[row_edges[i]:row_edges[i + 1], column_edges[j]:column_edges[j + 1]].ravel()
+            block = values[row_edges[i] : row_edges[i + 1], column_edges[j] : column_edges[j + 1]].ravel()
             if not np.all(np.isfinite(block)):
                 out[i, j] = np.nan
             else:
@@ -123,10 +126,8 @@ def _cell(value: float, scale: float, color: bool, width: int) -> Text:
         return Text("!" * width, style="bold yellow on black" if color else "")
     level = float(np.clip(value / scale, -1, 1))
     if not color:
-        return Text(NO_COLOR_RAMP[int(round((level + 1) / 2 * (len(NO_COLOR_RAMP) - 1)))] * width)
+        return Text(NO_COLOR_RAMP[round((level + 1) / 2 * (len(NO_COLOR_RAMP) - 1))] * width)
     # Diverging: white at zero, towards blue (negative) or red (positive).
-    fade = int(round(255 * (1 - abs(level))))
+    fade = round(255 * (1 - abs(level)))
     red, green, blue = (255, fade, fade) if level > 0 else (fade, fade, 255)
     return Text(" " * width, style=f"on rgb({red},{green},{blue})")
-
-

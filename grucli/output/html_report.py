@@ -43,10 +43,12 @@ def render_report(report: ModelReport) -> str:
     # Inside <script>: nothing the data holds may close the element or open a comment.
     data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     title = html.escape(f"grucli report: {Path(report.path).name}")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
-            f"<link rel=\"icon\" href=\"data:,\"><meta name=\"viewport\" content=\"width=device-width\">"
-            f"<style>{STYLE}</style></head><body>\n{''.join(body)}\n<div id=\"tooltip\" role=\"status\"></div>\n"
-            f"<script type=\"application/json\" id=\"grucli-data\">{data}</script>\n<script>{SCRIPT}</script></body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f'<link rel="icon" href="data:,"><meta name="viewport" content="width=device-width">'
+        f'<style>{STYLE}</style></head><body>\n{"".join(body)}\n<div id="tooltip" role="status"></div>\n'
+        f'<script type="application/json" id="grucli-data">{data}</script>\n<script>{SCRIPT}</script></body></html>\n'
+    )
 
 
 # --- sections ---------------------------------------------------------------------------------------------
@@ -57,52 +59,73 @@ def _e(value: Any) -> str:
 
 
 def _header(report: ModelReport) -> str:
-    layers = ", ".join(f"<a href=\"#{_anchor(s.path)}\">{_e(s.path)}</a> ({_e(s.kind)})" for s in report.layers) or "none"
-    rows = [("file", report.path), ("format", report.format), ("Keras version", report.keras_version or "not recorded"),
-            ("definitions", f"{report.semantics} (hard_sigmoid and defaults as the saving Keras defines them)"),
-            ("input", report.input_description or "none")]
+    layers = ", ".join(f'<a href="#{_anchor(s.path)}">{_e(s.path)}</a> ({_e(s.kind)})' for s in report.layers) or "none"
+    rows = [
+        ("file", report.path),
+        ("format", report.format),
+        ("Keras version", report.keras_version or "not recorded"),
+        ("definitions", f"{report.semantics} (hard_sigmoid and defaults as the saving Keras defines them)"),
+        ("input", report.input_description or "none"),
+    ]
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
-    missing = f"<p class=\"note\">Activations: {_e(report.activities_missing)}</p>" if report.activities_missing else ""
-    return (f"<header><h1>{_e(Path(report.path).name)}</h1><table class=\"facts\">{table}"
-            f"<tr><th>recurrent layers</th><td>{layers}</td></tr></table>{missing}</header>\n")
+    missing = f'<p class="note">Activations: {_e(report.activities_missing)}</p>' if report.activities_missing else ""
+    return (
+        f'<header><h1>{_e(Path(report.path).name)}</h1><table class="facts">{table}'
+        f"<tr><th>recurrent layers</th><td>{layers}</td></tr></table>{missing}</header>\n"
+    )
 
 
 def _verify(report: ModelReport) -> str:
     if report.verify is None:
-        return f"<section id=\"verify\"><h2>verify</h2><p class=\"note\">{_e(report.verify_missing)}</p></section>\n"
+        return f'<section id="verify"><h2>verify</h2><p class="note">{_e(report.verify_missing)}</p></section>\n'
     verify = report.verify
     verdict = "pass" if verify.passed else "FAIL"
-    rows = []
-    for check in verify.layers:
-        rows.append(_comparison_row(f"layer {check.path}", check.comparison, check.note))
-    for name, comparison in verify.comparisons.items():
-        if comparison is not None:  # the others need what was not given (--expected)
-            rows.append(_comparison_row(name.replace("_", " "), comparison, None))
-    failures = "".join(f"<p class=\"bad\">{_e(line)}</p>" for line in verify.semantic_failures)
-    return (f"<section id=\"verify\"><h2>verify: <span class=\"{'good' if verify.passed else 'bad'}\">{verdict}</span></h2>"
-            f"<p>{_e(verify.framework)} on {_e(verify.device)}, {_e(verify.input_description)}; tolerance atol {verify.atol:g}, "
-            f"rtol {verify.rtol:g}</p>{failures}<table class=\"grid\"><tr><th>compared</th><th>max abs err</th><th>max rel err</th>"
-            f"<th>worst place</th><th></th></tr>{''.join(rows)}</table></section>\n")
+    rows = [_comparison_row(f"layer {check.path}", check.comparison, check.note) for check in verify.layers]
+    # Comparisons that are None needed what was not given (--expected).
+    rows += [
+        _comparison_row(name.replace("_", " "), comparison, None)
+        for name, comparison in verify.comparisons.items()
+        if comparison is not None
+    ]
+    failures = "".join(f'<p class="bad">{_e(line)}</p>' for line in verify.semantic_failures)
+    return (
+        f'<section id="verify"><h2>verify: <span class="{"good" if verify.passed else "bad"}">{verdict}</span></h2>'
+        f"<p>{_e(verify.framework)} on {_e(verify.device)}, {_e(verify.input_description)}; tolerance atol {verify.atol:g}, "
+        f'rtol {verify.rtol:g}</p>{failures}<table class="grid"><tr><th>compared</th><th>max abs err</th><th>max rel err</th>'
+        f"<th>worst place</th><th></th></tr>{''.join(rows)}</table></section>\n"
+    )
 
 
 def _comparison_row(what: str, comparison: Any, note: str | None) -> str:
     if comparison is None:
-        return f"<tr><td>{_e(what)}</td><td colspan=\"4\" class=\"bad\">{_e(note or 'not compared')}</td></tr>"
+        return f'<tr><td>{_e(what)}</td><td colspan="4" class="bad">{_e(note or "not compared")}</td></tr>'
     worst = comparison.worst
-    place = "" if worst is None else f"sample {worst.sample}" + ("" if worst.timestep is None else f", step {worst.timestep}") + f", unit {worst.unit}"
-    state = "<span class=\"good\">pass</span>" if comparison.passed else "<span class=\"bad\">FAIL</span>"
-    return (f"<tr><td>{_e(what)}</td><td>{comparison.max_abs_err:.3g}</td><td>{comparison.max_rel_err:.3g}</td>"
-            f"<td>{_e(place)}</td><td>{state}</td></tr>")
+    place = (
+        ""
+        if worst is None
+        else f"sample {worst.sample}" + ("" if worst.timestep is None else f", step {worst.timestep}") + f", unit {worst.unit}"
+    )
+    state = '<span class="good">pass</span>' if comparison.passed else '<span class="bad">FAIL</span>'
+    return (
+        f"<tr><td>{_e(what)}</td><td>{comparison.max_abs_err:.3g}</td><td>{comparison.max_rel_err:.3g}</td>"
+        f"<td>{_e(place)}</td><td>{state}</td></tr>"
+    )
 
 
 def _check(report: ModelReport) -> str:
     check = report.check
     if not check.findings:
-        return (f"<section id=\"check\"><h2>check: <span class=\"good\">no findings</span></h2><p>{len(check.layers_checked)} "
-                "layer(s): no NaN or Inf weights, dead units, saturated gates or exploding recurrent blocks.</p></section>\n")
-    items = "".join(f"<li><b>{_e(f.check)}</b> {_e(f.path)} gate {_e(f.gate)}"
-                    + ("" if f.unit is None else f" unit {f.unit}") + f": {_e(f.message)}</li>" for f in check.findings)
-    return f"<section id=\"check\"><h2>check: <span class=\"bad\">{len(check.findings)} finding(s)</span></h2><ul>{items}</ul></section>\n"
+        return (
+            f'<section id="check"><h2>check: <span class="good">no findings</span></h2><p>{len(check.layers_checked)} '
+            "layer(s): no NaN or Inf weights, dead units, saturated gates or exploding recurrent blocks.</p></section>\n"
+        )
+    items = "".join(
+        f"<li><b>{_e(f.check)}</b> {_e(f.path)} gate {_e(f.gate)}"
+        + ("" if f.unit is None else f" unit {f.unit}")
+        + f": {_e(f.message)}</li>"
+        for f in check.findings
+    )
+    return f'<section id="check"><h2>check: <span class="bad">{len(check.findings)} finding(s)</span></h2><ul>{items}</ul></section>\n'
 
 
 def _anchor(path: str) -> str:
@@ -113,21 +136,31 @@ def _layer(section: LayerSection, maps: list[dict[str, Any]]) -> str:
     settings = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in section.settings)
     equations = section.equations
     lines = "\n".join(equations.lines)
-    extra = "".join(f"<p class=\"note\">{_e(line)}</p>" for line in (*equations.definitions, *equations.notes))
+    extra = "".join(f'<p class="note">{_e(line)}</p>' for line in (*equations.definitions, *equations.notes))
     weights = "".join(_weight_figure(section, weight, maps) for weight in section.weights)
     activity = _activity(section.activity, maps) if section.activity is not None else ""
-    return (f"<section class=\"layer\" id=\"{_anchor(section.path)}\" data-path=\"{_e(section.path)}\">"
-            f"<h2>{_e(section.path)} <small>{_e(section.kind)}({section.units})</small></h2>"
-            f"<div class=\"row\"><table class=\"facts\">{settings}</table><div><h3>one step</h3><pre>{_e(lines)}</pre>{extra}</div></div>"
-            f"<h3>weights per gate</h3><div class=\"maps\">{weights}</div>{activity}</section>\n")
+    return (
+        f'<section class="layer" id="{_anchor(section.path)}" data-path="{_e(section.path)}">'
+        f"<h2>{_e(section.path)} <small>{_e(section.kind)}({section.units})</small></h2>"
+        f'<div class="row"><table class="facts">{settings}</table><div><h3>one step</h3><pre>{_e(lines)}</pre>{extra}</div></div>'
+        f'<h3>weights per gate</h3><div class="maps">{weights}</div>{activity}</section>\n'
+    )
 
 
 def _weight_figure(section: LayerSection, weight: WeightMap, maps: list[dict[str, Any]]) -> str:
     bound = float(np.nanmax(np.abs(weight.values))) if np.isfinite(weight.values).any() else 1.0
     rows_label = "input row" if weight.array == "kernel" else "previous-state unit"
     spec = _map_spec(len(maps), "weight", weight.values, -bound or -1.0, bound or 1.0, weight.blocks, section.path)
-    spec.update({"gate": weight.gate, "meaning": weight.meaning, "array": weight.array, "rowLabel": rows_label,
-                 "rowIds": list(range(weight.shape[0])), "colIds": list(range(weight.shape[1]))})
+    spec.update(
+        {
+            "gate": weight.gate,
+            "meaning": weight.meaning,
+            "array": weight.array,
+            "rowLabel": rows_label,
+            "rowIds": list(range(weight.shape[0])),
+            "colIds": list(range(weight.shape[1])),
+        }
+    )
     maps.append(spec)
     title = f"{weight.gate} ({weight.meaning}) · {weight.array} {weight.shape[0]}×{weight.shape[1]}"
     return _figure(spec, title, weight.downsampled, f"{rows_label}s ↓, units →")
@@ -139,20 +172,41 @@ def _activity(activity: LayerActivity, maps: list[dict[str, Any]]) -> str:
     if activity.downsampled:
         notes.append(activity.downsampled)
     figures = []
-    inputs_spec = _map_spec(len(maps), "input", activity.inputs, *_range(activity.inputs), Blocks(
-        activity.feature_starts, activity.blocks.column_starts), activity.path)
-    inputs_spec.update({"name": "x", "meaning": "input", "rowLabel": "feature", "rowIds": list(range(activity.feature_starts[-1])),
-                        "colIds": list(activity.steps)})
+    inputs_spec = _map_spec(
+        len(maps),
+        "input",
+        activity.inputs,
+        *_range(activity.inputs),
+        Blocks(activity.feature_starts, activity.blocks.column_starts),
+        activity.path,
+    )
+    inputs_spec.update(
+        {
+            "name": "x",
+            "meaning": "input",
+            "rowLabel": "feature",
+            "rowIds": list(range(activity.feature_starts[-1])),
+            "colIds": list(activity.steps),
+        }
+    )
     maps.append(inputs_spec)
     figures.append(_figure(inputs_spec, "x (the layer's input)", None, "features ↓, steps →"))
     for quantity in activity.quantities:
         spec = _map_spec(len(maps), "activity", quantity.values, quantity.low, quantity.high, activity.blocks, activity.path)
-        spec.update({"name": quantity.name, "meaning": quantity.meaning, "rowLabel": "unit", "rowIds": list(activity.units),
-                     "colIds": list(activity.steps)})
+        spec.update(
+            {
+                "name": quantity.name,
+                "meaning": quantity.meaning,
+                "rowLabel": "unit",
+                "rowIds": list(activity.units),
+                "colIds": list(activity.steps),
+            }
+        )
         maps.append(spec)
         figures.append(_figure(spec, f"{quantity.name} ({quantity.meaning})", None, "units ↓, steps →"))
-    return (f"<h3>gates and states over time</h3><p class=\"note\">{_e('; '.join(notes))}</p>"
-            f"<div class=\"maps activity\">{''.join(figures)}</div>")
+    return (
+        f'<h3>gates and states over time</h3><p class="note">{_e("; ".join(notes))}</p><div class="maps activity">{"".join(figures)}</div>'
+    )
 
 
 def _range(values: np.ndarray) -> tuple[float, float]:
@@ -164,9 +218,20 @@ def _map_spec(index: int, kind: str, values: np.ndarray, low: float, high: float
     rows, cols = values.shape
     width = _cell(AREA[0], cols)
     height = _cell(AREA[1], rows)
-    return {"id": f"map{index}", "kind": kind, "layer": path, "rows": rows, "cols": cols, "cellW": width, "cellH": height,
-            "low": _number(low), "high": _number(high), "values": encoded_values(values),
-            "rowStarts": list(blocks.row_starts), "colStarts": list(blocks.column_starts)}
+    return {
+        "id": f"map{index}",
+        "kind": kind,
+        "layer": path,
+        "rows": rows,
+        "cols": cols,
+        "cellW": width,
+        "cellH": height,
+        "low": _number(low),
+        "high": _number(high),
+        "values": encoded_values(values),
+        "rowStarts": list(blocks.row_starts),
+        "colStarts": list(blocks.column_starts),
+    }
 
 
 def encoded_values(values: np.ndarray) -> str:
@@ -193,10 +258,12 @@ def _number(value: float) -> float | None:
 def _figure(spec: dict[str, Any], title: str, note: str | None, axes: str) -> str:
     width, height = spec["cols"] * spec["cellW"], spec["rows"] * spec["cellH"]
     scale = f"scale {spec['low']:.3g} … {spec['high']:.3g}" if spec["low"] is not None else ""
-    extra = f"<br><span class=\"note\">{_e(note)}</span>" if note else ""
-    return (f"<figure><figcaption>{_e(title)}<br><span class=\"axes\">{_e(axes)}; {_e(scale)}</span>{extra}</figcaption>"
-            f"<canvas id=\"{spec['id']}\" class=\"heatmap\" width=\"{width}\" height=\"{height}\" "
-            f"style=\"width:{width}px;height:{height}px\"></canvas></figure>")
+    extra = f'<br><span class="note">{_e(note)}</span>' if note else ""
+    return (
+        f'<figure><figcaption>{_e(title)}<br><span class="axes">{_e(axes)}; {_e(scale)}</span>{extra}</figcaption>'
+        f'<canvas id="{spec["id"]}" class="heatmap" width="{width}" height="{height}" '
+        f'style="width:{width}px;height:{height}px"></canvas></figure>'
+    )
 
 
 STYLE = """
@@ -208,7 +275,8 @@ pre{background:#f6f8fa;padding:8px 10px;border-radius:6px;font-size:13px;overflo
 .maps{display:flex;flex-wrap:wrap;gap:14px 22px;align-items:flex-start}figure{margin:0}figcaption{font-size:12px;margin-bottom:4px}
 .axes,.note{color:#57606a;font-size:12px}canvas.heatmap{image-rendering:pixelated;border:1px solid #d0d7de;cursor:crosshair;display:block}
 .good{color:#1a7f37}.bad{color:#cf222e}
-#tooltip{position:fixed;pointer-events:none;background:#1b1f24;color:#fff;font-size:12px;padding:4px 7px;border-radius:4px;display:none;white-space:nowrap;z-index:9}
+#tooltip{position:fixed;pointer-events:none;background:#1b1f24;color:#fff;font-size:12px;padding:4px 7px;border-radius:4px;
+display:none;white-space:nowrap;z-index:9}
 """
 
 SCRIPT = r"""
@@ -228,7 +296,8 @@ SCRIPT = r"""
   var tip = document.getElementById("tooltip");
   function diverging(t) {  // -1 blue, 0 white, 1 red
     var a = Math.min(1, Math.abs(t));
-    return t < 0 ? [Math.round(255 - 200 * a), Math.round(255 - 160 * a), 255] : [255, Math.round(255 - 200 * a), Math.round(255 - 200 * a)];
+    return t < 0 ? [Math.round(255 - 200 * a), Math.round(255 - 160 * a), 255]
+                 : [255, Math.round(255 - 200 * a), Math.round(255 - 200 * a)];
   }
   function sequential(t) {  // dark blue to yellow
     var stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];

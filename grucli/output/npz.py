@@ -14,9 +14,9 @@ import os
 import struct
 import zlib
 from collections import deque
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class NpzWriter:
         data = np.ascontiguousarray(block, dtype=member.dtype)
         if member.written + data.nbytes > member.size:
             raise ValueError(f"member {member.name!r} is given more than its declared {member.size} bytes")
-        view = data.reshape(-1).view(np.uint8)
+        view = memoryview(data.reshape(-1).view(np.uint8).data)
         member.crc = zlib.crc32(view, member.crc)
         _write_all(self._fd, view, member.data_offset + member.written)
         member.written += data.nbytes
@@ -145,8 +145,9 @@ def member_names(keys: Sequence[str]) -> list[str]:
     for key in keys:
         name = "/".join(_safe_segment(segment) for segment in key.split("/"))
         if name in names:
-            raise OutputError(f"arrays {names[name]!r} and {key!r} would be stored under one name ({name!r}); "
-                              "expected layers with distinct names")
+            raise OutputError(
+                f"arrays {names[name]!r} and {key!r} would be stored under one name ({name!r}); expected layers with distinct names"
+            )
         names[name] = key
     return list(names)
 
@@ -169,16 +170,36 @@ def _encode_name(name: str) -> tuple[bytes, int]:
 def _local_header(name: bytes, flags: int, size: int) -> bytes:
     # CRC 0 for now (stamped by finish); sizes in the zip64 extra field, 0xFFFFFFFF here.
     extra = struct.pack("<HHQQ", 1, 16, size, size)
-    fixed = struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", VERSION, 0, flags, 0, 0, DOS_DATE_1980, 0,
-                        0xFFFFFFFF, 0xFFFFFFFF, len(name), len(extra))
+    fixed = struct.pack(
+        "<4s2B4HL2L2H", b"PK\x03\x04", VERSION, 0, flags, 0, 0, DOS_DATE_1980, 0, 0xFFFFFFFF, 0xFFFFFFFF, len(name), len(extra)
+    )
     return fixed + name + extra
 
 
 def _central_header(member: _Member) -> bytes:
     extra = struct.pack("<HHQQQ", 1, 24, member.size, member.size, member.header_offset)
-    fixed = struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", VERSION, 3, VERSION, 0, member.flags, 0, 0, DOS_DATE_1980,
-                        member.crc, 0xFFFFFFFF, 0xFFFFFFFF, len(member.name), len(extra), 0, 0, 0,
-                        EXTERNAL_ATTRIBUTES, 0xFFFFFFFF)
+    fixed = struct.pack(
+        "<4s4B4HL2L5H2L",
+        b"PK\x01\x02",
+        VERSION,
+        3,
+        VERSION,
+        0,
+        member.flags,
+        0,
+        0,
+        DOS_DATE_1980,
+        member.crc,
+        0xFFFFFFFF,
+        0xFFFFFFFF,
+        len(member.name),
+        len(extra),
+        0,
+        0,
+        0,
+        EXTERNAL_ATTRIBUTES,
+        0xFFFFFFFF,
+    )
     return fixed + member.name + extra
 
 
@@ -186,11 +207,9 @@ def _end_records(count: int, directory_offset: int, directory_size: int) -> byte
     records = b""
     if count > ZIP_FILECOUNT_LIMIT or directory_offset > ZIP64_LIMIT or directory_size > ZIP64_LIMIT:
         end64_offset = directory_offset + directory_size
-        records += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, VERSION, VERSION, 0, 0, count, count,
-                               directory_size, directory_offset)
+        records += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, VERSION, VERSION, 0, 0, count, count, directory_size, directory_offset)
         records += struct.pack("<4sLQL", b"PK\x06\x07", 0, end64_offset, 1)
-        count, directory_size, directory_offset = (min(count, 0xFFFF), min(directory_size, 0xFFFFFFFF),
-                                                   min(directory_offset, 0xFFFFFFFF))
+        count, directory_size, directory_offset = (min(count, 0xFFFF), min(directory_size, 0xFFFFFFFF), min(directory_offset, 0xFFFFFFFF))
     return records + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, directory_size, directory_offset, 0)
 
 

@@ -39,8 +39,9 @@ def write_plot(report: InspectReport, output: str | Path, force: bool = False, d
     rows = [(layer, gate) for layer in report.layers for gate in layer.gates]
     if not rows:
         raise GrucliError("nothing to plot: no recurrent layer or gate selected")
-    figure, axes = plt.subplots(len(rows), 3, figsize=(13, 2.6 * len(rows) + 0.8), squeeze=False,
-                                gridspec_kw={"width_ratios": [1, 1.6, 1.2]})
+    figure, axes = plt.subplots(
+        len(rows), 3, figsize=(13, 2.6 * len(rows) + 0.8), squeeze=False, gridspec_kw={"width_ratios": [1, 1.6, 1.2]}
+    )
     scales = {id(layer): _scale(layer) for layer in report.layers}
     for (layer, gate), row in zip(rows, axes):
         scale = scales[id(layer)]
@@ -101,8 +102,9 @@ def activity_figure(report: ActivityReport) -> Any:
     scale and range; masked steps grey. Returns the matplotlib Figure (the caller saves or closes it)."""
     plt = _pyplot()
     rows = max(1 + len(layer.quantities) for layer in report.layers)
-    figure, axes = plt.subplots(rows, len(report.layers), figsize=(max(8.0, 6.5 * len(report.layers)), 1.9 * rows + 1.1),
-                                squeeze=False, sharex="col")
+    figure, axes = plt.subplots(
+        rows, len(report.layers), figsize=(max(8.0, 6.5 * len(report.layers)), 1.9 * rows + 1.1), squeeze=False, sharex="col"
+    )
     for column, layer in enumerate(report.layers):
         order = "last → first (backward)" if layer.backwards else "first → last"
         _activity_map(figure, axes[0, column], layer.inputs, f"{layer.path} · x (input) · steps {order}", "feature", layer, "RdBu_r")
@@ -139,8 +141,16 @@ def _pyplot() -> Any:
     return plt
 
 
-def _activity_map(figure: Any, axis: Any, values: np.ndarray, title: str, ylabel: str, layer: LayerActivity, cmap_name: str,
-                  limits: tuple[float, float] | None = None) -> None:
+def _activity_map(
+    figure: Any,
+    axis: Any,
+    values: np.ndarray,
+    title: str,
+    ylabel: str,
+    layer: LayerActivity,
+    cmap_name: str,
+    limits: tuple[float, float] | None = None,
+) -> None:
     import matplotlib
 
     cmap = matplotlib.colormaps[cmap_name].with_extremes(bad="#c8c8c8")  # NaN: a masked step

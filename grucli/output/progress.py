@@ -29,7 +29,7 @@ class DelayedProgress:
         self._clock = time.monotonic
         self._start = self._clock()
         self._delay = delay
-        self._enabled = sys.stderr.isatty() and "NO_COLOR" not in os.environ or os.environ.get("GRUCLI_PROGRESS") == "1"
+        self._enabled = (sys.stderr.isatty() and "NO_COLOR" not in os.environ) or os.environ.get("GRUCLI_PROGRESS") == "1"
         self._bar: Any = None
         self._tasks: dict[str, Any] = {}
 
@@ -44,9 +44,14 @@ class DelayedProgress:
                 TimeRemainingColumn,
             )
 
-            self._bar = Progress(TextColumn(f"{self._action} {{task.description}}", markup=False), BarColumn(),
-                                 TextColumn(f"{{task.completed}}/{{task.total}} {self._unit}", markup=False),
-                                 TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self._bar = Progress(
+                TextColumn(f"{self._action} {{task.description}}", markup=False),
+                BarColumn(),
+                TextColumn(f"{{task.completed}}/{{task.total}} {self._unit}", markup=False),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
             self._bar.start()
         if path not in self._tasks:
             self._tasks[path] = self._bar.add_task(printable(path), total=total)
@@ -56,7 +61,7 @@ class DelayedProgress:
         if self._bar is not None:
             self._bar.stop()
 
-    def __enter__(self) -> "DelayedProgress":
+    def __enter__(self) -> DelayedProgress:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

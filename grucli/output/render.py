@@ -12,8 +12,9 @@ import dataclasses
 import functools
 import io
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from rich import box
@@ -85,8 +86,15 @@ def to_text(renderables: Iterable[RenderableType], color: bool, width: int) -> s
     # No markup or emoji codes in plain strings: layer names come from the file, and Keras allows
     # "enc[red]:smile:", which Rich would print as "enc😄" (or refuse, for a "[/x]").
     console = Console(
-        file=buffer, force_terminal=color, no_color=not color, color_system=("truecolor" if truecolor else "256") if color else None,
-        width=width, highlight=False, soft_wrap=False, emoji=False, markup=False,
+        file=buffer,
+        force_terminal=color,
+        no_color=not color,
+        color_system=("truecolor" if truecolor else "256") if color else None,
+        width=width,
+        highlight=False,
+        soft_wrap=False,
+        emoji=False,
+        markup=False,
     )
     for renderable in renderables:
         console.print(_hung(renderable, width))
@@ -118,7 +126,7 @@ def _hanging(line: Text, width: int, extra: int = 4) -> Text:
         cut = plain.rfind(" ", start + 1, start + room + 1)
         cut = cut if cut > start else start + room
         cuts.append(cut)
-        start = cut + 1 if plain[cut:cut + 1] == " " else cut
+        start = cut + 1 if plain[cut : cut + 1] == " " else cut
         resume.append(start)
         room = width - indent
     pieces = line.divide(sorted({*cuts, *resume}))
@@ -180,8 +188,7 @@ def render_inspect(report: InspectReport, color: bool = False, width: int = 120)
     parts: list[RenderableType] = [file_header(report)]
     if not report.layers:
         parts.append(Text("No recurrent layers (GRU, LSTM, SimpleRNN, ConvLSTM) found in this file.", style="yellow"))
-    for layer in report.layers:
-        parts.append(_layer_panel(layer, report.with_values, width))
+    parts.extend(_layer_panel(layer, report.with_values, width) for layer in report.layers)
     if report.others:
         parts.append(_others_table(report.others, width))
     return to_text(parts, color, width)
@@ -191,9 +198,12 @@ def file_header(report: InspectReport) -> Text:
     text = Text()
     text.append(report.path, style="bold")
     text.append("\n  format: ")
-    text.append(FORMAT_NAMES.get(report.format, report.format) if report.config_path is None else
-                f"{FORMAT_NAMES.get(report.format + '-weights', report.format).removesuffix(' (no config)')} "
-                f"+ architecture from --config {report.config_path}")
+    text.append(
+        FORMAT_NAMES.get(report.format, report.format)
+        if report.config_path is None
+        else f"{FORMAT_NAMES.get(report.format + '-weights', report.format).removesuffix(' (no config)')} "
+        f"+ architecture from --config {report.config_path}"
+    )
     text.append(f"  ·  saved by {report.saved_by}" if report.keras_version else "  ·  Keras version: not recorded")
     if report.backend:
         text.append(f"  ·  backend: {report.backend}")
@@ -233,7 +243,7 @@ def heading(path: str, about: str, width: int) -> RenderableType:
     return Rule(text, align="left") if text.cell_len + 4 <= width else text
 
 
-def equations_text(equations: "Equations") -> Text:
+def equations_text(equations: Equations) -> Text:
     """Each timestep's equations, exact for this layer, with the activations' definitions."""
     text = Text("equations, each timestep:", style="bold")
     for line in equations.lines:
@@ -309,8 +319,10 @@ def _stats_tables(report: LayerReport, width: int) -> list[RenderableType]:
     for group in groups:
         columns = [_Column("gate", "left", key_widths[0]), _Column("array", "left", key_widths[1])]
         columns += [_Column(STAT_COLUMNS[p], "left" if p == 0 else "right", stat_widths[p]) for p in group]
-        rows = [None if key_row is None or stat_row is None else [*key_row, *(stat_row[p] for p in group)]
-                for key_row, stat_row in zip(keys, stats)]
+        rows = [
+            None if key_row is None or stat_row is None else [*key_row, *(stat_row[p] for p in group)]
+            for key_row, stat_row in zip(keys, stats)
+        ]
         tables.append(_grid(columns, rows))
     return tables
 
@@ -368,11 +380,7 @@ def _num(value: float | None) -> str:
 
 
 def _matrix_values(report: LayerReport, width: int) -> list[RenderableType]:
-    tables: list[RenderableType] = []
-    for gate in report.gates:
-        for array in gate.arrays:
-            tables.append(_values_table(f"{gate.gate} ({gate.meaning}) · {array.name}", array, width))
-    return tables
+    return [_values_table(f"{gate.gate} ({gate.meaning}) · {array.name}", array, width) for gate in report.gates for array in gate.arrays]
 
 
 def _values_table(title: str, array: ArrayReport, width: int) -> RenderableType:
@@ -388,8 +396,10 @@ def _values_table(title: str, array: ArrayReport, width: int) -> RenderableType:
         # ConvLSTM: fold the kernel window into the rows, labelled by window position and input.
         window = values.shape[:-2]
         prefix = "h" if array.name == "recurrent_kernel" else "x"
-        row_labels = [f"{[int(k) for k in np.unravel_index(i // values.shape[-2], window)]}{prefix}{i % values.shape[-2]}"
-                      for i in range(int(np.prod(values.shape[:-1])))]
+        row_labels = [
+            f"{[int(k) for k in np.unravel_index(i // values.shape[-2], window)]}{prefix}{i % values.shape[-2]}"
+            for i in range(int(np.prod(values.shape[:-1])))
+        ]
         values = values.reshape(-1, values.shape[-1])
     rows = _elide(list(range(values.shape[0])), MAX_ROWS)
     cells = [value_text(float(v)) for v in values.ravel()] or [""]
@@ -432,7 +442,10 @@ def _unit_values(report: LayerReport) -> list[RenderableType]:
     """One table for one unit: rows are the inputs and previous states feeding it, columns its gates."""
     table = Table(
         title=f"weights feeding unit {report.unit} (x = input feature, h = previous state)",
-        title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, header_style="bold",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        header_style="bold",
     )
     # Labels and numbers never wrap; the gate headers wrap between words when the width is short.
     table.add_column("", no_wrap=True, min_width=len("recurrent_bias"))
@@ -465,7 +478,7 @@ def _others_table(others: Sequence[OtherLayer], width: int) -> Group:
 
 
 @escaping
-def render_diff(report: "DiffReport", color: bool = False, width: int = 120) -> str:
+def render_diff(report: DiffReport, color: bool = False, width: int = 120) -> str:
     header = Text()
     header.append(f"A: {report.a}\nB: {report.b}", style="bold")
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", padding=(0, 1, 0, 0))
@@ -479,32 +492,40 @@ def render_diff(report: "DiffReport", color: bool = False, width: int = 120) -> 
         moved = ", ".join(f"u{unit} ({value:.3g})" for unit, value in change.top_units) or "—"
         style = "" if change.max_abs_change == 0 else "bold"
         table.add_row(layer, change.gate, change.array, Text(f"{change.max_abs_change:.3g}", style=style), relative, moved)
-    moved = report.changed_beyond_tolerance
+    changed = report.changed_beyond_tolerance
     if report.identical:
         verdict = Text("identical: no weight changed", style="green")
-    elif not moved:
+    elif not changed:
         verdict = Text(f"changed, but no array by more than {report.atol:g} (--atol)", style="green")
     else:
         beyond = f" by more than {report.atol:g}" if report.atol else ""
-        verdict = Text(f"changed: {len(moved)} of {len(report.changes)} arrays moved{beyond}", style="yellow")
+        verdict = Text(f"changed: {len(changed)} of {len(report.changes)} arrays beyond{beyond}", style="yellow")
     return to_text([header, fitted(table, width), verdict], color, width)
 
 
 @escaping
-def render_check(report: "CheckReport", color: bool = False, width: int = 120, limit: int = 50) -> str:
+def render_check(report: CheckReport, color: bool = False, width: int = 120, limit: int = 50) -> str:
     t = report.thresholds
     header = Text()
     header.append(report.path, style="bold")
     header.append(f"\n  layers: {', '.join(report.layers_checked) or 'none'}")
-    header.append(f"\n  thresholds: saturation |bias| − {t.saturation_spread:g}·spread > {t.saturation_logit:g}; spectral norm > {t.max_spectral_norm:g}")
+    header.append(
+        f"\n  thresholds: saturation |bias| − {t.saturation_spread:g}·spread > {t.saturation_logit:g}; "
+        f"spectral norm > {t.max_spectral_norm:g}"
+    )
     parts: list[RenderableType] = [header]
     if report.findings:
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
         for column in ("check", "layer", "gate", "unit", "finding"):
             table.add_column(column, no_wrap=column != "finding")
         for finding in report.findings[:limit]:
-            table.add_row(Text(finding.check, style="bold red"), finding.path, finding.gate,
-                          "—" if finding.unit is None else str(finding.unit), finding.message)
+            table.add_row(
+                Text(finding.check, style="bold red"),
+                finding.path,
+                finding.gate,
+                "—" if finding.unit is None else str(finding.unit),
+                finding.message,
+            )
         parts.append(fitted(table, width))
         if len(report.findings) > limit:
             parts.append(Text(f"… and {len(report.findings) - limit} more findings (--json lists them all)", style="dim"))
@@ -512,5 +533,3 @@ def render_check(report: "CheckReport", color: bool = False, width: int = 120, l
     else:
         parts.append(Text("PASS: no NaN/Inf, dead units, saturated gates or oversized recurrent blocks", style="bold green"))
     return to_text(parts, color, width)
-
-

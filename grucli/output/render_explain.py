@@ -25,22 +25,26 @@ EXPLAIN_MAX_STEPS = 40  # more steps are shown as the first and last 20; --json 
 
 
 @escaping
-def render_explain(e: "Explanation", color: bool = False, width: int = 120) -> str:
+def render_explain(e: Explanation, color: bool = False, width: int = 120) -> str:
     header = Text()
     header.append(e.file, style="bold")
-    header.append(f"\n  layer {e.path} ({e.kind}, {counted(e.units, 'unit')}, input_dim {e.input_dim})"
-                  f"  ·  unit {e.unit}  ·  sample {e.sample}")
+    header.append(
+        f"\n  layer {e.path} ({e.kind}, {counted(e.units, 'unit')}, input_dim {e.input_dim})  ·  unit {e.unit}  ·  sample {e.sample}"
+    )
     header.append(f"\n  input: {e.input_description}  ·  {'Keras 2' if e.semantics == 'keras2' else 'Keras 3'} definitions")
     if e.other_recurrent:
         header.append(f"\n  other recurrent layers (--layer): {', '.join(e.other_recurrent)}", style="dim")
     parts: list[RenderableType] = [header, equations_text(e.equations)]
-    for note in e.activation_notes:
-        parts.append(Text(f"note: {note}", style="yellow"))
+    parts.extend(Text(f"note: {note}", style="yellow") for note in e.activation_notes)
     order = "from the last timestep to the first (go_backwards)" if e.go_backwards else "in time order"
-    parts.append(Text(f"each step, {order}: the terms of each line above, in the same order, for unit {e.unit}; "
-                      "h_prev is the whole previous state", style="dim"))
+    parts.append(
+        Text(
+            f"each step, {order}: the terms of each line above, in the same order, for unit {e.unit}; h_prev is the whole previous state",
+            style="dim",
+        )
+    )
     steps = list(e.steps)
-    shown: list["Step | None"] = list(steps)
+    shown: list[Step | None] = list(steps)
     if len(steps) > EXPLAIN_MAX_STEPS:
         half = EXPLAIN_MAX_STEPS // 2
         shown = [*steps[:half], None, *steps[-half:]]
@@ -66,11 +70,11 @@ def _operand(value: float) -> str:
 def _vector(values: np.ndarray, limit: int = 8) -> str:
     items = [_n(float(v)) for v in values]
     if len(items) > limit:
-        items = [*items[: limit // 2], "…", *items[-limit // 2:]]
+        items = [*items[: limit // 2], "…", *items[-limit // 2 :]]
     return "[" + ", ".join(items) + "]"
 
 
-def _step_text(step: "Step", e: "Explanation") -> Text:
+def _step_text(step: Step, e: Explanation) -> Text:
     u = e.unit
     text = Text()
     text.append(f"\nt = {step.t}", style="bold")
@@ -92,8 +96,10 @@ def _step_text(step: "Step", e: "Explanation") -> Text:
                 text.append(f"\n  {' ' * width}   {term.label} = {products} = {_n(term.value)}", style="dim")
         if gate.name == "cc" and step.c_prev is not None:
             f, i = by_name["f"].value, by_name["i"].value
-            text.append(f"\n  {'c'.ljust(width)} = f * c_prev + i * cc = {_operand(f)} * {_operand(float(step.c_prev[u]))} + "
-                        f"{_operand(i)} * {_operand(gate.value)} = {_n(step.c if step.c is not None else float('nan'))}")
+            text.append(
+                f"\n  {'c'.ljust(width)} = f * c_prev + i * cc = {_operand(f)} * {_operand(float(step.c_prev[u]))} + "
+                f"{_operand(i)} * {_operand(gate.value)} = {_n(step.c if step.c is not None else float('nan'))}"
+            )
     if "hh" in by_name or "o" in by_name:  # a SimpleRNN's h is its one line above
         text.append(f"\n  {'h'.ljust(width)} = {_state_arithmetic(step, e, by_name)}", style="bold")
     if step.vectors and len(step.h_prev) > 1:  # the vector form: every unit of each line
@@ -102,16 +108,16 @@ def _step_text(step: "Step", e: "Explanation") -> Text:
     return text
 
 
-def _gate_arithmetic(gate: "GateStep") -> str:
+def _gate_arithmetic(gate: GateStep) -> str:
     terms = [_operand(term.value) for term in gate.terms]
     if gate.scaled_by is not None:  # GRU reset_after candidate: the last two terms are r * (h_prev·U_h + rb_h)
         inner_count = sum(1 for term in gate.terms if term.label in ("h_prev·U_h", "rb_h"))
-        outer, inner = terms[: len(terms) - inner_count], terms[len(terms) - inner_count:]
+        outer, inner = terms[: len(terms) - inner_count], terms[len(terms) - inner_count :]
         terms = [*outer, f"{_operand(gate.scaled_by)} * ({' + '.join(inner)})"]
     return f"{gate.activation}({' + '.join(terms)}) = {gate.activation}({_n(gate.pre_activation)}) = {_n(gate.value)}"
 
 
-def _state_arithmetic(step: "Step", e: "Explanation", by_name: dict[str, "GateStep"]) -> str:
+def _state_arithmetic(step: Step, e: Explanation, by_name: dict[str, GateStep]) -> str:
     h_prev = float(step.h_prev[e.unit])
     if "z" in by_name:
         z, hh = by_name["z"].value, by_name["hh"].value
@@ -121,7 +127,7 @@ def _state_arithmetic(step: "Step", e: "Explanation", by_name: dict[str, "GateSt
     return f"o * {activation}(c) = {_operand(by_name['o'].value)} * {activation}({_n(c)}) = {_n(step.h)}"
 
 
-def _output_table(e: "Explanation", width: int) -> RenderableType:
+def _output_table(e: Explanation, width: int) -> RenderableType:
     check = e.output
     label = "predict" if check.reference == "predict" else "replay"
     # A title of its own: as the table's title it would wrap to the width of the narrow table.

@@ -21,7 +21,7 @@ from grucli.output.render import escaping, fitted, packed, to_text, value_text
 
 
 @escaping
-def render_verify(report: "VerifyReport", color: bool = False, width: int = 120) -> str:
+def render_verify(report: VerifyReport, color: bool = False, width: int = 120) -> str:
     parts: list[RenderableType] = []
     header = Text()
     header.append(report.path, style="bold")
@@ -30,13 +30,27 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
     header.append("\n")
     header.append_text(packed([Text(saved), Text(f"predict: {report.framework} on {report.device}")], width, lead="  ", indent="    "))
     header.append("\n")
-    header.append_text(packed([Text(f"input: {report.input_description}"), Text(f"replay in {report.dtype}"),
-                               Text(f"atol {report.atol:g}, rtol {report.rtol:g}")], width, lead="  ", indent="    "))
+    header.append_text(
+        packed(
+            [
+                Text(f"input: {report.input_description}"),
+                Text(f"replay in {report.dtype}"),
+                Text(f"atol {report.atol:g}, rtol {report.rtol:g}"),
+            ],
+            width,
+            lead="  ",
+            indent="    ",
+        )
+    )
     parts.append(header)
-    for repair in report.repairs:
-        parts.append(Text(f"repair: {repair}", style="cyan"))
-    table = Table(title="recurrent layers: replay on the layer's real input vs its real output", title_justify="left",
-                  box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
+    parts.extend(Text(f"repair: {repair}", style="cyan") for repair in report.repairs)
+    table = Table(
+        title="recurrent layers: replay on the layer's real input vs its real output",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        header_style="bold",
+    )
     for column in ("layer", "class", "max abs err", "max rel err", "worst (sample, t, unit)", "result"):
         table.add_column(column, justify="right" if "err" in column else "left", no_wrap=True)
     for check in report.layers:
@@ -63,15 +77,15 @@ def render_verify(report: "VerifyReport", color: bool = False, width: int = 120)
         parts.append(fitted(whole, width))
     for name, c in report.comparisons.items():
         if c is not None:
-            parts.extend(Text(f"non-finite: {name.replace('_vs_', ' vs ').replace('_', ' ')}: {line}", style="bold red") for line in c.nonfinite)
+            parts.extend(
+                Text(f"non-finite: {name.replace('_vs_', ' vs ').replace('_', ' ')}: {line}", style="bold red") for line in c.nonfinite
+            )
     if report.end_to_end_note:
         parts.append(Text(f"note: {report.end_to_end_note}", style="yellow"))
-    for warning in (*report.semantic_failures, *report.warnings):
-        parts.append(Text(f"warning: {warning}", style="bold yellow"))
+    parts.extend(Text(f"warning: {warning}", style="bold yellow") for warning in (*report.semantic_failures, *report.warnings))
     if not report.layers:
         parts.append(Text("no recurrent layer was compared", style="bold red"))
-    for trace in report.traces:
-        parts.append(fitted(_trace_table(trace), width))
+    parts.extend(fitted(_trace_table(trace), width) for trace in report.traces)
     verdict = Text()
     if report.passed:
         verdict.append("PASS", style="bold green")
@@ -89,7 +103,7 @@ def _error(value: float) -> str:
     return f"{value:.2e}" if np.isfinite(value) else "NaN/Inf"
 
 
-def _where(c: "Comparison") -> str:
+def _where(c: Comparison) -> str:
     if c.worst is None:
         return "—"
     timestep = "—" if c.worst.timestep is None else str(c.worst.timestep)
@@ -102,11 +116,25 @@ def _verdict(passed: bool) -> Text:
     return Text("pass", style="green") if passed else Text("FAIL", style="bold red")
 
 
-def _trace_table(trace: "TraceTable") -> Table:
-    names = {"z": "z update", "r": "r reset", "hh": "hh candidate", "h": "h state", "i": "i input", "f": "f forget",
-             "cc": "c̃ candidate", "c": "c cell", "o": "o output"}
-    table = Table(title=f"trace: {trace.path}, sample {trace.sample}, unit {trace.unit} (steps in processing order)",
-                  title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
+def _trace_table(trace: TraceTable) -> Table:
+    names = {
+        "z": "z update",
+        "r": "r reset",
+        "hh": "hh candidate",
+        "h": "h state",
+        "i": "i input",
+        "f": "f forget",
+        "cc": "c̃ candidate",
+        "c": "c cell",
+        "o": "o output",
+    }
+    table = Table(
+        title=f"trace: {trace.path}, sample {trace.sample}, unit {trace.unit} (steps in processing order)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        header_style="bold",
+    )
     table.add_column("step")
     features = trace.inputs.shape[-1] if trace.inputs.ndim > 1 else 1
     shown = min(features, 4)
@@ -128,7 +156,7 @@ def _trace_table(trace: "TraceTable") -> Table:
 
 
 @escaping
-def render_convert(report: "ConvertReport", color: bool = False, width: int = 120) -> str:
+def render_convert(report: ConvertReport, color: bool = False, width: int = 120) -> str:
     """convert's result: what was written, and ONNX Runtime against the replay."""
     parts = [Text(f"wrote {report.output}: {report.nodes} ONNX nodes from {report.path}")]
     parts.append(Text(f"  inputs: {', '.join(report.inputs)}"))
@@ -141,8 +169,9 @@ def render_convert(report: "ConvertReport", color: bool = False, width: int = 12
         parts.append(Text(f"not run: {report.not_compared}", style="bold yellow"))
     else:
         parts.append(Text(f"ONNX Runtime against grucli's replay on {report.input_description}:"))
-        parts.append(Text(f"  max abs err {_error(c.max_abs_err)}, max rel err {_error(c.max_rel_err)} "
-                          f"(atol {report.atol:g}, rtol {report.rtol:g})"))
+        parts.append(
+            Text(f"  max abs err {_error(c.max_abs_err)}, max rel err {_error(c.max_rel_err)} (atol {report.atol:g}, rtol {report.rtol:g})")
+        )
         parts.extend(Text(f"non-finite: {line}", style="bold red") for line in c.nonfinite)
         parts.append(_verdict(c.passed))
     return to_text(parts, color, width)
