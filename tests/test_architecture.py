@@ -37,7 +37,7 @@ ALLOWED = {
 THIRD_PARTY = {
     "h5py": {"files"}, "rich": {"output"}, "matplotlib": {"output"}, "click": {"cli"}, "threadpoolctl": {"engine"},
     "keras": {"frameworks"}, "tensorflow": {"frameworks"}, "tf_keras": {"frameworks"}, "torch": {"frameworks"}, "jax": {"frameworks"},
-    "onnx": {"convert"}, "onnxruntime": {"commands"},
+    "onnx": {"convert", "files"}, "onnxruntime": {"commands"}, "safetensors": {"files"},
 }
 
 

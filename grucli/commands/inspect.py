@@ -13,10 +13,11 @@ import numpy as np
 
 from grucli.errors import SelectionError
 from grucli.model import gates
-from grucli.model.equations import Equations, layer_equations
+from grucli.model.equations import DEFINITIONS, Equations, layer_equations
 from grucli.model.layers import select_layers
 from grucli.model.records import ModelLayers, OtherLayer, RecurrentLayer
 from grucli.model.semantics import Semantics, semantics_for
+from grucli.model.sources import SourceWeights, correspondence, gate_blocks, source_equations, source_layout_lines
 from grucli.model.stats import ArrayStats, array_stats
 
 
@@ -90,7 +91,8 @@ def build_inspect_report(
 
 
 def _check_gates(layers: Sequence[RecurrentLayer], gate_filter: Sequence[str]) -> None:
-    known = {gate for layer in layers for gate in gates.gate_names(layer.kind)}
+    # A layer read from PyTorch or ONNX names its gates in that framework's letters (nn.GRU: r, z, n).
+    known = {gate for layer in layers for gate in (layer.source.letters if layer.source else gates.gate_names(layer.kind))}
     for gate in gate_filter:
         if gate not in known:
             raise SelectionError(f"no gate {gate!r} in the selected layers; expected one of: {', '.join(sorted(known)) or 'none'}")
@@ -109,6 +111,8 @@ def _check_unit(layers: Sequence[RecurrentLayer], unit: int | None) -> None:
 def _layer_report(
     layer: RecurrentLayer, gate_filter: Sequence[str], unit: int | None, with_values: bool, semantics: Semantics
 ) -> LayerReport:
+    if layer.source is not None:
+        return _source_layer_report(layer, layer.source, gate_filter, unit, with_values)
     shown_unit = unit if unit is not None and unit < layer.units else None
     gate_reports = []
     if unit is None or shown_unit is not None:
@@ -130,6 +134,30 @@ def _layer_report(
         layout=tuple(gates.describe_layout(layer)),
         equations=layer_equations(layer, semantics),
     )
+
+
+def _source_layer_report(
+    layer: RecurrentLayer, source: SourceWeights, gate_filter: Sequence[str], unit: int | None, with_values: bool
+) -> LayerReport:
+    """A layer read from PyTorch or ONNX, in that framework's gate order, letters, array names and
+    equations, and what each is in Keras."""
+    shown_unit = unit if unit is not None and unit < layer.units else None
+    family = layer.family
+    gate_reports = []
+    if unit is None or shown_unit is not None:
+        for letter, keras_gate in zip(source.letters, source.keras_gates):
+            if gate_filter and letter not in gate_filter:
+                continue
+            arrays = tuple(
+                ArrayReport(name, tuple(values.shape), array_stats(values), values if with_values or shown_unit is not None else None)
+                for name, values in gate_blocks(source, letter, shown_unit)
+            )
+            gate_reports.append(GateReport(letter, f"{family.meaning(keras_gate)}, Keras {keras_gate}", arrays))
+    definitions = tuple(
+        DEFINITIONS[name] for name in ("sigmoid", "tanh", "relu") if any(name in line.lower() for line in source_equations(source, family))
+    )
+    equations = Equations(source_equations(source, family), definitions, correspondence(source, family, layer.settings.reset_after))
+    return LayerReport(layer, tuple(gate_reports), shown_unit, source_layout_lines(source, family, layer.units), equations)
 
 
 def _array_report(

@@ -38,6 +38,8 @@ from grucli.files.keras_zip import (
     keras3_stored,
     read_keras_zip,
 )
+from grucli.files.safetensors_file import is_safetensors
+from grucli.files.torch_pickle import is_legacy_torch
 from grucli.files.tree import attr_text, build_layer, parse_json
 from grucli.files.windows_names import NOTE as WINDOWS_NAMES_NOTE
 from grucli.files.windows_names import joined_root
@@ -143,17 +145,28 @@ def _read_model(path: Path, budget: Budget) -> ModelFile:
             f"{path} is a directory; expected a Keras model file (.keras, .h5, .hdf5), a SavedModel "
             "folder (saved_model.pb and variables/) or a TensorFlow checkpoint folder"
         )
-    files.regular_file_size(path, f"{path}")
+    size = files.regular_file_size(path, f"{path}")
     try:
         with path.open("rb") as handle:
-            head = handle.read(8)
+            head = handle.read(16)
     except OSError as exc:
         raise ModelFileError(f"cannot open {path}: {exc.strerror or exc}") from None
     try:
         if head.startswith(ZIP_SIGNATURE):
+            if _is_torch_zip(path):
+                return _read_foreign(path, "pytorch", budget)
             return read_keras_zip(path, budget)
-        if head == HDF5_SIGNATURE:
+        if head.startswith(HDF5_SIGNATURE):
             return _read_hdf5_path(path, budget)
+        if is_safetensors(head, size):
+            return _read_foreign(path, "safetensors", budget)
+        if path.suffix.lower() == ".onnx":
+            return _read_foreign(path, "onnx", budget)
+        if is_legacy_torch(head):
+            raise ModelFileError(
+                f"{path} is a PyTorch file in the format before PyTorch 1.6 (a bare pickle), which grucli does not "
+                "read; load it in PyTorch and save it again: torch.save(model.state_dict(), PATH)"
+            )
     except ModelFileError:
         raise
     except MemoryError:
@@ -162,7 +175,41 @@ def _read_model(path: Path, budget: Budget) -> ModelFile:
         raise ModelFileError(f"cannot read {path}: the file is corrupt or truncated ({first_line(exc)})") from None
     if not head:
         raise ModelFileError(f"{path} is empty; expected a Keras model file (.keras zip or HDF5)")
-    raise ModelFileError(f"{path} is neither a Keras .keras zip nor an HDF5 file (.h5, .hdf5)")
+    raise ModelFileError(f"{path} is neither a Keras .keras zip nor an HDF5 file (.h5, .hdf5), nor a PyTorch, .safetensors or .onnx file")
+
+
+def _is_torch_zip(path: Path) -> bool:
+    """A zip torch.save wrote: `<folder>/data.pkl` (TorchScript's `constants.pkl` too, to be refused by name)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        return False  # damaged: the .keras reader says how
+    return "config.json" not in names and any(name.endswith(("/data.pkl", "/constants.pkl")) for name in names)
+
+
+def _read_foreign(path: Path, form: str, budget: Budget) -> ModelFile:
+    """A PyTorch state_dict (.pt zip or .safetensors) or an ONNX graph: weights without a Keras config."""
+    if form == "onnx":
+        from grucli.files.onnx_file import read_onnx
+
+        root, notes = read_onnx(path, budget)
+    else:
+        from grucli.files.foreign import state_dict_of, state_dict_tree
+
+        if form == "pytorch":
+            from grucli.files.torch_pickle import read_torch_zip
+
+            found = state_dict_of(read_torch_zip(path, budget), str(path), budget)
+        else:
+            from grucli.files.foreign import FoundStateDict
+            from grucli.files.safetensors_file import read_safetensors
+
+            found = FoundStateDict(read_safetensors(path, budget), ())
+        root, notes = state_dict_tree(found, str(path), budget)
+    return ModelFile(str(path), form, None, None, False, root, notes=notes)
 
 
 def _read_hdf5_path(path: Path, budget: Budget) -> ModelFile:

@@ -36,7 +36,11 @@ def parse_json(raw: bytes | str, where: str, budget: Budget) -> Any:
     budget.json(raw, where)
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ModelFileError(
+            f"{where} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at position {exc.start}); expected JSON"
+        ) from None
+    except ValueError as exc:
         raise ModelFileError(f"{where} is not valid JSON ({first_line(exc)})") from None
     except RecursionError:
         raise ModelFileError(f"{where} nests deeper than JSON can be read; expected a Keras config") from None

@@ -33,6 +33,7 @@ from grucli.model.registry import (
     reset_after_rule,
     role_of,
 )
+from grucli.model.sources import ONNX, PYTORCH, SourceWeights, onnx_to_keras, torch_to_keras
 
 CONTAINER_ROLES = {"layers"}
 # Settings of the RNN wrapper that apply to the cell it runs.
@@ -98,8 +99,8 @@ def _walk(layer: RawLayer, path: str, model: ModelFile) -> Iterator[RecurrentLay
             yield _other(layer, path, class_name=f"TimeDistributed({inner.class_name})")  # its weights: the inner layer's
     elif kind_of(layer.class_name):
         yield from _recurrent_or_skipped(layer, path, model, {})
-    else:
-        yield _other(layer, path)
+    else:  # a PyTorch module grucli cannot slice says why (nn.LSTM with proj_size)
+        yield _other(layer, path, reason=layer.config.get("unsupported"))
 
 
 def _rnn_cells(layer: RawLayer, path: str, model: ModelFile, wrapper_config: Mapping[str, Any]) -> Iterator[RecurrentLayer | OtherLayer]:
@@ -148,6 +149,8 @@ def canonical_layer(layer: RawLayer, path: str, model: ModelFile, wrapper_config
     kind = kind_of(class_name)
     assert kind is not None, class_name  # _recurrent_or_skipped sends only recurrent classes here
     family = family_of(kind)
+    if layer.config.get("source_layout") in FOREIGN_LAYOUTS:
+        return _foreign_layer(layer, path, kind)
     weights = layer.weights
     notes: list[str] = []
     bias: np.ndarray | None
@@ -195,6 +198,83 @@ def canonical_layer(layer: RawLayer, path: str, model: ModelFile, wrapper_config
         source_layout=source_layout,
         inferred=layer.inferred,
         notes=tuple(notes),
+    )
+
+
+FOREIGN_LAYOUTS = (PYTORCH, ONNX)
+
+
+def _foreign_layer(layer: RawLayer, path: str, kind: str) -> RecurrentLayer:
+    """A layer read from a PyTorch state_dict or an ONNX graph (files/foreign.py, files/onnx_file.py):
+    its arrays put in Keras's canonical layout, the framework's own kept beside them."""
+    family, config = family_of(kind), layer.config
+    roles = list(config.get("source_roles", ()))
+    arrays = {role: np.asarray(weight.array) for role, weight in zip(roles, layer.weights)}
+    framework = config["source_layout"]
+    if framework == PYTORCH:
+        kernel, recurrent, bias = torch_to_keras(
+            family, arrays["weight_ih"], arrays["weight_hh"], arrays.get("bias_ih"), arrays.get("bias_hh"), f"layer {path}"
+        )
+        letters, keras_gates = family.torch_letters, family.torch_gates
+        settings = {"nonlinearity": config.get("activation")} if not family.uses_recurrent_activation else {}
+    else:
+        kernel, recurrent, bias = onnx_to_keras(
+            family, arrays["W"], arrays["R"], arrays.get("B"), bool(config.get("reset_after")), f"layer {path}"
+        )
+        letters, keras_gates = family.onnx_letters, family.onnx_gates
+        settings = {
+            key: config[key]
+            for key in ("linear_before_reset", "onnx_activations", "onnx_activation_alpha", "onnx_activation_beta", "layout")
+            if key in config
+        }
+        settings["activations"] = config.get("onnx_activations")
+    assert letters is not None and keras_gates is not None  # the readers send only families with that framework's layout
+    units = _check_shapes(path, kind, kernel, recurrent, bias, config)
+    source = SourceWeights(
+        framework,
+        str(config.get("source_module")),
+        letters,
+        keras_gates,
+        tuple((role, arrays[role]) for role in roles),
+        tuple(w.name for w in layer.weights),
+        settings,
+    )
+    normalized = {
+        key: config.get(key)
+        for key in ("activation", "recurrent_activation")
+        if key != "recurrent_activation" or family.uses_recurrent_activation
+    }
+    normalized["use_bias"] = bias is not None
+    if family.two_row_bias:
+        normalized["reset_after"] = bias is None or bias.ndim == 2 if framework == PYTORCH else bool(config.get("reset_after"))
+    normalized.update(
+        go_backwards=bool(config.get("go_backwards")),
+        return_sequences=bool(config.get("return_sequences")),
+        return_state=False,
+        stateful=False,
+    )
+    framework_name = "PyTorch" if framework == PYTORCH else "ONNX"
+    order = f"gates {', '.join(letters)} in its order, put in Keras's ({', '.join(family.gates)})"
+    notes = [f"read from {source.module} ({framework_name}): {order}"]
+    if config.get("go_backwards"):
+        notes.append("the reverse direction: it reads the sequence from the last step, its outputs aligned with the input's steps")
+    if framework == PYTORCH and not family.uses_recurrent_activation:
+        notes.append("nn.RNN's nonlinearity (tanh or relu) is not in a state_dict: the file does not say which")
+    return RecurrentLayer(
+        path=path,
+        class_name=layer.class_name,
+        kind=kind,
+        units=units,
+        input_dim=int(kernel.shape[-2]),
+        config=normalized,
+        stored_weights=tuple((w.name, tuple(w.array.shape)) for w in layer.weights),
+        kernel=kernel,
+        recurrent_kernel=recurrent,
+        bias=bias,
+        source_layout=framework,
+        inferred=True,
+        notes=tuple(notes),
+        source=source,
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from grucli.model.registry import Family, family_of, reset_after_rule
+from grucli.model.sources import SourceWeights
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ class RecurrentLayer:
     source_layout: str = "keras"
     inferred: bool = False
     notes: tuple[str, ...] = field(default=())
+    source: SourceWeights | None = None  # a layer read from PyTorch or ONNX: its arrays in that framework's layout
 
     @property
     def family(self) -> Family:

@@ -34,10 +34,12 @@ class Family:
     keras1_stored_gates: tuple[str, ...] | None = None  # Keras 1 per-gate arrays, in stored order
     cudnn_class: str | None = None  # the CuDNN layer of this family (tf.keras 2 / Keras 2)
     cudnn_bias: str | None = None  # "sum": input + recurrent bias; "rows": the (2, 3u) bias of reset_after
-    torch_gates: tuple[str, ...] | None = None  # PyTorch's gate order, None: no PyTorch module
+    torch_gates: tuple[str, ...] | None = None  # PyTorch's gate order (in Keras's letters), None: no PyTorch module
+    torch_letters: tuple[str, ...] | None = None  # PyTorch's own letters for those gates (GRU r, z, n)
     torch_module: str | None = None
     onnx_op: str | None = None  # the ONNX operator that computes a layer of this family, None: none does
     onnx_gates: tuple[str, ...] | None = None  # ONNX's gate order, in Keras's gate letters
+    onnx_letters: tuple[str, ...] | None = None  # ONNX's own letters for those gates (RNN: i)
     convolutional: bool = False  # ConvLSTM: ⊛ instead of ·, kernels with a window in front
     equation_notes: tuple[str, ...] = field(default=())
     # What the cell records at every step (replay --gates, the pictures), after its activation, in
@@ -122,9 +124,11 @@ GRU = Family(
     cudnn_class="CuDNNGRU",
     cudnn_bias="rows",
     torch_gates=("r", "z", "h"),
+    torch_letters=("r", "z", "n"),
     torch_module="nn.GRU",
     onnx_op="GRU",
     onnx_gates=("z", "r", "h"),
+    onnx_letters=("z", "r", "h"),
     equation_notes=("Keras computes h = z * h_prev + (1 - z) * hh: z near 1 keeps the old state (the textbook form swaps z and 1 - z)",),
     traced={"z": "update gate", "r": "reset gate", "hh": "candidate state", "h": "state"},
 )
@@ -140,9 +144,11 @@ LSTM = Family(
     cudnn_class="CuDNNLSTM",
     cudnn_bias="sum",
     torch_gates=("i", "f", "c", "o"),
+    torch_letters=("i", "f", "g", "o"),
     torch_module="nn.LSTM",
     onnx_op="LSTM",
     onnx_gates=("i", "o", "f", "c"),
+    onnx_letters=("i", "o", "f", "c"),
     traced=LSTM_TRACED,
 )
 SIMPLE_RNN = Family(
@@ -155,9 +161,11 @@ SIMPLE_RNN = Family(
     cell="simple_rnn",
     uses_recurrent_activation=False,
     torch_gates=("h",),
+    torch_letters=("h",),
     torch_module="nn.RNN",
     onnx_op="RNN",
     onnx_gates=("h",),
+    onnx_letters=("i",),
     traced={"h": "state"},
 )
 CONV_LSTM = Family(
@@ -294,6 +302,8 @@ WRAPPED_KEY: Mapping[Role, str] = {Role.BIDIRECTIONAL: "layer", Role.TIME_DISTRI
 WRAPPER_CLASSES: Mapping[str, str] = {name: WRAPPED_KEY[role] for name, role in ROLES.items() if role in WRAPPED_KEY}
 BIDIRECTIONAL_CLASS, TIME_DISTRIBUTED_CLASS, RNN_CLASS = "Bidirectional", "TimeDistributed", "RNN"  # for inferred trees
 SEQUENTIAL_CLASS = "Sequential"
+# A module of a PyTorch state_dict or an ONNX graph that holds recurrent layers (its layers l0, l0_reverse ...).
+SOURCE_MODULE_CLASS = "SourceModule"
 # Every class whose call runs recurrent steps: the recurrent layers (not bare cells), RNN and Bidirectional.
 RECURRENT_LAYER_CLASSES = frozenset(name for name in CLASS_KINDS if name not in CELL_CLASSES) | {RNN_CLASS, BIDIRECTIONAL_CLASS}
 # Layers that run Python code from the file (verify refuses them unless --unsafe).

@@ -75,6 +75,16 @@ def _layer_json(report: LayerReport) -> dict[str, Any]:
             "notes": list(report.equations.notes),
         },
         "stored_weights": [{"name": name, "shape": list(shape)} for name, shape in layer.stored_weights],
+        "source": None
+        if layer.source is None
+        else {
+            "framework": layer.source.framework,
+            "module": layer.source.module,
+            "gates": list(layer.source.letters),
+            "keras_gates": list(layer.source.keras_gates),
+            "arrays": [name for name, _ in layer.source.arrays],
+            "settings": {key: value for key, value in layer.source.settings.items() if value is not None},
+        },
         "canonical_shapes": {
             "kernel": list(layer.kernel.shape),
             "recurrent_kernel": list(layer.recurrent_kernel.shape),

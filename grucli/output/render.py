@@ -41,7 +41,12 @@ FORMAT_NAMES = {
     "tf-checkpoint": "TensorFlow checkpoint (no config)",
     "tf-savedmodel": "TensorFlow SavedModel folder (keras_metadata.pb + variables/)",
     "tf-savedmodel-weights": "TensorFlow SavedModel variables (no Keras metadata: no config)",
+    "pytorch": "PyTorch state_dict (torch.save zip; weights only)",
+    "safetensors": "safetensors state_dict (weights only)",
+    "onnx": "ONNX graph (its recurrent nodes' weights)",
 }
+# Formats of other frameworks: no Keras saved them, so no Keras version is missing.
+FOREIGN_FORMATS = frozenset({"pytorch", "safetensors", "onnx"})
 # Matrices larger than this are elided to their corners; --json --values has every number.
 MAX_ROWS = 12
 MAX_COLUMNS = 10
@@ -204,7 +209,8 @@ def file_header(report: InspectReport) -> Text:
         else f"{FORMAT_NAMES.get(report.format + '-weights', report.format).removesuffix(' (no config)')} "
         f"+ architecture from --config {report.config_path}"
     )
-    text.append(f"  ·  saved by {report.saved_by}" if report.keras_version else "  ·  Keras version: not recorded")
+    if report.format not in FOREIGN_FORMATS:
+        text.append(f"  ·  saved by {report.saved_by}" if report.keras_version else "  ·  Keras version: not recorded")
     if report.backend:
         text.append(f"  ·  backend: {report.backend}")
     for note in report.notes:
@@ -390,12 +396,12 @@ def _values_table(title: str, array: ArrayReport, width: int) -> RenderableType:
         values = values.reshape(1, -1)
         row_labels = ["b"]
     elif values.ndim == 2:
-        prefix = "h" if array.name == "recurrent_kernel" else "x"
+        prefix = _row_prefix(array.name)
         row_labels = [f"{prefix}{i}" for i in range(values.shape[0])]
     else:
         # ConvLSTM: fold the kernel window into the rows, labelled by window position and input.
         window = values.shape[:-2]
-        prefix = "h" if array.name == "recurrent_kernel" else "x"
+        prefix = _row_prefix(array.name)
         row_labels = [
             f"{[int(k) for k in np.unravel_index(i // values.shape[-2], window)]}{prefix}{i % values.shape[-2]}"
             for i in range(int(np.prod(values.shape[:-1])))
@@ -420,6 +426,14 @@ def _values_table(title: str, array: ArrayReport, width: int) -> RenderableType:
     # A title of its own: as the table's title it would wrap to the width of a narrow table.
     parts: list[RenderableType] = [Text(title, style="bold"), table]
     return Group(*parts, Text(note, style="dim")) if note else Group(*parts)
+
+
+# The arrays whose rows are previous states (h), Keras's and other frameworks' names for them.
+RECURRENT_ARRAYS = frozenset({"recurrent_kernel", "weight_hh", "R"})
+
+
+def _row_prefix(name: str) -> str:
+    return "h" if name in RECURRENT_ARRAYS else "x"
 
 
 def _elide(indices: list[int], limit: int, corner: int = CORNER) -> list[int | None]:
@@ -453,16 +467,18 @@ def _unit_values(report: LayerReport) -> list[RenderableType]:
         header = f"{gate.gate} ({gate.meaning})"
         table.add_column(header, justify="right", min_width=max(8, *(len(word) for word in header.split())))
     by_gate = [{array.name: array.values for array in gate.arrays} for gate in report.gates]
-    for name, prefix in (("kernel", "x"), ("recurrent_kernel", "h")):
+    names = list(dict.fromkeys(array.name for gate in report.gates for array in gate.arrays))
+    # The weights (a vector per gate: the unit's column) first, then the biases (a value per gate).
+    matrices = [name for name in names if any(np.ndim(value) >= 1 for arrays in by_gate if (value := arrays.get(name)) is not None)]
+    for name in matrices:
         vectors = [arrays.get(name) for arrays in by_gate]
         length = max((v.size for v in vectors if v is not None), default=0)
         for row in _elide(list(range(length)), MAX_ROWS * 2):
-            label = "…" if row is None else f"{prefix}{row}"
+            label = "…" if row is None else f"{_row_prefix(name)}{row}"
             table.add_row(label, *["…" if row is None or v is None else value_text(v.ravel()[row]) for v in vectors])
-    for name in ("bias", "recurrent_bias"):
+    for name in (name for name in names if name not in matrices):
         vectors = [arrays.get(name) for arrays in by_gate]
-        if any(v is not None for v in vectors):
-            table.add_row(name, *["" if v is None else value_text(float(v)) for v in vectors])
+        table.add_row(name, *["" if v is None else value_text(float(v)) for v in vectors])
     return [table]
 
 

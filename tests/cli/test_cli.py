@@ -53,7 +53,7 @@ def test_not_a_model(tmp_path: Path) -> None:
     text.write_bytes(b"hello, this is not HDF5")
     code, _, err = run("inspect", str(text))
     assert code == 2
-    assert err == f"Error: {text} is neither a Keras .keras zip nor an HDF5 file (.h5, .hdf5)\n"
+    assert err == f"Error: {text} is neither a Keras .keras zip nor an HDF5 file (.h5, .hdf5), nor a PyTorch, .safetensors or .onnx file\n"
 
 
 @pytest.mark.parametrize("name", ["k3_gru.keras", "k3_gru.h5"])
