@@ -11,11 +11,11 @@ from typing import Any
 
 from grucli.version import __version__
 
-__all__ = ["__version__", "load", "replay", "verify"]
+__all__ = ["__version__", "load", "port", "replay", "verify"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("load", "replay", "verify"):
+    if name in ("load", "port", "replay", "verify"):
         from grucli import api
 
         return getattr(api, name)

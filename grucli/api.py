@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from grucli.commands.explain import ExplainOptions, Explanation
     from grucli.commands.inspect import InspectReport
     from grucli.commands.pictures import ActivityReport
+    from grucli.commands.port import PortReport
     from grucli.commands.report import ModelReport
     from grucli.commands.torch_layout import TorchModule
     from grucli.commands.verify_report import VerifyReport
@@ -340,6 +341,48 @@ def convert(
     rtol = DEFAULT_RTOL if rtol is None else rtol
     comparison, not_compared = prove(result, model.file, model.layers, arrays, atol, rtol)
     return report(model.path, output, result, description, comparison, not_compared, atol, rtol)
+
+
+def port(
+    source: Model,
+    target: Model,
+    output: str | Path,
+    maps: Sequence[str] = (),
+    partial: bool = False,
+    inputs: np.ndarray | Sequence[np.ndarray] | None = None,
+    input_path: str | Path | None = None,
+    seed: int = 0,
+    atol: float | None = None,
+    rtol: float | None = None,
+    force: bool = False,
+    limits: Limits | None = None,
+) -> PortReport:
+    """Port `source` (a PyTorch state_dict, .safetensors or ONNX file read by `load`) into the Keras
+    model `target`, written to `output` in the target's format, and prove it: `.passed`, `.pairs`,
+    `.proofs` (each paired layer against the source's own equations), `.end_to_end` (an ONNX
+    source's whole graph in ONNX Runtime against the replay of the written model). `grucli.load(output)`
+    reads the ported model; `grucli.verify` compares it with Keras's predict. Imports no TensorFlow."""
+    from grucli.commands.port import DEFAULT_ATOL, DEFAULT_RTOL, port_model
+    from grucli.files.inputs import fit_input, input_specs
+
+    given = None
+    if inputs is not None:
+        given = _fitted(inputs, input_specs(target.file), fit_input)
+    elif input_path is not None:
+        given, _ = model_inputs(target, input_path, limits=limits)
+    return port_model(
+        source.layers,
+        target.layers,
+        Path(output),
+        maps,
+        partial,
+        given,
+        DEFAULT_ATOL if atol is None else atol,
+        DEFAULT_RTOL if rtol is None else rtol,
+        force,
+        seed,
+        None if target.file.config_path is None else Path(target.file.config_path),
+    )
 
 
 def activities(

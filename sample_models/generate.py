@@ -145,6 +145,36 @@ def write_seq2seq() -> None:
     model.save(HERE / "k3_seq2seq.keras")
 
 
+def write_torch_samples() -> None:
+    """A PyTorch GRU with a Linear head on its last step, as a user saves it (state_dict and ONNX), for
+    the README's port into sample_models/k3_gru.keras (GRU(4) on 3 features, Dense(2)); and the port
+    people make by hand (keras-team/keras#15915), the tensors transposed but the gates left in
+    PyTorch's order r, z, n, for diff to name."""
+    import keras
+    import torch
+
+    class GRUHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = torch.nn.GRU(3, 4, batch_first=True)
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.gru(x)[0][:, -1])
+
+    torch.manual_seed(0)
+    module = GRUHead().eval()
+    torch.save(module.state_dict(), HERE / "torch_gru_head.pt")
+    torch.onnx.export(module, (torch.zeros(1, 5, 3),), str(HERE / "torch_gru_head.onnx"), dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "batch", 1: "steps"}})
+    state = {name: value.numpy() for name, value in module.state_dict().items()}
+    naive = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4, name="gru"), keras.layers.Dense(2, name="dense")])
+    naive.layers[0].set_weights([state["gru.weight_ih_l0"].T, state["gru.weight_hh_l0"].T,
+                                 np.stack([state["gru.bias_ih_l0"], state["gru.bias_hh_l0"]])])
+    naive.layers[1].set_weights([state["head.weight"].T, state["head.bias"]])
+    naive.save(HERE / "k3_gru_naive_port.keras")
+
+
 def write_tf_keras() -> None:
     import tf_keras as tk
 
@@ -257,6 +287,7 @@ def main() -> int:
             old.unlink()
     write_keras3()
     write_seq2seq()
+    write_torch_samples()
     write_tf_keras()
     write_keras1_files()
     write_cudnn_gru_weights()

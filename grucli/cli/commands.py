@@ -319,7 +319,7 @@ def verify(
     sys.exit(0 if report.passed else 1)
 
 
-@cli.command(short_help="Write the model as ONNX, checked by ONNX Runtime against the replay.")
+@cli.command(short_help="Write the model as ONNX (checked by ONNX Runtime), or port PyTorch/ONNX weights into Keras (--into).")
 @model_argument
 @input_options
 @click.option(
@@ -327,9 +327,27 @@ def verify(
     "--output",
     type=click.Path(path_type=Path),
     required=True,
-    metavar="OUT.onnx",
-    help="The .onnx file to write; - writes it to stdout (piped or redirected, never to a terminal).",
+    metavar="OUT",
+    help="The .onnx file to write (- writes it to stdout, piped or redirected); with --into, the Keras file to write "
+    "(TARGET's format: .keras, .h5, .weights.h5).",
 )
+@click.option(
+    "--into",
+    "target",
+    type=click.Path(path_type=Path),
+    metavar="TARGET",
+    help="Port MODEL (a PyTorch .pt/.pth state_dict, a .safetensors or an .onnx file) into this Keras architecture "
+    "(.keras, .h5; a weights-only file with --config), written to OUT and proved against the source.",
+)
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="SRC=DST",
+    help="With --into: put source module SRC (a state_dict prefix such as encoder.rnn, or an ONNX node name) into "
+    "Keras layer DST (a Bidirectional wrapper takes both directions; a multi-layer module fills the layers from DST on). Repeatable.",
+)
+@click.option("--partial", is_flag=True, help="With --into: port a part; the source modules and target layers left out are listed.")
 @click.option("--atol", type=float, help="Absolute tolerance of ONNX Runtime against the replay. Default 1e-5.")
 @click.option("--rtol", type=float, help="Relative tolerance (times |replay|). Default 1e-5.")
 @click.option(
@@ -352,9 +370,13 @@ def convert(
     state_io: bool,
     force: bool,
     as_json: bool,
+    target: Path | None,
+    maps: tuple[str, ...],
+    partial: bool,
     reading: Reading,
 ) -> None:
-    """Write MODEL as an ONNX file, without TensorFlow, and prove it with ONNX Runtime.
+    """Write MODEL as an ONNX file, without TensorFlow, and prove it with ONNX Runtime; or, with
+    --into TARGET, port MODEL's PyTorch or ONNX weights into the Keras model TARGET.
 
     Recurrent layers become native ONNX GRU, LSTM and RNN nodes (never a Loop): gate orders
     mapped, reset_after as linear_before_reset, each Keras version's hard_sigmoid, go_backwards,
@@ -371,13 +393,33 @@ def convert(
     Exit codes: 0 written (and, with onnxruntime, within tolerance); 1 ONNX Runtime's output is
     off; 2 a layer convert cannot write, or an unusable file or input.
 
+    With --into, the source's recurrent modules (nn.GRU/LSTM/RNN and their cells, ONNX GRU/LSTM/RNN
+    nodes), Linear and Embedding modules are paired with TARGET's layers by kind, in order (--map
+    says otherwise), their gates put in Keras's order (PyTorch GRU r, z, n → Keras z, r, h; ONNX
+    LSTM i, o, f, c → i, f, c, o), biases laid out as the target keeps them, and written to OUT
+    in TARGET's format, without TensorFlow. What would compute otherwise is refused by name (a
+    PyTorch GRU into reset_after=False, another activation, LSTM proj_size, other shapes, tensors
+    or layers left over without --partial). Then OUT is read back and proved: each paired layer
+    against the source's own equations (PyTorch where installed), an ONNX source end to end in
+    ONNX Runtime; grucli verify OUT then checks it against Keras's predict.
+
+    Exit codes: 0 written (and proved within --atol/--rtol); 1 the proof is off; 2 a refusal, or an
+    unusable file or input.
+
     \b
     Examples:
       grucli convert model.keras -o model.onnx
       grucli convert old_model.h5 --input seq.npy -o model.onnx --json
+      grucli convert tagger.pt --into tagger.keras -o ported.keras
+      grucli convert checkpoint.tar --into model.h5 --map encoder.rnn=encoder_gru --partial -o ported.h5
     """
     from grucli import api
 
+    if target is not None:
+        _port(model, target, output, maps, partial, input_path, seed, atol, rtol, force, as_json, reading)
+        return
+    if maps or partial:
+        raise CliError("--map and --partial go with --into TARGET (a port into Keras)")
     destination = binary_output(output, "ONNX file")
     loaded = load_model(model, reading)
     report = api.convert(
@@ -401,6 +443,43 @@ def convert(
         emit(report, output_format(as_json))
     if report.comparison is None and report.not_compared:
         say(f"warning: not checked: {report.not_compared}")
+    sys.exit(0 if report.passed else 1)
+
+
+def _port(
+    source: Path,
+    target: Path,
+    output: Path,
+    maps: tuple[str, ...],
+    partial: bool,
+    input_path: Path | None,
+    seed: int,
+    atol: float | None,
+    rtol: float | None,
+    force: bool,
+    as_json: bool,
+    reading: Reading,
+) -> None:
+    from grucli import api
+
+    if str(output) == "-":
+        raise CliError("convert --into writes a Keras file; -o - (stdout) is for ONNX files")
+    source_model = load_model(source, Reading(reading.limits, None))
+    target_model = load_model(target, reading)
+    report = api.port(
+        source_model,
+        target_model,
+        output,
+        maps=maps,
+        partial=partial,
+        input_path=input_path,
+        seed=seed,
+        atol=atol,
+        rtol=rtol,
+        force=force,
+        limits=reading.limits,
+    )
+    emit(report, output_format(as_json))
     sys.exit(0 if report.passed else 1)
 
 
@@ -530,10 +609,15 @@ def diff(
     as_json: bool,
     reading: Reading,
 ) -> None:
-    """Compare two files of the same architecture gate by gate (e.g. two checkpoints).
+    """Compare two files of the same architecture gate by gate (e.g. two checkpoints), or a
+    PyTorch/ONNX source with a Keras port of it.
 
     Per layer, gate and array: the largest absolute change, the relative change ‖B−A‖/‖A‖ and
     the units whose columns moved most. Files with different recurrent layers are an error.
+    Files of different frameworks (PyTorch .pt/.safetensors, ONNX, Keras) are compared in Keras's
+    layout, layers paired in file order; where B holds A's numbers in the wrong places the mistake
+    is named with its fix: gates_permuted, transposed, kernels_exchanged, bias_rows_swapped,
+    bias_summed, reset_after_mismatch, directions_swapped.
 
     Exit codes: 0 compared (with --exit-code: no array moved by more than --atol); 1 with
     --exit-code, some array moved by more than --atol; 2 unusable files or different architectures.
@@ -542,6 +626,7 @@ def diff(
     Examples:
       grucli diff epoch_10.h5 epoch_20.h5 --layer encoder
       grucli diff released.h5 rebuilt.h5 --exit-code --atol 1e-6 || echo changed
+      grucli diff model.pt hand_port.keras --exit-code
     """
     from grucli import api
 
@@ -555,7 +640,7 @@ def diff(
         refuse_unsliced_layers(loaded, layer_paths, skip_unsliced)
     report = api.diff(a, b, layer_paths, top, atol)
     emit(report, output_format(as_json))
-    if exit_code and report.changed_beyond_tolerance:
+    if exit_code and report.differs:
         sys.exit(1)
 
 

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from grucli.commands.mistakes import Finding, directions_swapped, layer_mistakes
 from grucli.errors import GrucliError, counted
 from grucli.model import gates
 from grucli.model.records import ModelLayers, RecurrentLayer
@@ -25,6 +26,7 @@ class GateChange:
     max_abs_change: float
     rel_change: float | None  # ‖B − A‖ / ‖A‖; None where ‖A‖ = 0
     top_units: tuple[tuple[int, float], ...]  # (unit, ‖change of its column‖), largest first
+    other_path: str | None = None  # B's layer where the files are of different frameworks (paired by order)
 
 
 @dataclass(frozen=True)
@@ -34,24 +36,65 @@ class DiffReport:
     changes: tuple[GateChange, ...]
 
     atol: float = 0.0  # changes up to this size count as no change (--atol)
+    findings: tuple[Finding, ...] = ()  # the mistakes of a port B holds (commands/mistakes.py)
+    paired_by_order: bool = False  # files of different frameworks: layers paired in file order, as convert --into pairs them
 
     @property
     def identical(self) -> bool:
-        return all(change.max_abs_change == 0 for change in self.changes)
+        return not self.findings and all(change.max_abs_change == 0 for change in self.changes)
 
     @property
     def changed_beyond_tolerance(self) -> tuple[GateChange, ...]:
         """The arrays that moved by more than `atol` somewhere (NaN changes count as moves)."""
         return tuple(c for c in self.changes if not c.max_abs_change <= self.atol)
 
+    @property
+    def differs(self) -> bool:
+        """What --exit-code reports: an array moved beyond --atol, or a mistake was found."""
+        return bool(self.findings or self.changed_beyond_tolerance)
+
 
 def diff_layers(a: ModelLayers, b: ModelLayers, layer_paths: Sequence[str] = (), top: int = 3, atol: float = 0.0) -> DiffReport:
-    _check_same_architecture(a, b)
     from grucli.model.layers import select_layers
 
-    pairs = zip(select_layers(a.recurrent, layer_paths), select_layers(b.recurrent, layer_paths), strict=True)
-    changes = tuple(change for left, right in pairs for change in _layer_changes(left, right, top))
-    return DiffReport(a.file.path, b.file.path, changes, atol)
+    across = _framework(a) != _framework(b)
+    if across:
+        # Other frameworks name their layers otherwise: pair them in file order, directions in order
+        # (PyTorch l0, l0_reverse; Keras bi/forward, bi/backward), as convert --into pairs them.
+        pairs = _ordered_pairs(a, b, layer_paths)
+    else:
+        _check_same_architecture(a, b)
+        pairs = list(zip(select_layers(a.recurrent, layer_paths), select_layers(b.recurrent, layer_paths), strict=True))
+    changes = tuple(change for left, right in pairs for change in _layer_changes(left, right, top, right.path if across else None))
+    findings = [finding for left, right in pairs for finding in layer_mistakes(left, right)] + directions_swapped(pairs)
+    return DiffReport(a.file.path, b.file.path, changes, atol, tuple(findings), across)
+
+
+def _framework(found: ModelLayers) -> str:
+    return "keras" if not any(layer.source is not None for layer in found.recurrent) else found.recurrent[0].source_layout
+
+
+def _ordered_pairs(a: ModelLayers, b: ModelLayers, layer_paths: Sequence[str]) -> list[tuple[RecurrentLayer, RecurrentLayer]]:
+    if layer_paths:
+        raise ArchitectureError(
+            "--layer selects by path, and files of different frameworks name their layers differently; compare them whole"
+        )
+    left, right = list(a.recurrent), list(b.recurrent)
+    problems = []
+    if len(left) != len(right):
+        problems.append(
+            f"{a.file.path} holds {counted(len(left), 'recurrent layer')} ({', '.join(x.path for x in left)}), "
+            f"{b.file.path} {len(right)} ({', '.join(x.path for x in right)})"
+        )
+    for x, y in zip(left, right):
+        if (x.family, x.units, x.input_dim) != (y.family, y.units, y.input_dim):
+            problems.append(
+                f"{x.path} ({x.kind}, {counted(x.units, 'unit')}, input {x.input_dim}) vs {y.path} ({y.kind}, "
+                f"{counted(y.units, 'unit')}, input {y.input_dim})"
+            )
+    if problems:
+        raise ArchitectureError("the two files' recurrent layers do not pair in order: " + "; ".join(problems))
+    return list(zip(left, right))
 
 
 class _Signature(NamedTuple):
@@ -86,10 +129,12 @@ def _check_same_architecture(a: ModelLayers, b: ModelLayers) -> None:
         raise ArchitectureError("the two files have different recurrent layers, expected the same architecture: " + "; ".join(problems))
 
 
-def _layer_changes(a: RecurrentLayer, b: RecurrentLayer, top: int) -> list[GateChange]:
+def _layer_changes(a: RecurrentLayer, b: RecurrentLayer, top: int, other_path: str | None = None) -> list[GateChange]:
     changes = []
+    # A reset_after mismatch leaves one bias row on one side: those arrays are compared where both have them.
+    common = [name for name in gates.gate_array_names(a) if name in gates.gate_array_names(b)]
     for gate in gates.gate_names(a.kind):
-        for name in gates.gate_array_names(a):
+        for name in common:
             # One gate array of each file at a time: a large layer is never all in memory.
             before = gates.gate_array(a, gate, name).astype(np.float64)
             after = gates.gate_array(b, gate, name).astype(np.float64)
@@ -107,6 +152,7 @@ def _layer_changes(a: RecurrentLayer, b: RecurrentLayer, top: int) -> list[GateC
                     max_abs_change=float(np.abs(delta).max()) if delta.size else 0.0,
                     rel_change=float(np.linalg.norm(delta)) / base if base > 0 else None,
                     top_units=tuple((int(unit), float(per_unit[unit])) for unit in order if per_unit[unit] > 0),
+                    other_path=other_path,
                 )
             )
     return changes

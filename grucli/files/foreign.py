@@ -107,11 +107,11 @@ def state_dict_tree(state: FoundStateDict, where: str, budget: Budget) -> tuple[
         recurrent = {name: value for name, value in parameters.items() if RECURRENT_PARAMETER.match(name)}
         rest = {name: value for name, value in parameters.items() if name not in recurrent}
         if recurrent:
-            module = _recurrent_module(prefix or "rnn", recurrent, where)
+            module = _recurrent_module(prefix, recurrent, where)
             # A bare nn.GRU's state_dict: its layers l0, l0_reverse at the top.
             children += list(module.children) if not prefix and module.class_name == SOURCE_MODULE_CLASS else [("layers", module)]
         if rest:
-            children.append(("layers", _module(prefix or "module", rest)))
+            children.append(("layers", _module(prefix, rest)))
     notes = []
     if state.found_under:
         notes.append(
@@ -126,7 +126,7 @@ def _module(prefix: str, parameters: Mapping[str, Any]) -> RawLayer:
     """A module holding no recurrent parameters: a Linear, something Linear or Embedding, or another."""
     arrays = {name: _array(value) for name, value in parameters.items()}
     shapes = {name: array.shape for name, array in arrays.items()}
-    weights = tuple(NamedArray(f"{prefix}.{name}", array) for name, array in arrays.items())
+    weights = tuple(NamedArray(_qualified(prefix, name), array) for name, array in arrays.items())
     if set(arrays) == {"weight", "bias"} and len(shapes["weight"]) == 2 and shapes["bias"] == shapes["weight"][:1]:
         return _plain(prefix, "nn.Linear", "linear", weights)
     if set(arrays) == {"weight"} and len(shapes["weight"]) == 2:
@@ -135,13 +135,9 @@ def _module(prefix: str, parameters: Mapping[str, Any]) -> RawLayer:
 
 
 def _plain(prefix: str, module: str, kind: str, weights: tuple[NamedArray, ...]) -> RawLayer:
-    return RawLayer(
-        prefix,
-        module,
-        {"name": prefix, "source_layout": PYTORCH, "source_module": module, "source_kind": kind},
-        weights=weights,
-        inferred=True,
-    )
+    name = prefix or "module"  # a bare module's state_dict names its tensors without a prefix
+    config = {"name": name, "module_path": prefix, "source_layout": PYTORCH, "source_module": module, "source_kind": kind}
+    return RawLayer(name, module, config, weights=weights, inferred=True)
 
 
 def _recurrent_module(prefix: str, parameters: Mapping[str, Any], where: str) -> RawLayer:
@@ -158,7 +154,7 @@ def _recurrent_module(prefix: str, parameters: Mapping[str, Any], where: str) ->
         raise ModelFileError(f"{where}: module {prefix} mixes a cell's names (weight_ih) with a layer's (weight_ih_l0)")
     if any("weight_hr" in roles for roles in layers.values()):
         # nn.LSTM(proj_size=...): h is projected after every step, which no Keras LSTM does.
-        weights = tuple(NamedArray(f"{prefix}.{name}", _array(value)) for roles in layers.values() for name, value in roles.values())
+        weights = tuple(NamedArray(_qualified(prefix, name), _array(value)) for roles in layers.values() for name, value in roles.values())
         return RawLayer(
             prefix,
             "nn.LSTM (proj_size)",
@@ -174,8 +170,8 @@ def _recurrent_module(prefix: str, parameters: Mapping[str, Any], where: str) ->
         )
     children = []
     for (index, reverse), roles in sorted(layers.items()):
-        name = prefix if cell else f"l{index}" + ("_reverse" if reverse else "")
-        children.append(("layers", _recurrent_layer(prefix, name, roles, cell, reverse, where)))
+        name = (prefix or "cell") if cell else f"l{index}" + ("_reverse" if reverse else "")
+        children.append(("layers", _recurrent_layer(prefix, name, roles, cell, reverse, where, index)))
     module = f"{family_of(children[0][1].class_name).torch_module}" + ("Cell" if cell else "")
     if cell:
         return children[0][1]
@@ -190,7 +186,9 @@ def _recurrent_module(prefix: str, parameters: Mapping[str, Any], where: str) ->
     return RawLayer(prefix, SOURCE_MODULE_CLASS, config, children=tuple(children), inferred=True)
 
 
-def _recurrent_layer(prefix: str, name: str, roles: Mapping[str, tuple[str, Any]], cell: bool, reverse: bool, where: str) -> RawLayer:
+def _recurrent_layer(
+    prefix: str, name: str, roles: Mapping[str, tuple[str, Any]], cell: bool, reverse: bool, where: str, index: int
+) -> RawLayer:
     missing = [role for role in ("weight_ih", "weight_hh") if role not in roles]
     if missing:
         raise ModelFileError(f"{where}: {prefix} layer {name} has no {missing[0]}; expected weight_ih and weight_hh")
@@ -209,6 +207,10 @@ def _recurrent_layer(prefix: str, name: str, roles: Mapping[str, tuple[str, Any]
         "use_bias": "bias_ih" in arrays or "bias_hh" in arrays,
         "go_backwards": reverse,
         "return_sequences": not cell,
+        # Where the layer sits in its module (a port pairs modules and fills their layers in order).
+        "module_path": prefix,
+        "layer_index": index,
+        "direction": "reverse" if reverse else "forward",
     }
     if family.uses_recurrent_activation:
         config.update(activation="tanh", recurrent_activation="sigmoid")
@@ -216,7 +218,7 @@ def _recurrent_layer(prefix: str, name: str, roles: Mapping[str, tuple[str, Any]
         config["activation"] = None  # nn.RNN: tanh or relu, which a state_dict does not record
     if family.two_row_bias:
         config["reset_after"] = True  # nn.GRU applies r after the recurrent product
-    weights = tuple(NamedArray(f"{prefix}.{roles[role][0]}", arrays[role]) for role in present)
+    weights = tuple(NamedArray(_qualified(prefix, roles[role][0]), arrays[role]) for role in present)
     return RawLayer(name, family.name, config, weights=weights, inferred=True)
 
 
@@ -231,6 +233,11 @@ def _family(prefix: str, name: str, w_ih: np.ndarray, w_hh: np.ndarray, where: s
     if family is None:
         raise ModelFileError(f"{where}: {prefix} layer {name} has {blocks} gate blocks; expected 3 (GRU), 4 (LSTM) or 1 (RNN)")
     return family
+
+
+def _qualified(prefix: str, name: str) -> str:
+    """A tensor's name in the state_dict: `rnn.weight_ih_l0`, or `weight_ih_l0` in a bare module's."""
+    return f"{prefix}.{name}" if prefix else name
 
 
 def _array(value: Any) -> np.ndarray:

@@ -60,11 +60,12 @@ def read_onnx(path: Path, budget: Budget) -> tuple[RawLayer, tuple[str, ...]]:
     constants = _constants(graph, path, budget, numpy_helper)
     _refuse_nested_recurrence(graph, path, onnx)
     children: list[tuple[str, RawLayer]] = []
+    scopes = _module_scopes(graph)
     for index, node in enumerate(graph.node):
         name = module_path(node.name, node.op_type, index)
         if node.op_type in RECURRENT_OPS:
             budget.layer(f"{path}: node {name}")
-            children.append(("layers", _recurrent(node, name, constants, path, onnx)))
+            children.append(("layers", _recurrent(node, name, constants, path, onnx, scopes[index])))
         elif node.op_type in ("Gemm", "MatMul", "Gather"):
             found = _plain(node, name, index, graph.node, constants)
             if found is not None:
@@ -91,6 +92,22 @@ def module_path(node_name: str, op_type: str, index: int) -> str:
     """A node's name as a grucli path: `/rnn/GRU` (torch.onnx's names) is `rnn.GRU`; unnamed nodes get `GRU_3`."""
     cleaned = ".".join(part for part in node_name.split("/") if part)
     return cleaned or f"{op_type}_{index}"
+
+
+def _module_scopes(graph: Any) -> dict[int, tuple[str, int]]:
+    """Each recurrent node's module and its place in it: torch.onnx.export names a module's nodes after
+    it (`/rnn/GRU`, `/rnn/GRU_1`: the two layers of nn.GRU(num_layers=2) named rnn), so nodes that
+    share a scope are one module's layers, in graph order; a node without a scope is a module of its own."""
+    scopes: dict[int, tuple[str, int]] = {}
+    counts: dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        if node.op_type not in RECURRENT_OPS:
+            continue
+        parts = [part for part in node.name.split("/") if part]
+        scope = ".".join(parts[:-1]) if len(parts) > 1 else module_path(node.name, node.op_type, index)
+        scopes[index] = (scope, counts.get(scope, 0))
+        counts[scope] = counts.get(scope, 0) + 1
+    return scopes
 
 
 def _opset(model: Any) -> str:
@@ -158,7 +175,7 @@ def _weight(node: Any, position: int, constants: Mapping[str, np.ndarray], name:
     return constants[tensor]
 
 
-def _recurrent(node: Any, name: str, constants: Mapping[str, np.ndarray], path: Path, onnx: Any) -> RawLayer:
+def _recurrent(node: Any, name: str, constants: Mapping[str, np.ndarray], path: Path, onnx: Any, scope: tuple[str, int]) -> RawLayer:
     family = RECURRENT_OPS[node.op_type]
     attributes = _attributes(node, onnx)
     where = f"{path}: {node.op_type} node {name}"
@@ -192,7 +209,7 @@ def _recurrent(node: Any, name: str, constants: Mapping[str, np.ndarray], path: 
     for index, which in enumerate(directions):
         own = onnx_activations[index * per_direction : (index + 1) * per_direction]
         layer_name = which if len(directions) > 1 else name
-        layers.append(_direction(family, node, layer_name, which, index, w, r, b, own, alphas, betas, attributes, name))
+        layers.append(_direction(family, node, layer_name, which, index, w, r, b, own, alphas, betas, attributes, name, scope))
     if len(layers) == 1:
         return layers[0]
     config = {
@@ -220,6 +237,7 @@ def _direction(
     betas: Sequence[float],
     attributes: Mapping[str, Any],
     module: str,
+    scope: tuple[str, int],
 ) -> RawLayer:
     keras = [KERAS_ACTIVATIONS.get(a) for a in activations]
     config: dict[str, Any] = {
@@ -237,6 +255,9 @@ def _direction(
         "onnx_activation_alpha": list(alphas),
         "onnx_activation_beta": list(betas),
         "layout": int(attributes.get("layout", 0)),
+        "module_path": scope[0],
+        "layer_index": scope[1],
+        "direction": which,
     }
     if family.uses_recurrent_activation:
         # Keras's candidate and (LSTM) cell output share one activation: ONNX's g and h must agree.
@@ -279,5 +300,52 @@ def _plain(node: Any, name: str, index: int, nodes: Sequence[Any], constants: Ma
 
 
 def _dense_like(name: str, module: str, kind: str, weights: list[NamedArray]) -> RawLayer:
-    config = {"name": name, "source_layout": ONNX, "source_module": module, "source_kind": kind, "orientation": "keras"}
+    config = {
+        "name": name,
+        "module_path": name,
+        "source_layout": ONNX,
+        "source_module": module,
+        "source_kind": kind,
+        "orientation": "keras",
+    }
     return RawLayer(name, module, config, weights=tuple(weights), inferred=True)
+
+
+def input_time_axes(path: Path) -> dict[str, int | None]:
+    """Which axis of each graph input is time (None where the graph does not say): convert --into's
+    end-to-end proof feeds ONNX Runtime the Keras model's (batch, time, ...) input in the graph's order."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {tensor.name: _time_axis(graph, tensor.name) for tensor in graph.input}
+
+
+# Operators that keep an input's axes where they are (elementwise), or move them as their attributes say.
+_PASSING = frozenset({"Cast", "Identity", "Dropout", "Relu", "Tanh", "Sigmoid", "Add", "Mul", "Sub", "Div"})
+
+
+def _time_axis(graph: Any, name: str, depth: int = 0) -> int | None:
+    """Which axis of graph tensor `name` is time, by following it to the first recurrent node it feeds
+    (its `layout` says where time is: axis 0 by default) through Transpose (axes permuted), embedding
+    lookups (Gather on a constant table: the ids' axes lead) and elementwise operators."""
+    if depth > 64:
+        return None
+    constants = {tensor.name for tensor in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    for node in graph.node:
+        if name not in node.input:
+            continue
+        if node.op_type in RECURRENT_OPS and node.input[0] == name:
+            layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+            return 1 if layout else 0
+        if node.op_type == "Transpose":
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            inner = _time_axis(graph, node.output[0], depth + 1)
+            return None if inner is None or perm is None or inner >= len(perm) else perm[inner]
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] == name and node.input[0] in constants:
+            inner = _time_axis(graph, node.output[0], depth + 1)
+            return inner  # the ids' axes lead the looked-up vectors
+        if node.op_type in _PASSING:
+            found = _time_axis(graph, node.output[0], depth + 1)
+            if found is not None:
+                return found
+    return None

@@ -137,6 +137,8 @@ def _other(
         weight_shapes=weight_shapes,
         skipped_reason=reason,
         unsliced_recurrent=recurrent_like and bool(weight_shapes),
+        weights=tuple(weights),
+        config=layer.config,
     )
 
 
@@ -198,6 +200,7 @@ def canonical_layer(layer: RawLayer, path: str, model: ModelFile, wrapper_config
         source_layout=source_layout,
         inferred=layer.inferred,
         notes=tuple(notes),
+        stored_arrays=tuple(weights),
     )
 
 
@@ -216,7 +219,7 @@ def _foreign_layer(layer: RawLayer, path: str, kind: str) -> RecurrentLayer:
             family, arrays["weight_ih"], arrays["weight_hh"], arrays.get("bias_ih"), arrays.get("bias_hh"), f"layer {path}"
         )
         letters, keras_gates = family.torch_letters, family.torch_gates
-        settings = {"nonlinearity": config.get("activation")} if not family.uses_recurrent_activation else {}
+        settings: dict[str, Any] = {"nonlinearity": config.get("activation")} if not family.uses_recurrent_activation else {}
     else:
         kernel, recurrent, bias = onnx_to_keras(
             family, arrays["W"], arrays["R"], arrays.get("B"), bool(config.get("reset_after")), f"layer {path}"
@@ -228,6 +231,7 @@ def _foreign_layer(layer: RawLayer, path: str, kind: str) -> RecurrentLayer:
             if key in config
         }
         settings["activations"] = config.get("onnx_activations")
+    settings.update({key: config[key] for key in ("module_path", "layer_index", "direction") if key in config})
     assert letters is not None and keras_gates is not None  # the readers send only families with that framework's layout
     units = _check_shapes(path, kind, kernel, recurrent, bias, config)
     source = SourceWeights(
@@ -275,6 +279,7 @@ def _foreign_layer(layer: RawLayer, path: str, kind: str) -> RecurrentLayer:
         inferred=True,
         notes=tuple(notes),
         source=source,
+        stored_arrays=tuple(layer.weights),
     )
 
 

@@ -134,6 +134,8 @@ class RecurrentLayer:
     inferred: bool = False
     notes: tuple[str, ...] = field(default=())
     source: SourceWeights | None = None  # a layer read from PyTorch or ONNX: its arrays in that framework's layout
+    # The arrays as the file stores them (lazy datasets: a port writes new values into their places).
+    stored_arrays: tuple[NamedArray, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def family(self) -> Family:
@@ -204,6 +206,8 @@ class OtherLayer:
     # Holds the weights of a recurrent layer or cell that grucli cannot slice: commands that
     # promise every recurrent layer (export, replay, verify) refuse the file rather than drop it.
     unsliced_recurrent: bool = False
+    weights: tuple[NamedArray, ...] = field(default=(), repr=False, compare=False)  # its own arrays, as stored
+    config: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -314,6 +314,8 @@ CODE_CLASSES = frozenset({"Lambda"})
 KERAS3_MASK_AWARE_MERGES = frozenset({"Multiply", "Maximum", "Minimum"})
 # Layers whose input is integer ids (inputs are drawn as ids, and checked to be whole numbers).
 TOKEN_ID_CLASSES = frozenset({"Embedding"})
+# Layers a port fills from another framework's Linear (kernel, bias) and Embedding (table), besides recurrent ones.
+DENSE_CLASSES = frozenset({"Dense", "TimeDistributed(Dense)"})
 # Keras 1's Convolution1D, whose kernel Keras 2's loader reshapes (rebuilt as a Conv1D).
 KERAS1_CONV1D_CLASS = "Convolution1D"
 
@@ -387,6 +389,10 @@ def is_standard_cell(class_name: str) -> bool:
 
 def runs_code(class_name: str) -> bool:
     return class_name in CODE_CLASSES
+
+
+def is_dense(class_name: str) -> bool:
+    return class_name in DENSE_CLASSES
 
 
 def takes_token_ids(class_name: str) -> bool:

@@ -102,6 +102,18 @@ def _convert_json(report: Any, color: bool, width: int) -> str:
     return convert_json(report) + "\n"
 
 
+def _port_text(report: Any, color: bool, width: int) -> str:
+    from grucli.output.render_verify import render_port
+
+    return render_port(report, color=color, width=width)
+
+
+def _port_json(report: Any, color: bool, width: int) -> str:
+    from grucli.output.formats import port_json
+
+    return port_json(report) + "\n"
+
+
 # Report type (module.class) → its formatters.
 FORMATTERS: Mapping[str, Mapping[OutputFormat, Formatter]] = {
     "grucli.commands.inspect.InspectReport": {
@@ -114,6 +126,7 @@ FORMATTERS: Mapping[str, Mapping[OutputFormat, Formatter]] = {
     "grucli.commands.diff.DiffReport": {OutputFormat.TEXT: _diff_text, OutputFormat.JSON: _diff_json},
     "grucli.commands.check.CheckReport": {OutputFormat.TEXT: _check_text, OutputFormat.JSON: _check_json},
     "grucli.commands.convert.ConvertReport": {OutputFormat.TEXT: _convert_text, OutputFormat.JSON: _convert_json},
+    "grucli.commands.port.PortReport": {OutputFormat.TEXT: _port_text, OutputFormat.JSON: _port_json},
 }
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from grucli.commands.diff import DiffReport
     from grucli.commands.explain import Explanation, Step
     from grucli.commands.inspect import ArrayReport, InspectReport, LayerReport
+    from grucli.commands.port import PortReport
     from grucli.commands.verify_report import Comparison, VerifyReport
 
 SCHEMA_VERSION = 1
@@ -297,9 +298,12 @@ def diff_json(report: DiffReport) -> str:
                 "max_abs_change": c.max_abs_change,
                 "rel_change": c.rel_change,
                 "top_units": [{"unit": unit, "change": change} for unit, change in c.top_units],
+                "other_path": c.other_path,
             }
             for c in report.changes
         ],
+        "paired_by_order": report.paired_by_order,
+        "findings": [{"kind": f.kind, "layer": f.layer, "other": f.other, "detail": f.detail, "fix": f.fix} for f in report.findings],
     }
     return _dumps(document)
 
@@ -400,6 +404,39 @@ def convert_json(report: ConvertReport) -> str:
                 "passed": compared.passed,
             },
             "not_compared": report.not_compared,
+            "passed": report.passed,
+        }
+    )
+
+
+def port_json(report: PortReport) -> str:
+    """The `convert --into --json` document."""
+
+    def comparison(c: Comparison) -> dict[str, Any]:
+        return {
+            "max_abs_err": _finite_or_none(c.max_abs_err),
+            "max_rel_err": _finite_or_none(c.max_rel_err),
+            "passed": c.passed,
+            "nonfinite": list(c.nonfinite),
+        }
+
+    return _dumps(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "grucli_version": __version__,
+            "source": report.source,
+            "target": report.target,
+            "output": report.output,
+            "pairs": [{"kind": p.category, "source": p.source, "target": p.target, "detail": p.detail} for p in report.pairs],
+            "left_out": list(report.left_out),
+            "notes": list(report.notes),
+            "proofs": [
+                {"source": p.source, "target": p.target, "reference": p.reference, **comparison(p.comparison)} for p in report.proofs
+            ],
+            "end_to_end": None if report.end_to_end is None else comparison(report.end_to_end),
+            "end_to_end_note": report.end_to_end_note,
+            "atol": report.atol,
+            "rtol": report.rtol,
             "passed": report.passed,
         }
     )

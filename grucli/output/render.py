@@ -502,8 +502,9 @@ def render_diff(report: DiffReport, color: bool = False, width: int = 120) -> st
         table.add_column(column, justify="right" if column.startswith(("max", "‖")) else "left", no_wrap=True)
     previous = None
     for change in report.changes:
-        layer = change.path if change.path != previous else ""
-        previous = change.path
+        name = change.path if change.other_path is None else f"{change.path} ↔ {change.other_path}"
+        layer = name if name != previous else ""
+        previous = name
         relative = "—" if change.rel_change is None else f"{change.rel_change:.3g}"
         moved = ", ".join(f"u{unit} ({value:.3g})" for unit, value in change.top_units) or "—"
         style = "" if change.max_abs_change == 0 else "bold"
@@ -516,7 +517,15 @@ def render_diff(report: DiffReport, color: bool = False, width: int = 120) -> st
     else:
         beyond = f" by more than {report.atol:g}" if report.atol else ""
         verdict = Text(f"changed: {len(changed)} of {len(report.changes)} arrays beyond{beyond}", style="yellow")
-    return to_text([header, fitted(table, width), verdict], color, width)
+    if report.paired_by_order:
+        header.append("\n  layers of different frameworks, paired in file order (as convert --into pairs them)", style="dim")
+    parts: list[RenderableType] = [header, fitted(table, width)]
+    for finding in report.findings:
+        parts.append(Text(f"{finding.kind}: {finding.layer} ↔ {finding.other}: {finding.detail}", style="bold red"))
+        parts.append(Text(f"  fix: {finding.fix}"))
+    if report.findings:
+        verdict = Text(f"B holds A's numbers in the wrong places: {len(report.findings)} mistake(s) named above", style="bold red")
+    return to_text([*parts, verdict], color, width)
 
 
 @escaping

@@ -15,6 +15,7 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     from grucli.commands.convert import ConvertReport
+    from grucli.commands.port import PortReport
     from grucli.commands.verify_report import Comparison, TraceTable, VerifyReport
 
 from grucli.output.render import escaping, fitted, packed, to_text, value_text
@@ -174,4 +175,44 @@ def render_convert(report: ConvertReport, color: bool = False, width: int = 120)
         )
         parts.extend(Text(f"non-finite: {line}", style="bold red") for line in c.nonfinite)
         parts.append(_verdict(c.passed))
+    return to_text(parts, color, width)
+
+
+@escaping
+def render_port(report: PortReport, color: bool = False, width: int = 120) -> str:
+    """convert --into: what went where, and the proof that the written model computes what the source does."""
+    parts: list[RenderableType] = [Text(f"wrote {report.output}: {report.target} with the weights of {report.source}", style="bold")]
+    parts.extend(Text(f"  {pair.source} → {pair.target}: {pair.detail}") for pair in report.pairs)
+    parts.extend(Text(f"  left out (--partial): {item}", style="yellow") for item in report.left_out)
+    parts.extend(Text(f"note: {note}", style="dim") for note in report.notes)
+    table = Table(
+        title="proof: each layer of the written model against the source",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        header_style="bold",
+    )
+    for column in ("source", "target", "reference", "max abs err", "max rel err", "result"):
+        table.add_column(column, justify="right" if "err" in column else "left")
+    for proof in report.proofs:
+        c = proof.comparison
+        table.add_row(proof.source, proof.target, proof.reference, _error(c.max_abs_err), _error(c.max_rel_err), _verdict(c.passed))
+    parts.append(fitted(table, width))
+    if report.end_to_end is not None:
+        c = report.end_to_end
+        parts.append(Text(f"end to end: {report.end_to_end_note}:"))
+        parts.append(
+            Text(f"  max abs err {_error(c.max_abs_err)}, max rel err {_error(c.max_rel_err)} (atol {report.atol:g}, rtol {report.rtol:g})")
+        )
+        parts.extend(Text(f"non-finite: {line}", style="bold red") for line in c.nonfinite)
+    else:
+        parts.append(Text(f"end to end: {report.end_to_end_note}", style="dim"))
+    parts.append(
+        Text(
+            "PASS: the written model computes what the source computes"
+            if report.passed
+            else f"FAIL: the written model is off from the source (atol {report.atol:g}, rtol {report.rtol:g})",
+            style="bold green" if report.passed else "bold red",
+        )
+    )
     return to_text(parts, color, width)
