@@ -47,11 +47,15 @@ def write_plot(report: InspectReport, output: str | Path, force: bool = False, d
         scale = scales[id(layer)]
         arrays = {array.name: np.asarray(array.values, dtype=np.float64) for array in gate.arrays}
         title = f"{layer.layer.path} · {gate.gate} ({gate.meaning})"
-        for axis, name, ylabel in ((row[0], "kernel", "input feature"), (row[1], "recurrent_kernel", "previous state unit")):
+        # The input weights, then the recurrent ones: Keras's kernel and recurrent_kernel, PyTorch's
+        # weight_ih and weight_hh, ONNX's W and R, as the report names them.
+        matrices = [name for name, values in arrays.items() if values.ndim >= 2][:2]
+        for axis, name, ylabel in zip(row[:2], matrices, ("input feature", "previous state unit")):
             image = _heatmap(axis, arrays[name], scale, f"{title} · {name}", ylabel)
         figure.colorbar(image, ax=row[1], fraction=0.046, pad=0.02)
         _histogram(row[2], arrays, f"{title} · weights")
-    figure.suptitle(f"{report.path} ({report.format}, Keras {report.keras_version or '?'})", fontsize=11)
+    saver = f"Keras {report.keras_version}" if report.keras_version else "Keras version not recorded"
+    figure.suptitle(f"{report.path} ({report.format}, {saver})", fontsize=11)
     figure.tight_layout(rect=(0, 0, 1, 0.98))
     write_atomic(output, lambda handle: figure.savefig(handle, format="png", dpi=dpi), force)
     plt.close(figure)

@@ -260,3 +260,19 @@ def test_storage_bytes_are_charged_to_the_budget(tmp_path: Path) -> None:
     result = run("inspect", str(tmp_path / "big.pt"), "--max-total-mb", "1")
     assert result.exit_code == 2 and "--max-total-mb" in result.stderr
     assert run("inspect", str(tmp_path / "big.pt"), "--max-total-mb", "8").exit_code == 0
+
+
+@pytest.mark.parametrize("form", ["pt", "onnx"])
+def test_check_plot_and_report_read_other_frameworks(tmp_path: Path, form: str) -> None:
+    """inspect, check, plot and report show these sources like a Keras file (plot names the
+    framework's arrays: weight_ih and weight_hh, W and R)."""
+    pytest.importorskip("matplotlib")
+    sample = Path(__file__).resolve().parents[2] / "sample_models" / f"torch_gru_head.{form}"
+    assert run("check", str(sample)).exit_code == 0
+    plotted = run("plot", str(sample), "-o", str(tmp_path / "p.png"))
+    assert plotted.exit_code == 0, plotted.output
+    assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
+    reported = run("report", str(sample), "-o", str(tmp_path / "r.html"))
+    assert reported.exit_code == 0, reported.output
+    page = (tmp_path / "r.html").read_text()
+    assert "gru" in page and ("weight_ih" in page or "kernel" in page)
