@@ -59,7 +59,8 @@ def main() -> int:
             for steps in (1000, 4000):
                 x = np.random.default_rng(steps).normal(size=(16, steps, 32)).astype("float32")
                 predict = median_seconds(lambda: model.predict(x, verbose=0, batch_size=16))
-                ort = median_seconds(lambda: session.run(None, {"input": x}))
+                name_in = session.get_inputs()[0].name  # the Keras input's name, which convert keeps
+                ort = median_seconds(lambda: session.run(None, {name_in: x}))
                 print(f"{name:12} {steps:6d} {predict:10.3f} {ort:8.3f} {ort / predict:11.2f}x")
             try:
                 start = time.perf_counter()
@@ -93,7 +94,7 @@ for steps in (50, 200):
         got = theirs.run(None, {theirs.get_inputs()[0].name: x})[0]
         predicted = model.predict(x, verbose=0)
         errors.append(f"{steps} steps: max |export - predict| {np.abs(got - predicted).max():.1e}, "
-                      f"|grucli - predict| {np.abs(mine.run(None, {'input': x})[0] - predicted).max():.1e}")
+                      f"|grucli - predict| {np.abs(mine.run(None, {mine.get_inputs()[0].name: x})[0] - predicted).max():.1e}")
     except Exception as exc:
         errors.append(f"{steps} steps: the exported file fails ({type(exc).__name__})")
 print(f"RESULT {seconds:.3f}|{'; '.join(errors)}")

@@ -2,9 +2,9 @@
 
     python benchmarks/bench_regression.py [--baseline REF]
 
-The baseline (default: db13e5b, the commit whose numbers docs/performance.md
-recorded before the replay engine grew convolutions, attention, operations and the parsed model
-graph) is checked out into a temporary git worktree; both trees' `python -m grucli` run as fresh
+The baseline (default: 7cf63dd, main as it landed on 2026-12-03 with convert and report, the
+commit before the work of issue 33: a baseline that has every command the small-model row runs) is
+checked out into a temporary git worktree; both trees' `python -m grucli` run as fresh
 processes, in turns (medians of 5), so that the machine's drift hits both alike:
 
 - `replay` of GRU(256) → GRU(256) → Dense over 1000 timesteps (batch 16): where the recurrent loop
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from common import ROOT, compile_package
 
-DEFAULT_BASELINE = "db13e5b"
+DEFAULT_BASELINE = "7cf63dd"
 RUNS = 5
 GOAL = 1.15
 

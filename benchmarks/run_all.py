@@ -9,10 +9,11 @@ against predict), bench_regression.py (replay, inspect and export against an ear
 git worktree), bench_savedmodel.py (inspect of a SavedModel folder and a checkpoint against tf-keras
 loading them), bench_long.py (long sequences: the replay's marginal cost per timestep from 500 to
 2500 steps against predict's, in-process and as whole processes; peak memory; verify at 2500
-steps against load-and-predict), bench_onnx.py (ONNX Runtime on the converted file against predict; convert against Keras's
-export), bench_split.py (a step's units on two threads against one, per
-layer kind, size and dtype). Models are generated in temporary folders; nothing is committed.
-About twenty-five minutes on a 2-core machine.
+steps against load-and-predict), bench_split.py (a step's units on two threads against one, per
+layer kind, size and dtype), bench_onnx.py (ONNX Runtime on the converted file against predict;
+convert against Keras's export), bench_report.py (report against inspect + replay; the page's size
+for a GRU(4096)). Models are generated in temporary folders; nothing is committed. About thirty
+minutes on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     failures = 0
-    for script in ("bench_inspect.py", "bench_big.py", "bench_verify.py", "bench_regression.py", "bench_savedmodel.py", "bench_long.py", "bench_split.py", "bench_onnx.py"):
+    scripts = ("bench_inspect.py", "bench_big.py", "bench_verify.py", "bench_regression.py", "bench_savedmodel.py", "bench_long.py",
+               "bench_split.py", "bench_onnx.py", "bench_report.py")
+    for script in scripts:
         print(f"\n=== {script}", flush=True)
         failures += subprocess.run([sys.executable, str(HERE / script)]).returncode != 0
     return 1 if failures else 0
