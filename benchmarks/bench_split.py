@@ -51,13 +51,14 @@ def layer_of(kind: str, units: int) -> RecurrentLayer:
 @contextmanager
 def forced(split: bool) -> Iterator[None]:
     """The split forced on (any size, two CPUs) or off, for the duration."""
-    saved = parallel.usable_cpus, parallel.SPLIT_MIN_MULTIPLY_ADDS
+    saved = parallel.usable_cpus, parallel.SPLIT_MIN_MULTIPLY_ADDS, parallel._AVX512
     parallel.usable_cpus = (lambda: 2) if split else (lambda: 1)
     parallel.SPLIT_MIN_MULTIPLY_ADDS = {dtype: 0 for dtype in saved[1]}
+    parallel._AVX512 = False  # measured with and without the split on any CPU
     try:
         yield
     finally:
-        parallel.usable_cpus, parallel.SPLIT_MIN_MULTIPLY_ADDS = saved
+        parallel.usable_cpus, parallel.SPLIT_MIN_MULTIPLY_ADDS, parallel._AVX512 = saved
 
 
 def seconds(function: Callable[[], object]) -> float:
@@ -85,7 +86,7 @@ def main() -> None:
     parser.add_argument("--short", type=int, default=200)
     parser.add_argument("--long", type=int, default=1000)
     args = parser.parse_args()
-    print(f"usable CPUs: {parallel.usable_cpus()}; marginal µs per step, {args.short} to {args.long} steps, fastest of {args.rounds} rounds in turns")
+    print(f"usable CPUs: {parallel.usable_cpus()}; NumPy with AVX-512: {parallel.numpy_has_avx512()}; marginal µs per step, {args.short} to {args.long} steps, fastest of {args.rounds} rounds in turns")
     for kind, dtype, units, batch in CASES:
         cost = per_step(kind, dtype, units, batch, args.rounds, args.short, args.long)
         multiply_adds = batch * (units + 1 + FEATURES) * GATES[kind] * units

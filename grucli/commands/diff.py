@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from grucli.commands.mistakes import Finding, directions_swapped, layer_mistakes
+from grucli.commands.mistakes import BlockNorms, Finding, PairScreen, directions_swapped, layer_mistakes
 from grucli.errors import GrucliError, counted
 from grucli.model import gates
 from grucli.model.records import ModelLayers, RecurrentLayer
@@ -65,8 +65,11 @@ def diff_layers(a: ModelLayers, b: ModelLayers, layer_paths: Sequence[str] = (),
     else:
         _check_same_architecture(a, b)
         pairs = list(zip(select_layers(a.recurrent, layer_paths), select_layers(b.recurrent, layer_paths), strict=True))
-    changes = tuple(change for left, right in pairs for change in _layer_changes(left, right, top, right.path if across else None))
-    findings = [finding for left, right in pairs for finding in layer_mistakes(left, right)] + directions_swapped(pairs)
+    compared = [_layer_changes(left, right, top, right.path if across else None) for left, right in pairs]
+    changes = tuple(change for layer_changes, _ in compared for change in layer_changes)
+    screens = [screen for _, screen in compared]
+    findings = [finding for (left, right), screen in zip(pairs, screens) for finding in layer_mistakes(left, right, screen)]
+    findings += directions_swapped(pairs, screens)
     return DiffReport(a.file.path, b.file.path, changes, atol, tuple(findings), across)
 
 
@@ -129,8 +132,11 @@ def _check_same_architecture(a: ModelLayers, b: ModelLayers) -> None:
         raise ArchitectureError("the two files have different recurrent layers, expected the same architecture: " + "; ".join(problems))
 
 
-def _layer_changes(a: RecurrentLayer, b: RecurrentLayer, top: int, other_path: str | None = None) -> list[GateChange]:
+def _layer_changes(a: RecurrentLayer, b: RecurrentLayer, top: int, other_path: str | None = None) -> tuple[list[GateChange], PairScreen]:
+    """Each gate array's change, and what the mistake checks need to know of the pair without
+    reading its kernels again (`mistakes.PairScreen`)."""
     changes = []
+    norms: dict[str, tuple[list[float], list[float]]] = {"kernel": ([], []), "recurrent_kernel": ([], [])}
     # A reset_after mismatch leaves one bias row on one side: those arrays are compared where both have them.
     common = [name for name in gates.gate_array_names(a) if name in gates.gate_array_names(b)]
     for gate in gates.gate_names(a.kind):
@@ -142,6 +148,9 @@ def _layer_changes(a: RecurrentLayer, b: RecurrentLayer, top: int, other_path: s
                 # The same NaN or infinity in both files is no change; a new one is (NaN).
                 delta = np.where((before == after) | (np.isnan(before) & np.isnan(after)), 0.0, after - before)
             base = float(np.linalg.norm(before))
+            if name in norms:
+                norms[name][0].append(base)
+                norms[name][1].append(float(np.linalg.norm(after)))
             per_unit = np.sqrt((gates.unit_columns(delta) ** 2).sum(axis=0))
             order = np.argsort(-per_unit, kind="stable")[:top]
             changes.append(
@@ -155,4 +164,10 @@ def _layer_changes(a: RecurrentLayer, b: RecurrentLayer, top: int, other_path: s
                     other_path=other_path,
                 )
             )
-    return changes
+    unchanged = all(c.max_abs_change == 0 for c in changes if c.array in norms)
+    screen = PairScreen(
+        BlockNorms(tuple(norms["kernel"][0]), tuple(norms["recurrent_kernel"][0])),
+        BlockNorms(tuple(norms["kernel"][1]), tuple(norms["recurrent_kernel"][1])),
+        unchanged,
+    )
+    return changes, screen

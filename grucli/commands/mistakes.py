@@ -38,17 +38,68 @@ class Finding:
     fix: str
 
 
+SAME_RTOL, SAME_ATOL = 1e-6, 1e-7  # what `same` allows: float32 rounding
+
+
+@dataclass(frozen=True)
+class BlockNorms:
+    """The norm of each gate block of a layer's kernel and recurrent kernel, in gate order."""
+
+    kernel: tuple[float, ...]
+    recurrent_kernel: tuple[float, ...]
+
+    def sizes(self, layer: RecurrentLayer) -> int:
+        """The values in the largest block: what float32 rounding can add up over."""
+        count = len(layer.family.gates)
+        return max(int(np.size(layer.kernel)), int(np.size(layer.recurrent_kernel))) // count
+
+
+@dataclass(frozen=True)
+class PairScreen:
+    """What diff has already computed of a pair of layers, gate block by gate block, so the checks
+    below can rule a pair out without reading its kernels again (a GRU(2048)'s are 100 MB each in
+    float64): `unchanged` where every kernel block is exactly equal; else B can hold A's numbers
+    moved only if it holds blocks of the same norms, since every misplacement checked here
+    (permuted, transposed, exchanged, directions swapped) moves blocks whole."""
+
+    a: BlockNorms
+    b: BlockNorms
+    unchanged: bool
+
+
+def could_be_moved(a: BlockNorms, b: BlockNorms, values: int) -> bool:
+    """Whether B's blocks could be A's in other places: the two multisets of block norms match
+    within what `same` allows. Elementwise |x − y| ≤ atol + rtol·|y| gives
+    |‖x‖ − ‖y‖| ≤ atol·√n + rtol·‖y‖; sorting pairs the norms as closely as any matching can."""
+    left = np.sort(np.array(a.kernel + a.recurrent_kernel))
+    right = np.sort(np.array(b.kernel + b.recurrent_kernel))
+    if left.shape != right.shape or not (np.isfinite(left).all() and np.isfinite(right).all()):
+        return True  # NaN or infinite weights: left to the checks themselves
+    larger = np.maximum(left, right)
+    bound = SAME_ATOL * np.sqrt(values) + SAME_RTOL * larger + 1e-12 * (1 + larger)
+    return bool(np.all(np.abs(left - right) <= bound))
+
+
 def same(a: np.ndarray, b: np.ndarray) -> bool:
     """The same numbers, but for float32 rounding."""
-    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-6, atol=1e-7, equal_nan=True))
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=SAME_RTOL, atol=SAME_ATOL, equal_nan=True))
 
 
-def layer_mistakes(a: RecurrentLayer, b: RecurrentLayer) -> list[Finding]:
-    """What one pair of layers got wrong, where B holds A's numbers misplaced."""
+def layer_mistakes(a: RecurrentLayer, b: RecurrentLayer, screen: PairScreen | None = None) -> list[Finding]:
+    """What one pair of layers got wrong, where B holds A's numbers misplaced. `screen`: what diff
+    computed of the pair, which spares reading the kernels where it settles the question."""
+    found: list[Finding] = _reset_after(a, b)
+    if screen is not None and screen.unchanged:
+        return found + _biases(a, b)
+    if screen is not None and not could_be_moved(screen.a, screen.b, screen.a.sizes(a)):
+        return found  # B's kernels are not A's, in any place: nothing misplaced to name
+    return found + _misplaced(a, b)
+
+
+def _misplaced(a: RecurrentLayer, b: RecurrentLayer) -> list[Finding]:
     found: list[Finding] = []
     kernel_a, recurrent_a = np.asarray(a.kernel, np.float64), np.asarray(a.recurrent_kernel, np.float64)
     kernel_b, recurrent_b = np.asarray(b.kernel, np.float64), np.asarray(b.recurrent_kernel, np.float64)
-    found += _reset_after(a, b)
     if same(kernel_a, kernel_b) and same(recurrent_a, recurrent_b):
         return found + _biases(a, b)
     if same(kernel_a, recurrent_b) and same(recurrent_a, kernel_b):
@@ -176,12 +227,20 @@ def _blocks_transposed(a: RecurrentLayer, x: np.ndarray, y: np.ndarray) -> bool:
     return all(block.shape[0] == block.shape[1] and same(block.T, other) for block, other in zip(left, right))
 
 
-def directions_swapped(pairs: Sequence[tuple[RecurrentLayer, RecurrentLayer]]) -> list[Finding]:
-    """Consecutive forward/backward pairs whose weights are each other's."""
+def directions_swapped(
+    pairs: Sequence[tuple[RecurrentLayer, RecurrentLayer]], screens: Sequence[PairScreen] | None = None
+) -> list[Finding]:
+    """Consecutive forward/backward pairs whose weights are each other's. `screens`: one per pair,
+    as `layer_mistakes` takes them."""
     found = []
-    for (fa, fb), (ba, bb) in itertools.pairwise(pairs):
+    for index, ((fa, fb), (ba, bb)) in enumerate(itertools.pairwise(pairs)):
         if not (fa.settings.go_backwards is False and ba.settings.go_backwards is True):
             continue
+        if screens is not None:
+            forward, backward = screens[index], screens[index + 1]
+            values = forward.a.sizes(fa)
+            if forward.unchanged or not (could_be_moved(forward.a, backward.b, values) and could_be_moved(backward.a, forward.b, values)):
+                continue
         if same(np.asarray(fa.kernel, np.float64), np.asarray(fb.kernel, np.float64)):
             continue
         crossed = all(

@@ -13,7 +13,9 @@ is why the cells make few calls a step.
 BLAS runs single-threaded in each thread meanwhile (threadpoolctl), and is set back after:
 two threads each calling a 2-thread BLAS would ask four threads of two cores. The split is used
 only where it was measured to pay (benchmarks/bench_split.py): exactly 2 usable CPUs (with more,
-BLAS's own threads could use them, and nothing was measured there), cells whose units are
+BLAS's own threads could use them, and nothing was measured there), a CPU without AVX-512 (with
+it, NumPy's float64 exp has SIMD and BLAS is faster: on a 2-core AVX-512 VM, 2026-12-04, the split
+lost at every size measured, 1.06x to 1.68x one thread's time), cells whose units are
 independent, and a step of at least SPLIT_MIN_MULTIPLY_ADDS.
 """
 
@@ -47,12 +49,26 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def numpy_has_avx512() -> bool:
+    """Whether NumPy dispatches AVX-512 kernels on this CPU (its float64 exp among them). NumPy
+    says so only in a private module: where that is gone, False, the machines the split was
+    measured on."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__  # type: ignore[import-not-found]  # np.show_runtime() reads it
+    except ImportError:
+        return False
+    return bool(__cpu_features__.get("AVX512F", False) and __cpu_features__.get("AVX512_SKX", False))
+
+
+_AVX512 = numpy_has_avx512()
+
+
 def unit_ranges(units: int, multiply_adds: int, dtype: type, units_apart: bool) -> list[slice]:
     """The ranges of units the step loop runs side by side: two halves where the split pays, else
     all. `units_apart`: whether each unit's step reads no other unit's gates, which an activation
     over the units (softmax) or a GRU's reset r · h_tm1 before the product break."""
     least = SPLIT_MIN_MULTIPLY_ADDS.get(np.dtype(dtype))
-    if not units_apart or usable_cpus() != 2 or least is None or multiply_adds < least or units < 2:
+    if not units_apart or usable_cpus() != 2 or least is None or multiply_adds < least or units < 2 or _AVX512:
         return [slice(0, units)]
     half = units // 2
     return [slice(0, half), slice(half, units)]

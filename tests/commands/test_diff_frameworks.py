@@ -119,3 +119,44 @@ def test_pytorch_and_onnx_files_of_one_model_diff_clean(tmp_path: Path) -> None:
     assert document["findings"] == []
     # LSTM biases are summed on both sides, PyTorch's two in float32 as read: the last bit may differ.
     assert max(change["max_abs_change"] for change in document["changes"]) < 1e-6
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_norm_screen_never_rules_out_what_the_full_checks_would_find(seed: int) -> None:
+    """diff reads each kernel once: the mistake checks are skipped where the gate blocks' norms
+    show B cannot hold A's numbers moved. The screen must pass every pair the full checks call the
+    same numbers (`same`: float32 rounding), at the edge of that rounding too, and still rule out
+    a retrained layer."""
+    from grucli.commands.mistakes import BlockNorms, could_be_moved, same
+
+    rng = np.random.default_rng(seed)
+    units, inputs, gates = int(rng.integers(1, 40)), int(rng.integers(1, 40)), 3
+    kernel = rng.normal(size=(inputs, gates * units)) * 10 ** rng.uniform(-3, 2)
+    recurrent = rng.normal(size=(units, gates * units))
+    order = rng.permutation(gates)
+
+    def moved(array: np.ndarray) -> np.ndarray:
+        blocks = np.split(array, gates, axis=-1)
+        rounded = np.concatenate([blocks[i] for i in order], axis=-1)
+        # as far off as `same` allows: atol 1e-7 + rtol 1e-6, just inside
+        return rounded + np.sign(rng.normal(size=rounded.shape)) * (0.99e-7 + 0.99e-6 * np.abs(rounded))
+
+    def norms(k: np.ndarray, r: np.ndarray) -> BlockNorms:
+        return BlockNorms(
+            tuple(float(np.linalg.norm(b)) for b in np.split(k, gates, axis=-1)),
+            tuple(float(np.linalg.norm(b)) for b in np.split(r, gates, axis=-1)),
+        )
+
+    kernel_b, recurrent_b = moved(kernel), moved(recurrent)
+    blocks_same = [
+        same(y, x) for a, b in ((kernel, kernel_b), (recurrent, recurrent_b))
+        for x, y in zip(np.split(a, gates, axis=-1), [np.split(b, gates, axis=-1)[list(order).index(i)] for i in range(gates)])
+    ]
+    assert all(blocks_same)  # the full checks would call these A's blocks
+    values = max(kernel.size, recurrent.size) // gates
+    assert could_be_moved(norms(kernel, recurrent), norms(kernel_b, recurrent_b), values)
+    # exchanged kernels move blocks whole too
+    if inputs == units:
+        assert could_be_moved(norms(kernel, recurrent), norms(recurrent_b, kernel_b), values)
+    retrained = kernel + rng.normal(size=kernel.shape) * 1e-3 * np.abs(kernel).max()
+    assert not could_be_moved(norms(kernel, recurrent), norms(retrained, recurrent), values)

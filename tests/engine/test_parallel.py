@@ -39,6 +39,7 @@ def split(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
             super().__init__(steps)
 
     monkeypatch.setattr(parallel, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(parallel, "_AVX512", False)
     monkeypatch.setattr(parallel, "SPLIT_MIN_MULTIPLY_ADDS", NO_LEAST)
     monkeypatch.setattr(parallel, "StepsSideBySide", Counted)
     yield parts
@@ -216,7 +217,11 @@ def test_one_part_runs_on_the_callers_thread_alone() -> None:
 def test_when_the_units_are_split(monkeypatch: pytest.MonkeyPatch, cpus: int, units: int, multiply_adds: int, dtype: type,
                                   apart: bool, expected: list[slice]) -> None:
     monkeypatch.setattr(parallel, "usable_cpus", lambda: cpus)
+    monkeypatch.setattr(parallel, "_AVX512", False)
     assert parallel.unit_ranges(units, multiply_adds, dtype, apart) == expected
+    # With AVX-512 the split lost at every size measured (bench_split.py): one range, always.
+    monkeypatch.setattr(parallel, "_AVX512", True)
+    assert parallel.unit_ranges(units, multiply_adds, dtype, apart) == [slice(0, units)]
 
 
 def test_inspect_does_not_import_threadpoolctl() -> None:
