@@ -1,6 +1,7 @@
-"""Makes the README's two pictures from the sample models, with the commands the README shows:
-docs/activations.png (`grucli plot --activations`) and docs/report.png (the `grucli report` page,
-as headless Chromium shows it 1280 px wide).
+"""Makes the README's pictures from the sample models, with the commands the README shows:
+docs/activations.png (`grucli plot --activations`), docs/report.png (the `grucli report` page,
+as headless Chromium shows it 1280 px wide) and docs/dynamics.png (`grucli plot --trajectories`
+of the counting GRU's store).
 
     python docs/make_pictures.py        # needs the test extra (matplotlib, selenium) and chromium
 """
@@ -45,7 +46,11 @@ def main() -> int:
         page = Path(scratch) / "report.html"
         _grucli("report", "sample_models/k3_masking.keras", "--input", "sample_models/seq_6x2_prepadded.csv", "-o", str(page))
         _screenshot(page, DOCS / "report.png")
-    print(f"wrote {DOCS / 'activations.png'} and {DOCS / 'report.png'}")
+        store = Path(scratch) / "acts.zarr"
+        _grucli("activations", "sample_models/k3_counter_gru.keras", "--input", "sample_models/counting_x.npy", "-o", str(store))
+        _grucli("plot", "sample_models/k3_counter_gru.keras", "--trajectories", str(store), "--labels", "sample_models/counting_total.npy",
+                "-o", str(DOCS / "dynamics.png"), "--force")
+    print(f"wrote {DOCS / 'activations.png'}, {DOCS / 'report.png'} and {DOCS / 'dynamics.png'}")
     return 0
 
 

@@ -32,16 +32,20 @@ from grucli.files.budget import Limits
 from grucli.model.records import ModelFile, ModelLayers, RecurrentLayer
 
 if TYPE_CHECKING:
+    from grucli.commands.activations import ActivationsReport
     from grucli.commands.check import CheckReport, Thresholds
     from grucli.commands.convert import ConvertReport
     from grucli.commands.diff import DiffReport
     from grucli.commands.explain import ExplainOptions, Explanation
     from grucli.commands.inspect import InspectReport
     from grucli.commands.pictures import ActivityReport
+    from grucli.commands.population import PopulationReport
     from grucli.commands.port import PortReport
+    from grucli.commands.probe import ProbeReport
     from grucli.commands.report import ModelReport
     from grucli.commands.torch_layout import TorchModule
     from grucli.commands.verify_report import VerifyReport
+    from grucli.files.activation_store import ActivationStore
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,16 @@ class Model:
 
     def close(self) -> None:
         self.file.close()
+
+    def _repr_html_(self) -> str:
+        """In Jupyter: the file's facts and each recurrent layer's settings and exact step equations,
+        as the report page shows them."""
+        from grucli.commands.report import layer_summaries
+        from grucli.model.semantics import semantics_for
+        from grucli.output.html_report import model_summary_html
+
+        semantics = semantics_for(self.keras_version, self.format)
+        return model_summary_html(self.path, self.format, self.keras_version, str(semantics), layer_summaries(self.layers))
 
     def __enter__(self) -> Model:
         return self
@@ -412,11 +426,16 @@ def report(
     sample: int = 0,
     with_verify: bool | None = None,
     thresholds: Thresholds | None = None,
+    activations_store: str | Path | None = None,
+    labels: str | Path | np.ndarray | None = None,
+    limits: Limits | None = None,
 ) -> ModelReport:
     """Everything the HTML report shows: settings, equations and weights per layer; with `inputs`,
     the activations over time and (with_verify; None: where Keras is installed) verify's result;
-    check's findings. What cannot be computed (a model the replay cannot run, no Keras) is kept
-    with its reason, never dropped silently."""
+    check's findings; with `activations_store` (computed from this model), the dataset's
+    trajectories and per-unit views and, with `labels`, the probe's scores against the control
+    task. What cannot be computed (a model the replay cannot run, no Keras) is kept with its
+    reason, never dropped silently."""
     import importlib.util
 
     from grucli.commands.report import build_report
@@ -449,6 +468,7 @@ def report(
                 verified, verify_missing = verify(model, inputs), None
             except (VerifyError, ReplayError) as exc:
                 verify_missing = f"verify could not run: {exc}"
+    dataset = None if activations_store is None else _dataset_section(model, activations_store, labels, limits or Limits())
     return build_report(
         model.layers,
         found_activities,
@@ -457,7 +477,185 @@ def report(
         verify_missing,
         check(model, thresholds),
         description if inputs is not None else None,
+        dataset,
     )
+
+
+def _dataset_section(model: Model, store_path: str | Path, labels: str | Path | np.ndarray | None, limits: Limits) -> Any:
+    """The report's dataset section: the store must be this model's and complete; the probe runs
+    per step for (N, T) labels."""
+    from grucli.commands.report import DatasetSection
+
+    store = open_activations(store_path, limits)
+    require_store_of(store, model, limits)
+    store.require_complete()
+    values = None if labels is None else _labels(labels, limits)
+    found_probe: ProbeReport | None = None
+    probe_missing: str | None = "no labels were given (--labels Y.npy)"
+    if values is not None:
+        import dataclasses
+
+        found_probe = dataclasses.replace(probe(store, values[0], per_step=values[0].ndim == 2, limits=limits), labels=values[1])
+        probe_missing = None
+    found_population = population(store, labels=None if values is None else values[0], limits=limits)
+    return DatasetSection(
+        str(store.path),
+        store.settings.rows,
+        tuple(layer.path for layer in store.settings.layers),
+        found_population,
+        None,
+        found_probe,
+        probe_missing,
+    )
+
+
+DEFAULT_MAX_DATASET_BYTES = 1 << 40  # --max-dataset-gb: what one dataset may declare, 1 TiB
+
+
+def activations(
+    model: Model,
+    data: str | Path | np.ndarray | Sequence[np.ndarray],
+    store: str | Path,
+    layer_paths: Sequence[str] = (),
+    names: Sequence[str] = (),
+    batch_size: int | None = None,
+    dtype: str = "float32",
+    resume: bool = False,
+    force: bool = False,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    limits: Limits | None = None,
+    max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
+    progress: Callable[[int, int], None] | None = None,
+) -> ActivationsReport:
+    """Every recurrent layer's traced gates and states (or those of `layer_paths`, only `names`) for
+    every row of `data`, written to the Zarr store `store`: `{layer path}/{name}` arrays of shape
+    (rows, steps, units), masks, and attributes (docs/dynamics.md). `data`: an .npy, an .npz
+    (np.savez), a folder of .npy shards, a Zarr array, or arrays in memory. Streamed a batch at a
+    time; `workers` (a local Dask cluster) or `scheduler` (an address) runs the batches on Dask
+    and writes the same bytes. `resume` completes a store an interrupted run left. Returns the
+    frozen `ActivationsReport`; `progress(rows done, rows)`."""
+    from grucli.commands.activations import ExtractOptions, extract
+    from grucli.errors import require_extra
+
+    require_extra(("zarr",), "dynamics", "activations")
+    if workers is not None or scheduler is not None:
+        require_extra(("dask", "distributed"), "dynamics", "activations on Dask (--workers, --scheduler)")
+    limits = limits or Limits()
+    dataset = _dataset(model, data, limits, max_dataset_bytes)
+    options = ExtractOptions(tuple(layer_paths), tuple(names), dtype, batch_size)
+    return extract(model.file, model.layers, dataset, Path(store), options, limits, resume, force, scheduler, workers, progress)
+
+
+def _dataset(model: Model, data: str | Path | np.ndarray | Sequence[np.ndarray], limits: Limits, max_dataset_bytes: int) -> Any:
+    from grucli.files.datasets import in_memory, open_dataset
+    from grucli.files.inputs import input_specs
+
+    names = [spec.name for spec in input_specs(model.file)]
+    if isinstance(data, (str, Path)):
+        return open_dataset(data, names, limits, max_dataset_bytes)
+    arrays = [np.asarray(data)] if isinstance(data, np.ndarray) else [np.asarray(x) for x in data]
+    return in_memory(arrays, names)
+
+
+def open_activations(store: str | Path, limits: Limits | None = None) -> ActivationStore:
+    """A store `activations` wrote, its attributes and arrays checked: `.settings` (layers, rows,
+    model), `.progress`, `.read("gru/h", slice(0, 10))`, `.mask(layer, rows)`."""
+    from grucli.errors import require_extra
+    from grucli.files.activation_store import open_store
+
+    require_extra(("zarr",), "dynamics", "reading a store of activations")
+    return open_store(store, limits or Limits())
+
+
+def probe(
+    store: str | Path | ActivationStore,
+    labels: str | Path | np.ndarray,
+    layer_paths: Sequence[str] = (),
+    states: Sequence[str] = (),
+    per_step: bool = False,
+    task: str | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    control: str = "permutation",
+    data: str | Path | np.ndarray | None = None,
+    max_rows: int = 100_000,
+    top: int = 5,
+    regularization: float = 1.0,
+    limits: Limits | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ProbeReport:
+    """Diagnostic classifiers on the stored states for `labels` ((N,): one a sequence, probed at its
+    final state; (N, T): one a step, pooled or `per_step`), each against a control task
+    (`control`: permutation, or type, which needs the token ids in `data`): scikit-learn,
+    cross-validated by sequence. Returns the frozen `ProbeReport` (`.results`, each with score,
+    score_std, control_score, selectivity and top_units)."""
+    from grucli.commands.probe import ProbeOptions, token_ids
+    from grucli.commands.probe import probe as run_probe
+    from grucli.errors import require_extra
+
+    require_extra(("sklearn",), "dynamics", "probe")
+    limits = limits or Limits()
+    found = store if not isinstance(store, (str, Path)) else open_activations(store, limits)
+    values, name = _labels(labels, limits)
+    ids = None
+    if control == "type":
+        if data is None:
+            from grucli.commands.probe import LabelError
+
+            raise LabelError("the token-type control needs the input ids: pass the data the store was computed from (--input)")
+        ids = token_ids(found, data, limits)
+    options = ProbeOptions(tuple(layer_paths), tuple(states), per_step, task, folds, seed, control, max_rows, top, regularization)
+    return run_probe(found, values, name, options, ids, progress)
+
+
+def _labels(labels: str | Path | np.ndarray, limits: Limits) -> tuple[np.ndarray, str]:
+    from grucli.files.inputs import InputError, read_arrays
+
+    if not isinstance(labels, (str, Path)):
+        return np.asarray(labels), "the labels given"
+    path = Path(labels)
+    if path.suffix.lower() not in (".npy", ".npz"):
+        raise InputError(f"labels {path} has suffix {path.suffix or '(none)'}; expected .npy (or an .npz of one array)")
+    arrays = read_arrays(path, f"labels {path}", limits)
+    if len(arrays) != 1:
+        raise InputError(f"labels {path} holds {len(arrays)} arrays; expected one")
+    return arrays[0], str(path)
+
+
+def population(
+    store: str | Path | ActivationStore,
+    layer_path: str | None = None,
+    state: str = "h",
+    sequences: int = 20,
+    seed: int = 0,
+    labels: str | Path | np.ndarray | None = None,
+    model: Model | None = None,
+    limits: Limits | None = None,
+) -> PopulationReport:
+    """A layer's states across the stored dataset: PCA trajectories of `sequences` rows (fitted on
+    every real step, incrementally) and each unit's mean, saturation and correlation with
+    `labels`. With `model`, the store must have been computed from it."""
+    from grucli.commands.population import population as views
+    from grucli.commands.probe import check_labels
+    from grucli.errors import require_extra
+
+    require_extra(("sklearn",), "dynamics", "trajectories (PCA)")
+    limits = limits or Limits()
+    found = store if not isinstance(store, (str, Path)) else open_activations(store, limits)
+    if model is not None:
+        require_store_of(found, model, limits)
+    values, name = (None, None) if labels is None else _labels(labels, limits)
+    if values is not None:
+        values = check_labels(values, found, name or "labels")
+    return views(found, layer_path, state, sequences, seed, values, name)
+
+
+def require_store_of(store: ActivationStore, model: Model, limits: Limits | None = None) -> None:
+    """Refuse a store computed from another model file."""
+    from grucli.commands.activations import require_same_model
+
+    require_same_model(store, model.file, limits or Limits())
 
 
 def _fitted(inputs: np.ndarray | Sequence[np.ndarray], specs: Sequence[Any], fit: Any) -> list[np.ndarray]:

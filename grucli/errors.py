@@ -10,6 +10,15 @@ class GrucliError(Exception):
     """Base class: the message says what is wrong and what was expected."""
 
 
+class StoppedPartWay(BaseException):
+    """Ctrl-C or SIGTERM ended a run that leaves resumable work behind (activations): the message
+    says what it left, the CLI prints it and exits with `code` (130, 143)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class ModelFileError(GrucliError):
     """The model file is missing, unreadable, corrupt, or not a Keras model file."""
 
@@ -70,9 +79,9 @@ def framework_cause(exc: BaseException, limit: int = 400) -> str:
     return cause if len(cause) <= limit else "…" + cause[-(limit - 1) :]
 
 
-def counted(count: int, noun: str) -> str:
-    """ "1 unit", "4 units": a count and its noun, in the singular where there is one."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """ "1 unit", "4 units" ("2 batches" with `plural`): a count and its noun, in the singular where there is one."""
+    return f"{count} {noun}" if count == 1 else f"{count} {plural or noun + 's'}"
 
 
 def describe(exc: BaseException) -> str:
@@ -107,3 +116,16 @@ def install_hint(extra: str) -> str:
     if (source / "pyproject.toml").is_file() and (source / "grucli" / "api.py").is_file():
         return f"pip install -e '{source}[{extra}]'"
     return f"pip install 'grucli[{extra}]'"
+
+
+class MissingExtra(GrucliError):
+    """A command needs a package of an optional extra that is not installed."""
+
+
+def require_extra(modules: tuple[str, ...], extra: str, who: str) -> None:
+    """Refuse, naming the extra to install, when any of `modules` cannot be imported."""
+    import importlib.util
+
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingExtra(f"{who} needs {', '.join(missing)}, of the optional extra {extra!r}; install it with: {install_hint(extra)}")

@@ -145,6 +145,29 @@ def write_seq2seq() -> None:
     model.save(HERE / "k3_seq2seq.keras")
 
 
+def write_counting() -> None:
+    """A GRU trained to count: at every step it outputs how many 1s its input has had so far (as a
+    fraction of the 20 steps); with 300 sequences of 0s and 1s and their counts (the total, and
+    at each step), for the README's study of a dataset (activations, probe, plot --trajectories)."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(21)
+    steps = 20
+    rng = np.random.default_rng(21)
+    x_train = (rng.random((2048, steps, 1)) < 0.5).astype(np.float32)
+    inputs = keras.Input((steps, 1), name="bits")
+    model = keras.Model(inputs, L.Dense(1, name="count")(L.GRU(16, return_sequences=True, name="counter")(inputs)))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    model.fit(x_train, np.cumsum(x_train, axis=1) / steps, epochs=30, batch_size=64, verbose=0)
+    model.save(HERE / "k3_counter_gru.keras")
+    x = (rng.random((300, steps, 1)) < 0.5).astype(np.float32)
+    counts = np.cumsum(x[..., 0], axis=1)
+    np.save(HERE / "counting_x.npy", x)
+    np.save(HERE / "counting_steps.npy", counts)
+    np.save(HERE / "counting_total.npy", counts[:, -1])
+
+
 def write_torch_samples() -> None:
     """A PyTorch GRU with a Linear head on its last step, as a user saves it (state_dict and ONNX), for
     the README's port into sample_models/k3_gru.keras (GRU(4) on 3 features, Dense(2)); and the port
@@ -287,6 +310,7 @@ def main() -> int:
             old.unlink()
     write_keras3()
     write_seq2seq()
+    write_counting()
     write_torch_samples()
     write_tf_keras()
     write_keras1_files()

@@ -5,7 +5,8 @@ read only model/, and convert the input declarations of files/), and output draw
 commands' records. Every import counts, also those inside
 functions. Third-party packages stay where they belong: h5py in files/, Rich and matplotlib in
 output/, Click in cli/, Keras and TensorFlow in frameworks/, threadpoolctl in engine/, onnx in
-convert/ and ONNX Runtime in commands/ (convert's proof).
+convert/ and ONNX Runtime in commands/ (convert's proof); zarr in files/ (the store is a file
+format), scikit-learn, Dask and distributed in commands/ (the probes and the cluster run).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ THIRD_PARTY = {
     "h5py": {"files"}, "rich": {"output"}, "matplotlib": {"output"}, "click": {"cli"}, "threadpoolctl": {"engine"},
     "keras": {"frameworks"}, "tensorflow": {"frameworks"}, "tf_keras": {"frameworks"}, "torch": {"frameworks"}, "jax": {"frameworks"},
     "onnx": {"convert", "files"}, "onnxruntime": {"commands"}, "safetensors": {"files"},
+    "zarr": {"files"}, "sklearn": {"commands"}, "dask": {"commands"}, "distributed": {"commands"},
 }
 
 

@@ -22,6 +22,7 @@ from grucli.cli import cli
 from tests.conftest import KERAS_READY, ROOT
 
 ONNX_READY = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+DYNAMICS_READY = all(importlib.util.find_spec(name) is not None for name in ("zarr", "sklearn"))
 
 README = ROOT / "README.md"
 SCIENTIFIC = re.compile(r"\d\.?\d*e[-+]\d\d")
@@ -34,13 +35,22 @@ class Example:
     command: str
     exit_code: int
     shown: tuple[str, ...]
+    section: str = ""
+
+    def writes(self) -> str | None:
+        """The file its -o writes (a later example of the section may read it)."""
+        arguments = shlex.split(self.command)
+        return arguments[arguments.index("-o") + 1] if "-o" in arguments[:-1] else None
 
 
 def examples() -> list[Example]:
     found = []
     lines = README.read_text(encoding="utf-8").splitlines()
     index = 0
+    section = ""
     while index < len(lines):
+        if lines[index].startswith("## "):
+            section = lines[index]
         if lines[index].startswith("```") and index + 1 < len(lines) and lines[index + 1].startswith("$ grucli "):
             start = index + 1
             end = start + 1
@@ -50,7 +60,7 @@ def examples() -> list[Example]:
             match = EXIT_CODE.search(command)
             exit_code = int(match.group(1)) if match else 0
             command = EXIT_CODE.sub("", command)
-            found.append(Example(start + 1, command, exit_code, tuple(lines[start + 1:end])))
+            found.append(Example(start + 1, command, exit_code, tuple(lines[start + 1:end]), section))
             index = end
         index += 1
     return found
@@ -80,6 +90,8 @@ def test_readme_example(example: Example, tmp_path: Path, monkeypatch: pytest.Mo
         pytest.skip("the example runs ONNX Runtime (pip install -e '.[test]')")
     if example.command.startswith("grucli plot") and importlib.util.find_spec("matplotlib") is None:
         pytest.skip("the example draws with matplotlib (pip install -e '.[test]')")
+    if example.section == "## Study a dataset" and not DYNAMICS_READY:
+        pytest.skip("the example stores and probes a dataset (pip install -e '.[test]')")
     for operator in ("|", ">", "<", "&&", ";"):
         assert operator not in example.command, f"README line {example.line}: examples are plain commands"
     arguments = shlex.split(example.command)
@@ -90,6 +102,13 @@ def test_readme_example(example: Example, tmp_path: Path, monkeypatch: pytest.Mo
     # A fresh clone's root: the shipped models, and room for the files examples write.
     (tmp_path / "sample_models").symlink_to(ROOT / "sample_models")
     monkeypatch.chdir(tmp_path)
+    # An example that reads what an earlier one of its section writes (probe reads activations'
+    # store) runs after it, as a reader following the section would.
+    for earlier in EXAMPLES[: EXAMPLES.index(example)]:
+        written = earlier.writes()
+        if earlier.section == example.section and written is not None and written in arguments[1:] and written != example.writes():
+            setup = CliRunner().invoke(cli, shlex.split(earlier.command)[1:], env={"COLUMNS": "100", "NO_COLOR": "1"})
+            assert setup.exit_code == 0, f"README line {earlier.line}: {setup.output}"
     result = CliRunner().invoke(cli, arguments[1:], env={"COLUMNS": "100", "NO_COLOR": "1"})
     assert result.exit_code == example.exit_code, f"README line {example.line}: {result.output}"
     produced = [line.rstrip() for line in result.output.splitlines()]

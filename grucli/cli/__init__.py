@@ -8,7 +8,10 @@ internal error (a bug in grucli); 130/143 interrupted. Data goes to stdout, diag
 May import: click, the API (grucli.api), output/, commands/ (option records), files/budget, errors.
 """
 
-from grucli.cli import commands  # noqa: F401 - registers the commands on the group
+from grucli.cli import (
+    commands,  # noqa: F401 - registers the commands on the group
+    dynamics,  # noqa: F401 - registers activations and probe
+)
 from grucli.cli.app import INTERNAL_ERROR, CliError, cli, main
 
 __all__ = ["INTERNAL_ERROR", "CliError", "cli", "main"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from grucli.errors import GrucliError, describe, printable
+from grucli.errors import GrucliError, StoppedPartWay, describe, printable
 from grucli.version import __version__
 
 INTERNAL_ERROR = 3  # a bug in grucli, as opposed to 2: something the user can fix
@@ -71,6 +71,9 @@ class GrucliGroup(click.Group):
             return super().invoke(ctx)
         except GrucliError as exc:
             raise CliError(str(exc)) from None
+        except StoppedPartWay as stop:
+            click.echo(f"Error: {printable(str(stop))}", err=True)
+            raise click.exceptions.Exit(stop.code) from None
         except KeyboardInterrupt:
             click.echo("Error: interrupted (Ctrl-C); nothing was written", err=True)
             raise click.exceptions.Exit(130) from None

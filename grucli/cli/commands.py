@@ -718,6 +718,27 @@ def check(
     is_flag=True,
     help="Draw each layer's gates and states over time on an input (--input, or seeded random) instead of its weights.",
 )
+@click.option(
+    "--trajectories",
+    "store",
+    type=click.Path(path_type=Path),
+    metavar="ACTS",
+    help="Draw a layer's states across the dataset stored in ACTS (grucli activations): PCA trajectories of "
+    "--sequences rows, and each unit's mean, saturation and correlation with --labels.",
+)
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(path_type=Path),
+    metavar="Y.npy",
+    help="Labels of the stored rows, (N,) or (N, T) (--trajectories).",
+)
+@click.option(
+    "--state", default="h", show_default=True, metavar="NAME", help="The stored value whose trajectories are drawn (--trajectories)."
+)
+@click.option(
+    "--sequences", type=click.IntRange(min=1), default=20, show_default=True, help="Rows whose trajectories are drawn (--trajectories)."
+)
 @input_options
 @click.option("--sample", type=click.IntRange(min=0), default=0, show_default=True, help="The sample of the input to draw (--activations).")
 @click.option(
@@ -735,6 +756,10 @@ def plot(
     layer_paths: Sequence[str],
     gate_names: Sequence[str],
     activations: bool,
+    store: Path | None,
+    labels_path: Path | None,
+    state: str,
+    sequences: int,
     input_path: Path | None,
     batch: int,
     timesteps: int,
@@ -754,16 +779,34 @@ def plot(
     its own colour scale; from one replay, the numbers replay --gates writes. Layers of more than
     128 units or inputs of more than 400 steps are averaged over blocks, which the title says.
 
+    With --trajectories ACTS (a store of `grucli activations` computed from MODEL): one layer's
+    states across the whole dataset (--layer, default the first stored): the first two principal
+    components of its state fitted on every real step, with --sequences rows drawn as paths
+    through them (coloured by --labels where one label a sequence is given), and per unit its mean,
+    the share of steps its gates saturate and its correlation with the labels.
+
     Needs matplotlib, an optional extra: pip install 'grucli[plot]'.
 
     \b
     Examples:
       grucli plot model.h5 --layer gru_1 -o gru_1.png
       grucli plot model.keras --activations --input x.npy -o gates.png
+      grucli plot model.keras --trajectories acts.zarr --labels y.npy -o s.png
     """
     from grucli import api
 
     destination = binary_output(output, "PNG")
+    if store is not None:
+        if activations or gate_names or input_path is not None or units_text is not None:
+            raise CliError("--trajectories draws a stored dataset; expected it without --activations, --gate, --input and --units")
+        if len(layer_paths) > 1:
+            raise CliError("--trajectories draws one layer; expected at most one --layer")
+        _plot_trajectories(
+            model, reading, store, labels_path, layer_paths[0] if layer_paths else None, state, sequences, seed, output, force, dpi
+        )
+        return
+    if labels_path is not None:
+        raise CliError("--labels colours --trajectories; expected --trajectories ACTS with it")
     if not activations and (units_text is not None or sample != 0 or input_path is not None):
         raise CliError("--input, --sample and --units choose what --activations draws; expected --activations with them")
     if activations and gate_names:
@@ -791,6 +834,33 @@ def plot(
         say(f"  {path} not drawn: {why}")
 
 
+def _plot_trajectories(
+    model: Path,
+    reading: Reading,
+    store: Path,
+    labels: Path | None,
+    layer: str | None,
+    state: str,
+    sequences: int,
+    seed: int,
+    output: Path,
+    force: bool,
+    dpi: int,
+) -> None:
+    from grucli import api
+    from grucli.output.dynamics import write_trajectories
+
+    loaded = load_model(model, reading)
+    found = api.population(store, layer, state, sequences, seed, labels, loaded, reading.limits)
+    write_trajectories(found, output, force=force, dpi=dpi)
+    drawn = found.trajectories
+    say(
+        f"wrote {binary_output(output, 'PNG')}: {drawn.state} of {found.layer}, {len(drawn.sequences)} sequences in the first "
+        f"{len(drawn.explained_variance_ratio)} principal components ({', '.join(f'{v:.0%}' for v in drawn.explained_variance_ratio)} "
+        f"of the variance), and {len(found.units)} per-unit views"
+    )
+
+
 @cli.command(short_help="One self-contained HTML page: weights, equations, activations, verify and check.")
 @model_argument
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, metavar="OUT.html", help="The HTML file to write.")
@@ -803,6 +873,21 @@ def plot(
     default=None,
     help="Compare the replay with Keras's predict on the input. Default: where Keras is installed.",
 )
+@click.option(
+    "--activations",
+    "store",
+    type=click.Path(path_type=Path),
+    metavar="ACTS",
+    help="Add the dataset stored in ACTS (grucli activations, from MODEL): state trajectories, per-unit views and, with "
+    "--labels, the probe's scores against a control task.",
+)
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(path_type=Path),
+    metavar="Y.npy",
+    help="Labels of the stored rows, (N,) or (N, T), to probe (--activations).",
+)
 @click.option("--force", is_flag=True, help="Overwrite OUT.html if it exists.")
 def report(
     model: Path,
@@ -814,6 +899,8 @@ def report(
     use_random: bool,
     sample: int,
     with_verify: bool | None,
+    store: Path | None,
+    labels_path: Path | None,
     force: bool,
     reading: Reading,
 ) -> None:
@@ -825,13 +912,16 @@ def report(
     unit, input row and value); with an input (--input, or --random), each layer's gates and
     states over time with the same pointing, and verify's result against Keras's predict where
     Keras is installed; and check's findings. Big layers are averaged over blocks (each picture
-    says so). A model grucli cannot replay still gets its weights, with the reason.
+    says so). A model grucli cannot replay still gets its weights, with the reason. With
+    --activations ACTS, a section on the whole dataset: trajectories of the states, per-unit
+    views and, with --labels, diagnostic classifiers against a control task (as grucli probe).
 
     \b
     Examples:
       grucli report model.keras -o model.html
       grucli report model.h5 --input seq.npy -o model.html
       grucli report model.keras --random --no-verify -o model.html
+      grucli report model.keras --activations acts.zarr --labels y.npy -o model.html
     """
     from grucli import api
     from grucli.output.html_report import write_report
@@ -846,7 +936,9 @@ def report(
         if not loaded.file.has_config:
             raise CliError(f"{model} holds weights only; its activations need its architecture: pass --config MODEL.json")
         inputs, description = api.model_inputs(loaded, input_path, batch, timesteps, seed, reading.limits)
-    found = api.report(loaded, inputs, description or "given", sample, with_verify)
+    if labels_path is not None and store is None:
+        raise CliError("--labels are probed on a stored dataset; expected --activations ACTS with them")
+    found = api.report(loaded, inputs, description or "given", sample, with_verify, None, store, labels_path, reading.limits)
     size = write_report(found, output, force=force)
     say(
         f"wrote {output} ({size / 1e6:.2f} MB): {len(found.layers)} recurrent layer(s)"

@@ -19,6 +19,8 @@ from grucli.commands.pictures import (
     WeightMap,
     weight_maps,
 )
+from grucli.commands.population import PopulationReport
+from grucli.commands.probe import ProbeReport
 from grucli.commands.verify_report import VerifyReport
 from grucli.model.equations import Equations, layer_equations
 from grucli.model.records import ModelFile, ModelLayers, RecurrentLayer
@@ -38,6 +40,19 @@ class LayerSection:
 
 
 @dataclass(frozen=True)
+class DatasetSection:
+    """`report --activations ACTS`: the stored dataset's dynamics, each part with why it is missing."""
+
+    store: str
+    rows: int
+    layers: tuple[str, ...]
+    population: PopulationReport | None
+    population_missing: str | None
+    probe: ProbeReport | None
+    probe_missing: str | None
+
+
+@dataclass(frozen=True)
 class ModelReport:
     path: str
     format: str
@@ -49,6 +64,7 @@ class ModelReport:
     verify: VerifyReport | None
     verify_missing: str | None
     check: CheckReport
+    dataset: DatasetSection | None = None
 
 
 def layer_settings(layer: RecurrentLayer) -> tuple[tuple[str, str], ...]:
@@ -73,6 +89,17 @@ def layer_settings(layer: RecurrentLayer) -> tuple[tuple[str, str], ...]:
     return tuple(rows)
 
 
+def layer_summaries(found: ModelLayers) -> tuple[LayerSection, ...]:
+    """Each recurrent layer's settings and equations, without its weight maps (a notebook's summary)."""
+    semantics = semantics_for(found.file.keras_version, found.file.format)
+    return tuple(
+        LayerSection(
+            layer.path, layer.kind, layer.units, layer.input_dim, layer_settings(layer), layer_equations(layer, semantics), (), None
+        )
+        for layer in found.recurrent
+    )
+
+
 def build_report(
     found: ModelLayers,
     activities: ActivityReport | None,
@@ -81,6 +108,7 @@ def build_report(
     verify_missing: str | None,
     check: CheckReport,
     input_description: str | None,
+    dataset: DatasetSection | None = None,
 ) -> ModelReport:
     model_file: ModelFile = found.file
     semantics = semantics_for(model_file.keras_version, model_file.format)
@@ -109,4 +137,5 @@ def build_report(
         verify,
         verify_missing,
         check,
+        dataset,
     )

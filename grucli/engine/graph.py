@@ -18,6 +18,8 @@ import numpy as np
 from grucli.engine.registry import entry_for, unsupported_layer
 from grucli.engine.steps import (
     RecurrentRun,
+    TraceBuffers,
+    TraceInto,
     layer_outputs,
     merge_directions,
     run_layer,
@@ -74,6 +76,8 @@ class ModelReplay:
         trace: bool = False,
         progress: Callable[[str, int, int], None] | None = None,
         keep_layer_runs: bool = False,
+        trace_only: frozenset[str] | None = None,
+        trace_buffers: TraceBuffers | None = None,
     ) -> None:
         self.progress = progress  # (layer path, steps done, steps in all)
         self.model = model
@@ -81,7 +85,10 @@ class ModelReplay:
         self.semantics = semantics
         self.dtype = dtype
         self.trace = trace
+        self.trace_only = trace_only  # with trace: the layer paths to trace (None: every layer)
+        self.trace_buffers = trace_buffers  # where the trace is written (None: new arrays each run)
         self.calls: list[RecurrentCall] = []
+        self.reversed: dict[str, bool] = {}  # per layer path run: whether it consumed the steps last to first
         # Off by default: keeping every layer's input costs memory on long sequences.
         self.keep_layer_runs = keep_layer_runs
         self.layer_runs: dict[str, LayerRun] = {}
@@ -96,6 +103,7 @@ class ModelReplay:
         self.check_supported()
         self.calls = []
         self.layer_runs = {}
+        self.reversed = {}
         with np.errstate(all="ignore"):  # NaN/Inf weights give NaN/Inf outputs, reported, not warned
             outputs = self.run_model(self.model.root, "", [Tensor(np.asarray(x)) for x in inputs])
         return [t.value for t in outputs]
@@ -287,20 +295,23 @@ class ModelReplay:
         zero_output_for_mask: bool | None = None,
     ) -> RecurrentRun:
         """`run_layer`, keeping what the layer was fed when `keep_layer_runs` is on."""
+        traced = self.trace and (self.trace_only is None or layer.path in self.trace_only)
+        trace: bool | TraceInto = TraceInto(self.trace_buffers, layer.path) if traced and self.trace_buffers is not None else traced
         run = run_layer(
             layer,
             x,
             mask,
             self.semantics,
             self.dtype,
-            self.trace,
+            trace,
             zero_output_for_mask=zero_output_for_mask,
             go_backwards=go_backwards,
             progress=self._progress_for(layer.path),
             initial_state=initial_state,
         )
+        backwards = layer.settings.go_backwards if go_backwards is None else go_backwards
+        self.reversed[layer.path] = bool(backwards)
         if self.keep_layer_runs:
-            backwards = layer.settings.go_backwards if go_backwards is None else go_backwards
             zero_output = layer.settings.zero_output_for_mask if zero_output_for_mask is None else zero_output_for_mask
             states: tuple[np.ndarray, ...] | None = (
                 None if initial_state is None else tuple(np.asarray(state, self.dtype) for state in initial_state)

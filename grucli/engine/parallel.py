@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -72,6 +72,15 @@ def unit_ranges(units: int, multiply_adds: int, dtype: type, units_apart: bool) 
         return [slice(0, units)]
     half = units // 2
     return [slice(0, half), slice(half, units)]
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread for the duration (a Dask worker shares the cores with the others)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 class StepsSideBySide:

@@ -45,6 +45,10 @@ class Family:
     # What the cell records at every step (replay --gates, the pictures), after its activation, in
     # the order the step computes it, with what each is: gates, candidates and states.
     traced: Mapping[str, str] = field(default_factory=dict)
+    # The traced values that are an activation's output, and which of the layer's settings names
+    # it (activation, recurrent_activation): where a value saturates is the activation's bounds.
+    # The others (a GRU's or LSTM's h, an LSTM's c) mix several activations' outputs.
+    traced_activation: Mapping[str, str] = field(default_factory=dict)
 
     def meaning(self, gate: str) -> str:
         return self.meanings[gate]
@@ -110,6 +114,18 @@ def _simple_rnn_equations(act: str, recurrent_act: str, has_bias: bool, reset_af
 
 LSTM_MEANINGS = {"i": "input gate", "f": "forget gate", "c": "cell candidate", "o": "output gate"}
 LSTM_TRACED = {"i": "input gate", "f": "forget gate", "cc": "cell candidate", "c": "cell state", "o": "output gate", "h": "state"}
+LSTM_TRACED_ACTIVATION = {"i": "recurrent_activation", "f": "recurrent_activation", "o": "recurrent_activation", "cc": "activation"}
+# Where an activation's output saturates: its (low, high) bounds; a value within SATURATION_MARGIN
+# of the range from either bound counts as saturated (a sigmoid below 0.05 or above 0.95, σ(±2.94);
+# a tanh beyond ±0.9). Unbounded activations (relu, linear) have none.
+SATURATION_BOUNDS: Mapping[str, tuple[float, float]] = {
+    "sigmoid": (0.0, 1.0),
+    "hard_sigmoid": (0.0, 1.0),
+    "tanh": (-1.0, 1.0),
+    "softsign": (-1.0, 1.0),
+    "hard_tanh": (-1.0, 1.0),
+}
+SATURATION_MARGIN = 0.05
 
 GRU = Family(
     name="GRU",
@@ -131,6 +147,7 @@ GRU = Family(
     onnx_letters=("z", "r", "h"),
     equation_notes=("Keras computes h = z * h_prev + (1 - z) * hh: z near 1 keeps the old state (the textbook form swaps z and 1 - z)",),
     traced={"z": "update gate", "r": "reset gate", "hh": "candidate state", "h": "state"},
+    traced_activation={"z": "recurrent_activation", "r": "recurrent_activation", "hh": "activation"},
 )
 LSTM = Family(
     name="LSTM",
@@ -150,6 +167,7 @@ LSTM = Family(
     onnx_gates=("i", "o", "f", "c"),
     onnx_letters=("i", "o", "f", "c"),
     traced=LSTM_TRACED,
+    traced_activation=LSTM_TRACED_ACTIVATION,
 )
 SIMPLE_RNN = Family(
     name="SimpleRNN",
@@ -167,6 +185,7 @@ SIMPLE_RNN = Family(
     onnx_gates=("h",),
     onnx_letters=("i",),
     traced={"h": "state"},
+    traced_activation={"h": "activation"},
 )
 CONV_LSTM = Family(
     name="ConvLSTM",
@@ -178,6 +197,7 @@ CONV_LSTM = Family(
     cell="conv_lstm",
     convolutional=True,
     traced=LSTM_TRACED,
+    traced_activation=LSTM_TRACED_ACTIVATION,
 )
 FAMILIES = (GRU, LSTM, SIMPLE_RNN, CONV_LSTM)
 

@@ -114,6 +114,30 @@ def _port_json(report: Any, color: bool, width: int) -> str:
     return port_json(report) + "\n"
 
 
+def _activations_text(report: Any, color: bool, width: int) -> str:
+    from grucli.output.dynamics import render_activations
+
+    return render_activations(report, color=color, width=width)
+
+
+def _activations_json(report: Any, color: bool, width: int) -> str:
+    from grucli.output.dynamics import activations_json
+
+    return activations_json(report) + "\n"
+
+
+def _probe_text(report: Any, color: bool, width: int) -> str:
+    from grucli.output.dynamics import render_probe
+
+    return render_probe(report, color=color, width=width)
+
+
+def _probe_json(report: Any, color: bool, width: int) -> str:
+    from grucli.output.dynamics import probe_json
+
+    return probe_json(report) + "\n"
+
+
 # Report type (module.class) → its formatters.
 FORMATTERS: Mapping[str, Mapping[OutputFormat, Formatter]] = {
     "grucli.commands.inspect.InspectReport": {
@@ -127,6 +151,8 @@ FORMATTERS: Mapping[str, Mapping[OutputFormat, Formatter]] = {
     "grucli.commands.check.CheckReport": {OutputFormat.TEXT: _check_text, OutputFormat.JSON: _check_json},
     "grucli.commands.convert.ConvertReport": {OutputFormat.TEXT: _convert_text, OutputFormat.JSON: _convert_json},
     "grucli.commands.port.PortReport": {OutputFormat.TEXT: _port_text, OutputFormat.JSON: _port_json},
+    "grucli.commands.activations.ActivationsReport": {OutputFormat.TEXT: _activations_text, OutputFormat.JSON: _activations_json},
+    "grucli.commands.probe.ProbeReport": {OutputFormat.TEXT: _probe_text, OutputFormat.JSON: _probe_json},
 }
 
 

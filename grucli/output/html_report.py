@@ -15,13 +15,14 @@ import base64
 import html
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from grucli.commands.pictures import Blocks, LayerActivity, WeightMap
-from grucli.commands.report import LayerSection, ModelReport
+from grucli.commands.report import DatasetSection, LayerSection, ModelReport
 from grucli.output.formats import write_atomic
 
 CELL_WIDTH_RANGE = (2, 22)  # pixels per cell: small layers big enough to point at, big ones still on the page
@@ -39,6 +40,8 @@ def render_report(report: ModelReport) -> str:
     maps: list[dict[str, Any]] = []
     body = [_header(report), _verify(report), _check(report)]
     body += [_layer(section, maps) for section in report.layers]
+    if report.dataset is not None:
+        body.append(dataset_section(report.dataset))
     data = json.dumps({"maps": maps}, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
     # Inside <script>: nothing the data holds may close the element or open a comment.
     data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -133,18 +136,40 @@ def _anchor(path: str) -> str:
 
 
 def _layer(section: LayerSection, maps: list[dict[str, Any]]) -> str:
+    weights = "".join(_weight_figure(section, weight, maps) for weight in section.weights)
+    activity = _activity(section.activity, maps) if section.activity is not None else ""
+    return (
+        f'<section class="layer" id="{_anchor(section.path)}" data-path="{_e(section.path)}">{layer_head(section)}'
+        f'<h3>weights per gate</h3><div class="maps">{weights}</div>{activity}</section>\n'
+    )
+
+
+def layer_head(section: LayerSection) -> str:
+    """A layer's title, settings and exact step equations (the page's layer section, less its maps)."""
     settings = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in section.settings)
     equations = section.equations
     lines = "\n".join(equations.lines)
     extra = "".join(f'<p class="note">{_e(line)}</p>' for line in (*equations.definitions, *equations.notes))
-    weights = "".join(_weight_figure(section, weight, maps) for weight in section.weights)
-    activity = _activity(section.activity, maps) if section.activity is not None else ""
     return (
-        f'<section class="layer" id="{_anchor(section.path)}" data-path="{_e(section.path)}">'
         f"<h2>{_e(section.path)} <small>{_e(section.kind)}({section.units})</small></h2>"
         f'<div class="row"><table class="facts">{settings}</table><div><h3>one step</h3><pre>{_e(lines)}</pre>{extra}</div></div>'
-        f'<h3>weights per gate</h3><div class="maps">{weights}</div>{activity}</section>\n'
     )
+
+
+def model_summary_html(path: str, format_: str, keras_version: str | None, semantics: str, sections: Sequence[LayerSection]) -> str:
+    """A model in a notebook (`Model._repr_html_`): the file's facts and each recurrent layer's
+    settings and equations, styled like the report page."""
+    facts = [("file", path), ("format", format_), ("Keras version", keras_version or "not recorded"), ("definitions", semantics)]
+    table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
+    layers = "".join(f'<section class="layer">{layer_head(section)}</section>' for section in sections) or "<p>no recurrent layer</p>"
+    return f'<div class="grucli"><style>{NOTEBOOK_STYLE}</style><table class="facts">{table}</table>{layers}</div>'
+
+
+def dataset_section(section: DatasetSection) -> str:
+    """The dataset's dynamics: probe scores against the control task, state trajectories and per-unit views."""
+    from grucli.output.dynamics import dataset_html
+
+    return dataset_html(section)
 
 
 def _weight_figure(section: LayerSection, weight: WeightMap, maps: list[dict[str, Any]]) -> str:
@@ -278,6 +303,14 @@ pre{background:#f6f8fa;padding:8px 10px;border-radius:6px;font-size:13px;overflo
 #tooltip{position:fixed;pointer-events:none;background:#1b1f24;color:#fff;font-size:12px;padding:4px 7px;border-radius:4px;
 display:none;white-space:nowrap;z-index:9}
 """
+
+# In a notebook the rules are scoped to grucli's own block, so the notebook's own look is left alone.
+NOTEBOOK_STYLE = (
+    ".grucli table{border-collapse:collapse}.grucli th,.grucli td{padding:2px 10px 2px 0;text-align:left;vertical-align:top}"
+    ".grucli .facts th{color:#57606a;font-weight:normal}.grucli pre{background:#f6f8fa;padding:8px 10px;border-radius:6px;"
+    "font-size:13px;overflow:auto}.grucli .row{display:flex;gap:32px;flex-wrap:wrap}.grucli .note{color:#57606a;font-size:12px}"
+    ".grucli h2{font-size:16px;margin:18px 0 6px}.grucli h3{font-size:14px;margin:10px 0 4px}.grucli small{color:#57606a}"
+)
 
 SCRIPT = r"""
 (function () {

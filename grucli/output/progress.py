@@ -66,3 +66,51 @@ class DelayedProgress:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class RowsProgress:
+    """A progress bar of rows (rows/s and time left) on stderr, for a run over a dataset; shown only
+    on a terminal (or with GRUCLI_PROGRESS=1), after `delay` seconds."""
+
+    def __init__(self, action: str, delay: float = 1.0) -> None:
+        self._action = action
+        self._start = time.monotonic()
+        self._delay = delay
+        self._enabled = (sys.stderr.isatty() and "NO_COLOR" not in os.environ) or os.environ.get("GRUCLI_PROGRESS") == "1"
+        self._bar: Any = None
+        self._task: Any = None
+        self._first: tuple[float, int] | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self._first is None:
+            self._first = (now, done)  # rows kept from an earlier run do not count towards the rate
+        if not self._enabled or now - self._start < self._delay:
+            return
+        if self._bar is None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn(f"{self._action}", markup=False),
+                BarColumn(),
+                TextColumn("{task.completed:,}/{task.total:,} rows", markup=False),
+                TextColumn("{task.fields[rate]}", markup=False),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self._action, total=total, rate="")
+        began, rows = self._first
+        rate = (done - rows) / (now - began) if now > began else 0.0
+        self._bar.update(self._task, completed=done, rate=f"{rate:,.0f} rows/s")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __enter__(self) -> RowsProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
