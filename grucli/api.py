@@ -596,7 +596,7 @@ def probe(
 
     require_extra(("sklearn",), "dynamics", "probe")
     limits = limits or Limits()
-    found = store if not isinstance(store, (str, Path)) else open_activations(store, limits)
+    found = _store(store, limits)
     values, name = _labels(labels, limits)
     ids = None
     if control == "type":
@@ -607,6 +607,11 @@ def probe(
         ids = token_ids(found, data, limits)
     options = ProbeOptions(tuple(layer_paths), tuple(states), per_step, task, folds, seed, control, max_rows, top, regularization)
     return run_probe(found, values, name, options, ids, progress)
+
+
+def _store(store: str | Path | ActivationStore, limits: Limits) -> ActivationStore:
+    """A store given as a path, opened and checked; one already open, as it is."""
+    return open_activations(store, limits) if isinstance(store, (str, Path)) else store
 
 
 def _labels(labels: str | Path | np.ndarray, limits: Limits) -> tuple[np.ndarray, str]:
@@ -642,7 +647,7 @@ def population(
 
     require_extra(("sklearn",), "dynamics", "trajectories (PCA)")
     limits = limits or Limits()
-    found = store if not isinstance(store, (str, Path)) else open_activations(store, limits)
+    found = _store(store, limits)
     if model is not None:
         require_store_of(found, model, limits)
     values, name = (None, None) if labels is None else _labels(labels, limits)

@@ -431,14 +431,16 @@ class _Tracker:
     def __init__(self, store: Path, settings: StoreSettings, state: list[str | None], progress: Progressed | None) -> None:
         self.store, self.settings, self.state, self.progress = store, settings, state, progress
         self.saved_at = time.monotonic()
+        # counted as batches finish, not summed over every batch each time (a run may have 10^5)
+        self.rows_complete = sum(self._rows(index) for index, done in enumerate(state) if done is not None)
 
-    @property
-    def rows_complete(self) -> int:
-        return sum(
-            stop - start for index, done in enumerate(self.state) if done is not None for start, stop in [self.settings.batch_rows(index)]
-        )
+    def _rows(self, index: int) -> int:
+        start, stop = self.settings.batch_rows(index)
+        return stop - start
 
     def done(self, index: int, fingerprint: str) -> None:
+        if self.state[index] is None:
+            self.rows_complete += self._rows(index)
         self.state[index] = fingerprint
         if time.monotonic() - self.saved_at >= CHECKPOINT_SECONDS:
             self.save()

@@ -150,7 +150,7 @@ def probe(
             f"{labels_name} has {labels.shape[1]} steps; layer {first.path} runs {first.timesteps}: "
             f"expected ({store.settings.rows}, {first.timesteps})"
         )
-    for layer, _ in targets:
+    for layer in {layer.path: layer for layer, _ in targets[1:] if layer.path != first.path}.values():  # each layer's mask read once
         if layer.timesteps != first.timesteps or not np.array_equal(_real_steps(store, layer), real):
             raise SelectionError(
                 f"layers {first.path} and {layer.path} run over different steps (or masks); probe them one at a time with --layer"
@@ -418,10 +418,7 @@ def _final_state_probes(
     options: ProbeOptions,
     progress: Progress | None,
 ) -> tuple[list[ProbeResult], int]:
-    rows = np.flatnonzero(folds >= 0)
-    rng = np.random.default_rng(options.seed + 1)
-    if len(rows) > options.max_rows:
-        rows = np.sort(rng.choice(rows, options.max_rows, replace=False))
+    rows = _sequences(folds, options.max_rows, np.random.default_rng(options.seed + 1))
     results = []
     for index, (layer, state) in enumerate(targets):
         if progress is not None:

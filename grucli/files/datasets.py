@@ -29,6 +29,7 @@ import numpy as np
 
 from grucli.errors import GrucliError
 from grucli.files.budget import Budget, Limits, size
+from grucli.files.inputs import npy_header
 from grucli.files.regular import regular_file_size
 
 
@@ -204,18 +205,14 @@ def _check_rows(dataset: Dataset, limits: Limits, max_dataset_bytes: int) -> Non
 
 def _header(handle: Any, what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     try:
-        version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        shape, fortran, dtype = npy_header(handle)
     except (ValueError, EOFError) as exc:
         raise DatasetError(f"{what} is not an .npy array: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if dtype.hasobject or dtype.kind not in "biuf" or dtype.fields is not None:
         raise DatasetError(f"{what} holds {dtype}; expected numbers (grucli never unpickles data)")
     if len(shape) < 2:
         raise DatasetError(f"{what} has shape {shape}; expected rows first, then each sequence's shape")
-    return tuple(shape), bool(fortran), dtype
+    return shape, fortran, dtype
 
 
 def _npy_array(path: Path, name: str, offset: int, budget: Budget) -> DataArray:

@@ -220,13 +220,20 @@ def _npz_members(path: Path, what: str, limits: Limits) -> list[np.ndarray]:
 NPY_HEADER_ROOM = 65536  # an .npy header's own bytes, beside its array's
 
 
-def _charge_header(handle: Any, what: str, left: int) -> int:
-    """The bytes an .npy header declares, refused when over what is `left` of the input budget."""
+def npy_header(handle: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """An .npy header as NumPy's own parser reads it (any version; ValueError or EOFError where it
+    is not one): shape, Fortran order, element type. Nothing past the header is read."""
     version = np.lib.format.read_magic(handle)
     if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
     else:
-        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+    return tuple(shape), bool(fortran), dtype
+
+
+def _charge_header(handle: Any, what: str, left: int) -> int:
+    """The bytes an .npy header declares, refused when over what is `left` of the input budget."""
+    shape, _, dtype = npy_header(handle)
     if dtype.hasobject:
         raise InputError(f"{what} holds Python objects (pickle); grucli never unpickles input, expected a numeric array")
     declared = math.prod(shape) * dtype.itemsize
